@@ -1,0 +1,171 @@
+"""EVEv2 processor: chat template, tokenisation with image placeholders, and image preprocessing in one object.
+
+`<image>` is not a vocabulary token. As in the official `tokenizer_image_token`, the prompt is split on the literal
+`<image>` and each text chunk is tokenised on its own (no BOS); where the official code then writes one sentinel
+(-200) that the model later expands, we write the expanded image positions right away: `num_image_tokens` copies of
+`config.image_token_id`, flagged by `mm_token_type_ids == 1`. The token sequence the model sees is the same, and
+`input_ids`, `attention_mask` and labels have the model's real length, so transformers' `generate`, padding and
+the loss work unchanged.
+"""
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, BatchFeature, PreTrainedTokenizerBase
+
+from .chat_template import ChatTemplate, Message, get_template
+from .constants import DEFAULT_IMAGE_TOKEN, IGNORE_INDEX
+from .image_processing_eve import EveImageProcessor, ImageInput
+
+PROCESSOR_FILE = "eve_processor.json"
+
+
+class EveProcessor:
+    """Builds prompts and model inputs; `processor(text=prompt, images=[...])` gives what `model(**inputs)` takes."""
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        image_processor: EveImageProcessor,
+        template: str = "qwen2",
+        image_token_id: int = 0,
+    ):
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.template: ChatTemplate = get_template(template)
+        self.image_token_id = image_token_id
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, config) -> "EveProcessor":
+        """Tokenizer files from `path`; image settings from the model config (the official checkpoint has none)."""
+        settings_file = Path(path) / PROCESSOR_FILE
+        settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        return cls(tokenizer, EveImageProcessor.from_config(config), image_token_id=config.image_token_id, **settings)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        self.tokenizer.save_pretrained(str(path))
+        (Path(path) / PROCESSOR_FILE).write_text(json.dumps({"template": self.template.name}, indent=2) + "\n")
+
+    @property
+    def stop_token_ids(self) -> list[int]:
+        """Ids that end an answer: the turn end `<|im_end|>` and `<|endoftext|>`, where the vocabulary has them."""
+        ids = [self.tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
+        return [i for i in ids if i is not None and i != self.tokenizer.unk_token_id]
+
+    def build_prompt(self, messages: list[Message], add_generation_prompt: bool = True) -> str:
+        """Prompt text for `messages` ([{"role": "user"|"assistant", "content": str}]) in the model's chat format."""
+        return self.template.render(messages, add_generation_prompt)
+
+    def count_image_tokens(self, pixel_values: torch.Tensor) -> int:
+        return self.image_processor.num_image_tokens(pixel_values.shape[-2], pixel_values.shape[-1])
+
+    def tokenize_with_images(self, text: str, image_token_counts: list[int]) -> tuple[list[int], list[int]]:
+        """Token ids and modality flags of `text`, each `<image>` expanded to its image's token count."""
+        chunks = text.split(DEFAULT_IMAGE_TOKEN)
+        if len(chunks) - 1 != len(image_token_counts):
+            raise ValueError(
+                f"The text has {len(chunks) - 1} {DEFAULT_IMAGE_TOKEN} placeholders but {len(image_token_counts)} "
+                "images were given; give one image per placeholder"
+            )
+        ids: list[int] = []
+        flags: list[int] = []
+        for i, chunk in enumerate(chunks):
+            if chunk:
+                chunk_ids = self.tokenizer(chunk, add_special_tokens=False)["input_ids"]
+                ids += chunk_ids
+                flags += [0] * len(chunk_ids)
+            if i < len(image_token_counts):
+                ids += [self.image_token_id] * image_token_counts[i]
+                flags += [1] * image_token_counts[i]
+        return ids, flags
+
+    def __call__(
+        self,
+        text: str | list[str],
+        images: list[ImageInput] | list[list[ImageInput]] | None = None,
+        padding_side: str = "left",
+        max_size: int | None = None,
+        return_tensors: str = "pt",
+    ) -> BatchFeature:
+        """Model inputs for one prompt or a batch of prompts.
+
+        `images` lists the images in the order of the `<image>` placeholders (for a batch: a flat list over all
+        prompts, or one list per prompt). Returns `input_ids`, `attention_mask`, `mm_token_type_ids` ([B, L]) and
+        `pixel_values` (a list with one [3, H, W] tensor per image). Batches are padded on the left by default,
+        which is what generation needs.
+        """
+        texts = [text] if isinstance(text, str) else list(text)
+        flat_images = _flatten_images(images)
+        pixel_values = self.image_processor(flat_images, max_size=max_size) if flat_images else []
+        counts = [self.count_image_tokens(p) for p in pixel_values]
+        rows, start = [], 0
+        for prompt in texts:
+            n = prompt.count(DEFAULT_IMAGE_TOKEN)
+            rows.append(self.tokenize_with_images(prompt, counts[start : start + n]))
+            start += n
+        if start != len(counts):
+            raise ValueError(f"{len(counts)} images were given for {start} {DEFAULT_IMAGE_TOKEN} placeholders")
+        features = self.pad([{"input_ids": ids, "mm_token_type_ids": flags} for ids, flags in rows], padding_side)
+        features["pixel_values"] = pixel_values
+        return features
+
+    def pad(self, rows: list[dict[str, list[int]]], padding_side: str = "left") -> BatchFeature:
+        """Pads `input_ids`, `mm_token_type_ids` and (when present) `labels` to one length; adds `attention_mask`."""
+        length = max(len(r["input_ids"]) for r in rows)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        fill = {"input_ids": pad_id, "mm_token_type_ids": 0, "labels": IGNORE_INDEX, "attention_mask": 0}
+        batch: dict[str, list[list[int]]] = {key: [] for key in fill if key in rows[0] or key == "attention_mask"}
+        for row in rows:
+            row = {**row, "attention_mask": [1] * len(row["input_ids"])}
+            for key in batch:
+                padding = [fill[key]] * (length - len(row[key]))
+                batch[key].append(padding + list(row[key]) if padding_side == "left" else list(row[key]) + padding)
+        return BatchFeature({key: torch.tensor(value, dtype=torch.long) for key, value in batch.items()})
+
+    def tokenize_conversation(
+        self, messages: list[Message], images: list[ImageInput], mode: str = "train", max_size: int | None = None
+    ) -> dict:
+        """One training example: ids, modality flags and labels that supervise only the answers and turn ends."""
+        pixel_values = self.image_processor(images, mode=mode, max_size=max_size) if images else []
+        counts = iter([self.count_image_tokens(p) for p in pixel_values])
+        ids: list[int] = []
+        flags: list[int] = []
+        labels: list[int] = []
+        for text, supervised in _merge_runs(self.template.segments(messages, add_generation_prompt=False)):
+            piece_counts = [next(counts) for _ in range(text.count(DEFAULT_IMAGE_TOKEN))]
+            piece_ids, piece_flags = self.tokenize_with_images(text, piece_counts)
+            ids += piece_ids
+            flags += piece_flags
+            labels += piece_ids if supervised else [IGNORE_INDEX] * len(piece_ids)
+        if next(counts, None) is not None:
+            raise ValueError("More images than <image> placeholders in the conversation")
+        return {"input_ids": ids, "mm_token_type_ids": flags, "labels": labels, "pixel_values": pixel_values}
+
+    def decode(self, token_ids, skip_special_tokens: bool = True) -> str:
+        return self.tokenizer.decode(token_ids, skip_special_tokens=skip_special_tokens).strip()
+
+    def batch_decode(self, sequences, skip_special_tokens: bool = True) -> list[str]:
+        return [self.decode(s, skip_special_tokens) for s in sequences]
+
+
+def _merge_runs(segments: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
+    """Joins neighbouring pieces with the same supervision, so text is split only where labels change and
+    tokenises exactly as the same text does in an inference prompt."""
+    merged: list[tuple[str, bool]] = []
+    for text, supervised in segments:
+        if merged and merged[-1][1] == supervised:
+            merged[-1] = (merged[-1][0] + text, supervised)
+        else:
+            merged.append((text, supervised))
+    return merged
+
+
+def _flatten_images(images) -> list[ImageInput]:
+    if not images:
+        return []
+    flat: list[ImageInput] = []
+    for item in images:
+        flat.extend(item if isinstance(item, (list, tuple)) else [item])
+    return flat

@@ -1,0 +1,132 @@
+"""Drawing helpers shared by the task renderers: cached fonts, text laid on the patch grid, free text, colours.
+
+Why a grid: the model sees 16 px patches, and a small model learns to read only when every character sits in its
+own patch column (see the project's training notes). `draw_grid_text` therefore draws character by character, each
+centred in a cell that starts on a multiple of the patch size, instead of trusting the font's advance width.
+Higher curriculum levels use `draw_free_text` (any font, any offset) once the grid reader works.
+"""
+
+import random
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from PIL import ImageDraw, ImageFont
+
+from .config import PATCH_SIZE
+
+FONT_DIR = Path(__file__).resolve().parents[2] / "assets" / "fonts"
+FONT_FILES = {
+    "mono": "DejaVuSansMono.ttf",
+    "mono-bold": "DejaVuSansMono-Bold.ttf",
+    "sans": "DejaVuSans.ttf",
+    "sans-bold": "DejaVuSans-Bold.ttf",
+}
+FREE_FONTS = tuple(FONT_FILES)  # fonts used off the grid at the hardest level
+
+Color = tuple[int, int, int]
+
+
+@lru_cache(maxsize=256)
+def load_font(name: str, size: int) -> ImageFont.FreeTypeFont:
+    """A DejaVu font from `assets/fonts` (never the machine's fonts, so images match on every machine)."""
+    if name not in FONT_FILES:
+        raise ValueError(f"unknown font {name!r}; expected one of {sorted(FONT_FILES)}")
+    return ImageFont.truetype(str(FONT_DIR / FONT_FILES[name]), size)
+
+
+@dataclass(frozen=True)
+class GridFont:
+    """A font sized to fill a `cell_w` x `cell_h` cell, and where its baseline sits inside the cell."""
+
+    font: ImageFont.FreeTypeFont
+    cell_w: int
+    cell_h: int
+    baseline: int  # pixels from the top of the cell to the baseline
+
+
+@lru_cache(maxsize=32)
+def grid_font(cell_w: int = PATCH_SIZE, cell_h: int = 2 * PATCH_SIZE, name: str = "mono-bold") -> GridFont:
+    """The largest size of `name` whose glyphs (ascenders to descenders) fit one cell with a pixel to spare.
+
+    For 16 x 32 cells this gives DejaVu Sans Mono at 24 px (glyphs about 15 x 23 px); for 16 x 16 cells 15 px.
+    """
+    best = None
+    for size in range(6, 2 * cell_h):
+        font = load_font(name, size)
+        left, top, right, bottom = font.getbbox("Wdlgjpqy", anchor="ls")
+        width = max(font.getbbox(ch, anchor="ms")[2] - font.getbbox(ch, anchor="ms")[0] for ch in "MWmw@")
+        if bottom - top > cell_h - 2 or width > cell_w - 1:
+            break
+        best = GridFont(font, cell_w, cell_h, baseline=(cell_h - (bottom - top)) // 2 - top)
+    if best is None:
+        raise ValueError(f"no font size fits a {cell_w}x{cell_h} cell")
+    return best
+
+
+def draw_grid_text(
+    draw: ImageDraw.ImageDraw, text: str, col: int, row: int, grid: GridFont, fill: Color
+) -> tuple[int, int, int, int]:
+    """Draw `text` one character per cell, starting at patch column `col` and patch row `row`.
+
+    Returns:
+        The box (x0, y0, x1, y1) of the cells used, for layout checks and decorations.
+    """
+    x0, y0 = col * PATCH_SIZE, row * PATCH_SIZE
+    for i, ch in enumerate(text):
+        if ch != " ":
+            center = x0 + i * grid.cell_w + grid.cell_w // 2
+            draw.text((center, y0 + grid.baseline), ch, font=grid.font, fill=fill, anchor="ms")
+    return x0, y0, x0 + len(text) * grid.cell_w, y0 + grid.cell_h
+
+
+def free_line_height(font: ImageFont.FreeTypeFont) -> tuple[int, int]:
+    """(ascent, height) of a line of `font`: top of the tallest letters to the baseline, and to the descenders."""
+    _, top, _, bottom = font.getbbox("Wdlgjpqy", anchor="ls")
+    return -top, bottom - top
+
+
+def fit_free_font(text: str, name: str, size: int, max_width: int, min_size: int = 10) -> ImageFont.FreeTypeFont:
+    """`name` at `size`, shrunk until `text` is at most `max_width` pixels wide."""
+    while size > min_size and load_font(name, size).getlength(text) > max_width:
+        size -= 1
+    return load_font(name, size)
+
+
+def draw_free_text(
+    draw: ImageDraw.ImageDraw, text: str, xy: tuple[int, int], font: ImageFont.FreeTypeFont, fill: Color
+) -> tuple[int, int, int, int]:
+    """Draw one line of `text` whose line box (tallest letter to lowest descender) starts at `xy`.
+
+    Lines are placed by their baseline, not their ink, so that words without ascenders do not float up.
+
+    Returns:
+        The line box (x0, y0, x1, y1).
+    """
+    ascent, height = free_line_height(font)
+    draw.text((xy[0], xy[1] + ascent), text, font=font, fill=fill, anchor="ls")
+    return xy[0], xy[1], xy[0] + round(font.getlength(text)), xy[1] + height
+
+
+def random_free_position(
+    rng: random.Random, box_size: tuple[int, int], area: tuple[int, int, int, int]
+) -> tuple[int, int]:
+    """A random top-left corner that keeps a `box_size` box inside `area` (x0, y0, x1, y1), off the grid."""
+    x_max = max(area[0], area[2] - box_size[0])
+    y_max = max(area[1], area[3] - box_size[1])
+    return rng.randint(area[0], x_max), rng.randint(area[1], y_max)
+
+
+def luminance(color: Color) -> float:
+    """Relative brightness in 0..1 (Rec. 601 weights), to pick a readable text colour."""
+    return (0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]) / 255
+
+
+def contrast_text(background: Color) -> Color:
+    """Near-black on light backgrounds, white on dark ones."""
+    return (17, 17, 17) if luminance(background) > 0.6 else (255, 255, 255)
+
+
+def as_color(value: list[int] | tuple[int, ...]) -> Color:
+    """A JSON colour list as an RGB tuple."""
+    return int(value[0]), int(value[1]), int(value[2])

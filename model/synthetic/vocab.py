@@ -1,0 +1,82 @@
+"""Vocabularies for the synthetic tasks: the JSON tables next to this file and the vendored English word list.
+
+The word list (`assets/wordlist.txt`, see `assets/ATTRIBUTION.md`) is split deterministically into a training part and
+a held-out part, so that reading can be measured on words the model never saw: a word is held out when the CRC32 of
+its spelling is divisible by `HELD_OUT_MODULUS` (about one word in ten), which is stable across machines and runs.
+"""
+
+import json
+import random
+import zlib
+from bisect import bisect_right
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+VOCAB_PATH = Path(__file__).with_name("vocab.json")
+WORDLIST_PATH = Path(__file__).resolve().parents[2] / "assets" / "wordlist.txt"
+HELD_OUT_MODULUS = 10
+SPLITS = ("all", "train", "test")
+
+
+@lru_cache(maxsize=1)
+def load_vocab() -> dict[str, Any]:
+    """The parsed `vocab.json` (instructions, palettes, shapes, site names, ...). Cached: treat it as read-only."""
+    return json.loads(VOCAB_PATH.read_text(encoding="utf-8"))
+
+
+def is_held_out(word: str) -> bool:
+    """Whether `word` belongs to the held-out ("test") part of the word list."""
+    return zlib.crc32(word.encode("utf-8")) % HELD_OUT_MODULUS == 0
+
+
+class WordBank:
+    """Words sorted by length, so that a word no longer than a given width can be drawn in O(1).
+
+    Layouts have a fixed number of character columns; picking among the words that fit (rather than drawing and
+    rejecting) keeps every sample cheap and every draw a single `rng.randrange` call, hence deterministic.
+    """
+
+    def __init__(self, words: list[str]):
+        if not words:
+            raise ValueError("a WordBank needs at least one word")
+        self.words = sorted(set(words), key=lambda w: (len(w), w))
+        self._lengths = [len(w) for w in self.words]
+        self.min_len = self._lengths[0]
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def pick(self, rng: random.Random, max_len: int) -> str:
+        """A uniformly drawn word of at most `max_len` characters."""
+        count = bisect_right(self._lengths, max_len)
+        if count == 0:
+            raise ValueError(f"no word of at most {max_len} characters (shortest has {self.min_len})")
+        return self.words[rng.randrange(count)]
+
+    def pick_phrase(self, rng: random.Random, n_words: int, max_chars: int) -> list[str]:
+        """`n_words` words that fit on one line of `max_chars` characters when joined by single spaces."""
+        picked: list[str] = []
+        for i in range(n_words):
+            words_left = n_words - i - 1
+            # leave room for the words still to come (shortest length plus a space each)
+            budget = max_chars - sum(len(w) + 1 for w in picked) - words_left * (self.min_len + 1)
+            picked.append(self.pick(rng, budget))
+        return picked
+
+
+@lru_cache(maxsize=4)
+def word_bank(split: str = "all") -> WordBank:
+    """The vendored English words of one split: "all", "train" (about 90 %) or "test" (held out, about 10 %)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown word split {split!r}; expected one of {SPLITS}")
+    words = [w.strip() for w in WORDLIST_PATH.read_text(encoding="utf-8").splitlines() if w.strip()]
+    if split != "all":
+        words = [w for w in words if is_held_out(w) == (split == "test")]
+    return WordBank(words)
+
+
+@lru_cache(maxsize=8)
+def vocab_bank(section: str, key: str) -> WordBank:
+    """A WordBank over a word list in `vocab.json`, e.g. `vocab_bank("webpage", "links")`."""
+    return WordBank(load_vocab()[section][key])
