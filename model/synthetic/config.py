@@ -34,7 +34,9 @@ def check_size(size: tuple[int, int], min_size: tuple[int, int] = (PATCH_SIZE, P
     if width % PATCH_SIZE or height % PATCH_SIZE:
         raise ValueError(f"image size {width}x{height} must have sides that are multiples of {PATCH_SIZE}")
     if width < min_size[0] or height < min_size[1]:
-        raise ValueError(f"image size {width}x{height} is smaller than the layout's minimum {min_size[0]}x{min_size[1]}")
+        raise ValueError(
+            f"image size {width}x{height} is smaller than the layout's minimum {min_size[0]}x{min_size[1]}"
+        )
     return width, height
 
 

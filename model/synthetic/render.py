@@ -54,7 +54,7 @@ def grid_font(cell_w: int = PATCH_SIZE, cell_h: int = 2 * PATCH_SIZE, name: str 
     best = None
     for size in range(6, 2 * cell_h):
         font = load_font(name, size)
-        left, top, right, bottom = font.getbbox("Wdlgjpqy", anchor="ls")
+        _, top, _, bottom = font.getbbox("Wdlgjpqy", anchor="ls")
         width = max(font.getbbox(ch, anchor="ms")[2] - font.getbbox(ch, anchor="ms")[0] for ch in "MWmw@")
         if bottom - top > cell_h - 2 or width > cell_w - 1:
             break

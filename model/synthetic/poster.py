@@ -1,0 +1,105 @@
+"""Poster task: a coloured poster with a big title and a date line, read back as "Title: ... Date: ...".
+
+Levels 0-2 keep all text monospaced on the patch grid (one character per 16 px column): 0 a one-word title in bold
+16 x 32 cells and a "MAR 12" date below it, centred; 1 one- or two-word titles (on one or two lines), every date
+format, left or centred; 2 adds distractors the answer must ignore (a frame, a rule and an unscored venue line) and a
+smaller 16 x 16 date. Level 3 sets the same content in any DejaVu font and size, off the grid.
+"""
+
+import random
+
+from PIL import Image, ImageDraw
+
+from .config import PATCH_SIZE
+from .render import FREE_FONTS, as_color, draw_free_text, draw_grid_text, fit_free_font, free_line_height, grid_font
+from .vocab import WordBank, load_vocab, vocab_bank
+
+MIN_SIZE = (8 * PATCH_SIZE, 8 * PATCH_SIZE)
+
+
+def pick_title(rng: random.Random, level: int, words: WordBank, max_chars: int) -> list[str]:
+    """Title lines in upper case: event words from `vocab.json` half the time, general English words otherwise."""
+    n_words = 1 if level == 0 else rng.randint(1, 2)
+    event_words = vocab_bank("poster", "title_words")
+    picked = [(event_words if rng.random() < 0.5 else words).pick(rng, max_chars).upper() for _ in range(n_words)]
+    if n_words == 2 and len(" ".join(picked)) <= max_chars and rng.random() < 0.5:
+        return [" ".join(picked)]
+    return picked
+
+
+def pick_date(rng: random.Random, level: int, max_chars: int) -> str:
+    """A date such as "MAR 12" (level 0) or any format of `vocab.json` that fits the line."""
+    vocab = load_vocab()["poster"]
+    formats = vocab["date_formats"][:1] if level == 0 else vocab["date_formats"]
+    fitting = [f for f in formats if len(f.format(month="MAR", day=12, year=2025)) <= max_chars] or formats[:1]
+    return rng.choice(fitting).format(
+        month=rng.choice(vocab["months"]), day=rng.randint(1, 28), year=rng.choice(vocab["years"])
+    )
+
+
+def draw_on_grid(
+    draw: ImageDraw.ImageDraw, rng: random.Random, level: int, title: list[str], date: str, size: tuple[int, int], fill
+) -> None:
+    """Title, optional venue and date as blocks of whole patch rows, one free row between blocks."""
+    cols, rows = size[0] // PATCH_SIZE, size[1] // PATCH_SIZE
+    title_grid = grid_font(PATCH_SIZE, 2 * PATCH_SIZE, "mono-bold")
+    # levels 0-1: a regular-weight date as tall as the title; level 2: a smaller bold date
+    date_grid = (
+        grid_font(PATCH_SIZE, 2 * PATCH_SIZE, "mono") if level < 2 else grid_font(PATCH_SIZE, PATCH_SIZE, "mono-bold")
+    )
+    small_grid = grid_font(PATCH_SIZE, PATCH_SIZE, "mono")
+    blocks = [(line, title_grid) for line in title]
+    if level == 2 and rows >= 2 * len(title) + 6:
+        blocks.append(("at " + vocab_bank("poster", "title_words").pick(rng, cols - 5), small_grid))
+    blocks.append((date, date_grid))
+    heights = [grid.cell_h // PATCH_SIZE for _, grid in blocks]
+    gaps = [0] * (len(title) - 1) + [1] * (len(blocks) - len(title))  # title lines stacked, then a free row each
+    slack = max(0, rows - 2 - sum(heights) - sum(gaps))
+    row = 1 + rng.randint(0, slack // 2)
+    gaps[len(title) - 1] += rng.randint(0, slack - (row - 1))  # spread the rest between title and date
+    centred = level == 0 or rng.random() < 0.5
+    for i, (text, grid) in enumerate(blocks):
+        col = (cols - len(text)) // 2 if centred else 1
+        draw_grid_text(draw, text, col, row, grid, fill)
+        end = row + heights[i]
+        if level == 2 and i == len(title) - 1:  # a rule in the free row under the title
+            y = end * PATCH_SIZE + PATCH_SIZE // 2
+            draw.line([(PATCH_SIZE, y), (size[0] - PATCH_SIZE, y)], fill, 2)
+        row = end + (gaps[i] if i < len(gaps) else 0)
+    if level == 2:
+        draw.rectangle([4, 4, size[0] - 5, size[1] - 5], outline=fill, width=2)
+
+
+def draw_free(draw: ImageDraw.ImageDraw, rng: random.Random, title: list[str], date: str, size: tuple[int, int], fill):
+    """Title and date in random DejaVu fonts and sizes, stacked at a random offset, left-aligned or centred."""
+    width, height = size
+    title_font = fit_free_font(max(title, key=len), rng.choice(FREE_FONTS), rng.randint(20, 34), width - 16)
+    date_font = fit_free_font(date, rng.choice(FREE_FONTS), rng.randint(13, 20), width - 16)
+    lines = [(line, title_font) for line in title] + [(date, date_font)]
+    pitches = [round(free_line_height(font)[1] * 1.15) for _, font in lines]
+    pitches[-2] += rng.randint(4, 24)  # space between the title and the date
+    block_h = sum(pitches[:-1]) + free_line_height(date_font)[1]
+    y = rng.randint(6, max(6, height - block_h - 6))
+    centred = rng.random() < 0.5
+    x_left = rng.randint(6, 20)
+    for (text, font), pitch in zip(lines, pitches):
+        text_w = round(font.getlength(text))
+        x = (width - text_w) // 2 if centred else min(x_left, width - text_w - 4)
+        draw_free_text(draw, text, (x, y), font, fill)
+        y += pitch
+
+
+def generate(rng: random.Random, level: int, size: tuple[int, int], words: WordBank) -> tuple[Image.Image, dict]:
+    """Render one poster; the target holds the title (lines joined by spaces) and the date as printed."""
+    palette = rng.choice(load_vocab()["poster"]["palettes"])
+    background, fill = as_color(palette["background"]), as_color(palette["text"])
+    max_chars = size[0] // PATCH_SIZE - 2
+    title = pick_title(rng, level, words, max_chars)
+    date = pick_date(rng, level, max_chars)
+    image = Image.new("RGB", size, background)
+    draw = ImageDraw.Draw(image)
+    if level < 3:
+        draw_on_grid(draw, rng, level, title, date, size, fill)
+    else:
+        draw_free(draw, rng, title, date, size, fill)
+    return image, {"title": " ".join(title), "date": date}

@@ -1,0 +1,85 @@
+"""The task registry and `generate_sample`: one synthetic image with its LLaVA-style conversation and target.
+
+Each task module (`ocr`, `poster`, `webpage`, `scene`) exposes `generate(rng, level, size, words)` returning the
+image and its target, and `MIN_SIZE`. All randomness comes from the `random.Random` passed in, so a sample is a pure
+function of the generator's state: same seed, same pixels.
+"""
+
+import random
+from dataclasses import dataclass
+
+from PIL import Image
+
+from . import ocr, poster, scene, webpage
+from .answers import canonical_instruction, format_answer, pick_instruction
+from .config import IMAGE_SIZES, check_level, check_size
+from .vocab import word_bank
+
+IMAGE_TOKEN = "<image>"  # placeholder the processor expands into image tokens
+TASK_MODULES = {"ocr": ocr, "poster": poster, "webpage": webpage, "scene": scene}
+TASKS = tuple(TASK_MODULES)
+
+# display name (as the app shows it) -> task key
+TASK_KEYS: dict[str, str] = {"OCR": "ocr", "Poster": "poster", "Webpage": "webpage", "Scene description": "scene"}
+# display name -> the canonical instruction, used by the app's presets and by evaluation
+TASK_INSTRUCTIONS: dict[str, str] = {name: canonical_instruction(key) for name, key in TASK_KEYS.items()}
+
+
+@dataclass
+class Sample:
+    """One training or evaluation example.
+
+    Attributes:
+        task: task key, one of `TASKS`.
+        image: the rendered RGB image, already at its final size (no resize needed).
+        conversations: LLaVA format, `[{"from": "human", "value": "<image>\\n..."}, {"from": "gpt", "value": ...}]`.
+        target: ground-truth fields that `model.evaluation.score_sample` compares a prediction with.
+        level: the curriculum level it was drawn at.
+    """
+
+    task: str
+    image: Image.Image
+    conversations: list[dict]
+    target: dict
+    level: int = 0
+
+    @property
+    def answer(self) -> str:
+        """The reference answer (the last gpt turn)."""
+        return self.conversations[-1]["value"]
+
+
+def task_key(task: str) -> str:
+    """A task key from either a key ("scene") or a display name ("Scene description")."""
+    key = TASK_KEYS.get(task, task)
+    if key not in TASK_MODULES:
+        raise ValueError(f"unknown task {task!r}; expected one of {TASKS} or {tuple(TASK_KEYS)}")
+    return key
+
+
+def generate_sample(
+    task: str, rng: random.Random, level: int = 0, *, size: tuple[int, int] | None = None, split: str = "all"
+) -> Sample:
+    """Render one sample of `task` at curriculum `level`.
+
+    Args:
+        task: task key or display name.
+        rng: source of all randomness; the sample is determined by its state.
+        level: 0 (easiest) .. `MAX_LEVEL`; see each task module's docstring.
+        size: (width, height) overriding `IMAGE_SIZES[task]`; sides must be multiples of the patch size.
+        split: which part of the English word list to draw words from: "all", "train" or "test" (held out).
+
+    Returns:
+        The sample, with a paraphrased instruction and the task's fixed answer template.
+    """
+    key = task_key(task)
+    module = TASK_MODULES[key]
+    check_level(level)
+    size = check_size(size or IMAGE_SIZES[key], module.MIN_SIZE)
+    instruction = pick_instruction(key, rng)
+    image, target = module.generate(rng, level, size, word_bank(split))
+    conversations = [
+        {"from": "human", "value": f"{IMAGE_TOKEN}\n{instruction}"},
+        {"from": "gpt", "value": format_answer(key, target)},
+    ]
+    return Sample(key, image, conversations, target, level)

@@ -1,0 +1,113 @@
+"""Webpage task: a tiny landing page (site bar, nav links, headline, grey paragraph, button) read back by field.
+
+Layout in 16 px patch rows (256 x 144 = 16 columns x 9 rows): rows 0-1 a coloured bar with the site name, rows 2-3 the
+links, rows 4-5 the headline, row 6 a grey paragraph (never scored), rows 7-8 a button. Levels 0-2 draw every
+character in its own patch column: 0 everything left-aligned in 16 x 32 cells; 1 the bar name, links and button
+move along the grid; 2 links and paragraph in smaller 16 x 16 cells, two paragraph lines, the headline one row up.
+Level 3 keeps the bands but sets the text in any DejaVu font and size, off the grid.
+"""
+
+import random
+
+from PIL import Image, ImageDraw
+
+from .config import PATCH_SIZE
+from .render import FREE_FONTS, as_color, draw_free_text, draw_grid_text, fit_free_font, free_line_height, grid_font
+from .vocab import WordBank, load_vocab, vocab_bank
+
+MIN_SIZE = (10 * PATCH_SIZE, 9 * PATCH_SIZE)
+LINK_COLOR = (29, 78, 216)
+HEADLINE_COLOR = (17, 24, 39)
+PARAGRAPH_COLOR = (140, 140, 140)
+
+
+def pick_content(rng: random.Random, words: WordBank, max_chars: int) -> dict:
+    """Site name, 2-3 links, a 1-2 word headline in Title Case, a button label: each fits one line."""
+    site = (vocab_bank("webpage", "site_names") if rng.random() < 0.5 else words).pick(rng, min(8, max_chars))
+    link_bank = vocab_bank("webpage", "links")
+    n_links = rng.randint(2, 3) if max_chars >= 3 * link_bank.min_len + 2 else 2
+    links = link_bank.pick_phrase(rng, n_links, max_chars)
+    n_words = rng.randint(1, 2)
+    headline = " ".join(w.capitalize() for w in words.pick_phrase(rng, n_words, max_chars))
+    button = vocab_bank("webpage", "buttons").pick(rng, max_chars - 2)
+    return {"site": site, "links": links, "headline": headline, "button": button}
+
+
+def paragraph(rng: random.Random, words: WordBank, max_chars: int) -> str:
+    """Filler words for the grey paragraph line."""
+    text = words.pick(rng, max_chars)
+    while len(text) + 1 + words.min_len <= max_chars:
+        text += " " + words.pick(rng, max_chars - len(text) - 1)
+    return text
+
+
+def draw_button(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], color) -> None:
+    """A rounded button half a patch wider than its label on each side, inside the label's rows."""
+    x0, y0, x1, y1 = box
+    draw.rounded_rectangle([x0 - PATCH_SIZE // 2, y0 + 1, x1 + PATCH_SIZE // 2 - 1, y1 - 2], radius=6, fill=color)
+
+
+def draw_on_grid(draw, rng: random.Random, level: int, content: dict, words: WordBank, size, colors: dict) -> None:
+    """The page in whole patch rows and columns (see the module docstring for the rows)."""
+    cols = size[0] // PATCH_SIZE
+    big = grid_font(PATCH_SIZE, 2 * PATCH_SIZE, "mono-bold")
+    big_regular = grid_font(PATCH_SIZE, 2 * PATCH_SIZE, "mono")
+    small = grid_font(PATCH_SIZE, PATCH_SIZE, "mono")
+
+    def col_for(text: str) -> int:  # left at level 0, anywhere on the grid (keeping a column margin) above it
+        return 1 if level == 0 else rng.randint(1, max(1, cols - 1 - len(text)))
+
+    draw.rectangle([0, 0, size[0] - 1, 2 * PATCH_SIZE - 1], fill=colors["bar"])
+    draw_grid_text(draw, content["site"], col_for(content["site"]), 0, big, (255, 255, 255))
+    links = "  ".join(content["links"]) if len("  ".join(content["links"])) <= cols - 2 else " ".join(content["links"])
+    draw_grid_text(draw, links, col_for(links), 2, small if level == 2 else big_regular, LINK_COLOR)
+    headline_row = 3 if level == 2 else 4
+    draw_grid_text(draw, content["headline"], 1, headline_row, big, HEADLINE_COLOR)
+    for row in range(headline_row + 2, 7):
+        draw_grid_text(draw, paragraph(rng, words, cols - 2), 1, row, small, PARAGRAPH_COLOR)
+    label = content["button"]
+    label_col = col_for(label)
+    x0, x1 = label_col * PATCH_SIZE, (label_col + len(label)) * PATCH_SIZE
+    draw_button(draw, (x0, 7 * PATCH_SIZE, x1, 9 * PATCH_SIZE), colors["button"])
+    draw_grid_text(draw, label, label_col, 7, big, (255, 255, 255))
+
+
+def draw_free(draw, rng: random.Random, content: dict, words: WordBank, size, colors: dict) -> None:
+    """The same bands with text in random DejaVu fonts and sizes at random horizontal offsets."""
+    width = size[0]
+    font_name = rng.choice(FREE_FONTS)
+
+    def put(text: str, band: tuple[int, int], size_range: tuple[int, int], fill, name: str = font_name) -> tuple:
+        font = fit_free_font(text, name, rng.randint(*size_range), width - 16)
+        while free_line_height(font)[1] > band[1] - band[0] - 2 and font.size > 8:
+            font = fit_free_font(text, name, font.size - 1, width - 16)
+        height = free_line_height(font)[1]
+        x = rng.randint(6, max(6, width - round(font.getlength(text)) - 10))
+        y = band[0] + (band[1] - band[0] - height) // 2
+        return draw_free_text(draw, text, (x, y), font, fill)
+
+    draw.rectangle([0, 0, width - 1, 2 * PATCH_SIZE - 1], fill=colors["bar"])
+    put(content["site"], (0, 32), (16, 26), (255, 255, 255))
+    put("  ".join(content["links"]), (32, 64), (12, 18), LINK_COLOR)
+    put(content["headline"], (64, 96), (18, 28), HEADLINE_COLOR, name=font_name.split("-")[0] + "-bold")
+    put(paragraph(rng, words, 24), (96, 112), (9, 12), PARAGRAPH_COLOR)
+    label_font = fit_free_font(content["button"], font_name, rng.randint(14, 20), width - 40)
+    label_w, label_h = round(label_font.getlength(content["button"])), free_line_height(label_font)[1]
+    x = rng.randint(14, width - label_w - 14)
+    draw.rounded_rectangle([x - 10, 114, x + label_w + 10, 142], radius=6, fill=colors["button"])
+    draw_free_text(draw, content["button"], (x, 128 - label_h // 2), label_font, (255, 255, 255))
+
+
+def generate(rng: random.Random, level: int, size: tuple[int, int], words: WordBank) -> tuple[Image.Image, dict]:
+    """Render one webpage; the target holds site, links (in order), headline and button as printed."""
+    vocab = load_vocab()["webpage"]
+    colors = {"bar": as_color(rng.choice(vocab["bar_colors"])), "button": as_color(rng.choice(vocab["button_colors"]))}
+    background = (255, 255, 255) if level == 0 else as_color(rng.choice(vocab["page_backgrounds"]))
+    content = pick_content(rng, words, size[0] // PATCH_SIZE - 2)
+    image = Image.new("RGB", size, background)
+    draw = ImageDraw.Draw(image)
+    if level < 3:
+        draw_on_grid(draw, rng, level, content, words, size, colors)
+    else:
+        draw_free(draw, rng, content, words, size, colors)
+    return image, content

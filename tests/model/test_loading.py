@@ -1,0 +1,113 @@
+"""load_pretrained on official-layout checkpoints: strict keys, defaults, quantisation, round trip, clear errors."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from model import EveForCausalLM, load_pretrained
+
+
+def _file_tensors(folder):
+    tensors = {}
+    for shard in sorted(folder.glob("*.safetensors")):
+        tensors.update(load_file(shard))
+    return tensors
+
+
+def test_official_layout_loads_strictly_with_the_files_values(tiny_checkpoint):
+    model, info = EveForCausalLM.from_pretrained(str(tiny_checkpoint), output_loading_info=True)
+    assert info["missing_keys"] == set() and info["unexpected_keys"] == set() and info["mismatched_keys"] == set()
+    on_disk = _file_tensors(tiny_checkpoint)
+    state = model.state_dict()
+    assert set(state) == set(on_disk)
+    for key, tensor in on_disk.items():
+        assert torch.equal(state[key], tensor), key
+
+
+def test_defaults_fp32_sdpa_on_cpu_and_config_fields_read_as_written(tiny_checkpoint):
+    model, processor = load_pretrained(tiny_checkpoint)
+    assert model.dtype == torch.float32 and model.config._attn_implementation == "sdpa"
+    assert model.config.mm_vision_tower == "openai/eve-anyratio-res1600-patch16"  # a folder that does not exist
+    assert model.config.rope_parameters["rope_theta"] == 1e6
+    assert processor.image_processor.patch_size == 16 and processor.image_processor.max_size == 64
+    # RoPE frequencies survive meta-device construction.
+    head_dim = model.config.hidden_size // model.config.num_attention_heads
+    expected = 1.0 / (1e6 ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
+    torch.testing.assert_close(model.model.rotary_emb.inv_freq, expected)
+    assert model.generation_config.eos_token_id == processor.stop_token_ids
+
+
+def test_auto_classes_know_eve_qwen2(tiny_checkpoint):
+    config = AutoConfig.from_pretrained(str(tiny_checkpoint))
+    assert config.model_type == "eve-qwen2"
+    assert isinstance(AutoModelForCausalLM.from_pretrained(str(tiny_checkpoint)), EveForCausalLM)
+
+
+def test_save_and_load_round_trip_is_exact(tiny, tmp_path):
+    model, processor = tiny
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    again, processor_again = load_pretrained(tmp_path)
+    assert model.state_dict().keys() == again.state_dict().keys()
+    for key, tensor in model.state_dict().items():
+        assert torch.equal(tensor, again.state_dict()[key]), key
+    ignore = {"_name_or_path"}
+    assert {k: v for k, v in again.config.to_dict().items() if k not in ignore} == {
+        k: v for k, v in model.config.to_dict().items() if k not in ignore
+    }
+    prompt = processor.build_prompt([{"role": "user", "content": "<image>\nhello"}])
+    image = Image.new("RGB", (50, 50), "red")
+    a = processor(text=prompt, images=[image])
+    b = processor_again(text=prompt, images=[image])
+    assert torch.equal(a["input_ids"], b["input_ids"])
+    with torch.no_grad():
+        assert torch.equal(model(**a).logits, again(**b).logits)
+
+
+@pytest.mark.parametrize("quantization", ["8bit", "4bit"])
+def test_quantized_loading_generates_on_cpu(tiny_checkpoint, quantization):
+    import bitsandbytes as bnb
+
+    model, processor = load_pretrained(tiny_checkpoint, quantization=quantization)
+    layer_class = bnb.nn.Linear8bitLt if quantization == "8bit" else bnb.nn.Linear4bit
+    assert isinstance(model.model.layers[0].self_attn.moe_q_proj, layer_class)
+    assert isinstance(model.model.layers[0].mlp.down_proj, layer_class)
+    inputs = processor(text=processor.build_prompt([{"role": "user", "content": "<image>\nhi"}]),
+                       images=[Image.new("RGB", (64, 32), "blue")])
+    ids = model.generate(**inputs, max_new_tokens=5, do_sample=False, eos_token_id=None)
+    assert ids.shape[1] == inputs["input_ids"].shape[1] + 5
+
+
+def test_a_folder_that_is_not_an_eve_checkpoint_gets_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="no config.json"):
+        load_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(ValueError, match="not an EVEv2 checkpoint.*llama"):
+        load_pretrained(tmp_path)
+
+
+def test_a_hub_id_that_is_not_cached_fails_fast_offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ValueError, match="BAAI/EVE-7B-HD-v2.0"):
+        load_pretrained("BAAI/EVE-7B-HD-v2.0")
+
+
+def test_a_hub_id_loads_from_the_hub_cache(tiny_checkpoint, monkeypatch, tmp_path):
+    """Offline, a repo id resolves to its snapshot in the Hub cache (the layout huggingface_hub writes)."""
+    repo = tmp_path / "models--BAAI--EVE-7B-HD-v2.0"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    for file in tiny_checkpoint.iterdir():
+        (snapshot / file.name).symlink_to(file)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path))
+    model, _ = load_pretrained("BAAI/EVE-7B-HD-v2.0")
+    assert isinstance(model, EveForCausalLM)

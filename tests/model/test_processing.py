@@ -1,0 +1,101 @@
+"""Prompt format, image placeholder splicing and label masking, against the official strings."""
+
+import pytest
+from PIL import Image
+
+from model.constants import IGNORE_INDEX
+
+SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, "
+    "and polite answers to the user's questions."
+)
+
+
+def test_single_turn_prompt_is_the_official_string(tiny):
+    _, processor = tiny
+    prompt = processor.build_prompt([{"role": "user", "content": "<image>\nWhat is written here?"}])
+    assert prompt == SYSTEM + " USER: <image>\nWhat is written here? ASSISTANT:"
+
+
+def test_multi_turn_prompt_is_the_official_string(tiny):
+    _, processor = tiny
+    messages = [
+        {"role": "user", "content": "<image>\nQ1"},
+        {"role": "assistant", "content": "A1"},
+        {"role": "user", "content": "Q2"},
+    ]
+    assert processor.build_prompt(messages) == SYSTEM + " USER: <image>\nQ1 ASSISTANT: A1<|im_end|>USER: Q2 ASSISTANT:"
+    finished = messages + [{"role": "assistant", "content": "A2"}]
+    assert processor.build_prompt(finished, add_generation_prompt=False) == (
+        SYSTEM + " USER: <image>\nQ1 ASSISTANT: A1<|im_end|>USER: Q2 ASSISTANT: A2<|im_end|>"
+    )
+
+
+def test_image_placeholder_is_spliced_like_the_official_tokenisation(tiny):
+    _, processor = tiny
+    tokenizer = processor.tokenizer
+    image = Image.new("RGB", (64, 64))  # 4 x 4 patches of 16 px -> 1 + 4 * 5 = 21 tokens
+    inputs = processor(text="before <image>\nafter", images=[image])
+    ids = inputs["input_ids"][0].tolist()
+    flags = inputs["mm_token_type_ids"][0].tolist()
+    before = tokenizer("before ", add_special_tokens=False)["input_ids"]
+    after = tokenizer("\nafter", add_special_tokens=False)["input_ids"]
+    assert ids == before + [processor.image_token_id] * 21 + after
+    assert flags == [0] * len(before) + [1] * 21 + [0] * len(after)
+    assert inputs["pixel_values"][0].shape == (3, 64, 64)
+
+
+def test_several_images_in_one_prompt_and_a_padded_batch(tiny):
+    _, processor = tiny
+    images = [Image.new("RGB", (64, 64)), Image.new("RGB", (128, 32)), Image.new("RGB", (32, 128))]
+    inputs = processor(text=["<image><image> two", "<image> one"], images=[images[:2], images[2:]])
+    assert len(inputs["pixel_values"]) == 3
+    counts = inputs["mm_token_type_ids"].sum(1).tolist()
+    expected = [processor.count_image_tokens(p) for p in inputs["pixel_values"]]
+    assert counts == [expected[0] + expected[1], expected[2]]
+    # Left padding: the shorter prompt starts with padding that attention ignores.
+    length = inputs["input_ids"].shape[1]
+    short = processor(text="<image> one", images=images[2:])["input_ids"][0]
+    assert inputs["attention_mask"][1].tolist() == [0] * (length - len(short)) + [1] * len(short)
+    assert inputs["input_ids"][1, length - len(short):].tolist() == short.tolist()
+    assert inputs["attention_mask"][0].all()
+
+
+def test_placeholder_and_image_counts_must_match(tiny):
+    _, processor = tiny
+    with pytest.raises(ValueError, match="placeholders"):
+        processor(text="<image> and <image>", images=[Image.new("RGB", (32, 32))])
+    with pytest.raises(ValueError, match="placeholders"):
+        processor(text="no image here", images=[Image.new("RGB", (32, 32))])
+
+
+def test_label_masking_supervises_only_answers_and_turn_ends(tiny):
+    _, processor = tiny
+    messages = [
+        {"role": "user", "content": "<image>\nwhat is written here"},
+        {"role": "assistant", "content": "hello world"},
+        {"role": "user", "content": "describe image"},
+        {"role": "assistant", "content": "a red circle"},
+    ]
+    example = processor.tokenize_conversation(messages, [Image.new("RGB", (64, 64))])
+    ids, labels = example["input_ids"], example["labels"]
+    assert len(ids) == len(labels) == len(example["mm_token_type_ids"])
+    supervised = [i for i, label in zip(ids, labels) if label != IGNORE_INDEX]
+    assert processor.tokenizer.decode(supervised) == " hello world<|im_end|> a red circle<|im_end|>"
+    assert all(label == IGNORE_INDEX for label, flag in zip(labels, example["mm_token_type_ids"]) if flag)
+    # The context part tokenises exactly like the inference prompt of the first turn.
+    prompt = processor(text=processor.build_prompt(messages[:1]), images=[Image.new("RGB", (64, 64))])
+    n = prompt["input_ids"].shape[1]
+    assert ids[:n] == prompt["input_ids"][0].tolist()
+
+
+def test_plain_template_supervises_the_caption_and_newline(tiny):
+    from model import EveProcessor
+
+    _, processor = tiny
+    plain = EveProcessor(processor.tokenizer, processor.image_processor, template="plain")
+    messages = [{"role": "user", "content": "<image>\nignored instruction"}, {"role": "assistant", "content": "a cat"}]
+    example = plain.tokenize_conversation(messages, [Image.new("RGB", (32, 32))])
+    supervised = [i for i, label in zip(example["input_ids"], example["labels"]) if label != IGNORE_INDEX]
+    assert plain.tokenizer.decode(supervised) == "a cat\n"
+    assert sum(example["mm_token_type_ids"]) == len(example["input_ids"]) - len(supervised)
