@@ -73,7 +73,11 @@ class EvePatchEmbedding(nn.Module):
 
 
 class EveAttention(Qwen2Attention):
-    """Differs from Qwen2: q/k/v/o have vision twins (`moe_{q,k,v,o}_proj`) that serve image tokens."""
+    """Differs from Qwen2: q/k/v/o have vision twins (`moe_{q,k,v,o}_proj`) that serve image tokens.
+
+    It takes and returns the residual stream split by modality (see `routing.py`); only queries, keys and values
+    are merged into sequence order, for the one joint causal attention over all tokens.
+    """
 
     def __init__(self, config: EveConfig, layer_idx: int):
         super().__init__(config, layer_idx)
@@ -84,31 +88,30 @@ class EveAttention(Qwen2Attention):
             self.moe_k_proj = nn.Linear(config.hidden_size, kv_size, bias=True)
             self.moe_v_proj = nn.Linear(config.hidden_size, kv_size, bias=True)
             self.moe_o_proj = nn.Linear(q_size, config.hidden_size, bias=False)
-        self.vision_qkv = self._vision_qkv if config.has_vision_twin("self_attn") else self._text_qkv
 
-    @property
-    def vision_o(self) -> nn.Module:
-        return getattr(self, "moe_o_proj", self.o_proj)
+    def project_qkv(self, hidden_states: torch.Tensor, vision: bool) -> tuple[torch.Tensor, ...]:
+        if vision and hasattr(self, "moe_q_proj"):
+            return self.moe_q_proj(hidden_states), self.moe_k_proj(hidden_states), self.moe_v_proj(hidden_states)
+        return self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states)
 
-    def _text_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.q_proj(x), self.k_proj(x), self.v_proj(x)
-
-    def _vision_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.moe_q_proj(x), self.moe_k_proj(x), self.moe_v_proj(x)
+    def project_out(self, attn_output: torch.Tensor, vision: bool) -> torch.Tensor:
+        return self.moe_o_proj(attn_output) if vision and hasattr(self, "moe_o_proj") else self.o_proj(attn_output)
 
     def forward(
         self,
-        hidden_states: torch.Tensor,
-        router: Callable,
+        text_states: torch.Tensor,
+        vision_states: torch.Tensor | None,
+        router,
         position_embeddings: tuple[torch.Tensor, torch.Tensor],
         attention_mask: torch.Tensor | None,
         cache: Cache | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        input_shape = hidden_states.shape[:-1]
+        text_qkv = self.project_qkv(text_states, vision=False)
+        vision_qkv = self.project_qkv(vision_states, vision=True) if vision_states is not None else (None,) * 3
+        query, key, value = (router.merge(t, v) for t, v in zip(text_qkv, vision_qkv))  # [B, L, heads * head_dim]
+        input_shape = query.shape[:-1]
         hidden_shape = (*input_shape, -1, self.head_dim)
-
-        query, key, value = router(hidden_states, self._text_qkv, self.vision_qkv)
         query_states = query.view(hidden_shape).transpose(1, 2)  # [B, heads, L, head_dim]
         key_states = key.view(hidden_shape).transpose(1, 2)  # [B, kv_heads, L, head_dim]
         value_states = value.view(hidden_shape).transpose(1, 2)
@@ -121,7 +124,7 @@ class EveAttention(Qwen2Attention):
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
-        attn_output, attn_weights = attention_interface(
+        attn_output, _ = attention_interface(
             self,
             query_states,
             key_states,
@@ -132,12 +135,17 @@ class EveAttention(Qwen2Attention):
             sliding_window=self.sliding_window,
             **kwargs,
         )
-        attn_output = attn_output.reshape(*input_shape, -1).contiguous()
-        return router(attn_output, self.o_proj, self.vision_o), attn_weights
+        text_attn, vision_attn = router.split(attn_output.reshape(*input_shape, -1))
+        text_out = self.project_out(text_attn, vision=False)
+        return text_out, self.project_out(vision_attn, vision=True) if vision_attn is not None else None
 
 
 class EveDecoderLayer(GradientCheckpointingLayer):
-    """Differs from Qwen2: both RMSNorms and the MLP have vision twins (`moe_*`), chosen per token by the router."""
+    """Differs from Qwen2: both RMSNorms and the MLP have vision twins (`moe_*`) that serve image tokens.
+
+    The residual stream arrives split by modality (text rows, image rows or None) and leaves the same way, so every
+    norm, projection and MLP runs on its own modality's rows without gathering.
+    """
 
     def __init__(self, config: EveConfig, layer_idx: int):
         super().__init__()
@@ -151,45 +159,38 @@ class EveDecoderLayer(GradientCheckpointingLayer):
             self.moe_input_layernorm = Qwen2RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
             self.moe_post_attention_layernorm = Qwen2RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
-    # Without a twin, image tokens use the text module (the router then skips gathering). Properties, not
-    # attributes, so that no module is registered twice in the state dict.
-    @property
-    def vision_mlp(self) -> nn.Module:
-        return getattr(self, "moe_mlp", self.mlp)
-
-    @property
-    def vision_input_layernorm(self) -> nn.Module:
-        return getattr(self, "moe_input_layernorm", self.input_layernorm)
-
-    @property
-    def vision_post_attention_layernorm(self) -> nn.Module:
-        return getattr(self, "moe_post_attention_layernorm", self.post_attention_layernorm)
+    def _vision(self, name: str) -> nn.Module:
+        """The vision twin of a module, or the text module itself where the checkpoint has no twin."""
+        twin = getattr(self, f"moe_{name}", None)
+        return twin if twin is not None else getattr(self, name)
 
     def forward(
         self,
-        hidden_states: torch.Tensor,
-        router: Callable,
+        text_states: torch.Tensor,
+        vision_states: torch.Tensor | None,
+        router,
         attention_mask: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         cache: Cache | None = None,
         **kwargs,
-    ) -> torch.Tensor:
-        residual = hidden_states
-        hidden_states = router(hidden_states, self.input_layernorm, self.vision_input_layernorm)
-        hidden_states, _ = self.self_attn(
-            hidden_states,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        has_vision = vision_states is not None
+        text_attn, vision_attn = self.self_attn(
+            self.input_layernorm(text_states),
+            self._vision("input_layernorm")(vision_states) if has_vision else None,
             router=router,
             position_embeddings=position_embeddings,
             attention_mask=attention_mask,
             cache=cache,
             **kwargs,
         )
-        hidden_states = residual + hidden_states
-
-        residual = hidden_states
-        hidden_states = router(hidden_states, self.post_attention_layernorm, self.vision_post_attention_layernorm)
-        hidden_states = router(hidden_states, self.mlp, self.vision_mlp)
-        return residual + hidden_states
+        text_states = text_states + text_attn
+        text_states = text_states + self.mlp(self.post_attention_layernorm(text_states))
+        if has_vision:
+            vision_states = vision_states + vision_attn
+            vision_mlp, vision_norm = self._vision("mlp"), self._vision("post_attention_layernorm")
+            vision_states = vision_states + vision_mlp(vision_norm(vision_states))
+        return text_states, vision_states
 
 
 class EvePreTrainedModel(PreTrainedModel):
@@ -290,18 +291,19 @@ class EveModel(EvePreTrainedModel):
             causal_mask = causal_mask["full_attention"]
 
         router = route_by_modality(mm_token_type_ids, self.router_class)
-        hidden_states = inputs_embeds
-        position_embeddings = self.rotary_emb(hidden_states, position_ids)  # computed once, shared by all layers
+        position_embeddings = self.rotary_emb(inputs_embeds, position_ids)  # computed once, shared by all layers
+        text_states, vision_states = router.split(inputs_embeds)  # the residual stream stays split across layers
         for decoder_layer in self.layers:
-            hidden_states = decoder_layer(
-                hidden_states,
+            text_states, vision_states = decoder_layer(
+                text_states,
+                vision_states,
                 router=router,
                 attention_mask=causal_mask,
                 position_embeddings=position_embeddings,
                 cache=cache,
                 **kwargs,
             )
-        hidden_states = self.norm(hidden_states)
+        hidden_states = self.norm(router.merge(text_states, vision_states))
         return BaseModelOutputWithPast(last_hidden_state=hidden_states, cache=cache if use_cache else None)
 
 

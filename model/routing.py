@@ -2,69 +2,75 @@
 
 EVEv2 gives each decoder layer a text copy and a vision copy of its norms, attention projections and MLP. The official
 code runs both copies on every token and blends the results with a 0/1 mask; for a 0/1 mask that is the same as
-sending each row through one copy. `ModalityRouter` does the latter: it gathers the rows of each modality once, runs
-each weight set on its own rows, and puts the results back in sequence order. `DenseBlendRouter` is the official
-computation, kept only as the reference that tests and benchmarks compare against.
-"""
+sending each row through one copy. A router splits a [B, L, D] sequence into the rows of each modality and merges
+per-modality results back into sequence order. The decoder keeps its residual stream split between layers and
+merges only the attention inputs, so routing costs a few copies per layer, not a second set of weights.
 
-from collections.abc import Callable
+- `ModalityRouter`: image tokens come in contiguous runs (one per image), so splitting and merging are slices and one
+  concatenation; a prompt with one image splits into a zero-copy view.
+- `TextOnlyRouter`: no image token in the chunk (e.g. every decode step): exactly a plain Qwen2 layer.
+- `DenseBlendRouter`: the official computation (both weight sets on every token, blended by the mask), kept only as
+  the reference that tests and benchmarks compare against.
+"""
 
 import torch
 
-RoutedFn = Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor, ...]]
-
 
 class TextOnlyRouter:
-    """No image token in the chunk (e.g. every decode step): text weights only, exactly a plain Qwen2 layer."""
+    def split(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return hidden_states, None
 
-    def __call__(self, hidden_states: torch.Tensor, text_fn: RoutedFn, vision_fn: RoutedFn):
-        return text_fn(hidden_states)
+    def merge(self, text_out: torch.Tensor, vision_out: None) -> torch.Tensor:
+        return text_out
 
 
 class ModalityRouter:
-    """Sends text rows through `text_fn` and image rows through `vision_fn`, each function seeing only its rows."""
-
     def __init__(self, vision_mask: torch.Tensor):
         flat_mask = vision_mask.reshape(-1).bool()  # [B*L]
-        text_index = (~flat_mask).nonzero().squeeze(1)
-        vision_index = flat_mask.nonzero().squeeze(1)
-        self.num_text = text_index.numel()
-        # `order` lists text rows then image rows; `inverse` puts a tensor in that order back in sequence order.
-        self.order = torch.cat([text_index, vision_index])
-        self.inverse = torch.empty_like(self.order)
-        self.inverse[self.order] = torch.arange(self.order.numel(), device=self.order.device)
+        self.lead_shape = vision_mask.shape
+        changes = (flat_mask[1:] != flat_mask[:-1]).nonzero().squeeze(1) + 1
+        bounds = [0, *changes.tolist(), flat_mask.numel()]
+        first_is_vision = bool(flat_mask[0])
+        self.text_runs: list[tuple[int, int]] = []
+        self.vision_runs: list[tuple[int, int]] = []
+        # For each run in sequence order: (is_vision, start, end) within the split rows of its modality.
+        self.order: list[tuple[bool, int, int]] = []
+        offsets = {False: 0, True: 0}
+        for i, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
+            is_vision = first_is_vision ^ (i % 2 == 1)
+            (self.vision_runs if is_vision else self.text_runs).append((start, end))
+            self.order.append((is_vision, offsets[is_vision], offsets[is_vision] + end - start))
+            offsets[is_vision] += end - start
 
-    def __call__(self, hidden_states: torch.Tensor, text_fn: RoutedFn, vision_fn: RoutedFn):
-        if text_fn is vision_fn:  # this part has no vision twin: one weight set for every token
-            return text_fn(hidden_states)
-        lead_shape = hidden_states.shape[:-1]
-        grouped = hidden_states.reshape(-1, hidden_states.shape[-1]).index_select(0, self.order)
-        text_out = text_fn(grouped[: self.num_text])
-        vision_out = vision_fn(grouped[self.num_text :])
-        if isinstance(text_out, tuple):
-            return tuple(self._merge(t, v, lead_shape) for t, v in zip(text_out, vision_out))
-        return self._merge(text_out, vision_out, lead_shape)
+    def split(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, L, D] -> (text rows [N_text, D], image rows [N_image, D])."""
+        rows = hidden_states.reshape(-1, hidden_states.shape[-1])
+        return _gather(rows, self.text_runs), _gather(rows, self.vision_runs)
 
-    def _merge(self, text_out: torch.Tensor, vision_out: torch.Tensor, lead_shape: torch.Size) -> torch.Tensor:
-        merged = torch.cat([text_out, vision_out.to(text_out.dtype)]).index_select(0, self.inverse)
-        return merged.view(*lead_shape, merged.shape[-1])
+    def merge(self, text_out: torch.Tensor, vision_out: torch.Tensor) -> torch.Tensor:
+        """Inverse of `split`: rows of each modality back into one [B, L, D'] sequence."""
+        sources = {False: text_out, True: vision_out.to(text_out.dtype)}
+        merged = torch.cat([sources[is_vision][start:end] for is_vision, start, end in self.order])
+        return merged.view(*self.lead_shape, merged.shape[-1])
 
 
 class DenseBlendRouter:
-    """Reference only: the official computation, both weight sets on every token, blended by the mask."""
+    """Reference only: both modality streams hold every token; merging blends them by the mask."""
 
     def __init__(self, vision_mask: torch.Tensor):
         self.mask = vision_mask.unsqueeze(-1)  # [B, L, 1]
 
-    def __call__(self, hidden_states: torch.Tensor, text_fn: RoutedFn, vision_fn: RoutedFn):
-        text_out, vision_out = text_fn(hidden_states), vision_fn(hidden_states)
-        if isinstance(text_out, tuple):
-            return tuple(self._blend(t, v) for t, v in zip(text_out, vision_out))
-        return self._blend(text_out, vision_out)
+    def split(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return hidden_states, hidden_states
 
-    def _blend(self, text_out: torch.Tensor, vision_out: torch.Tensor) -> torch.Tensor:
+    def merge(self, text_out: torch.Tensor, vision_out: torch.Tensor) -> torch.Tensor:
         mask = self.mask.to(text_out.dtype)
         return text_out * (1 - mask) + vision_out * mask
+
+
+def _gather(rows: torch.Tensor, runs: list[tuple[int, int]]) -> torch.Tensor:
+    pieces = [rows[start:end] for start, end in runs]
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 
 
 def route_by_modality(vision_mask: torch.Tensor | None, router_class: type = ModalityRouter):
