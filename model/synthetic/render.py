@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from PIL import ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont
 
 from .config import PATCH_SIZE
 
@@ -64,6 +64,14 @@ def grid_font(cell_w: int = PATCH_SIZE, cell_h: int = 2 * PATCH_SIZE, name: str 
     return best
 
 
+@lru_cache(maxsize=8192)
+def glyph_mask(grid: GridFont, char: str) -> Image.Image:
+    """One character rendered once into a cell-sized alpha mask; pasting masks is ~10x faster than `draw.text`."""
+    mask = Image.new("L", (grid.cell_w, grid.cell_h), 0)
+    ImageDraw.Draw(mask).text((grid.cell_w // 2, grid.baseline), char, font=grid.font, fill=255, anchor="ms")
+    return mask
+
+
 def draw_grid_text(
     draw: ImageDraw.ImageDraw, text: str, col: int, row: int, grid: GridFont, fill: Color
 ) -> tuple[int, int, int, int]:
@@ -73,13 +81,13 @@ def draw_grid_text(
         The box (x0, y0, x1, y1) of the cells used, for layout checks and decorations.
     """
     x0, y0 = col * PATCH_SIZE, row * PATCH_SIZE
-    for i, ch in enumerate(text):
-        if ch != " ":
-            center = x0 + i * grid.cell_w + grid.cell_w // 2
-            draw.text((center, y0 + grid.baseline), ch, font=grid.font, fill=fill, anchor="ms")
+    for i, char in enumerate(text):
+        if char != " ":
+            draw.bitmap((x0 + i * grid.cell_w, y0), glyph_mask(grid, char), fill=fill)
     return x0, y0, x0 + len(text) * grid.cell_w, y0 + grid.cell_h
 
 
+@lru_cache(maxsize=512)
 def free_line_height(font: ImageFont.FreeTypeFont) -> tuple[int, int]:
     """(ascent, height) of a line of `font`: top of the tallest letters to the baseline, and to the descenders."""
     _, top, _, bottom = font.getbbox("Wdlgjpqy", anchor="ls")

@@ -1,0 +1,219 @@
+"""The streaming backend: owns the loaded model, runs `generate` in a worker thread, yields plain events.
+
+No Gradio here. A request carries the conversation (text and image paths per turn), generation settings and a stop
+event; `Engine.stream` yields `TextDelta` pieces as tokens are decoded and always ends with one `Finished` event
+holding the generation record, whether the answer completed, was stopped, or failed. Failures become specific
+messages (unreadable image, prompt too long, out of memory, model not loaded) instead of hangs.
+"""
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from queue import Empty
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+from model import load_pretrained
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 256
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    image_max_size: int | None = None  # None: the model's own setting
+
+    def generate_kwargs(self) -> dict:
+        sampling = self.temperature > 0
+        kwargs = {"max_new_tokens": self.max_new_tokens, "do_sample": sampling,
+                  "repetition_penalty": self.repetition_penalty}
+        if sampling:
+            kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=None)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        return kwargs
+
+
+@dataclass
+class Turn:
+    role: str  # "user" or "assistant"
+    text: str
+    images: list[str] = field(default_factory=list)  # file paths, user turns only
+
+
+@dataclass
+class ChatRequest:
+    turns: list[Turn]
+    settings: GenerationSettings = field(default_factory=GenerationSettings)
+    stop_event: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class TextDelta:
+    text: str
+
+
+@dataclass
+class GenerationRecord:
+    status: str  # "done", "stopped" or "error"
+    text: str
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    time_to_first_token: float | None = None
+    duration: float = 0.0
+    error: str | None = None
+
+    @property
+    def tokens_per_second(self) -> float:
+        decode_time = self.duration - (self.time_to_first_token or 0.0)
+        return (self.new_tokens - 1) / decode_time if self.new_tokens > 1 and decode_time > 0 else 0.0
+
+
+@dataclass
+class Finished:
+    record: GenerationRecord
+
+
+class EngineError(Exception):
+    """A failure with a message meant for the user."""
+
+
+class _StopOnEvent(StoppingCriteria):
+    """Ends generation at the next token once the request's stop event is set (a real stop, not a UI detach)."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class Engine:
+    """One loaded model shared by every user; generations run one at a time."""
+
+    def __init__(self, model, processor, name: str, quantization: str | None = None):
+        self.model, self.processor, self.name, self.quantization = model, processor, name, quantization
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, path: str, device: str = "cpu", dtype: torch.dtype | None = None,
+             quantization: str | None = None) -> "Engine":
+        model, processor = load_pretrained(path, device=device, dtype=dtype, quantization=quantization)
+        return cls(model, processor, name=str(path), quantization=quantization)
+
+    @property
+    def device(self) -> str:
+        return str(self.model.device)
+
+    @property
+    def dtype(self) -> str:
+        return str(self.model.dtype).removeprefix("torch.")
+
+    @property
+    def context_length(self) -> int:
+        return int(self.model.config.max_position_embeddings)
+
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()
+
+    def build_inputs(self, turns: list[Turn], settings: GenerationSettings) -> dict:
+        """Prompt and pixel tensors for the conversation; raises EngineError for bad images or an over-long prompt."""
+        messages, images = [], []
+        for turn in turns:
+            placeholders = "<image>\n" * len(turn.images)
+            messages.append({"role": turn.role, "content": placeholders + turn.text})
+            images.extend(turn.images)
+        prompt = self.processor.build_prompt(messages)
+        try:
+            inputs = self.processor(text=prompt, images=images, max_size=settings.image_max_size)
+        except ValueError as error:
+            raise EngineError(str(error)) from error
+        budget = self.context_length - settings.max_new_tokens
+        if inputs["input_ids"].shape[1] > budget:
+            raise EngineError(
+                f"The prompt is too long for the context: {inputs['input_ids'].shape[1]} tokens (text and images) "
+                f"plus {settings.max_new_tokens} new tokens exceed the model's {self.context_length}. "
+                "Clear the chat, use fewer images, or lower the image size."
+            )
+        return inputs.to(self.model.device)
+
+    def stream(self, request: ChatRequest) -> Iterator[TextDelta | Finished]:
+        """Yields text pieces as they are generated, then exactly one Finished event."""
+        start = time.perf_counter()
+        record = GenerationRecord(status="done", text="")
+        with self._lock:
+            try:
+                inputs = self.build_inputs(request.turns, request.settings)
+                record.prompt_tokens = int(inputs["input_ids"].shape[1])
+                for piece in self._generate(inputs, request, record, start):
+                    record.text += piece
+                    yield TextDelta(piece)
+                if request.stop_event.is_set():
+                    record.status = "stopped"
+            except EngineError as error:
+                record.status, record.error = "error", str(error)
+            except torch.OutOfMemoryError:
+                record.status, record.error = "error", "Out of memory: try a smaller image size or fewer new tokens."
+            except Exception as error:  # anything else still ends the answer with a message, never a hang
+                record.status, record.error = "error", f"Generation failed: {type(error).__name__}: {error}"
+        record.duration = time.perf_counter() - start
+        yield Finished(record)
+
+    def _generate(self, inputs: dict, request: ChatRequest, record: GenerationRecord, start: float) -> Iterator[str]:
+        streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        counter = _TokenCounter(record, start)
+        failure: list[BaseException] = []
+        settings = request.settings
+        if settings.seed is not None:
+            torch.manual_seed(settings.seed)
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    self.model.generate(
+                        **inputs, **settings.generate_kwargs(), streamer=streamer,
+                        stopping_criteria=StoppingCriteriaList([_StopOnEvent(request.stop_event), counter]),
+                    )
+            except BaseException as error:  # handed to the consumer below
+                failure.append(error)
+                streamer.end()
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        try:
+            while True:
+                try:
+                    piece = streamer.text_queue.get(timeout=0.1)
+                except Empty:
+                    if not worker.is_alive() and streamer.text_queue.empty():
+                        break
+                    continue
+                if piece is streamer.stop_signal:
+                    break
+                if piece:
+                    yield piece
+        except GeneratorExit:  # the consumer went away (closed tab, cancelled event): stop the worker too
+            request.stop_event.set()
+            worker.join()
+            raise
+        worker.join()
+        if failure:
+            raise failure[0]
+
+
+class _TokenCounter(StoppingCriteria):
+    """Counts new tokens and notes when the first arrived; never stops anything."""
+
+    def __init__(self, record: GenerationRecord, start: float):
+        self.record, self.start = record, start
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
+        if self.record.new_tokens == 0:
+            self.record.time_to_first_token = time.perf_counter() - self.start
+        self.record.new_tokens += 1
+        return torch.zeros((input_ids.shape[0],), dtype=torch.bool, device=input_ids.device)

@@ -1,0 +1,150 @@
+"""Command-line arguments of `python -m model.train`, parsed into one typed `TrainArgs` (the loop never sees argparse).
+
+Defaults follow the official recipe (AdamW without weight decay, cosine schedule with 3% warm-up, gradient clipping
+at 1.0, one epoch); the learning rate defaults to the stage preset's.
+"""
+
+import argparse
+import dataclasses
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .stages import load_stages
+
+
+@dataclass
+class TrainArgs:
+    """Everything one training run needs; `run_args.json` in the output folder is this, as JSON."""
+
+    output_dir: str
+    stage: str = "3"
+    base: str | None = None  # checkpoint folder or Hub id to start from
+    from_scratch: str | None = None  # config JSON of a new model (needs `tokenizer`)
+    tokenizer: str | None = None
+    data: list[str] = field(default_factory=list)  # LLaVA JSON files
+    image_folder: str | None = None
+    synthetic: list[str] = field(default_factory=list)  # synthetic tasks streamed instead of files
+    synthetic_level: list[int] = field(default_factory=lambda: [0])
+    curriculum: bool = False  # open the synthetic levels one after another over the run
+    lr: float | None = None  # None: the stage preset's learning rate
+    epochs: float = 1.0
+    max_steps: int | None = None  # optimizer steps; overrides epochs, required for synthetic streams
+    batch_size: int = 1  # per process, per micro-step
+    grad_accum: int = 1
+    max_image_size: int | None = None  # None: the stage's low/high rule
+    max_length: int | None = 4096  # image tokens included (official: 2048/4096 text tokens + the images)
+    seed: int = 42
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    eval_split: float = 0.0
+    eval_every: int = 0  # 0: evaluate only at the end (when there is an evaluation set)
+    eval_samples: int = 64
+    save_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    resume: str = "auto"  # "auto" (last checkpoint in output_dir, if any), "none", or a checkpoint folder
+    num_workers: int = 0
+    stop_at_step: int | None = None  # pause after this step with a checkpoint (resume later)
+    cpu: bool = False  # force CPU even where an accelerator exists
+
+    def __post_init__(self):
+        if self.stage not in load_stages():
+            raise ValueError(f"Unknown stage {self.stage!r}; choose one of {list(load_stages())}")
+        if bool(self.base) == bool(self.from_scratch):
+            raise ValueError("Give exactly one of --base (a checkpoint) or --from-scratch (a config JSON)")
+        if self.from_scratch and not self.tokenizer:
+            raise ValueError("--from-scratch needs --tokenizer (a tokenizer folder)")
+        if bool(self.data) == bool(self.synthetic):
+            raise ValueError("Give exactly one of --data (LLaVA JSON files) or --synthetic (task names)")
+        if self.curriculum and not self.synthetic:
+            raise ValueError("--curriculum orders synthetic levels: it needs --synthetic")
+        if self.synthetic and not self.max_steps:
+            raise ValueError("A synthetic stream has no end: give --max-steps")
+        if self.batch_size < 1 or self.grad_accum < 1:
+            raise ValueError("--batch-size and --grad-accum must be at least 1")
+        if not 0.0 <= self.eval_split < 1.0:
+            raise ValueError("--eval-split must be in [0, 1)")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "TrainArgs":
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def _comma_list(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m model.train",
+        description="Train one EVEv2 stage (a pipeline is a sequence of runs: see python -m model.train.pipeline).",
+    )
+    source = parser.add_argument_group("model")
+    source.add_argument("--base", help="checkpoint folder or Hub id to start from")
+    source.add_argument("--from-scratch", metavar="CONFIG.json", help="build a new model from EveConfig fields")
+    source.add_argument("--tokenizer", help="tokenizer folder for --from-scratch")
+    source.add_argument("--stage", default="3", choices=list(load_stages()), help="stage preset (default 3)")
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", action="extend", type=_comma_list, default=[], help="LLaVA JSON file(s)")
+    data.add_argument("--image-folder", help="folder image paths are relative to (default: the JSON's folder)")
+    data.add_argument("--synthetic", type=_comma_list, default=[], help="stream synthetic tasks: ocr,poster,...")
+    data.add_argument(
+        "--synthetic-level",
+        type=lambda v: [int(x) for x in _comma_list(v)],
+        default=[0],
+        help="curriculum level, or comma-separated levels to mix",
+    )
+    data.add_argument(
+        "--curriculum",
+        action="store_true",
+        help="open the --synthetic-level values one after another over the run (easy first, then the full mix)",
+    )
+    data.add_argument("--max-image-size", type=int, help="image side (as area side**2); default: the stage's rule")
+    data.add_argument(
+        "--max-length", type=int, default=4096, help="longest row in tokens, image tokens included (default 4096)"
+    )
+    data.add_argument("--num-workers", type=int, default=0, help="data-loader worker processes")
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--lr", type=float, help="learning rate (default: the stage preset's)")
+    optim.add_argument("--epochs", type=float, default=1.0)
+    optim.add_argument("--max-steps", type=int, help="optimizer steps (overrides --epochs)")
+    optim.add_argument("--batch-size", type=int, default=1, help="samples per process per micro-step")
+    optim.add_argument("--grad-accum", type=int, default=1, help="micro-steps per optimizer step")
+    optim.add_argument("--warmup-ratio", type=float, default=0.03)
+    optim.add_argument("--weight-decay", type=float, default=0.0)
+    optim.add_argument("--max-grad-norm", type=float, default=1.0)
+    optim.add_argument("--seed", type=int, default=42)
+    optim.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
+    optim.add_argument("--gradient-checkpointing", action="store_true")
+    optim.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
+    run = parser.add_argument_group("evaluation, checkpoints, logging")
+    run.add_argument("--output-dir", required=True)
+    run.add_argument("--eval-split", type=float, default=0.0, help="fraction of --data held out for eval loss")
+    run.add_argument("--eval-every", type=int, default=0, help="steps between evaluations (0: at the end only)")
+    run.add_argument(
+        "--eval-samples", type=int, default=64, help="most evaluation samples (synthetic: held-out samples)"
+    )
+    run.add_argument("--save-every", type=int, default=500, help="steps between checkpoints (0: none)")
+    run.add_argument("--keep-checkpoints", type=int, default=2)
+    run.add_argument("--log-every", type=int, default=10, help="steps between metrics.jsonl lines")
+    run.add_argument("--resume", default="auto", help="auto (last checkpoint in --output-dir), none, or a folder")
+    run.add_argument("--stop-at-step", type=int, help="stop after this step with a checkpoint (resume later)")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> TrainArgs:
+    """Command line -> TrainArgs; invalid combinations exit with the parser's usage message."""
+    parser = build_parser()
+    namespace = parser.parse_args(argv)
+    try:
+        return TrainArgs(**vars(namespace))
+    except ValueError as error:
+        parser.error(str(error))

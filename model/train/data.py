@@ -1,0 +1,217 @@
+"""Training data in the LLaVA format, turned into model rows lazily (one sample at a time, in `__getitem__`).
+
+`--data` is a JSON list (or JSONL) whose items are sample dicts, or file names of per-sample JSON files relative to
+the list's folder. A sample is `{"id", "image": str | list[str] (optional), "conversations": [{"from": "human" |
+"gpt", "value"}]}`; image paths are relative to `--image-folder` (default: the list's folder).
+
+Preprocessing follows the official recipe: a sample whose first turn is not from the human is skipped; with one
+image, its `<image>` placeholder moves to the start of its turn followed by a newline; rows longer than
+`--max-length` tokens are cut, unless the cut falls inside an image (then the sample is skipped). Skipped samples are
+counted and logged, and the dataset serves the next sample in their place.
+"""
+
+import json
+import logging
+import random
+import signal
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from ..constants import DEFAULT_IMAGE_TOKEN, IGNORE_INDEX
+from ..processing_eve import EveProcessor
+
+logger = logging.getLogger(__name__)
+
+ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
+ROW_KEYS = ("input_ids", "mm_token_type_ids", "labels")
+
+
+class SkipSample(Exception):
+    """A sample that cannot be trained on; the message says why."""
+
+
+class SkipCounter:
+    """Counts skipped samples by reason and logs the first few, then every 100th, so large datasets stay readable."""
+
+    def __init__(self):
+        self.counts: Counter[str] = Counter()
+
+    def note(self, sample_id: Any, reason: str) -> None:
+        self.counts[reason] += 1
+        total = sum(self.counts.values())
+        if total <= 10 or total % 100 == 0:
+            logger.warning("Skipped sample %s: %s (%d skipped so far)", sample_id, reason, total)
+
+
+def to_messages(conversations: list[dict], num_images: int, keep_images: bool = True) -> list[dict[str, str]]:
+    """LLaVA turns (`from`/`value`) as processor messages (`role`/`content`), placeholders placed as officially.
+
+    Raises:
+        SkipSample: first turn not from the human, unknown role, turns that do not alternate, or placeholders that
+            do not match the images.
+    """
+    if not conversations:
+        raise SkipSample("no conversation")
+    roles = [ROLES.get(turn.get("from", "")) for turn in conversations]
+    if roles[0] != "user":
+        raise SkipSample("first turn is not from the human")
+    if None in roles or any(roles[i] == roles[i - 1] for i in range(1, len(roles))):
+        raise SkipSample(f"turns must alternate human/gpt, got {[t.get('from') for t in conversations]}")
+    texts = [str(turn.get("value", "")) for turn in conversations]
+    if not keep_images:
+        texts = [t.replace(DEFAULT_IMAGE_TOKEN + "\n", "").replace(DEFAULT_IMAGE_TOKEN, "").strip() for t in texts]
+    elif num_images == 1:
+        # Official preprocess_multimodal: the placeholder goes to the start of its turn, followed by a newline.
+        if not any(DEFAULT_IMAGE_TOKEN in t for t in texts):
+            texts[0] = DEFAULT_IMAGE_TOKEN + texts[0]
+        texts = [
+            (DEFAULT_IMAGE_TOKEN + "\n" + t.replace(DEFAULT_IMAGE_TOKEN, "").strip()).strip()
+            if DEFAULT_IMAGE_TOKEN in t
+            else t
+            for t in texts
+        ]
+    placeholders = sum(t.count(DEFAULT_IMAGE_TOKEN) for t in texts)
+    if placeholders != (num_images if keep_images else 0):
+        raise SkipSample(f"{placeholders} {DEFAULT_IMAGE_TOKEN} placeholders for {num_images} images")
+    return [{"role": role, "content": text} for role, text in zip(roles, texts)]
+
+
+@dataclass
+class Encoder:
+    """Turns one conversation and its images into a training row for a stage.
+
+    Attributes:
+        processor: carries the stage's chat template.
+        max_image_size: images are scaled down to an area of max_image_size**2; None drops images (text-only stage).
+        max_length: longest row in tokens (image tokens included); None for no limit.
+    """
+
+    processor: EveProcessor
+    max_image_size: int | None
+    max_length: int | None = None
+
+    def __call__(self, conversations: list[dict], images: list) -> dict:
+        keep_images = self.max_image_size is not None
+        messages = to_messages(conversations, len(images), keep_images)
+        if self.processor.template.name == "plain" and len(messages) != 2:
+            raise SkipSample(f"the plain template takes one human and one gpt turn, got {len(messages)} turns")
+        try:
+            row = self.processor.tokenize_conversation(
+                messages, images if keep_images else [], mode="train", max_size=self.max_image_size
+            )
+        except ValueError as error:  # unreadable image, too many pixels, ...
+            raise SkipSample(str(error)) from error
+        return self.truncate(row)
+
+    def truncate(self, row: dict) -> dict:
+        if self.max_length and len(row["input_ids"]) > self.max_length:
+            if any(row["mm_token_type_ids"][self.max_length :]):
+                raise SkipSample(f"{len(row['input_ids'])} tokens and --max-length {self.max_length} cuts an image")
+            row.update({key: row[key][: self.max_length] for key in ROW_KEYS})
+        if all(label == IGNORE_INDEX for label in row["labels"]):
+            raise SkipSample("no answer token to supervise")
+        return row
+
+
+@dataclass
+class Record:
+    """One dataset item before loading: a sample dict or a per-sample JSON file, and where its files live."""
+
+    item: dict | str
+    json_folder: Path
+    image_folder: Path
+
+    def load(self) -> dict:
+        if isinstance(self.item, dict):
+            return self.item
+        return json.loads((self.json_folder / self.item).read_text(encoding="utf-8"))
+
+    def image_paths(self, sample: dict) -> list[Path]:
+        images = sample.get("image") or []
+        return [self.image_folder / name for name in ([images] if isinstance(images, str) else images)]
+
+
+def load_records(paths: list[str | Path], image_folder: str | Path | None = None) -> list[Record]:
+    """Items of every `--data` file (JSON list or JSONL), with their folders resolved."""
+    records = []
+    for path in map(Path, paths):
+        text = path.read_text(encoding="utf-8")
+        items = (
+            [json.loads(line) for line in text.splitlines() if line.strip()]
+            if path.suffix == ".jsonl"
+            else (json.loads(text))
+        )
+        if not isinstance(items, list):
+            raise TypeError(f"{path} must hold a JSON list of samples or sample file names")
+        folder = path.parent
+        records += [Record(item, folder, Path(image_folder) if image_folder else folder) for item in items]
+    return records
+
+
+def split_records(records: list, eval_split: float, eval_samples: int, seed: int) -> tuple[list, list]:
+    """A seeded held-out split: min(eval_split * n, eval_samples) records for evaluation, the rest for training."""
+    n_eval = min(round(len(records) * eval_split), eval_samples) if eval_split > 0 else 0
+    if n_eval >= len(records):
+        raise ValueError(f"--eval-split leaves no training data ({len(records)} samples)")
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    held_out = set(order[:n_eval])
+    train = [r for i, r in enumerate(records) if i not in held_out]
+    return train, [records[i] for i in sorted(held_out)]
+
+
+class LlavaDataset(Dataset):
+    """Map-style dataset over LLaVA records; loads, tokenises and resizes in `__getitem__` (so in the workers)."""
+
+    def __init__(self, records: list[Record], encoder: Encoder):
+        if not records:
+            raise ValueError("The dataset is empty")
+        self.records = records
+        self.encoder = encoder
+        self.skipped = SkipCounter()
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def encode(self, index: int) -> dict:
+        record = self.records[index]
+        try:
+            sample = record.load()
+        except (OSError, ValueError) as error:
+            raise SkipSample(f"cannot read {record.item}: {error}") from error
+        return self.encoder(sample.get("conversations") or [], record.image_paths(sample))
+
+    def __getitem__(self, index: int) -> dict:
+        # A skipped sample is replaced by the next one, so batches keep their size and epochs their length.
+        for offset in range(len(self.records)):
+            position = (index + offset) % len(self.records)
+            try:
+                return self.encode(position)
+            except SkipSample as reason:
+                item = self.records[position].item
+                self.skipped.note(item.get("id", position) if isinstance(item, dict) else item, str(reason))
+        raise RuntimeError("Every sample of the dataset was skipped; see the warnings above")
+
+
+class Collator:
+    """Right-pads a list of rows into a batch and concatenates their images in order of appearance."""
+
+    def __init__(self, processor: EveProcessor):
+        self.processor = processor
+
+    def __call__(self, rows: list[dict]) -> dict:
+        batch = dict(self.processor.pad([{key: row[key] for key in ROW_KEYS} for row in rows], padding_side="right"))
+        batch["pixel_values"] = [pixels for row in rows for pixels in row["pixel_values"]]
+        return batch
+
+
+def worker_init(_: int) -> None:
+    """Data-loader workers leave SIGINT/SIGTERM to the main process, which stops cleanly after the current step."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    torch.set_num_threads(1)  # image resizing and tokenising are single-threaded; leave the cores to the model

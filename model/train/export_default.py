@@ -1,0 +1,120 @@
+"""Export a trained small model into `assets/eve-tiny`: weights, tokenizer, tasks.json, evaluation and model card.
+
+Used by `model.train.default_model` after training (or with `--export-only` for the best stage reached so far).
+"""
+
+import json
+import platform
+import shutil
+from pathlib import Path
+
+import torch
+
+from ..evaluation.__main__ import evaluate_task, format_table
+from ..loading import load_pretrained
+from ..synthetic import TASK_INSTRUCTIONS, TASK_KEYS, TASKS
+from .checkpoints import is_finished
+
+CARD_TEMPLATE = Path(__file__).with_name("model_card_template.md")
+
+
+def last_finished_stage(work: Path) -> Path:
+    """The output folder of the latest stage whose final model is saved."""
+    from .default_model import STAGES
+
+    finished = [work / "stages" / f"stage-{name}" for name in STAGES if is_finished(work / "stages" / f"stage-{name}")]
+    if not finished:
+        raise SystemExit(f"No finished stage under {work / 'stages'}: train first")
+    return finished[-1]
+
+
+def training_summary(work: Path) -> tuple[list[dict], float]:
+    """Per stage: steps, final train and eval loss, time; and the total training time in hours."""
+    from .default_model import STAGES
+
+    rows, total = [], 0.0
+    for name in STAGES:
+        metrics_file = work / "stages" / f"stage-{name}" / "metrics.jsonl"
+        if not metrics_file.is_file():
+            continue
+        lines = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+        steps = [line for line in lines if "loss" in line]
+        evals = [line for line in lines if line.get("eval_loss") is not None]
+        elapsed = max((line.get("elapsed_s", 0.0) for line in lines), default=0.0)
+        total += elapsed
+        rows.append(
+            {
+                "stage": name,
+                "steps": steps[-1]["step"] if steps else 0,
+                "loss": steps[-1]["loss"] if steps else None,
+                "eval_loss": evals[-1]["eval_loss"] if evals else None,
+                "hours": elapsed / 3600,
+                "curve": [(line["step"], line["loss"], line.get("eval_loss")) for line in steps],
+            }
+        )
+    return rows, total / 3600
+
+
+def curve_table(rows: list[dict], points: int = 12) -> str:
+    lines = ["| stage | step | train loss | eval loss |", "|---|---|---|---|"]
+    for row in rows:
+        curve = row["curve"]
+        stride = max(1, len(curve) // points)
+        for step, loss, eval_loss in curve[::stride] + ([curve[-1]] if curve and len(curve) % stride else []):
+            shown = f"{eval_loss:.3f}" if eval_loss is not None else ""
+            lines.append(f"| {row['stage']} | {step} | {loss:.3f} | {shown} |")
+    return "\n".join(lines)
+
+
+def export(work: Path, assets: Path, eval_n: int = 200) -> int:
+    source = last_finished_stage(work)
+    model, processor = load_pretrained(source)
+    results = [evaluate_task(model, processor, task, eval_n, level=[0, 1, 2]) for task in TASKS]
+    table = format_table(results)
+    print(table)
+    if assets.exists():
+        shutil.rmtree(assets)
+    assets.mkdir(parents=True)
+    model.save_pretrained(assets)
+    processor.save_pretrained(assets)
+    tasks = {name: {"task": TASK_KEYS[name], "instruction": text} for name, text in TASK_INSTRUCTIONS.items()}
+    (assets / "tasks.json").write_text(json.dumps(tasks, indent=2) + "\n")
+    (assets / "eval.json").write_text(json.dumps({"checkpoint": str(source.name), "results": results}, indent=2))
+    rows, hours = training_summary(work)
+    stage_lines = "\n".join(
+        f"| {r['stage']} | {r['steps']} | {r['loss']:.3f} | "
+        f"{'' if r['eval_loss'] is None else format(r['eval_loss'], '.3f')} | {r['hours']:.2f} |"
+        for r in rows
+        if r["loss"] is not None
+    )
+    card = CARD_TEMPLATE.read_text().format(
+        params=f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}",
+        config=json.dumps(
+            {
+                k: getattr(model.config, k)
+                for k in (
+                    "hidden_size",
+                    "intermediate_size",
+                    "num_hidden_layers",
+                    "num_attention_heads",
+                    "num_key_value_heads",
+                    "mm_hidden_size",
+                    "patch_stride",
+                    "dense_stride",
+                    "image_max_size",
+                    "vocab_size",
+                )
+            },
+            indent=2,
+        ),
+        stage_table=stage_lines,
+        hours=f"{hours:.1f}",
+        hardware=f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        eval_table=table,
+        eval_n=eval_n,
+        curves=curve_table(rows),
+        source=source.name,
+    )
+    (assets / "README.md").write_text(card)
+    print(f"Exported {source} to {assets}")
+    return 0

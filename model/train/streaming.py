@@ -1,0 +1,97 @@
+"""Synthetic training data rendered on the fly from `model.synthetic` (OCR strips, posters, webpages, scenes).
+
+Sample `i` of a synthetic stream is a pure function of (seed, i), so the stream is split between processes and
+data-loader workers by index (shard `k` of `n` takes `start + k, start + k + n, ...`) and a resumed run continues
+at the index where the interrupted one stopped. Evaluation uses held-out words (`split="test"`) and another seed.
+
+With a curriculum, the levels given are opened one after another over the run: the first part of the stream draws
+from the first level only, the next part from the first two, and so on, up to the full mix; the level set of a
+sample depends only on its index, so sharding and resuming are unaffected.
+"""
+
+from collections.abc import Iterator, Sequence
+
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+from ..synthetic import sample_at, task_key
+from .data import Encoder, SkipCounter, SkipSample
+
+# Evaluation samples come from their own stream so they never repeat a training sample.
+EVAL_SEED_OFFSET = 1_000_003
+
+
+def _encode(encoder: Encoder, sample) -> dict:
+    return encoder(sample.conversations, [sample.image])
+
+
+class SyntheticStream(IterableDataset):
+    """Endless stream of encoded synthetic samples, sharded over processes and workers.
+
+    Args:
+        tasks: synthetic task keys, e.g. ["ocr", "scene"].
+        seed: stream seed.
+        level: curriculum level, or several levels to mix.
+        encoder: turns a conversation and its image into a row for the stage.
+        rank, world_size: this process and the number of processes.
+        start: global index of the first sample (samples already consumed by an interrupted run).
+        curriculum_samples: samples in the whole run (all processes) when the levels form a curriculum; None mixes
+            all levels from the start.
+    """
+
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        seed: int,
+        level: int | Sequence[int],
+        encoder: Encoder,
+        rank: int = 0,
+        world_size: int = 1,
+        start: int = 0,
+        curriculum_samples: int | None = None,
+    ):
+        self.tasks = [task_key(task) for task in tasks]  # fails early on an unknown task name
+        self.seed, self.level, self.encoder = seed, level, encoder
+        self.rank, self.world_size, self.start = rank, world_size, start
+        self.curriculum_samples = curriculum_samples
+        self.skipped = SkipCounter()
+
+    def levels_at(self, index: int) -> list[int]:
+        """The level (or levels, drawn uniformly) of sample `index`."""
+        levels = [self.level] if isinstance(self.level, int) else list(self.level)
+        if not self.curriculum_samples or len(levels) == 1:
+            return levels
+        phase = min(len(levels) - 1, index * len(levels) // self.curriculum_samples)
+        return levels[: phase + 1]
+
+    def __iter__(self) -> Iterator[dict]:
+        worker = get_worker_info()
+        worker_id, num_workers = (worker.id, worker.num_workers) if worker else (0, 1)
+        shard, num_shards = self.rank * num_workers + worker_id, self.world_size * num_workers
+        index = self.start + shard
+        while True:
+            sample = sample_at(index, self.tasks, self.seed, level=self.levels_at(index), split="train")
+            index += num_shards
+            try:
+                yield _encode(self.encoder, sample)
+            except SkipSample as reason:
+                self.skipped.note(f"{sample.task}@{self.seed}", str(reason))
+
+
+class SyntheticEvalSet(Dataset):
+    """A fixed held-out set: the first `size` samples of the evaluation stream, with words unseen in training."""
+
+    def __init__(self, tasks: Sequence[str], seed: int, level: int | Sequence[int], encoder: Encoder, size: int):
+        self.tasks = [task_key(task) for task in tasks]
+        self.seed, self.level, self.encoder, self.size = seed + EVAL_SEED_OFFSET, level, encoder, size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> dict:
+        for offset in range(100):  # a skipped sample (e.g. longer than --max-length) is replaced by a later one
+            sample = sample_at(index + offset * self.size, self.tasks, self.seed, level=self.level, split="test")
+            try:
+                return _encode(self.encoder, sample)
+            except SkipSample:
+                continue
+        raise RuntimeError("Could not encode any evaluation sample; is --max-length too small?")

@@ -1,0 +1,180 @@
+"""Tests for `model.synthetic`: determinism, geometry, grid alignment, templates, dataset writing and speed."""
+
+import json
+import random
+import time
+
+import numpy as np
+import pytest
+
+from model.evaluation import score_sample
+from model.synthetic import (
+    IMAGE_AREA,
+    IMAGE_SIZES,
+    IMAGE_TOKEN,
+    MAX_LEVEL,
+    PATCH_SIZE,
+    TASK_INSTRUCTIONS,
+    TASK_KEYS,
+    TASKS,
+    format_answer,
+    generate_sample,
+    is_held_out,
+    iter_samples,
+    sample_at,
+    word_bank,
+    write_dataset,
+)
+from model.synthetic.__main__ import main as cli_main
+from model.synthetic.vocab import load_vocab
+
+LEVELS = range(MAX_LEVEL + 1)
+TASK_LEVELS = [(task, level) for task in TASKS for level in LEVELS]
+
+
+@pytest.mark.parametrize(("task", "level"), TASK_LEVELS)
+def test_same_seed_gives_same_sample(task, level):
+    first, second = (generate_sample(task, random.Random(7), level) for _ in range(2))
+    assert first.image.tobytes() == second.image.tobytes()
+    assert first.conversations == second.conversations
+    assert first.target == second.target
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_different_seeds_give_different_samples(task):
+    images = {generate_sample(task, random.Random(seed), 1).image.tobytes() for seed in range(5)}
+    assert len(images) == 5
+
+
+@pytest.mark.parametrize(("task", "level"), TASK_LEVELS)
+def test_image_size_needs_no_resize(task, level):
+    for seed in range(5):
+        image = generate_sample(task, random.Random(seed), level).image
+        width, height = image.size
+        assert image.mode == "RGB"
+        assert image.size == IMAGE_SIZES[task]
+        assert width * height == IMAGE_AREA == 192 * 192
+        assert width % PATCH_SIZE == 0 and height % PATCH_SIZE == 0
+
+
+@pytest.mark.parametrize(("task", "level"), TASK_LEVELS)
+def test_own_answer_scores_perfectly(task, level):
+    for seed in range(40):
+        sample = generate_sample(task, random.Random(seed), level)
+        scores = score_sample(task, sample.answer, sample.target)
+        assert scores.pop("cer", 0.0) == 0.0
+        assert all(value == 1.0 for value in scores.values()), (sample.answer, scores)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_conversation_is_llava_format(task):
+    sample = generate_sample(task, random.Random(3), 0)
+    human, gpt = sample.conversations
+    assert human["from"] == "human" and gpt["from"] == "gpt"
+    assert human["value"].startswith(IMAGE_TOKEN + "\n")
+    entry = load_vocab()["instructions"][task]
+    assert human["value"][len(IMAGE_TOKEN) + 1 :] in [entry["canonical"], *entry["paraphrases"]]
+    assert gpt["value"] == format_answer(task, sample.target) == sample.answer
+
+
+def test_task_tables_match():
+    assert set(TASK_KEYS) == set(TASK_INSTRUCTIONS) == {"OCR", "Poster", "Webpage", "Scene description"}
+    assert sorted(TASK_KEYS.values()) == sorted(TASKS)
+    for name, key in TASK_KEYS.items():
+        assert TASK_INSTRUCTIONS[name] == load_vocab()["instructions"][key]["canonical"]
+    assert generate_sample("Scene description", random.Random(0)).task == "scene"
+
+
+def test_answer_templates():
+    scene = {"objects": [{"position": "top left", "color": "red", "shape": "circle"}]}
+    assert format_answer("scene", scene) == "1 object. top left: red circle."
+    assert format_answer("poster", {"title": "JAZZ NIGHT", "date": "MAR 12"}) == "Title: JAZZ NIGHT. Date: MAR 12."
+    page = {"site": "bookly", "links": ["home", "shop"], "headline": "Fresh Reads", "button": "join"}
+    assert format_answer("webpage", page) == "Site: bookly. Links: home, shop. Headline: Fresh Reads. Button: join."
+
+
+def test_level0_ocr_puts_one_character_per_patch_column():
+    for seed in range(20):
+        sample = generate_sample("ocr", random.Random(seed), 0)
+        ink = np.asarray(sample.image.convert("L")) < 128
+        columns = [c for c in range(ink.shape[1] // PATCH_SIZE) if ink[:, c * PATCH_SIZE : (c + 1) * PATCH_SIZE].any()]
+        word = sample.target["text"]
+        assert columns == list(range(columns[0], columns[0] + len(word))), word
+
+
+def test_scene_objects_fill_their_grid_cells():
+    sample = generate_sample("scene", random.Random(4), 2)
+    pixels = np.asarray(sample.image).astype(int)
+    background = pixels[0, 0]
+    positions = load_vocab()["scene"]["positions"]
+    occupied = {
+        positions[r * 3 + c]
+        for r in range(3)
+        for c in range(3)
+        if (pixels[r * 64 + 32, c * 64 + 32] != background).any()
+    }
+    assert occupied == {obj["position"] for obj in sample.target["objects"]}
+
+
+def test_stream_is_deterministic_and_shardable():
+    stream = iter_samples(list(TASKS), seed=3, level=[0, 1])
+    first = [next(stream) for _ in range(6)]
+    again = [sample_at(i, list(TASKS), 3, level=[0, 1]) for i in range(6)]
+    assert [s.image.tobytes() for s in first] == [s.image.tobytes() for s in again]
+    odd = iter_samples(list(TASKS), seed=3, level=[0, 1], start=1, step=2)
+    assert [next(odd).answer for _ in range(3)] == [first[i].answer for i in (1, 3, 5)]
+    assert {s.level for s in first} <= {0, 1}
+
+
+def test_weights_select_tasks():
+    stream = iter_samples(["ocr", "scene"], seed=0, weights=[1, 0])
+    assert {next(stream).task for _ in range(20)} == {"ocr"}
+
+
+def test_held_out_split_uses_only_held_out_words():
+    assert 0 < len(word_bank("test")) < len(word_bank("train")) < len(word_bank("all"))
+    assert all(is_held_out(word) for word in word_bank("test").words)
+    for seed in range(30):
+        sample = generate_sample("ocr", random.Random(seed), 2, split="test")
+        assert all(is_held_out(word.lower()) for word in sample.target["text"].split())
+
+
+def test_size_override_and_validation():
+    sample = generate_sample("scene", random.Random(0), 2, size=(96, 96))
+    assert sample.image.size == (96, 96)
+    with pytest.raises(ValueError):
+        generate_sample("ocr", random.Random(0), size=(100, 96))
+    with pytest.raises(ValueError):
+        generate_sample("ocr", random.Random(0), level=MAX_LEVEL + 1)
+    with pytest.raises(ValueError):
+        generate_sample("chart", random.Random(0))
+
+
+def test_write_dataset_produces_llava_json(tmp_path):
+    path = write_dataset(tmp_path / "data", list(TASKS), n=8, seed=1, level=0)
+    records = json.loads(path.read_text())
+    assert len(records) == 8 and len({r["id"] for r in records}) == 8
+    for record in records:
+        assert {"id", "image", "conversations", "task", "target"} <= set(record)
+        assert (path.parent / record["image"]).is_file()
+        assert record["conversations"][0]["value"].startswith(IMAGE_TOKEN)
+        assert score_sample(record["task"], record["conversations"][1]["value"], record["target"])["exact"] == 1.0
+    first = sample_at(0, list(TASKS), 1)
+    assert records[0]["conversations"] == first.conversations
+
+
+def test_cli_writes_dataset(tmp_path, capsys):
+    cli_main(["--out", str(tmp_path), "--n", "4", "--seed", "2", "--tasks", "ocr,scene", "--level", "0,1"])
+    records = json.loads((tmp_path / "data.json").read_text())
+    assert len(records) == 4 and {r["task"] for r in records} <= {"ocr", "scene"}
+    assert "wrote 4 samples" in capsys.readouterr().out
+
+
+def test_generation_is_fast():
+    stream = iter_samples(list(TASKS), seed=5, level=list(LEVELS))
+    for _ in range(20):  # warm the font and glyph caches
+        next(stream)
+    start = time.perf_counter()
+    for _ in range(200):
+        next(stream)
+    assert time.perf_counter() - start < 5.0
