@@ -10,12 +10,14 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from queue import Empty
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from model import load_pretrained
+from model.loading import resolve_checkpoint
 
 
 @dataclass
@@ -95,15 +97,19 @@ class _StopOnEvent(StoppingCriteria):
 class Engine:
     """One loaded model shared by every user; generations run one at a time."""
 
-    def __init__(self, model, processor, name: str, quantization: str | None = None):
+    def __init__(self, model, processor, name: str, quantization: str | None = None, checkpoint_dir=None):
         self.model, self.processor, self.name, self.quantization = model, processor, name, quantization
+        self.checkpoint_dir = checkpoint_dir  # where tasks.json lives, if the checkpoint has one
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, path: str, device: str = "cpu", dtype: torch.dtype | None = None,
+    def load(cls, path: str, device: str = "cpu", dtype: str | None = None,
              quantization: str | None = None) -> "Engine":
-        model, processor = load_pretrained(path, device=device, dtype=dtype, quantization=quantization)
-        return cls(model, processor, name=str(path), quantization=quantization)
+        """Loads a checkpoint folder or Hub id; `dtype` by name ("float32", "bfloat16", "float16")."""
+        folder = resolve_checkpoint(path)
+        torch_dtype = getattr(torch, dtype) if dtype else None
+        model, processor = load_pretrained(folder, device=device, dtype=torch_dtype, quantization=quantization)
+        return cls(model, processor, name=Path(str(path)).name, quantization=quantization, checkpoint_dir=folder)
 
     @property
     def device(self) -> str:
@@ -118,8 +124,23 @@ class Engine:
         return int(self.model.config.max_position_embeddings)
 
     @property
+    def image_max_size(self) -> int:
+        return int(self.processor.image_processor.max_size)
+
+    @property
     def busy(self) -> bool:
         return self._lock.locked()
+
+    def check_image(self, path: str) -> None:
+        """Raises EngineError with a clear message when the file is not a readable image (or is too large)."""
+        try:
+            self.processor.image_processor.load_image(path)
+        except ValueError as error:
+            raise EngineError(str(error)) from error
+
+    def describe(self) -> str:
+        """Model, device, dtype and quantisation, for the status line."""
+        return f"{self.name} · {self.device} · {self.dtype} · {self.quantization or 'not quantised'}"
 
     def build_inputs(self, turns: list[Turn], settings: GenerationSettings) -> dict:
         """Prompt and pixel tensors for the conversation; raises EngineError for bad images or an over-long prompt."""
@@ -159,7 +180,7 @@ class Engine:
                 record.status, record.error = "error", str(error)
             except torch.OutOfMemoryError:
                 record.status, record.error = "error", "Out of memory: try a smaller image size or fewer new tokens."
-            except Exception as error:  # anything else still ends the answer with a message, never a hang
+            except Exception as error:  # noqa: BLE001 -- any failure ends the answer with a message, never a hang
                 record.status, record.error = "error", f"Generation failed: {type(error).__name__}: {error}"
         record.duration = time.perf_counter() - start
         yield Finished(record)
@@ -179,7 +200,7 @@ class Engine:
                         **inputs, **settings.generate_kwargs(), streamer=streamer,
                         stopping_criteria=StoppingCriteriaList([_StopOnEvent(request.stop_event), counter]),
                     )
-            except BaseException as error:  # handed to the consumer below
+            except BaseException as error:  # noqa: BLE001 -- handed to the consumer below
                 failure.append(error)
                 streamer.end()
 

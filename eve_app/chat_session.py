@@ -1,0 +1,62 @@
+"""One browser session's conversation: turns with their stored ids, and how they show in the chat component.
+
+Plain Python, no Gradio: the chat tab keeps a `ChatSession` in its state and renders it with `to_chatbot`, one chat
+message per turn, so the index that Gradio's retry/undo/edit/like events carry is the turn index.
+"""
+
+from dataclasses import dataclass, field
+
+from .engine import Turn
+
+
+@dataclass
+class ChatTurn:
+    role: str  # "user" or "assistant"
+    text: str
+    images: list[str] = field(default_factory=list)  # stored image paths (content-addressed, under the data dir)
+    message_id: int | None = None
+    status: str = "done"  # answers: "done", "stopped", "error"
+    error: str | None = None
+
+
+@dataclass
+class ChatSession:
+    conversation_id: int | None = None
+    turns: list[ChatTurn] = field(default_factory=list)
+
+    def engine_turns(self) -> list[Turn]:
+        """The conversation as the engine's input: failed answers (no usable text) are left out."""
+        turns = []
+        for turn in self.turns:
+            if turn.role == "assistant" and (turn.status == "error" or not turn.text):
+                continue
+            turns.append(Turn(turn.role, turn.text, list(turn.images)))
+        return turns
+
+    def truncate(self, index: int) -> list[ChatTurn]:
+        """Drops turns from `index` on and returns them (their messages get hidden in storage)."""
+        removed, self.turns = self.turns[index:], self.turns[:index]
+        return removed
+
+    def last_user_index(self) -> int | None:
+        for index in range(len(self.turns) - 1, -1, -1):
+            if self.turns[index].role == "user":
+                return index
+        return None
+
+    def to_chatbot(self) -> list[dict]:
+        return [_message(turn) for turn in self.turns]
+
+
+def _message(turn: ChatTurn) -> dict:
+    if turn.role == "user":
+        content = [{"path": path} for path in turn.images]
+        if turn.text:
+            content.append(turn.text)
+        return {"role": "user", "content": content}
+    text = turn.text
+    if turn.status == "stopped":
+        text += " _(stopped)_"
+    elif turn.status == "error":
+        text = (text + "\n\n" if text else "") + f"⚠️ {turn.error}"
+    return {"role": "assistant", "content": text}

@@ -1,0 +1,44 @@
+"""What the UI's handlers share: the engine, the storage, the presets, the settings, and per-session stop events."""
+
+import threading
+from dataclasses import dataclass, field
+
+from .engine import Engine
+from .presets import TaskPreset
+from .settings import Settings
+from .storage import Storage
+
+
+class StopEvents:
+    """One stop event per browser session, for the request it last submitted.
+
+    A Stop click sets it, whether the request is already generating or still waiting in the queue.
+    """
+
+    def __init__(self) -> None:
+        self._events: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def new(self, session: str) -> threading.Event:
+        with self._lock:
+            self._events[session] = threading.Event()
+            return self._events[session]
+
+    def current(self, session: str) -> threading.Event:
+        with self._lock:
+            return self._events.setdefault(session, threading.Event())
+
+    def stop(self, session: str) -> None:
+        with self._lock:
+            event = self._events.get(session)
+        if event is not None:
+            event.set()
+
+
+@dataclass
+class AppContext:
+    engine: Engine
+    storage: Storage
+    presets: list[TaskPreset]
+    settings: Settings
+    stops: StopEvents = field(default_factory=StopEvents)

@@ -1,0 +1,53 @@
+"""Task presets: an instruction, generation defaults and example images for each task the model was trained for.
+
+A checkpoint may ship a `tasks.json` ({"OCR": {"instruction": ...}, ...}); the app shows exactly its presets, so a
+different checkpoint brings its own. Checkpoints without one (the official 7B) get the built-in presets. "Free chat"
+is always there.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "examples"
+FREE_CHAT = "Free chat"
+BUILTIN = {
+    "OCR": "Read all the text in the image.",
+    "Poster": "What are the title and the date of this poster?",
+    "Webpage": "Describe this webpage: site name, links, headline and button.",
+    "Scene description": "Describe the objects in the image and where they are.",
+}
+EXAMPLE_FOLDERS = {"OCR": "ocr", "Poster": "poster", "Webpage": "webpage", "Scene description": "scene"}
+
+
+@dataclass
+class TaskPreset:
+    name: str
+    instruction: str  # sent when the user gives an image without a question
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # the tasks have one right answer: greedy
+    examples: list[str] = field(default_factory=list)
+
+
+def _examples(name: str) -> list[str]:
+    folder = EXAMPLES_DIR / EXAMPLE_FOLDERS.get(name, "free")
+    return sorted(str(p) for p in folder.glob("*.png")) if folder.is_dir() else []
+
+
+def load_presets(checkpoint: str | Path | None) -> list[TaskPreset]:
+    """The checkpoint's presets (from its tasks.json) or the built-in ones, then Free chat."""
+    tasks_file = Path(checkpoint) / "tasks.json" if checkpoint else None
+    if tasks_file and tasks_file.is_file():
+        tasks = {name: entry["instruction"] for name, entry in json.loads(tasks_file.read_text()).items()}
+    else:
+        tasks = BUILTIN
+    presets = [TaskPreset(name, instruction, examples=_examples(name)) for name, instruction in tasks.items()]
+    presets.append(TaskPreset(FREE_CHAT, "", max_new_tokens=512, temperature=0.7, examples=_examples(FREE_CHAT)))
+    return presets
+
+
+def preset_by_name(presets: list[TaskPreset], name: str) -> TaskPreset:
+    for preset in presets:
+        if preset.name == name:
+            return preset
+    raise ValueError(f"Unknown task preset {name!r}; choose one of {[p.name for p in presets]}")

@@ -1,0 +1,69 @@
+"""Engine construction: one Engine per Storage, with SQLite made safe for Gradio's worker threads.
+
+SQLite needs three things to serve several threads well: WAL journaling (readers never wait for the writer),
+a busy timeout (a second writer waits instead of failing with "database is locked"), and write transactions that
+take the write lock at BEGIN. The last one matters because pysqlite's default deferred BEGIN lets a transaction
+read first and upgrade to a writer later, which fails at once (no busy wait) when another thread committed in
+between. So pysqlite's own transaction handling is switched off and we emit `BEGIN` (reads) or `BEGIN IMMEDIATE`
+(writes) ourselves, the recipe from SQLAlchemy's pysqlite documentation. Other databases are left as they are.
+"""
+
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import StaticPool
+
+BUSY_TIMEOUT_MS = 30_000
+# Execution option read by the "begin" listener; set on the engine that write sessions are bound to.
+BEGIN_OPTION = "eve_sqlite_begin"
+
+
+def default_url(data_dir: str | Path) -> str:
+    """The SQLite file used when no URL is given: `<data_dir>/eve.db`."""
+    return f"sqlite:///{Path(data_dir) / 'eve.db'}"
+
+
+def is_memory_sqlite(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def make_engine(url: str) -> Engine:
+    """Build the engine for `url`; for SQLite also create the file's folder and install the connection setup.
+
+    An in-memory SQLite database lives in one connection, so it gets a StaticPool shared by all threads
+    (fine for tests and throwaway sessions; use a file for real concurrent use).
+    """
+    parsed = make_url(url)
+    kwargs: dict = {}
+    if is_memory_sqlite(parsed):
+        kwargs = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
+    elif parsed.get_backend_name() == "sqlite":
+        Path(parsed.database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(parsed, **kwargs)
+    if engine.dialect.name == "sqlite":
+        _install_sqlite_setup(engine)
+    return engine
+
+
+def write_engine(engine: Engine) -> Engine:
+    """A view of `engine` (same pool) whose transactions take SQLite's write lock at BEGIN."""
+    return engine.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
+
+
+def _install_sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, connection_record) -> None:
+        # None: pysqlite emits no BEGIN of its own; the "begin" listener below does it at the right moment.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode=WAL")  # persistent in the file; answers "memory" for :memory:
+        cursor.execute("PRAGMA synchronous=NORMAL")  # the usual WAL pairing: durable at checkpoints, far fewer fsyncs
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection) -> None:
+        mode = connection.get_execution_options().get(BEGIN_OPTION, "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")

@@ -1,0 +1,255 @@
+"""Storage verbs against real SQLite files: round trips, images by hash, search, undo, feedback, records, threads."""
+
+import struct
+import threading
+import zlib
+
+import pytest
+from sqlalchemy import text
+
+from eve_app.storage import Storage
+from eve_app.storage.images import describe, image_size
+
+
+def png_bytes(width: int = 4, height: int = 3, shade: int = 0) -> bytes:
+    """A valid RGB PNG; different shades give different content (and hashes)."""
+    raw = b"".join(b"\x00" + bytes([shade]) * 3 * width for _ in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+@pytest.fixture
+def storage(tmp_path):
+    store = Storage(data_dir=tmp_path / "data")
+    yield store
+    store.close()
+
+
+def image_files(storage: Storage) -> list:
+    return sorted(p for p in (storage.data_dir / "images").rglob("*") if p.is_file())
+
+
+def test_round_trip_with_images_stored_once(storage):
+    red, blue = png_bytes(4, 3, shade=200), png_bytes(8, 5, shade=10)
+    cid = storage.create_conversation(task="describe")
+    first = storage.save_user_message(cid, "Compare these", task="describe", images=[(red, "red.png"), (blue, "b")])
+    storage.finish_answer(cid, "Red and blue.", "done")
+    storage.save_user_message(cid, "And this one again?", images=[(red, "again.PNG")])
+
+    conversation = storage.get_conversation(cid)
+    assert [m["role"] for m in conversation["messages"]] == ["user", "assistant", "user"]
+    assert [m["position"] for m in conversation["messages"]] == [0, 1, 2]
+    user = conversation["messages"][0]
+    assert user["id"] == first and user["text"] == "Compare these" and user["task"] == "describe"
+    assert user["status"] == "ok"
+    red_path, blue_path = user["images"]
+    assert conversation["messages"][2]["images"] == [red_path]  # the same stored file
+    assert red_path.endswith(".png") and open(red_path, "rb").read() == red
+    assert len(image_files(storage)) == 2
+    with storage.engine.connect() as connection:
+        rows = connection.execute(text("SELECT width, height, mime, size FROM images ORDER BY id")).all()
+    assert rows == [(4, 3, "image/png", len(red)), (8, 5, "image/png", len(blue))]
+
+
+def test_store_image_is_content_addressed(storage):
+    data = png_bytes()
+    sha = storage.store_image(data, "x.png")
+    assert storage.store_image(data, "other-name.jpg") == sha  # magic bytes win over a wrong name
+    path = storage.image_path(sha)
+    assert path == storage.data_dir / "images" / sha[:2] / f"{sha}.png"
+    assert image_files(storage) == [path]
+    with pytest.raises(ValueError, match="unsupported image"):
+        storage.store_image(b"not an image", "notes.txt")
+
+
+def test_image_formats_from_headers():
+    jpeg = b"\xff\xd8\xff\xe0" + struct.pack(">H", 16) + b"JFIF\x00" + bytes(9) + b"\xff\xc0" + struct.pack(
+        ">HBHH", 17, 8, 30, 40)
+    assert (describe(jpeg).ext, image_size(jpeg, "jpg")) == ("jpg", (40, 30))
+    gif = b"GIF89a" + struct.pack("<HH", 7, 9) + bytes(10)
+    assert (describe(gif).mime, image_size(gif, "gif")) == ("image/gif", (7, 9))
+    bmp = b"BM" + bytes(16) + struct.pack("<ii", 5, -6) + bytes(30)
+    assert image_size(bmp, describe(bmp).ext) == (5, 6)
+    webp = b"RIFF" + bytes(4) + b"WEBPVP8X" + bytes(8) + (11).to_bytes(3, "little") + (12).to_bytes(3, "little")
+    assert (describe(webp).ext, image_size(webp, "webp")) == ("webp", (12, 13))
+    assert describe(b"\x00\x01odd", "scan.JPEG").ext == "jpg"  # unknown content: the name decides
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(storage):
+    with storage.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 1000
+    assert (storage.data_dir / "eve.db").is_file()
+
+
+def test_title_from_first_user_message(storage):
+    cid = storage.create_conversation()
+    storage.save_user_message(cid, "   A   very long question " + "about the picture " * 10)
+    storage.save_user_message(cid, "second message does not rename")
+    title = storage.get_conversation(cid)["title"]
+    assert title.startswith("A very long question about") and title.endswith("…") and len(title) <= 60
+    named = storage.create_conversation(title="Kept")
+    storage.save_user_message(named, "hello")
+    storage.rename_conversation(named, "  Renamed  ")
+    assert storage.get_conversation(named)["title"] == "Renamed"
+
+
+def test_list_and_search(storage):
+    cats = storage.create_conversation(title="Cats")
+    storage.save_user_message(cats, "Is this a tabby?")
+    dogs = storage.create_conversation(task="ocr")
+    storage.save_user_message(dogs, "Read the DOG sign")
+    storage.finish_answer(dogs, "It says 100% dogs", "done")
+    listed = storage.list_conversations()
+    assert [c["id"] for c in listed] == [dogs, cats]  # newest activity first
+    assert listed[0] | {"updated_at": None, "created_at": None} == {
+        "id": dogs, "title": "Read the DOG sign", "task": "ocr", "message_count": 2,
+        "preview": "Read the DOG sign", "updated_at": None, "created_at": None}
+    assert [c["id"] for c in storage.list_conversations(search="dog sign")] == [dogs]
+    assert [c["id"] for c in storage.list_conversations(search="CATS")] == [cats]  # title match
+    assert [c["id"] for c in storage.list_conversations(search="TABBY")] == [cats]  # message match
+    assert [c["id"] for c in storage.list_conversations(search="100%")] == [dogs]
+    assert storage.list_conversations(search="%%") == []  # wildcards are literal
+    assert [c["id"] for c in storage.list_conversations(limit=1, offset=1)] == [cats]
+    storage.save_user_message(cats, "one more")  # activity moves it to the top
+    assert [c["id"] for c in storage.list_conversations()] == [cats, dogs]
+
+
+def test_soft_delete_keeps_rows(storage):
+    cid = storage.create_conversation(title="Gone")
+    storage.save_user_message(cid, "hello")
+    storage.delete_conversation(cid)
+    assert storage.list_conversations() == [] and storage.list_conversations(search="hello") == []
+    kept = storage.get_conversation(cid)
+    assert kept["deleted"] is True and kept["messages"][0]["text"] == "hello"
+    with pytest.raises(LookupError):
+        storage.save_user_message(cid, "more")
+    with pytest.raises(LookupError):
+        storage.get_conversation(cid + 100)
+
+
+def test_hide_for_undo_retry_and_edit(storage):
+    cid = storage.create_conversation()
+    storage.save_user_message(cid, "first")
+    storage.finish_answer(cid, "answer one", "done")
+    question = storage.save_user_message(cid, "second")
+    storage.finish_answer(cid, "answer two", "done")
+
+    assert len(storage.hide_last_answer(cid)) == 1  # retry
+    assert storage.hide_last_answer(cid) == []  # the last visible message is a question now
+    retried = storage.finish_answer(cid, "answer two, again", "done")
+    assert [m["text"] for m in storage.get_conversation(cid)["messages"]][-2:] == ["second", "answer two, again"]
+
+    assert storage.hide_last_exchange(cid) == [question, retried]  # undo
+    assert [m["text"] for m in storage.get_conversation(cid)["messages"]] == ["first", "answer one"]
+    assert storage.count_messages(cid) == 2 and storage.count_messages(cid, include_hidden=True) == 5
+    storage.save_user_message(cid, "edited")
+    everything = storage.get_conversation(cid, include_hidden=True)["messages"]
+    assert [m["position"] for m in everything] == [0, 1, 2, 3, 4, 5]  # history never reused or destroyed
+    assert [m["hidden"] for m in everything] == [False, False, True, True, True, False]
+    storage.hide_messages([everything[-1]["id"]])
+    assert storage.list_conversations(search="edited") == []
+    assert storage.list_conversations()[0]["message_count"] == 2
+
+
+def test_feedback_latest_click_counts(storage):
+    cid = storage.create_conversation()
+    storage.save_user_message(cid, "q")
+    answer = storage.finish_answer(cid, "a", "done")
+    storage.save_feedback(answer, "like")
+    storage.save_feedback(answer, "dislike")
+    assert storage.get_conversation(cid)["messages"][1]["feedback"] == "dislike"
+    storage.save_feedback(answer, None)
+    assert storage.get_conversation(cid)["messages"][1]["feedback"] is None
+    with pytest.raises(ValueError):
+        storage.save_feedback(answer, "love")
+    with pytest.raises(LookupError):
+        storage.save_feedback(answer + 99, "like")
+
+
+def test_stopped_and_failed_answers_with_generation_records(storage):
+    cid = storage.create_conversation()
+    storage.save_user_message(cid, "Describe it")
+    params = {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 64, "repetition_penalty": 1.05, "seed": 3,
+              "image_max_size": 448}
+    record = {"model": "eve-tiny", "parameters": params, "prompt_tokens": 120, "new_tokens": 7,
+              "time_to_first_token": 0.25, "duration": 1.5, "status": "stopped", "text": "A red"}
+    storage.finish_answer(cid, "A red", "stopped", task="describe", record=record)
+    storage.finish_answer(cid, "", "error", record={"model": "eve-tiny", "error": "out of memory"})
+    stopped, failed = storage.get_conversation(cid)["messages"][1:]
+    assert (stopped["text"], stopped["status"], stopped["task"]) == ("A red", "stopped", "describe")
+    generation = stopped["generation"]
+    assert generation["parameters"] == params and generation["model"] == "eve-tiny"
+    assert (generation["prompt_tokens"], generation["new_tokens"]) == (120, 7)
+    assert (generation["time_to_first_token"], generation["duration"], generation["status"]) == (0.25, 1.5, "stopped")
+    assert (failed["status"], failed["error"], failed["generation"]["error"]) == ("error", *["out of memory"] * 2)
+    assert failed["generation"]["status"] == "error"
+    with pytest.raises(ValueError, match="answer status"):
+        storage.finish_answer(cid, "x", "finished")
+    with pytest.raises(ValueError, match="unknown generation record fields"):
+        storage.finish_answer(cid, "x", "done", record={"tokens": 3})
+    assert storage.count_messages(cid) == 3  # the refused calls saved nothing
+
+
+def test_concurrent_writes_from_threads(storage):
+    shared = storage.create_conversation()
+    image = png_bytes(2, 2, shade=7)
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            own = storage.create_conversation()
+            for i in range(10):
+                storage.save_user_message(shared, f"t{n} m{i}", images=[(image, "same.png")] if i % 3 == 0 else ())
+                storage.finish_answer(own, f"t{n} a{i}", "done", record={"new_tokens": i})
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    messages = storage.get_conversation(shared)["messages"]
+    assert len(messages) == 80 and [m["position"] for m in messages] == list(range(80))
+    assert {m["text"] for m in messages} == {f"t{n} m{i}" for n in range(8) for i in range(10)}
+    assert storage.count_messages() == 160 and len(image_files(storage)) == 1
+
+
+def test_jobs(storage):
+    job = storage.create_job({"stage": 3, "lr": 2e-5}, run_dir="runs/a")
+    assert storage.get_job(job)["status"] == "queued"
+    running = storage.update_job(job, status="running", pid=1234)
+    assert running["pid"] == 1234 and running["started_at"] and running["finished_at"] is None
+    other = storage.create_job(["--stage", "3"])
+    done = storage.update_job(job, status="done", final_metrics={"loss": 0.5})
+    assert done["finished_at"] and done["final_metrics"] == {"loss": 0.5} and done["args"]["stage"] == 3
+    assert [j["id"] for j in storage.list_jobs()] == [other, job]
+    assert [j["id"] for j in storage.list_jobs(status="queued")] == [other]
+    with pytest.raises(ValueError):
+        storage.update_job(job, status="exploded")
+    with pytest.raises(ValueError):
+        storage.update_job(job, colour="red")
+    with pytest.raises(LookupError):
+        storage.get_job(999)
+
+
+def test_other_urls(tmp_path):
+    memory = Storage("sqlite://", data_dir=tmp_path / "mem")
+    cid = memory.create_conversation()
+    thread = threading.Thread(target=memory.save_user_message, args=(cid, "from a thread"))
+    thread.start()
+    thread.join()
+    assert memory.get_conversation(cid)["messages"][0]["text"] == "from a thread"
+    assert not (tmp_path / "mem" / "eve.db").exists()
+    elsewhere = Storage(f"sqlite:///{tmp_path / 'db' / 'other.db'}", data_dir=tmp_path / "files")
+    elsewhere.create_conversation(title="x")
+    elsewhere.close()
+    assert (tmp_path / "db" / "other.db").is_file()
+    assert Storage(f"sqlite:///{tmp_path / 'db' / 'other.db'}", data_dir=tmp_path / "files").list_conversations()
