@@ -21,10 +21,11 @@ def create_app(argv: list[str] | None = None):
     engine = Engine.load(settings.model, settings.device, settings.dtype, settings.quantization)
     storage = Storage(settings.db_url, data_dir=settings.data_dir)
     ctx = AppContext(engine, storage, load_presets(engine.checkpoint_dir), settings)
-    return build_app(ctx), settings
+    return build_app(ctx), ctx
 
 
 if __name__ == "__main__":
-    demo, settings = create_app()
+    demo, ctx = create_app()
+    settings = ctx.settings
     demo.launch(server_name=settings.host, server_port=settings.port, css=CSS,
                 allowed_paths=[str(settings.data_dir.resolve())])

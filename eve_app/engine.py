@@ -135,8 +135,8 @@ class Engine:
         """Raises EngineError with a clear message when the file is not a readable image (or is too large)."""
         try:
             self.processor.image_processor.load_image(path)
-        except ValueError as error:
-            raise EngineError(str(error)) from error
+        except ValueError as error:  # name the file the user knows, not the server's upload path
+            raise EngineError(str(error).replace(str(path), Path(path).name)) from error
 
     def describe(self) -> str:
         """Model, device, dtype and quantisation, for the status line."""

@@ -25,6 +25,7 @@ def default_url(data_dir: str | Path) -> str:
 
 
 def is_memory_sqlite(url: URL) -> bool:
+    """`sqlite://` and `sqlite:///:memory:` live inside one connection and need a shared pool."""
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
 

@@ -15,6 +15,7 @@ IMAGE_TOKEN = "<image>"
 
 
 def to_json(conversations: list[dict]) -> str:
+    """Everything `get_conversation` returns, hidden messages and metadata included when asked for."""
     return json.dumps(conversations, indent=2, ensure_ascii=False)
 
 
@@ -55,7 +56,8 @@ def llava_sample(conversation: dict, image_names: dict[str, str]) -> dict | None
         if question["role"] != "user" or answer["role"] != "assistant" or answer["status"] != "done":
             continue
         placeholders = f"{IMAGE_TOKEN}\n" * len(question["images"])
-        turns += [{"from": "human", "value": placeholders + question["text"]}, {"from": "gpt", "value": answer["text"]}]
+        turns.append({"from": "human", "value": placeholders + question["text"]})
+        turns.append({"from": "gpt", "value": answer["text"]})
         images += [f"images/{image_names[path]}" for path in question["images"]]
     if not turns:
         return None

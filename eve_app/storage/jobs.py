@@ -58,6 +58,7 @@ class JobVerbs:
             return job_dict(job)
 
     def get_job(self, job_id: int) -> dict:
+        """One job (raises LookupError for an unknown id)."""
         with self._session() as s:
             job = s.get(Job, job_id)
             if job is None:

@@ -44,6 +44,7 @@ def generation_from(record: dict, status: str, error: str | None) -> Generation:
 
 
 def generation_dict(row: Generation | None) -> dict | None:
+    """The generation record of an answer (None for user messages and answers saved without one)."""
     if row is None:
         return None
     return {
@@ -65,6 +66,7 @@ def message_dict(row: Message, data_dir: Path) -> dict:
 
 
 def conversation_dict(row: Conversation, messages: list[dict]) -> dict:
+    """A conversation's fields with its already converted messages (the caller picks which to show)."""
     return {
         "id": row.id, "title": row.title, "task": row.task, "created_at": iso(row.created_at),
         "updated_at": iso(row.updated_at), "deleted": row.deleted, "messages": messages,
@@ -72,6 +74,7 @@ def conversation_dict(row: Conversation, messages: list[dict]) -> dict:
 
 
 def job_dict(row: Job) -> dict:
+    """A job's fields, times as ISO strings, so the UI can show or poll it without touching the ORM."""
     return {
         "id": row.id, "status": row.status, "args": row.args, "pid": row.pid, "run_dir": row.run_dir,
         "created_at": iso(row.created_at), "started_at": iso(row.started_at), "finished_at": iso(row.finished_at),

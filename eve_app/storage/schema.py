@@ -22,6 +22,7 @@ JOB_STATUSES = ("queued", "running", "done", "failed", "aborted")
 
 
 def utcnow() -> datetime:
+    """Aware UTC: every stored time is UTC, so times from different machines and time zones compare."""
     return datetime.now(UTC)
 
 

@@ -6,15 +6,17 @@ SQLite's write lock when they begin (see `database.py`), which makes read-then-w
 the conversation" atomic, and the busy timeout makes concurrent writers queue instead of failing.
 """
 
+import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from . import exports, migrations, records
-from .database import default_url, make_engine, write_engine
+from .database import default_url, is_memory_sqlite, make_engine, write_engine
 from .images import ImageInfo, describe, write_once
 from .jobs import JobVerbs
 from .schema import (
@@ -44,7 +46,10 @@ class Storage(JobVerbs):
     def __init__(self, url: str | None = None, data_dir: str | Path = "data"):
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.engine = make_engine(url or default_url(self.data_dir))
+        url = url or default_url(self.data_dir)
+        self.engine = make_engine(url)
+        # An in-memory database is one connection shared by all threads: let one session use it at a time.
+        self._lock: AbstractContextManager = threading.RLock() if is_memory_sqlite(make_url(url)) else nullcontext()
         writer = write_engine(self.engine)
         try:
             self.schema_version = migrations.prepare(writer)
@@ -60,7 +65,7 @@ class Storage(JobVerbs):
 
     @contextmanager
     def _session(self, write: bool = False) -> Iterator[Session]:
-        with (self._writes if write else self._reads)() as session, session.begin():
+        with self._lock, (self._writes if write else self._reads)() as session, session.begin():
             yield session
 
     # Conversations and messages
@@ -164,6 +169,7 @@ class Storage(JobVerbs):
             s.add(Feedback(message_id=message_id, value=value))
 
     def rename_conversation(self, conversation_id: int, title: str) -> None:
+        """Set the title (whitespace collapsed, at most 200 characters); counts as activity for the list order."""
         with self._session(write=True) as s:
             conversation = self._live(s, conversation_id)
             conversation.title = " ".join(title.split())[:200] or None
@@ -218,6 +224,7 @@ class Storage(JobVerbs):
     # Exports
 
     def export_json(self, conversation_ids: Iterable[int], include_hidden: bool = False) -> str:
+        """The conversations with all their metadata as a JSON list (see `get_conversation`)."""
         return exports.to_json([self.get_conversation(i, include_hidden) for i in conversation_ids])
 
     def export_markdown(self, conversation_ids: Iterable[int], relative_to: str | Path | None = None) -> str:

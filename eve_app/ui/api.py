@@ -8,7 +8,6 @@
 Calls are logged like chat turns: each is a conversation of one question and its answer.
 """
 
-from functools import partial
 from pathlib import Path
 
 import gradio as gr
@@ -20,47 +19,55 @@ from ..spaces_support import gpu
 from .generation import record_fields
 
 
-def answer(ctx: AppContext, image: str | None, task: str, question: str, max_new_tokens: float):
-    """Streams the growing answer text for `image` under the task preset `task`."""
-    try:
-        preset = preset_by_name(ctx.presets, task)
-    except ValueError as error:
-        raise gr.Error(str(error)) from error
-    if not image:
-        raise gr.Error("No image was given.")
-    try:
-        ctx.engine.check_image(image)
-    except EngineError as error:
-        raise gr.Error(f"The image could not be read: {error}") from error
-    text = (question or "").strip() or preset.instruction
-    if not text:
-        raise gr.Error(f"The preset {task!r} has no instruction: give a question.")
-    conversation = ctx.storage.create_conversation(task=preset.name)
-    ctx.storage.save_user_message(conversation, text, task=preset.name,
-                                  images=[(Path(image).read_bytes(), Path(image).name)])
-    stored_images = ctx.storage.get_conversation(conversation)["messages"][-1]["images"]
-    settings = GenerationSettings(max_new_tokens=int(max_new_tokens or preset.max_new_tokens),
-                                  temperature=preset.temperature)
-    request = ChatRequest([Turn("user", text, stored_images)], settings)
-    record, partial_text = None, ""
-    try:
-        for event in ctx.engine.stream(request):
-            if isinstance(event, Finished):
-                record = event.record
-            else:
-                partial_text += event.text
-                yield partial_text
-    finally:
-        record = record or GenerationRecord(status="stopped", text=partial_text)
-        ctx.storage.finish_answer(conversation, record.text, record.status, task=preset.name,
-                                  record=record_fields(record, settings, ctx.engine.name))
-    if record.status == "error":
-        raise gr.Error(record.error or "Generation failed.")
-    yield record.text
+class ApiHandlers:
+    """The /answer endpoint, bound to the app context."""
+
+    def __init__(self, ctx: AppContext):
+        self.ctx = ctx
+
+    @gpu
+    def answer(self, image: str | None, task: str, question: str, max_new_tokens: float):
+        """Streams the growing answer text for `image` under the task preset `task`."""
+        try:
+            preset = preset_by_name(self.ctx.presets, task)
+        except ValueError as error:
+            raise gr.Error(str(error)) from error
+        if not image:
+            raise gr.Error("No image was given.")
+        try:
+            self.ctx.engine.check_image(image)
+        except EngineError as error:
+            raise gr.Error(f"The image could not be read: {error}") from error
+        text = (question or "").strip() or preset.instruction
+        if not text:
+            raise gr.Error(f"The preset {task!r} has no instruction: give a question.")
+        conversation = self.ctx.storage.create_conversation(task=preset.name)
+        self.ctx.storage.save_user_message(conversation, text, task=preset.name,
+                                      images=[(Path(image).read_bytes(), Path(image).name)])
+        stored_images = self.ctx.storage.get_conversation(conversation)["messages"][-1]["images"]
+        settings = GenerationSettings(max_new_tokens=int(max_new_tokens or preset.max_new_tokens),
+                                      temperature=preset.temperature)
+        request = ChatRequest([Turn("user", text, stored_images)], settings)
+        record, partial_text = None, ""
+        try:
+            for event in self.ctx.engine.stream(request):
+                if isinstance(event, Finished):
+                    record = event.record
+                else:
+                    partial_text += event.text
+                    yield partial_text
+        finally:
+            record = record or GenerationRecord(status="stopped", text=partial_text)
+            self.ctx.storage.finish_answer(conversation, record.text, record.status, task=preset.name,
+                                      record=record_fields(record, settings, self.ctx.engine.name))
+        if record.status == "error":
+            raise gr.Error(record.error or "Generation failed.")
+        yield record.text
 
 
 def build_api(ctx: AppContext) -> None:
     """Hidden components behind `/answer`; scripts call it through gradio_client."""
+    h = ApiHandlers(ctx)
     with gr.Row(visible=False):
         image = gr.File(type="filepath", label="image")
         task = gr.Textbox(label="task")
@@ -68,5 +75,5 @@ def build_api(ctx: AppContext) -> None:
         max_new_tokens = gr.Number(value=128, precision=0, label="max_new_tokens")
         output = gr.Textbox(label="answer")
         trigger = gr.Button("answer")
-    trigger.click(partial(gpu(answer), ctx), [image, task, question, max_new_tokens], output, api_name="answer",
+    trigger.click(h.answer, [image, task, question, max_new_tokens], output, api_name="answer",
                   concurrency_id="gpu", concurrency_limit=1)

@@ -5,7 +5,6 @@ the answer, saving it when it ends, finished, stopped or failed. Handlers are th
 storage records, `ChatSession` holds the conversation.
 """
 
-from functools import partial
 from pathlib import Path
 
 import gradio as gr
@@ -18,133 +17,145 @@ from ..spaces_support import gpu
 from .generation import record_fields, status_line
 
 
-def submit_message(ctx: AppContext, message: dict, preset_name: str, session: ChatSession, request: gr.Request):
-    """Validates and saves the user's message; the answer is streamed by `respond`, chained after this."""
-    text = (message or {}).get("text", "").strip()
-    files = [f if isinstance(f, str) else f["path"] for f in (message or {}).get("files", [])]
-    preset = preset_by_name(ctx.presets, preset_name)
-    if not text and not files:
-        raise gr.Error("Type a question or add an image.")
-    if not text:
-        if preset.name == FREE_CHAT:
-            raise gr.Error("Free chat needs a question: type what you want to know about the image.")
-        text = preset.instruction
-    for path in files:
-        try:
-            ctx.engine.check_image(path)
-        except EngineError as error:
-            raise gr.Error(f"{Path(path).name} could not be read as an image. {error}") from error
-    add_user_turn(ctx, session, text, files, preset.name)
-    ctx.stops.new(request.session_hash)
-    return gr.MultimodalTextbox(value=None, interactive=False), session.to_chatbot(), session
+class ChatHandlers:
+    """The chat tab's event handlers, bound to the app context."""
+
+    def __init__(self, ctx: AppContext):
+        self.ctx = ctx
+
+    def submit_message(self, message: dict, preset_name: str, session: ChatSession, request: gr.Request):
+        """Validates and saves the user's message; the answer is streamed by `respond`, chained after this."""
+        text = (message or {}).get("text", "").strip()
+        files = [f if isinstance(f, str) else f["path"] for f in (message or {}).get("files", [])]
+        preset = preset_by_name(self.ctx.presets, preset_name)
+        if not text and not files:
+            raise gr.Error("Type a question or add an image.")
+        if not text:
+            if preset.name == FREE_CHAT:
+                raise gr.Error("Free chat needs a question: type what you want to know about the image.")
+            text = preset.instruction
+        for path in files:
+            try:
+                self.ctx.engine.check_image(path)
+            except EngineError as error:
+                raise gr.Error(f"{Path(path).name} could not be read as an image. {error}") from error
+        self.add_user_turn(session, text, files, preset.name)
+        self.ctx.stops.new(request.session_hash)
+        return gr.MultimodalTextbox(value=None, interactive=False), session.to_chatbot(), session
 
 
-def add_user_turn(ctx: AppContext, session: ChatSession, text: str, files: list[str], task: str) -> None:
-    if session.conversation_id is None:
-        session.conversation_id = ctx.storage.create_conversation(task=task)
-    images = [(Path(path).read_bytes(), Path(path).name) for path in files]
-    message_id = ctx.storage.save_user_message(session.conversation_id, text, task=task, images=images)
-    stored = ctx.storage.get_conversation(session.conversation_id)["messages"][-1]
-    session.turns.append(ChatTurn("user", text, images=stored["images"], message_id=message_id))
+    def add_user_turn(self, session: ChatSession, text: str, files: list[str], task: str) -> None:
+        if session.conversation_id is None:
+            session.conversation_id = self.ctx.storage.create_conversation(task=task)
+        images = [(Path(path).read_bytes(), Path(path).name) for path in files]
+        message_id = self.ctx.storage.save_user_message(session.conversation_id, text, task=task, images=images)
+        stored = self.ctx.storage.get_conversation(session.conversation_id)["messages"][-1]
+        session.turns.append(ChatTurn("user", text, images=stored["images"], message_id=message_id))
 
 
-def respond(ctx: AppContext, session: ChatSession, preset_name: str, temperature: float, top_p: float,
-            max_new_tokens: int, repetition_penalty: float, seed: float | None, image_max_size: float | None,
-            request: gr.Request):
-    """Streams the answer to the last user turn; always saves it (with its status) when it ends."""
-    if not session.turns or session.turns[-1].role != "user":
-        yield session.to_chatbot(), session, gr.skip()
-        return
-    settings = GenerationSettings(
-        max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_p=float(top_p),
-        repetition_penalty=float(repetition_penalty), seed=int(seed) if seed not in (None, "") else None,
-        image_max_size=int(image_max_size) if image_max_size else None,
-    )
-    chat_request = ChatRequest(session.engine_turns(), settings, ctx.stops.current(request.session_hash))
-    answer = ChatTurn("assistant", "")
-    session.turns.append(answer)
-    record = None
-    try:
-        for event in ctx.engine.stream(chat_request):
-            if isinstance(event, Finished):
-                record = event.record
-            else:
-                answer.text += event.text
-                yield session.to_chatbot(), session, gr.skip()
-    finally:
-        # Also when the browser went away mid-answer: the partial answer is kept, marked stopped.
-        record = record or GenerationRecord(status="stopped", text=answer.text)
-        answer.status, answer.error, answer.text = record.status, record.error, record.text
-        answer.message_id = ctx.storage.finish_answer(
-            session.conversation_id, record.text, record.status, task=preset_name,
-            record=record_fields(record, settings, ctx.engine.name),
+    @gpu
+    def respond(self, session: ChatSession, preset_name: str, temperature: float, top_p: float,
+                max_new_tokens: int, repetition_penalty: float, seed: float | None, image_max_size: float | None,
+                request: gr.Request):
+        """Streams the answer to the last user turn; always saves it (with its status) when it ends."""
+        if not session.turns or session.turns[-1].role != "user":
+            yield session.to_chatbot(), session, gr.skip()
+            return
+        settings = GenerationSettings(
+            max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_p=float(top_p),
+            repetition_penalty=float(repetition_penalty),
+            seed=int(seed) if seed not in (None, "") and seed >= 0 else None,
+            image_max_size=int(image_max_size) if image_max_size else None,
         )
-    yield session.to_chatbot(), session, status_line(ctx.engine, record)
+        chat_request = ChatRequest(session.engine_turns(), settings, self.ctx.stops.current(request.session_hash))
+        answer = ChatTurn("assistant", "")
+        session.turns.append(answer)
+        record = None
+        try:
+            for event in self.ctx.engine.stream(chat_request):
+                if isinstance(event, Finished):
+                    record = event.record
+                else:
+                    answer.text += event.text
+                    yield session.to_chatbot(), session, gr.skip()
+        finally:
+            # Also when the browser went away mid-answer: the partial answer is kept, marked stopped.
+            record = record or GenerationRecord(status="stopped", text=answer.text)
+            answer.status, answer.error, answer.text = record.status, record.error, record.text
+            answer.message_id = self.ctx.storage.finish_answer(
+                session.conversation_id, record.text, record.status, task=preset_name,
+                record=record_fields(record, settings, self.ctx.engine.name),
+            )
+        yield session.to_chatbot(), session, status_line(self.ctx.engine, record)
 
 
-def stop_generation(ctx: AppContext, request: gr.Request) -> None:
-    ctx.stops.stop(request.session_hash)
+    def stop_generation(self, request: gr.Request) -> None:
+        self.ctx.stops.stop(request.session_hash)
 
 
-def undo(ctx: AppContext, session: ChatSession, data: gr.UndoData):
-    """Removes the user message at the undone index and everything after it; puts its text back in the box."""
-    removed = session.truncate(data.index)
-    ctx.storage.hide_messages([t.message_id for t in removed if t.message_id is not None])
-    first = removed[0] if removed else None
-    restored = {"text": first.text, "files": first.images} if first and first.role == "user" else None
-    return session.to_chatbot(), session, gr.MultimodalTextbox(value=restored)
+    def undo(self, session: ChatSession, data: gr.UndoData):
+        """Removes the user message at the undone index and everything after it; puts its text back in the box."""
+        removed = session.truncate(data.index)
+        self.ctx.storage.hide_messages([t.message_id for t in removed if t.message_id is not None])
+        first = removed[0] if removed else None
+        restored = {"text": first.text, "files": first.images} if first and first.role == "user" else None
+        return session.to_chatbot(), session, gr.MultimodalTextbox(value=restored)
 
 
-def retry(ctx: AppContext, session: ChatSession, data: gr.RetryData, request: gr.Request):
-    """Drops the answer being retried (hidden in storage, not deleted); `respond` follows."""
-    user_index = session.last_user_index()
-    removed = session.truncate(user_index + 1) if user_index is not None else []
-    ctx.storage.hide_messages([t.message_id for t in removed if t.message_id is not None])
-    ctx.stops.new(request.session_hash)
-    return session.to_chatbot(), session
+    def retry(self, session: ChatSession, data: gr.RetryData, request: gr.Request):
+        """Drops the answer being retried (hidden in storage, not deleted); `respond` follows."""
+        user_index = session.last_user_index()
+        removed = session.truncate(user_index + 1) if user_index is not None else []
+        self.ctx.storage.hide_messages([t.message_id for t in removed if t.message_id is not None])
+        self.ctx.stops.new(request.session_hash)
+        return session.to_chatbot(), session
 
 
-def edit(ctx: AppContext, session: ChatSession, preset_name: str, data: gr.EditData, request: gr.Request):
-    """Replaces an earlier user message: later turns are hidden, the edited text is saved as a new message."""
-    index = data.index if isinstance(data.index, int) else data.index[0]
-    removed = session.truncate(index)
-    ctx.storage.hide_messages([t.message_id for t in removed if t.message_id is not None])
-    images = removed[0].images if removed else []
-    new_text = data.value if isinstance(data.value, str) else _text_of(data.value)
-    add_user_turn(ctx, session, new_text.strip(), images, preset_name)
-    ctx.stops.new(request.session_hash)
-    return session.to_chatbot(), session
+    def edit(self, session: ChatSession, preset_name: str, data: gr.EditData, request: gr.Request):
+        """Replaces an earlier user message: later turns are hidden, the edited text is saved as a new message."""
+        index = data.index if isinstance(data.index, int) else data.index[0]
+        removed = session.truncate(index)
+        self.ctx.storage.hide_messages([t.message_id for t in removed if t.message_id is not None])
+        images = removed[0].images if removed else []
+        new_text = data.value if isinstance(data.value, str) else self._text_of(data.value)
+        self.add_user_turn(session, new_text.strip(), images, preset_name)
+        self.ctx.stops.new(request.session_hash)
+        return session.to_chatbot(), session
 
 
-def _text_of(value) -> str:
-    items = value if isinstance(value, list) else [value]
-    return " ".join(item for item in items if isinstance(item, str))
+    @staticmethod
+    def _text_of(value) -> str:
+        items = value if isinstance(value, list) else [value]
+        return " ".join(item for item in items if isinstance(item, str))
 
 
-def like(ctx: AppContext, session: ChatSession, data: gr.LikeData) -> None:
-    index = data.index if isinstance(data.index, int) else data.index[0]
-    if 0 <= index < len(session.turns) and session.turns[index].message_id is not None and data.liked is not None:
-        value = "like" if data.liked is True or data.liked == "Like" else "dislike"
-        ctx.storage.save_feedback(session.turns[index].message_id, value)
+    def like(self, session: ChatSession, data: gr.LikeData) -> None:
+        index = data.index if isinstance(data.index, int) else data.index[0]
+        if 0 <= index < len(session.turns) and session.turns[index].message_id is not None and data.liked is not None:
+            value = "like" if data.liked is True or data.liked == "Like" else "dislike"
+            self.ctx.storage.save_feedback(session.turns[index].message_id, value)
 
 
-def clear(session: ChatSession):
-    return ChatSession(), []
+    @staticmethod
+    def clear(session: ChatSession):
+        return ChatSession(), []
 
 
-def enable_input():
-    return gr.MultimodalTextbox(interactive=True)
+    @staticmethod
+    def enable_input():
+        return gr.MultimodalTextbox(interactive=True)
 
 
-def choose_preset(ctx: AppContext, preset_name: str):
-    preset = preset_by_name(ctx.presets, preset_name)
-    hint = f"Instruction sent with an image alone: *{preset.instruction}*" if preset.instruction else (
-        "Ask anything about your images.")
-    return hint, preset.max_new_tokens, preset.temperature
+    def choose_preset(self, preset_name: str):
+        preset = preset_by_name(self.ctx.presets, preset_name)
+        hint = f"Instruction sent with an image alone: *{preset.instruction}*" if preset.instruction else (
+            "Ask anything about your images.")
+        return hint, preset.max_new_tokens, preset.temperature
 
 
 def build_chat_tab(ctx: AppContext) -> dict:
     """Lays out the chat tab and wires its events; returns the named components."""
+    h = ChatHandlers(ctx)
     from .chat_layout import chat_layout
 
     c = chat_layout(ctx)
@@ -154,27 +165,26 @@ def build_chat_tab(ctx: AppContext) -> dict:
     answer_outputs = [c["chatbot"], c["session"], c["status"]]
     gpu_queue = {"concurrency_id": "gpu", "concurrency_limit": 1}
 
-    respond_fn = partial(gpu(respond), ctx)
     submitted = c["textbox"].submit(
-        partial(submit_message, ctx), [c["textbox"], c["preset"], c["session"]],
+        h.submit_message, [c["textbox"], c["preset"], c["session"]],
         [c["textbox"], c["chatbot"], c["session"]], api_name="submit_message",
     )
-    answering = submitted.success(respond_fn, answer_inputs, answer_outputs, api_name="respond", **gpu_queue)
-    answering.then(enable_input, None, c["textbox"], api_visibility="private")
-    submitted.failure(enable_input, None, c["textbox"], api_visibility="private")
-    c["textbox"].stop(partial(stop_generation, ctx), None, None, api_name="stop", queue=False)
-    c["stop_button"].click(partial(stop_generation, ctx), None, None, api_visibility="private", queue=False)
+    answering = submitted.success(h.respond, answer_inputs, answer_outputs, api_name="respond", **gpu_queue)
+    answering.then(h.enable_input, None, c["textbox"], api_visibility="private")
+    submitted.failure(h.enable_input, None, c["textbox"], api_visibility="private")
+    c["textbox"].stop(h.stop_generation, None, None, api_name="stop", queue=False)
+    c["stop_button"].click(h.stop_generation, None, None, api_visibility="private", queue=False)
 
-    retried = c["chatbot"].retry(partial(retry, ctx), [c["session"]], [c["chatbot"], c["session"]],
+    retried = c["chatbot"].retry(h.retry, [c["session"]], [c["chatbot"], c["session"]],
                                  api_visibility="private")
-    retried.then(respond_fn, answer_inputs, answer_outputs, api_visibility="private", **gpu_queue)
-    edited = c["chatbot"].edit(partial(edit, ctx), [c["session"], c["preset"]], [c["chatbot"], c["session"]],
+    retried.then(h.respond, answer_inputs, answer_outputs, api_visibility="private", **gpu_queue)
+    edited = c["chatbot"].edit(h.edit, [c["session"], c["preset"]], [c["chatbot"], c["session"]],
                                api_visibility="private")
-    edited.then(respond_fn, answer_inputs, answer_outputs, api_visibility="private", **gpu_queue)
-    c["chatbot"].undo(partial(undo, ctx), [c["session"]], [c["chatbot"], c["session"], c["textbox"]],
+    edited.then(h.respond, answer_inputs, answer_outputs, api_visibility="private", **gpu_queue)
+    c["chatbot"].undo(h.undo, [c["session"]], [c["chatbot"], c["session"], c["textbox"]],
                       api_visibility="private")
-    c["chatbot"].like(partial(like, ctx), [c["session"]], None, api_visibility="private")
-    c["chatbot"].clear(clear, [c["session"]], [c["session"], c["chatbot"]], api_name="clear")
-    c["preset"].change(partial(choose_preset, ctx), c["preset"], [c["hint"], c["max_new_tokens"], c["temperature"]],
+    c["chatbot"].like(h.like, [c["session"]], None, api_visibility="private")
+    c["chatbot"].clear(h.clear, [c["session"]], [c["session"], c["chatbot"]], api_name="clear")
+    c["preset"].change(h.choose_preset, c["preset"], [c["hint"], c["max_new_tokens"], c["temperature"]],
                        api_visibility="private")
     return c

@@ -37,7 +37,7 @@ def chat_layout(ctx: AppContext) -> dict:
                 c["repetition_penalty"] = gr.Slider(1.0, 1.5, value=1.0, step=0.01, label="Repetition penalty")
                 c["seed"] = gr.Number(value=None, precision=0, label="Seed (empty = random)")
                 c["image_max_size"] = gr.Number(
-                    value=None, precision=0, minimum=32, maximum=4096,
+                    value=None, precision=0, minimum=0, maximum=4096,
                     label=f"Image max size (empty = the model's {ctx.engine.image_max_size})",
                 )
             examples = [[{"text": p.instruction, "files": [path]}, p.name] for p in presets for path in p.examples]

@@ -3,6 +3,7 @@
 import struct
 import threading
 import zlib
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -48,7 +49,7 @@ def test_round_trip_with_images_stored_once(storage):
     assert user["status"] == "ok"
     red_path, blue_path = user["images"]
     assert conversation["messages"][2]["images"] == [red_path]  # the same stored file
-    assert red_path.endswith(".png") and open(red_path, "rb").read() == red
+    assert red_path.endswith(".png") and Path(red_path).read_bytes() == red and Path(blue_path).read_bytes() == blue
     assert len(image_files(storage)) == 2
     with storage.engine.connect() as connection:
         rows = connection.execute(text("SELECT width, height, mime, size FROM images ORDER BY id")).all()
@@ -243,10 +244,12 @@ def test_jobs(storage):
 def test_other_urls(tmp_path):
     memory = Storage("sqlite://", data_dir=tmp_path / "mem")
     cid = memory.create_conversation()
-    thread = threading.Thread(target=memory.save_user_message, args=(cid, "from a thread"))
-    thread.start()
-    thread.join()
-    assert memory.get_conversation(cid)["messages"][0]["text"] == "from a thread"
+    threads = [threading.Thread(target=memory.save_user_message, args=(cid, f"thread {n}")) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(m["text"] for m in memory.get_conversation(cid)["messages"]) == [f"thread {n}" for n in range(4)]
     assert not (tmp_path / "mem" / "eve.db").exists()
     elsewhere = Storage(f"sqlite:///{tmp_path / 'db' / 'other.db'}", data_dir=tmp_path / "files")
     elsewhere.create_conversation(title="x")

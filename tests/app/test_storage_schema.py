@@ -1,0 +1,84 @@
+"""Schema versioning: fresh databases are stamped, older ones migrated once, newer ones refused untouched."""
+
+import hashlib
+
+import pytest
+from sqlalchemy import create_engine, inspect, text
+
+from eve_app.storage import MIGRATIONS, SCHEMA_VERSION, SchemaVersionError, Storage, migrations
+
+
+def stored_version(path) -> int:
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.connect() as connection:
+        version = connection.execute(text("SELECT version FROM schema_version")).scalar_one()
+    engine.dispose()
+    return version
+
+
+def columns(path, table: str) -> set[str]:
+    engine = create_engine(f"sqlite:///{path}")
+    names = {c["name"] for c in inspect(engine).get_columns(table)}
+    engine.dispose()
+    return names
+
+
+def add_pinned(connection) -> None:
+    """A fake 1 -> 2 step, as a real migration would be written."""
+    add_pinned.calls += 1
+    connection.exec_driver_sql("ALTER TABLE conversations ADD COLUMN pinned BOOLEAN NOT NULL DEFAULT 0")
+
+
+def test_fresh_database_is_stamped(tmp_path):
+    assert len(MIGRATIONS) + 1 == SCHEMA_VERSION  # bump the version with every appended migration
+    storage = Storage(data_dir=tmp_path)
+    assert storage.schema_version == SCHEMA_VERSION
+    storage.close()
+    assert stored_version(tmp_path / "eve.db") == SCHEMA_VERSION
+    Storage(data_dir=tmp_path).close()  # reopening the current version changes nothing
+    assert stored_version(tmp_path / "eve.db") == SCHEMA_VERSION
+
+
+def test_migration_runs_once_then_newer_database_is_refused(tmp_path, monkeypatch):
+    storage = Storage(data_dir=tmp_path)
+    cid = storage.create_conversation(title="Before the upgrade")
+    storage.close()
+    add_pinned.calls = 0
+    monkeypatch.setattr(migrations, "MIGRATIONS", [add_pinned])
+    upgraded = Storage(data_dir=tmp_path)
+    assert upgraded.schema_version == 2 and add_pinned.calls == 1
+    assert upgraded.get_conversation(cid)["title"] == "Before the upgrade"
+    upgraded.close()
+    Storage(data_dir=tmp_path).close()
+    assert add_pinned.calls == 1 and stored_version(tmp_path / "eve.db") == 2
+    assert "pinned" in columns(tmp_path / "eve.db", "conversations")
+
+    monkeypatch.undo()  # back to code that only knows version 1
+    before = hashlib.sha256((tmp_path / "eve.db").read_bytes()).hexdigest()
+    with pytest.raises(SchemaVersionError, match="schema version 2, newer than this code's version 1"):
+        Storage(data_dir=tmp_path)
+    assert hashlib.sha256((tmp_path / "eve.db").read_bytes()).hexdigest() == before
+    assert stored_version(tmp_path / "eve.db") == 2
+
+
+def test_failed_migration_leaves_the_old_version(tmp_path, monkeypatch):
+    Storage(data_dir=tmp_path).close()
+
+    def broken(connection) -> None:
+        connection.exec_driver_sql("ALTER TABLE conversations ADD COLUMN half_done INTEGER")
+        raise RuntimeError("bug in the migration")
+
+    monkeypatch.setattr(migrations, "MIGRATIONS", [broken])
+    with pytest.raises(RuntimeError, match="bug in the migration"):
+        Storage(data_dir=tmp_path)
+    assert stored_version(tmp_path / "eve.db") == 1  # the step and its DDL rolled back together
+    assert "half_done" not in columns(tmp_path / "eve.db", "conversations")
+
+
+def test_unversioned_database_with_our_tables_is_refused(tmp_path):
+    engine = create_engine(f"sqlite:///{tmp_path / 'eve.db'}")
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE conversations (id INTEGER PRIMARY KEY, title TEXT)")
+    engine.dispose()
+    with pytest.raises(SchemaVersionError, match="no schema_version table"):
+        Storage(data_dir=tmp_path)

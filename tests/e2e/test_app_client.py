@@ -1,0 +1,92 @@
+"""The real app driven through gradio_client: streamed answers, multi-turn, stop, bad files, and the log."""
+
+import random
+import time
+
+import pytest
+from gradio_client import handle_file
+from gradio_client.exceptions import AppError
+
+from model.synthetic import generate_sample
+
+# seed -1: random; image_max_size 0: the model's own setting (the UI shows both as empty fields).
+PARAMS = {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 48, "repetition_penalty": 1.0, "seed": -1,
+          "image_max_size": 0}
+
+
+def _sample_file(tmp_path, task: str, seed: str, level: int = 0):
+    sample = generate_sample(task, random.Random(seed), level=level, split="test")
+    path = tmp_path / f"{task}-{seed}.png"
+    sample.image.save(path)
+    return sample, path
+
+
+def _chat_turn(client, text, files, preset):
+    client.predict({"text": text, "files": [handle_file(str(f)) for f in files]}, preset, api_name="/submit_message")
+    job = client.submit(preset, *PARAMS.values(), api_name="/respond")
+    outputs = list(job)
+    return outputs, job
+
+
+def test_api_streams_an_ocr_answer_that_contains_the_rendered_text(client, running_app, tmp_path):
+    sample, path = _sample_file(tmp_path, "ocr", "e2e-ocr")
+    job = client.submit(handle_file(str(path)), "OCR", "", 32, api_name="/answer")
+    updates = list(job)
+    assert updates, "no streamed output"
+    assert sample.target["text"].lower() in updates[-1].lower()
+    conversation = running_app[1].storage.list_conversations(limit=1)[0]
+    messages = running_app[1].storage.get_conversation(conversation["id"])["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    assert messages[1]["status"] == "done" and messages[1]["generation"]["new_tokens"] > 0
+
+
+def test_multi_turn_chat_with_a_second_image_is_logged_turn_by_turn(client, running_app, tmp_path):
+    _, first = _sample_file(tmp_path, "ocr", "e2e-turn-1")
+    _, second = _sample_file(tmp_path, "scene", "e2e-turn-2")
+    before = {c["id"] for c in running_app[1].storage.list_conversations(limit=200)}
+    _chat_turn(client, "", [first], "OCR")
+    _chat_turn(client, "Describe the objects in the image and where they are.", [second], "Scene description")
+    new = [c for c in running_app[1].storage.list_conversations(limit=200) if c["id"] not in before]
+    assert len(new) == 1
+    messages = running_app[1].storage.get_conversation(new[0]["id"])["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
+    ocr = next(p for p in running_app[1].presets if p.name == "OCR")
+    assert messages[0]["text"] == ocr.instruction  # an image sent alone gets the preset's instruction
+    assert [len(m["images"]) for m in messages] == [1, 0, 1, 0]
+    for answer in messages[1::2]:
+        assert answer["status"] == "done" and answer["generation"]["prompt_tokens"] > 0
+    # The second answer saw both images: its prompt is longer than the first one's.
+    assert messages[3]["generation"]["prompt_tokens"] > messages[1]["generation"]["prompt_tokens"]
+
+
+def test_stop_leaves_a_partial_answer_marked_stopped_and_the_worker_idle(client, running_app, tmp_path):
+    _, image = _sample_file(tmp_path, "webpage", "e2e-stop")
+    client.predict({"text": "", "files": [handle_file(str(image))]}, "Webpage", api_name="/submit_message")
+    job = client.submit("Webpage", *{**PARAMS, "max_new_tokens": 512}.values(), api_name="/respond")
+    client.predict(api_name="/stop")
+    list(job)
+    ctx = running_app[1]
+    conversation = ctx.storage.list_conversations(limit=1)[0]
+    answer = ctx.storage.get_conversation(conversation["id"])["messages"][-1]
+    assert answer["role"] == "assistant" and answer["status"] == "stopped", answer
+    assert answer["generation"]["new_tokens"] < 512
+    deadline = time.time() + 5
+    while ctx.engine.busy and time.time() < deadline:
+        time.sleep(0.05)
+    assert not ctx.engine.busy
+
+
+@pytest.mark.parametrize("content, name", [(b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "corrupt.png"),
+                                           (b"just some text, not a picture\n", "notes.txt")])
+def test_bad_files_get_a_clear_message_and_the_app_keeps_serving(client, tmp_path, content, name):
+    bad = tmp_path / name
+    bad.write_bytes(content)
+    with pytest.raises(AppError, match="could not be read"):
+        client.predict(handle_file(str(bad)), "OCR", "", 16, api_name="/answer")
+    # The chat box accepts images only; Gradio itself refuses other file types before our check runs.
+    with pytest.raises(AppError, match="could not be read|Invalid file type"):
+        client.predict({"text": "what is this?", "files": [handle_file(str(bad))]}, "Free chat",
+                       api_name="/submit_message")
+    sample, good = _sample_file(tmp_path, "ocr", f"e2e-after-{name}")
+    assert sample.target["text"].lower() in client.predict(handle_file(str(good)), "OCR", "", 32,
+                                                           api_name="/answer").lower()
