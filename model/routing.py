@@ -69,6 +69,8 @@ class DenseBlendRouter:
 
 
 def _gather(rows: torch.Tensor, runs: list[tuple[int, int]]) -> torch.Tensor:
+    if not runs:  # e.g. a prompt that is a lone image (the plain pre-training format): no text rows
+        return rows[:0]
     pieces = [rows[start:end] for start, end in runs]
     return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from ..chat_template import get_template
 from ..synthetic import TASK_INSTRUCTIONS
 from ..synthetic.vocab import load_vocab
+from .checkpoints import is_finished
 from .tokenizer import train_tokenizer
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +49,7 @@ STAGES = {
     "1": "--lr 2e-3 --max-steps 200",
     "2.1": "--lr 1e-3 --max-steps 200",
     "2.2": "--lr 1e-3 --max-steps 200",
-    "3": "--lr 1e-3 --max-steps 8000 --synthetic-level 0,1,2 --curriculum",
+    "3": "--lr 1e-3 --max-steps 2400 --synthetic-level 0,1,2 --curriculum",
 }
 COMMON = (
     f"--synthetic {TASKS} --synthetic-level 0 --batch-size 16 --max-image-size 192 --save-every 200 "
@@ -139,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         code = run_pipeline(args.work, tokenizer_dir, config_file, args.launcher)
         if code != 0:
             return code
+        if not is_finished(args.work / "stages" / f"stage-{list(STAGES)[-1]}"):
+            print("Training stopped before the last stage finished: rerun the same command to resume.")
+            return 0
     from .export_default import export
 
     return export(args.work, args.assets, eval_n=args.eval_n)

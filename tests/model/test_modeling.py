@@ -127,3 +127,12 @@ def test_default_config_is_the_official_7b():
         model = EveForCausalLM(config)
     assert len(model.state_dict()) == 681
     assert abs(sum(p.numel() for p in model.parameters()) / 1e9 - 14.16) < 0.01
+
+
+def test_a_prompt_of_image_tokens_only_runs(tiny):
+    """The plain pre-training format's prompt is a lone image: every row is a vision row."""
+    model, processor = tiny
+    inputs = processor(text="<image>", images=[Image.new("RGB", (32, 32), "red")])
+    assert inputs["mm_token_type_ids"].all()
+    routed = _with_router(model, ModalityRouter, **inputs)
+    torch.testing.assert_close(routed, _with_router(model, DenseBlendRouter, **inputs), atol=1e-5, rtol=1e-5)
