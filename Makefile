@@ -23,5 +23,8 @@ test: setup
 bench: setup
 	$(PY) bench/bench_routing.py
 
+default-model: setup
+	$(PY) -m model.train.default_model
+
 clean:
 	rm -rf $(VENV)
