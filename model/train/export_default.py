@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..evaluation.__main__ import evaluate_task, format_table
+from ..evaluation.runner import evaluate_task, format_table
 from ..loading import load_pretrained
 from ..synthetic import TASK_INSTRUCTIONS, TASK_KEYS, TASKS
 from .checkpoints import is_finished

@@ -1,0 +1,45 @@
+"""Evaluate a model on held-out synthetic samples: greedy answers, parsed and scored per task.
+
+Held-out means another seed than training and the `test` split of the word list (words no training sample uses).
+"""
+
+import torch
+
+from ..synthetic import iter_samples
+from .metrics import MAIN_METRIC, aggregate, score_sample
+
+EVAL_SEED = 20_250_212  # training streams use other seeds
+
+
+def answer_batch(model, processor, samples: list, max_new_tokens: int) -> list[str]:
+    """Greedy answers to each sample's first question, generated as one left-padded batch."""
+    prompts = [processor.build_prompt([{"role": "user", "content": s.conversations[0]["value"]}]) for s in samples]
+    inputs = processor(text=prompts, images=[[s.image] for s in samples])
+    with torch.inference_mode():
+        ids = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, repetition_penalty=1.0,
+                             top_p=None, top_k=None, temperature=None)
+    return processor.batch_decode(ids[:, inputs["input_ids"].shape[1]:])
+
+
+def evaluate_task(model, processor, task: str, n: int, level, seed: int = EVAL_SEED, batch_size: int = 16,
+                  max_new_tokens: int = 96) -> dict:
+    """Scores of `n` held-out samples of one task: the aggregate, and the first few answers for inspection."""
+    stream = iter_samples([task], seed=seed, level=level, split="test")
+    scores, examples = [], []
+    for start in range(0, n, batch_size):
+        samples = [next(stream) for _ in range(min(batch_size, n - start))]
+        for sample, answer in zip(samples, answer_batch(model, processor, samples, max_new_tokens)):
+            scores.append(score_sample(task, answer, sample.target))
+            if len(examples) < 5:
+                examples.append({"expected": sample.answer, "answer": answer})
+    return {"task": task, "level": level, "metrics": aggregate(task, scores), "examples": examples}
+
+
+def format_table(results: list[dict]) -> str:
+    lines = [f"{'task':8s} {'n':>4s}  {'main':>12s}  other metrics"]
+    for result in results:
+        metrics, task = result["metrics"], result["task"]
+        main = MAIN_METRIC[task]
+        others = "  ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k not in (main, "n"))
+        lines.append(f"{task:8s} {int(metrics['n']):4d}  {main} {metrics[main]:.3f}  {others}")
+    return "\n".join(lines)
