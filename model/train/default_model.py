@@ -49,7 +49,7 @@ STAGES = {
     "1": "--lr 2e-3 --max-steps 200",
     "2.1": "--lr 1e-3 --max-steps 200",
     "2.2": "--lr 1e-3 --max-steps 200",
-    "3": "--lr 1e-3 --max-steps 2400 --synthetic-level 0,1,2 --curriculum",
+    "3": "--lr 1e-3 --max-steps 1600 --synthetic-level 0,1,2 --curriculum",
 }
 COMMON = (
     f"--synthetic {TASKS} --synthetic-level 0 --batch-size 16 --max-image-size 192 --save-every 200 "
