@@ -10,7 +10,11 @@ from .history import build_history_tab
 TITLE = "EVEv2 — encoder-free vision-language chat"
 CSS = """
 #chatbot { min-height: 360px; }
-@media (max-width: 640px) { #chatbot { height: 60vh !important; } .gradio-container { padding: 4px !important; } }
+@media (max-width: 640px) {
+  #chatbot { height: 60vh !important; }
+  /* Gradio pads the page 32 px a side (on .main, not .gradio-container): a sixth of a phone, taken from the input. */
+  .gradio-container .main.app { padding-left: 8px !important; padding-right: 8px !important; }
+}
 """
 
 

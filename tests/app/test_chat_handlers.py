@@ -1,0 +1,111 @@
+"""Chat tab handlers on the real tiny model and a real database: retry, undo, edit, like, clear, history export."""
+
+import json
+from types import SimpleNamespace
+
+import gradio as gr
+import pytest
+from PIL import Image
+
+from eve_app.chat_session import ChatSession
+from eve_app.context import AppContext
+from eve_app.engine import Engine
+from eve_app.presets import load_presets
+from eve_app.settings import Settings
+from eve_app.storage import Storage
+from eve_app.ui.chat import ChatHandlers
+from eve_app.ui.history import HistoryHandlers
+
+PARAMS = (0.0, 1.0, 6, 1.0, -1, 0)  # temperature, top_p, max_new_tokens, repetition_penalty, seed, image size
+
+
+@pytest.fixture(scope="module")
+def ctx(tiny_checkpoint, tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("chat-data")
+    engine = Engine.load(str(tiny_checkpoint))
+    return AppContext(engine, Storage(data_dir=data_dir), load_presets(tiny_checkpoint), Settings(data_dir=data_dir))
+
+
+@pytest.fixture
+def image(tmp_path):
+    path = tmp_path / "photo.png"
+    Image.new("RGB", (64, 48), "orange").save(path)
+    return str(path)
+
+
+REQUEST = SimpleNamespace(session_hash="test-session")
+
+
+def _turn(handlers, session, text, files, preset="OCR"):
+    _, _, session = handlers.submit_message({"text": text, "files": files}, preset, session, REQUEST)
+    *_, (chatbot, session, status) = handlers.respond(session, preset, *PARAMS, REQUEST)
+    return chatbot, session, status
+
+
+def _visible(ctx, session):
+    return ctx.storage.get_conversation(session.conversation_id)["messages"]
+
+
+def test_a_turn_is_saved_before_and_after_generation(ctx, image):
+    handlers = ChatHandlers(ctx)
+    chatbot, session, status = _turn(handlers, ChatSession(), "", [image])
+    messages = _visible(ctx, session)
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    assert messages[0]["text"] == ctx.presets[0].instruction and len(messages[0]["images"]) == 1
+    assert messages[1]["generation"]["parameters"]["max_new_tokens"] == 6
+    assert "tokens/s" in status and len(chatbot) == 2
+
+
+def test_retry_hides_the_old_answer_and_saves_a_new_one(ctx, image):
+    handlers = ChatHandlers(ctx)
+    _, session, _ = _turn(handlers, ChatSession(), "read it", [image])
+    old_answer = session.turns[-1].message_id
+    _, session = handlers.retry(session, gr.RetryData(None, {"index": 1, "value": ""}), REQUEST)
+    *_, (chatbot, session, _) = handlers.respond(session, "OCR", *PARAMS, REQUEST)
+    visible = _visible(ctx, session)
+    assert [m["role"] for m in visible] == ["user", "assistant"] and visible[1]["id"] != old_answer
+    everything = ctx.storage.get_conversation(session.conversation_id, include_hidden=True)["messages"]
+    assert any(m["id"] == old_answer and m["hidden"] for m in everything)
+
+
+def test_undo_puts_the_message_back_in_the_box(ctx, image):
+    handlers = ChatHandlers(ctx)
+    _, session, _ = _turn(handlers, ChatSession(), "first", [image])
+    _, session, _ = _turn(handlers, session, "second question", [])
+    chatbot, session, box = handlers.undo(session, gr.UndoData(None, {"index": 2, "value": "second question"}))
+    assert len(chatbot) == 2 and box.value["text"] == "second question"
+    assert [m["text"] for m in _visible(ctx, session) if m["role"] == "user"] == ["first"]
+
+
+def test_edit_replaces_the_question_and_keeps_its_images(ctx, image):
+    handlers = ChatHandlers(ctx)
+    _, session, _ = _turn(handlers, ChatSession(), "orginal typo", [image])
+    _, session = handlers.edit(session, "OCR", gr.EditData(None, {"index": 0, "value": "original", "previous_value": "orginal typo"}), REQUEST)
+    *_, (chatbot, session, _) = handlers.respond(session, "OCR", *PARAMS, REQUEST)
+    visible = _visible(ctx, session)
+    assert visible[0]["text"] == "original" and len(visible[0]["images"]) == 1 and len(visible) == 2
+
+
+def test_like_and_dislike_are_saved_on_the_answer(ctx, image):
+    handlers = ChatHandlers(ctx)
+    _, session, _ = _turn(handlers, ChatSession(), "read", [image])
+    handlers.like(session, gr.LikeData(None, {"index": 1, "value": "x", "liked": False}))
+    assert _visible(ctx, session)[1]["feedback"] == "dislike"
+
+
+def test_free_chat_needs_a_question(ctx, image):
+    with pytest.raises(gr.Error, match="Free chat needs a question"):
+        ChatHandlers(ctx).submit_message({"text": "", "files": [image]}, "Free chat", ChatSession(), REQUEST)
+
+
+def test_history_search_open_and_export(ctx, image, tmp_path):
+    handlers = ChatHandlers(ctx)
+    _, session, _ = _turn(handlers, ChatSession(), "unicorn question", [image])
+    history = HistoryHandlers(ctx)
+    rows = history.search("unicorn")
+    assert [row[0] for row in rows] == [session.conversation_id]
+    chatbot, opened = history.open_conversation(str(session.conversation_id))
+    assert len(chatbot) == 2 and opened.turns[0].text == "unicorn question"
+    exported = json.loads(open(history.export(str(session.conversation_id), ChatSession(), "JSON")).read())
+    assert exported[0]["messages"][0]["text"] == "unicorn question"
+    assert history.export("", session, "LLaVA training data (zip)").endswith(".zip")
