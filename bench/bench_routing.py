@@ -18,14 +18,14 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from model import EveConfig, EveForCausalLM  # noqa: E402
-from model.routing import DenseBlendRouter, ModalityRouter  # noqa: E402
+from model import EveConfig, EveForCausalLM
+from model.routing import DenseBlendRouter, ModalityRouter
 
 
 def build_models(hidden: int, layers: int) -> tuple[EveForCausalLM, Qwen2ForCausalLM]:
     # Qwen2.5-7B proportions: MLP width 5.29 x hidden, 7 query heads per KV head (here 4), conv1 width 0.29 x hidden.
-    sizes = dict(hidden_size=hidden, intermediate_size=hidden * 37 // 7 // 64 * 64, num_hidden_layers=layers,
-                 num_attention_heads=hidden // 64, num_key_value_heads=max(1, hidden // 256), vocab_size=8192)
+    sizes = {"hidden_size": hidden, "intermediate_size": hidden * 37 // 7 // 64 * 64, "num_hidden_layers": layers,
+                 "num_attention_heads": hidden // 64, "num_key_value_heads": max(1, hidden // 256), "vocab_size": 8192}
     torch.manual_seed(0)
     eve = EveForCausalLM(EveConfig(**sizes, mm_hidden_size=hidden // 4, pad_token_id=0, eos_token_id=1)).eval()
     qwen = Qwen2ForCausalLM(Qwen2Config(**sizes, rope_parameters=dict(eve.config.rope_parameters))).eval()

@@ -61,7 +61,7 @@ class EvePatchEmbedding(nn.Module):
         for indices in by_shape.values():
             batch = torch.stack([pixel_values[i] for i in indices]).to(self.class_embedding.device, dtype)
             patches = self.patch_embedding(batch)  # [n, C, h, w]
-            n, channels, height, width = patches.shape
+            n, channels, height, _width = patches.shape
             split = self.split_embedding.view(1, channels, 1, 1).expand(n, channels, height, 1)
             rows = torch.cat([patches, split], dim=3)  # [n, C, h, w + 1]: a split token ends every row
             tokens = rows.flatten(2).transpose(1, 2)  # [n, h * (w + 1), C], row-major
@@ -355,4 +355,4 @@ class EveForCausalLM(EvePreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache)
 
 
-__all__ = ["EvePatchEmbedding", "EveAttention", "EveDecoderLayer", "EvePreTrainedModel", "EveModel", "EveForCausalLM"]
+__all__ = ["EveAttention", "EveDecoderLayer", "EveForCausalLM", "EveModel", "EvePatchEmbedding", "EvePreTrainedModel"]

@@ -119,9 +119,9 @@ class EveProcessor:
         batch: dict[str, list[list[int]]] = {key: [] for key in fill if key in rows[0] or key == "attention_mask"}
         for row in rows:
             row = {**row, "attention_mask": [1] * len(row["input_ids"])}
-            for key in batch:
+            for key, column in batch.items():
                 padding = [fill[key]] * (length - len(row[key]))
-                batch[key].append(padding + list(row[key]) if padding_side == "left" else list(row[key]) + padding)
+                column.append(padding + list(row[key]) if padding_side == "left" else list(row[key]) + padding)
         return BatchFeature({key: torch.tensor(value, dtype=torch.long) for key, value in batch.items()})
 
     def tokenize_conversation(

@@ -13,6 +13,8 @@ merges only the attention inputs, so routing costs a few copies per layer, not a
   the reference that tests and benchmarks compare against.
 """
 
+import itertools
+
 import torch
 
 
@@ -36,7 +38,7 @@ class ModalityRouter:
         # For each run in sequence order: (is_vision, start, end) within the split rows of its modality.
         self.order: list[tuple[bool, int, int]] = []
         offsets = {False: 0, True: 0}
-        for i, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
+        for i, (start, end) in enumerate(itertools.pairwise(bounds)):
             is_vision = first_is_vision ^ (i % 2 == 1)
             (self.vision_runs if is_vision else self.text_runs).append((start, end))
             self.order.append((is_vision, offsets[is_vision], offsets[is_vision] + end - start))

@@ -26,7 +26,7 @@ TINY = {
 }
 # Small images: 16 px patches (8 x 2), images rescaled to an area of 64 x 64.
 TINY_IMAGE = {"image_max_size": 64, "patch_stride": 8, "dense_stride": 2}
-WORDS = "the a red blue green circle square cat dog sign reads hello world what is written here describe image".split()
+WORDS = ["the", "a", "red", "blue", "green", "circle", "square", "cat", "dog", "sign", "reads", "hello", "world", "what", "is", "written", "here", "describe", "image"]
 
 
 def official_config(vocab_size: int, add_moe: bool = True) -> dict:

@@ -10,11 +10,10 @@ from .history import build_history_tab
 TITLE = "EVEv2 — encoder-free vision-language chat"
 CSS = """
 #chatbot { min-height: 360px; }
-@media (max-width: 640px) {
-  #chatbot { height: 60vh !important; }
-  /* Gradio pads the page 32 px a side (on .main, not .gradio-container): a sixth of a phone, taken from the input. */
-  .gradio-container .main.app { padding-left: 8px !important; padding-right: 8px !important; }
-}
+@media (max-width: 640px) { #chatbot { height: 60vh !important; } }
+/* Phones: 8 px page margins instead of Gradio's 32 px, which take a sixth of the width from the chat input. Gradio
+   scopes rules inside @media to the app's content, out of reach of this padding: clamp() switches at 640 px instead. */
+.gradio-container .main.app { padding-inline: clamp(var(--size-2), (100vw - 640px) * 1000, var(--size-8)); }
 """
 
 

@@ -172,8 +172,7 @@ def build_chat_tab(ctx: AppContext) -> dict:
     answering = submitted.success(h.respond, answer_inputs, answer_outputs, api_name="respond", **gpu_queue)
     answering.then(h.enable_input, None, c["textbox"], api_visibility="private")
     submitted.failure(h.enable_input, None, c["textbox"], api_visibility="private")
-    c["textbox"].stop(h.stop_generation, None, None, api_name="stop", queue=False)
-    c["stop_button"].click(h.stop_generation, None, None, api_visibility="private", queue=False)
+    c["stop_button"].click(h.stop_generation, None, None, api_name="stop", queue=False)
 
     retried = c["chatbot"].retry(h.retry, [c["session"]], [c["chatbot"], c["session"]],
                                  api_visibility="private")

@@ -22,7 +22,7 @@ def chat_layout(ctx: AppContext) -> dict:
             )
             with gr.Row():
                 c["textbox"] = gr.MultimodalTextbox(
-                    file_types=["image"], file_count="multiple", stop_btn=True, show_label=False, scale=8,
+                    file_types=["image"], file_count="multiple", show_label=False, scale=8,
                     placeholder="Ask about your images, or send an image alone to run the task…",
                     elem_id="chat-input", sources=["upload"],
                 )
@@ -40,7 +40,10 @@ def chat_layout(ctx: AppContext) -> dict:
                     value=None, precision=0, minimum=0, maximum=4096,
                     label=f"Image max size (empty = the model's {ctx.engine.image_max_size})",
                 )
-            examples = [[{"text": p.instruction, "files": [path]}, p.name] for p in presets for path in p.examples]
-            if examples:
-                gr.Examples(examples, inputs=[c["textbox"], c["preset"]], label="Examples", examples_per_page=12)
+            pairs = [(p, path) for p in presets for path in p.examples]
+            if pairs:
+                # Compact labelled buttons: the multimodal example table is far wider than this column.
+                gr.Examples([[{"text": p.instruction, "files": [path]}, p.name] for p, path in pairs],
+                            inputs=[c["textbox"], c["preset"]], label="Examples", examples_per_page=12,
+                            example_labels=[f"{p.name} · {i % len(p.examples) + 1}" for i, (p, _) in enumerate(pairs)])
     return c

@@ -61,7 +61,7 @@ def test_retry_hides_the_old_answer_and_saves_a_new_one(ctx, image):
     _, session, _ = _turn(handlers, ChatSession(), "read it", [image])
     old_answer = session.turns[-1].message_id
     _, session = handlers.retry(session, gr.RetryData(None, {"index": 1, "value": ""}), REQUEST)
-    *_, (chatbot, session, _) = handlers.respond(session, "OCR", *PARAMS, REQUEST)
+    *_, (_chatbot, session, _) = handlers.respond(session, "OCR", *PARAMS, REQUEST)
     visible = _visible(ctx, session)
     assert [m["role"] for m in visible] == ["user", "assistant"] and visible[1]["id"] != old_answer
     everything = ctx.storage.get_conversation(session.conversation_id, include_hidden=True)["messages"]
@@ -81,7 +81,7 @@ def test_edit_replaces_the_question_and_keeps_its_images(ctx, image):
     handlers = ChatHandlers(ctx)
     _, session, _ = _turn(handlers, ChatSession(), "orginal typo", [image])
     _, session = handlers.edit(session, "OCR", gr.EditData(None, {"index": 0, "value": "original", "previous_value": "orginal typo"}), REQUEST)
-    *_, (chatbot, session, _) = handlers.respond(session, "OCR", *PARAMS, REQUEST)
+    *_, (_chatbot, session, _) = handlers.respond(session, "OCR", *PARAMS, REQUEST)
     visible = _visible(ctx, session)
     assert visible[0]["text"] == "original" and len(visible[0]["images"]) == 1 and len(visible) == 2
 
@@ -106,6 +106,7 @@ def test_history_search_open_and_export(ctx, image, tmp_path):
     assert [row[0] for row in rows] == [session.conversation_id]
     chatbot, opened = history.open_conversation(str(session.conversation_id))
     assert len(chatbot) == 2 and opened.turns[0].text == "unicorn question"
-    exported = json.loads(open(history.export(str(session.conversation_id), ChatSession(), "JSON")).read())
+    with open(history.export(str(session.conversation_id), ChatSession(), "JSON")) as file:
+        exported = json.loads(file.read())
     assert exported[0]["messages"][0]["text"] == "unicorn question"
     assert history.export("", session, "LLaVA training data (zip)").endswith(".zip")

@@ -1,0 +1,191 @@
+"""The job runner with real training processes on the tiny checkpoint: done, abort, queue, and app restarts.
+
+Every job is `accelerate launch ... -m model.train` on a 4-sample dataset, so each test takes seconds (most of it
+is Python and torch starting up). Run with OMP_NUM_THREADS=1 on small machines.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from eve_app.jobs import ConfigError, JobConfig, JobRunner
+from eve_app.jobs.process import trainer_pids
+from eve_app.jobs.runner import RESTARTED
+from eve_app.storage import Storage
+
+pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="process-group checks read /proc")
+TIMEOUT = 90
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    folder = tmp_path / "dataset"
+    (folder / "images").mkdir(parents=True)
+    rows = []
+    for i in range(4):
+        Image.new("RGB", (40 + 8 * i, 32), (60 * i, 20, 0)).save(folder / "images" / f"{i}.png")
+        rows.append({"id": str(i), "image": f"images/{i}.png",
+                     "conversations": [{"from": "human", "value": "<image>\nwhat is written here?"},
+                                       {"from": "gpt", "value": "the red sign reads hello"}]})
+    (folder / "data.json").write_text(json.dumps(rows))
+    return folder / "data.json"
+
+
+@pytest.fixture
+def storage(tmp_path):
+    store = Storage(data_dir=tmp_path / "app")
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def runner(storage, tmp_path):
+    runner = JobRunner(storage, tmp_path / "app")
+    yield runner
+    for job in storage.list_jobs("running"):  # never leave a training process behind
+        runner.abort(job["id"], grace=1)
+
+
+def job_config(tiny_checkpoint: Path, dataset: Path, steps: int, **fields) -> JobConfig:
+    return JobConfig(base=str(tiny_checkpoint), data=str(dataset), stage="3", max_steps=steps, batch_size=1,
+                     **fields)
+
+
+def wait_for(condition, runner: JobRunner, timeout: float = TIMEOUT):
+    """Poll the runner (as the monitor thread would) until `condition()` holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runner.poll()
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s")
+
+
+def assert_group_gone(pgid: int, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"process group {pgid} still has processes after {within} s")
+
+
+def test_tiny_fine_tune_runs_to_done(runner, storage, tiny_checkpoint, dataset):
+    job_id = runner.submit(job_config(tiny_checkpoint, dataset, 3))
+    run_dir = runner.run_dir(job_id)
+    assert JobConfig.load(run_dir / "job.json").output_dir == str(run_dir / "out")
+    assert "-m model.train" in (run_dir / "command.txt").read_text()
+    assert storage.get_job(job_id)["status"] == "running"
+    wait_for(lambda: storage.get_job(job_id)["status"] != "running", runner)
+    job = storage.get_job(job_id)
+    assert job["status"] == "done", job["error"]
+    progress = runner.progress(job_id)
+    assert (progress["step"], progress["total"], progress["fraction"], progress["eta_s"]) == (3, 3, 1.0, 0.0)
+    assert progress["loss"] > 0 and Path(progress["model_path"], "config.json").is_file()
+    assert job["final_metrics"]["model_path"] == progress["model_path"]
+    series = runner.loss_series(job_id)
+    assert [(r["step"], r["series"]) for r in series] == [(1, "train"), (2, "train"), (3, "train")]
+    assert "Done: 3 steps" in runner.log_tail(job_id, lines=20)
+    assert_group_gone(job["pid"], within=1)
+
+
+def test_abort_stops_the_whole_group_and_keeps_the_checkpoint(runner, storage, tiny_checkpoint, dataset):
+    job_id = runner.submit(job_config(tiny_checkpoint, dataset, 100_000, save_every=1))
+    wait_for(lambda: runner.progress(job_id)["checkpoint"], runner)
+    pgid = storage.get_job(job_id)["pid"]
+    assert trainer_pids(pgid)  # the training process runs under accelerate's launcher, in the job's group
+    started = time.monotonic()
+    job = runner.abort(job_id, grace=5.0)
+    assert_group_gone(pgid, within=10.0 - (time.monotonic() - started))
+    assert job["status"] == "aborted" and storage.get_job(job_id)["status"] == "aborted"
+    progress = runner.progress(job_id)
+    assert progress["event"] == "stopped"  # SIGTERM reached the trainer, which stopped cleanly
+    assert Path(progress["checkpoint"], "trainer_state.json").is_file()
+    assert progress["checkpoint"] in progress["checkpoints"]
+    assert job["final_metrics"]["checkpoint"] == progress["checkpoint"]
+    runner.poll()  # a later poll leaves the aborted job alone
+    assert storage.get_job(job_id)["status"] == "aborted"
+
+
+def test_second_job_waits_for_the_first(runner, storage, tiny_checkpoint, dataset):
+    first = runner.submit(job_config(tiny_checkpoint, dataset, 2))
+    second = runner.submit(job_config(tiny_checkpoint, dataset, 100_000))
+    assert storage.get_job(first)["status"] == "running"
+    assert storage.get_job(second)["status"] == "queued"
+    assert runner.progress(second)["step"] == 0
+    wait_for(lambda: storage.get_job(first)["status"] == "done", runner)
+    assert storage.get_job(second)["status"] == "running"  # the same poll started it
+    assert storage.get_job(second)["started_at"] >= storage.get_job(first)["finished_at"]
+    assert runner.abort(second, grace=2)["status"] == "aborted"
+
+
+def test_queued_job_can_be_aborted_before_it_starts(runner, storage, tiny_checkpoint, dataset):
+    job_id = runner.submit(job_config(tiny_checkpoint, dataset, 2), start=False)
+    assert runner.abort(job_id)["status"] == "aborted"
+    runner.start_next()
+    assert storage.get_job(job_id)["pid"] is None and not (runner.run_dir(job_id) / "train.log").exists()
+
+
+def test_running_job_survives_an_app_restart(storage, tmp_path, tiny_checkpoint, dataset):
+    old = JobRunner(storage, tmp_path / "app")
+    job_id = old.submit(job_config(tiny_checkpoint, dataset, 100_000, save_every=0))
+    pgid = storage.get_job(job_id)["pid"]
+    del old  # the web server goes away; the job, in its own session, does not
+
+    runner = JobRunner(storage, tmp_path / "app")
+    assert runner.recover() == {"running": [job_id], "closed": []}
+    wait_for(lambda: runner.progress(job_id)["points"] >= 1, runner)
+    assert storage.get_job(job_id)["status"] == "running"
+    runner.abort(job_id, grace=5.0)
+    assert_group_gone(pgid)
+    assert storage.get_job(job_id)["status"] == "aborted"
+
+
+def test_recover_closes_jobs_whose_process_is_gone(runner, storage, tiny_checkpoint, dataset):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    dead_pid = int(dead.stdout)
+    lost = runner.submit(job_config(tiny_checkpoint, dataset, 5), start=False)
+    finished = runner.submit(job_config(tiny_checkpoint, dataset, 5), start=False)
+    reused = runner.submit(job_config(tiny_checkpoint, dataset, 5), start=False)
+    out = Path(runner.config(finished).output_dir)
+    out.mkdir(parents=True)
+    (out / "metrics.jsonl").write_text(json.dumps({"step": 5, "total_steps": 5, "loss": 1.0}) + "\n"
+                                       + json.dumps({"event": "done", "step": 5, "total_steps": 5}) + "\n")
+    storage.update_job(lost, status="running", pid=dead_pid)
+    storage.update_job(finished, status="running", pid=dead_pid)
+    storage.update_job(reused, status="running", pid=os.getpid())  # a live pid that is not a training job
+    assert runner.recover() == {"running": [], "closed": [reused, finished, lost]}
+    assert storage.get_job(lost)["status"] == "failed" and RESTARTED in storage.get_job(lost)["error"]
+    assert storage.get_job(reused)["status"] == "failed"
+    assert storage.get_job(finished)["status"] == "done"
+    assert runner.progress(finished)["model_path"] == str(out)
+
+
+def test_failed_job_reports_the_log_tail(runner, storage, tiny_checkpoint, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("[]")  # the trainer refuses a dataset without training samples
+    job_id = runner.submit(JobConfig(base=str(tiny_checkpoint), data=str(bad), max_steps=2))
+    wait_for(lambda: storage.get_job(job_id)["status"] != "running", runner)
+    job = storage.get_job(job_id)
+    assert job["status"] == "failed"
+    # The first line names the trainer's own error, not the launcher's echo of it.
+    cause = "ValueError: --eval-split leaves no training data (0 samples)"
+    assert job["error"].splitlines()[0] == f"exit status 1: {cause}"
+    assert "end of train.log" in job["error"]
+
+
+def test_invalid_settings_create_no_job(runner, storage, tiny_checkpoint, dataset):
+    with pytest.raises(ConfigError, match="needs GPUs"):
+        runner.submit(job_config(tiny_checkpoint, dataset, 2, strategy="fsdp"))
+    assert storage.list_jobs() == []
