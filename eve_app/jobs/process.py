@@ -112,6 +112,7 @@ def stop_group(pgid: int, grace: float = 5.0, collect: Callable[[], object] = la
     while time.monotonic() < deadline:
         collect()
         if not group_members(pgid):
+            collect()  # the leader may have died after the call above: reap it now, it is a zombie at most
             return True
         fresh = [pid for pid in trainer_pids(pgid) if pid not in signalled]
         for pid in fresh:
@@ -127,4 +128,5 @@ def stop_group(pgid: int, grace: float = 5.0, collect: Callable[[], object] = la
         if not group_members(pgid):
             break
         time.sleep(0.1)
+    collect()
     return False

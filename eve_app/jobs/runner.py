@@ -151,6 +151,8 @@ class JobRunner:
         exit_code = proc.poll() if proc else (reap(pid) if pid else None)
         if pid and ((proc is not None and exit_code is None) or is_job_alive(pid)):
             return False
+        if proc is None and pid and exit_code is None:
+            exit_code = reap(pid)  # it may have ended between the two checks above
         self._procs.pop(job["id"], None)
         status, error = self._outcome(job, exit_code, unknown_exit=proc is None)
         self.storage.update_job(job["id"], status=status, error=error, final_metrics=self._final_metrics(job))
@@ -193,7 +195,10 @@ class JobRunner:
             proc, pid = self._procs.pop(job_id, None), job["pid"]
             stopped = stop_group(pid, grace, collect=proc.poll if proc else lambda: reap(pid)) if pid else True
             info = self._final_metrics(job)
-            error = None if stopped else f"the job did not stop within {grace:g} s and was killed"
+            error = None
+            if not stopped:
+                saved = "after saving its checkpoint" if info["event"] == "stopped" else "before it saved a checkpoint"
+                error = f"the job did not exit within {grace:g} s and was killed {saved}"
             return self.storage.update_job(job_id, status="aborted", final_metrics=info, error=error)
 
     # Reading (no locks needed: files and storage only)

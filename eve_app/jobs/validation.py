@@ -40,7 +40,8 @@ def estimate_tokens(text: str) -> int:
 
 @dataclass
 class ValidationResult:
-    """What the validator found. `data_path` and `image_folder` are what a job trains on (the prepared file)."""
+    """What the validator found. `data_path` and `image_folder` are what a job trains on (for an upload: the
+    prepared `train.json` with the valid rows, and the folder of the staged files; both None when `fatal`)."""
 
     errors: list[str] = field(default_factory=list)
     rows: list[RowReport] = field(default_factory=list)
@@ -128,6 +129,19 @@ def _count_text(report: RowReport, count: Callable[[str], int]) -> None:
     report.text_tokens = sum(count(t) for t in texts) + TURN_OVERHEAD * len(texts)
 
 
+def _check_sample(index: int, sample: object, finder: ImageFinder, settings: ImageSettings,
+                  count: Callable[[str], int], max_length: int | None) -> RowReport:
+    """Every check of one row: schema and turns, image files, token estimate against the max length."""
+    report = check_row(index, sample)
+    _check_files(report, finder, settings)
+    _count_text(report, count)
+    length = report.text_tokens + report.image_tokens
+    if max_length and length > max_length and report.valid:
+        report.notes.append(f"about {length} tokens, above the max length {max_length}: the trainer cuts the row, "
+                            "or skips it when the cut falls inside an image")
+    return report
+
+
 def _summary(rows: list[RowReport], finder: ImageFinder, settings: ImageSettings, max_length: int | None) -> dict:
     valid = [row for row in rows if row.valid]
     lengths = [row.text_tokens + row.image_tokens for row in valid]
@@ -181,15 +195,8 @@ def validate_dataset(
     if not samples:
         result.errors.append(f"{json_path.name} holds no samples (an empty list)")
     finder = ImageFinder(image_folder, Path(search_root or image_folder), limits.max_image_pixels, by_name)
-    for index, sample in enumerate(samples):
-        report = check_row(index, sample)
-        _check_files(report, finder, settings)
-        _count_text(report, count_tokens or estimate_tokens)
-        length = report.text_tokens + report.image_tokens
-        if max_length and length > max_length and report.valid:
-            report.notes.append(f"about {length} tokens, above the max length {max_length}: the trainer cuts the "
-                                "row, or skips it when the cut falls inside an image")
-        result.rows.append(report)
+    count = count_tokens or estimate_tokens
+    result.rows = [_check_sample(i, sample, finder, settings, count, max_length) for i, sample in enumerate(samples)]
     result.summary = _summary(result.rows, finder, settings, max_length)
     return result
 
@@ -251,7 +258,9 @@ def validate_upload(
     checked = validate_dataset(staged.json_path, staged.image_root, settings=settings, max_length=max_length,
                                limits=limits, count_tokens=count_tokens, search_root=staged.files_dir, by_name=True)
     checked.upload_dir = upload_dir
-    if not checked.fatal:
+    if checked.fatal:  # nothing to train on: no path a job could be given by mistake
+        checked.data_path = checked.image_folder = None
+    else:
         checked.data_path = write_prepared(checked, load_samples(staged.json_path, limits), staged.files_dir)
         checked.image_folder = staged.files_dir
     return checked

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from eve_app.jobs import ConfigError, JobConfig, JobRunner
-from eve_app.jobs.process import trainer_pids
+from eve_app.jobs.process import runs_module, stop_group, trainer_pids
 from eve_app.jobs.runner import RESTARTED
 from eve_app.storage import Storage
 
@@ -57,11 +57,12 @@ def job_config(tiny_checkpoint: Path, dataset: Path, steps: int, **fields) -> Jo
                      **fields)
 
 
-def wait_for(condition, runner: JobRunner, timeout: float = TIMEOUT):
+def wait_for(condition, runner: JobRunner, timeout: float = TIMEOUT, poll: bool = True):
     """Poll the runner (as the monitor thread would) until `condition()` holds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        runner.poll()
+        if poll:
+            runner.poll()
         value = condition()
         if value:
             return value
@@ -86,7 +87,11 @@ def test_tiny_fine_tune_runs_to_done(runner, storage, tiny_checkpoint, dataset):
     assert JobConfig.load(run_dir / "job.json").output_dir == str(run_dir / "out")
     assert "-m model.train" in (run_dir / "command.txt").read_text()
     assert storage.get_job(job_id)["status"] == "running"
-    wait_for(lambda: storage.get_job(job_id)["status"] != "running", runner)
+    runner.start_monitor(interval=0.2)  # the app's background thread closes the job; no page polls here
+    try:
+        wait_for(lambda: storage.get_job(job_id)["status"] != "running", runner, poll=False)
+    finally:
+        runner.stop_monitor()
     job = storage.get_job(job_id)
     assert job["status"] == "done", job["error"]
     progress = runner.progress(job_id)
@@ -189,3 +194,48 @@ def test_invalid_settings_create_no_job(runner, storage, tiny_checkpoint, datase
     with pytest.raises(ConfigError, match="needs GPUs"):
         runner.submit(job_config(tiny_checkpoint, dataset, 2, strategy="fsdp"))
     assert storage.list_jobs() == []
+
+
+def test_pipeline_progress_spans_the_stages(runner, tiny_checkpoint, dataset):
+    """A pipeline writes one metrics file per stage; progress and the loss plot read them as one job."""
+    job_id = runner.submit(job_config(tiny_checkpoint, dataset, 4, stages=["2.1", "3"]), start=False)
+    out = Path(runner.config(job_id).output_dir)
+    lines = [{"step": s, "total_steps": 4, "loss": 2.0 / s, "remaining_s": 4 - s} for s in (1, 2, 3, 4)]
+    lines[-1]["eval_loss"] = 0.9
+    (out / "stage-2.1").mkdir(parents=True)
+    (out / "stage-2.1" / "metrics.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in [*lines, {"event": "done", "step": 4, "total_steps": 4}]))
+    progress = runner.progress(job_id)
+    assert (progress["stage"], progress["stage_index"], progress["step"], progress["fraction"]) == ("3", 1, 0, 0.5)
+    (out / "stage-3").mkdir()
+    (out / "stage-3" / "metrics.jsonl").write_text(json.dumps(lines[0]) + "\n" + '{"step": 2, "tot')  # mid-write
+    progress = runner.progress(job_id)
+    assert (progress["stage"], progress["step"], progress["total"], progress["fraction"]) == ("3", 1, 4, 0.625)
+    assert progress["label"].startswith("queued, stage 3 (2/2): step 1/4")
+    rows = runner.loss_series(job_id)
+    assert [(r["step"], r["series"], r["stage"]) for r in rows] == [
+        (1, "train", "2.1"), (2, "train", "2.1"), (3, "train", "2.1"), (4, "train", "2.1"), (4, "eval", "2.1"),
+        (5, "train", "3"),
+    ]
+
+
+def test_trainers_are_told_from_launchers():
+    """SIGTERM goes to processes that run the trainer, not to launchers that pass `-m model.train` on."""
+    py = sys.executable
+    assert runs_module([py, "-m", "model.train", "--base", "x"])
+    assert runs_module([py, "-u", "-m", "model.train"])  # torchrun's workers
+    assert not runs_module([py, "-m", "accelerate.commands.launch", "--config_file", "c.yaml", "-m", "model.train"])
+    assert not runs_module([py, "/venv/bin/accelerate", "launch", "-m", "model.train"])
+    assert not runs_module([py, "-m", "model.train.pipeline", "--stages", "3"])
+
+
+def test_a_group_that_ignores_sigterm_is_killed_after_the_grace_period():
+    code = "import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); " \
+           "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    time.sleep(0.5)
+    started = time.monotonic()
+    assert stop_group(proc.pid, grace=0.5, collect=proc.poll) is False
+    assert time.monotonic() - started < 5
+    assert_group_gone(proc.pid, within=5)  # the orphaned grandchild is reaped by init
+    assert proc.returncode == -9

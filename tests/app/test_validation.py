@@ -163,6 +163,7 @@ def test_turn_and_placeholder_problems(tmp_path, data_dir, row, message):
     write_dataset(tmp_path / "src", [row], n_images=1)
     result = validate_upload([tmp_path / "src"], data_dir)
     assert result.fatal and "No row can be trained on" in result.message()
+    assert result.data_path is None and result.image_folder is None
     assert any(message in problem for problem in result.rows[0].problems), result.rows[0].problems
 
 
