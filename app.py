@@ -8,6 +8,7 @@ import os
 
 from eve_app.context import AppContext
 from eve_app.engine import Engine
+from eve_app.jobs import JobRunner
 from eve_app.presets import load_presets
 from eve_app.settings import parse_settings
 from eve_app.storage import Storage
@@ -20,7 +21,10 @@ def create_app(argv: list[str] | None = None):
     settings = parse_settings(argv)
     engine = Engine.load(settings.model, settings.device, settings.dtype, settings.quantization)
     storage = Storage(settings.db_url, data_dir=settings.data_dir)
-    ctx = AppContext(engine, storage, load_presets(engine.checkpoint_dir), settings)
+    runner = JobRunner(storage, settings.data_dir)
+    runner.recover()  # jobs that ran while the app was down: re-attach the live ones, close the dead ones
+    runner.start_monitor()
+    ctx = AppContext(engine, storage, load_presets(engine.checkpoint_dir), settings, runner)
     return build_app(ctx), ctx
 
 

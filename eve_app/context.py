@@ -4,6 +4,7 @@ import threading
 from dataclasses import dataclass, field
 
 from .engine import Engine
+from .jobs import JobRunner
 from .presets import TaskPreset
 from .settings import Settings
 from .storage import Storage
@@ -41,4 +42,5 @@ class AppContext:
     storage: Storage
     presets: list[TaskPreset]
     settings: Settings
+    runner: JobRunner | None = None
     stops: StopEvents = field(default_factory=StopEvents)

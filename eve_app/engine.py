@@ -111,6 +111,17 @@ class Engine:
         model, processor = load_pretrained(folder, device=device, dtype=torch_dtype, quantization=quantization)
         return cls(model, processor, name=Path(str(path)).name, quantization=quantization, checkpoint_dir=folder)
 
+    def reload(self, path: str) -> None:
+        """Swaps in another checkpoint (e.g. a finished fine-tune) once no answer is being generated."""
+        fresh = Engine.load(path, device=self.device, quantization=self.quantization)
+        with self._lock:
+            self.model, self.processor, self.name = fresh.model, fresh.processor, fresh.name
+            self.checkpoint_dir = fresh.checkpoint_dir
+
+    @property
+    def gpu_count(self) -> int:
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
     @property
     def device(self) -> str:
         return str(self.model.device)

@@ -5,6 +5,7 @@ import gradio as gr
 from ..context import AppContext
 from .api import build_api
 from .chat import build_chat_tab
+from .finetune import build_finetune_tab
 from .history import build_history_tab
 
 TITLE = "EVEv2 — encoder-free vision-language chat"
@@ -26,6 +27,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 chat = build_chat_tab(ctx)
             with gr.Tab("History", id="history"):
                 build_history_tab(ctx, chat)
+            with gr.Tab("Fine-tune", id="finetune"):
+                build_finetune_tab(ctx)
         build_api(ctx)
     # Generation shares one concurrency group ("gpu", limit 1); light events run alongside.
     demo.queue(default_concurrency_limit=8, max_size=128)

@@ -1,22 +1,11 @@
 """The real app, started in this process on a free port with the project's small default model."""
 
-import os
-import socket
 import time
 from pathlib import Path
 
 import pytest
 
-from eve_app.settings import DEFAULT_MODEL
-
-# The e2e tests run the shipped default model; EVE_TEST_MODEL points them at another checkpoint while developing.
-MODEL = os.environ.get("EVE_TEST_MODEL", DEFAULT_MODEL)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.e2e.helpers import MODEL, free_port
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,87 @@
+"""Components of the fine-tune tab (layout only; events are wired in `finetune.py`)."""
+
+from collections.abc import Callable
+
+import gradio as gr
+import pandas as pd
+
+from ..context import AppContext
+from ..settings import DEFAULT_MODEL
+
+STAGES = ["1", "2.1", "2.2", "3"]
+STRATEGIES = ["ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"]
+
+
+def _data_section(c: dict) -> None:
+    with gr.Accordion("1 · Data", open=True):
+        gr.Markdown("A LLaVA-format JSON (`[{\"id\", \"image\", \"conversations\": [{\"from\": \"human\", "
+                    "\"value\": \"<image>\\n…\"}, {\"from\": \"gpt\", \"value\": \"…\"}]}]`) with its images as a zip "
+                    "or as files, or conversations exported from the History tab.")
+        with gr.Row():
+            c["files"] = gr.File(label="JSON + images (zip or files)", file_count="multiple", type="filepath")
+            c["export_ids"] = gr.Textbox(label="…or History conversation ids", placeholder="e.g. 3, 5, 8")
+        c["validate"] = gr.Button("Validate", variant="secondary")
+        c["summary"] = gr.Markdown()
+        c["data_key"] = gr.State("")
+        c["page"] = gr.Number(value=1, precision=0, minimum=1, label="Preview page")
+        c["preview"] = gr.Dataframe(label="Rows and their problems", interactive=False, wrap=True)
+
+
+def _setup_section(c: dict, ctx: AppContext, describe_stages: Callable[[list[str]], str]) -> None:
+    gpus = ctx.engine.gpu_count
+    with gr.Accordion("2 · Job", open=True):
+        bases = list(dict.fromkeys([str(ctx.engine.checkpoint_dir), DEFAULT_MODEL]))
+        c["base"] = gr.Dropdown(bases, value=bases[0], allow_custom_value=True,
+                                label="Base checkpoint (folder, Hub id, or a finished job's output)")
+        c["stages"] = gr.CheckboxGroup(STAGES, value=["3"], label="Stages (several run as a pipeline, in order)")
+        c["stage_info"] = gr.Markdown(describe_stages(["3"]))
+        with gr.Row():
+            c["lr"] = gr.Number(value=None, label="Learning rate (empty: the stage's)")
+            c["max_steps"] = gr.Number(value=60, precision=0, label="Steps (empty: epochs)")
+            c["epochs"] = gr.Number(value=1, label="Epochs")
+            c["batch_size"] = gr.Number(value=4, precision=0, minimum=1, label="Batch size")
+            c["grad_accum"] = gr.Number(value=1, precision=0, minimum=1, label="Gradient accumulation")
+        with gr.Row():
+            c["max_image_size"] = gr.Number(value=None, precision=0, label="Max image size (empty: the stage's)")
+            c["max_length"] = gr.Number(value=None, precision=0, label="Max length in tokens (empty: 4096)")
+            c["seed"] = gr.Number(value=42, precision=0, label="Seed")
+            c["eval_split"] = gr.Slider(0.0, 0.5, value=0.1, step=0.05, label="Eval split")
+        hardware = ["CPU"] + [f"{n} GPU{'s' if n > 1 else ''}" for n in range(1, gpus + 1)]
+        with gr.Row():
+            c["hardware"] = gr.Radio(hardware, value=hardware[-1], label="Hardware")
+            c["strategy"] = gr.Radio(STRATEGIES, value="ddp", label="Multi-GPU strategy", visible=gpus > 0)
+        with gr.Row():
+            c["preview_command"] = gr.Button("Preview command")
+            c["save_config"] = gr.Button("Save job config")
+            c["load_config"] = gr.UploadButton("Load job config", file_types=[".json"])
+        c["command"] = gr.Code(label="Exact command", language="shell", interactive=False)
+        c["config_file"] = gr.File(label="job.json")
+
+
+def _jobs_section(c: dict, blocked: str | None, jobs: pd.DataFrame) -> None:
+    with gr.Accordion("3 · Run", open=True):
+        if blocked:
+            gr.Markdown(f"🔒 {blocked} Validation and command preview still work.")
+        with gr.Row():
+            c["password"] = gr.Textbox(label="Admin password", type="password", interactive=blocked is None)
+            c["launch"] = gr.Button("Launch", variant="primary", interactive=blocked is None)
+            c["abort"] = gr.Button("Abort selected job", variant="stop", interactive=blocked is None)
+            c["refresh"] = gr.Button("Refresh")
+        c["jobs"] = gr.Dataframe(value=jobs, label="Jobs (one runs at a time; click a row to watch it)",
+                                 interactive=False)
+        c["job_id"] = gr.Number(value=None, precision=0, label="Watching job")
+        c["progress"] = gr.Markdown()
+        c["loss_plot"] = gr.LinePlot(x="step", y="value", color="series", label="Loss", height=260)
+        c["log"] = gr.Textbox(label="Log (last lines)", lines=8, max_lines=12, autoscroll=True)
+        with gr.Row():
+            c["load_into_chat"] = gr.Button("Load finished model into chat")
+            c["load_status"] = gr.Markdown()
+        c["timer"] = gr.Timer(2.0)
+
+
+def finetune_layout(ctx: AppContext, blocked: str | None, describe_stages, jobs: pd.DataFrame) -> dict:
+    c: dict = {}
+    _data_section(c)
+    _setup_section(c, ctx, describe_stages)
+    _jobs_section(c, blocked, jobs)
+    return c
