@@ -48,6 +48,23 @@ def read_eve_config(folder: Path) -> EveConfig:
     return EveConfig.from_pretrained(str(folder))
 
 
+def apply_vision_tower_settings(config: EveConfig, folder: Path) -> None:
+    """Reads `mm_vision_tower`'s preprocessor_config.json when that folder exists (absolute, or relative to the
+    checkpoint or the working directory); otherwise the config's own image settings (official defaults) stay."""
+    if not config.mm_vision_tower:
+        return
+    for base in (folder, Path.cwd()):
+        settings_file = base / config.mm_vision_tower / "preprocessor_config.json"
+        if settings_file.is_file():
+            settings = json.loads(settings_file.read_text())
+            keys = {"max_size": "image_max_size", "patch_stride": "patch_stride", "dense_stride": "dense_stride",
+                    "image_mean": "image_mean", "image_std": "image_std"}
+            for source, target in keys.items():
+                if source in settings:
+                    setattr(config, target, settings[source])
+            return
+
+
 def default_attn_implementation(device: str) -> str:
     """flash-attn 2 when it is installed and the model is on CUDA, SDPA otherwise."""
     return "flash_attention_2" if device.startswith("cuda") and is_flash_attn_2_available() else "sdpa"
@@ -97,6 +114,7 @@ def load_pretrained(
     """
     folder = resolve_checkpoint(path_or_repo_id)
     config = read_eve_config(folder)
+    apply_vision_tower_settings(config, folder)
     device = str(device)
     dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
     model = EveForCausalLM.from_pretrained(

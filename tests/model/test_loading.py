@@ -111,3 +111,17 @@ def test_a_hub_id_loads_from_the_hub_cache(tiny_checkpoint, monkeypatch, tmp_pat
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path))
     model, _ = load_pretrained("BAAI/EVE-7B-HD-v2.0")
     assert isinstance(model, EveForCausalLM)
+
+
+def test_an_existing_vision_tower_folder_supplies_the_preprocessing(tiny_checkpoint, tmp_path):
+    """Official checkpoints name a preprocessor folder; when it exists (here a res-96 variant), it is read."""
+    import shutil
+
+    folder = tmp_path / "checkpoint"
+    shutil.copytree(tiny_checkpoint, folder)
+    tower = folder / "openai" / "eve-anyratio-res1600-patch16"
+    tower.mkdir(parents=True)
+    (tower / "preprocessor_config.json").write_text(json.dumps({"max_size": 96, "patch_stride": 8, "dense_stride": 2,
+                                                                "do_resize": False}))
+    _, processor = load_pretrained(folder)
+    assert processor.image_processor.max_size == 96
