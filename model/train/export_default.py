@@ -66,17 +66,29 @@ def curve_table(rows: list[dict], points: int = 12) -> str:
     return "\n".join(lines)
 
 
-def export(work: Path, assets: Path, eval_n: int = 200) -> int:
-    source = last_finished_stage(work)
-    model, processor = load_pretrained(source)
-    results = [evaluate_task(model, processor, task, eval_n, level=[0, 1, 2]) for task in TASKS]
-    table = format_table(results)
-    print(table)
+MAX_WEIGHTS_BYTES = 40_000_000  # the shipped weights stay small enough for a git repository
+
+
+def save_weights(model, processor, assets: Path) -> None:
+    """fp32 when it fits the size budget, else bf16 (loaded back as fp32 on CPU)."""
     if assets.exists():
         shutil.rmtree(assets)
     assets.mkdir(parents=True)
+    fp32_bytes = sum(p.numel() for p in model.parameters()) * 4
+    if fp32_bytes > MAX_WEIGHTS_BYTES * 0.95:
+        model = model.to(torch.bfloat16)
     model.save_pretrained(assets)
     processor.save_pretrained(assets)
+
+
+def export(work: Path, assets: Path, eval_n: int = 200) -> int:
+    source = last_finished_stage(work)
+    save_weights(*load_pretrained(source), assets)
+    # Evaluate what ships: the exported files, loaded the way the app loads them.
+    model, processor = load_pretrained(assets)
+    results = [evaluate_task(model, processor, task, eval_n, level=[0, 1, 2]) for task in TASKS]
+    table = format_table(results)
+    print(table)
     tasks = {name: {"task": TASK_KEYS[name], "instruction": text} for name, text in TASK_INSTRUCTIONS.items()}
     (assets / "tasks.json").write_text(json.dumps(tasks, indent=2) + "\n")
     (assets / "eval.json").write_text(json.dumps({"checkpoint": str(source.name), "results": results}, indent=2))
