@@ -1,7 +1,7 @@
 """Starts the EVEv2 demo: parse settings, load the model, open the log, build the UI, launch.
 
-    python app.py                                   # the project's small model, CPU, http://127.0.0.1:7860
-    python app.py --model BAAI/EVE-7B-HD-v2.0 --device cuda --quantization 4bit
+python app.py                                   # the project's small model, CPU, http://127.0.0.1:7860
+python app.py --model BAAI/EVE-7B-HD-v2.0 --device cuda --quantization 4bit
 """
 
 import os
@@ -31,5 +31,6 @@ def create_app(argv: list[str] | None = None):
 if __name__ == "__main__":
     demo, ctx = create_app()
     settings = ctx.settings
-    demo.launch(server_name=settings.host, server_port=settings.port, css=CSS,
-                allowed_paths=[str(settings.data_dir.resolve())])
+    demo.launch(
+        server_name=settings.host, server_port=settings.port, css=CSS, allowed_paths=[str(settings.data_dir.resolve())]
+    )

@@ -31,8 +31,11 @@ class GenerationSettings:
 
     def generate_kwargs(self) -> dict:
         sampling = self.temperature > 0
-        kwargs = {"max_new_tokens": self.max_new_tokens, "do_sample": sampling,
-                  "repetition_penalty": self.repetition_penalty}
+        kwargs = {
+            "max_new_tokens": self.max_new_tokens,
+            "do_sample": sampling,
+            "repetition_penalty": self.repetition_penalty,
+        }
         if sampling:
             kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=None)
         else:
@@ -103,8 +106,9 @@ class Engine:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, path: str, device: str = "cpu", dtype: str | None = None,
-             quantization: str | None = None) -> "Engine":
+    def load(
+        cls, path: str, device: str = "cpu", dtype: str | None = None, quantization: str | None = None
+    ) -> "Engine":
         """Loads a checkpoint folder or Hub id; `dtype` by name ("float32", "bfloat16", "float16")."""
         folder = resolve_checkpoint(path)
         torch_dtype = getattr(torch, dtype) if dtype else None
@@ -208,7 +212,9 @@ class Engine:
             try:
                 with torch.inference_mode():
                     self.model.generate(
-                        **inputs, **settings.generate_kwargs(), streamer=streamer,
+                        **inputs,
+                        **settings.generate_kwargs(),
+                        streamer=streamer,
                         stopping_criteria=StoppingCriteriaList([_StopOnEvent(request.stop_event), counter]),
                     )
             except BaseException as error:  # noqa: BLE001 -- handed to the consumer below

@@ -38,26 +38,52 @@ def _env(name: str, default=None):
 
 def parse_settings(argv: list[str] | None = None) -> Settings:
     parser = argparse.ArgumentParser(description="EVEv2 demo: chat with images, browse logs, fine-tune.")
-    parser.add_argument("--model", default=_env("EVE_MODEL", DEFAULT_MODEL),
-                        help="checkpoint folder or Hub id, e.g. BAAI/EVE-7B-HD-v2.0 (env EVE_MODEL; default: the "
-                             "project's small model)")
+    parser.add_argument(
+        "--model",
+        default=_env("EVE_MODEL", DEFAULT_MODEL),
+        help="checkpoint folder or Hub id, e.g. BAAI/EVE-7B-HD-v2.0 (env EVE_MODEL; default: the "
+        "project's small model)",
+    )
     parser.add_argument("--device", default=_env("EVE_DEVICE", "cpu"), help="cpu, cuda, cuda:1 (env EVE_DEVICE)")
-    parser.add_argument("--dtype", default=_env("EVE_DTYPE"), choices=["float32", "bfloat16", "float16"],
-                        help="weights dtype (env EVE_DTYPE; default bf16 on GPU, fp32 on CPU)")
-    parser.add_argument("--quantization", default=_env("EVE_QUANTIZATION"), choices=["8bit", "4bit"],
-                        help="bitsandbytes quantisation (env EVE_QUANTIZATION)")
-    parser.add_argument("--host", default=_env("GRADIO_SERVER_NAME", "127.0.0.1"),
-                        help="address to listen on (env GRADIO_SERVER_NAME)")
-    parser.add_argument("--port", type=int, default=int(_env("GRADIO_SERVER_PORT", 7860)),
-                        help="port (env GRADIO_SERVER_PORT)")
-    parser.add_argument("--data-dir", type=Path, default=Path(_env("EVE_DATA_DIR", "data")),
-                        help="database, images and job runs (env EVE_DATA_DIR)")
-    parser.add_argument("--db-url", default=_env("EVE_DB_URL"),
-                        help="any SQLAlchemy URL (env EVE_DB_URL; default sqlite in the data directory)")
-    parser.add_argument("--admin-password", default=_env("EVE_ADMIN_PASSWORD"),
-                        help="password that unlocks launching fine-tune jobs (env EVE_ADMIN_PASSWORD)")
-    parser.add_argument("--allow-jobs-on-spaces", action="store_true",
-                        default=_env("EVE_ALLOW_JOBS_ON_SPACES", "") == "1",
-                        help="allow fine-tune jobs on a Hugging Face Space (env EVE_ALLOW_JOBS_ON_SPACES=1)")
+    parser.add_argument(
+        "--dtype",
+        default=_env("EVE_DTYPE"),
+        choices=["float32", "bfloat16", "float16"],
+        help="weights dtype (env EVE_DTYPE; default bf16 on GPU, fp32 on CPU)",
+    )
+    parser.add_argument(
+        "--quantization",
+        default=_env("EVE_QUANTIZATION"),
+        choices=["8bit", "4bit"],
+        help="bitsandbytes quantisation (env EVE_QUANTIZATION)",
+    )
+    parser.add_argument(
+        "--host", default=_env("GRADIO_SERVER_NAME", "127.0.0.1"), help="address to listen on (env GRADIO_SERVER_NAME)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=int(_env("GRADIO_SERVER_PORT", 7860)), help="port (env GRADIO_SERVER_PORT)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(_env("EVE_DATA_DIR", "data")),
+        help="database, images and job runs (env EVE_DATA_DIR)",
+    )
+    parser.add_argument(
+        "--db-url",
+        default=_env("EVE_DB_URL"),
+        help="any SQLAlchemy URL (env EVE_DB_URL; default sqlite in the data directory)",
+    )
+    parser.add_argument(
+        "--admin-password",
+        default=_env("EVE_ADMIN_PASSWORD"),
+        help="password that unlocks launching fine-tune jobs (env EVE_ADMIN_PASSWORD)",
+    )
+    parser.add_argument(
+        "--allow-jobs-on-spaces",
+        action="store_true",
+        default=_env("EVE_ALLOW_JOBS_ON_SPACES", "") == "1",
+        help="allow fine-tune jobs on a Hugging Face Space (env EVE_ALLOW_JOBS_ON_SPACES=1)",
+    )
     args = parser.parse_args(argv)
     return Settings(**vars(args))

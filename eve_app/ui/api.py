@@ -42,11 +42,13 @@ class ApiHandlers:
         if not text:
             raise gr.Error(f"The preset {task!r} has no instruction: give a question.")
         conversation = self.ctx.storage.create_conversation(task=preset.name)
-        self.ctx.storage.save_user_message(conversation, text, task=preset.name,
-                                      images=[(Path(image).read_bytes(), Path(image).name)])
+        self.ctx.storage.save_user_message(
+            conversation, text, task=preset.name, images=[(Path(image).read_bytes(), Path(image).name)]
+        )
         stored_images = self.ctx.storage.get_conversation(conversation)["messages"][-1]["images"]
-        settings = GenerationSettings(max_new_tokens=int(max_new_tokens or preset.max_new_tokens),
-                                      temperature=preset.temperature)
+        settings = GenerationSettings(
+            max_new_tokens=int(max_new_tokens or preset.max_new_tokens), temperature=preset.temperature
+        )
         request = ChatRequest([Turn("user", text, stored_images)], settings)
         record, partial_text = None, ""
         try:
@@ -58,8 +60,13 @@ class ApiHandlers:
                     yield partial_text
         finally:
             record = record or GenerationRecord(status="stopped", text=partial_text)
-            self.ctx.storage.finish_answer(conversation, record.text, record.status, task=preset.name,
-                                      record=record_fields(record, settings, self.ctx.engine.name))
+            self.ctx.storage.finish_answer(
+                conversation,
+                record.text,
+                record.status,
+                task=preset.name,
+                record=record_fields(record, settings, self.ctx.engine.name),
+            )
         if record.status == "error":
             raise gr.Error(record.error or "Generation failed.")
         yield record.text
@@ -75,5 +82,11 @@ def build_api(ctx: AppContext) -> None:
         max_new_tokens = gr.Number(value=128, precision=0, label="max_new_tokens")
         output = gr.Textbox(label="answer")
         trigger = gr.Button("answer")
-    trigger.click(h.answer, [image, task, question, max_new_tokens], output, api_name="answer",
-                  concurrency_id="gpu", concurrency_limit=1)
+    trigger.click(
+        h.answer,
+        [image, task, question, max_new_tokens],
+        output,
+        api_name="answer",
+        concurrency_id="gpu",
+        concurrency_limit=1,
+    )

@@ -20,8 +20,10 @@ CSS = """
 
 def build_app(ctx: AppContext) -> gr.Blocks:
     with gr.Blocks(title=TITLE) as demo:
-        gr.Markdown(f"## {TITLE}\nPick a task, drop in an image (screenshot, poster, webpage capture or photo), "
-                    "and watch the answer stream. Conversations are saved; see the History tab.")
+        gr.Markdown(
+            f"## {TITLE}\nPick a task, drop in an image (screenshot, poster, webpage capture or photo), "
+            "and watch the answer stream. Conversations are saved; see the History tab."
+        )
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
                 chat = build_chat_tab(ctx)

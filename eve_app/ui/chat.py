@@ -43,7 +43,6 @@ class ChatHandlers:
         self.ctx.stops.new(request.session_hash)
         return gr.MultimodalTextbox(value=None, interactive=False), session.to_chatbot(), session
 
-
     def add_user_turn(self, session: ChatSession, text: str, files: list[str], task: str) -> None:
         if session.conversation_id is None:
             session.conversation_id = self.ctx.storage.create_conversation(task=task)
@@ -52,17 +51,27 @@ class ChatHandlers:
         stored = self.ctx.storage.get_conversation(session.conversation_id)["messages"][-1]
         session.turns.append(ChatTurn("user", text, images=stored["images"], message_id=message_id))
 
-
     @gpu
-    def respond(self, session: ChatSession, preset_name: str, temperature: float, top_p: float,
-                max_new_tokens: int, repetition_penalty: float, seed: float | None, image_max_size: float | None,
-                request: gr.Request):
+    def respond(
+        self,
+        session: ChatSession,
+        preset_name: str,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+        repetition_penalty: float,
+        seed: float | None,
+        image_max_size: float | None,
+        request: gr.Request,
+    ):
         """Streams the answer to the last user turn; always saves it (with its status) when it ends."""
         if not session.turns or session.turns[-1].role != "user":
             yield session.to_chatbot(), session, gr.skip()
             return
         settings = GenerationSettings(
-            max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_p=float(top_p),
+            max_new_tokens=int(max_new_tokens),
+            temperature=float(temperature),
+            top_p=float(top_p),
             repetition_penalty=float(repetition_penalty),
             seed=int(seed) if seed not in (None, "") and seed >= 0 else None,
             image_max_size=int(image_max_size) if image_max_size else None,
@@ -83,15 +92,16 @@ class ChatHandlers:
             record = record or GenerationRecord(status="stopped", text=answer.text)
             answer.status, answer.error, answer.text = record.status, record.error, record.text
             answer.message_id = self.ctx.storage.finish_answer(
-                session.conversation_id, record.text, record.status, task=preset_name,
+                session.conversation_id,
+                record.text,
+                record.status,
+                task=preset_name,
                 record=record_fields(record, settings, self.ctx.engine.name),
             )
         yield session.to_chatbot(), session, status_line(self.ctx.engine, record)
 
-
     def stop_generation(self, request: gr.Request) -> None:
         self.ctx.stops.stop(request.session_hash)
-
 
     def undo(self, session: ChatSession, data: gr.UndoData):
         """Removes the user message at the undone index and everything after it; puts its text back in the box."""
@@ -101,7 +111,6 @@ class ChatHandlers:
         restored = {"text": first.text, "files": first.images} if first and first.role == "user" else None
         return session.to_chatbot(), session, gr.MultimodalTextbox(value=restored)
 
-
     def retry(self, session: ChatSession, data: gr.RetryData, request: gr.Request):
         """Drops the answer being retried (hidden in storage, not deleted); `respond` follows."""
         user_index = session.last_user_index()
@@ -109,7 +118,6 @@ class ChatHandlers:
         self.ctx.storage.hide_messages([t.message_id for t in removed if t.message_id is not None])
         self.ctx.stops.new(request.session_hash)
         return session.to_chatbot(), session
-
 
     def edit(self, session: ChatSession, preset_name: str, data: gr.EditData, request: gr.Request):
         """Replaces an earlier user message: later turns are hidden, the edited text is saved as a new message."""
@@ -122,12 +130,10 @@ class ChatHandlers:
         self.ctx.stops.new(request.session_hash)
         return session.to_chatbot(), session
 
-
     @staticmethod
     def _text_of(value) -> str:
         items = value if isinstance(value, list) else [value]
         return " ".join(item for item in items if isinstance(item, str))
-
 
     def like(self, session: ChatSession, data: gr.LikeData) -> None:
         index = data.index if isinstance(data.index, int) else data.index[0]
@@ -135,21 +141,21 @@ class ChatHandlers:
             value = "like" if data.liked is True or data.liked == "Like" else "dislike"
             self.ctx.storage.save_feedback(session.turns[index].message_id, value)
 
-
     @staticmethod
     def clear(session: ChatSession):
         return ChatSession(), []
-
 
     @staticmethod
     def enable_input():
         return gr.MultimodalTextbox(interactive=True)
 
-
     def choose_preset(self, preset_name: str):
         preset = preset_by_name(self.ctx.presets, preset_name)
-        hint = f"Instruction sent with an image alone: *{preset.instruction}*" if preset.instruction else (
-            "Ask anything about your images.")
+        hint = (
+            f"Instruction sent with an image alone: *{preset.instruction}*"
+            if preset.instruction
+            else ("Ask anything about your images.")
+        )
         return hint, preset.max_new_tokens, preset.temperature
 
 
@@ -159,31 +165,39 @@ def build_chat_tab(ctx: AppContext) -> dict:
     from .chat_layout import chat_layout
 
     c = chat_layout(ctx)
-    params = [c["temperature"], c["top_p"], c["max_new_tokens"], c["repetition_penalty"], c["seed"],
-              c["image_max_size"]]
+    params = [
+        c["temperature"],
+        c["top_p"],
+        c["max_new_tokens"],
+        c["repetition_penalty"],
+        c["seed"],
+        c["image_max_size"],
+    ]
     answer_inputs = [c["session"], c["preset"], *params]
     answer_outputs = [c["chatbot"], c["session"], c["status"]]
     gpu_queue = {"concurrency_id": "gpu", "concurrency_limit": 1}
 
     submitted = c["textbox"].submit(
-        h.submit_message, [c["textbox"], c["preset"], c["session"]],
-        [c["textbox"], c["chatbot"], c["session"]], api_name="submit_message",
+        h.submit_message,
+        [c["textbox"], c["preset"], c["session"]],
+        [c["textbox"], c["chatbot"], c["session"]],
+        api_name="submit_message",
     )
     answering = submitted.success(h.respond, answer_inputs, answer_outputs, api_name="respond", **gpu_queue)
     answering.then(h.enable_input, None, c["textbox"], api_visibility="private")
     submitted.failure(h.enable_input, None, c["textbox"], api_visibility="private")
     c["stop_button"].click(h.stop_generation, None, None, api_name="stop", queue=False)
 
-    retried = c["chatbot"].retry(h.retry, [c["session"]], [c["chatbot"], c["session"]],
-                                 api_visibility="private")
+    retried = c["chatbot"].retry(h.retry, [c["session"]], [c["chatbot"], c["session"]], api_visibility="private")
     retried.then(h.respond, answer_inputs, answer_outputs, api_visibility="private", **gpu_queue)
-    edited = c["chatbot"].edit(h.edit, [c["session"], c["preset"]], [c["chatbot"], c["session"]],
-                               api_visibility="private")
+    edited = c["chatbot"].edit(
+        h.edit, [c["session"], c["preset"]], [c["chatbot"], c["session"]], api_visibility="private"
+    )
     edited.then(h.respond, answer_inputs, answer_outputs, api_visibility="private", **gpu_queue)
-    c["chatbot"].undo(h.undo, [c["session"]], [c["chatbot"], c["session"], c["textbox"]],
-                      api_visibility="private")
+    c["chatbot"].undo(h.undo, [c["session"]], [c["chatbot"], c["session"], c["textbox"]], api_visibility="private")
     c["chatbot"].like(h.like, [c["session"]], None, api_visibility="private")
     c["chatbot"].clear(h.clear, [c["session"]], [c["session"], c["chatbot"]], api_name="clear")
-    c["preset"].change(h.choose_preset, c["preset"], [c["hint"], c["max_new_tokens"], c["temperature"]],
-                       api_visibility="private")
+    c["preset"].change(
+        h.choose_preset, c["preset"], [c["hint"], c["max_new_tokens"], c["temperature"]], api_visibility="private"
+    )
     return c

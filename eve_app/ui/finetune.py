@@ -73,24 +73,52 @@ class FinetuneHandlers:
         if result is None:
             return pd.DataFrame(columns=PREVIEW_COLUMNS)
         rows = paged_preview(result, page=int(page or 1), page_size=20)["rows"]
-        return pd.DataFrame([[r["row"], r["id"], len(r["images"]), r["turns"], "; ".join(r["problems"])]
-                             for r in rows], columns=PREVIEW_COLUMNS)
+        return pd.DataFrame(
+            [[r["row"], r["id"], len(r["images"]), r["turns"], "; ".join(r["problems"])] for r in rows],
+            columns=PREVIEW_COLUMNS,
+        )
 
-    def config_from_form(self, key: str, base: str, stages: list[str], lr, max_steps, epochs, batch_size, grad_accum,
-                         max_image_size, max_length, seed, eval_split, hardware: str, strategy: str) -> JobConfig:
+    def config_from_form(
+        self,
+        key: str,
+        base: str,
+        stages: list[str],
+        lr,
+        max_steps,
+        epochs,
+        batch_size,
+        grad_accum,
+        max_image_size,
+        max_length,
+        seed,
+        eval_split,
+        hardware: str,
+        strategy: str,
+    ) -> JobConfig:
         result = self.results.get(key)
         if result is None or result.data_path is None:
             raise gr.Error("Validate a dataset first: nothing runs on data that was not checked.")
         if not stages:
             raise gr.Error("Pick at least one stage.")
         return JobConfig(
-            base=base, data=str(result.data_path), image_folder=str(result.image_folder),
-            stage=stages[0], stages=stages if len(stages) > 1 else None, lr=lr or None,
-            max_steps=int(max_steps) if max_steps else None, epochs=float(epochs or 1), batch_size=int(batch_size),
-            grad_accum=int(grad_accum), max_image_size=int(max_image_size) if max_image_size else None,
-            max_length=int(max_length) if max_length else None, seed=int(seed), eval_split=float(eval_split),
-            eval_every=0, save_every=max(1, int(max_steps or 100) // 4),
-            hardware="cpu" if hardware == "CPU" else int(hardware.split()[0]), strategy=strategy,
+            base=base,
+            data=str(result.data_path),
+            image_folder=str(result.image_folder),
+            stage=stages[0],
+            stages=stages if len(stages) > 1 else None,
+            lr=lr or None,
+            max_steps=int(max_steps) if max_steps else None,
+            epochs=float(epochs or 1),
+            batch_size=int(batch_size),
+            grad_accum=int(grad_accum),
+            max_image_size=int(max_image_size) if max_image_size else None,
+            max_length=int(max_length) if max_length else None,
+            seed=int(seed),
+            eval_split=float(eval_split),
+            eval_every=0,
+            save_every=max(1, int(max_steps or 100) // 4),
+            hardware="cpu" if hardware == "CPU" else int(hardware.split()[0]),
+            strategy=strategy,
         )
 
     def preview_command(self, *form) -> str:
@@ -117,9 +145,15 @@ class FinetuneHandlers:
         return self.jobs_table(), job_id
 
     def jobs_table(self) -> pd.DataFrame:
-        rows = [[j["id"], j["status"], str(j["created_at"])[:16], " → ".join(j["args"].get("stages") or
-                                                                           [j["args"].get("stage", "")])]
-                for j in self.ctx.storage.list_jobs()]
+        rows = [
+            [
+                j["id"],
+                j["status"],
+                str(j["created_at"])[:16],
+                " → ".join(j["args"].get("stages") or [j["args"].get("stage", "")]),
+            ]
+            for j in self.ctx.storage.list_jobs()
+        ]
         return pd.DataFrame(rows, columns=["job", "status", "created", "stages"])
 
     def watch(self, job_id: float | None):
@@ -164,19 +198,46 @@ class FinetuneHandlers:
             raise gr.Error("Upload a job.json saved from this tab.")
         config = json.loads(Path(path).read_text())
         stages = config.get("stages") or [config.get("stage", "3")]
-        return [config.get("base"), stages, config.get("lr"), config.get("max_steps"), config.get("epochs"),
-                config.get("batch_size"), config.get("grad_accum"), config.get("max_image_size"),
-                config.get("max_length"), config.get("seed"), config.get("eval_split")]
+        return [
+            config.get("base"),
+            stages,
+            config.get("lr"),
+            config.get("max_steps"),
+            config.get("epochs"),
+            config.get("batch_size"),
+            config.get("grad_accum"),
+            config.get("max_image_size"),
+            config.get("max_length"),
+            config.get("seed"),
+            config.get("eval_split"),
+        ]
 
 
 def build_finetune_tab(ctx: AppContext) -> dict:
     h = FinetuneHandlers(ctx)
     c = finetune_layout(ctx, launch_blocked_reason(ctx), describe_stages, h.jobs_table())
-    form = [c["data_key"], c["base"], c["stages"], c["lr"], c["max_steps"], c["epochs"], c["batch_size"],
-            c["grad_accum"], c["max_image_size"], c["max_length"], c["seed"], c["eval_split"], c["hardware"],
-            c["strategy"]]
-    c["validate"].click(h.validate, [c["files"], c["export_ids"], c["base"]],
-                        [c["summary"], c["preview"], c["data_key"], c["page"]], api_name="validate_dataset")
+    form = [
+        c["data_key"],
+        c["base"],
+        c["stages"],
+        c["lr"],
+        c["max_steps"],
+        c["epochs"],
+        c["batch_size"],
+        c["grad_accum"],
+        c["max_image_size"],
+        c["max_length"],
+        c["seed"],
+        c["eval_split"],
+        c["hardware"],
+        c["strategy"],
+    ]
+    c["validate"].click(
+        h.validate,
+        [c["files"], c["export_ids"], c["base"]],
+        [c["summary"], c["preview"], c["data_key"], c["page"]],
+        api_name="validate_dataset",
+    )
     c["page"].change(h.preview, [c["data_key"], c["page"]], c["preview"], api_visibility="private")
     c["stages"].change(describe_stages, c["stages"], c["stage_info"], api_visibility="private")
     c["preview_command"].click(h.preview_command, form, c["command"], api_name="preview_command")

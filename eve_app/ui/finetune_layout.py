@@ -14,9 +14,11 @@ STRATEGIES = ["ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"]
 
 def _data_section(c: dict) -> None:
     with gr.Accordion("1 · Data", open=True):
-        gr.Markdown("A LLaVA-format JSON (`[{\"id\", \"image\", \"conversations\": [{\"from\": \"human\", "
-                    "\"value\": \"<image>\\n…\"}, {\"from\": \"gpt\", \"value\": \"…\"}]}]`) with its images as a zip "
-                    "or as files, or conversations exported from the History tab.")
+        gr.Markdown(
+            'A LLaVA-format JSON (`[{"id", "image", "conversations": [{"from": "human", '
+            '"value": "<image>\\n…"}, {"from": "gpt", "value": "…"}]}]`) with its images as a zip '
+            "or as files, or conversations exported from the History tab."
+        )
         with gr.Row():
             c["files"] = gr.File(label="JSON + images (zip or files)", file_count="multiple", type="filepath")
             c["export_ids"] = gr.Textbox(label="…or History conversation ids", placeholder="e.g. 3, 5, 8")
@@ -31,8 +33,12 @@ def _setup_section(c: dict, ctx: AppContext, describe_stages: Callable[[list[str
     gpus = ctx.engine.gpu_count
     with gr.Accordion("2 · Job", open=True):
         bases = list(dict.fromkeys([str(ctx.engine.checkpoint_dir), DEFAULT_MODEL]))
-        c["base"] = gr.Dropdown(bases, value=bases[0], allow_custom_value=True,
-                                label="Base checkpoint (folder, Hub id, or a finished job's output)")
+        c["base"] = gr.Dropdown(
+            bases,
+            value=bases[0],
+            allow_custom_value=True,
+            label="Base checkpoint (folder, Hub id, or a finished job's output)",
+        )
         c["stages"] = gr.CheckboxGroup(STAGES, value=["3"], label="Stages (several run as a pipeline, in order)")
         c["stage_info"] = gr.Markdown(describe_stages(["3"]))
         with gr.Row():
@@ -67,8 +73,9 @@ def _jobs_section(c: dict, blocked: str | None, jobs: pd.DataFrame) -> None:
             c["launch"] = gr.Button("Launch", variant="primary", interactive=blocked is None)
             c["abort"] = gr.Button("Abort selected job", variant="stop", interactive=blocked is None)
             c["refresh"] = gr.Button("Refresh")
-        c["jobs"] = gr.Dataframe(value=jobs, label="Jobs (one runs at a time; click a row to watch it)",
-                                 interactive=False)
+        c["jobs"] = gr.Dataframe(
+            value=jobs, label="Jobs (one runs at a time; click a row to watch it)", interactive=False
+        )
         c["job_id"] = gr.Number(value=None, precision=0, label="Watching job")
         c["progress"] = gr.Markdown()
         c["loss_plot"] = gr.LinePlot(x="step", y="value", color="series", label="Loss", height=260)

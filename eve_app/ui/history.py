@@ -20,9 +20,10 @@ class HistoryHandlers:
 
     def search(self, query: str) -> list[list]:
         rows = self.ctx.storage.list_conversations(search=query or None, limit=200)
-        return [[r["id"], str(r["updated_at"])[:16], r.get("task") or "", r.get("title") or "", r.get("message_count", 0)]
-                for r in rows]
-
+        return [
+            [r["id"], str(r["updated_at"])[:16], r.get("task") or "", r.get("title") or "", r.get("message_count", 0)]
+            for r in rows
+        ]
 
     @staticmethod
     def _selected_ids(text: str) -> list[int]:
@@ -31,7 +32,6 @@ class HistoryHandlers:
         except ValueError as error:
             raise gr.Error("Conversation ids are numbers, separated by commas or spaces.") from error
 
-
     def open_conversation(self, ids_text: str):
         ids = self._selected_ids(ids_text)
         if not ids:
@@ -39,17 +39,22 @@ class HistoryHandlers:
         conversation = self.ctx.storage.get_conversation(ids[0])
         session = ChatSession(conversation_id=conversation["id"])
         for message in conversation["messages"]:
-            session.turns.append(ChatTurn(message["role"], message["text"], images=message["images"],
-                                          message_id=message["id"], status=message.get("status") or "done",
-                                          error=message.get("error")))
+            session.turns.append(
+                ChatTurn(
+                    message["role"],
+                    message["text"],
+                    images=message["images"],
+                    message_id=message["id"],
+                    status=message.get("status") or "done",
+                    error=message.get("error"),
+                )
+            )
         return session.to_chatbot(), session
-
 
     @staticmethod
     def pick_row(rows, event: gr.SelectData) -> str:
         row = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
         return str(rows.iloc[row, 0]) if hasattr(rows, "iloc") else str(rows[row][0])
-
 
     def export(self, ids_text: str, current: ChatSession, fmt: str) -> str:
         """A file to download: the selected conversations (or the open chat) as JSON, Markdown or a LLaVA zip."""
@@ -75,8 +80,13 @@ def build_history_tab(ctx: AppContext, chat: dict) -> dict:
     with gr.Row():
         c["query"] = gr.Textbox(label="Search titles and messages", scale=4)
         c["refresh"] = gr.Button("Search", scale=1)
-    c["table"] = gr.Dataframe(headers=COLUMNS, value=h.search(""), interactive=False, wrap=True,
-                              label="Conversations (click a row to select it)")
+    c["table"] = gr.Dataframe(
+        headers=COLUMNS,
+        value=h.search(""),
+        interactive=False,
+        wrap=True,
+        label="Conversations (click a row to select it)",
+    )
     with gr.Row():
         c["ids"] = gr.Textbox(label="Selected ids (comma-separated; empty = the open chat)", scale=3)
         c["open"] = gr.Button("Open in chat", scale=1)
@@ -90,8 +100,6 @@ def build_history_tab(ctx: AppContext, chat: dict) -> dict:
     c["refresh"].click(h.search, c["query"], c["table"], api_name="search_conversations")
     c["query"].submit(h.search, c["query"], c["table"], api_visibility="private")
     c["table"].select(h.pick_row, c["table"], c["ids"], api_visibility="private")
-    c["open"].click(h.open_conversation, c["ids"], [chat["chatbot"], chat["session"]],
-                    api_visibility="private")
-    c["export"].click(h.export, [c["ids"], chat["session"], c["format"]], c["file"],
-                      api_name="export_conversations")
+    c["open"].click(h.open_conversation, c["ids"], [chat["chatbot"], chat["session"]], api_visibility="private")
+    c["export"].click(h.export, [c["ids"], chat["session"], c["format"]], c["file"], api_name="export_conversations")
     return c
