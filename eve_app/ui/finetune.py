@@ -46,6 +46,10 @@ def describe_stages(stages: list[str]) -> str:
     return "\n\n".join(lines)
 
 
+def _joined(value) -> str:
+    return value if isinstance(value, str) else "; ".join(str(v) for v in value)
+
+
 class FinetuneHandlers:
     """The fine-tune tab's event handlers, bound to the app context."""
 
@@ -73,10 +77,8 @@ class FinetuneHandlers:
         if result is None:
             return pd.DataFrame(columns=PREVIEW_COLUMNS)
         rows = paged_preview(result, page=int(page or 1), page_size=20)["rows"]
-        return pd.DataFrame(
-            [[r["row"], r["id"], len(r["images"]), r["turns"], "; ".join(r["problems"])] for r in rows],
-            columns=PREVIEW_COLUMNS,
-        )
+        return pd.DataFrame([[r["row"], r["id"], _joined(r["images"]), r["turns"], _joined(r["problems"])]
+                             for r in rows], columns=PREVIEW_COLUMNS)
 
     def config_from_form(
         self,
