@@ -67,6 +67,16 @@ class _Budget:
             )
 
 
+def check_file_size(path: Path, max_bytes: int, what: str, error: type[ValueError] = UploadError) -> int:
+    """The file's size; raises `error` for an empty file or one above `max_bytes` (`what` names the limit)."""
+    size = path.stat().st_size
+    if size == 0:
+        raise error(f"{path.name} is empty (0 bytes)")
+    if size > max_bytes:
+        raise error(f"{path.name} is {human_size(size)}, above the {what} of {human_size(max_bytes)}")
+    return size
+
+
 def human_size(n: float) -> str:
     """1536 -> "1.5 KiB"."""
     for unit in ("bytes", "KiB", "MiB", "GiB"):
@@ -101,12 +111,7 @@ def safe_extract(archive: Path, dest: Path, limits: Limits, budget: _Budget | No
         UploadError: empty, too large or not a zip file, or an unsafe entry (nothing is extracted then).
     """
     budget = budget or _Budget(limits)
-    size = archive.stat().st_size
-    if size == 0:
-        raise UploadError(f"{archive.name} is empty (0 bytes)")
-    if size > limits.max_archive_bytes:
-        limit = human_size(limits.max_archive_bytes)
-        raise UploadError(f"{archive.name} is {human_size(size)}, above the archive limit of {limit}")
+    check_file_size(archive, limits.max_archive_bytes, "archive limit")
     try:
         with zipfile.ZipFile(archive) as zf:
             entries = [i for i in zf.infolist() if not i.is_dir() and not _ignored(i.filename)]

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .archive import Limits, UploadError, human_size, stage_upload
+from .archive import Limits, UploadError, check_file_size, stage_upload
 from .images import ImageFinder, ImageSettings
 from .rows import IMAGE_TOKEN, RowReport, check_row, turns_text
 
@@ -80,12 +80,7 @@ def load_samples(path: Path, limits: Limits = DEFAULT_LIMITS) -> list:
     Raises:
         DatasetError: empty, too large, not UTF-8, invalid JSON (with line and column), or not a list.
     """
-    size = path.stat().st_size
-    if size == 0:
-        raise DatasetError(f"{path.name} is empty (0 bytes)")
-    if size > limits.max_json_bytes:
-        limit = human_size(limits.max_json_bytes)
-        raise DatasetError(f"{path.name} is {human_size(size)}, above the limit of {limit}")
+    check_file_size(path, limits.max_json_bytes, "limit", DatasetError)
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as error:
