@@ -19,6 +19,7 @@ from ..chat_template import get_template
 from ..synthetic import TASK_INSTRUCTIONS
 from ..synthetic.vocab import load_vocab
 from .checkpoints import is_finished
+from .export_default import export, stage_folder
 from .tokenizer import train_tokenizer
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -140,12 +141,11 @@ def main(argv: list[str] | None = None) -> int:
         code = run_pipeline(args.work, tokenizer_dir, config_file, args.launcher)
         if code != 0:
             return code
-        if not is_finished(args.work / "stages" / f"stage-{list(STAGES)[-1]}"):
+        if not is_finished(stage_folder(args.work, list(STAGES)[-1])):
             print("Training stopped before the last stage finished: rerun the same command to resume.")
             return 0
-    from .export_default import export
 
-    return export(args.work, args.assets, eval_n=args.eval_n)
+    return export(args.work, args.assets, list(STAGES), eval_n=args.eval_n)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Used by `model.train.default_model` after training (or with `--export-only` for 
 import json
 import platform
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -14,27 +15,29 @@ from ..evaluation.runner import evaluate_task, format_table
 from ..loading import load_pretrained
 from ..synthetic import TASK_INSTRUCTIONS, TASK_KEYS, TASKS
 from .checkpoints import is_finished
+from .pipeline import split_stage_name
 
 CARD_TEMPLATE = Path(__file__).with_name("model_card_template.md")
 
 
-def last_finished_stage(work: Path) -> Path:
-    """The output folder of the latest stage whose final model is saved."""
-    from .default_model import STAGES
+def stage_folder(work: Path, name: str) -> Path:
+    """Where the default-model pipeline writes stage `name` (a preset or PRESET:LABEL)."""
+    return work / "stages" / split_stage_name(name)[1]
 
-    finished = [work / "stages" / f"stage-{name}" for name in STAGES if is_finished(work / "stages" / f"stage-{name}")]
+
+def last_finished_stage(work: Path, stages: Sequence[str]) -> Path:
+    """The output folder of the latest stage whose final model is saved."""
+    finished = [stage_folder(work, name) for name in stages if is_finished(stage_folder(work, name))]
     if not finished:
         raise SystemExit(f"No finished stage under {work / 'stages'}: train first")
     return finished[-1]
 
 
-def training_summary(work: Path) -> tuple[list[dict], float]:
+def training_summary(work: Path, stages: Sequence[str]) -> tuple[list[dict], float]:
     """Per stage: steps, final train and eval loss, time; and the total training time in hours."""
-    from .default_model import STAGES
-
     rows, total = [], 0.0
-    for name in STAGES:
-        metrics_file = work / "stages" / f"stage-{name}" / "metrics.jsonl"
+    for name in stages:
+        metrics_file = stage_folder(work, name) / "metrics.jsonl"
         if not metrics_file.is_file():
             continue
         lines = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
@@ -81,8 +84,9 @@ def save_weights(model, processor, assets: Path) -> None:
     processor.save_pretrained(assets)
 
 
-def export(work: Path, assets: Path, eval_n: int = 200) -> int:
-    source = last_finished_stage(work)
+def export(work: Path, assets: Path, stages: Sequence[str], eval_n: int = 200) -> int:
+    """Evaluate the last finished of `stages` under `work` and write it with its card into `assets`."""
+    source = last_finished_stage(work, stages)
     save_weights(*load_pretrained(source), assets)
     # Evaluate what ships: the exported files, loaded the way the app loads them.
     model, processor = load_pretrained(assets)
@@ -92,7 +96,7 @@ def export(work: Path, assets: Path, eval_n: int = 200) -> int:
     tasks = {name: {"task": TASK_KEYS[name], "instruction": text} for name, text in TASK_INSTRUCTIONS.items()}
     (assets / "tasks.json").write_text(json.dumps(tasks, indent=2) + "\n")
     (assets / "eval.json").write_text(json.dumps({"checkpoint": str(source.name), "results": results}, indent=2))
-    rows, hours = training_summary(work)
+    rows, hours = training_summary(work, stages)
     stage_lines = "\n".join(
         f"| {r['stage']} | {r['steps']} | {r['loss']:.3f} | "
         f"{'' if r['eval_loss'] is None else format(r['eval_loss'], '.3f')} | {r['hours']:.2f} |"

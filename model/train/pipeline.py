@@ -6,6 +6,9 @@
         --synthetic ocr,scene --max-steps 500 --batch-size 32 --lr 3e-3
     # every flag the pipeline does not know is passed to every stage; --stage-args adds flags to one stage
 
+A stage may carry a label, PRESET:LABEL (e.g. `3:read,3:mix`), to run one preset several times with different flags;
+it writes OUTPUT/stage-PRESET-LABEL/ and takes its --stage-args under the full name ("3:read=--synthetic ocr").
+
 Rerunning the same command resumes: a stage whose final model is saved is skipped, and an interrupted stage continues
 from its last checkpoint (`--resume auto`). SIGTERM/SIGINT are passed to the running stage, which saves a checkpoint;
 the pipeline then stops. `--launcher "accelerate launch --config_file configs/accelerate/cpu_ddp.yaml"` runs each
@@ -32,9 +35,15 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass
 class StageRun:
-    stage: str
+    stage: str  # as named in the pipeline: a preset, or PRESET:LABEL
     output_dir: Path
     argv: list[str]  # arguments of `python -m model.train`
+
+
+def split_stage_name(name: str) -> tuple[str, str]:
+    """The preset and the folder of a pipeline stage: "3:read" -> ("3", "stage-3-read"), "2.1" -> ("2.1", "stage-2.1")."""
+    preset, _, label = name.partition(":")
+    return preset, f"stage-{preset}-{label}" if label else f"stage-{preset}"
 
 
 def plan(
@@ -48,10 +57,11 @@ def plan(
     stage from the previous stage's output folder."""
     runs, previous = [], None
     for name in stages:
-        get_stage(name)  # unknown names fail before anything runs
-        out = Path(output_dir) / f"stage-{name}"
+        preset, folder = split_stage_name(name)
+        get_stage(preset)  # unknown names fail before anything runs
+        out = Path(output_dir) / folder
         start = ["--base", str(previous)] if previous else source
-        argv = [*start, "--stage", name, "--output-dir", str(out), *common, *(stage_args or {}).get(name, [])]
+        argv = [*start, "--stage", preset, "--output-dir", str(out), *common, *(stage_args or {}).get(name, [])]
         runs.append(StageRun(name, out, argv))
         previous = out
     return runs
@@ -120,7 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         allow_abbrev=False,  # every unknown flag goes to the stages, so no prefix may be taken for a pipeline flag
         description="Run training stages in sequence; unknown flags are passed to every stage (see model.train).",
     )
-    parser.add_argument("--stages", required=True, help="comma-separated stages, e.g. warmup,1,2.1,2.2,3")
+    parser.add_argument(
+        "--stages", required=True, help="comma-separated stages, e.g. warmup,1,2.1,2.2,3 (or PRESET:LABEL)"
+    )
     parser.add_argument("--output-dir", required=True, help="each stage writes OUTPUT_DIR/stage-NAME")
     parser.add_argument("--base", help="checkpoint the first stage starts from")
     parser.add_argument("--from-scratch", metavar="CONFIG.json", help="config of a new model for the first stage")

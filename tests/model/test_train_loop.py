@@ -261,3 +261,13 @@ def test_pipeline_chains_stages_and_skips_finished_ones(tmp_path):
     assert run_pipeline(runs, [sys.executable, str(fake)]) == 0  # stage 3 stopped unfinished: only it runs again
     calls = [json.loads(line) for line in Path(str(fake) + ".log").read_text().splitlines()]
     assert [c[c.index("--stage") + 1] for c in calls] == ["1", "2.1", "3", "3"]
+
+
+def test_pipeline_runs_one_preset_twice_under_labels(tmp_path):
+    runs = plan(["2.2", "3", "3:read"], tmp_path / "out", ["--base", "ckpt"], [], {"3:read": ["--seed", "7"]})
+    assert [r.output_dir.name for r in runs] == ["stage-2.2", "stage-3", "stage-3-read"]
+    read = runs[2].argv
+    assert read[read.index("--stage") + 1] == "3" and read[-2:] == ["--seed", "7"]
+    assert read[:2] == ["--base", str(tmp_path / "out/stage-3")] and "--seed" not in runs[1].argv
+    with pytest.raises(ValueError, match="Unknown stage"):
+        plan(["4:more"], tmp_path / "out", ["--base", "ckpt"], [])
