@@ -36,10 +36,12 @@ def evaluate_task(model, processor, task: str, n: int, level, seed: int = EVAL_S
 
 
 def format_table(results: list[dict]) -> str:
-    lines = [f"{'task':8s} {'n':>4s}  {'main':>12s}  other metrics"]
+    lines = [f"{'task':8s} {'levels':6s} {'n':>4s}  {'main':>12s}  other metrics"]
     for result in results:
         metrics, task = result["metrics"], result["task"]
         main = MAIN_METRIC[task]
+        level = result.get("level", "")
+        levels = ",".join(map(str, level)) if isinstance(level, (list, tuple)) else str(level)
         others = "  ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k not in (main, "n"))
-        lines.append(f"{task:8s} {int(metrics['n']):4d}  {main} {metrics[main]:.3f}  {others}")
+        lines.append(f"{task:8s} {levels:6s} {int(metrics['n']):4d}  {main} {metrics[main]:.3f}  {others}")
     return "\n".join(lines)

@@ -51,6 +51,14 @@ STAGES = {
     "2.1": "--lr 1e-3 --max-steps 200",
     "2.2": "--lr 1e-3 --max-steps 200",
     "3": "--lr 1e-3 --max-steps 1600 --synthetic-level 0,1,2 --curriculum",
+    # Stage 3 again, on OCR alone at level 0: after the mixed run the model knew every answer format but read nothing
+    # (one constant word for every OCR image), so reading gets its own phase. A new seed: a new sample stream.
+    "3:read": "--lr 1e-3 --max-steps 1200 --synthetic ocr --seed 7 --eval-every 200",
+    # Then words in two-word lines and colours, with the other tasks back at a lower share so that they are not
+    # forgotten (a task listed several times is drawn that much more often), and finally the full mix of levels.
+    "3:words": "--lr 1e-3 --max-steps 1500 --synthetic ocr,ocr,ocr,ocr,poster,webpage,scene --synthetic-level 0,1 "
+    "--curriculum --seed 8",
+    "3:mix": "--lr 5e-4 --max-steps 1000 --synthetic-level 0,1,2 --seed 9",
 }
 COMMON = (
     f"--synthetic {TASKS} --synthetic-level 0 --batch-size 16 --max-image-size 192 --save-every 200 "

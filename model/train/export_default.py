@@ -18,6 +18,7 @@ from .checkpoints import is_finished
 from .pipeline import split_stage_name
 
 CARD_TEMPLATE = Path(__file__).with_name("model_card_template.md")
+EVAL_LEVELS = [0, 1, 2]  # the levels the default model is trained on, mixed
 
 
 def stage_folder(work: Path, name: str) -> Path:
@@ -34,7 +35,8 @@ def last_finished_stage(work: Path, stages: Sequence[str]) -> Path:
 
 
 def training_summary(work: Path, stages: Sequence[str]) -> tuple[list[dict], float]:
-    """Per stage: steps, final train and eval loss, time; and the total training time in hours."""
+    """Per stage: data, levels, learning rate (from its run_args.json), steps, final train and eval loss, time; and
+    the total training time in hours."""
     rows, total = [], 0.0
     for name in stages:
         metrics_file = stage_folder(work, name) / "metrics.jsonl"
@@ -45,9 +47,14 @@ def training_summary(work: Path, stages: Sequence[str]) -> tuple[list[dict], flo
         evals = [line for line in lines if line.get("eval_loss") is not None]
         elapsed = max((line.get("elapsed_s", 0.0) for line in lines), default=0.0)
         total += elapsed
+        args_file = stage_folder(work, name) / "run_args.json"
+        run_args = json.loads(args_file.read_text()) if args_file.is_file() else {}
         rows.append(
             {
                 "stage": name,
+                "data": ",".join(run_args.get("synthetic") or run_args.get("data") or []),
+                "levels": ",".join(str(level) for level in run_args.get("synthetic_level") or []),
+                "lr": run_args.get("lr"),
                 "steps": steps[-1]["step"] if steps else 0,
                 "loss": steps[-1]["loss"] if steps else None,
                 "eval_loss": evals[-1]["eval_loss"] if evals else None,
@@ -90,7 +97,9 @@ def export(work: Path, assets: Path, stages: Sequence[str], eval_n: int = 200) -
     save_weights(*load_pretrained(source), assets)
     # Evaluate what ships: the exported files, loaded the way the app loads them.
     model, processor = load_pretrained(assets)
-    results = [evaluate_task(model, processor, task, eval_n, level=[0, 1, 2]) for task in TASKS]
+    results = [evaluate_task(model, processor, task, eval_n, level=EVAL_LEVELS) for task in TASKS]
+    # Single words on their own as well: the easiest reading test, which the app's end-to-end OCR test relies on.
+    results.append(evaluate_task(model, processor, "ocr", eval_n, level=0))
     table = format_table(results)
     print(table)
     tasks = {name: {"task": TASK_KEYS[name], "instruction": text} for name, text in TASK_INSTRUCTIONS.items()}
@@ -98,7 +107,7 @@ def export(work: Path, assets: Path, stages: Sequence[str], eval_n: int = 200) -
     (assets / "eval.json").write_text(json.dumps({"checkpoint": str(source.name), "results": results}, indent=2))
     rows, hours = training_summary(work, stages)
     stage_lines = "\n".join(
-        f"| {r['stage']} | {r['steps']} | {r['loss']:.3f} | "
+        f"| {r['stage']} | {r['data']} | {r['levels']} | {r['lr']} | {r['steps']} | {r['loss']:.3f} | "
         f"{'' if r['eval_loss'] is None else format(r['eval_loss'], '.3f')} | {r['hours']:.2f} |"
         for r in rows
         if r["loss"] is not None

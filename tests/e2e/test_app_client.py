@@ -31,13 +31,13 @@ def _chat_turn(client, text, files, preset):
     return outputs, job
 
 
-def _shipped_ocr_exact() -> float:
-    """OCR exact match of the model under test, from the evaluation its export wrote (0 when unknown)."""
+def _shipped_word_reading() -> float:
+    """Single-word OCR exact match of the model under test, from the evaluation its export wrote (0 when unknown)."""
     eval_file = Path(MODEL) / "eval.json"
     if not eval_file.is_file():
         return 0.0
     results = json.loads(eval_file.read_text())["results"]
-    return next((r["metrics"]["exact"] for r in results if r["task"] == "ocr"), 0.0)
+    return next((r["metrics"]["exact"] for r in results if r["task"] == "ocr" and r["level"] == 0), 0.0)
 
 
 def test_api_streams_an_ocr_answer_and_logs_it(client, running_app, tmp_path):
@@ -52,12 +52,17 @@ def test_api_streams_an_ocr_answer_and_logs_it(client, running_app, tmp_path):
     assert messages[1]["text"].strip() == updates[-1].strip()
 
 
-@pytest.mark.skipif(_shipped_ocr_exact() < 0.5, reason="the shipped model does not read yet (OCR exact < 0.5 in "
-                    "its eval.json; see assets/eve-tiny/README.md)")
-def test_ocr_answer_contains_the_rendered_text(client, tmp_path):
-    sample, path = _sample_file(tmp_path, "ocr", "e2e-ocr")
-    answer = client.predict(handle_file(str(path)), "OCR", "", 32, api_name="/answer")
-    assert sample.target["text"].lower() in answer.lower()
+@pytest.mark.skipif(_shipped_word_reading() < 0.8, reason="the model under test does not read single words yet "
+                    "(OCR level-0 exact < 0.8 in its eval.json; see assets/eve-tiny/README.md)")
+def test_streamed_ocr_answers_contain_the_rendered_words(client, tmp_path):
+    """Five held-out words rendered like the OCR example images; a reader gets nearly all of them."""
+    read = 0
+    for i in range(5):
+        sample, path = _sample_file(tmp_path, "ocr", f"e2e-read-{i}")
+        updates = list(client.submit(handle_file(str(path)), "OCR", "", 32, api_name="/answer"))
+        assert len(updates) > 1, "the answer was not streamed"
+        read += sample.target["text"].lower() in updates[-1].lower()
+    assert read >= 4, f"read {read} of 5 rendered words"
 
 
 def test_multi_turn_chat_with_a_second_image_is_logged_turn_by_turn(client, running_app, tmp_path):
