@@ -56,9 +56,9 @@ STAGES = {
     "3:read": "--lr 1e-3 --max-steps 1200 --synthetic ocr --seed 7 --eval-every 200",
     # Then words in two-word lines and colours, with the other tasks back at a lower share so that they are not
     # forgotten (a task listed several times is drawn that much more often), and finally the full mix of levels.
-    "3:words": "--lr 1e-3 --max-steps 1500 --synthetic ocr,ocr,ocr,ocr,poster,webpage,scene --synthetic-level 0,1 "
+    "3:words": "--lr 1e-3 --max-steps 1200 --synthetic ocr,ocr,ocr,ocr,poster,webpage,scene --synthetic-level 0,1 "
     "--curriculum --seed 8",
-    "3:mix": "--lr 5e-4 --max-steps 1000 --synthetic-level 0,1,2 --seed 9",
+    "3:mix": "--lr 5e-4 --max-steps 800 --synthetic-level 0,1,2 --seed 9",
 }
 COMMON = (
     f"--synthetic {TASKS} --synthetic-level 0 --batch-size 16 --max-image-size 192 --save-every 200 "
