@@ -58,7 +58,13 @@ def task_key(task: str) -> str:
 
 
 def generate_sample(
-    task: str, rng: random.Random, level: int = 0, *, size: tuple[int, int] | None = None, split: str = "all"
+    task: str,
+    rng: random.Random,
+    level: int = 0,
+    *,
+    size: tuple[int, int] | None = None,
+    split: str = "all",
+    made_up_words: float = 0.0,
 ) -> Sample:
     """Render one sample of `task` at curriculum `level`.
 
@@ -68,6 +74,7 @@ def generate_sample(
         level: 0 (easiest) .. `MAX_LEVEL`; see each task module's docstring.
         size: (width, height) overriding `IMAGE_SIZES[task]`; sides must be multiples of the patch size.
         split: which part of the English word list to draw words from: "all", "train" or "test" (held out).
+        made_up_words: share of drawn words replaced by random letter strings (a training aid against memorising).
 
     Returns:
         The sample, with a paraphrased instruction and the task's fixed answer template.
@@ -77,7 +84,7 @@ def generate_sample(
     check_level(level)
     size = check_size(size or IMAGE_SIZES[key], module.MIN_SIZE)
     instruction = pick_instruction(key, rng)
-    image, target = module.generate(rng, level, size, word_bank(split))
+    image, target = module.generate(rng, level, size, word_bank(split, made_up_words))
     conversations = [
         {"from": "human", "value": f"{IMAGE_TOKEN}\n{instruction}"},
         {"from": "gpt", "value": format_answer(key, target)},

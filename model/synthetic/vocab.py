@@ -7,6 +7,7 @@ its spelling is divisible by `HELD_OUT_MODULUS` (about one word in ten), which i
 
 import json
 import random
+import string
 import zlib
 from bisect import bisect_right
 from functools import lru_cache
@@ -65,15 +66,41 @@ class WordBank:
         return picked
 
 
-@lru_cache(maxsize=4)
-def word_bank(split: str = "all") -> WordBank:
-    """The vendored English words of one split: "all", "train" (about 90 %) or "test" (held out, about 10 %)."""
+class MadeUpWordBank(WordBank):
+    """A WordBank that replaces a share of its picks with random lowercase letters of the same length.
+
+    A word list of a few thousand words is small enough for a model to memorise word shapes whole; a made-up string
+    can only be read letter by letter, which is the skill that carries over to held-out words.
+    """
+
+    def __init__(self, words: list[str], share: float):
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"the share of made-up words must be between 0 and 1, got {share}")
+        super().__init__(words)
+        self.share = share
+
+    def pick(self, rng: random.Random, max_len: int) -> str:
+        word = super().pick(rng, max_len)
+        if rng.random() < self.share:
+            return "".join(rng.choice(string.ascii_lowercase) for _ in word)
+        return word
+
+
+def _split_words(split: str) -> list[str]:
     if split not in SPLITS:
         raise ValueError(f"unknown word split {split!r}; expected one of {SPLITS}")
     words = [w.strip() for w in WORDLIST_PATH.read_text(encoding="utf-8").splitlines() if w.strip()]
     if split != "all":
         words = [w for w in words if is_held_out(w) == (split == "test")]
-    return WordBank(words)
+    return words
+
+
+@lru_cache(maxsize=8)
+def word_bank(split: str = "all", made_up_words: float = 0.0) -> WordBank:
+    """The vendored English words of one split: "all", "train" (about 90 %) or "test" (held out, about 10 %); with
+    `made_up_words` > 0, that share of the words drawn are random letter strings instead (for training)."""
+    words = _split_words(split)
+    return MadeUpWordBank(words, made_up_words) if made_up_words else WordBank(words)
 
 
 @lru_cache(maxsize=8)

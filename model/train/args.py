@@ -28,6 +28,7 @@ class TrainArgs:
     synthetic: list[str] = field(default_factory=list)  # synthetic tasks streamed instead of files
     synthetic_level: list[int] = field(default_factory=lambda: [0])
     curriculum: bool = False  # open the synthetic levels one after another over the run
+    made_up_words: float = 0.0  # share of synthetic training words replaced by random letter strings
     lr: float | None = None  # None: the stage preset's learning rate
     epochs: float = 1.0
     max_steps: int | None = None  # optimizer steps; overrides epochs, required for synthetic streams
@@ -63,6 +64,10 @@ class TrainArgs:
             raise ValueError("Give exactly one of --data (LLaVA JSON files) or --synthetic (task names)")
         if self.curriculum and not self.synthetic:
             raise ValueError("--curriculum orders synthetic levels: it needs --synthetic")
+        if not 0.0 <= self.made_up_words <= 1.0:
+            raise ValueError("--made-up-words is a share: give a value between 0 and 1")
+        if self.made_up_words and not self.synthetic:
+            raise ValueError("--made-up-words changes synthetic words: it needs --synthetic")
         if self.synthetic and not self.max_steps:
             raise ValueError("A synthetic stream has no end: give --max-steps")
         if self.batch_size < 1 or self.grad_accum < 1:
@@ -106,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--curriculum",
         action="store_true",
         help="open the --synthetic-level values one after another over the run (easy first, then the full mix)",
+    )
+    data.add_argument(
+        "--made-up-words",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of synthetic training words replaced by random letter strings, so that words are read letter by "
+        "letter rather than memorised (evaluation keeps real held-out words)",
     )
     data.add_argument("--max-image-size", type=int, help="image side (as area side**2); default: the stage's rule")
     data.add_argument(

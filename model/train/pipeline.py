@@ -79,10 +79,10 @@ class ForwardSignals:
         if self.child is not None and self.child.poll() is None:
             self.child.send_signal(signum)
 
-    def run(self, command: list[str], env: dict) -> int:
+    def run(self, command: list[str], env: dict, cwd: Path | None = None) -> int:
         previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
-            self.child = subprocess.Popen(command, env=env)
+            self.child = subprocess.Popen(command, env=env, cwd=cwd)
             return self.child.wait()
         finally:
             for sig, handler in previous.items():

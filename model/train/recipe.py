@@ -149,7 +149,14 @@ def make_datasets(args: TrainArgs, encoder: Encoder, rank: int, world_size: int)
     if args.synthetic:
         run_samples = args.max_steps * args.batch_size * args.grad_accum * world_size if args.curriculum else None
         train = SyntheticStream(
-            args.synthetic, args.seed, args.synthetic_level, encoder, rank, world_size, curriculum_samples=run_samples
+            args.synthetic,
+            args.seed,
+            args.synthetic_level,
+            encoder,
+            rank,
+            world_size,
+            curriculum_samples=run_samples,
+            made_up_words=args.made_up_words,
         )
         evaluation = SyntheticEvalSet(args.synthetic, args.seed, args.synthetic_level, encoder, args.eval_samples)
         return train, (evaluation if args.eval_samples > 0 else None)

@@ -36,6 +36,7 @@ class SyntheticStream(IterableDataset):
         start: global index of the first sample (samples already consumed by an interrupted run).
         curriculum_samples: samples in the whole run (all processes) when the levels form a curriculum; None mixes
             all levels from the start.
+        made_up_words: share of training words replaced by random letter strings.
     """
 
     def __init__(
@@ -48,8 +49,10 @@ class SyntheticStream(IterableDataset):
         world_size: int = 1,
         start: int = 0,
         curriculum_samples: int | None = None,
+        made_up_words: float = 0.0,
     ):
         self.tasks = [task_key(task) for task in tasks]  # fails early on an unknown task name
+        self.made_up_words = made_up_words
         self.seed, self.level, self.encoder = seed, level, encoder
         self.rank, self.world_size, self.start = rank, world_size, start
         self.curriculum_samples = curriculum_samples
@@ -69,7 +72,14 @@ class SyntheticStream(IterableDataset):
         shard, num_shards = self.rank * num_workers + worker_id, self.world_size * num_workers
         index = self.start + shard
         while True:
-            sample = sample_at(index, self.tasks, self.seed, level=self.levels_at(index), split="train")
+            sample = sample_at(
+                index,
+                self.tasks,
+                self.seed,
+                level=self.levels_at(index),
+                split="train",
+                made_up_words=self.made_up_words,
+            )
             index += num_shards
             try:
                 yield _encode(self.encoder, sample)

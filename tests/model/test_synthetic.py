@@ -139,6 +139,18 @@ def test_held_out_split_uses_only_held_out_words():
         assert all(is_held_out(word.lower()) for word in sample.target["text"].split())
 
 
+def test_made_up_words_replace_the_given_share_of_training_words():
+    real = set(word_bank("all").words)
+    texts = [sample_at(i, ["ocr"], 3, split="train", made_up_words=0.5).target["text"] for i in range(400)]
+    made_up = [t for t in texts if t not in real]
+    assert 0.4 < len(made_up) / len(texts) < 0.6
+    assert all(t.isalpha() and t.islower() and 3 <= len(t) <= 22 for t in made_up)
+    assert texts == [sample_at(i, ["ocr"], 3, split="train", made_up_words=0.5).target["text"] for i in range(400)]
+    assert all(sample_at(i, ["ocr"], 3, split="train").target["text"] in real for i in range(100))
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        word_bank("train", 1.5)
+
+
 def test_size_override_and_validation():
     sample = generate_sample("scene", random.Random(0), 2, size=(96, 96))
     assert sample.image.size == (96, 96)

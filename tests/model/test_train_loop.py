@@ -66,6 +66,10 @@ def test_cli_rejects_invalid_combinations(capsys):
         parse_args([*base, "--base", "a", "--curriculum"])  # a curriculum orders synthetic levels
     synthetic = ["--output-dir", "o", "--base", "a", "--synthetic", "ocr,scene", "--max-steps", "5", "--curriculum"]
     assert parse_args([*synthetic, "--synthetic-level", "0,1"]).synthetic_level == [0, 1]
+    assert parse_args([*synthetic, "--made-up-words", "0.5"]).made_up_words == 0.5
+    for bad in ([*synthetic, "--made-up-words", "2"], [*base, "--base", "a", "--made-up-words", "0.5"]):
+        with pytest.raises(SystemExit):
+            parse_args(bad)
 
 
 def test_metrics_run_args_and_final_model(tiny_checkpoint, llava_data, tmp_path):
