@@ -2,21 +2,26 @@
 
 python -m model.synthetic --out data/synth --n 100 --seed 0 --tasks ocr,poster,webpage,scene --level 0
 python -m model.synthetic --out data/eval --n 200 --seed 1 --tasks ocr --level 0,1 --split test
+python -m model.synthetic --examples assets/examples     # the app's example images: levels 0-2, held-out words
 """
 
 import argparse
+import random
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from .dataset import write_dataset
-from .tasks import TASKS
+from .tasks import TASKS, generate_sample
 from .vocab import SPLITS
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line arguments."""
     parser = argparse.ArgumentParser(prog="python -m model.synthetic", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="output folder (gets images/ and data.json)")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", help="output folder (gets images/ and data.json)")
+    target.add_argument("--examples", metavar="DIR", help="write DIR/TASK/TASK-{1,2,3}.png (levels 0, 1, 2) instead")
     parser.add_argument("--n", type=int, default=100, help="number of samples")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated task keys from {','.join(TASKS)}")
@@ -26,9 +31,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def write_examples(folder: str | Path) -> list[Path]:
+    """One image per task at each of levels 0, 1 and 2, with held-out words: the app's example images."""
+    paths = []
+    for task in TASKS:
+        (Path(folder) / task).mkdir(parents=True, exist_ok=True)
+        for i, level in enumerate((0, 1, 2), start=1):
+            sample = generate_sample(task, random.Random(f"example:{task}:{i}"), level, split="test")
+            paths.append(Path(folder) / task / f"{task}-{i}.png")
+            sample.image.save(paths[-1])
+    return paths
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Generate the dataset and print where it went."""
     args = parse_args(argv)
+    if args.examples:
+        print(f"wrote {len(write_examples(args.examples))} example images to {args.examples}")
+        return
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     weights = [float(w) for w in args.weights.split(",")] if args.weights else None
     levels = [int(v) for v in args.level.split(",")]

@@ -1,9 +1,13 @@
 """OCR task: words on a plain strip, to be read back verbatim.
 
-Levels 0-2 draw large monospace glyphs, one character per 16 px patch column (16 x 32 cells) starting on the patch
-grid, the layout that taught a small model to read: 0 one lowercase word in black on white; 1 two words on one line,
-any case and a dark colour on a light tint; 2 two lines of one or two words. Level 3 widens the reader: one or two
-lines in any DejaVu font (proportional included) at a smaller or larger size, at any offset off the grid.
+Levels 0-2 draw monospace glyphs one per 16 x 16 patch, on the patch grid, the layout that taught a small model to
+read: every character is then one image token, in the column of its position in the word. 0 one lowercase word in
+black on white; 1 two words on one line, any case and a dark colour on a light tint; 2 two lines of one or two words,
+a blank patch row apart. Level 3 widens the reader: one or two lines in any DejaVu font (proportional included) at a
+smaller or larger size, at any offset off the grid.
+
+(Glyphs twice as tall, 16 x 32 cells, split every lowercase letter across two patch rows, 25 tokens apart; a small
+model trained on them for 1,200 OCR steps still read only word endings.)
 """
 
 import random
@@ -40,10 +44,10 @@ def pick_lines(rng: random.Random, level: int, words: WordBank, max_chars: int) 
 
 
 def draw_on_grid(draw: ImageDraw.ImageDraw, rng: random.Random, lines: list[str], size: tuple[int, int], fill) -> None:
-    """Each line in 16 x 32 cells: two patch rows per line, columns and rows chosen on the patch grid."""
-    grid = grid_font(PATCH_SIZE, 2 * PATCH_SIZE, "mono-bold")
+    """Each character in one patch (16 x 16 cells), lines two patch rows apart, placed on the patch grid."""
+    grid = grid_font(PATCH_SIZE, PATCH_SIZE, "mono-bold")
     cols, rows = size[0] // PATCH_SIZE, size[1] // PATCH_SIZE
-    top = rng.randint(0, rows - 2 * len(lines))
+    top = rng.randint(0, rows - 2 * len(lines) + 1)
     longest = max(len(line) for line in lines)
     margin = 1 if cols - longest >= 2 else 0
     left = rng.randint(margin, cols - longest - margin)  # lines share a left edge, like a text block

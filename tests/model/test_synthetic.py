@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from model.evaluation import score_sample
 from model.synthetic import (
@@ -93,13 +94,15 @@ def test_answer_templates():
     assert format_answer("webpage", page) == "Site: bookly. Links: home, shop. Headline: Fresh Reads. Button: join."
 
 
-def test_level0_ocr_puts_one_character_per_patch_column():
+def test_level0_ocr_puts_one_character_per_patch():
     for seed in range(20):
         sample = generate_sample("ocr", random.Random(seed), 0)
         ink = np.asarray(sample.image.convert("L")) < 128
         columns = [c for c in range(ink.shape[1] // PATCH_SIZE) if ink[:, c * PATCH_SIZE : (c + 1) * PATCH_SIZE].any()]
+        rows = [r for r in range(ink.shape[0] // PATCH_SIZE) if ink[r * PATCH_SIZE : (r + 1) * PATCH_SIZE].any()]
         word = sample.target["text"]
         assert columns == list(range(columns[0], columns[0] + len(word))), word
+        assert len(rows) == 1, word  # the whole glyph, ascenders and descenders too, in one patch row
 
 
 def test_scene_objects_fill_their_grid_cells():
@@ -180,6 +183,13 @@ def test_cli_writes_dataset(tmp_path, capsys):
     records = json.loads((tmp_path / "data.json").read_text())
     assert len(records) == 4 and {r["task"] for r in records} <= {"ocr", "scene"}
     assert "wrote 4 samples" in capsys.readouterr().out
+
+
+def test_cli_writes_the_app_example_images(tmp_path):
+    cli_main(["--examples", str(tmp_path)])
+    for task in TASKS:
+        assert sorted(p.name for p in (tmp_path / task).iterdir()) == [f"{task}-{i}.png" for i in (1, 2, 3)]
+        assert Image.open(tmp_path / task / f"{task}-1.png").size == IMAGE_SIZES[task]
 
 
 def test_generation_is_fast():
