@@ -64,7 +64,7 @@ STAGES = {
     "3:glyphs": "--lr 1e-3 --max-steps 1000 --synthetic ocr --made-up-words 0.5 --seed 8 --eval-every 200",
     "3:words": "--lr 1e-3 --max-steps 1000 --synthetic ocr,ocr,ocr,ocr,poster,webpage,scene --synthetic-level 0,1 "
     "--curriculum --made-up-words 0.5 --seed 9",
-    "3:mix": "--lr 5e-4 --max-steps 800 --synthetic-level 0,1,2 --made-up-words 0.5 --seed 10",
+    "3:mix": "--lr 5e-4 --max-steps 500 --synthetic-level 0,1,2 --made-up-words 0.5 --seed 10",
 }
 COMMON = (
     f"--synthetic {TASKS} --synthetic-level 0 --batch-size 16 --max-image-size 192 --save-every 200 "
