@@ -116,8 +116,9 @@ class Engine:
         return cls(model, processor, name=Path(str(path)).name, quantization=quantization, checkpoint_dir=folder)
 
     def reload(self, path: str) -> None:
-        """Swaps in another checkpoint (e.g. a finished fine-tune) once no answer is being generated."""
-        fresh = Engine.load(path, device=self.device, quantization=self.quantization)
+        """Swaps in another checkpoint (e.g. a finished fine-tune) once no answer is being generated; the device,
+        dtype and quantisation the app was started with carry over."""
+        fresh = Engine.load(path, device=self.device, dtype=self.dtype, quantization=self.quantization)
         with self._lock:
             self.model, self.processor, self.name = fresh.model, fresh.processor, fresh.name
             self.checkpoint_dir = fresh.checkpoint_dir

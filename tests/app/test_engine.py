@@ -115,3 +115,10 @@ def test_multi_turn_with_a_second_image(engine, image, tmp_path):
     assert len(both["pixel_values"]) == 2
     assert int(both["mm_token_type_ids"].sum()) == sum(engine.processor.count_image_tokens(p)
                                                        for p in both["pixel_values"])
+
+
+def test_reload_swaps_the_checkpoint_and_keeps_the_dtype(tiny_checkpoint, tiny_checkpoint_no_moe):
+    engine = Engine.load(str(tiny_checkpoint), dtype="bfloat16")
+    engine.reload(str(tiny_checkpoint_no_moe))
+    assert engine.name == tiny_checkpoint_no_moe.name and not engine.model.config.add_moe
+    assert engine.dtype == "bfloat16" and engine.device == "cpu"
