@@ -22,6 +22,7 @@ from ..jobs import (
     validate_upload,
 )
 from .finetune_layout import finetune_layout
+from .history import parse_conversation_ids
 
 PREVIEW_COLUMNS = ["row", "id", "images", "turns", "problems"]
 
@@ -60,7 +61,7 @@ class FinetuneHandlers:
     def validate(self, files: list[str] | None, export_ids: str, base: str):
         """Validates an upload (or a History export) and shows its summary and first page of rows."""
         if export_ids.strip():
-            ids = [int(part) for part in export_ids.replace(",", " ").split()]
+            ids = parse_conversation_ids(export_ids)
             folder = Path(tempfile.mkdtemp(prefix="export-", dir=self.ctx.settings.data_dir))
             self.ctx.storage.export_llava(ids, folder)
             result = validate_dataset(folder / "data.json", folder)

@@ -12,6 +12,14 @@ from ..context import AppContext
 COLUMNS = ["id", "updated", "task", "title", "messages"]
 
 
+def parse_conversation_ids(text: str) -> list[int]:
+    """Conversation ids typed as "3, 5 8" -> [3, 5, 8], with a clear error otherwise (History and Fine-tune tabs)."""
+    try:
+        return [int(part) for part in (text or "").replace(",", " ").split()]
+    except ValueError as error:
+        raise gr.Error("Conversation ids are numbers, separated by commas or spaces.") from error
+
+
 class HistoryHandlers:
     """The history tab's event handlers, bound to the app context."""
 
@@ -25,15 +33,8 @@ class HistoryHandlers:
             for r in rows
         ]
 
-    @staticmethod
-    def _selected_ids(text: str) -> list[int]:
-        try:
-            return [int(part) for part in text.replace(",", " ").split()]
-        except ValueError as error:
-            raise gr.Error("Conversation ids are numbers, separated by commas or spaces.") from error
-
     def open_conversation(self, ids_text: str):
-        ids = self._selected_ids(ids_text)
+        ids = parse_conversation_ids(ids_text)
         if not ids:
             raise gr.Error("Pick a conversation: click a row or type its id.")
         conversation = self.ctx.storage.get_conversation(ids[0])
@@ -58,7 +59,7 @@ class HistoryHandlers:
 
     def export(self, ids_text: str, current: ChatSession, fmt: str) -> str:
         """A file to download: the selected conversations (or the open chat) as JSON, Markdown or a LLaVA zip."""
-        ids = self._selected_ids(ids_text) or ([current.conversation_id] if current.conversation_id else [])
+        ids = parse_conversation_ids(ids_text) or ([current.conversation_id] if current.conversation_id else [])
         if not ids:
             raise gr.Error("Nothing to export: select conversations or start a chat first.")
         folder = Path(tempfile.mkdtemp(prefix="eve-export-"))
