@@ -28,3 +28,12 @@ def test_cli_runs_a_real_checkpoint_and_writes_json(tiny_checkpoint, tmp_path, c
     results = json.loads(out.read_text())["results"]
     assert results[0]["task"] == "ocr" and results[0]["metrics"]["n"] == 3
     assert "ocr" in capsys.readouterr().out
+
+
+def test_table_names_the_levels_of_each_row(monkeypatch):
+    monkeypatch.setattr(runner, "answer_batch", lambda model, processor, samples, n: [s.answer for s in samples])
+    mixed = runner.evaluate_task(None, None, "ocr", n=4, level=[0, 1, 2])
+    words = runner.evaluate_task(None, None, "ocr", n=4, level=0)
+    header, first, second = runner.format_table([mixed, words]).splitlines()
+    assert header.split()[:3] == ["task", "levels", "n"]
+    assert first.split()[:3] == ["ocr", "0,1,2", "4"] and second.split()[:3] == ["ocr", "0", "4"]
