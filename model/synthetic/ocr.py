@@ -6,8 +6,7 @@ black on white; 1 two words on one line, any case and a dark colour on a light t
 a blank patch row apart. Level 3 widens the reader: one or two lines in any DejaVu font (proportional included) at a
 smaller or larger size, at any offset off the grid.
 
-(Glyphs twice as tall, 16 x 32 cells, split every lowercase letter across two patch rows, 25 tokens apart; a small
-model trained on them for 1,200 OCR steps still read only word endings.)
+(The earlier 16 x 32 cells split every lowercase letter across two patch rows, 25 tokens apart.)
 """
 
 import random
