@@ -9,6 +9,7 @@ the loss work unchanged.
 """
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -124,10 +125,36 @@ class EveProcessor:
                 column.append(padding + list(row[key]) if padding_side == "left" else list(row[key]) + padding)
         return BatchFeature({key: torch.tensor(value, dtype=torch.long) for key, value in batch.items()})
 
+    def spell(self, text: str) -> list[int]:
+        """Ids of `text` one character per token (special tokens kept whole): the segmentation BPE merges hide.
+
+        Every character of the byte-level vocabulary is a token of its own, so a model trained on spelled answers
+        emits text that decodes exactly as its BPE form would; a small model learning to read lines each output
+        token up with one glyph.
+        """
+        specials = sorted(self.tokenizer.all_special_tokens, key=len, reverse=True)
+        pattern = "(" + "|".join(map(re.escape, specials)) + ")" if specials else None
+        ids: list[int] = []
+        for piece in re.split(pattern, text) if pattern else [text]:
+            if piece in specials:
+                ids += self.tokenizer.convert_tokens_to_ids([piece])
+            else:
+                for char in piece:
+                    ids += self.tokenizer(char, add_special_tokens=False)["input_ids"]
+        return ids
+
     def tokenize_conversation(
-        self, messages: list[Message], images: list[ImageInput], mode: str = "train", max_size: int | None = None
+        self,
+        messages: list[Message],
+        images: list[ImageInput],
+        mode: str = "train",
+        max_size: int | None = None,
+        spell_answers: bool = False,
     ) -> dict:
-        """One training example: ids, modality flags and labels that supervise only the answers and turn ends."""
+        """One training example: ids, modality flags and labels that supervise only the answers and turn ends.
+
+        With `spell_answers`, the supervised text is tokenised one character per token (see `spell`).
+        """
         pixel_values = self.image_processor(images, mode=mode, max_size=max_size) if images else []
         counts = iter([self.count_image_tokens(p) for p in pixel_values])
         ids: list[int] = []
@@ -135,7 +162,11 @@ class EveProcessor:
         labels: list[int] = []
         for text, supervised in _merge_runs(self.template.segments(messages, add_generation_prompt=False)):
             piece_counts = [next(counts) for _ in range(text.count(DEFAULT_IMAGE_TOKEN))]
-            piece_ids, piece_flags = self.tokenize_with_images(text, piece_counts)
+            if supervised and spell_answers and not piece_counts:
+                piece_ids = self.spell(text)
+                piece_flags = [0] * len(piece_ids)
+            else:
+                piece_ids, piece_flags = self.tokenize_with_images(text, piece_counts)
             ids += piece_ids
             flags += piece_flags
             labels += piece_ids if supervised else [IGNORE_INDEX] * len(piece_ids)

@@ -29,6 +29,7 @@ class TrainArgs:
     synthetic_level: list[int] = field(default_factory=lambda: [0])
     curriculum: bool = False  # open the synthetic levels one after another over the run
     made_up_words: float = 0.0  # share of synthetic training words replaced by random letter strings
+    spell_answers: bool = False  # supervise answers one character per token
     lr: float | None = None  # None: the stage preset's learning rate
     epochs: float = 1.0
     max_steps: int | None = None  # optimizer steps; overrides epochs, required for synthetic streams
@@ -119,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SHARE",
         help="share of synthetic training words replaced by random letter strings, so that words are read letter by "
         "letter rather than memorised (evaluation keeps real held-out words)",
+    )
+    data.add_argument(
+        "--spell-answers",
+        action="store_true",
+        help="tokenise answers one character per token instead of BPE pieces, so each output token lines up with one "
+        "glyph (helps a small model learn to read; the decoded text is the same)",
     )
     data.add_argument("--max-image-size", type=int, help="image side (as area side**2); default: the stage's rule")
     data.add_argument(

@@ -89,11 +89,13 @@ class Encoder:
         processor: carries the stage's chat template.
         max_image_size: images are scaled down to an area of max_image_size**2; None drops images (text-only stage).
         max_length: longest row in tokens (image tokens included); None for no limit.
+        spell_answers: supervise answers one character per token (see `EveProcessor.spell`).
     """
 
     processor: EveProcessor
     max_image_size: int | None
     max_length: int | None = None
+    spell_answers: bool = False
 
     def __call__(self, conversations: list[dict], images: list) -> dict:
         keep_images = self.max_image_size is not None
@@ -102,7 +104,11 @@ class Encoder:
             raise SkipSample(f"the plain template takes one human and one gpt turn, got {len(messages)} turns")
         try:
             row = self.processor.tokenize_conversation(
-                messages, images if keep_images else [], mode="train", max_size=self.max_image_size
+                messages,
+                images if keep_images else [],
+                mode="train",
+                max_size=self.max_image_size,
+                spell_answers=self.spell_answers,
             )
         except ValueError as error:  # unreadable image, too many pixels, ...
             raise SkipSample(str(error)) from error

@@ -141,7 +141,7 @@ class Feed:
 
 def make_encoder(args: TrainArgs, stage: Stage, processor: EveProcessor) -> Encoder:
     size = image_size_for(stage, processor.image_processor.max_size, args.max_image_size)
-    return Encoder(processor, max_image_size=size, max_length=args.max_length)
+    return Encoder(processor, max_image_size=size, max_length=args.max_length, spell_answers=args.spell_answers)
 
 
 def make_datasets(args: TrainArgs, encoder: Encoder, rank: int, world_size: int) -> tuple[Dataset, Dataset | None]:

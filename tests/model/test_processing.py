@@ -99,3 +99,20 @@ def test_plain_template_supervises_the_caption_and_newline(tiny):
     supervised = [i for i, label in zip(example["input_ids"], example["labels"]) if label != IGNORE_INDEX]
     assert plain.tokenizer.decode(supervised) == "a cat\n"
     assert sum(example["mm_token_type_ids"]) == len(example["input_ids"]) - len(supervised)
+
+
+def test_spelled_answers_supervise_one_character_per_token_and_decode_the_same(tiny):
+    _, processor = tiny
+    messages = [{"role": "user", "content": "<image>\nread it"}, {"role": "assistant", "content": "station Hello\nworld"}]
+    image = Image.new("RGB", (64, 64))
+    spelled = processor.tokenize_conversation(messages, [image], spell_answers=True)
+    merged = processor.tokenize_conversation(messages, [image])
+    answer = [i for i, label in zip(spelled["input_ids"], spelled["labels"]) if label != IGNORE_INDEX]
+    tokens = processor.tokenizer.convert_ids_to_tokens(answer)
+    assert tokens[tokens.index("<|im_end|>") - 5 :] == ["w", "o", "r", "l", "d", "<|im_end|>"]
+    assert all(len(t) == 1 for t in tokens if t != "<|im_end|>")  # byte-level: one symbol per character
+    assert processor.tokenizer.decode(answer) == processor.tokenizer.decode(
+        [i for i, label in zip(merged["input_ids"], merged["labels"]) if label != IGNORE_INDEX]
+    )
+    context = [i for i, label in zip(spelled["input_ids"], spelled["labels"]) if label == IGNORE_INDEX]
+    assert context == [i for i, label in zip(merged["input_ids"], merged["labels"]) if label == IGNORE_INDEX]

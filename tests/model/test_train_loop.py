@@ -67,6 +67,7 @@ def test_cli_rejects_invalid_combinations(capsys):
     synthetic = ["--output-dir", "o", "--base", "a", "--synthetic", "ocr,scene", "--max-steps", "5", "--curriculum"]
     assert parse_args([*synthetic, "--synthetic-level", "0,1"]).synthetic_level == [0, 1]
     assert parse_args([*synthetic, "--made-up-words", "0.5"]).made_up_words == 0.5
+    assert parse_args([*synthetic, "--spell-answers"]).spell_answers and not parse_args(synthetic).spell_answers
     for bad in ([*synthetic, "--made-up-words", "2"], [*base, "--base", "a", "--made-up-words", "0.5"]):
         with pytest.raises(SystemExit):
             parse_args(bad)
@@ -183,6 +184,19 @@ def test_two_cpu_processes_with_accelerate_launch(tiny_checkpoint, llava_data, t
     assert [m["step"] for m in lines] == [1, 2, 3, 3] and lines[-1]["event"] == "done"
     assert "eval_loss" in lines[-2]
     load_pretrained(tmp_path / "out")
+
+
+def test_spell_answers_reaches_the_encoder_of_a_run(tiny):
+    from model.constants import IGNORE_INDEX
+    from model.train.recipe import make_encoder
+    from model.train.stages import get_stage
+
+    _, processor = tiny
+    args = parse_args(["--output-dir", "o", "--base", "a", "--synthetic", "ocr", "--max-steps", "5", "--spell-answers"])
+    encoder = make_encoder(args, get_stage("3"), processor)
+    row = next(iter(SyntheticStream(["ocr"], 0, [0], encoder)))
+    answer = processor.tokenizer.convert_ids_to_tokens([i for i in row["labels"] if i != IGNORE_INDEX])
+    assert len(answer) > 3 and all(len(token) == 1 for token in answer if token != "<|im_end|>")
 
 
 def test_synthetic_stream_is_sharded_and_resumable(tiny):
