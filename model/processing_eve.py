@@ -9,7 +9,6 @@ the loss work unchanged.
 """
 
 import json
-import re
 from pathlib import Path
 
 import torch
@@ -62,8 +61,13 @@ class EveProcessor:
     def count_image_tokens(self, pixel_values: torch.Tensor) -> int:
         return self.image_processor.num_image_tokens(pixel_values.shape[-2], pixel_values.shape[-1])
 
-    def tokenize_with_images(self, text: str, image_token_counts: list[int]) -> tuple[list[int], list[int]]:
-        """Token ids and modality flags of `text`, each `<image>` expanded to its image's token count."""
+    def tokenize_with_images(
+        self, text: str, image_token_counts: list[int], spell: bool = False
+    ) -> tuple[list[int], list[int]]:
+        """Token ids and modality flags of `text`, each `<image>` expanded to its image's token count.
+
+        `spell` tokenises the text one symbol per token (see `spell`).
+        """
         chunks = text.split(DEFAULT_IMAGE_TOKEN)
         if len(chunks) - 1 != len(image_token_counts):
             raise ValueError(
@@ -74,7 +78,7 @@ class EveProcessor:
         flags: list[int] = []
         for i, chunk in enumerate(chunks):
             if chunk:
-                chunk_ids = self.tokenizer(chunk, add_special_tokens=False)["input_ids"]
+                chunk_ids = self.spell(chunk) if spell else self.tokenizer(chunk, add_special_tokens=False)["input_ids"]
                 ids += chunk_ids
                 flags += [0] * len(chunk_ids)
             if i < len(image_token_counts):
@@ -126,21 +130,19 @@ class EveProcessor:
         return BatchFeature({key: torch.tensor(value, dtype=torch.long) for key, value in batch.items()})
 
     def spell(self, text: str) -> list[int]:
-        """Ids of `text` one character per token (special tokens kept whole): the segmentation BPE merges hide.
+        """Ids of `text` one symbol per token: each BPE piece split back into the symbols it was merged from.
 
-        Every character of the byte-level vocabulary is a token of its own, so a model trained on spelled answers
-        emits text that decodes exactly as its BPE form would; a small model learning to read lines each output
-        token up with one glyph.
+        Special tokens stay whole, and so does a piece whose symbols are not all in the vocabulary. With a byte-level
+        vocabulary every character is one symbol, so a model trained on spelled answers emits text that decodes
+        exactly as its BPE form would, and a small model learning to read lines each output token up with one glyph.
         """
-        specials = sorted(self.tokenizer.all_special_tokens, key=len, reverse=True)
-        pattern = "(" + "|".join(map(re.escape, specials)) + ")" if specials else None
+        specials = set(self.tokenizer.all_special_ids)
+        unknown = {None, self.tokenizer.unk_token_id}
         ids: list[int] = []
-        for piece in re.split(pattern, text) if pattern else [text]:
-            if piece in specials:
-                ids += self.tokenizer.convert_tokens_to_ids([piece])
-            else:
-                for char in piece:
-                    ids += self.tokenizer(char, add_special_tokens=False)["input_ids"]
+        for token_id in self.tokenizer(text, add_special_tokens=False)["input_ids"]:
+            symbols = self.tokenizer.convert_tokens_to_ids(list(self.tokenizer.convert_ids_to_tokens(token_id)))
+            whole = token_id in specials or len(symbols) == 1 or any(i in unknown for i in symbols)
+            ids += [token_id] if whole else symbols
         return ids
 
     def tokenize_conversation(
@@ -162,11 +164,7 @@ class EveProcessor:
         labels: list[int] = []
         for text, supervised in _merge_runs(self.template.segments(messages, add_generation_prompt=False)):
             piece_counts = [next(counts) for _ in range(text.count(DEFAULT_IMAGE_TOKEN))]
-            if supervised and spell_answers and not piece_counts:
-                piece_ids = self.spell(text)
-                piece_flags = [0] * len(piece_ids)
-            else:
-                piece_ids, piece_flags = self.tokenize_with_images(text, piece_counts)
+            piece_ids, piece_flags = self.tokenize_with_images(text, piece_counts, spell=supervised and spell_answers)
             ids += piece_ids
             flags += piece_flags
             labels += piece_ids if supervised else [IGNORE_INDEX] * len(piece_ids)

@@ -103,7 +103,7 @@ def test_plain_template_supervises_the_caption_and_newline(tiny):
 
 def test_spelled_answers_supervise_one_character_per_token_and_decode_the_same(tiny):
     _, processor = tiny
-    messages = [{"role": "user", "content": "<image>\nread it"}, {"role": "assistant", "content": "station Hello\nworld"}]
+    messages = [{"role": "user", "content": "<image>\nread it"}, {"role": "assistant", "content": "station café Hello\nworld"}]
     image = Image.new("RGB", (64, 64))
     spelled = processor.tokenize_conversation(messages, [image], spell_answers=True)
     merged = processor.tokenize_conversation(messages, [image])
