@@ -70,13 +70,34 @@ def default_attn_implementation(device: str) -> str:
     return "flash_attention_2" if device.startswith("cuda") and is_flash_attn_2_available() else "sdpa"
 
 
-def quantization_config(quantization: str | None, compute_dtype: torch.dtype) -> BitsAndBytesConfig | None:
+# bitsandbytes' CPU 4-bit kernel (taken on CPUs with AVX512-BF16) packs weights in blocks of 32 output features and
+# 64 input features (the NF4 block) and fails on any other shape; such layers, which only small models have, stay
+# unquantised on the CPU. Every layer of the 7B model and of the default model fits.
+CPU_4BIT_OUT_BLOCK, CPU_4BIT_IN_BLOCK = 32, 64
+
+
+def layers_unfit_for_cpu_4bit(config: EveConfig) -> list[str]:
+    """Names of the linear layers whose output width the CPU 4-bit kernel cannot pack."""
+    with torch.device("meta"):
+        model = EveForCausalLM(config)
+    return [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear)
+        and (module.out_features % CPU_4BIT_OUT_BLOCK or module.in_features % CPU_4BIT_IN_BLOCK)
+    ]
+
+
+def quantization_config(
+    quantization: str | None, compute_dtype: torch.dtype, keep_unquantized: list[str] | None = None
+) -> BitsAndBytesConfig | None:
+    """bitsandbytes settings; `keep_unquantized` names extra modules to leave in full precision."""
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, not {quantization!r}")
     if quantization is None:
         return None
     # The patch embedding is convolutions (never quantised); the head stays in full precision for stable logits.
-    skip = ["lm_head"]
+    skip = ["lm_head", *(keep_unquantized or [])]
     if quantization == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
     return BitsAndBytesConfig(
@@ -117,13 +138,15 @@ def load_pretrained(
     apply_vision_tower_settings(config, folder)
     device = str(device)
     dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+    cpu_4bit = quantization == "4bit" and device == "cpu"
+    keep_unquantized = layers_unfit_for_cpu_4bit(config) if cpu_4bit else None
     model = EveForCausalLM.from_pretrained(
         str(folder),
         config=config,
         dtype=dtype,
         device_map={"": device},
         attn_implementation=attn_implementation or default_attn_implementation(device),
-        quantization_config=quantization_config(quantization, dtype),
+        quantization_config=quantization_config(quantization, dtype, keep_unquantized),
     )
     model.eval()
     processor = EveProcessor.from_pretrained(folder, config)

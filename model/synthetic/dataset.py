@@ -25,6 +25,7 @@ def sample_at(
     split: str = "all",
     sizes: dict[str, tuple[int, int]] | None = None,
     made_up_words: float = 0.0,
+    spread: float = 1.0,
 ) -> Sample:
     """Sample number `index` of the stream defined by the other arguments.
 
@@ -37,12 +38,13 @@ def sample_at(
         split: word-list split, "all", "train" or "test" (held-out words, for evaluation).
         sizes: per-task image sizes overriding `IMAGE_SIZES`.
         made_up_words: share of drawn words replaced by random letter strings (training only).
+        spread: how much of the free room grid text may be moved within (training only; see `generate_sample`).
     """
     rng = random.Random(f"{seed}:{index}")
     task = task_key(rng.choices(list(tasks), weights=weights)[0])
     sample_level = level if isinstance(level, int) else rng.choice(list(level))
     size = (sizes or {}).get(task)
-    return generate_sample(task, rng, sample_level, size=size, split=split, made_up_words=made_up_words)
+    return generate_sample(task, rng, sample_level, size=size, split=split, made_up_words=made_up_words, spread=spread)
 
 
 def iter_samples(

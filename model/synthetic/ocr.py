@@ -14,7 +14,16 @@ import random
 from PIL import Image, ImageDraw
 
 from .config import PATCH_SIZE
-from .render import FREE_FONTS, as_color, draw_free_text, draw_grid_text, fit_free_font, free_line_height, grid_font
+from .render import (
+    FREE_FONTS,
+    as_color,
+    draw_free_text,
+    draw_grid_text,
+    fit_free_font,
+    free_line_height,
+    grid_font,
+    spread_randint,
+)
 from .vocab import WordBank, load_vocab
 
 MIN_SIZE = (8 * PATCH_SIZE, 4 * PATCH_SIZE)  # two 32 px lines of one short word
@@ -42,14 +51,17 @@ def pick_lines(rng: random.Random, level: int, words: WordBank, max_chars: int) 
     return lines
 
 
-def draw_on_grid(draw: ImageDraw.ImageDraw, rng: random.Random, lines: list[str], size: tuple[int, int], fill) -> None:
-    """Each character in one patch (16 x 16 cells), lines two patch rows apart, placed on the patch grid."""
+def draw_on_grid(
+    draw: ImageDraw.ImageDraw, rng: random.Random, lines: list[str], size: tuple[int, int], fill, spread: float = 1.0
+) -> None:
+    """Each character in one patch (16 x 16 cells), lines two patch rows apart, placed on the patch grid (anywhere,
+    or with `spread` < 1 near the top-left corner)."""
     grid = grid_font(PATCH_SIZE, PATCH_SIZE, "mono-bold")
     cols, rows = size[0] // PATCH_SIZE, size[1] // PATCH_SIZE
-    top = rng.randint(0, rows - 2 * len(lines) + 1)
+    top = spread_randint(rng, 0, rows - 2 * len(lines) + 1, spread)
     longest = max(len(line) for line in lines)
     margin = 1 if cols - longest >= 2 else 0
-    left = rng.randint(margin, cols - longest - margin)  # lines share a left edge, like a text block
+    left = spread_randint(rng, margin, cols - longest - margin, spread)  # lines share a left edge, like a text block
     for i, line in enumerate(lines):
         draw_grid_text(draw, line, left, top + 2 * i, grid, fill)
 
@@ -69,8 +81,13 @@ def draw_free(draw: ImageDraw.ImageDraw, rng: random.Random, lines: list[str], s
         draw_free_text(draw, line, (x, y + i * pitch), font, fill)
 
 
-def generate(rng: random.Random, level: int, size: tuple[int, int], words: WordBank) -> tuple[Image.Image, dict]:
-    """Render one OCR sample; the target holds the text (lines joined by newlines) and the lines."""
+def generate(
+    rng: random.Random, level: int, size: tuple[int, int], words: WordBank, spread: float = 1.0
+) -> tuple[Image.Image, dict]:
+    """Render one OCR sample; the target holds the text (lines joined by newlines) and the lines.
+
+    `spread` limits how far grid text (levels 0-2) is moved from the top-left corner (see `spread_randint`).
+    """
     vocab = load_vocab()["ocr"]
     if level == 0:
         background, fill = (255, 255, 255), (17, 17, 17)
@@ -81,7 +98,7 @@ def generate(rng: random.Random, level: int, size: tuple[int, int], words: WordB
     image = Image.new("RGB", size, background)
     draw = ImageDraw.Draw(image)
     if level < 3:
-        draw_on_grid(draw, rng, lines, size, fill)
+        draw_on_grid(draw, rng, lines, size, fill, spread)
     else:
         draw_free(draw, rng, lines, size, fill)
     return image, {"text": "\n".join(lines), "lines": lines}

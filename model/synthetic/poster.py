@@ -12,7 +12,16 @@ import random
 from PIL import Image, ImageDraw
 
 from .config import PATCH_SIZE
-from .render import FREE_FONTS, as_color, draw_free_text, draw_grid_text, fit_free_font, free_line_height, grid_font
+from .render import (
+    FREE_FONTS,
+    as_color,
+    draw_free_text,
+    draw_grid_text,
+    fit_free_font,
+    free_line_height,
+    grid_font,
+    spread_randint,
+)
 from .vocab import WordBank, load_vocab, vocab_bank
 
 MIN_SIZE = (8 * PATCH_SIZE, 8 * PATCH_SIZE)
@@ -39,9 +48,17 @@ def pick_date(rng: random.Random, level: int, max_chars: int) -> str:
 
 
 def draw_on_grid(
-    draw: ImageDraw.ImageDraw, rng: random.Random, level: int, title: list[str], date: str, size: tuple[int, int], fill
+    draw: ImageDraw.ImageDraw,
+    rng: random.Random,
+    level: int,
+    title: list[str],
+    date: str,
+    size: tuple[int, int],
+    fill,
+    spread: float = 1.0,
 ) -> None:
-    """Title, optional venue and date as blocks of whole patch rows, one free row between blocks."""
+    """Title, optional venue and date as blocks of whole patch rows, one free row between blocks; `spread` < 1 keeps
+    the blocks near the top."""
     cols, rows = size[0] // PATCH_SIZE, size[1] // PATCH_SIZE
     title_grid = grid_font(PATCH_SIZE, PATCH_SIZE, "mono-bold")
     date_grid = grid_font(PATCH_SIZE, PATCH_SIZE, "mono" if level < 2 else "mono-bold")
@@ -53,8 +70,8 @@ def draw_on_grid(
     heights = [grid.cell_h // PATCH_SIZE for _, grid in blocks]
     gaps = [0] * (len(title) - 1) + [1] * (len(blocks) - len(title))  # title lines stacked, then a free row each
     slack = max(0, rows - 2 - sum(heights) - sum(gaps))
-    row = 1 + rng.randint(0, slack // 2)
-    gaps[len(title) - 1] += rng.randint(0, slack - (row - 1))  # spread the rest between title and date
+    row = 1 + spread_randint(rng, 0, slack // 2, spread)
+    gaps[len(title) - 1] += spread_randint(rng, 0, slack - (row - 1), spread)  # spread the rest between title and date
     centred = level == 0 or rng.random() < 0.5
     for i, (text, grid) in enumerate(blocks):
         col = (cols - len(text)) // 2 if centred else 1
@@ -87,8 +104,13 @@ def draw_free(draw: ImageDraw.ImageDraw, rng: random.Random, title: list[str], d
         y += pitch
 
 
-def generate(rng: random.Random, level: int, size: tuple[int, int], words: WordBank) -> tuple[Image.Image, dict]:
-    """Render one poster; the target holds the title (lines joined by spaces) and the date as printed."""
+def generate(
+    rng: random.Random, level: int, size: tuple[int, int], words: WordBank, spread: float = 1.0
+) -> tuple[Image.Image, dict]:
+    """Render one poster; the target holds the title (lines joined by spaces) and the date as printed.
+
+    `spread` limits how far grid text (levels 0-2) is moved from its first free row (see `spread_randint`).
+    """
     palette = rng.choice(load_vocab()["poster"]["palettes"])
     background, fill = as_color(palette["background"]), as_color(palette["text"])
     max_chars = size[0] // PATCH_SIZE - 2
@@ -97,7 +119,7 @@ def generate(rng: random.Random, level: int, size: tuple[int, int], words: WordB
     image = Image.new("RGB", size, background)
     draw = ImageDraw.Draw(image)
     if level < 3:
-        draw_on_grid(draw, rng, level, title, date, size, fill)
+        draw_on_grid(draw, rng, level, title, date, size, fill, spread)
     else:
         draw_free(draw, rng, title, date, size, fill)
     return image, {"title": " ".join(title), "date": date}

@@ -51,8 +51,13 @@ def object_count(rng: random.Random, level: int) -> int:
     return 1 if level == 0 else 2 if level == 1 else rng.randint(2, 4)
 
 
-def generate(rng: random.Random, level: int, size: tuple[int, int], words=None) -> tuple[Image.Image, dict]:
-    """Render one scene; the target lists objects in reading order (row by row) with position, colour, shape."""
+def generate(
+    rng: random.Random, level: int, size: tuple[int, int], words=None, spread: float = 1.0
+) -> tuple[Image.Image, dict]:
+    """Render one scene; the target lists objects in reading order (row by row) with position, colour, shape.
+
+    `spread` is accepted like every task's but not used: the objects' grid cells are what the answer names.
+    """
     vocab = load_vocab()["scene"]
     background = (255, 255, 255) if level < 2 else as_color(rng.choice(vocab["backgrounds"]))
     # cells are whole patches, and the 3 x 3 grid is centred on the canvas

@@ -65,6 +65,7 @@ def generate_sample(
     size: tuple[int, int] | None = None,
     split: str = "all",
     made_up_words: float = 0.0,
+    spread: float = 1.0,
 ) -> Sample:
     """Render one sample of `task` at curriculum `level`.
 
@@ -75,6 +76,8 @@ def generate_sample(
         size: (width, height) overriding `IMAGE_SIZES[task]`; sides must be multiples of the patch size.
         split: which part of the English word list to draw words from: "all", "train" or "test" (held out).
         made_up_words: share of drawn words replaced by random letter strings (a training aid against memorising).
+        spread: share of the free room that grid text may be moved within, 0 (always at the first free patch, which
+            teaches glyphs fastest) to 1 (anywhere; the default, and what evaluation uses).
 
     Returns:
         The sample, with a paraphrased instruction and the task's fixed answer template.
@@ -82,9 +85,11 @@ def generate_sample(
     key = task_key(task)
     module = TASK_MODULES[key]
     check_level(level)
+    if not 0.0 <= spread <= 1.0:
+        raise ValueError(f"spread must be between 0 and 1, got {spread}")
     size = check_size(size or IMAGE_SIZES[key], module.MIN_SIZE)
     instruction = pick_instruction(key, rng)
-    image, target = module.generate(rng, level, size, word_bank(split, made_up_words))
+    image, target = module.generate(rng, level, size, word_bank(split, made_up_words), spread)
     conversations = [
         {"from": "human", "value": f"{IMAGE_TOKEN}\n{instruction}"},
         {"from": "gpt", "value": format_answer(key, target)},

@@ -12,7 +12,16 @@ import random
 from PIL import Image, ImageDraw
 
 from .config import PATCH_SIZE
-from .render import FREE_FONTS, as_color, draw_free_text, draw_grid_text, fit_free_font, free_line_height, grid_font
+from .render import (
+    FREE_FONTS,
+    as_color,
+    draw_free_text,
+    draw_grid_text,
+    fit_free_font,
+    free_line_height,
+    grid_font,
+    spread_randint,
+)
 from .vocab import WordBank, load_vocab, vocab_bank
 
 MIN_SIZE = (10 * PATCH_SIZE, 9 * PATCH_SIZE)
@@ -47,15 +56,18 @@ def draw_button(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], color
     draw.rounded_rectangle([x0 - PATCH_SIZE // 2, y0 + 1, x1 + PATCH_SIZE // 2 - 1, y1 - 2], radius=6, fill=color)
 
 
-def draw_on_grid(draw, rng: random.Random, level: int, content: dict, words: WordBank, size, colors: dict) -> None:
-    """The page in whole patch rows and columns (see the module docstring for the rows)."""
+def draw_on_grid(
+    draw, rng: random.Random, level: int, content: dict, words: WordBank, size, colors: dict, spread: float = 1.0
+) -> None:
+    """The page in whole patch rows and columns (see the module docstring for the rows); `spread` < 1 keeps text
+    near the left edge."""
     cols = size[0] // PATCH_SIZE
     big = grid_font(PATCH_SIZE, 2 * PATCH_SIZE, "mono-bold")
     big_regular = grid_font(PATCH_SIZE, 2 * PATCH_SIZE, "mono")
     small = grid_font(PATCH_SIZE, PATCH_SIZE, "mono")
 
     def col_for(text: str) -> int:  # left at level 0, anywhere on the grid (keeping a column margin) above it
-        return 1 if level == 0 else rng.randint(1, max(1, cols - 1 - len(text)))
+        return 1 if level == 0 else spread_randint(rng, 1, max(1, cols - 1 - len(text)), spread)
 
     draw.rectangle([0, 0, size[0] - 1, 2 * PATCH_SIZE - 1], fill=colors["bar"])
     draw_grid_text(draw, content["site"], col_for(content["site"]), 0, big, (255, 255, 255))
@@ -98,8 +110,13 @@ def draw_free(draw, rng: random.Random, content: dict, words: WordBank, size, co
     draw_free_text(draw, content["button"], (x, 128 - label_h // 2), label_font, (255, 255, 255))
 
 
-def generate(rng: random.Random, level: int, size: tuple[int, int], words: WordBank) -> tuple[Image.Image, dict]:
-    """Render one webpage; the target holds site, links (in order), headline and button as printed."""
+def generate(
+    rng: random.Random, level: int, size: tuple[int, int], words: WordBank, spread: float = 1.0
+) -> tuple[Image.Image, dict]:
+    """Render one webpage; the target holds site, links (in order), headline and button as printed.
+
+    `spread` limits how far grid text (levels 1-2) is moved from the left edge (see `spread_randint`).
+    """
     vocab = load_vocab()["webpage"]
     colors = {"bar": as_color(rng.choice(vocab["bar_colors"])), "button": as_color(rng.choice(vocab["button_colors"]))}
     background = (255, 255, 255) if level == 0 else as_color(rng.choice(vocab["page_backgrounds"]))
@@ -107,7 +124,7 @@ def generate(rng: random.Random, level: int, size: tuple[int, int], words: WordB
     image = Image.new("RGB", size, background)
     draw = ImageDraw.Draw(image)
     if level < 3:
-        draw_on_grid(draw, rng, level, content, words, size, colors)
+        draw_on_grid(draw, rng, level, content, words, size, colors, spread)
     else:
         draw_free(draw, rng, content, words, size, colors)
     return image, content

@@ -30,6 +30,7 @@ class TrainArgs:
     curriculum: bool = False  # open the synthetic levels one after another over the run
     made_up_words: float = 0.0  # share of synthetic training words replaced by random letter strings
     spell_answers: bool = False  # supervise answers one character per token
+    placement_spread: list[float] = field(default_factory=lambda: [1.0, 1.0])  # first and last, ramped over the run
     lr: float | None = None  # None: the stage preset's learning rate
     epochs: float = 1.0
     max_steps: int | None = None  # optimizer steps; overrides epochs, required for synthetic streams
@@ -69,6 +70,13 @@ class TrainArgs:
             raise ValueError("--made-up-words is a share: give a value between 0 and 1")
         if self.made_up_words and not self.synthetic:
             raise ValueError("--made-up-words changes synthetic words: it needs --synthetic")
+        self.placement_spread = [float(v) for v in self.placement_spread]
+        if len(self.placement_spread) == 1:
+            self.placement_spread *= 2
+        if len(self.placement_spread) != 2 or not all(0.0 <= v <= 1.0 for v in self.placement_spread):
+            raise ValueError("--placement-spread takes one share, or a first and a last share, each between 0 and 1")
+        if self.placement_spread != [1.0, 1.0] and not self.synthetic:
+            raise ValueError("--placement-spread places synthetic text: it needs --synthetic")
         if self.synthetic and not self.max_steps:
             raise ValueError("A synthetic stream has no end: give --max-steps")
         if self.batch_size < 1 or self.grad_accum < 1:
@@ -120,6 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SHARE",
         help="share of synthetic training words replaced by random letter strings, so that words are read letter by "
         "letter rather than memorised (evaluation keeps real held-out words)",
+    )
+    data.add_argument(
+        "--placement-spread",
+        type=lambda v: [float(x) for x in _comma_list(v)],
+        default=[1.0],
+        metavar="FIRST[,LAST]",
+        help="share of the free room synthetic grid text is placed in: 0 always puts it at the first free patch, 1 "
+        "anywhere (default); FIRST,LAST ramps linearly over the run. A small model learns glyphs with text at one "
+        "place, then to find it with a ramp to 1 (evaluation always places it anywhere)",
     )
     data.add_argument(
         "--spell-answers",

@@ -18,7 +18,8 @@ from .checkpoints import is_finished
 from .pipeline import split_stage_name
 
 CARD_TEMPLATE = Path(__file__).with_name("model_card_template.md")
-EVAL_LEVELS = [0, 1, 2]  # the levels the default model is trained on, mixed
+TRAINED_LEVEL = 0  # the level every task of the default model is trained at
+HARDER_OCR = [1, 2]  # two words, capitals and colours, two lines: not trained on, shown to mark where reading stops
 
 
 def stage_folder(work: Path, name: str) -> Path:
@@ -34,9 +35,15 @@ def last_finished_stage(work: Path, stages: Sequence[str]) -> Path:
     return finished[-1]
 
 
+def spread_label(spread: Sequence[float] | None) -> str:
+    """A run's `--placement-spread` as the card shows it: "0", "0.5", or a ramp "0→1" (runs without it: "1")."""
+    first, last = spread or (1.0, 1.0)
+    return f"{first:g}" if first == last else f"{first:g}→{last:g}"
+
+
 def training_summary(work: Path, stages: Sequence[str]) -> tuple[list[dict], float]:
-    """Per stage: data, levels, learning rate (from its run_args.json), steps, final train and eval loss, time; and
-    the total training time in hours."""
+    """Per stage: data, levels, placement spread, learning rate (from its run_args.json), steps, final train and eval
+    loss, time; and the total training time in hours."""
     rows, total = [], 0.0
     for name in stages:
         metrics_file = stage_folder(work, name) / "metrics.jsonl"
@@ -54,6 +61,7 @@ def training_summary(work: Path, stages: Sequence[str]) -> tuple[list[dict], flo
                 "stage": name,
                 "data": ",".join(run_args.get("synthetic") or run_args.get("data") or []),
                 "levels": ",".join(str(level) for level in run_args.get("synthetic_level") or []),
+                "placement": spread_label(run_args.get("placement_spread")),
                 "lr": run_args.get("lr"),
                 "steps": steps[-1]["step"] if steps else 0,
                 "loss": steps[-1]["loss"] if steps else None,
@@ -97,9 +105,9 @@ def export(work: Path, assets: Path, stages: Sequence[str], eval_n: int = 200) -
     save_weights(*load_pretrained(source), assets)
     # Evaluate what ships: the exported files, loaded the way the app loads them.
     model, processor = load_pretrained(assets)
-    results = [evaluate_task(model, processor, task, eval_n, level=EVAL_LEVELS) for task in TASKS]
-    # Single words on their own as well: the easiest reading test, which the app's end-to-end OCR test relies on.
-    results.append(evaluate_task(model, processor, "ocr", eval_n, level=0))
+    # OCR at level 0 (single words) is what the app's end-to-end reading test relies on.
+    results = [evaluate_task(model, processor, task, eval_n, level=TRAINED_LEVEL) for task in TASKS]
+    results.append(evaluate_task(model, processor, "ocr", eval_n, level=HARDER_OCR))
     table = format_table(results)
     print(table)
     tasks = {name: {"task": TASK_KEYS[name], "instruction": text} for name, text in TASK_INSTRUCTIONS.items()}
@@ -107,7 +115,7 @@ def export(work: Path, assets: Path, stages: Sequence[str], eval_n: int = 200) -
     (assets / "eval.json").write_text(json.dumps({"checkpoint": str(source.name), "results": results}, indent=2))
     rows, hours = training_summary(work, stages)
     stage_lines = "\n".join(
-        f"| {r['stage']} | {r['data']} | {r['levels']} | {r['lr']} | {r['steps']} | {r['loss']:.3f} | "
+        f"| {r['stage']} | {r['data']} | {r['levels']} | {r['placement']} | {r['lr']} | {r['steps']} | {r['loss']:.3f} | "
         f"{'' if r['eval_loss'] is None else format(r['eval_loss'], '.3f')} | {r['hours']:.2f} |"
         for r in rows
         if r["loss"] is not None

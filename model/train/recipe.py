@@ -147,7 +147,6 @@ def make_encoder(args: TrainArgs, stage: Stage, processor: EveProcessor) -> Enco
 def make_datasets(args: TrainArgs, encoder: Encoder, rank: int, world_size: int) -> tuple[Dataset, Dataset | None]:
     """(training dataset, evaluation dataset or None) for files (`--data`) or a synthetic stream."""
     if args.synthetic:
-        run_samples = args.max_steps * args.batch_size * args.grad_accum * world_size if args.curriculum else None
         train = SyntheticStream(
             args.synthetic,
             args.seed,
@@ -155,8 +154,10 @@ def make_datasets(args: TrainArgs, encoder: Encoder, rank: int, world_size: int)
             encoder,
             rank,
             world_size,
-            curriculum_samples=run_samples,
+            run_samples=args.max_steps * args.batch_size * args.grad_accum * world_size,
+            curriculum=args.curriculum,
             made_up_words=args.made_up_words,
+            spread=tuple(args.placement_spread),
         )
         evaluation = SyntheticEvalSet(args.synthetic, args.seed, args.synthetic_level, encoder, args.eval_samples)
         return train, (evaluation if args.eval_samples > 0 else None)

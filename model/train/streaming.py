@@ -6,7 +6,8 @@ at the index where the interrupted one stopped. Evaluation uses held-out words (
 
 With a curriculum, the levels given are opened one after another over the run: the first part of the stream draws
 from the first level only, the next part from the first two, and so on, up to the full mix; the level set of a
-sample depends only on its index, so sharding and resuming are unaffected.
+sample depends only on its index, so sharding and resuming are unaffected. The placement spread can ramp the same way:
+from its first value at the start of the run to its second at the end (text at one place first, then anywhere).
 """
 
 from collections.abc import Iterator, Sequence
@@ -34,9 +35,10 @@ class SyntheticStream(IterableDataset):
         encoder: turns a conversation and its image into a row for the stage.
         rank, world_size: this process and the number of processes.
         start: global index of the first sample (samples already consumed by an interrupted run).
-        curriculum_samples: samples in the whole run (all processes) when the levels form a curriculum; None mixes
-            all levels from the start.
+        run_samples: samples in the whole run (all processes), for a curriculum or a spread ramp.
+        curriculum: open the levels one after another over the run (needs `run_samples`); otherwise mix them all.
         made_up_words: share of training words replaced by random letter strings.
+        spread: (first, last) placement spread of grid text (see `generate_sample`), ramped linearly over the run.
     """
 
     def __init__(
@@ -48,23 +50,34 @@ class SyntheticStream(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         start: int = 0,
-        curriculum_samples: int | None = None,
+        run_samples: int | None = None,
+        curriculum: bool = False,
         made_up_words: float = 0.0,
+        spread: tuple[float, float] = (1.0, 1.0),
     ):
+        if (curriculum or spread[0] != spread[1]) and not run_samples:
+            raise ValueError("a curriculum or a spread ramp needs run_samples (the length of the run)")
         self.tasks = [task_key(task) for task in tasks]  # fails early on an unknown task name
         self.made_up_words = made_up_words
         self.seed, self.level, self.encoder = seed, level, encoder
         self.rank, self.world_size, self.start = rank, world_size, start
-        self.curriculum_samples = curriculum_samples
+        self.run_samples, self.curriculum, self.spread = run_samples, curriculum, spread
         self.skipped = SkipCounter()
 
     def levels_at(self, index: int) -> list[int]:
         """The level (or levels, drawn uniformly) of sample `index`."""
         levels = [self.level] if isinstance(self.level, int) else list(self.level)
-        if not self.curriculum_samples or len(levels) == 1:
+        if not self.curriculum or len(levels) == 1:
             return levels
-        phase = min(len(levels) - 1, index * len(levels) // self.curriculum_samples)
+        phase = min(len(levels) - 1, index * len(levels) // self.run_samples)
         return levels[: phase + 1]
+
+    def spread_at(self, index: int) -> float:
+        """The placement spread of sample `index`: the first value, moving linearly to the last over the run."""
+        first, last = self.spread
+        if first == last:
+            return first
+        return first + (last - first) * min(1.0, index / self.run_samples)
 
     def __iter__(self) -> Iterator[dict]:
         worker = get_worker_info()
@@ -79,6 +92,7 @@ class SyntheticStream(IterableDataset):
                 level=self.levels_at(index),
                 split="train",
                 made_up_words=self.made_up_words,
+                spread=self.spread_at(index),
             )
             index += num_shards
             try:

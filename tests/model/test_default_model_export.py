@@ -23,14 +23,15 @@ def _stage(work, name, finished, run_args, metrics):
 def test_summary_reads_each_labelled_stage_and_its_run_args(tmp_path):
     _stage(tmp_path, "3", True, {"synthetic": ["ocr", "scene"], "synthetic_level": [0, 1], "lr": 1e-3},
            [{"step": 10, "loss": 2.0, "elapsed_s": 1800.0}, {"step": 20, "loss": 1.5, "eval_loss": 1.6}])
-    _stage(tmp_path, "3:read", False, {"synthetic": ["ocr"], "synthetic_level": [0], "lr": 5e-4},
+    _stage(tmp_path, "3:read", False,
+           {"synthetic": ["ocr"], "synthetic_level": [0], "lr": 5e-4, "placement_spread": [0.0, 1.0]},
            [{"step": 5, "loss": 1.2, "elapsed_s": 1800.0}])
     assert stage_folder(tmp_path, "3:read") == tmp_path / "stages" / "stage-3-read"
     assert last_finished_stage(tmp_path, ["3", "3:read"]) == stage_folder(tmp_path, "3")  # 3:read is unfinished
     rows, hours = training_summary(tmp_path, ["3", "3:read"])
-    assert [(r["stage"], r["data"], r["levels"], r["lr"], r["steps"]) for r in rows] == [
-        ("3", "ocr,scene", "0,1", 1e-3, 20),
-        ("3:read", "ocr", "0", 5e-4, 5),
+    assert [(r["stage"], r["data"], r["levels"], r["placement"], r["lr"], r["steps"]) for r in rows] == [
+        ("3", "ocr,scene", "0,1", "1", 1e-3, 20),  # a run from before --placement-spread: text anywhere
+        ("3:read", "ocr", "0", "0→1", 5e-4, 5),
     ]
     assert rows[0]["eval_loss"] == 1.6 and hours == 1.0
 

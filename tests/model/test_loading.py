@@ -69,17 +69,31 @@ def test_save_and_load_round_trip_is_exact(tiny, tmp_path):
 
 
 @pytest.mark.parametrize("quantization", ["8bit", "4bit"])
-def test_quantized_loading_generates_on_cpu(tiny_checkpoint, quantization):
+def test_quantized_loading_generates_on_cpu(tiny_checkpoint, quantization, monkeypatch):
     import bitsandbytes as bnb
 
+    # Take the packed CPU 4-bit kernel that CPUs with AVX512-BF16 use, whatever this CPU is: it cannot pack the tiny
+    # model's 112-wide MLP, which must then stay unquantised rather than fail at the first forward.
+    monkeypatch.setattr(bnb.nn.modules, "has_avx512bf16", lambda: True)
     model, processor = load_pretrained(tiny_checkpoint, quantization=quantization)
     layer_class = bnb.nn.Linear8bitLt if quantization == "8bit" else bnb.nn.Linear4bit
-    assert isinstance(model.model.layers[0].self_attn.moe_q_proj, layer_class)
-    assert isinstance(model.model.layers[0].mlp.down_proj, layer_class)
+    layer = model.model.layers[0]
+    assert isinstance(layer.self_attn.moe_q_proj, layer_class)
+    assert isinstance(layer.self_attn.o_proj, layer_class)
+    mlp_class = layer_class if quantization == "8bit" else torch.nn.Linear
+    assert type(layer.mlp.gate_proj) is mlp_class and type(layer.moe_mlp.down_proj) is mlp_class
     inputs = processor(text=processor.build_prompt([{"role": "user", "content": "<image>\nhi"}]),
                        images=[Image.new("RGB", (64, 32), "blue")])
     ids = model.generate(**inputs, max_new_tokens=5, do_sample=False, eos_token_id=None)
     assert ids.shape[1] == inputs["input_ids"].shape[1] + 5
+
+
+def test_every_layer_of_the_default_model_fits_the_cpu_4bit_kernel():
+    from model import EveConfig
+    from model.loading import layers_unfit_for_cpu_4bit
+    from model.train.default_model import MODEL
+
+    assert layers_unfit_for_cpu_4bit(EveConfig(**MODEL, vocab_size=512, pad_token_id=0)) == []
 
 
 def test_a_folder_that_is_not_an_eve_checkpoint_gets_a_clear_error(tmp_path):

@@ -154,6 +154,27 @@ def test_made_up_words_replace_the_given_share_of_training_words():
         word_bank("train", 1.5)
 
 
+def _ink_origin(image: Image.Image) -> tuple[int, int]:
+    """(column, row) of the patch holding the top-left-most ink of a light-background image."""
+    dark = np.asarray(image.convert("L")) < 128
+    rows, cols = np.nonzero(dark.any(axis=1))[0], np.nonzero(dark.any(axis=0))[0]
+    return int(cols[0]) // PATCH_SIZE, int(rows[0]) // PATCH_SIZE
+
+
+def test_placement_spread_keeps_ocr_text_near_the_corner_and_one_is_anywhere():
+    fixed = {_ink_origin(sample_at(i, ["ocr"], 4, spread=0.0).image) for i in range(40)}
+    assert fixed == {(1, 0)}  # every word at the first free patch (one column of margin)
+    half = [_ink_origin(sample_at(i, ["ocr"], 4, spread=0.5).image) for i in range(200)]
+    anywhere = [_ink_origin(sample_at(i, ["ocr"], 4).image) for i in range(200)]
+    cols, rows = IMAGE_SIZES["ocr"][0] // PATCH_SIZE, IMAGE_SIZES["ocr"][1] // PATCH_SIZE
+    assert max(r for _, r in half) <= rows // 2 < max(r for _, r in anywhere)
+    assert max(c for c, _ in half) <= cols // 2 + 1 < max(c for c, _ in anywhere)
+    # Spread 1 is the default: the same samples as before the option existed, and what evaluation uses.
+    assert sample_at(7, ["ocr"], 4, spread=1.0).image.tobytes() == sample_at(7, ["ocr"], 4).image.tobytes()
+    with pytest.raises(ValueError, match="spread"):
+        generate_sample("ocr", random.Random(0), spread=1.5)
+
+
 def test_size_override_and_validation():
     sample = generate_sample("scene", random.Random(0), 2, size=(96, 96))
     assert sample.image.size == (96, 96)

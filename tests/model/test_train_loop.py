@@ -68,7 +68,16 @@ def test_cli_rejects_invalid_combinations(capsys):
     assert parse_args([*synthetic, "--synthetic-level", "0,1"]).synthetic_level == [0, 1]
     assert parse_args([*synthetic, "--made-up-words", "0.5"]).made_up_words == 0.5
     assert parse_args([*synthetic, "--spell-answers"]).spell_answers and not parse_args(synthetic).spell_answers
-    for bad in ([*synthetic, "--made-up-words", "2"], [*base, "--base", "a", "--made-up-words", "0.5"]):
+    assert parse_args(synthetic).placement_spread == [1.0, 1.0]
+    assert parse_args([*synthetic, "--placement-spread", "0"]).placement_spread == [0.0, 0.0]
+    assert parse_args([*synthetic, "--placement-spread", "0,1"]).placement_spread == [0.0, 1.0]
+    for bad in (
+        [*synthetic, "--made-up-words", "2"],
+        [*base, "--base", "a", "--made-up-words", "0.5"],
+        [*synthetic, "--placement-spread", "1.5"],
+        [*synthetic, "--placement-spread", "0,0.5,1"],
+        [*base, "--base", "a", "--placement-spread", "0"],
+    ):
         with pytest.raises(SystemExit):
             parse_args(bad)
 
@@ -210,7 +219,7 @@ def test_synthetic_stream_is_sharded_and_resumable(tiny):
     rank0, rank1 = first(0), first(1)
     assert all(a != b for a, b in zip(rank0, rank1))
     assert first(0, start=2, n=2) == rank0[1:]  # restarting at global sample 2 continues rank 0's shard
-    curriculum = SyntheticStream(["ocr"], 0, [0, 1, 2], encoder, curriculum_samples=9)
+    curriculum = SyntheticStream(["ocr"], 0, [0, 1, 2], encoder, run_samples=9, curriculum=True)
     assert [curriculum.levels_at(i) for i in (0, 2, 3, 6, 8, 20)] == [
         [0],
         [0],
@@ -219,6 +228,10 @@ def test_synthetic_stream_is_sharded_and_resumable(tiny):
         [0, 1, 2],
         [0, 1, 2],
     ]
+    ramp = SyntheticStream(["ocr"], 0, [0], encoder, run_samples=100, spread=(0.0, 1.0))
+    assert [ramp.spread_at(i) for i in (0, 50, 100, 150)] == [0.0, 0.5, 1.0, 1.0]
+    with pytest.raises(ValueError, match="run_samples"):
+        SyntheticStream(["ocr"], 0, [0], encoder, spread=(0.0, 1.0))
 
 
 def test_from_scratch_on_a_synthetic_stream(tmp_path):
