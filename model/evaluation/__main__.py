@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", default="all", help=f"one of {', '.join(TASKS)}, or 'all'")
     parser.add_argument("--n", type=int, default=200, help="samples per task")
     parser.add_argument("--level", type=parse_level, default=0, help="curriculum level, or a comma list to mix")
+    parser.add_argument("--spread", type=float, default=1.0, help="room text is placed in: 0 one place, 1 anywhere")
     parser.add_argument("--seed", type=int, default=EVAL_SEED)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=96)
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     model, processor = load_pretrained(args.checkpoint)
     started = time.perf_counter()
     results = [evaluate_task(model, processor, task, args.n, args.level, args.seed, args.batch_size,
-                             args.max_new_tokens) for task in tasks]
+                             args.max_new_tokens, args.spread) for task in tasks]
     print(format_table(results))
     print(f"({time.perf_counter() - started:.0f} s)")
     if args.out:

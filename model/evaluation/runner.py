@@ -22,9 +22,12 @@ def answer_batch(model, processor, samples: list, max_new_tokens: int) -> list[s
 
 
 def evaluate_task(model, processor, task: str, n: int, level, seed: int = EVAL_SEED, batch_size: int = 16,
-                  max_new_tokens: int = 96) -> dict:
-    """Scores of `n` held-out samples of one task: the aggregate, and the first few answers for inspection."""
-    stream = iter_samples([task], seed=seed, level=level, split="test")
+                  max_new_tokens: int = 96, spread: float = 1.0) -> dict:
+    """Scores of `n` held-out samples of one task: the aggregate, and the first few answers for inspection.
+
+    `spread` limits where text is placed, as in training (`--placement-spread`); 1 is anywhere.
+    """
+    stream = iter_samples([task], seed=seed, level=level, split="test", spread=spread)
     scores, examples = [], []
     for start in range(0, n, batch_size):
         samples = [next(stream) for _ in range(min(batch_size, n - start))]
@@ -32,16 +35,17 @@ def evaluate_task(model, processor, task: str, n: int, level, seed: int = EVAL_S
             scores.append(score_sample(task, answer, sample.target))
             if len(examples) < 5:
                 examples.append({"expected": sample.answer, "answer": answer})
-    return {"task": task, "level": level, "metrics": aggregate(task, scores), "examples": examples}
+    return {"task": task, "level": level, "spread": spread, "metrics": aggregate(task, scores), "examples": examples}
 
 
 def format_table(results: list[dict]) -> str:
-    lines = [f"{'task':8s} {'levels':6s} {'n':>4s}  {'main':>12s}  other metrics"]
+    lines = [f"{'task':8s} {'levels':6s} {'spread':6s} {'n':>4s}  {'main':>12s}  other metrics"]
     for result in results:
         metrics, task = result["metrics"], result["task"]
         main = MAIN_METRIC[task]
         level = result.get("level", "")
         levels = ",".join(map(str, level)) if isinstance(level, (list, tuple)) else str(level)
+        spread = f"{result.get('spread', 1.0):g}"
         others = "  ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k not in (main, "n"))
-        lines.append(f"{task:8s} {levels:6s} {int(metrics['n']):4d}  {main} {metrics[main]:.3f}  {others}")
+        lines.append(f"{task:8s} {levels:6s} {spread:6s} {int(metrics['n']):4d}  {main} {metrics[main]:.3f}  {others}")
     return "\n".join(lines)

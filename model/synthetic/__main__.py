@@ -2,7 +2,7 @@
 
 python -m model.synthetic --out data/synth --n 100 --seed 0 --tasks ocr,poster,webpage,scene --level 0
 python -m model.synthetic --out data/eval --n 200 --seed 1 --tasks ocr --level 0,1 --split test
-python -m model.synthetic --examples assets/examples     # the app's example images: levels 0-2, held-out words
+python -m model.synthetic --examples assets/examples --spread 0.5  # the app's example images: levels 0-2, held-out words
 """
 
 import argparse
@@ -28,16 +28,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weights", default=None, help="comma-separated relative task frequencies")
     parser.add_argument("--level", default="0", help="curriculum level, or comma-separated levels to mix")
     parser.add_argument("--split", default="all", choices=SPLITS, help="word-list split (test = held-out words)")
+    parser.add_argument("--spread", type=float, default=1.0, help="room text is placed in: 0 one place, 1 anywhere")
     return parser.parse_args(argv)
 
 
-def write_examples(folder: str | Path) -> list[Path]:
-    """One image per task at each of levels 0, 1 and 2, with held-out words: the app's example images."""
+def write_examples(folder: str | Path, spread: float = 1.0) -> list[Path]:
+    """One image per task at each of levels 0, 1 and 2, with held-out words: the app's example images (with text
+    placed within the room the default model was trained on, see `--placement-spread`)."""
     paths = []
     for task in TASKS:
         (Path(folder) / task).mkdir(parents=True, exist_ok=True)
         for i, level in enumerate((0, 1, 2), start=1):
-            sample = generate_sample(task, random.Random(f"example:{task}:{i}"), level, split="test")
+            sample = generate_sample(task, random.Random(f"example:{task}:{i}"), level, split="test", spread=spread)
             paths.append(Path(folder) / task / f"{task}-{i}.png")
             sample.image.save(paths[-1])
     return paths
@@ -47,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Generate the dataset and print where it went."""
     args = parse_args(argv)
     if args.examples:
-        print(f"wrote {len(write_examples(args.examples))} example images to {args.examples}")
+        print(f"wrote {len(write_examples(args.examples, args.spread))} example images to {args.examples}")
         return
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     weights = [float(w) for w in args.weights.split(",")] if args.weights else None
@@ -61,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         levels[0] if len(levels) == 1 else levels,
         weights=weights,
         split=args.split,
+        spread=args.spread,
     )
     print(f"wrote {args.n} samples to {path} in {time.perf_counter() - start:.1f} s")
 

@@ -38,7 +38,7 @@ def sample_at(
         split: word-list split, "all", "train" or "test" (held-out words, for evaluation).
         sizes: per-task image sizes overriding `IMAGE_SIZES`.
         made_up_words: share of drawn words replaced by random letter strings (training only).
-        spread: how much of the free room grid text may be moved within (training only; see `generate_sample`).
+        spread: how much of the free room grid text may be moved within (see `generate_sample`).
     """
     rng = random.Random(f"{seed}:{index}")
     task = task_key(rng.choices(list(tasks), weights=weights)[0])
@@ -57,6 +57,7 @@ def iter_samples(
     sizes: dict[str, tuple[int, int]] | None = None,
     start: int = 0,
     step: int = 1,
+    spread: float = 1.0,
 ) -> Iterator[Sample]:
     """Stream samples forever: indices `start, start + step, ...` (see `sample_at` for the other arguments).
 
@@ -68,7 +69,7 @@ def iter_samples(
         raise ValueError(f"{len(weights)} weights for {len(tasks)} tasks")
     index = start
     while True:
-        yield sample_at(index, tasks, seed, weights, level, split=split, sizes=sizes)
+        yield sample_at(index, tasks, seed, weights, level, split=split, sizes=sizes, spread=spread)
         index += step
 
 
@@ -82,6 +83,7 @@ def write_dataset(
     weights: Sequence[float] | None = None,
     split: str = "all",
     sizes: dict[str, tuple[int, int]] | None = None,
+    spread: float = 1.0,
 ) -> Path:
     """Write the first `n` samples of a stream as PNG files plus a LLaVA-style `data.json`.
 
@@ -94,7 +96,7 @@ def write_dataset(
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     records = []
-    samples = iter_samples(tasks, seed, weights, level, split=split, sizes=sizes)
+    samples = iter_samples(tasks, seed, weights, level, split=split, sizes=sizes, spread=spread)
     for i in range(n):
         sample = next(samples)
         image_path = f"images/{i:06d}_{sample.task}.png"

@@ -35,6 +35,13 @@ def last_finished_stage(work: Path, stages: Sequence[str]) -> Path:
     return finished[-1]
 
 
+def trained_spread(stage_dir: Path) -> float:
+    """The placement spread a stage ended at (its `--placement-spread` last value; 1, anywhere, when not set)."""
+    args_file = stage_dir / "run_args.json"
+    run_args = json.loads(args_file.read_text()) if args_file.is_file() else {}
+    return float((run_args.get("placement_spread") or [1.0])[-1])
+
+
 def spread_label(spread: Sequence[float] | None) -> str:
     """A run's `--placement-spread` as the card shows it: "0", "0.5", or a ramp "0→1" (runs without it: "1")."""
     first, last = spread or (1.0, 1.0)
@@ -105,9 +112,13 @@ def export(work: Path, assets: Path, stages: Sequence[str], eval_n: int = 200) -
     save_weights(*load_pretrained(source), assets)
     # Evaluate what ships: the exported files, loaded the way the app loads them.
     model, processor = load_pretrained(assets)
-    # OCR at level 0 (single words) is what the app's end-to-end reading test relies on.
-    results = [evaluate_task(model, processor, task, eval_n, level=TRAINED_LEVEL) for task in TASKS]
-    results.append(evaluate_task(model, processor, "ocr", eval_n, level=HARDER_OCR))
+    # Every task where it was trained: level 0, text within the room the last stage placed it in. OCR at level 0
+    # is what the app's end-to-end reading test relies on (it renders words with this row's spread).
+    spread = trained_spread(source)
+    results = [evaluate_task(model, processor, task, eval_n, level=TRAINED_LEVEL, spread=spread) for task in TASKS]
+    if spread < 1:  # and where reading stops: words placed anywhere, and harder text
+        results.append(evaluate_task(model, processor, "ocr", eval_n, level=TRAINED_LEVEL))
+    results.append(evaluate_task(model, processor, "ocr", eval_n, level=HARDER_OCR, spread=spread))
     table = format_table(results)
     print(table)
     tasks = {name: {"task": TASK_KEYS[name], "instruction": text} for name, text in TASK_INSTRUCTIONS.items()}

@@ -30,10 +30,22 @@ def test_cli_runs_a_real_checkpoint_and_writes_json(tiny_checkpoint, tmp_path, c
     assert "ocr" in capsys.readouterr().out
 
 
-def test_table_names_the_levels_of_each_row(monkeypatch):
+def test_table_names_the_levels_and_placement_of_each_row(monkeypatch):
     monkeypatch.setattr(runner, "answer_batch", lambda model, processor, samples, n: [s.answer for s in samples])
     mixed = runner.evaluate_task(None, None, "ocr", n=4, level=[0, 1, 2])
-    words = runner.evaluate_task(None, None, "ocr", n=4, level=0)
+    words = runner.evaluate_task(None, None, "ocr", n=4, level=0, spread=0.5)
     header, first, second = runner.format_table([mixed, words]).splitlines()
-    assert header.split()[:3] == ["task", "levels", "n"]
-    assert first.split()[:3] == ["ocr", "0,1,2", "4"] and second.split()[:3] == ["ocr", "0", "4"]
+    assert header.split()[:4] == ["task", "levels", "spread", "n"]
+    assert first.split()[:4] == ["ocr", "0,1,2", "1", "4"] and second.split()[:4] == ["ocr", "0", "0.5", "4"]
+
+
+def test_spread_zero_evaluates_words_placed_at_the_first_free_patch(monkeypatch):
+    seen = []
+    monkeypatch.setattr(runner, "answer_batch", lambda model, processor, samples, n: seen.extend(samples) or
+                        [s.answer for s in samples])
+    assert runner.evaluate_task(None, None, "ocr", n=6, level=0, spread=0)["spread"] == 0
+    # Text at the top-left starting cell: ink in the first patch row, nothing in the last one.
+    for sample in seen:
+        gray = sample.image.convert("L")
+        assert gray.crop((0, 0, gray.width, 16)).getextrema()[0] < 128
+        assert gray.crop((0, gray.height - 16, gray.width, gray.height)).getextrema()[0] == 255
