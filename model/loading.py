@@ -77,7 +77,7 @@ CPU_4BIT_OUT_BLOCK, CPU_4BIT_IN_BLOCK = 32, 64
 
 
 def layers_unfit_for_cpu_4bit(config: EveConfig) -> list[str]:
-    """Names of the linear layers whose output width the CPU 4-bit kernel cannot pack."""
+    """Names of the linear layers whose shape the CPU 4-bit kernel cannot pack (built on the meta device: no memory)."""
     with torch.device("meta"):
         model = EveForCausalLM(config)
     return [

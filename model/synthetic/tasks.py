@@ -77,7 +77,7 @@ def generate_sample(
         split: which part of the English word list to draw words from: "all", "train" or "test" (held out).
         made_up_words: share of drawn words replaced by random letter strings (a training aid against memorising).
         spread: share of the free room that grid text may be moved within, 0 (always at the first free patch, which
-            teaches glyphs fastest) to 1 (anywhere; the default, and what evaluation uses).
+            teaches glyphs fastest) to 1 (anywhere; the default).
 
     Returns:
         The sample, with a paraphrased instruction and the task's fixed answer template.

@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FIRST[,LAST]",
         help="share of the free room synthetic grid text is placed in: 0 always puts it at the first free patch, 1 "
         "anywhere (default); FIRST,LAST ramps linearly over the run. A small model learns glyphs with text at one "
-        "place, then to find it with a ramp to 1 (evaluation always places it anywhere)",
+        "place, then to find it with a ramp (`python -m model.evaluation --spread` measures it at any spread)",
     )
     data.add_argument(
         "--spell-answers",

@@ -24,9 +24,10 @@ def test_perfect_answers_score_perfect_and_wrong_answers_score_wrong(task, monke
 def test_cli_runs_a_real_checkpoint_and_writes_json(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "eval.json"
     assert main(["--checkpoint", str(tiny_checkpoint), "--task", "ocr", "--n", "3", "--max-new-tokens", "4",
-                 "--out", str(out)]) == 0
+                 "--spread", "0.5", "--out", str(out)]) == 0
     results = json.loads(out.read_text())["results"]
     assert results[0]["task"] == "ocr" and results[0]["metrics"]["n"] == 3
+    assert results[0]["spread"] == 0.5
     assert "ocr" in capsys.readouterr().out
 
 

@@ -3,6 +3,7 @@
 import json
 import random
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -169,7 +170,7 @@ def test_placement_spread_keeps_ocr_text_near_the_corner_and_one_is_anywhere():
     cols, rows = IMAGE_SIZES["ocr"][0] // PATCH_SIZE, IMAGE_SIZES["ocr"][1] // PATCH_SIZE
     assert max(r for _, r in half) <= rows // 2 < max(r for _, r in anywhere)
     assert max(c for c, _ in half) <= cols // 2 + 1 < max(c for c, _ in anywhere)
-    # Spread 1 is the default: the same samples as before the option existed, and what evaluation uses.
+    # Spread 1 is the default: the same samples as before the option existed.
     assert sample_at(7, ["ocr"], 4, spread=1.0).image.tobytes() == sample_at(7, ["ocr"], 4).image.tobytes()
     with pytest.raises(ValueError, match="spread"):
         generate_sample("ocr", random.Random(0), spread=1.5)
@@ -211,6 +212,22 @@ def test_cli_writes_the_app_example_images(tmp_path):
     for task in TASKS:
         assert sorted(p.name for p in (tmp_path / task).iterdir()) == [f"{task}-{i}.png" for i in (1, 2, 3)]
         assert Image.open(tmp_path / task / f"{task}-1.png").size == IMAGE_SIZES[task]
+
+
+def test_shipped_examples_are_drawn_where_the_default_model_reads(tmp_path):
+    """assets/examples is what the command in the README writes, with text within the trained spread."""
+    cli_main(["--examples", str(tmp_path), "--spread", "0.5"])
+    shipped = Path(__file__).resolve().parents[2] / "assets" / "examples"
+    for task in TASKS:
+        for i in (1, 2, 3):
+            name = f"{task}/{task}-{i}.png"
+            assert Image.open(shipped / name).tobytes() == Image.open(tmp_path / name).tobytes(), name
+
+
+def test_cli_spread_places_dataset_text(tmp_path):
+    cli_main(["--out", str(tmp_path), "--n", "3", "--tasks", "ocr", "--spread", "0"])
+    records = json.loads((tmp_path / "data.json").read_text())
+    assert {_ink_origin(Image.open(tmp_path / r["image"])) for r in records} == {(1, 0)}
 
 
 def test_generation_is_fast():
