@@ -6,11 +6,10 @@ python app.py --model BAAI/EVE-7B-HD-v2.0 --device cuda --quantization 4bit
 
 import os
 
-from eve_app.context import AppContext
+from eve_app.context import make_context
 from eve_app.engine import Engine
 from eve_app.jobs import JobRunner
-from eve_app.presets import load_presets
-from eve_app.settings import parse_settings
+from eve_app.settings import SECRET_FILE, Settings, parse_settings
 from eve_app.storage import Storage
 from eve_app.ui import CSS, build_app
 
@@ -21,16 +20,30 @@ def create_app(argv: list[str] | None = None):
     settings = parse_settings(argv)
     engine = Engine.load(settings.model, settings.device, settings.dtype, settings.quantization)
     storage = Storage(settings.db_url, data_dir=settings.data_dir)
+    storage.recover_interrupted()  # answers a crash cut off are marked "interrupted", with their partial text
     runner = JobRunner(storage, settings.data_dir)
     runner.recover()  # jobs that ran while the app was down: re-attach the live ones, close the dead ones
     runner.start_monitor()
-    ctx = AppContext(engine, storage, load_presets(engine.checkpoint_dir), settings, runner)
+    ctx = make_context(settings, engine, storage, runner)
+    ctx.uploads.sweep(runner.upload_dirs_in_use())  # validated uploads left from before, once they are old
+    ctx.uploads.start_sweeper(runner.upload_dirs_in_use)
     return build_app(ctx), ctx
+
+
+def launch_options(settings: Settings) -> dict:
+    """What Gradio may serve and accept: of the data folder only the stored chat images (content-addressed), never
+    the database, its journal, runs, uploads or the secret; uploads no larger than the largest limit."""
+    data = settings.data_dir.resolve()
+    blocked = [data / name for name in ("eve.db", "eve.db-wal", "eve.db-shm", "runs", "uploads", SECRET_FILE)]
+    return {
+        "allowed_paths": [str(data / "images")],
+        "blocked_paths": [str(path) for path in blocked],
+        "max_file_size": settings.max_file_bytes,
+        "css": CSS,
+    }
 
 
 if __name__ == "__main__":
     demo, ctx = create_app()
     settings = ctx.settings
-    demo.launch(
-        server_name=settings.host, server_port=settings.port, css=CSS, allowed_paths=[str(settings.data_dir.resolve())]
-    )
+    demo.launch(server_name=settings.host, server_port=settings.port, **launch_options(settings))

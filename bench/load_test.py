@@ -86,7 +86,7 @@ def _sha256(path: Path | str) -> str:
 
 def start_app(model: str | None, data_dir: Path):
     """Launches the app in this process on a free 127.0.0.1 port; returns (url, demo, storage)."""
-    from app import create_app
+    from app import create_app, launch_options
     from eve_app.ui import CSS
 
     with socket.socket() as sock:
@@ -94,8 +94,7 @@ def start_app(model: str | None, data_dir: Path):
         port = sock.getsockname()[1]
     argv = ["--data-dir", str(data_dir), "--port", str(port)] + (["--model", model] if model else [])
     demo, ctx = create_app(argv)
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=CSS,
-                allowed_paths=[str(data_dir.resolve())])
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx.settings))
     return f"http://127.0.0.1:{port}/", demo, ctx.storage
 
 

@@ -15,13 +15,14 @@ class ChatTurn:
     text: str
     images: list[str] = field(default_factory=list)  # stored image paths (content-addressed, under the data dir)
     message_id: int | None = None
-    status: str = "done"  # answers: "done", "stopped", "error"
+    status: str = "done"  # answers: "done", "stopped", "error", "interrupted"
     error: str | None = None
 
 
 @dataclass
 class ChatSession:
     conversation_id: int | None = None
+    owner: str | None = None  # who opened or started the conversation (the admin may continue anyone's)
     turns: list[ChatTurn] = field(default_factory=list)
 
     def engine_turns(self) -> list[Turn]:
@@ -57,6 +58,8 @@ def _message(turn: ChatTurn) -> dict:
     text = turn.text
     if turn.status == "stopped":
         text += " _(stopped)_"
+    elif turn.status == "interrupted":
+        text += " _(interrupted: the app stopped before this answer was finished)_"
     elif turn.status == "error":
         text = (text + "\n\n" if text else "") + f"⚠️ {turn.error}"
     return {"role": "assistant", "content": text}

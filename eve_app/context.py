@@ -3,9 +3,13 @@
 import threading
 from dataclasses import dataclass, field
 
+from .conversations import ConversationService
 from .engine import Engine
 from .jobs import JobRunner
-from .presets import TaskPreset
+from .jobs.retention import ValidatedUploads
+from .limits import ImageGate
+from .presets import TaskPreset, load_presets
+from .security import AdminGate
 from .settings import Settings
 from .storage import Storage
 
@@ -42,5 +46,23 @@ class AppContext:
     storage: Storage
     presets: list[TaskPreset]
     settings: Settings
-    runner: JobRunner | None = None
+    runner: JobRunner | None
+    conversations: ConversationService
+    admin: AdminGate
+    uploads: ValidatedUploads
     stops: StopEvents = field(default_factory=StopEvents)
+
+
+def make_context(settings: Settings, engine: Engine, storage: Storage, runner: JobRunner | None = None) -> AppContext:
+    """Everything the handlers share, wired from the settings (limits, password, retention)."""
+    images = ImageGate(settings.chat_limits(), engine.check_image)
+    return AppContext(
+        engine=engine,
+        storage=storage,
+        presets=load_presets(engine.checkpoint_dir),
+        settings=settings,
+        runner=runner,
+        conversations=ConversationService(storage, engine, images, settings.partial_save_seconds),
+        admin=AdminGate(settings.admin_password),
+        uploads=ValidatedUploads(settings.data_dir / "uploads", settings.upload_retention_minutes * 60),
+    )

@@ -147,6 +147,12 @@ class Engine:
     def busy(self) -> bool:
         return self._lock.locked()
 
+    @property
+    def patch_size(self) -> int:
+        """Pixels a side of one image token."""
+        image_processor = self.processor.image_processor
+        return int(image_processor.patch_stride * image_processor.dense_stride)
+
     def check_image(self, path: str) -> None:
         """Raises EngineError with a clear message when the file is not a readable image (or is too large)."""
         try:

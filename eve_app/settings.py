@@ -2,10 +2,34 @@
 
 import argparse
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from .jobs.archive import Limits
+from .limits import ChatLimits
+
 DEFAULT_MODEL = str(Path(__file__).resolve().parents[1] / "assets" / "eve-tiny")
+SECRET_FILE = ".secret"
+MIB = 1 << 20
+
+# What a visitor may send: (flag, default, help). Each is also an environment variable EVE_<FLAG>.
+LIMIT_FLAGS = {
+    "max_image_mb": (20.0, "largest image file, in MiB"),
+    "max_image_megapixels": (40.0, "largest image, in millions of pixels"),
+    "max_images_per_message": (4, "images in one chat message"),
+    "max_question_chars": (4000, "characters in one question"),
+    "max_upload_mb": (1024.0, "fine-tune data: largest uploaded file or archive, in MiB"),
+    "max_unpacked_mb": (4096.0, "fine-tune data: everything an upload unpacks to, in MiB"),
+    "max_upload_files": (20000, "fine-tune data: files in one upload"),
+    "max_compression_ratio": (100.0, "fine-tune data: unpacked size / packed size of an archive entry"),
+    "max_dataset_mb": (64.0, "fine-tune data: the dataset JSON file, in MiB"),
+    "max_dataset_rows": (100000, "fine-tune data: samples in one dataset"),
+    "max_concurrent_validations": (1, "fine-tune data validations running at once"),
+    "upload_retention_minutes": (60.0, "validated uploads that no job uses are deleted after this long"),
+    "cache_hours": (24.0, "files in Gradio's upload cache are deleted after this long"),
+    "partial_save_seconds": (2.0, "a streaming answer's text is saved this often (crash recovery)"),
+}
 
 
 @dataclass
@@ -20,6 +44,58 @@ class Settings:
     db_url: str | None = None  # None: SQLite in data_dir
     admin_password: str | None = None  # enables launching fine-tune jobs
     allow_jobs_on_spaces: bool = False
+    secret: str | None = None  # keys the browsers' owner tokens; None: made once and kept in the data directory
+    max_image_mb: float = LIMIT_FLAGS["max_image_mb"][0]
+    max_image_megapixels: float = LIMIT_FLAGS["max_image_megapixels"][0]
+    max_images_per_message: int = LIMIT_FLAGS["max_images_per_message"][0]
+    max_question_chars: int = LIMIT_FLAGS["max_question_chars"][0]
+    max_upload_mb: float = LIMIT_FLAGS["max_upload_mb"][0]
+    max_unpacked_mb: float = LIMIT_FLAGS["max_unpacked_mb"][0]
+    max_upload_files: int = LIMIT_FLAGS["max_upload_files"][0]
+    max_compression_ratio: float = LIMIT_FLAGS["max_compression_ratio"][0]
+    max_dataset_mb: float = LIMIT_FLAGS["max_dataset_mb"][0]
+    max_dataset_rows: int = LIMIT_FLAGS["max_dataset_rows"][0]
+    max_concurrent_validations: int = LIMIT_FLAGS["max_concurrent_validations"][0]
+    upload_retention_minutes: float = LIMIT_FLAGS["upload_retention_minutes"][0]
+    cache_hours: float = LIMIT_FLAGS["cache_hours"][0]
+    partial_save_seconds: float = LIMIT_FLAGS["partial_save_seconds"][0]
+
+    def chat_limits(self) -> ChatLimits:
+        return ChatLimits(
+            max_image_bytes=int(self.max_image_mb * MIB),
+            max_image_pixels=int(self.max_image_megapixels * 1e6),
+            max_images_per_message=self.max_images_per_message,
+            max_question_chars=self.max_question_chars,
+        )
+
+    def upload_limits(self) -> Limits:
+        return Limits(
+            max_archive_bytes=int(self.max_upload_mb * MIB),
+            max_total_bytes=int(self.max_unpacked_mb * MIB),
+            max_files=self.max_upload_files,
+            max_json_bytes=int(self.max_dataset_mb * MIB),
+            max_image_pixels=int(self.max_image_megapixels * 1e6),
+            max_compression_ratio=self.max_compression_ratio,
+            max_rows=self.max_dataset_rows,
+        )
+
+    @property
+    def max_file_bytes(self) -> int:
+        """Gradio's own cap on any uploaded file: the largest thing any form accepts."""
+        return int(max(self.max_image_mb, self.max_upload_mb, self.max_dataset_mb) * MIB)
+
+    def browser_secret(self) -> str:
+        """The key of the browsers' stored owner tokens: the same after a restart, or every visitor's history
+        would be lost."""
+        if self.secret:
+            return self.secret
+        path = self.data_dir / SECRET_FILE
+        if not path.is_file():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(32))
+        return path.read_text().strip()
 
     @property
     def on_spaces(self) -> bool:
@@ -85,5 +161,17 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         default=_env("EVE_ALLOW_JOBS_ON_SPACES", "") == "1",
         help="allow fine-tune jobs on a Hugging Face Space (env EVE_ALLOW_JOBS_ON_SPACES=1)",
     )
+    parser.add_argument(
+        "--secret", default=_env("EVE_SECRET"), help="key of the browsers' owner tokens (env EVE_SECRET; default: "
+        "made once in the data directory)"
+    )
+    limits = parser.add_argument_group("limits on what a visitor may send")
+    for name, (default, text) in LIMIT_FLAGS.items():
+        limits.add_argument(
+            "--" + name.replace("_", "-"),
+            type=type(default),
+            default=type(default)(_env("EVE_" + name.upper(), default)),
+            help=f"{text} (env EVE_{name.upper()}; default {default:g})",
+        )
     args = parser.parse_args(argv)
     return Settings(**vars(args))

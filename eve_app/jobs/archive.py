@@ -31,11 +31,13 @@ class UploadError(ValueError):
 class Limits:
     """Upper bounds for one upload, so a hostile or mistaken upload cannot fill the disk or the memory."""
 
-    max_archive_bytes: int = 4 << 30
-    max_total_bytes: int = 16 << 30  # unpacked size of everything uploaded
-    max_files: int = 200_000
-    max_json_bytes: int = 512 << 20
-    max_image_pixels: int = 64_000_000  # the model's image processor refuses larger images too
+    max_archive_bytes: int = 1 << 30
+    max_total_bytes: int = 4 << 30  # unpacked size of everything uploaded
+    max_files: int = 20_000
+    max_json_bytes: int = 64 << 20  # parsing takes several times this in memory
+    max_image_pixels: int = 40_000_000
+    max_compression_ratio: float = 100.0  # zip bombs pack gigabytes of zeros into kilobytes
+    max_rows: int = 100_000
 
 
 @dataclass
@@ -120,6 +122,13 @@ def safe_extract(archive: Path, dest: Path, limits: Limits, budget: _Budget | No
                 if reason:
                     raise UploadError(f"{archive.name}: entry {info.filename!r} {reason}; the archive was refused")
             budget.add(len(entries), sum(i.file_size for i in entries), archive.name)
+            for info in entries:
+                if info.file_size > limits.max_compression_ratio * max(info.compress_size, 1) + CHUNK:
+                    raise UploadError(
+                        f"{archive.name}: entry {info.filename!r} unpacks to {human_size(info.file_size)} from "
+                        f"{human_size(info.compress_size)}, more than {limits.max_compression_ratio:g} times its "
+                        "packed size (limit); the archive was refused"
+                    )
             return [_extract_one(zf, info, dest, archive.name) for info in entries]
     except zipfile.BadZipFile as error:
         raise UploadError(f"{archive.name} is not a readable zip archive: {error}") from error

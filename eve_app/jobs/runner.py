@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 LOG_FILE = "train.log"
 ABORT_MARKER = "ABORTED"  # written before signalling, so every reader (even after a restart) knows it was wanted
+SECRET_VARIABLES = ("EVE_ADMIN_PASSWORD", "EVE_SECRET")  # never handed to a job's processes
 RESTARTED = "the app restarted while the job ran and its process is gone"
 ERROR_LINES = 30
 
@@ -115,10 +116,20 @@ class JobRunner:
         return True
 
     def _child_env(self) -> dict[str, str]:
-        """The app's environment (OMP_NUM_THREADS, HF_HUB_OFFLINE, CUDA_VISIBLE_DEVICES ... pass through), plus the
-        project on the import path and unbuffered output so the log is current."""
+        """The app's environment (OMP_NUM_THREADS, HF_HUB_OFFLINE, CUDA_VISIBLE_DEVICES ... pass through) without its
+        secrets, plus the project on the import path and unbuffered output so the log is current."""
         path = os.pathsep.join(filter(None, [str(self.project_root), os.environ.get("PYTHONPATH")]))
-        return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
+        env = {key: value for key, value in os.environ.items() if key not in SECRET_VARIABLES}
+        return {**env, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
+
+    def upload_dirs_in_use(self) -> set[Path]:
+        """The upload folders that recorded jobs train on (kept when old uploads are swept)."""
+        folders = set()
+        for job in self.storage.list_jobs():
+            data = (job.get("args") or {}).get("data") if isinstance(job.get("args"), dict) else None
+            if data:
+                folders.add(Path(data).parent)
+        return folders
 
     # Watching
 

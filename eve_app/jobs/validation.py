@@ -86,13 +86,18 @@ def load_samples(path: Path, limits: Limits = DEFAULT_LIMITS) -> list:
     except UnicodeDecodeError as error:
         raise DatasetError(f"{path.name} is not UTF-8 text (bad byte at offset {error.start})") from error
     if path.suffix.lower() == ".jsonl":
-        return [_parse(line, path.name, n) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        if len(lines) > limits.max_rows:
+            raise DatasetError(f"{path.name} holds {len(lines)} samples; the limit is {limits.max_rows}")
+        return [_parse(line, path.name, n) for n, line in lines]
     data = _parse(text, path.name)
     if not isinstance(data, list):
         kind = "an object" if isinstance(data, dict) else type(data).__name__
         hint = next((f' (its "{k}" key holds a list: upload that list)' for k, v in data.items()
                      if isinstance(v, list)), "") if isinstance(data, dict) else ""
         raise DatasetError(f"{path.name} must hold a JSON list of samples [{{...}}, ...], got {kind}{hint}")
+    if len(data) > limits.max_rows:
+        raise DatasetError(f"{path.name} holds {len(data)} samples; the limit is {limits.max_rows}")
     return data
 
 

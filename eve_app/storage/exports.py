@@ -1,6 +1,8 @@
 """Exports of stored conversations: JSON (everything), Markdown (for reading), LLaVA (for fine-tuning).
 
-These work on the dicts `Storage.get_conversation` returns, so they need no database and are easy to test.
+These work on the dicts `Storage.get_conversation` returns, so they need no database and are easy to test. Every
+export is a folder that holds its images (`images/<sha256>.<ext>`) and links them by relative paths, so it can be
+zipped and read anywhere, and no server path leaves the app.
 The LLaVA folder is what `python -m model.train --data <out_dir>/data.json` reads: image paths are relative to the
 list's folder and each image's `<image>` placeholder starts the human turn that carried it.
 """
@@ -12,6 +14,39 @@ from itertools import pairwise
 from pathlib import Path
 
 IMAGE_TOKEN = "<image>"
+
+
+FORMATS = {"json": "conversations.json", "markdown": "conversations.md"}
+
+
+def write_export(conversations: list[dict], out_dir: str | Path, fmt: str) -> Path:
+    """`conversations.json` or `conversations.md` in `out_dir`, images copied beside it; returns the file."""
+    if fmt not in FORMATS:
+        raise ValueError(f"export format must be one of {sorted(FORMATS)}, got {fmt!r}")
+    out_dir = Path(out_dir)
+    portable = _with_copied_images(conversations, out_dir)
+    path = out_dir / FORMATS[fmt]
+    text = to_json(portable) if fmt == "json" else to_markdown(portable, out_dir)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _with_copied_images(conversations: list[dict], out_dir: Path) -> list[dict]:
+    """The conversations with each image copied to `out_dir/images/` and its path made relative to `out_dir`."""
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    portable = []
+    for conversation in conversations:
+        messages = []
+        for message in conversation["messages"]:
+            names = []
+            for path in message["images"]:
+                name = f"images/{Path(path).name}"  # content-addressed: unique and stable
+                if not (out_dir / name).exists():
+                    shutil.copyfile(path, out_dir / name)
+                names.append(name)
+            messages.append({**message, "images": names})
+        portable.append({**conversation, "messages": messages})
+    return portable
 
 
 def to_json(conversations: list[dict]) -> str:
@@ -35,11 +70,13 @@ def _conversation_markdown(conversation: dict, relative_to: Path) -> str:
         task = f" ({message['task']})" if message["task"] else ""
         lines += [f"**{speaker}**{task}:", ""]
         for path in message["images"]:
-            lines += [f"![image]({Path(os.path.relpath(path, relative_to)).as_posix()})", ""]
+            link = Path(os.path.relpath(path, relative_to)) if Path(path).is_absolute() else Path(path)
+            lines += [f"![image]({link.as_posix()})", ""]
         lines += [message["text"], ""]
-        if message["status"] in ("stopped", "error"):
-            note = "stopped by the user" if message["status"] == "stopped" else f"error: {message['error']}"
-            lines += [f"_({note})_", ""]
+        notes = {"stopped": "stopped by the user", "interrupted": "interrupted: the app stopped before it finished",
+                 "error": f"error: {message['error']}"}
+        if message["status"] in notes:
+            lines += [f"_({notes[message['status']]})_", ""]
     return "\n".join(lines).rstrip()
 
 

@@ -12,9 +12,20 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-# extension -> mime type, for the formats the model's image processor reads.
-FORMATS = {"png": "image/png", "jpg": "image/jpeg", "gif": "image/gif", "webp": "image/webp", "bmp": "image/bmp"}
-_ALIASES = {"jpeg": "jpg", "jpe": "jpg", "jfif": "jpg"}
+# The one allow-list of image formats, for the upload check and for storage: extension -> mime type. Everything else
+# (EPS, PDF, ICO, JPEG 2000, ...) is refused before any decoder sees it.
+FORMATS = {
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "gif": "image/gif",
+    "webp": "image/webp",
+    "bmp": "image/bmp",
+    "tiff": "image/tiff",
+}
+# The Pillow decoder allowed to open each format (`Image.open(..., formats=[...])`).
+PIL_FORMATS = {"png": "PNG", "jpg": "JPEG", "gif": "GIF", "webp": "WEBP", "bmp": "BMP", "tiff": "TIFF"}
+ACCEPTED_NAMES = "PNG, JPEG, GIF (first frame), WebP, BMP or TIFF"
+_ALIASES = {"jpeg": "jpg", "jpe": "jpg", "jfif": "jpg", "tif": "tiff"}
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,8 @@ def sniff_format(data: bytes) -> str | None:
         return "webp"
     if data.startswith(b"BM"):
         return "bmp"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
     return None
 
 
@@ -58,7 +71,7 @@ def image_format(data: bytes, filename_hint: str = "") -> str:
         hinted = Path(filename_hint).suffix.lower().lstrip(".")
         ext = _ALIASES.get(hinted, hinted)
     if ext not in FORMATS:
-        raise ValueError(f"unsupported image {filename_hint or '(no name)'}: expected one of {', '.join(FORMATS)}")
+        raise ValueError(f"{filename_hint or 'the file'} is not an accepted image: send a {ACCEPTED_NAMES} file")
     return ext
 
 

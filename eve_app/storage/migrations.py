@@ -9,13 +9,39 @@ stopped, and no step runs twice.
 
 from collections.abc import Callable, Sequence
 
-from sqlalchemy import Connection, Engine, inspect, select, update
+from sqlalchemy import Connection, Engine, MetaData, inspect, select, update
+from sqlalchemy.schema import CreateTable
 
-from .schema import Base, SchemaVersion
+from .schema import ADMIN_OWNER, Base, Conversation, Message, SchemaVersion, _one_of
 
 Migration = Callable[[Connection], None]
 
-MIGRATIONS: list[Migration] = []
+
+def add_owners_and_answer_states(connection: Connection) -> None:
+    """1 -> 2: conversations get an owner (existing ones belong to the admin); answers may be "streaming" (saved
+    while generated) or "interrupted" (never finished), so the messages' status check is widened."""
+    connection.exec_driver_sql(
+        f"ALTER TABLE conversations ADD COLUMN owner VARCHAR(128) NOT NULL DEFAULT '{ADMIN_OWNER}'"
+    )
+    connection.exec_driver_sql("CREATE INDEX ix_conversations_owner ON conversations (owner)")
+    statuses = _one_of("status", ("ok", "done", "stopped", "error", "streaming", "interrupted"))
+    if connection.dialect.name != "sqlite":
+        connection.exec_driver_sql("ALTER TABLE messages DROP CONSTRAINT ck_messages_status")
+        connection.exec_driver_sql(f"ALTER TABLE messages ADD CONSTRAINT ck_messages_status CHECK ({statuses})")
+        return
+    # SQLite cannot alter a constraint: rebuild the table (foreign keys are off during migrations, see _run_step).
+    metadata = MetaData()
+    Conversation.__table__.to_metadata(metadata)  # the foreign key's target, so the new table compiles
+    rebuilt = Message.__table__.to_metadata(metadata, name="messages_v2")
+    columns = ", ".join(column.name for column in rebuilt.columns)
+    connection.execute(CreateTable(rebuilt))
+    connection.exec_driver_sql(f"INSERT INTO messages_v2 ({columns}) SELECT {columns} FROM messages")
+    connection.exec_driver_sql("DROP TABLE messages")
+    connection.exec_driver_sql("ALTER TABLE messages_v2 RENAME TO messages")
+    connection.exec_driver_sql("CREATE INDEX ix_messages_conversation_id ON messages (conversation_id)")
+
+
+MIGRATIONS: list[Migration] = [add_owners_and_answer_states]
 
 
 class SchemaVersionError(RuntimeError):
@@ -73,9 +99,21 @@ def _create(connection: Connection, version: int) -> None:
 
 
 def _run_step(engine: Engine, step: Migration, step_from: int) -> None:
-    with engine.begin() as connection:
-        # Re-read under the write lock: another process may have run this step meanwhile.
-        if read_version(connection) != step_from:
-            return
-        step(connection)
-        connection.execute(update(SchemaVersion).values(version=step_from + 1))
+    with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        # SQLite changes a table by rebuilding it; with foreign keys on, dropping the old table would cascade-delete
+        # every row that points at it. The pragma only works outside a transaction, so it is set before BEGIN.
+        if sqlite:
+            connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with connection.begin():
+                # Re-read under the write lock: another process may have run this step meanwhile.
+                if read_version(connection) != step_from:
+                    return
+                step(connection)
+                if sqlite and connection.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                    raise SchemaVersionError(f"migration {step.__name__} left broken references; rolled back")
+                connection.execute(update(SchemaVersion).values(version=step_from + 1))
+        finally:
+            if sqlite:
+                connection.connection.driver_connection.execute("PRAGMA foreign_keys=ON")

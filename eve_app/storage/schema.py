@@ -12,11 +12,16 @@ from sqlalchemy import JSON, CheckConstraint, DateTime, ForeignKey, Index, Strin
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Bump together with appending a function to migrations.MIGRATIONS (a test checks they agree).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 ROLES = ("user", "assistant")
 USER_STATUS = "ok"
 ANSWER_STATUSES = ("done", "stopped", "error")
+STREAMING = "streaming"  # an answer being generated; its text is the partial answer saved so far
+INTERRUPTED = "interrupted"  # an answer the app never finished (it crashed or was killed); keeps the partial text
+MESSAGE_STATUSES = (USER_STATUS, *ANSWER_STATUSES, STREAMING, INTERRUPTED)
+# Rows written before conversations had owners, and what the admin (password) sees: everything.
+ADMIN_OWNER = "admin"
 FEEDBACK_VALUES = ("like", "dislike")
 JOB_STATUSES = ("queued", "running", "done", "failed", "aborted")
 
@@ -47,6 +52,8 @@ class Conversation(Base):
     __table_args__ = (Index("ix_conversations_listing", "deleted", "updated_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    # Who may see it: "browser:<hash of the browser's token>", "hf:<user>", "api", or ADMIN_OWNER (see security.py).
+    owner: Mapped[str] = mapped_column(String(128), default=ADMIN_OWNER, server_default=ADMIN_OWNER, index=True)
     title: Mapped[str | None] = mapped_column(String(200))
     task: Mapped[str | None] = mapped_column(String(64))  # task preset picked when the conversation started
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -61,7 +68,7 @@ class Message(Base):
     __table_args__ = (
         UniqueConstraint("conversation_id", "position"),
         CheckConstraint(_one_of("role", ROLES), name="ck_messages_role"),
-        CheckConstraint(_one_of("status", (USER_STATUS, *ANSWER_STATUSES)), name="ck_messages_status"),
+        CheckConstraint(_one_of("status", MESSAGE_STATUSES), name="ck_messages_status"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -70,7 +77,7 @@ class Message(Base):
     text: Mapped[str] = mapped_column(Text, default="")
     task: Mapped[str | None] = mapped_column(String(64))
     position: Mapped[int]  # 0, 1, 2, ... within the conversation, hidden messages included
-    status: Mapped[str] = mapped_column(String(16))  # "ok" for user messages; "done"/"stopped"/"error" for answers
+    status: Mapped[str] = mapped_column(String(16))  # "ok" for user messages; an answer's status otherwise
     error: Mapped[str | None] = mapped_column(Text)
     hidden: Mapped[bool] = mapped_column(default=False)  # removed by undo/retry/edit; kept for the record
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

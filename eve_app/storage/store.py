@@ -20,8 +20,11 @@ from .database import default_url, is_memory_sqlite, make_engine, write_engine
 from .images import ImageInfo, describe, write_once
 from .jobs import JobVerbs
 from .schema import (
+    ADMIN_OWNER,
     ANSWER_STATUSES,
     FEEDBACK_VALUES,
+    INTERRUPTED,
+    STREAMING,
     USER_STATUS,
     Conversation,
     Feedback,
@@ -69,27 +72,39 @@ class Storage(JobVerbs):
             yield session
 
     # Conversations and messages
+    #
+    # Verbs that take `owner` act only on that owner's conversations (ADMIN_OWNER: on all); a conversation of
+    # someone else is reported exactly like a missing one, so ids reveal nothing. Without `owner` nothing is checked
+    # (the app's own bookkeeping, scripts, tests).
 
-    def create_conversation(self, title: str | None = None, task: str | None = None) -> int:
+    def create_conversation(self, title: str | None = None, task: str | None = None,
+                            owner: str = ADMIN_OWNER) -> int:
         """Start a conversation; without a title, the first user message's text becomes its title."""
         with self._session(write=True) as s:
-            conversation = Conversation(title=records.title_from(title) if title else None, task=task)
+            conversation = Conversation(title=records.title_from(title) if title else None, task=task, owner=owner)
             s.add(conversation)
             s.flush()
             return conversation.id
 
-    def save_user_message(self, conversation_id: int, text: str, task: str | None = None,
-                          images: Iterable[tuple[bytes, str]] = ()) -> int:
+    def save_user_message(self, conversation_id: int | None, text: str, task: str | None = None,
+                          images: Iterable[tuple[bytes, str]] = (), owner: str | None = None) -> int:
         """Save a user turn with its images, given as (file bytes, file name) pairs; returns the message id.
 
-        Images are validated and written before the transaction, so a bad file fails the call without a half-saved
-        message; their files are content-addressed, so a leftover from a failed call is simply reused later.
+        `conversation_id` None starts a conversation (of `owner`) in the same transaction, so a refused image never
+        leaves an empty conversation behind; `conversation_of(message_id)` gives its id. Images are validated and
+        written before the transaction, so a bad file fails the call without a half-saved message; their files are
+        content-addressed, so a leftover from a failed call is simply reused later.
         """
         described = [(describe(data, name), data) for data, name in images]
         for info, data in described:
             write_once(self.data_dir, info, data)
         with self._session(write=True) as s:
-            conversation = self._live(s, conversation_id)
+            if conversation_id is None:
+                conversation = Conversation(task=task, owner=owner or ADMIN_OWNER)
+                s.add(conversation)
+                s.flush()
+            else:
+                conversation = self._live(s, conversation_id, owner)
             message = self._append(s, conversation, "user", text, task, USER_STATUS)
             for position, (info, _) in enumerate(described):
                 s.add(MessageImage(message_id=message.id, position=position, image=self._image_row(s, info)))
@@ -97,8 +112,30 @@ class Storage(JobVerbs):
                 conversation.title = records.title_from(text)
             return message.id
 
+    def conversation_of(self, message_id: int) -> int:
+        """The id of the conversation a message belongs to."""
+        with self._session() as s:
+            conversation_id = s.scalar(select(Message.conversation_id).where(Message.id == message_id))
+        if conversation_id is None:
+            raise LookupError(f"no message {message_id}")
+        return conversation_id
+
+    def begin_answer(self, conversation_id: int, task: str | None = None) -> int:
+        """Save an empty answer with status "streaming" before generating; returns its message id.
+
+        `save_partial_answer` keeps its text current, `finish_answer(..., message_id=)` closes it; if the app dies
+        first, `recover_interrupted` marks it "interrupted" with the text saved so far.
+        """
+        with self._session(write=True) as s:
+            return self._append(s, self._live(s, conversation_id), "assistant", "", task, STREAMING).id
+
+    def save_partial_answer(self, message_id: int, text: str) -> None:
+        """The text generated so far of an answer that is still streaming."""
+        with self._session(write=True) as s:
+            s.execute(update(Message).where(Message.id == message_id, Message.status == STREAMING).values(text=text))
+
     def finish_answer(self, conversation_id: int, text: str, status: str, task: str | None = None,
-                      record: dict | None = None, error: str | None = None) -> int:
+                      record: dict | None = None, error: str | None = None, message_id: int | None = None) -> int:
         """Save an answer (complete, stopped with its partial text, or failed) and its generation record at once.
 
         Args:
@@ -106,6 +143,7 @@ class Storage(JobVerbs):
             record: model, parameters (temperature, top_p, ...), prompt_tokens, new_tokens, time_to_first_token,
                 duration, status, error; status and error default to the message's.
             error: the message shown for a failed answer; defaults to `record["error"]`.
+            message_id: the answer `begin_answer` saved (it is completed in place); None appends a new message.
         """
         if status not in ANSWER_STATUSES:
             raise ValueError(f"answer status must be one of {ANSWER_STATUSES}, got {status!r}")
@@ -113,7 +151,14 @@ class Storage(JobVerbs):
         generation = records.generation_from(record, status, error) if record is not None else None
         with self._session(write=True) as s:
             conversation = self._live(s, conversation_id)
-            message = self._append(s, conversation, "assistant", text, task, status, error)
+            if message_id is None:
+                message = self._append(s, conversation, "assistant", text, task, status, error)
+            else:
+                message = s.get(Message, message_id)
+                if message is None or message.conversation_id != conversation_id or message.role != "assistant":
+                    raise LookupError(f"no answer {message_id} in conversation {conversation_id}")
+                message.text, message.status, message.error = text, status, error
+                conversation.updated_at = utcnow()
             if generation is not None:
                 generation.message_id = message.id
                 s.add(generation)
@@ -134,11 +179,36 @@ class Storage(JobVerbs):
             raise LookupError(f"no stored image {sha256}")
         return self.data_dir / relative
 
-    def hide_messages(self, message_ids: Iterable[int]) -> None:
+    def recover_interrupted(self) -> list[int]:
+        """At start-up: answers left "streaming" by a crash become "interrupted" (their saved partial text stays),
+        and a question whose answer never began (it waited in the queue) gets an empty "interrupted" answer.
+        Returns the ids of the conversations touched."""
+        with self._session(write=True) as s:
+            streaming = list(s.scalars(select(Message).where(Message.status == STREAMING)))
+            touched = {m.conversation_id for m in streaming}
+            for message in streaming:
+                message.status, message.error = INTERRUPTED, "the app stopped before this answer was finished"
+            last = (select(Message.conversation_id, func.max(Message.position).label("position"))
+                    .where(Message.hidden.is_(False)).group_by(Message.conversation_id).subquery())
+            unanswered = s.scalars(select(Message).join(
+                last, and_(Message.conversation_id == last.c.conversation_id, Message.position == last.c.position)
+            ).where(Message.role == "user"))
+            for question in list(unanswered):
+                s.add(Message(conversation_id=question.conversation_id, role="assistant", text="", task=question.task,
+                              status=INTERRUPTED, error="the app stopped before this question was answered",
+                              position=question.position + 1))
+                touched.add(question.conversation_id)
+            return sorted(touched)
+
+    def hide_messages(self, message_ids: Iterable[int], owner: str | None = None) -> None:
         """Hide messages (undo, retry, edit); they stay in the database and in `get_conversation(include_hidden)`."""
         ids = list(message_ids)
         with self._session(write=True) as s:
-            s.execute(update(Message).where(Message.id.in_(ids)).values(hidden=True))
+            query = update(Message).where(Message.id.in_(ids))
+            if owner is not None and owner != ADMIN_OWNER:
+                owned = select(Conversation.id).where(Conversation.owner == owner)
+                query = query.where(Message.conversation_id.in_(owned))
+            s.execute(query.values(hidden=True))
 
     def hide_last_exchange(self, conversation_id: int) -> list[int]:
         """Hide the last visible user message and everything after it (undo); returns the hidden ids."""
@@ -159,12 +229,13 @@ class Storage(JobVerbs):
             visible[-1].hidden = True
             return [visible[-1].id]
 
-    def save_feedback(self, message_id: int, value: str | None) -> None:
+    def save_feedback(self, message_id: int, value: str | None, owner: str | None = None) -> None:
         """Record a like or dislike (None clears it); earlier clicks stay in the log, the latest one counts."""
         if value is not None and value not in FEEDBACK_VALUES:
             raise ValueError(f"feedback must be one of {FEEDBACK_VALUES} or None, got {value!r}")
         with self._session(write=True) as s:
-            if s.get(Message, message_id) is None:
+            message = s.get(Message, message_id)
+            if message is None or not _owns(s.get(Conversation, message.conversation_id), owner):
                 raise LookupError(f"no message {message_id}")
             s.add(Feedback(message_id=message_id, value=value))
 
@@ -180,14 +251,20 @@ class Storage(JobVerbs):
         with self._session(write=True) as s:
             self._live(s, conversation_id).deleted = True
 
-    def list_conversations(self, search: str | None = None, limit: int = 50, offset: int = 0) -> list[dict]:
+    def list_conversations(self, search: str | None = None, limit: int = 50, offset: int = 0,
+                           owner: str | None = None) -> list[dict]:
         """Conversations, newest activity first, optionally those whose title or a visible message contains
-        `search` (case-insensitive); each with id, title, task, created_at, updated_at, message_count, preview."""
+        `search` (case-insensitive); each with id, title, task, created_at, updated_at, message_count, preview,
+        and status (the last answer's: "interrupted" shows a crash)."""
         visible = and_(Message.conversation_id == Conversation.id, Message.hidden.is_(False))
         count = select(func.count(Message.id)).where(visible).correlate(Conversation).scalar_subquery()
         preview = (select(Message.text).where(visible, Message.role == "user").order_by(Message.position)
                    .limit(1).correlate(Conversation).scalar_subquery())
-        query = select(Conversation, count, preview).where(Conversation.deleted.is_(False))
+        last_answer = (select(Message.status).where(visible, Message.role == "assistant")
+                       .order_by(Message.position.desc()).limit(1).correlate(Conversation).scalar_subquery())
+        query = select(Conversation, count, preview, last_answer).where(Conversation.deleted.is_(False))
+        if owner is not None and owner != ADMIN_OWNER:
+            query = query.where(Conversation.owner == owner)
         if search and search.strip():
             escaped = search.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             pattern = f"%{escaped}%"
@@ -196,9 +273,9 @@ class Storage(JobVerbs):
         query = query.order_by(Conversation.updated_at.desc(), Conversation.id.desc()).limit(limit).offset(offset)
         with self._session() as s:
             rows = s.execute(query).all()
-        return [self._summary(conversation, n, first) for conversation, n, first in rows]
+        return [self._summary(conversation, n, first, status) for conversation, n, first, status in rows]
 
-    def get_conversation(self, conversation_id: int, include_hidden: bool = False) -> dict:
+    def get_conversation(self, conversation_id: int, include_hidden: bool = False, owner: str | None = None) -> dict:
         """A conversation with its messages in order (each with images, feedback and generation record)."""
         loading = selectinload(Conversation.messages)
         query = select(Conversation).where(Conversation.id == conversation_id).options(
@@ -206,7 +283,7 @@ class Storage(JobVerbs):
             loading.selectinload(Message.feedback), loading.selectinload(Message.generation))
         with self._session() as s:
             conversation = s.scalar(query)
-            if conversation is None:
+            if conversation is None or not _owns(conversation, owner):
                 raise LookupError(f"no conversation {conversation_id}")
             shown = [m for m in conversation.messages if include_hidden or not m.hidden]
             return records.conversation_dict(conversation, [records.message_dict(m, self.data_dir) for m in shown])
@@ -223,25 +300,24 @@ class Storage(JobVerbs):
 
     # Exports
 
-    def export_json(self, conversation_ids: Iterable[int], include_hidden: bool = False) -> str:
-        """The conversations with all their metadata as a JSON list (see `get_conversation`)."""
-        return exports.to_json([self.get_conversation(i, include_hidden) for i in conversation_ids])
+    def export(self, conversation_ids: Iterable[int], out_dir: str | Path, fmt: str, owner: str | None = None,
+               include_hidden: bool = False) -> Path:
+        """Write `conversations.json` ("json", all metadata) or `conversations.md` ("markdown") into `out_dir`, with
+        the images they show copied to `out_dir/images/` and linked by relative paths; returns the file's path.
+        Raises LookupError for a conversation that does not exist or is not `owner`'s."""
+        conversations = [self.get_conversation(i, include_hidden, owner) for i in conversation_ids]
+        return exports.write_export(conversations, out_dir, fmt)
 
-    def export_markdown(self, conversation_ids: Iterable[int], relative_to: str | Path | None = None) -> str:
-        """A transcript; image links are relative to `relative_to` (default: the data dir)."""
-        conversations = [self.get_conversation(i) for i in conversation_ids]
-        return exports.to_markdown(conversations, relative_to or self.data_dir)
-
-    def export_llava(self, conversation_ids: Iterable[int], out_dir: str | Path) -> Path:
+    def export_llava(self, conversation_ids: Iterable[int], out_dir: str | Path, owner: str | None = None) -> Path:
         """Write a LLaVA-format training folder (`data.json` + `images/`) and return the path of `data.json`."""
-        return exports.write_llava([self.get_conversation(i) for i in conversation_ids], out_dir)
+        return exports.write_llava([self.get_conversation(i, owner=owner) for i in conversation_ids], out_dir)
 
     # Helpers (inside an open session)
 
     @staticmethod
-    def _live(s: Session, conversation_id: int) -> Conversation:
+    def _live(s: Session, conversation_id: int, owner: str | None = None) -> Conversation:
         conversation = s.get(Conversation, conversation_id)
-        if conversation is None or conversation.deleted:
+        if conversation is None or conversation.deleted or not _owns(conversation, owner):
             raise LookupError(f"no conversation {conversation_id}")
         return conversation
 
@@ -273,9 +349,15 @@ class Storage(JobVerbs):
         return row
 
     @staticmethod
-    def _summary(conversation: Conversation, message_count: int, first_user_text: str | None) -> dict:
+    def _summary(conversation: Conversation, message_count: int, first_user_text: str | None,
+                 last_status: str | None) -> dict:
         return {
-            "id": conversation.id, "title": conversation.title, "task": conversation.task,
+            "id": conversation.id, "title": conversation.title, "task": conversation.task, "status": last_status,
             "created_at": records.iso(conversation.created_at), "updated_at": records.iso(conversation.updated_at),
             "message_count": message_count, "preview": records.title_from(first_user_text or "", 80) or "",
         }
+
+
+def _owns(conversation: Conversation | None, owner: str | None) -> bool:
+    """No owner given (internal use) or the admin: any conversation; else only the owner's own."""
+    return conversation is not None and (owner is None or owner == ADMIN_OWNER or conversation.owner == owner)

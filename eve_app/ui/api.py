@@ -5,18 +5,19 @@
     for text in client.submit(handle_file("poster.png"), "Poster", "", 64, api_name="/answer"):
         print(text)
 
-Calls are logged like chat turns: each is a conversation of one question and its answer.
+Calls are logged like chat turns, under the owner `api` (only the admin sees them): each is a conversation of one
+question and its answer. The question and an empty answer are saved as soon as the call arrives, before it waits
+for the model, so a call that a crash cuts off is still on record (as interrupted).
 """
-
-from pathlib import Path
 
 import gradio as gr
 
 from ..context import AppContext
-from ..engine import ChatRequest, EngineError, Finished, GenerationRecord, GenerationSettings, Turn
+from ..engine import ChatRequest, Finished, GenerationSettings, Turn
+from ..errors import UserError
 from ..presets import preset_by_name
+from ..security import API_OWNER
 from ..spaces_support import gpu
-from .generation import record_fields
 
 
 class ApiHandlers:
@@ -27,49 +28,40 @@ class ApiHandlers:
 
     @gpu
     def answer(self, image: str | None, task: str, question: str, max_new_tokens: float):
-        """Streams the growing answer text for `image` under the task preset `task`."""
+        """Streams the growing answer text for `image` under the task preset `task`.
+
+        Args:
+            image: the image file.
+            task: a task preset's name, e.g. "OCR" or "Poster".
+            question: the question; empty sends the preset's instruction.
+            max_new_tokens: the longest answer in tokens (0: the preset's).
+        """
+        service = self.ctx.conversations
         try:
             preset = preset_by_name(self.ctx.presets, task)
-        except ValueError as error:
-            raise gr.Error(str(error)) from error
-        if not image:
-            raise gr.Error("No image was given.")
-        try:
-            self.ctx.engine.check_image(image)
-        except EngineError as error:
-            raise gr.Error(f"The image could not be read: {error}") from error
-        text = (question or "").strip() or preset.instruction
-        if not text:
-            raise gr.Error(f"The preset {task!r} has no instruction: give a question.")
-        conversation = self.ctx.storage.create_conversation(task=preset.name)
-        self.ctx.storage.save_user_message(
-            conversation, text, task=preset.name, images=[(Path(image).read_bytes(), Path(image).name)]
-        )
-        stored_images = self.ctx.storage.get_conversation(conversation)["messages"][-1]["images"]
-        settings = GenerationSettings(
-            max_new_tokens=int(max_new_tokens or preset.max_new_tokens), temperature=preset.temperature
-        )
-        request = ChatRequest([Turn("user", text, stored_images)], settings)
-        record, partial_text = None, ""
-        try:
-            for event in self.ctx.engine.stream(request):
-                if isinstance(event, Finished):
-                    record = event.record
-                else:
-                    partial_text += event.text
-                    yield partial_text
-        finally:
-            record = record or GenerationRecord(status="stopped", text=partial_text)
-            self.ctx.storage.finish_answer(
-                conversation,
-                record.text,
-                record.status,
-                task=preset.name,
-                record=record_fields(record, settings, self.ctx.engine.name),
+            if not image:
+                raise UserError("No image was given.")
+            text = (question or "").strip() or preset.instruction
+            if not text:
+                raise UserError(f"The preset {task!r} has no instruction: give a question.")
+            settings = GenerationSettings(
+                max_new_tokens=int(max_new_tokens or preset.max_new_tokens), temperature=preset.temperature
             )
-        if record.status == "error":
-            raise gr.Error(record.error or "Generation failed.")
-        yield record.text
+            service.check_settings(settings)
+            saved = service.ask(API_OWNER, None, text, [image], preset.name)
+        except (UserError, ValueError) as error:
+            raise gr.Error(str(error), print_exception=False) from None
+        answer_id = service.begin_answer(saved.conversation_id, preset.name)
+        request = ChatRequest([Turn("user", text, saved.images)], settings)
+        partial = ""
+        for event in service.stream_answer(saved.conversation_id, answer_id, request, preset.name):
+            if isinstance(event, Finished):
+                if event.record.status == "error":
+                    raise gr.Error(event.record.error or "Generation failed.", print_exception=False)
+                yield event.record.text
+            else:
+                partial += event.text
+                yield partial
 
 
 def build_api(ctx: AppContext) -> None:
@@ -82,11 +74,5 @@ def build_api(ctx: AppContext) -> None:
         max_new_tokens = gr.Number(value=128, precision=0, label="max_new_tokens")
         output = gr.Textbox(label="answer")
         trigger = gr.Button("answer")
-    trigger.click(
-        h.answer,
-        [image, task, question, max_new_tokens],
-        output,
-        api_name="answer",
-        concurrency_id="gpu",
-        concurrency_limit=1,
-    )
+    # Not in the "gpu" group: the call is saved at once, then waits for the engine's own lock.
+    trigger.click(h.answer, [image, task, question, max_new_tokens], output, api_name="answer")

@@ -3,10 +3,11 @@
 import gradio as gr
 
 from ..context import AppContext
+from ..security import new_browser_token, owner_of, valid_token
 from .api import build_api
 from .chat import build_chat_tab
 from .finetune import build_finetune_tab
-from .history import build_history_tab
+from .history import HistoryHandlers, build_history_tab
 
 TITLE = "EVEv2 — encoder-free vision-language chat"
 CSS = """
@@ -18,20 +19,35 @@ CSS = """
 """
 
 
+def identify(token: str | None, request: gr.Request) -> tuple[str, str | None]:
+    """On page load: the browser's stored token (a new one for a new browser) and the owner id it stands for."""
+    if not valid_token(token):
+        token = new_browser_token()
+    return token, owner_of(token, request)
+
+
 def build_app(ctx: AppContext) -> gr.Blocks:
-    with gr.Blocks(title=TITLE) as demo:
+    hours = ctx.settings.cache_hours * 3600
+    # Gradio's upload cache (every image a visitor sent) is swept hourly of files older than cache_hours.
+    with gr.Blocks(title=TITLE, delete_cache=(max(60, min(3600, int(hours))), max(60, int(hours)))) as demo:
+        # The browser's id: a random token in its local storage (kept across reloads), and per page the owner id.
+        token = gr.BrowserState(None, storage_key="eve-owner", secret=ctx.settings.browser_secret())
+        owner = gr.State(None)
         gr.Markdown(
             f"## {TITLE}\nPick a task, drop in an image (screenshot, poster, webpage capture or photo), "
             "and watch the answer stream. Conversations are saved; see the History tab."
         )
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
-                chat = build_chat_tab(ctx)
+                chat = build_chat_tab(ctx, owner)
             with gr.Tab("History", id="history"):
-                build_history_tab(ctx, chat)
+                history = build_history_tab(ctx, chat, owner)
             with gr.Tab("Fine-tune", id="finetune"):
-                build_finetune_tab(ctx)
+                finetune = build_finetune_tab(ctx, owner)
         build_api(ctx)
+        identified = demo.load(identify, token, [token, owner], api_visibility="private")
+        identified.then(HistoryHandlers(ctx).search, history["listing"], history["table"], api_visibility="private")
+        demo.load(finetune["jobs_table"], None, finetune["jobs"], api_visibility="private")
     # Generation shares one concurrency group ("gpu", limit 1); light events run alongside.
     demo.queue(default_concurrency_limit=8, max_size=128)
     return demo

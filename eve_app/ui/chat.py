@@ -1,20 +1,24 @@
 """The chat tab: task presets, multimodal input, streamed answers, stop, retry, undo, edit, like, and a status line.
 
 A turn is a chain: `submit_message` saves the user's message (before anything is generated) and `respond` streams
-the answer, saving it when it ends, finished, stopped or failed. Handlers are thin: the engine generates, the
-storage records, `ChatSession` holds the conversation.
+the answer. The conversation service does both, with the owner checks; handlers only translate between Gradio and
+it, and `ChatSession` holds what the browser shows.
 """
-
-from pathlib import Path
 
 import gradio as gr
 
 from ..chat_session import ChatSession, ChatTurn
 from ..context import AppContext
-from ..engine import ChatRequest, EngineError, Finished, GenerationRecord, GenerationSettings
+from ..engine import ChatRequest, Finished, GenerationSettings
+from ..errors import UserError
 from ..presets import FREE_CHAT, preset_by_name
+from ..security import session_owner
 from ..spaces_support import gpu
-from .generation import record_fields, status_line
+from .generation import status_line
+
+
+def _user_error(error: UserError) -> gr.Error:
+    return gr.Error(str(error), print_exception=False)
 
 
 class ChatHandlers:
@@ -23,33 +27,35 @@ class ChatHandlers:
     def __init__(self, ctx: AppContext):
         self.ctx = ctx
 
-    def submit_message(self, message: dict, preset_name: str, session: ChatSession, request: gr.Request):
+    def submit_message(
+        self, message: dict, preset_name: str, session: ChatSession, owner: str | None, request: gr.Request
+    ):
         """Validates and saves the user's message; the answer is streamed by `respond`, chained after this."""
-        text = (message or {}).get("text", "").strip()
+        text = ((message or {}).get("text") or "").strip()
         files = [f if isinstance(f, str) else f["path"] for f in (message or {}).get("files", [])]
-        preset = preset_by_name(self.ctx.presets, preset_name)
+        try:
+            preset = preset_by_name(self.ctx.presets, preset_name)
+        except ValueError as error:
+            raise gr.Error(str(error), print_exception=False) from None
         if not text and not files:
-            raise gr.Error("Type a question or add an image.")
+            raise gr.Error("Type a question or add an image.", print_exception=False)
         if not text:
             if preset.name == FREE_CHAT:
-                raise gr.Error("Free chat needs a question: type what you want to know about the image.")
+                raise gr.Error("Free chat needs a question: type what you want to know about the image.",
+                               print_exception=False)
             text = preset.instruction
-        for path in files:
-            try:
-                self.ctx.engine.check_image(path)
-            except EngineError as error:
-                raise gr.Error(f"{Path(path).name} could not be read as an image. {error}") from error
-        self.add_user_turn(session, text, files, preset.name)
+        self.add_user_turn(session, text, files, preset.name, owner or session_owner(request))
         self.ctx.stops.new(request.session_hash)
         return gr.MultimodalTextbox(value=None, interactive=False), session.to_chatbot(), session
 
-    def add_user_turn(self, session: ChatSession, text: str, files: list[str], task: str) -> None:
-        if session.conversation_id is None:
-            session.conversation_id = self.ctx.storage.create_conversation(task=task)
-        images = [(Path(path).read_bytes(), Path(path).name) for path in files]
-        message_id = self.ctx.storage.save_user_message(session.conversation_id, text, task=task, images=images)
-        stored = self.ctx.storage.get_conversation(session.conversation_id)["messages"][-1]
-        session.turns.append(ChatTurn("user", text, images=stored["images"], message_id=message_id))
+    def add_user_turn(self, session: ChatSession, text: str, files: list[str], task: str, owner: str) -> None:
+        session.owner = session.owner or owner
+        try:
+            saved = self.ctx.conversations.ask(session.owner, session.conversation_id, text, files, task)
+        except UserError as error:
+            raise _user_error(error) from None
+        session.conversation_id = saved.conversation_id
+        session.turns.append(ChatTurn("user", text, images=saved.images, message_id=saved.message_id))
 
     @gpu
     def respond(
@@ -64,7 +70,7 @@ class ChatHandlers:
         image_max_size: float | None,
         request: gr.Request,
     ):
-        """Streams the answer to the last user turn; always saves it (with its status) when it ends."""
+        """Streams the answer to the last user turn; the service saves it as it grows and when it ends."""
         if not session.turns or session.turns[-1].role != "user":
             yield session.to_chatbot(), session, gr.skip()
             return
@@ -76,29 +82,26 @@ class ChatHandlers:
             seed=int(seed) if seed not in (None, "") and seed >= 0 else None,
             image_max_size=int(image_max_size) if image_max_size else None,
         )
+        service = self.ctx.conversations
         chat_request = ChatRequest(session.engine_turns(), settings, self.ctx.stops.current(request.session_hash))
         answer = ChatTurn("assistant", "")
         session.turns.append(answer)
-        record = None
+        answer.message_id = service.begin_answer(session.conversation_id, preset_name)
         try:
-            for event in self.ctx.engine.stream(chat_request):
-                if isinstance(event, Finished):
-                    record = event.record
-                else:
-                    answer.text += event.text
-                    yield session.to_chatbot(), session, gr.skip()
-        finally:
-            # Also when the browser went away mid-answer: the partial answer is kept, marked stopped.
-            record = record or GenerationRecord(status="stopped", text=answer.text)
-            answer.status, answer.error, answer.text = record.status, record.error, record.text
-            answer.message_id = self.ctx.storage.finish_answer(
-                session.conversation_id,
-                record.text,
-                record.status,
-                task=preset_name,
-                record=record_fields(record, settings, self.ctx.engine.name),
-            )
-        yield session.to_chatbot(), session, status_line(self.ctx.engine, record)
+            service.check_settings(settings)
+        except UserError as error:
+            record = service.refuse_answer(session.conversation_id, answer.message_id, str(error), preset_name)
+            answer.status, answer.error = record.status, record.error
+            yield session.to_chatbot(), session, status_line(self.ctx.engine, record)
+            return
+        for event in service.stream_answer(session.conversation_id, answer.message_id, chat_request, preset_name):
+            if isinstance(event, Finished):
+                record = event.record
+                answer.status, answer.error, answer.text = record.status, record.error, record.text
+                yield session.to_chatbot(), session, status_line(self.ctx.engine, record)
+            else:
+                answer.text += event.text
+                yield session.to_chatbot(), session, gr.skip()
 
     def stop_generation(self, request: gr.Request) -> None:
         self.ctx.stops.stop(request.session_hash)
@@ -106,7 +109,7 @@ class ChatHandlers:
     def undo(self, session: ChatSession, data: gr.UndoData):
         """Removes the user message at the undone index and everything after it; puts its text back in the box."""
         removed = session.truncate(data.index)
-        self.ctx.storage.hide_messages([t.message_id for t in removed if t.message_id is not None])
+        self.ctx.conversations.hide(session.owner, [t.message_id for t in removed if t.message_id is not None])
         first = removed[0] if removed else None
         restored = {"text": first.text, "files": first.images} if first and first.role == "user" else None
         return session.to_chatbot(), session, gr.MultimodalTextbox(value=restored)
@@ -115,7 +118,7 @@ class ChatHandlers:
         """Drops the answer being retried (hidden in storage, not deleted); `respond` follows."""
         user_index = session.last_user_index()
         removed = session.truncate(user_index + 1) if user_index is not None else []
-        self.ctx.storage.hide_messages([t.message_id for t in removed if t.message_id is not None])
+        self.ctx.conversations.hide(session.owner, [t.message_id for t in removed if t.message_id is not None])
         self.ctx.stops.new(request.session_hash)
         return session.to_chatbot(), session
 
@@ -123,10 +126,10 @@ class ChatHandlers:
         """Replaces an earlier user message: later turns are hidden, the edited text is saved as a new message."""
         index = data.index if isinstance(data.index, int) else data.index[0]
         removed = session.truncate(index)
-        self.ctx.storage.hide_messages([t.message_id for t in removed if t.message_id is not None])
+        self.ctx.conversations.hide(session.owner, [t.message_id for t in removed if t.message_id is not None])
         images = removed[0].images if removed else []
         new_text = data.value if isinstance(data.value, str) else self._text_of(data.value)
-        self.add_user_turn(session, new_text.strip(), images, preset_name)
+        self.add_user_turn(session, new_text.strip(), images, preset_name, session.owner or session_owner(request))
         self.ctx.stops.new(request.session_hash)
         return session.to_chatbot(), session
 
@@ -139,7 +142,10 @@ class ChatHandlers:
         index = data.index if isinstance(data.index, int) else data.index[0]
         if 0 <= index < len(session.turns) and session.turns[index].message_id is not None and data.liked is not None:
             value = "like" if data.liked is True or data.liked == "Like" else "dislike"
-            self.ctx.storage.save_feedback(session.turns[index].message_id, value)
+            try:
+                self.ctx.conversations.feedback(session.owner, session.turns[index].message_id, value)
+            except UserError as error:
+                raise _user_error(error) from None
 
     @staticmethod
     def clear(session: ChatSession):
@@ -159,7 +165,7 @@ class ChatHandlers:
         return hint, preset.max_new_tokens, preset.temperature
 
 
-def build_chat_tab(ctx: AppContext) -> dict:
+def build_chat_tab(ctx: AppContext, owner: gr.State) -> dict:
     """Lays out the chat tab and wires its events; returns the named components."""
     h = ChatHandlers(ctx)
     from .chat_layout import chat_layout
@@ -179,7 +185,7 @@ def build_chat_tab(ctx: AppContext) -> dict:
 
     submitted = c["textbox"].submit(
         h.submit_message,
-        [c["textbox"], c["preset"], c["session"]],
+        [c["textbox"], c["preset"], c["session"], owner],
         [c["textbox"], c["chatbot"], c["session"]],
         api_name="submit_message",
     )

@@ -43,14 +43,20 @@ def chat_layout(ctx: AppContext) -> dict:
                     0.0, 1.5, value=first.temperature, step=0.05, label="Temperature (0 = greedy)"
                 )
                 c["top_p"] = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p")
-                c["max_new_tokens"] = gr.Slider(8, 2048, value=first.max_new_tokens, step=8, label="Max new tokens")
+                c["max_new_tokens"] = gr.Slider(
+                    8,
+                    ctx.conversations.max_new_tokens_limit(),
+                    value=min(first.max_new_tokens, ctx.conversations.max_new_tokens_limit()),
+                    step=8,
+                    label="Max new tokens",
+                )
                 c["repetition_penalty"] = gr.Slider(1.0, 1.5, value=1.0, step=0.01, label="Repetition penalty")
                 c["seed"] = gr.Number(value=None, precision=0, label="Seed (empty = random)")
                 c["image_max_size"] = gr.Number(
                     value=None,
                     precision=0,
                     minimum=0,
-                    maximum=4096,
+                    maximum=ctx.conversations.image_size_limit(),
                     label=f"Image max size (empty = the model's {ctx.engine.image_max_size})",
                 )
             pairs = [(p, path) for p in presets for path in p.examples]

@@ -2,16 +2,23 @@
 
 The tab never trains in the web server: it hands a `JobConfig` to the `JobRunner`, which starts the training CLI in
 its own process group, and then only reads what the job writes (metrics.jsonl, its log) and what storage records.
+Anyone may validate a dataset and preview the command (both bounded by the upload limits, and shown without server
+paths); launching, aborting, watching a job's log and loading a model into the chat need the admin password.
 """
 
-import json
+import dataclasses
+import html
+import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
+from huggingface_hub import constants as hub_constants
 
 from ..context import AppContext
+from ..errors import UserError
 from ..jobs import (
     ConfigError,
     JobConfig,
@@ -21,10 +28,16 @@ from ..jobs import (
     validate_dataset,
     validate_upload,
 )
+from ..jobs.command import PROJECT_ROOT
+from ..jobs.validation import new_upload_dir
+from ..security import client_address, resolve_checkpoint_choice, session_owner, viewer
+from ..settings import DEFAULT_MODEL
 from .finetune_layout import finetune_layout
 from .history import parse_conversation_ids
 
 PREVIEW_COLUMNS = ["row", "id", "images", "turns", "problems"]
+LOSS_COLUMNS = ["step", "value", "series", "stage"]
+LOCKED = "🔒 Enter the admin password to watch jobs."
 
 
 def launch_blocked_reason(ctx: AppContext) -> str | None:
@@ -51,207 +64,287 @@ def _joined(value) -> str:
     return value if isinstance(value, str) else "; ".join(str(v) for v in value)
 
 
+def _error(message: str) -> gr.Error:
+    return gr.Error(message, print_exception=False)
+
+
 class FinetuneHandlers:
     """The fine-tune tab's event handlers, bound to the app context."""
 
     def __init__(self, ctx: AppContext):
         self.ctx = ctx
-        self.results: dict[str, object] = {}  # validation results by data path, for paging
+        self.form: dict[str, gr.components.Component] = {}  # the job settings' components by name (set by build)
+        self.password_box: gr.components.Component | None = None
 
-    def validate(self, files: list[str] | None, export_ids: str, base: str):
-        """Validates an upload (or a History export) and shows its summary and first page of rows."""
+    # Who may do what
+
+    def _check_admin(self, password: str, request: gr.Request) -> None:
+        reason = launch_blocked_reason(self.ctx)
+        if reason:
+            raise _error(reason)
+        try:
+            self.ctx.admin.check(password, client_address(request, self.ctx.settings.on_spaces))
+        except UserError as error:
+            raise _error(str(error)) from None
+
+    def redact(self, text: str) -> str:
+        """Server paths replaced by names a visitor may see: the data folder, the project, the interpreter."""
+        replacements = {
+            str(self.ctx.settings.data_dir.resolve()): "$EVE_DATA_DIR",
+            str(PROJECT_ROOT): ".",
+            sys.executable: "python",
+        }
+        for path, name in replacements.items():
+            text = text.replace(path, name)
+        return text
+
+    def checkpoint_roots(self) -> list[Path]:
+        """Folders a base checkpoint may come from: the default model, the loaded one, finished jobs, the Hub cache."""
+        roots = [Path(DEFAULT_MODEL), self.ctx.settings.data_dir / "runs", Path(hub_constants.HF_HUB_CACHE)]
+        if self.ctx.engine.checkpoint_dir:
+            roots.append(Path(self.ctx.engine.checkpoint_dir))
+        return roots
+
+    def base_choices(self) -> dict[str, str]:
+        """Base checkpoints by the name the form shows: the default model, the loaded one, finished jobs."""
+        choices = {"default model (eve-tiny)": DEFAULT_MODEL}
+        loaded = self.ctx.engine.checkpoint_dir
+        if loaded and str(Path(loaded).resolve()) != str(Path(DEFAULT_MODEL).resolve()):
+            choices[f"loaded model ({self.ctx.engine.name})"] = str(loaded)
+        for job in self.ctx.storage.list_jobs("done"):
+            path = (job.get("final_metrics") or {}).get("model_path")
+            if path:
+                choices[f"job-{job['id']}-{'-'.join(job['args'].get('stages') or [job['args'].get('stage', '')])}"] = path
+        return choices
+
+    def _base(self, base: str) -> str:
+        base = self.base_choices().get(base, base)
+        try:
+            return resolve_checkpoint_choice(base, self.checkpoint_roots())
+        except UserError as error:
+            raise _error(str(error)) from None
+
+    # Data
+
+    def validate(self, files: list[str] | None, export_ids: str, base: str, password: str, owner: str | None,
+                 request: gr.Request):
+        """Validates an upload (or your History conversations) and shows its summary and first page of rows."""
+        base = self._base(base)
+        limits = self.ctx.settings.upload_limits()
         if export_ids.strip():
             ids = parse_conversation_ids(export_ids)
-            folder = Path(tempfile.mkdtemp(prefix="export-", dir=self.ctx.settings.data_dir))
-            self.ctx.storage.export_llava(ids, folder)
-            result = validate_dataset(folder / "data.json", folder)
+            try:
+                is_admin = self.ctx.admin.is_admin(password, client_address(request, self.ctx.settings.on_spaces))
+            except UserError as error:
+                raise _error(str(error)) from None
+            folder = new_upload_dir(self.ctx.settings.data_dir)
+            try:
+                who = viewer(owner or session_owner(request), is_admin)
+                self.ctx.conversations.export(who, ids, folder / "files", "llava")
+            except UserError as error:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise _error(str(error)) from None
+            result = validate_dataset(folder / "files" / "data.json", folder / "files", limits=limits)
+            result.upload_dir = folder
         elif files:
-            result = validate_upload(files, self.ctx.settings.data_dir, base=base or None)
+            result = validate_upload(files, self.ctx.settings.data_dir, base=base, limits=limits)
         else:
-            raise gr.Error("Upload a LLaVA JSON file with its images (a zip or the files), or give History ids.")
-        key = str(result.data_path or "")
-        self.results[key] = result
-        return result.message(), self.preview(key, 1), key, 1
+            raise _error("Upload a LLaVA JSON file with its images (a zip or the files), or give History ids.")
+        key = self.ctx.uploads.add(result)
+        self.ctx.uploads.sweep(self.ctx.runner.upload_dirs_in_use() if self.ctx.runner else set())
+        summary = html.escape(self.redact(result.message())).replace("\n", "  \n")
+        return summary, self.preview(key, 1), key, 1
 
     def preview(self, key: str, page: float) -> pd.DataFrame:
-        result = self.results.get(key)
+        result = self.ctx.uploads.get(key)
         if result is None:
             return pd.DataFrame(columns=PREVIEW_COLUMNS)
         rows = paged_preview(result, page=int(page or 1), page_size=20)["rows"]
-        return pd.DataFrame([[r["row"], r["id"], _joined(r["images"]), r["turns"], _joined(r["problems"])]
-                             for r in rows], columns=PREVIEW_COLUMNS)
-
-    def config_from_form(
-        self,
-        key: str,
-        base: str,
-        stages: list[str],
-        lr,
-        max_steps,
-        epochs,
-        batch_size,
-        grad_accum,
-        max_image_size,
-        max_length,
-        seed,
-        eval_split,
-        hardware: str,
-        strategy: str,
-    ) -> JobConfig:
-        result = self.results.get(key)
-        if result is None or result.data_path is None:
-            raise gr.Error("Validate a dataset first: nothing runs on data that was not checked.")
-        if not stages:
-            raise gr.Error("Pick at least one stage.")
-        return JobConfig(
-            base=base,
-            data=str(result.data_path),
-            image_folder=str(result.image_folder),
-            stage=stages[0],
-            stages=stages if len(stages) > 1 else None,
-            lr=lr or None,
-            max_steps=int(max_steps) if max_steps else None,
-            epochs=float(epochs or 1),
-            batch_size=int(batch_size),
-            grad_accum=int(grad_accum),
-            max_image_size=int(max_image_size) if max_image_size else None,
-            max_length=int(max_length) if max_length else None,
-            seed=int(seed),
-            eval_split=float(eval_split),
-            eval_every=0,
-            save_every=max(1, int(max_steps or 100) // 4),
-            hardware="cpu" if hardware == "CPU" else int(hardware.split()[0]),
-            strategy=strategy,
+        return pd.DataFrame(
+            [[r["row"], r["id"], _joined(r["images"]), r["turns"], _joined(r["problems"])] for r in rows],
+            columns=PREVIEW_COLUMNS,
         )
 
-    def preview_command(self, *form) -> str:
-        try:
-            return command_preview(self.config_from_form(*form))
-        except ConfigError as error:
-            raise gr.Error(str(error)) from error
+    # Job settings
 
-    def save_config(self, *form) -> str:
+    def config_from(self, values: dict) -> JobConfig:
+        """The job settings from the form (a dict of component -> value, as Gradio passes a set of inputs)."""
+        v = {name: values[component] for name, component in self.form.items()}
+        result = self.ctx.uploads.get(v["data_key"])
+        if result is None or result.data_path is None:
+            raise _error("Validate a dataset first (validations are kept for a limited time): nothing runs on "
+                         "data that was not checked.")
+        if not v["stages"]:
+            raise _error("Pick at least one stage.")
+        max_steps = int(v["max_steps"]) if v["max_steps"] else None
+        return JobConfig(
+            base=self._base(v["base"]),
+            data=str(result.data_path),
+            image_folder=str(result.image_folder),
+            stage=v["stages"][0],
+            stages=v["stages"] if len(v["stages"]) > 1 else None,
+            lr=v["lr"] or None,
+            max_steps=max_steps,
+            epochs=float(v["epochs"] or 1),
+            batch_size=int(v["batch_size"] or 1),
+            grad_accum=int(v["grad_accum"] or 1),
+            max_image_size=int(v["max_image_size"]) if v["max_image_size"] else None,
+            max_length=int(v["max_length"]) if v["max_length"] else None,
+            seed=int(v["seed"]) if v["seed"] not in (None, "") else 42,
+            eval_split=float(v["eval_split"]),
+            eval_every=0,
+            save_every=max(1, (max_steps or 100) // 4),
+            hardware="cpu" if v["hardware"] == "CPU" else int(v["hardware"].split()[0]),
+            strategy=v["strategy"],
+        )
+
+    def preview_command(self, values: dict) -> str:
+        """The exact command a launch would run, with server paths shown as names."""
+        config = dataclasses.replace(self.config_from(values), output_dir=str(self.ctx.settings.data_dir.resolve()
+                                                                                / "runs" / "job-N" / "out"))
+        try:
+            return self.redact(command_preview(config))
+        except ConfigError as error:
+            raise _error(str(error)) from None
+
+    def save_config(self, values: dict) -> str:
+        """job.json with the form's settings (the dataset is not part of it: validate it again to reuse)."""
+        settings = dataclasses.asdict(self.config_from(values))
+        config = JobConfig.from_dict({**settings, "data": "(validate a dataset)", "image_folder": None,
+                                      "base": self.redact(settings["base"])})
         path = Path(tempfile.mkdtemp(prefix="job-config-")) / "job.json"
-        path.write_text(self.config_from_form(*form).to_json())
+        path.write_text(config.to_json())
         return str(path)
 
-    def launch(self, password: str, *form):
-        reason = launch_blocked_reason(self.ctx)
-        if reason:
-            raise gr.Error(reason)
-        if password != self.ctx.settings.admin_password:
-            raise gr.Error("Wrong admin password.")
+    def load_config(self, path: str | None) -> dict:
+        """Fills the form from a saved job.json (unknown or broken settings are a message, not a crash)."""
+        if not path:
+            raise _error("Upload a job.json saved from this tab.")
         try:
-            job_id = self.ctx.runner.submit(self.config_from_form(*form))
+            config = JobConfig.from_json(Path(path).read_text(encoding="utf-8", errors="replace")[:100_000])
         except ConfigError as error:
-            raise gr.Error(str(error)) from error
+            raise _error(f"That job.json cannot be used: {error}") from None
+        f = self.form
+        return {
+            f["stages"]: config.stages or [config.stage],
+            f["lr"]: config.lr,
+            f["max_steps"]: config.max_steps,
+            f["epochs"]: config.epochs,
+            f["batch_size"]: config.batch_size,
+            f["grad_accum"]: config.grad_accum,
+            f["max_image_size"]: config.max_image_size,
+            f["max_length"]: config.max_length,
+            f["seed"]: config.seed,
+            f["eval_split"]: config.eval_split,
+        }
+
+    # Jobs (admin)
+
+    def launch(self, values: dict, request: gr.Request):
+        """Launches a job with the form's settings (needs the admin password)."""
+        self._check_admin(values[self.password_box], request)
+        config = self.config_from(values)
+        try:
+            job_id = self.ctx.runner.submit(config)
+        except ConfigError as error:
+            raise _error(str(error)) from None
+        self.ctx.uploads.claim(values[self.form["data_key"]])
         return self.jobs_table(), job_id
 
     def jobs_table(self) -> pd.DataFrame:
         rows = [
-            [
-                j["id"],
-                j["status"],
-                str(j["created_at"])[:16],
-                " → ".join(j["args"].get("stages") or [j["args"].get("stage", "")]),
-            ]
+            [j["id"], j["status"], str(j["created_at"])[:16],
+             " → ".join(j["args"].get("stages") or [j["args"].get("stage", "")])]
             for j in self.ctx.storage.list_jobs()
         ]
         return pd.DataFrame(rows, columns=["job", "status", "created", "stages"])
 
-    def watch(self, job_id: float | None):
-        """Progress line, log tail and loss plot of one job (polled by a timer)."""
+    def _watch(self, job_id: float | None):
         if not job_id:
-            return "No job selected.", "", pd.DataFrame(columns=["step", "value", "series"])
+            return "No job selected.", "", pd.DataFrame(columns=LOSS_COLUMNS)
         job_id = int(job_id)
         try:
             progress = self.ctx.runner.progress(job_id)
         except LookupError:
-            return f"There is no job {job_id}.", "", pd.DataFrame(columns=["step", "value", "series"])
+            return f"There is no job {job_id}.", "", pd.DataFrame(columns=LOSS_COLUMNS)
         label = progress["label"]
         if progress.get("checkpoint"):
-            label += f"\n\nLast checkpoint: `{progress['checkpoint']}`"
+            label += f"\n\nLast checkpoint: `{self.redact(str(progress['checkpoint']))}`"
         if progress.get("error"):
-            label += f"\n\n⚠️ {progress['error'].splitlines()[0]}"
-        losses = pd.DataFrame(self.ctx.runner.loss_series(job_id), columns=["step", "value", "series", "stage"])
-        return label, self.ctx.runner.log_tail(job_id, 40), losses
+            label += f"\n\n⚠️ {self.redact(progress['error'].splitlines()[0])}"
+        losses = pd.DataFrame(self.ctx.runner.loss_series(job_id), columns=LOSS_COLUMNS)
+        return label, self.redact(self.ctx.runner.log_tail(job_id, 40)), losses
 
-    def abort(self, password: str, job_id: float | None):
-        if password != self.ctx.settings.admin_password or launch_blocked_reason(self.ctx):
-            raise gr.Error("Aborting a job needs the admin password.")
+    def watch(self, job_id: float | None, password: str, request: gr.Request):
+        """Progress line, log tail and loss plot of one job (admin); unlocks the timer that keeps them current."""
+        self._check_admin(password, request)
+        return *self._watch(job_id), True
+
+    def tick(self, job_id: float | None, unlocked: bool):
+        """The timer's refresh: only for a page that showed the admin password before."""
+        if not unlocked:
+            return gr.skip(), gr.skip(), gr.skip()
+        return self._watch(job_id)
+
+    def abort(self, password: str, job_id: float | None, request: gr.Request):
+        self._check_admin(password, request)
         if not job_id:
-            raise gr.Error("Pick a job first.")
-        self.ctx.runner.abort(int(job_id))
+            raise _error("Pick a job first.")
+        try:
+            self.ctx.runner.abort(int(job_id))
+        except LookupError:
+            raise _error(f"There is no job {int(job_id)}.") from None
         return self.jobs_table()
 
-    def load_into_chat(self, job_id: float | None) -> str:
-        progress = self.ctx.runner.progress(int(job_id)) if job_id else {}
+    def load_into_chat(self, password: str, job_id: float | None, request: gr.Request) -> str:
+        """Swaps the chat's model for a finished job's, for every visitor (admin)."""
+        self._check_admin(password, request)
+        try:
+            progress = self.ctx.runner.progress(int(job_id)) if job_id else {}
+        except LookupError:
+            raise _error(f"There is no job {int(job_id)}.") from None
         if not progress.get("model_path"):
-            raise gr.Error("Only a finished job's model can be loaded.")
+            raise _error("Only a finished job's model can be loaded.")
         self.ctx.engine.reload(progress["model_path"])
-        return f"Loaded `{progress['model_path']}` into the chat tab."
+        return f"Loaded job {int(job_id)}'s model into the chat."
 
     @staticmethod
     def pick_job(table: pd.DataFrame, event: gr.SelectData) -> int:
         return int(table.iloc[event.index[0], 0])
 
-    @staticmethod
-    def load_config(path: str | None) -> list:
-        if not path:
-            raise gr.Error("Upload a job.json saved from this tab.")
-        config = json.loads(Path(path).read_text())
-        stages = config.get("stages") or [config.get("stage", "3")]
-        return [
-            config.get("base"),
-            stages,
-            config.get("lr"),
-            config.get("max_steps"),
-            config.get("epochs"),
-            config.get("batch_size"),
-            config.get("grad_accum"),
-            config.get("max_image_size"),
-            config.get("max_length"),
-            config.get("seed"),
-            config.get("eval_split"),
-        ]
 
-
-def build_finetune_tab(ctx: AppContext) -> dict:
+def build_finetune_tab(ctx: AppContext, owner: gr.State) -> dict:
     h = FinetuneHandlers(ctx)
-    c = finetune_layout(ctx, launch_blocked_reason(ctx), describe_stages, h.jobs_table())
-    form = [
-        c["data_key"],
-        c["base"],
-        c["stages"],
-        c["lr"],
-        c["max_steps"],
-        c["epochs"],
-        c["batch_size"],
-        c["grad_accum"],
-        c["max_image_size"],
-        c["max_length"],
-        c["seed"],
-        c["eval_split"],
-        c["hardware"],
-        c["strategy"],
-    ]
+    c = finetune_layout(ctx, launch_blocked_reason(ctx), describe_stages, h.jobs_table(), h.base_choices())
+    names = ["data_key", "base", "stages", "lr", "max_steps", "epochs", "batch_size", "grad_accum", "max_image_size",
+             "max_length", "seed", "eval_split", "hardware", "strategy"]
+    h.form = {name: c[name] for name in names}
+    h.password_box = c["password"]
+    form = set(h.form.values())
+    c["unlocked"] = gr.State(False)
     c["validate"].click(
         h.validate,
-        [c["files"], c["export_ids"], c["base"]],
+        [c["files"], c["export_ids"], c["base"], c["password"], owner],
         [c["summary"], c["preview"], c["data_key"], c["page"]],
         api_name="validate_dataset",
+        concurrency_id="validate",
+        concurrency_limit=ctx.settings.max_concurrent_validations,
     )
     c["page"].change(h.preview, [c["data_key"], c["page"]], c["preview"], api_visibility="private")
     c["stages"].change(describe_stages, c["stages"], c["stage_info"], api_visibility="private")
     c["preview_command"].click(h.preview_command, form, c["command"], api_name="preview_command")
     c["save_config"].click(h.save_config, form, c["config_file"], api_visibility="private")
-    c["load_config"].upload(h.load_config, c["load_config"], form[1:12], api_visibility="private")
-    c["launch"].click(h.launch, [c["password"], *form], [c["jobs"], c["job_id"]], api_name="launch_job")
+    c["load_config"].upload(h.load_config, c["load_config"], [c[n] for n in names[2:12]], api_visibility="private")
+    c["launch"].click(h.launch, {c["password"], *form}, [c["jobs"], c["job_id"]], api_name="launch_job")
     c["abort"].click(h.abort, [c["password"], c["job_id"]], c["jobs"], api_name="abort_job")
     c["refresh"].click(h.jobs_table, None, c["jobs"], api_visibility="private")
     c["jobs"].select(h.pick_job, c["jobs"], c["job_id"], api_visibility="private")
     watched = [c["progress"], c["log"], c["loss_plot"]]
-    c["timer"].tick(h.watch, c["job_id"], watched, api_visibility="private", show_progress="hidden")
-    c["job_id"].change(h.watch, c["job_id"], watched, api_name="watch_job")
-    c["load_into_chat"].click(h.load_into_chat, c["job_id"], c["load_status"], api_name="load_job_into_chat")
+    c["timer"].tick(h.tick, [c["job_id"], c["unlocked"]], watched, api_visibility="private", show_progress="hidden")
+    c["watch"].click(h.watch, [c["job_id"], c["password"]], [*watched, c["unlocked"]], api_name="watch_job")
+    c["load_into_chat"].click(
+        h.load_into_chat, [c["password"], c["job_id"]], c["load_status"], api_name="load_job_into_chat"
+    )
+    c["jobs_table"] = h.jobs_table
     return c
+

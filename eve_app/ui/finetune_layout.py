@@ -6,7 +6,6 @@ import gradio as gr
 import pandas as pd
 
 from ..context import AppContext
-from ..settings import DEFAULT_MODEL
 
 STAGES = ["1", "2.1", "2.2", "3"]
 STRATEGIES = ["ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"]
@@ -29,15 +28,15 @@ def _data_section(c: dict) -> None:
         c["preview"] = gr.Dataframe(label="Rows and their problems", interactive=False, wrap=True)
 
 
-def _setup_section(c: dict, ctx: AppContext, describe_stages: Callable[[list[str]], str]) -> None:
+def _setup_section(c: dict, ctx: AppContext, describe_stages: Callable[[list[str]], str], base_choices) -> None:
     gpus = ctx.engine.gpu_count
     with gr.Accordion("2 · Job", open=True):
-        bases = list(dict.fromkeys([str(ctx.engine.checkpoint_dir), DEFAULT_MODEL]))
+        bases = list(base_choices)
         c["base"] = gr.Dropdown(
             bases,
             value=bases[0],
             allow_custom_value=True,
-            label="Base checkpoint (folder, Hub id, or a finished job's output)",
+            label="Base checkpoint (a finished job, the default model, or a Hub id)",
         )
         c["stages"] = gr.CheckboxGroup(STAGES, value=["3"], label="Stages (several run as a pipeline, in order)")
         c["stage_info"] = gr.Markdown(describe_stages(["3"]))
@@ -68,8 +67,11 @@ def _jobs_section(c: dict, blocked: str | None, jobs: pd.DataFrame) -> None:
     with gr.Accordion("3 · Run", open=True):
         if blocked:
             gr.Markdown(f"🔒 {blocked} Validation and command preview still work.")
+        else:
+            gr.Markdown("🔒 Launching, aborting, watching a job and loading its model need the admin password.")
         with gr.Row():
             c["password"] = gr.Textbox(label="Admin password", type="password", interactive=blocked is None)
+            c["watch"] = gr.Button("Watch selected job", interactive=blocked is None)
             c["launch"] = gr.Button("Launch", variant="primary", interactive=blocked is None)
             c["abort"] = gr.Button("Abort selected job", variant="stop", interactive=blocked is None)
             c["refresh"] = gr.Button("Refresh")
@@ -86,9 +88,9 @@ def _jobs_section(c: dict, blocked: str | None, jobs: pd.DataFrame) -> None:
         c["timer"] = gr.Timer(2.0)
 
 
-def finetune_layout(ctx: AppContext, blocked: str | None, describe_stages, jobs: pd.DataFrame) -> dict:
+def finetune_layout(ctx: AppContext, blocked: str | None, describe_stages, jobs: pd.DataFrame, base_choices) -> dict:
     c: dict = {}
     _data_section(c)
-    _setup_section(c, ctx, describe_stages)
+    _setup_section(c, ctx, describe_stages, base_choices)
     _jobs_section(c, blocked, jobs)
     return c

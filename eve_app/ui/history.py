@@ -1,4 +1,8 @@
-"""The history tab: search past conversations, open one, export conversations as JSON, Markdown or training data."""
+"""The history tab: search your past conversations, open one, export them as JSON, Markdown or training data.
+
+A visitor sees only the conversations made in their own browser (or by their Hugging Face account); the admin
+password shows everyone's. Every export is a zip that holds its images, linked by relative paths.
+"""
 
 import shutil
 import tempfile
@@ -8,8 +12,12 @@ import gradio as gr
 
 from ..chat_session import ChatSession, ChatTurn
 from ..context import AppContext
+from ..errors import UserError
+from ..security import client_address, session_owner, viewer
 
-COLUMNS = ["id", "updated", "task", "title", "messages"]
+COLUMNS = ["id", "updated", "task", "title", "messages", "last answer"]
+EXPORT_FORMATS = {"JSON (zip with images)": "json", "Markdown (zip with images)": "markdown",
+                  "LLaVA training data (zip)": "llava"}
 
 
 def parse_conversation_ids(text: str) -> list[int]:
@@ -17,7 +25,7 @@ def parse_conversation_ids(text: str) -> list[int]:
     try:
         return [int(part) for part in (text or "").replace(",", " ").split()]
     except ValueError as error:
-        raise gr.Error("Conversation ids are numbers, separated by commas or spaces.") from error
+        raise gr.Error("Conversation ids are numbers, separated by commas or spaces.", print_exception=False) from error
 
 
 class HistoryHandlers:
@@ -26,19 +34,34 @@ class HistoryHandlers:
     def __init__(self, ctx: AppContext):
         self.ctx = ctx
 
-    def search(self, query: str) -> list[list]:
-        rows = self.ctx.storage.list_conversations(search=query or None, limit=200)
+    def _viewer(self, owner: str | None, password: str, request: gr.Request) -> str:
+        """Whose conversations this caller may see (raises gr.Error for a wrong admin password)."""
+        address = client_address(request, self.ctx.settings.on_spaces)
+        try:
+            is_admin = self.ctx.admin.is_admin(password, address)
+        except UserError as error:
+            raise gr.Error(str(error), print_exception=False) from None
+        return viewer(owner or session_owner(request), is_admin)
+
+    def search(self, query: str, password: str, owner: str | None, request: gr.Request) -> list[list]:
+        """Your conversations (everyone's with the admin password) whose title or messages contain `query`."""
+        rows = self.ctx.conversations.search(self._viewer(owner, password, request), query)
         return [
-            [r["id"], str(r["updated_at"])[:16], r.get("task") or "", r.get("title") or "", r.get("message_count", 0)]
+            [r["id"], str(r["updated_at"])[:16], r.get("task") or "", r.get("title") or "", r.get("message_count", 0),
+             r.get("status") or ""]
             for r in rows
         ]
 
-    def open_conversation(self, ids_text: str):
+    def open_conversation(self, ids_text: str, password: str, owner: str | None, request: gr.Request):
         ids = parse_conversation_ids(ids_text)
         if not ids:
-            raise gr.Error("Pick a conversation: click a row or type its id.")
-        conversation = self.ctx.storage.get_conversation(ids[0])
-        session = ChatSession(conversation_id=conversation["id"])
+            raise gr.Error("Pick a conversation: click a row or type its id.", print_exception=False)
+        who = self._viewer(owner, password, request)
+        try:
+            conversation = self.ctx.conversations.get(who, ids[0])
+        except UserError as error:
+            raise gr.Error(str(error), print_exception=False) from None
+        session = ChatSession(conversation_id=conversation["id"], owner=who)
         for message in conversation["messages"]:
             session.turns.append(
                 ChatTurn(
@@ -50,32 +73,34 @@ class HistoryHandlers:
                     error=message.get("error"),
                 )
             )
-        return session.to_chatbot(), session
+        presets = [p.name for p in self.ctx.presets]
+        preset = conversation["task"] if conversation["task"] in presets else gr.skip()
+        return session.to_chatbot(), session, preset
 
     @staticmethod
     def pick_row(rows, event: gr.SelectData) -> str:
         row = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
         return str(rows.iloc[row, 0]) if hasattr(rows, "iloc") else str(rows[row][0])
 
-    def export(self, ids_text: str, current: ChatSession, fmt: str) -> str:
-        """A file to download: the selected conversations (or the open chat) as JSON, Markdown or a LLaVA zip."""
+    def export(self, ids_text: str, current: ChatSession, fmt: str, password: str, owner: str | None,
+               request: gr.Request) -> str:
+        """A zip to download: the selected conversations (or the open chat) with their images."""
         ids = parse_conversation_ids(ids_text) or ([current.conversation_id] if current.conversation_id else [])
         if not ids:
-            raise gr.Error("Nothing to export: select conversations or start a chat first.")
+            raise gr.Error("Nothing to export: select conversations or start a chat first.", print_exception=False)
+        who = current.owner if not ids_text.strip() and current.owner else self._viewer(owner, password, request)
         folder = Path(tempfile.mkdtemp(prefix="eve-export-"))
-        if fmt == "JSON":
-            path = folder / "conversations.json"
-            path.write_text(self.ctx.storage.export_json(ids))
-        elif fmt == "Markdown":
-            path = folder / "conversations.md"
-            path.write_text(self.ctx.storage.export_markdown(ids))
-        else:
-            self.ctx.storage.export_llava(ids, folder / "llava")
-            path = Path(shutil.make_archive(str(folder / "training-data"), "zip", folder / "llava"))
-        return str(path)
+        kind = EXPORT_FORMATS.get(fmt, "json")
+        try:
+            self.ctx.conversations.export(who, ids, folder / "export", kind)
+        except UserError as error:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise gr.Error(str(error), print_exception=False) from None
+        name = {"json": "conversations-json", "markdown": "conversations-markdown", "llava": "training-data"}[kind]
+        return shutil.make_archive(str(folder / name), "zip", folder / "export")
 
 
-def build_history_tab(ctx: AppContext, chat: dict) -> dict:
+def build_history_tab(ctx: AppContext, chat: dict, owner: gr.State) -> dict:
     h = HistoryHandlers(ctx)
     c: dict = {}
     with gr.Row():
@@ -83,24 +108,37 @@ def build_history_tab(ctx: AppContext, chat: dict) -> dict:
         c["refresh"] = gr.Button("Search", scale=1)
     c["table"] = gr.Dataframe(
         headers=COLUMNS,
-        value=h.search(""),
         interactive=False,
         wrap=True,
-        label="Conversations (click a row to select it)",
+        label="Your conversations in this browser (click a row to select it)",
     )
     with gr.Row():
         c["ids"] = gr.Textbox(label="Selected ids (comma-separated; empty = the open chat)", scale=3)
         c["open"] = gr.Button("Open in chat", scale=1)
     with gr.Row():
-        c["format"] = gr.Radio(["JSON", "Markdown", "LLaVA training data (zip)"], value="JSON", label="Export as")
+        c["format"] = gr.Radio(list(EXPORT_FORMATS), value=next(iter(EXPORT_FORMATS)), label="Export as")
         c["export"] = gr.Button("Export")
     c["file"] = gr.File(label="Download")
+    with gr.Accordion("Admin", open=False):
+        c["password"] = gr.Textbox(label="Admin password (shows everyone's conversations)", type="password")
     if not ctx.settings.persistent_storage:
         gr.Markdown("⚠️ This Space has no persistent storage: the log is temporary and is lost on restart.")
 
-    c["refresh"].click(h.search, c["query"], c["table"], api_name="search_conversations")
-    c["query"].submit(h.search, c["query"], c["table"], api_visibility="private")
+    listing = [c["query"], c["password"], owner]
+    c["refresh"].click(h.search, listing, c["table"], api_name="search_conversations")
+    c["query"].submit(h.search, listing, c["table"], api_visibility="private")
     c["table"].select(h.pick_row, c["table"], c["ids"], api_visibility="private")
-    c["open"].click(h.open_conversation, c["ids"], [chat["chatbot"], chat["session"]], api_visibility="private")
-    c["export"].click(h.export, [c["ids"], chat["session"], c["format"]], c["file"], api_name="export_conversations")
+    c["open"].click(
+        h.open_conversation,
+        [c["ids"], c["password"], owner],
+        [chat["chatbot"], chat["session"], chat["preset"]],
+        api_name="open_conversation",
+    )
+    c["export"].click(
+        h.export,
+        [c["ids"], chat["session"], c["format"], c["password"], owner],
+        c["file"],
+        api_name="export_conversations",
+    )
+    c["listing"] = listing
     return c

@@ -1,29 +1,18 @@
 """Chat tab handlers on the real tiny model and a real database: retry, undo, edit, like, clear, history export."""
 
 import json
-from types import SimpleNamespace
+import zipfile
 
 import gradio as gr
 import pytest
 from PIL import Image
 
 from eve_app.chat_session import ChatSession
-from eve_app.context import AppContext
-from eve_app.engine import Engine
-from eve_app.presets import load_presets
-from eve_app.settings import Settings
-from eve_app.storage import Storage
 from eve_app.ui.chat import ChatHandlers
 from eve_app.ui.history import HistoryHandlers
+from tests.app.conftest import OWNER, REQUEST
 
 PARAMS = (0.0, 1.0, 6, 1.0, -1, 0)  # temperature, top_p, max_new_tokens, repetition_penalty, seed, image size
-
-
-@pytest.fixture(scope="module")
-def ctx(tiny_checkpoint, tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("chat-data")
-    engine = Engine.load(str(tiny_checkpoint))
-    return AppContext(engine, Storage(data_dir=data_dir), load_presets(tiny_checkpoint), Settings(data_dir=data_dir))
 
 
 @pytest.fixture
@@ -33,11 +22,11 @@ def image(tmp_path):
     return str(path)
 
 
-REQUEST = SimpleNamespace(session_hash="test-session")
+
 
 
 def _turn(handlers, session, text, files, preset="OCR"):
-    _, _, session = handlers.submit_message({"text": text, "files": files}, preset, session, REQUEST)
+    _, _, session = handlers.submit_message({"text": text, "files": files}, preset, session, OWNER, REQUEST)
     *_, (chatbot, session, status) = handlers.respond(session, preset, *PARAMS, REQUEST)
     return chatbot, session, status
 
@@ -95,18 +84,22 @@ def test_like_and_dislike_are_saved_on_the_answer(ctx, image):
 
 def test_free_chat_needs_a_question(ctx, image):
     with pytest.raises(gr.Error, match="Free chat needs a question"):
-        ChatHandlers(ctx).submit_message({"text": "", "files": [image]}, "Free chat", ChatSession(), REQUEST)
+        ChatHandlers(ctx).submit_message({"text": "", "files": [image]}, "Free chat", ChatSession(), OWNER, REQUEST)
 
 
 def test_history_search_open_and_export(ctx, image, tmp_path):
     handlers = ChatHandlers(ctx)
     _, session, _ = _turn(handlers, ChatSession(), "unicorn question", [image])
     history = HistoryHandlers(ctx)
-    rows = history.search("unicorn")
+    rows = history.search("unicorn", "", OWNER, REQUEST)
     assert [row[0] for row in rows] == [session.conversation_id]
-    chatbot, opened = history.open_conversation(str(session.conversation_id))
-    assert len(chatbot) == 2 and opened.turns[0].text == "unicorn question"
-    with open(history.export(str(session.conversation_id), ChatSession(), "JSON")) as file:
-        exported = json.loads(file.read())
+    assert history.search("unicorn", "", "browser:someone-else", REQUEST) == []
+    chatbot, opened, preset = history.open_conversation(str(session.conversation_id), "", OWNER, REQUEST)
+    assert len(chatbot) == 2 and opened.turns[0].text == "unicorn question" and preset == "OCR"
+    archive = history.export(str(session.conversation_id), ChatSession(), "JSON (zip with images)", "", OWNER, REQUEST)
+    with zipfile.ZipFile(archive) as zf:
+        exported = json.loads(zf.read("conversations.json"))
+        image_name = exported[0]["messages"][0]["images"][0]
+        assert image_name.startswith("images/") and image_name in zf.namelist()  # relative, and in the zip
     assert exported[0]["messages"][0]["text"] == "unicorn question"
-    assert history.export("", session, "LLaVA training data (zip)").endswith(".zip")
+    assert history.export("", session, "LLaVA training data (zip)", "", OWNER, REQUEST).endswith(".zip")

@@ -63,7 +63,7 @@ def test_store_image_is_content_addressed(storage):
     path = storage.image_path(sha)
     assert path == storage.data_dir / "images" / sha[:2] / f"{sha}.png"
     assert image_files(storage) == [path]
-    with pytest.raises(ValueError, match="unsupported image"):
+    with pytest.raises(ValueError, match="not an accepted image"):
         storage.store_image(b"not an image", "notes.txt")
 
 
@@ -110,7 +110,7 @@ def test_list_and_search(storage):
     assert [c["id"] for c in listed] == [dogs, cats]  # newest activity first
     assert listed[0] | {"updated_at": None, "created_at": None} == {
         "id": dogs, "title": "Read the DOG sign", "task": "ocr", "message_count": 2,
-        "preview": "Read the DOG sign", "updated_at": None, "created_at": None}
+        "preview": "Read the DOG sign", "updated_at": None, "created_at": None, "status": "done"}
     assert [c["id"] for c in storage.list_conversations(search="dog sign")] == [dogs]
     assert [c["id"] for c in storage.list_conversations(search="CATS")] == [cats]  # title match
     assert [c["id"] for c in storage.list_conversations(search="TABBY")] == [cats]  # message match

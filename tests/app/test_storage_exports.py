@@ -45,25 +45,32 @@ def filled(tmp_path) -> tuple[Storage, list[int]]:
     storage.close()
 
 
-def test_export_json(filled):
+def test_export_json(filled, tmp_path):
     storage, ids = filled
-    exported = json.loads(storage.export_json(ids))
+    path = storage.export(ids, tmp_path / "json", "json")
+    exported = json.loads(path.read_text())
     assert [c["id"] for c in exported] == ids
     assert exported[0]["task"] == "describe" and len(exported[0]["messages"]) == 6
     assert exported[0]["messages"][1]["generation"]["model"] == "eve"
     assert exported[1]["messages"][1]["error"] == "out of memory"
-    assert len(json.loads(storage.export_json(ids[:1], include_hidden=True))[0]["messages"]) == 8
+    # Images are copied beside the file and named relative to it: no server path in the export.
+    images = [name for c in exported for m in c["messages"] for name in m["images"]]
+    assert images and all(name.startswith("images/") and (path.parent / name).is_file() for name in images)
+    assert str(storage.data_dir) not in path.read_text()
+    hidden = storage.export(ids[:1], tmp_path / "all", "json", include_hidden=True)
+    assert len(json.loads(hidden.read_text())[0]["messages"]) == 8
 
 
-def test_export_markdown(filled):
+def test_export_markdown(filled, tmp_path):
     storage, ids = filled
-    markdown = storage.export_markdown(ids)
+    path = storage.export(ids, tmp_path / "md", "markdown")
+    markdown = path.read_text()
     for words in ("Compare the two", "The first is darker.", "The fir", "Dark grey.", "# Broken", "out of memory"):
         assert words in markdown
     assert "Undone" not in markdown
     links = [line[len("![image]("):-1] for line in markdown.splitlines() if line.startswith("![image](")]
     assert len(links) == 4 and all(link.startswith("images/") for link in links)
-    assert all((storage.data_dir / link).is_file() for link in links)
+    assert all((path.parent / link).is_file() for link in links)
 
 
 def test_export_llava(filled, tmp_path):

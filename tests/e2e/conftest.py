@@ -11,14 +11,13 @@ from tests.e2e.helpers import MODEL, free_port
 @pytest.fixture(scope="session")
 def running_app(tmp_path_factory):
     """(url, app context) of a live server; its data directory is a fresh temporary folder."""
-    from app import create_app
-    from eve_app.ui import CSS
+    from app import create_app, launch_options
 
     data_dir: Path = tmp_path_factory.mktemp("app-data")
     port = free_port()
     demo, ctx = create_app(["--model", MODEL, "--data-dir", str(data_dir), "--port", str(port)])
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=CSS,
-                allowed_paths=[str(data_dir.resolve())])
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                **launch_options(ctx.settings))
     url = f"http://127.0.0.1:{port}/"
     yield url, ctx
     demo.close()

@@ -106,15 +106,17 @@ def test_stop_leaves_a_partial_answer_marked_stopped_and_the_worker_idle(client,
     assert not ctx.engine.busy
 
 
-@pytest.mark.parametrize("content, name", [(b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "corrupt.png"),
-                                           (b"just some text, not a picture\n", "notes.txt")])
-def test_bad_files_get_a_clear_message_and_the_app_keeps_serving(client, tmp_path, content, name):
+@pytest.mark.parametrize("content, name, message", [
+    (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "corrupt.png", "corrupt.png looks like PNG but its header is broken"),
+    (b"just some text, not a picture\n", "notes.txt", "notes.txt is not an accepted image"),
+])
+def test_bad_files_get_a_clear_message_and_the_app_keeps_serving(client, tmp_path, content, name, message):
     bad = tmp_path / name
     bad.write_bytes(content)
-    with pytest.raises(AppError, match="could not be read"):
+    with pytest.raises(AppError, match=message):
         client.predict(handle_file(str(bad)), "OCR", "", 16, api_name="/answer")
     # The chat box accepts images only; Gradio itself refuses other file types before our check runs.
-    with pytest.raises(AppError, match="could not be read|Invalid file type"):
+    with pytest.raises(AppError, match=f"{message}|Invalid file type"):
         client.predict({"text": "what is this?", "files": [handle_file(str(bad))]}, "Free chat",
                        api_name="/submit_message")
     _, good = _sample_file(tmp_path, "ocr", f"e2e-after-{name}")

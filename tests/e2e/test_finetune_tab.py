@@ -16,15 +16,13 @@ PASSWORD = "let-me-train"
 
 @pytest.fixture(scope="module")
 def admin_app(tmp_path_factory):
-    from app import create_app
-    from eve_app.ui import CSS
+    from app import create_app, launch_options
 
     data_dir = tmp_path_factory.mktemp("finetune-data")
     port = free_port()
     demo, ctx = create_app(["--model", MODEL, "--data-dir", str(data_dir), "--port", str(port),
                             "--admin-password", PASSWORD])
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=CSS,
-                allowed_paths=[str(data_dir.resolve())])
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx.settings))
     yield Client(f"http://127.0.0.1:{port}/", verbose=False), ctx
     ctx.runner.stop_monitor()
     demo.close()
@@ -49,26 +47,32 @@ def test_validate_launch_watch_and_chat_with_the_result(admin_app, tmp_path):
     client, ctx = admin_app
     data_file, archive = _upload(tmp_path)
     base = str(ctx.engine.checkpoint_dir)
-    summary, preview, _ = client.predict([handle_file(str(data_file)), handle_file(str(archive))], "", base,
+    summary, preview, _ = client.predict([handle_file(str(data_file)), handle_file(str(archive))], "", base, "",
                                          api_name="/validate_dataset")
     assert "12" in summary and "missing.png" in json.dumps(preview)
 
     form = [base, ["3"], 1e-4, 24, 1, 4, 1, None, None, 0, 0.0, "CPU", "ddp"]
-    _, job_id = client.predict(PASSWORD, *form, api_name="/launch_job")
+    with pytest.raises(Exception, match="needs the admin password"):
+        client.predict(*form, "", api_name="/launch_job")
+    _, job_id = client.predict(*form, PASSWORD, api_name="/launch_job")
     deadline = time.time() + 420
     while time.time() < deadline:
-        label = client.predict(job_id, api_name="/watch_job")[0]
+        label = client.predict(job_id, PASSWORD, api_name="/watch_job")[0]
         if ctx.storage.get_job(int(job_id))["status"] in ("done", "failed", "aborted"):
             break
         time.sleep(2)
     job = ctx.storage.get_job(int(job_id))
     assert job["status"] == "done", ctx.runner.log_tail(int(job_id))
-    assert "24/24" in client.predict(job_id, api_name="/watch_job")[0] or "done" in label
+    assert "24/24" in client.predict(job_id, PASSWORD, api_name="/watch_job")[0] or "done" in label
+    with pytest.raises(Exception, match="Wrong admin password"):
+        client.predict(job_id, "guess", api_name="/watch_job")
 
     losses = [row["value"] for row in ctx.runner.loss_series(int(job_id)) if row["series"] == "train"]
     assert len(losses) >= 4 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
 
-    assert "Loaded" in client.predict(job_id, api_name="/load_job_into_chat")
+    with pytest.raises(Exception, match="needs the admin password"):
+        client.predict("", job_id, api_name="/load_job_into_chat")
+    assert "Loaded" in client.predict(PASSWORD, job_id, api_name="/load_job_into_chat")
     image = min((data_file.parent / "images").iterdir())
     answer = client.predict(handle_file(str(image)), "OCR", "", 16, api_name="/answer")
     assert isinstance(answer, str) and answer.strip()
@@ -78,4 +82,4 @@ def test_launching_needs_the_password_and_validated_data(admin_app):
     client, ctx = admin_app
     form = [str(ctx.engine.checkpoint_dir), ["3"], None, 4, 1, 1, 1, None, None, 0, 0.0, "CPU", "ddp"]
     with pytest.raises(Exception, match="Wrong admin password"):
-        client.predict("nope", *form, api_name="/launch_job")
+        client.predict(*form, "nope", api_name="/launch_job")

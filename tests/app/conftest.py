@@ -1,0 +1,21 @@
+"""An app context on the official-layout tiny checkpoint with a real database, for handler tests."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from eve_app.context import make_context
+from eve_app.engine import Engine
+from eve_app.settings import Settings
+from eve_app.storage import Storage
+
+# What Gradio hands a handler as `request`, with the fields the handlers read.
+REQUEST = SimpleNamespace(session_hash="test-session", headers={}, client=SimpleNamespace(host="127.0.0.1"))
+OWNER = "browser:handler-tests"
+
+
+@pytest.fixture(scope="module")
+def ctx(tiny_checkpoint, tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("chat-data")
+    engine = Engine.load(str(tiny_checkpoint))
+    return make_context(Settings(data_dir=data_dir, admin_password="s3cret"), engine, Storage(data_dir=data_dir))
