@@ -55,7 +55,7 @@ class AppContext:
 
 def make_context(settings: Settings, engine: Engine, storage: Storage, runner: JobRunner | None = None) -> AppContext:
     """Everything the handlers share, wired from the settings (limits, password, retention)."""
-    images = ImageGate(settings.chat_limits(), engine.check_image)
+    images = ImageGate(settings.chat_limits())
     return AppContext(
         engine=engine,
         storage=storage,

@@ -7,6 +7,8 @@ than such an image can be), and only then a full decode, which runs inside a bou
 cannot take more memory than `max_concurrent_decodes` images at once.
 """
 
+import ctypes
+import ctypes.util
 import threading
 import warnings
 from collections.abc import Callable
@@ -34,11 +36,18 @@ class ChatLimits:
     decode_wait_seconds: float = 30.0
 
 
-class ImageGate:
-    """Checks uploaded images against `ChatLimits`; `decode` is the model's own full decode (e.g. the engine's
-    `check_image`), run at most `max_concurrent_decodes` at a time."""
+def decode_pixels(path: str, ext: str) -> None:
+    """Decode every pixel once (truncated or corrupt data fails here), in the file's own mode: one copy of the
+    image in memory, no conversions."""
+    with Image.open(path, formats=[PIL_FORMATS[ext]]) as image:
+        image.load()
 
-    def __init__(self, limits: ChatLimits, decode: Callable[[str], None]):
+
+class ImageGate:
+    """Checks uploaded images against `ChatLimits`; `decode(path, ext)` decodes one fully, at most
+    `max_concurrent_decodes` at a time."""
+
+    def __init__(self, limits: ChatLimits, decode: Callable[[str, str], None] = decode_pixels):
         self.limits, self.decode = limits, decode
         self._slots = threading.BoundedSemaphore(limits.max_concurrent_decodes)
 
@@ -81,7 +90,9 @@ class ImageGate:
         if not self._slots.acquire(timeout=limits.decode_wait_seconds):
             raise UserError("The server is busy reading other images; send yours again in a moment.")
         try:
-            self.decode(str(path))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                self.decode(str(path), ext)
         except Exception as error:
             raise UserError(f"{name} could not be decoded as an image ({_reason(error)}).") from error
         finally:
@@ -102,3 +113,18 @@ def _reason(error: Exception) -> str:
     """The decoder's reason without the server path it may name."""
     text = str(error)
     return text.split(": ", 1)[1] if ": " in text else text
+
+
+def cap_allocator_arenas(arenas: int = 2) -> bool:
+    """Let glibc's malloc keep at most `arenas` memory pools (its default is 8 per core).
+
+    Each Gradio worker thread that decodes a large image otherwise gets a pool of its own and keeps the freed pixels
+    in it: a burst of 8 uploads of 36-megapixel images measured 1.4 GB of peak growth with the default pools and
+    0.6 GB with two (one such image alone: 0.4 GB). Same effect as MALLOC_ARENA_MAX=2; a no-op off glibc.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        return bool(libc and libc.mallopt(-8, arenas))  # -8 is M_ARENA_MAX
+    except (OSError, AttributeError):
+        return False

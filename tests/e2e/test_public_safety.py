@@ -1,0 +1,270 @@
+"""The app as a stranger on the internet meets it: a live server on a loopback port, driven over HTTP and the API.
+
+Each test replays something a visitor could do to a public Space before these protections: download the database,
+read or export another visitor's conversations, use the admin actions without the password, exhaust memory or disk
+with crafted uploads, or leave empty conversations behind with refused files.
+"""
+
+import io
+import json
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from model.synthetic import write_dataset
+from tests.e2e.helpers import MODEL, free_port
+
+PASSWORD = "correct horse battery staple"
+LIMITS = ["--max-image-mb", "2", "--max-upload-mb", "5", "--max-dataset-mb", "1", "--max-upload-files", "200",
+          "--upload-retention-minutes", "0.02"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """(url, ctx) of a server with an admin password and small limits, on its own data folder."""
+    from app import create_app, launch_options
+
+    data_dir = tmp_path_factory.mktemp("public-data")
+    port = free_port()
+    demo, ctx = create_app(["--model", MODEL, "--data-dir", str(data_dir), "--port", str(port),
+                            "--admin-password", PASSWORD, *LIMITS])
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                **launch_options(ctx.settings))
+    yield f"http://127.0.0.1:{port}/", ctx
+    ctx.runner.stop_monitor()
+    demo.close()
+
+
+def client_of(server) -> Client:
+    return Client(server[0], verbose=False)
+
+
+def png(path: Path, size=(64, 32), color="white") -> Path:
+    Image.new("RGB", size, color).save(path)
+    return path
+
+
+def chat(client: Client, text: str, image: Path) -> None:
+    client.predict({"text": text, "files": [handle_file(str(image))]}, "OCR", api_name="/submit_message")
+    list(client.submit("OCR", 0.0, 1.0, 8, 1.0, -1, 0, api_name="/respond"))
+
+
+def peak_rss_growth(action) -> int:
+    """Bytes the process's peak resident memory rose above its current size while `action` ran (Linux)."""
+    Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM) to the current size
+
+    def status(field: str) -> int:
+        line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field))
+        return int(line.split()[1]) * 1024
+
+    before = status("VmRSS:")
+    action()
+    return status("VmHWM:") - before
+
+
+def test_the_data_folder_is_not_served(server, tmp_path):
+    url, ctx = server
+    data = ctx.settings.data_dir.resolve()
+    chat(client_of(server), "read this", png(tmp_path / "shown.png"))
+    (data / "runs" / "job-1").mkdir(parents=True, exist_ok=True)
+    (data / "runs" / "job-1" / "train.log").write_text("secret log")
+    (data / "uploads" / "x").mkdir(parents=True, exist_ok=True)
+    (data / "uploads" / "x" / "train.json").write_text("[]")
+    targets = ["eve.db", "eve.db-wal", "eve.db-shm", ".secret", "runs/job-1/train.log", "uploads/x/train.json"]
+    for name in targets:
+        if (data / name).exists():
+            response = httpx.get(f"{url}gradio_api/file={data / name}")
+            assert response.status_code == 403, (name, response.status_code)
+    # The database keeps working after the attempts (nothing opened and closed the live file).
+    assert ctx.storage.list_conversations()
+
+
+def test_a_visitor_sees_only_their_own_conversations(server, tmp_path):
+    url, ctx = server
+    alice, bob = client_of(server), client_of(server)
+    chat(alice, "alice's private question", png(tmp_path / "alice.png", color="pink"))
+    mine = alice.predict("alice's private", "", api_name="/search_conversations")
+    rows = mine["data"] if isinstance(mine, dict) else mine
+    assert len(rows) == 1
+    conversation_id = str(rows[0][0])
+
+    theirs = bob.predict("alice's private", "", api_name="/search_conversations")
+    assert (theirs["data"] if isinstance(theirs, dict) else theirs) == []
+    with pytest.raises(AppError, match="no conversation|not yours"):
+        bob.predict(conversation_id, "", api_name="/open_conversation")
+    with pytest.raises(AppError, match="not yours"):
+        bob.predict(conversation_id, "JSON (zip with images)", "", api_name="/export_conversations")
+
+    # The admin sees and exports everyone's, and the export carries no server path.
+    everyone = bob.predict("alice's private", PASSWORD, api_name="/search_conversations")
+    assert len(everyone["data"] if isinstance(everyone, dict) else everyone) == 1
+    archive = bob.predict(conversation_id, "JSON (zip with images)", PASSWORD, api_name="/export_conversations")
+    with zipfile.ZipFile(archive) as zf:
+        exported = zf.read("conversations.json").decode()
+        assert str(ctx.settings.data_dir.resolve()) not in exported
+        images = json.loads(exported)[0]["messages"][0]["images"]
+        assert images and all(name in zf.namelist() for name in images)
+
+
+def test_answer_calls_are_logged_under_their_own_owner(server, tmp_path):
+    client = client_of(server)
+    client.predict(handle_file(str(png(tmp_path / "api.png"))), "OCR", "api call question", 8, api_name="/answer")
+    found = client.predict("api call question", "", api_name="/search_conversations")
+    assert (found["data"] if isinstance(found, dict) else found) == []
+    _, ctx = server
+    assert ctx.storage.list_conversations(search="api call question", owner="api")
+
+
+def test_every_admin_action_needs_the_password(server):
+    client = client_of(server)
+    form = ["default model (eve-tiny)", ["3"], None, 4, 1, 1, 1, None, None, 0, 0.0, "CPU", "ddp"]
+    refusals = [
+        lambda: client.predict(*form, "", api_name="/launch_job"),
+        lambda: client.predict("", 1, api_name="/abort_job"),
+        lambda: client.predict(1, "", api_name="/watch_job"),
+        lambda: client.predict("", 1, api_name="/load_job_into_chat"),
+    ]
+    for refused in refusals:
+        with pytest.raises(AppError, match="needs the admin password"):
+            refused()
+
+
+def test_previewing_a_command_shows_no_server_path(server, tmp_path):
+    url, ctx = server
+    client = client_of(server)
+    data_file = write_dataset(tmp_path / "dataset", ["ocr"], n=4, seed=1, level=0)
+    summary, _, _ = client.predict([handle_file(str(data_file)), *[handle_file(str(p)) for p in
+                                                                   (data_file.parent / "images").iterdir()]],
+                                   "", "default model (eve-tiny)", "", api_name="/validate_dataset")
+    assert "4 samples, 4 valid" in summary
+    form = ["default model (eve-tiny)", ["3"], None, 4, 1, 1, 1, None, None, 0, 0.0, "CPU", "ddp"]
+    command = client.predict(*form, api_name="/preview_command")
+    assert "-m model.train" in command and "$EVE_DATA_DIR/uploads/" in command
+    assert str(ctx.settings.data_dir.resolve()) not in command and "/work/" not in command
+
+
+def test_images_beyond_the_limits_are_refused_with_a_clear_message(server, tmp_path):
+    client = client_of(server)
+    small = io.BytesIO()
+    Image.new("RGB", (1, 1), "red").save(small, format="PNG")
+    padded = tmp_path / "padded.png"
+    padded.write_bytes(small.getvalue() + b"\0" * (1536 << 10))  # 1.5 MiB of junk after a 1x1 image
+    with pytest.raises(AppError, match="far more than a 1x1 image needs"):
+        client.predict(handle_file(str(padded)), "OCR", "", 8, api_name="/answer")
+    big = tmp_path / "big.png"
+    big.write_bytes(small.getvalue() + b"\0" * (3 << 20))
+    with pytest.raises(AppError, match="the limit is 2.0 MiB an image"):
+        client.predict(handle_file(str(big)), "OCR", "", 8, api_name="/answer")
+    huge = png(tmp_path / "huge.png", size=(8000, 6000))  # 48 megapixels, above the 40 allowed
+    with pytest.raises(AppError, match="8000x6000 pixels; the limit is 40 megapixels"):
+        client.predict(handle_file(str(huge)), "OCR", "", 8, api_name="/answer")
+    with pytest.raises(AppError, match="the limit is 4"):
+        client.predict({"text": "five", "files": [handle_file(str(png(tmp_path / f"{i}.png"))) for i in range(5)]},
+                       "OCR", api_name="/submit_message")
+    with pytest.raises(AppError, match="characters long; the limit is 4000"):
+        client.predict({"text": "x" * 5000, "files": []}, "Free chat", api_name="/submit_message")
+
+
+def test_a_burst_of_large_images_is_decoded_a_few_at_a_time(server, tmp_path, monkeypatch):
+    """8 visitors send a 36-megapixel image each at once: decodes queue (two at a time) instead of all running."""
+    image = png(tmp_path / "large.png", size=(6000, 6000), color="gray")
+    errors: list[BaseException] = []
+    gate = server[1].conversations.images
+    running, most = [0], [0]
+    lock = threading.Lock()
+    real_decode = gate.decode
+
+    def counted_decode(path: str, ext: str) -> None:  # the real decode, counted
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            real_decode(path, ext)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(gate, "decode", counted_decode)
+
+    def send() -> None:
+        try:
+            client_of(server).predict(handle_file(str(image)), "OCR", "", 4, api_name="/answer")
+        except BaseException as error:  # noqa: BLE001 -- collected and asserted below
+            errors.append(error)
+
+    def burst() -> None:
+        threads = [threading.Thread(target=send) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    single = peak_rss_growth(send)
+    growth = peak_rss_growth(burst)
+    assert not errors, errors
+    print(f"peak memory growth: one 36-megapixel image {single / 2**20:.0f} MiB, eight at once {growth / 2**20:.0f} MiB")
+    assert most[0] == gate.limits.max_concurrent_decodes == 2
+    assert growth < 3 * single
+
+
+def test_fine_tune_uploads_are_bounded(server, tmp_path):
+    client = client_of(server)
+    base = "default model (eve-tiny)"
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf, zf.open("data.json", "w") as entry:
+        for _ in range(100):
+            entry.write(b" " * (1 << 20))  # 100 MiB of spaces pack into about 100 KiB
+    growth = peak_rss_growth(lambda: _expect(client, [bomb], base, "more than 100 times its packed size"))
+    assert growth < 50 << 20  # refused from the entry headers: nothing was unpacked
+    many = tmp_path / "many.zip"
+    with zipfile.ZipFile(many, "w") as zf:
+        for i in range(300):
+            zf.writestr(f"images/{i}.txt", "x")
+    _expect(client, [many], base, "more than 200 files in the upload")
+    big_json = tmp_path / "data.json"
+    big_json.write_text(json.dumps([{"id": str(i), "conversations": []} for i in range(40000)]))
+    _expect(client, [big_json], base, "above the limit of 1.0 MiB")
+
+
+def _expect(client: Client, files: list[Path], base: str, message: str) -> None:
+    summary, _, _ = client.predict([handle_file(str(f)) for f in files], "", base, "", api_name="/validate_dataset")
+    assert message in summary, summary
+
+
+def test_validation_results_and_unused_uploads_are_dropped_after_the_retention(server, tmp_path):
+    url, ctx = server
+    client = client_of(server)
+    data_file = write_dataset(tmp_path / "kept-for-a-while", ["ocr"], n=3, seed=2, level=0)
+    files = [data_file, *(data_file.parent / "images").iterdir()]
+    client.predict([handle_file(str(f)) for f in files], "", "default model (eve-tiny)", "",
+                   api_name="/validate_dataset")
+    uploads = ctx.settings.data_dir / "uploads"
+    assert len(ctx.uploads) >= 1 and any(uploads.iterdir())
+    deadline = time.time() + 15  # retention 1.2 s; the sweeper runs every 0.6 s
+    while (len(ctx.uploads) or any(uploads.iterdir())) and time.time() < deadline:
+        time.sleep(0.2)
+    assert len(ctx.uploads) == 0 and not any(uploads.iterdir())
+
+
+def test_tiff_is_read_eps_is_refused_and_nothing_empty_is_left(server, tmp_path):
+    _, ctx = server
+    client = client_of(server)
+    tiff = tmp_path / "scan.tiff"
+    Image.new("RGB", (64, 32), "white").save(tiff, format="TIFF")
+    assert isinstance(client.predict(handle_file(str(tiff)), "OCR", "", 4, api_name="/answer"), str)
+    eps = tmp_path / "figure.eps"
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
+    before = len(ctx.storage.list_conversations(limit=1000))
+    with pytest.raises(AppError, match="figure.eps is not an accepted image: send a PNG, JPEG"):
+        client.predict(handle_file(str(eps)), "OCR", "", 4, api_name="/answer")
+    with pytest.raises(AppError, match="not an accepted image|Invalid file type"):
+        client.predict({"text": "what is it?", "files": [handle_file(str(eps))]}, "Free chat",
+                       api_name="/submit_message")
+    assert len(ctx.storage.list_conversations(limit=1000)) == before
