@@ -87,7 +87,7 @@ def test_the_data_folder_is_not_served(server, tmp_path):
 
 
 def test_a_visitor_sees_only_their_own_conversations(server, tmp_path):
-    url, ctx = server
+    _url, ctx = server
     alice, bob = client_of(server), client_of(server)
     chat(alice, "alice's private question", png(tmp_path / "alice.png", color="pink"))
     mine = alice.predict("alice's private", "", api_name="/search_conversations")
@@ -137,7 +137,7 @@ def test_every_admin_action_needs_the_password(server):
 
 
 def test_previewing_a_command_shows_no_server_path(server, tmp_path):
-    url, ctx = server
+    _url, ctx = server
     client = client_of(server)
     data_file = write_dataset(tmp_path / "dataset", ["ocr"], n=4, seed=1, level=0)
     summary, _, _ = client.predict([handle_file(str(data_file)), *[handle_file(str(p)) for p in
@@ -239,7 +239,7 @@ def _expect(client: Client, files: list[Path], base: str, message: str) -> None:
 
 
 def test_validation_results_and_unused_uploads_are_dropped_after_the_retention(server, tmp_path):
-    url, ctx = server
+    _url, ctx = server
     client = client_of(server)
     data_file = write_dataset(tmp_path / "kept-for-a-while", ["ocr"], n=3, seed=2, level=0)
     files = [data_file, *(data_file.parent / "images").iterdir()]
