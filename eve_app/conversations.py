@@ -127,6 +127,8 @@ class ConversationService:
             # Also when the caller went away mid-answer: the partial answer is kept, marked stopped.
             record = record or GenerationRecord(status="stopped", text=text)
             record.text = record.text.strip()
+            if record.error:  # shown to the visitor: no server path in it
+                record.error = record.error.replace(str(self.storage.data_dir), "<data>")
             self.storage.finish_answer(
                 conversation_id,
                 record.text,

@@ -19,6 +19,7 @@ LIMIT_FLAGS = {
     "max_image_megapixels": (40.0, "largest image, in millions of pixels"),
     "max_images_per_message": (4, "images in one chat message"),
     "max_question_chars": (4000, "characters in one question"),
+    "max_concurrent_decodes": (2, "uploaded images decoded at once (a burst of uploads waits its turn)"),
     "max_upload_mb": (1024.0, "fine-tune data: largest uploaded file or archive, in MiB"),
     "max_unpacked_mb": (4096.0, "fine-tune data: everything an upload unpacks to, in MiB"),
     "max_upload_files": (20000, "fine-tune data: files in one upload"),
@@ -49,6 +50,7 @@ class Settings:
     max_image_megapixels: float = LIMIT_FLAGS["max_image_megapixels"][0]
     max_images_per_message: int = LIMIT_FLAGS["max_images_per_message"][0]
     max_question_chars: int = LIMIT_FLAGS["max_question_chars"][0]
+    max_concurrent_decodes: int = LIMIT_FLAGS["max_concurrent_decodes"][0]
     max_upload_mb: float = LIMIT_FLAGS["max_upload_mb"][0]
     max_unpacked_mb: float = LIMIT_FLAGS["max_unpacked_mb"][0]
     max_upload_files: int = LIMIT_FLAGS["max_upload_files"][0]
@@ -66,6 +68,7 @@ class Settings:
             max_image_pixels=int(self.max_image_megapixels * 1e6),
             max_images_per_message=self.max_images_per_message,
             max_question_chars=self.max_question_chars,
+            max_concurrent_decodes=self.max_concurrent_decodes,
         )
 
     def upload_limits(self) -> Limits:

@@ -50,7 +50,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     if img.has_transparency_data:
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, img.convert("RGBA")).convert("RGB")
-    return img.convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 class EveImageProcessor:
@@ -138,7 +138,8 @@ class EveImageProcessor:
             )
         try:
             img.load()  # truncated files fail here, not later in resize or the model
-            return _to_rgb(ImageOps.exif_transpose(img))
+            ImageOps.exif_transpose(img, in_place=True)  # in place: a large image is not copied for nothing
+            return _to_rgb(img)
         except Exception as err:  # PIL raises OSError, SyntaxError, EOFError, struct.error, ... for bad data
             raise ValueError(f"{name} is not a readable image: {err}") from err
 

@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
+from ..storage.images import ACCEPTED_NAMES, PIL_FORMATS
 from .command import stage_presets
 
 DEFAULT_IMAGE_MAX_SIZE = 1600  # the official res1600 preprocessor
@@ -105,7 +106,7 @@ class ImageFinder:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is the policy
-                with Image.open(path) as img:
+                with Image.open(path, formats=list(PIL_FORMATS.values())) as img:
                     size = img.size
                     if size[0] * size[1] > self.max_pixels:
                         return None, (f"image {ref!r} is {size[0]}x{size[1]} pixels, above the limit of "
@@ -113,6 +114,8 @@ class ImageFinder:
                     img.verify()  # checks the data without decoding every pixel
         except Image.DecompressionBombError:
             return None, f"image {ref!r} claims an absurd size; refused"
+        except Image.UnidentifiedImageError:
+            return None, f"image {ref!r} is not an accepted image ({ACCEPTED_NAMES})"
         except Exception as error:  # noqa: BLE001 -- PIL raises many types for bad data (OSError, SyntaxError, ...)
             return None, f"image {ref!r} does not open as an image: {error}"
         if min(size) < 1:

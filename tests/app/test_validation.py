@@ -181,13 +181,13 @@ def test_missing_empty_and_unreadable_images(tmp_path, data_dir):
     src = tmp_path / "src"
     write_dataset(src, rows, n_images=3)
     (src / "images/1.png").write_bytes(b"")
-    (src / "images/2.png").write_text("not an image")
+    (src / "images/2.png").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n")  # EPS: never opened
     result = validate_upload([src], data_dir)
     assert result.fatal
     problems = [row.problems[0] for row in result.rows]
     assert "image 'images/nope.png' is missing" in problems[0]
     assert problems[1] == "image 'images/1.png' is empty (0 bytes)"
-    assert "image 'images/2.png' does not open as an image" in problems[2]
+    assert "image 'images/2.png' is not an accepted image (PNG, JPEG" in problems[2]
     assert result.summary["missing_images"] == 3
 
 

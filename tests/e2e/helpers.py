@@ -2,6 +2,12 @@
 
 import os
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
 
 from eve_app.settings import DEFAULT_MODEL
 
@@ -13,3 +19,26 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_server(args: list[str], port: int, timeout: float = 120) -> subprocess.Popen:
+    """`python app.py ARGS --port PORT` in a process of its own (to kill it, or to measure its memory alone);
+    returns once it answers HTTP."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "app.py", *args, "--port", str(port)], cwd=PROJECT_ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            raise RuntimeError("the app exited while starting")
+        time.sleep(0.5)
+    process.kill()
+    raise RuntimeError(f"the app did not start in {timeout:g} s")

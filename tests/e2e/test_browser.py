@@ -101,3 +101,30 @@ def test_chat_streams_an_answer_to_an_uploaded_image(browser, running_app, name,
     assert question["role"] == "user" and len(question["images"]) == 1
     assert answer["role"] == "assistant" and answer["status"] == "done" and answer["text"].strip()
     assert (answer["generation"]["prompt_tokens"], answer["generation"]["new_tokens"]) == tuple(map(int, figures.groups()))
+
+
+def test_a_browser_keeps_its_conversations_across_reloads_and_nobody_else_sees_them(browser, running_app):
+    url, _ = running_app
+    question = "Which private words are written here?"
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    stranger = browser.new_page(viewport={"width": 1280, "height": 900})  # its own context: its own local storage
+    try:
+        page.goto(url)
+        _send_image_and_question(page, EXAMPLE, question)
+        _wait_for_answer(page)
+        page.reload()
+        expect(page.get_by_role("tab", name="History")).to_be_visible()
+        page.get_by_role("tab", name="History").click()
+        expect(page.locator("body")).to_contain_text(question, timeout=15_000)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "history-own-conversations.png"))
+
+        stranger.goto(url)
+        stranger.get_by_role("tab", name="History").click()
+        stranger.get_by_role("button", name="Search").click()
+        stranger.wait_for_timeout(1500)
+        assert question not in stranger.locator("body").inner_text()
+        stranger.screenshot(path=str(ARTIFACTS / "history-stranger.png"))
+    finally:
+        page.close()
+        stranger.close()

@@ -1,7 +1,6 @@
 """Nothing saved is lost: a server killed mid-answer restarts with its turns marked interrupted, and backups taken
 while visitors write leave the live database whole."""
 
-import os
 import signal
 import sqlite3
 import subprocess
@@ -10,35 +9,18 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from tests.e2e.helpers import free_port
+from tests.e2e.helpers import PROJECT_ROOT, free_port, start_server
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "crash-test"
 
 
-def start_server(model: Path, data_dir: Path, port: int) -> subprocess.Popen:
-    command = [sys.executable, "app.py", "--model", str(model), "--data-dir", str(data_dir), "--port", str(port),
-               "--partial-save-seconds", "0.2", "--admin-password", PASSWORD]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None:
-            raise RuntimeError("the app exited while starting")
-        time.sleep(0.5)
-    process.kill()
-    raise RuntimeError("the app did not start in 120 s")
+def start_app(model: Path, data_dir: Path, port: int):
+    return start_server(["--model", str(model), "--data-dir", str(data_dir), "--partial-save-seconds", "0.2",
+                         "--admin-password", PASSWORD], port)
 
 
 def rows(db: Path, query: str) -> list[tuple]:
@@ -54,7 +36,7 @@ def test_killed_mid_answer_the_turns_come_back_interrupted_with_their_partial_te
     data_dir, port = tmp_path / "data", free_port()
     image = tmp_path / "page.png"
     Image.new("RGB", (64, 64), "white").save(image)
-    server = start_server(tiny_checkpoint, data_dir, port)
+    server = start_app(tiny_checkpoint, data_dir, port)
     db = data_dir / "eve.db"
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
@@ -78,7 +60,7 @@ def test_killed_mid_answer_the_turns_come_back_interrupted_with_their_partial_te
             server.kill()
 
     assert rows(db, "PRAGMA integrity_check") == [("ok",)]
-    server = start_server(tiny_checkpoint, data_dir, port)
+    server = start_app(tiny_checkpoint, data_dir, port)
     try:
         assert rows(db, "PRAGMA integrity_check") == [("ok",)]
         after = rows(db, "SELECT id, role, status, text FROM messages ORDER BY id")
