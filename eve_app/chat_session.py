@@ -1,7 +1,8 @@
 """One browser session's conversation: turns with their stored ids, and how they show in the chat component.
 
-Plain Python, no Gradio: the chat tab keeps a `ChatSession` in its state and renders it with `to_chatbot`, one chat
-message per turn, so the index that Gradio's retry/undo/edit/like events carry is the turn index.
+Plain Python, no Gradio: the chat tab keeps a `ChatSession` in its state and renders it with `to_chatbot`. A user
+turn shows as one chat message per image and then one for its text (a message that mixes both cannot be edited in
+the browser), so the index that Gradio's retry/undo/edit/like events carry is mapped back with `turn_of`.
 """
 
 from dataclasses import dataclass, field
@@ -46,15 +47,22 @@ class ChatSession:
         return None
 
     def to_chatbot(self) -> list[dict]:
-        return [_message(turn) for turn in self.turns]
+        return [message for turn in self.turns for message in _messages(turn)]
+
+    def turn_of(self, chat_index: int) -> int:
+        """The turn that the chat message at `chat_index` shows."""
+        shown = 0
+        for index, turn in enumerate(self.turns):
+            shown += len(_messages(turn))
+            if chat_index < shown:
+                return index
+        return len(self.turns)
 
 
-def _message(turn: ChatTurn) -> dict:
+def _messages(turn: ChatTurn) -> list[dict]:
     if turn.role == "user":
-        content = [{"path": path} for path in turn.images]
-        if turn.text:
-            content.append(turn.text)
-        return {"role": "user", "content": content}
+        images = [{"role": "user", "content": {"path": path}} for path in turn.images]
+        return images + ([{"role": "user", "content": turn.text}] if turn.text or not images else [])
     text = turn.text
     if turn.status == "stopped":
         text += " _(stopped)_"
@@ -62,4 +70,4 @@ def _message(turn: ChatTurn) -> dict:
         text += " _(interrupted: the app stopped before this answer was finished)_"
     elif turn.status == "error":
         text = (text + "\n\n" if text else "") + f"⚠️ {turn.error}"
-    return {"role": "assistant", "content": text}
+    return [{"role": "assistant", "content": text}]

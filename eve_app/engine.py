@@ -14,6 +14,7 @@ from pathlib import Path
 from queue import Empty
 
 import torch
+from huggingface_hub import RepoCard
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from model import load_pretrained
@@ -115,13 +116,24 @@ class Engine:
         model, processor = load_pretrained(folder, device=device, dtype=torch_dtype, quantization=quantization)
         return cls(model, processor, name=Path(str(path)).name, quantization=quantization, checkpoint_dir=folder)
 
-    def reload(self, path: str) -> None:
-        """Swaps in another checkpoint (e.g. a finished fine-tune) once no answer is being generated; the device,
-        dtype and quantisation the app was started with carry over."""
+    def reload(self, path: str, name: str | None = None) -> None:
+        """Swaps in another checkpoint (e.g. a finished fine-tune, shown as `name`) once no answer is being
+        generated; the device, dtype and quantisation the app was started with carry over."""
         fresh = Engine.load(path, device=self.device, dtype=self.dtype, quantization=self.quantization)
         with self._lock:
-            self.model, self.processor, self.name = fresh.model, fresh.processor, fresh.name
+            self.model, self.processor, self.name = fresh.model, fresh.processor, name or fresh.name
             self.checkpoint_dir = fresh.checkpoint_dir
+
+    @property
+    def notice(self) -> str | None:
+        """What the checkpoint's model card says a visitor should know (its `demo_notice` field), if anything."""
+        card = Path(str(self.checkpoint_dir or "")) / "README.md"
+        if not card.is_file():
+            return None
+        try:
+            return RepoCard.load(card).data.to_dict().get("demo_notice")
+        except Exception:  # noqa: BLE001 -- a card without (valid) front matter simply has no notice
+            return None
 
     @property
     def gpu_count(self) -> int:
@@ -181,7 +193,7 @@ class Engine:
             raise EngineError(
                 f"The prompt is too long for the context: {inputs['input_ids'].shape[1]} tokens (text and images) "
                 f"plus {settings.max_new_tokens} new tokens exceed the model's {self.context_length}. "
-                "Clear the chat, use fewer images, or lower the image size."
+                "Lower max new tokens, clear the chat, use fewer images, or lower the image size."
             )
         return inputs.to(self.model.device)
 

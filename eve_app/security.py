@@ -80,6 +80,7 @@ class AdminGate:
         self._password = (password or "").encode()
         self.max_failures, self.window, self.delay = max_failures, window, delay
         self._failures: dict[str, deque[float]] = defaultdict(deque)
+        self._tokens: dict[str, float] = {}
         self._lock = threading.Lock()
 
     @property
@@ -104,6 +105,20 @@ class AdminGate:
             self._failures[client].append(now)
         time.sleep(self.delay)
         raise UserError("Wrong admin password." if password else "This needs the admin password.")
+
+    def issue_token(self, lifetime: float = 12 * 3600) -> str:
+        """A random token that stands for the password on this page until `lifetime` or a restart (kept by the
+        browser, so a reloaded admin page stays unlocked)."""
+        token = secrets.token_urlsafe(24)
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = {t: end for t, end in self._tokens.items() if end > now}
+            self._tokens[token] = now + lifetime
+        return token
+
+    def token_valid(self, token: object) -> bool:
+        with self._lock:
+            return isinstance(token, str) and self._tokens.get(token, 0) > time.monotonic()
 
     def is_admin(self, password: str | None, client: str) -> bool:
         """True for the right password; an empty one is simply 'not admin' (no delay, not counted)."""

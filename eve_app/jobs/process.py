@@ -99,6 +99,28 @@ def _signal(pid: int, sig: int, group: bool = False) -> None:
         pass
 
 
+def request_stop(pgid: int, signalled: set[int]) -> None:
+    """SIGTERM the group's trainers not signalled yet (they save a checkpoint after the current step); while none
+    runs yet (still starting up: nothing to save), the launcher itself. `signalled` is updated."""
+    fresh = [pid for pid in trainer_pids(pgid) if pid not in signalled]
+    for pid in fresh:
+        _signal(pid, signal.SIGTERM)
+    signalled.update(fresh)
+    if not signalled and pgid not in signalled:
+        _signal(pgid, signal.SIGTERM, group=True)
+        signalled.add(pgid)
+
+
+def kill_group(pgid: int, collect: Callable[[], object] = lambda: None, wait: float = 30.0) -> None:
+    """SIGKILL the whole group and wait (reaping with `collect`) until no live process is left in it."""
+    _signal(pgid, signal.SIGKILL, group=True)
+    deadline = time.monotonic() + wait
+    while group_members(pgid) and time.monotonic() < deadline:
+        collect()
+        time.sleep(0.05)
+    collect()
+
+
 def stop_group(pgid: int, grace: float = 5.0, collect: Callable[[], object] = lambda: None) -> bool:
     """SIGTERM the trainers (the group if none runs yet), SIGKILL the group after `grace` seconds.
 
@@ -108,25 +130,12 @@ def stop_group(pgid: int, grace: float = 5.0, collect: Callable[[], object] = la
     """
     signalled: set[int] = set()
     deadline = time.monotonic() + grace
-    first = True
     while time.monotonic() < deadline:
         collect()
         if not group_members(pgid):
             collect()  # the leader may have died after the call above: reap it now, it is a zombie at most
             return True
-        fresh = [pid for pid in trainer_pids(pgid) if pid not in signalled]
-        for pid in fresh:
-            _signal(pid, signal.SIGTERM)
-        signalled.update(fresh)
-        if first and not signalled:  # still starting up: nothing to save yet, stop the launcher itself
-            _signal(pgid, signal.SIGTERM, group=True)
-        first = False
+        request_stop(pgid, signalled)
         time.sleep(0.1)
-    _signal(pgid, signal.SIGKILL, group=True)
-    for _ in range(50):
-        collect()
-        if not group_members(pgid):
-            break
-        time.sleep(0.1)
-    collect()
+    kill_group(pgid, collect)
     return False

@@ -23,13 +23,14 @@ import time
 from pathlib import Path
 
 from .command import PROJECT_ROOT, ConfigError, JobConfig, build_command, config_problems
-from .process import is_job_alive, reap, stop_group
+from .process import is_job_alive, kill_group, reap, request_stop, stop_group
 from .progress import checkpoints, error_line, final_event, finished, loss_rows, run_progress, stage_outputs, tail
 
 logger = logging.getLogger(__name__)
 
 LOG_FILE = "train.log"
 ABORT_MARKER = "ABORTED"  # written before signalling, so every reader (even after a restart) knows it was wanted
+KILLED_MARKER = "KILLED"  # an abort that had to SIGKILL the job: why
 SECRET_VARIABLES = ("EVE_ADMIN_PASSWORD", "EVE_SECRET")  # never handed to a job's processes
 RESTARTED = "the app restarted while the job ran and its process is gone"
 ERROR_LINES = 30
@@ -50,12 +51,17 @@ class JobRunner:
         self.max_concurrent = max_concurrent
         self.project_root = Path(project_root)
         self._procs: dict[int, subprocess.Popen] = {}  # jobs this object started; others are watched by pid
+        self._stopping: dict[int, tuple[float, set[int]]] = {}  # aborted jobs still exiting: deadline, signalled
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def run_dir(self, job_id: int) -> Path:
         return self.runs_dir / f"job-{job_id}"
+
+    def stopping(self, job: dict) -> bool:
+        """A running job that was asked to stop (its trainer is saving a checkpoint and exiting)."""
+        return job["status"] == "running" and bool(job["run_dir"]) and Path(job["run_dir"], ABORT_MARKER).exists()
 
     def config(self, job_id: int) -> JobConfig:
         return JobConfig.from_dict(self.storage.get_job(job_id)["args"])
@@ -138,10 +144,27 @@ class JobRunner:
         closed = []
         with self._lock:
             for job in self.storage.list_jobs("running"):
+                self._follow_abort(job)
                 if self._check(job):
                     closed.append(job["id"])
             self.start_next()
         return closed
+
+    def _follow_abort(self, job: dict) -> None:
+        """An abort in progress: signal trainers that appeared since (a pipeline's next stage); past the grace
+        period, kill the group and say so."""
+        if job["id"] not in self._stopping or not job["pid"]:
+            return
+        deadline, signalled = self._stopping[job["id"]]
+        proc = self._procs.get(job["id"])
+        if time.monotonic() < deadline:
+            request_stop(job["pid"], signalled)
+            return
+        kill_group(job["pid"], collect=proc.poll if proc else lambda: reap(job["pid"]))
+        self._stopping.pop(job["id"], None)
+        stopped = run_progress(JobConfig.from_dict(job["args"]))["event"] == "stopped"
+        saved = "after saving its checkpoint" if stopped else "before it saved a checkpoint"
+        Path(job["run_dir"], KILLED_MARKER).write_text(f"the job did not exit within the grace period and was killed {saved}")
 
     def recover(self) -> dict[str, list[int]]:
         """At app start: jobs marked running whose process is gone are closed (done if their metrics end with
@@ -165,6 +188,7 @@ class JobRunner:
         if proc is None and pid and exit_code is None:
             exit_code = reap(pid)  # it may have ended between the two checks above
         self._procs.pop(job["id"], None)
+        self._stopping.pop(job["id"], None)
         status, error = self._outcome(job, exit_code, unknown_exit=proc is None)
         self.storage.update_job(job["id"], status=status, error=error, final_metrics=self._final_metrics(job))
         logger.info("Job %d %s", job["id"], status)
@@ -173,7 +197,8 @@ class JobRunner:
     def _outcome(self, job: dict, exit_code: int | None, unknown_exit: bool) -> tuple[str, str | None]:
         config, run_dir = JobConfig.from_dict(job["args"]), Path(job["run_dir"])
         if (run_dir / ABORT_MARKER).exists():
-            return "aborted", None
+            killed = run_dir / KILLED_MARKER
+            return "aborted", killed.read_text() if killed.exists() else None
         if finished(config) and (exit_code == 0 or (unknown_exit and exit_code is None)):
             return "done", None
         log = tail(run_dir / LOG_FILE, ERROR_LINES)
@@ -193,9 +218,13 @@ class JobRunner:
 
     # Aborting
 
-    def abort(self, job_id: int, grace: float = 5.0) -> dict:
+    def abort(self, job_id: int, grace: float = 5.0, wait: bool = True) -> dict:
         """Stop a job: a queued one never starts; a running one gets SIGTERM (it saves a checkpoint after the current
-        step), and SIGKILL for its whole process group after `grace` seconds. Returns the updated job."""
+        step), and SIGKILL for its whole process group after `grace` seconds. Returns the updated job.
+
+        `wait=False` (the UI) returns at once with the job still "running" and `stopping` set; `poll()` (the
+        monitor thread) closes it as aborted when it exits, or kills it after the grace period.
+        """
         with self._lock:
             job = self.storage.get_job(job_id)
             if job["status"] == "queued":
@@ -203,6 +232,11 @@ class JobRunner:
             if job["status"] != "running":
                 return job
             Path(job["run_dir"], ABORT_MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
+            if not wait and job["pid"]:
+                signalled: set[int] = set()
+                request_stop(job["pid"], signalled)
+                self._stopping[job_id] = (time.monotonic() + grace, signalled)
+                return {**job, "stopping": True}
             proc, pid = self._procs.pop(job_id, None), job["pid"]
             stopped = stop_group(pid, grace, collect=proc.poll if proc else lambda: reap(pid)) if pid else True
             info = self._final_metrics(job)

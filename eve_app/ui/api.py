@@ -18,6 +18,7 @@ from ..errors import UserError
 from ..presets import preset_by_name
 from ..security import API_OWNER
 from ..spaces_support import gpu
+from .refusals import refuse
 
 
 class ApiHandlers:
@@ -50,14 +51,14 @@ class ApiHandlers:
             service.check_settings(settings)
             saved = service.ask(API_OWNER, None, text, [image], preset.name)
         except (UserError, ValueError) as error:
-            raise gr.Error(str(error), print_exception=False) from None
+            raise refuse(str(error)) from None
         answer_id = service.begin_answer(saved.conversation_id, preset.name)
         request = ChatRequest([Turn("user", text, saved.images)], settings)
         partial = ""
         for event in service.stream_answer(saved.conversation_id, answer_id, request, preset.name):
             if isinstance(event, Finished):
                 if event.record.status == "error":
-                    raise gr.Error(event.record.error or "Generation failed.", print_exception=False)
+                    raise refuse(event.record.error or "Generation failed.")
                 yield event.record.text
             else:
                 partial += event.text

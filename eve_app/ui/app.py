@@ -12,7 +12,7 @@ from .history import HistoryHandlers, build_history_tab
 TITLE = "EVEv2 — encoder-free vision-language chat"
 CSS = """
 #chatbot { min-height: 360px; }
-@media (max-width: 640px) { #chatbot { height: 60vh !important; } }
+@media (max-width: 640px) { #chatbot { height: 50vh !important; } }
 /* Phones: 8 px page margins instead of Gradio's 32 px, which take a sixth of the width from the chat input. Gradio
    scopes rules inside @media to the app's content, out of reach of this padding: clamp() switches at 640 px instead. */
 .gradio-container .main.app { padding-inline: clamp(var(--size-2), (100vw - 640px) * 1000, var(--size-8)); }
@@ -43,11 +43,14 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             with gr.Tab("History", id="history"):
                 history = build_history_tab(ctx, chat, owner)
             with gr.Tab("Fine-tune", id="finetune"):
-                finetune = build_finetune_tab(ctx, owner)
+                finetune = build_finetune_tab(ctx, owner, chat)
         build_api(ctx)
         identified = demo.load(identify, token, [token, owner], api_visibility="private")
         identified.then(HistoryHandlers(ctx).search, history["listing"], history["table"], api_visibility="private")
         demo.load(finetune["jobs_table"], None, finetune["jobs"], api_visibility="private")
+        demo.load(*finetune["restore"], api_visibility="private")
+        for answered in chat["answered"]:  # the History table follows each new answer
+            answered.then(HistoryHandlers(ctx).search, history["listing"], history["table"], api_visibility="private")
     # Generation shares one concurrency group ("gpu", limit 1); light events run alongside.
     demo.queue(default_concurrency_limit=8, max_size=128)
     return demo

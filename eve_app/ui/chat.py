@@ -14,11 +14,25 @@ from ..errors import UserError
 from ..presets import FREE_CHAT, preset_by_name
 from ..security import session_owner
 from ..spaces_support import gpu
-from .generation import status_line
+from .chat_layout import chat_layout, example_pairs, examples
+from .generation import model_line, status_line
+from .refusals import refuse
 
 
-def _user_error(error: UserError) -> gr.Error:
-    return gr.Error(str(error), print_exception=False)
+def optional_whole_number(value: str | float | None, what: str, positive: bool = False) -> int | None:
+    """A field that may stay empty: "" (or None, or a negative number from old API callers) means unset."""
+    text = str(value).strip() if value is not None else ""
+    if not text:
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        raise UserError(f"{what} must be a whole number (or empty), got {text!r}.") from None
+    if number != int(number):
+        raise UserError(f"{what} must be a whole number (or empty), got {text!r}.")
+    if number < 0 or (positive and number == 0):
+        return None
+    return int(number)
 
 
 class ChatHandlers:
@@ -36,24 +50,24 @@ class ChatHandlers:
         try:
             preset = preset_by_name(self.ctx.presets, preset_name)
         except ValueError as error:
-            raise gr.Error(str(error), print_exception=False) from None
+            raise refuse(str(error)) from None
         if not text and not files:
-            raise gr.Error("Type a question or add an image.", print_exception=False)
+            raise refuse("Type a question or add an image.")
         if not text:
             if preset.name == FREE_CHAT:
-                raise gr.Error("Free chat needs a question: type what you want to know about the image.",
-                               print_exception=False)
+                raise refuse("Free chat needs a question: type what you want to know about the image.")
             text = preset.instruction
         self.add_user_turn(session, text, files, preset.name, owner or session_owner(request))
         self.ctx.stops.new(request.session_hash)
-        return gr.MultimodalTextbox(value=None, interactive=False), session.to_chatbot(), session
+        return gr.MultimodalTextbox(value=None, interactive=False, submit_btn=False, stop_btn=True), \
+            session.to_chatbot(), session
 
     def add_user_turn(self, session: ChatSession, text: str, files: list[str], task: str, owner: str) -> None:
         session.owner = session.owner or owner
         try:
             saved = self.ctx.conversations.ask(session.owner, session.conversation_id, text, files, task)
         except UserError as error:
-            raise _user_error(error) from None
+            raise refuse(str(error)) from None
         session.conversation_id = saved.conversation_id
         session.turns.append(ChatTurn("user", text, images=saved.images, message_id=saved.message_id))
 
@@ -66,49 +80,57 @@ class ChatHandlers:
         top_p: float,
         max_new_tokens: int,
         repetition_penalty: float,
-        seed: float | None,
-        image_max_size: float | None,
+        seed: str | float | None,
+        image_max_size: str | float | None,
         request: gr.Request,
     ):
         """Streams the answer to the last user turn; the service saves it as it grows and when it ends."""
         if not session.turns or session.turns[-1].role != "user":
-            yield session.to_chatbot(), session, gr.skip()
+            yield session.to_chatbot(), session, gr.skip(), gr.skip()
             return
-        settings = GenerationSettings(
-            max_new_tokens=int(max_new_tokens),
-            temperature=float(temperature),
-            top_p=float(top_p),
-            repetition_penalty=float(repetition_penalty),
-            seed=int(seed) if seed not in (None, "") and seed >= 0 else None,
-            image_max_size=int(image_max_size) if image_max_size else None,
-        )
         service = self.ctx.conversations
+        try:
+            settings = GenerationSettings(
+                max_new_tokens=int(max_new_tokens),
+                temperature=float(temperature),
+                top_p=float(top_p),
+                repetition_penalty=float(repetition_penalty),
+                seed=optional_whole_number(seed, "The seed"),
+                image_max_size=optional_whole_number(image_max_size, "The image size", positive=True),
+            )
+        except UserError as error:
+            settings, invalid = GenerationSettings(), str(error)
+        else:
+            invalid = None
         chat_request = ChatRequest(session.engine_turns(), settings, self.ctx.stops.current(request.session_hash))
         answer = ChatTurn("assistant", "")
         session.turns.append(answer)
         answer.message_id = service.begin_answer(session.conversation_id, preset_name)
         try:
+            if invalid:
+                raise UserError(invalid)
             service.check_settings(settings)
         except UserError as error:
             record = service.refuse_answer(session.conversation_id, answer.message_id, str(error), preset_name)
             answer.status, answer.error = record.status, record.error
-            yield session.to_chatbot(), session, status_line(self.ctx.engine, record)
+            yield session.to_chatbot(), session, status_line(self.ctx.engine, record), model_line(self.ctx.engine)
             return
         for event in service.stream_answer(session.conversation_id, answer.message_id, chat_request, preset_name):
             if isinstance(event, Finished):
                 record = event.record
                 answer.status, answer.error, answer.text = record.status, record.error, record.text
-                yield session.to_chatbot(), session, status_line(self.ctx.engine, record)
+                yield session.to_chatbot(), session, status_line(self.ctx.engine, record), model_line(self.ctx.engine)
             else:
                 answer.text += event.text
-                yield session.to_chatbot(), session, gr.skip()
+                yield session.to_chatbot(), session, gr.skip(), gr.skip()
 
     def stop_generation(self, request: gr.Request) -> None:
         self.ctx.stops.stop(request.session_hash)
 
     def undo(self, session: ChatSession, data: gr.UndoData):
         """Removes the user message at the undone index and everything after it; puts its text back in the box."""
-        removed = session.truncate(data.index)
+        index = data.index if isinstance(data.index, int) else data.index[0]
+        removed = session.truncate(session.turn_of(index))
         self.ctx.conversations.hide(session.owner, [t.message_id for t in removed if t.message_id is not None])
         first = removed[0] if removed else None
         restored = {"text": first.text, "files": first.images} if first and first.role == "user" else None
@@ -125,7 +147,7 @@ class ChatHandlers:
     def edit(self, session: ChatSession, preset_name: str, data: gr.EditData, request: gr.Request):
         """Replaces an earlier user message: later turns are hidden, the edited text is saved as a new message."""
         index = data.index if isinstance(data.index, int) else data.index[0]
-        removed = session.truncate(index)
+        removed = session.truncate(session.turn_of(index))
         self.ctx.conversations.hide(session.owner, [t.message_id for t in removed if t.message_id is not None])
         images = removed[0].images if removed else []
         new_text = data.value if isinstance(data.value, str) else self._text_of(data.value)
@@ -139,38 +161,55 @@ class ChatHandlers:
         return " ".join(item for item in items if isinstance(item, str))
 
     def like(self, session: ChatSession, data: gr.LikeData) -> None:
-        index = data.index if isinstance(data.index, int) else data.index[0]
+        index = session.turn_of(data.index if isinstance(data.index, int) else data.index[0])
         if 0 <= index < len(session.turns) and session.turns[index].message_id is not None and data.liked is not None:
             value = "like" if data.liked is True or data.liked == "Like" else "dislike"
             try:
                 self.ctx.conversations.feedback(session.owner, session.turns[index].message_id, value)
             except UserError as error:
-                raise _user_error(error) from None
+                raise refuse(str(error)) from None
 
     @staticmethod
     def clear(session: ChatSession):
         return ChatSession(), []
 
+    def start_example(self, event: gr.SelectData):
+        """An example thumbnail was clicked: a fresh chat, its task picked, its image and instruction in the box."""
+        name, path = example_pairs(self.ctx)[event.index]
+        preset = preset_by_name(self.ctx.presets, name)
+        return ChatSession(), [], "", name, gr.MultimodalTextbox(value={"text": preset.instruction, "files": [path]})
+
     @staticmethod
     def enable_input():
-        return gr.MultimodalTextbox(interactive=True)
+        """After an answer: the box takes input again and Stop turns back into Send."""
+        return gr.MultimodalTextbox(interactive=True, submit_btn=True, stop_btn=False)
 
-    def choose_preset(self, preset_name: str):
+    def choose_preset(self, preset_name: str, shown: str, max_new_tokens: float, temperature: float):
+        """The new task's hint, and its defaults for the settings the user left at the previous task's defaults."""
         preset = preset_by_name(self.ctx.presets, preset_name)
+        previous = next((p for p in self.ctx.presets if p.name == shown), None)
+        limit = self.ctx.conversations.max_new_tokens_limit()
         hint = (
             f"Instruction sent with an image alone: *{preset.instruction}*"
             if preset.instruction
             else ("Ask anything about your images.")
         )
-        return hint, preset.max_new_tokens, preset.temperature
+        untouched_tokens = previous is None or int(max_new_tokens) == min(previous.max_new_tokens, limit)
+        untouched_temperature = previous is None or float(temperature) == previous.temperature
+        return (
+            hint,
+            min(preset.max_new_tokens, limit) if untouched_tokens else gr.skip(),
+            preset.temperature if untouched_temperature else gr.skip(),
+            preset.name,
+        )
 
 
 def build_chat_tab(ctx: AppContext, owner: gr.State) -> dict:
     """Lays out the chat tab and wires its events; returns the named components."""
     h = ChatHandlers(ctx)
-    from .chat_layout import chat_layout
 
     c = chat_layout(ctx)
+    examples(ctx, c)
     params = [
         c["temperature"],
         c["top_p"],
@@ -180,19 +219,32 @@ def build_chat_tab(ctx: AppContext, owner: gr.State) -> dict:
         c["image_max_size"],
     ]
     answer_inputs = [c["session"], c["preset"], *params]
-    answer_outputs = [c["chatbot"], c["session"], c["status"]]
+    answer_outputs = [c["chatbot"], c["session"], c["status"], c["model"]]
     gpu_queue = {"concurrency_id": "gpu", "concurrency_limit": 1}
 
-    submitted = c["textbox"].submit(
-        h.submit_message,
-        [c["textbox"], c["preset"], c["session"], owner],
-        [c["textbox"], c["chatbot"], c["session"]],
-        api_name="submit_message",
+    message_inputs = [c["textbox"], c["preset"], c["session"], owner]
+    message_outputs = [c["textbox"], c["chatbot"], c["session"]]
+
+    def answer_after(submitted, public: bool):
+        """The answer chain after a saved message: stream the answer, then give the box back."""
+        api = {"api_name": "respond"} if public else {"api_visibility": "private"}
+        answering = submitted.success(h.respond, answer_inputs, answer_outputs, **api, **gpu_queue)
+        answering.then(h.enable_input, None, c["textbox"], api_visibility="private")
+        submitted.failure(h.enable_input, None, c["textbox"], api_visibility="private")
+        return answering
+
+    submitted = c["textbox"].submit(h.submit_message, message_inputs, message_outputs, api_name="submit_message")
+    c["answered"] = [answer_after(submitted, public=True)]
+    c["textbox"].stop(h.stop_generation, None, None, api_name="stop", queue=False)
+    # An example thumbnail starts a fresh chat and sends it at once.
+    picked = c["examples"].select(
+        h.start_example,
+        None,
+        [c["session"], c["chatbot"], c["status"], c["preset"], c["textbox"]],
+        api_visibility="private",
     )
-    answering = submitted.success(h.respond, answer_inputs, answer_outputs, api_name="respond", **gpu_queue)
-    answering.then(h.enable_input, None, c["textbox"], api_visibility="private")
-    submitted.failure(h.enable_input, None, c["textbox"], api_visibility="private")
-    c["stop_button"].click(h.stop_generation, None, None, api_name="stop", queue=False)
+    example_sent = picked.then(h.submit_message, message_inputs, message_outputs, api_visibility="private")
+    c["answered"].append(answer_after(example_sent, public=False))
 
     retried = c["chatbot"].retry(h.retry, [c["session"]], [c["chatbot"], c["session"]], api_visibility="private")
     retried.then(h.respond, answer_inputs, answer_outputs, api_visibility="private", **gpu_queue)
@@ -204,6 +256,9 @@ def build_chat_tab(ctx: AppContext, owner: gr.State) -> dict:
     c["chatbot"].like(h.like, [c["session"]], None, api_visibility="private")
     c["chatbot"].clear(h.clear, [c["session"]], [c["session"], c["chatbot"]], api_name="clear")
     c["preset"].change(
-        h.choose_preset, c["preset"], [c["hint"], c["max_new_tokens"], c["temperature"]], api_visibility="private"
+        h.choose_preset,
+        [c["preset"], c["shown_preset"], c["max_new_tokens"], c["temperature"]],
+        [c["hint"], c["max_new_tokens"], c["temperature"], c["shown_preset"]],
+        api_visibility="private",
     )
     return c

@@ -33,11 +33,14 @@ from ..jobs.validation import new_upload_dir
 from ..security import client_address, resolve_checkpoint_choice, session_owner, viewer
 from ..settings import DEFAULT_MODEL
 from .finetune_layout import finetune_layout
+from .generation import model_line
 from .history import parse_conversation_ids
+from .refusals import refuse
 
 PREVIEW_COLUMNS = ["row", "id", "images", "turns", "problems"]
 LOSS_COLUMNS = ["step", "value", "series", "stage"]
-LOCKED = "🔒 Enter the admin password to watch jobs."
+DEFAULT_CHOICE = "default model (eve-tiny)"
+ABORT_GRACE = 60.0  # seconds a trainer gets to finish its step and save a checkpoint before it is killed
 
 
 def launch_blocked_reason(ctx: AppContext) -> str | None:
@@ -48,6 +51,13 @@ def launch_blocked_reason(ctx: AppContext) -> str | None:
     if not settings.admin_password:
         return "Launching jobs needs an admin password: start the app with EVE_ADMIN_PASSWORD set."
     return None
+
+
+def loss_frame(rows: list[dict]) -> pd.DataFrame:
+    """Losses with numeric steps and values, also when empty: the plot then draws lines on number axes (an empty
+    frame of object columns made it treat the values as categories)."""
+    frame = pd.DataFrame(rows, columns=LOSS_COLUMNS)
+    return frame.astype({"step": "int64", "value": "float64", "series": "string", "stage": "string"})
 
 
 def describe_stages(stages: list[str]) -> str:
@@ -64,10 +74,6 @@ def _joined(value) -> str:
     return value if isinstance(value, str) else "; ".join(str(v) for v in value)
 
 
-def _error(message: str) -> gr.Error:
-    return gr.Error(message, print_exception=False)
-
-
 class FinetuneHandlers:
     """The fine-tune tab's event handlers, bound to the app context."""
 
@@ -81,11 +87,11 @@ class FinetuneHandlers:
     def _check_admin(self, password: str, request: gr.Request) -> None:
         reason = launch_blocked_reason(self.ctx)
         if reason:
-            raise _error(reason)
+            raise refuse(reason)
         try:
             self.ctx.admin.check(password, client_address(request, self.ctx.settings.on_spaces))
         except UserError as error:
-            raise _error(str(error)) from None
+            raise refuse(str(error)) from None
 
     def redact(self, text: str) -> str:
         """Server paths replaced by names a visitor may see: the data folder, the project, the interpreter."""
@@ -107,7 +113,7 @@ class FinetuneHandlers:
 
     def base_choices(self) -> dict[str, str]:
         """Base checkpoints by the name the form shows: the default model, the loaded one, finished jobs."""
-        choices = {"default model (eve-tiny)": DEFAULT_MODEL}
+        choices = {DEFAULT_CHOICE: DEFAULT_MODEL}
         loaded = self.ctx.engine.checkpoint_dir
         if loaded and str(Path(loaded).resolve()) != str(Path(DEFAULT_MODEL).resolve()):
             choices[f"loaded model ({self.ctx.engine.name})"] = str(loaded)
@@ -122,7 +128,7 @@ class FinetuneHandlers:
         try:
             return resolve_checkpoint_choice(base, self.checkpoint_roots())
         except UserError as error:
-            raise _error(str(error)) from None
+            raise refuse(str(error)) from None
 
     # Data
 
@@ -136,20 +142,20 @@ class FinetuneHandlers:
             try:
                 is_admin = self.ctx.admin.is_admin(password, client_address(request, self.ctx.settings.on_spaces))
             except UserError as error:
-                raise _error(str(error)) from None
+                raise refuse(str(error)) from None
             folder = new_upload_dir(self.ctx.settings.data_dir)
             try:
                 who = viewer(owner or session_owner(request), is_admin)
                 self.ctx.conversations.export(who, ids, folder / "files", "llava")
             except UserError as error:
                 shutil.rmtree(folder, ignore_errors=True)
-                raise _error(str(error)) from None
+                raise refuse(str(error)) from None
             result = validate_dataset(folder / "files" / "data.json", folder / "files", limits=limits)
             result.upload_dir = folder
         elif files:
             result = validate_upload(files, self.ctx.settings.data_dir, base=base, limits=limits)
         else:
-            raise _error("Upload a LLaVA JSON file with its images (a zip or the files), or give History ids.")
+            raise refuse("Upload a LLaVA JSON file with its images (a zip or the files), or give History ids.")
         key = self.ctx.uploads.add(result)
         self.ctx.uploads.sweep(self.ctx.runner.upload_dirs_in_use() if self.ctx.runner else set())
         summary = html.escape(self.redact(result.message())).replace("\n", "  \n")
@@ -172,10 +178,10 @@ class FinetuneHandlers:
         v = {name: values[component] for name, component in self.form.items()}
         result = self.ctx.uploads.get(v["data_key"])
         if result is None or result.data_path is None:
-            raise _error("Validate a dataset first (validations are kept for a limited time): nothing runs on "
+            raise refuse("Validate a dataset first (validations are kept for a limited time): nothing runs on "
                          "data that was not checked.")
         if not v["stages"]:
-            raise _error("Pick at least one stage.")
+            raise refuse("Pick at least one stage.")
         max_steps = int(v["max_steps"]) if v["max_steps"] else None
         return JobConfig(
             base=self._base(v["base"]),
@@ -205,7 +211,7 @@ class FinetuneHandlers:
         try:
             return self.redact(command_preview(config))
         except ConfigError as error:
-            raise _error(str(error)) from None
+            raise refuse(str(error)) from None
 
     def save_config(self, values: dict) -> str:
         """job.json with the form's settings (the dataset is not part of it: validate it again to reuse)."""
@@ -219,11 +225,11 @@ class FinetuneHandlers:
     def load_config(self, path: str | None) -> dict:
         """Fills the form from a saved job.json (unknown or broken settings are a message, not a crash)."""
         if not path:
-            raise _error("Upload a job.json saved from this tab.")
+            raise refuse("Upload a job.json saved from this tab.")
         try:
             config = JobConfig.from_json(Path(path).read_text(encoding="utf-8", errors="replace")[:100_000])
         except ConfigError as error:
-            raise _error(f"That job.json cannot be used: {error}") from None
+            raise refuse(f"That job.json cannot be used: {error}") from None
         f = self.form
         return {
             f["stages"]: config.stages or [config.stage],
@@ -247,13 +253,14 @@ class FinetuneHandlers:
         try:
             job_id = self.ctx.runner.submit(config)
         except ConfigError as error:
-            raise _error(str(error)) from None
+            raise refuse(str(error)) from None
         self.ctx.uploads.claim(values[self.form["data_key"]])
         return self.jobs_table(), job_id
 
     def jobs_table(self) -> pd.DataFrame:
+        runner = self.ctx.runner
         rows = [
-            [j["id"], j["status"], str(j["created_at"])[:16],
+            [j["id"], "stopping…" if runner and runner.stopping(j) else j["status"], str(j["created_at"])[:16],
              " → ".join(j["args"].get("stages") or [j["args"].get("stage", "")])]
             for j in self.ctx.storage.list_jobs()
         ]
@@ -261,59 +268,69 @@ class FinetuneHandlers:
 
     def _watch(self, job_id: float | None):
         if not job_id:
-            return "No job selected.", "", pd.DataFrame(columns=LOSS_COLUMNS)
+            return "No job selected.", "", loss_frame([])
         job_id = int(job_id)
         try:
             progress = self.ctx.runner.progress(job_id)
         except LookupError:
-            return f"There is no job {job_id}.", "", pd.DataFrame(columns=LOSS_COLUMNS)
+            return f"There is no job {job_id}.", "", loss_frame([])
         label = progress["label"]
         if progress.get("checkpoint"):
             label += f"\n\nLast checkpoint: `{self.redact(str(progress['checkpoint']))}`"
         if progress.get("error"):
             label += f"\n\n⚠️ {self.redact(progress['error'].splitlines()[0])}"
-        losses = pd.DataFrame(self.ctx.runner.loss_series(job_id), columns=LOSS_COLUMNS)
+        losses = loss_frame(self.ctx.runner.loss_series(job_id))
         return label, self.redact(self.ctx.runner.log_tail(job_id, 40)), losses
 
     def watch(self, job_id: float | None, password: str, request: gr.Request):
-        """Progress line, log tail and loss plot of one job (admin); unlocks the timer that keeps them current."""
+        """Progress line, log tail and loss plot of one job (admin); unlocks the timer that keeps them current, also
+        after a reload of this page."""
         self._check_admin(password, request)
-        return *self._watch(job_id), True
+        return *self._watch(job_id), True, self.ctx.admin.issue_token()
 
     def tick(self, job_id: float | None, unlocked: bool):
-        """The timer's refresh: only for a page that showed the admin password before."""
+        """The timer's refresh of the watched job and the jobs table, for a page the admin unlocked."""
         if not unlocked:
-            return gr.skip(), gr.skip(), gr.skip()
-        return self._watch(job_id)
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return *self._watch(job_id), self.jobs_table()
+
+    def restore(self, watched: float | None, token: str | None):
+        """On page load: the job this browser watched, and whether its admin token still unlocks the page."""
+        return (watched or None), self.ctx.admin.token_valid(token)
 
     def abort(self, password: str, job_id: float | None, request: gr.Request):
         self._check_admin(password, request)
         if not job_id:
-            raise _error("Pick a job first.")
+            raise refuse("Pick a job first.")
         try:
-            self.ctx.runner.abort(int(job_id))
+            self.ctx.runner.abort(int(job_id), grace=ABORT_GRACE, wait=False)  # the monitor finishes it
         except LookupError:
-            raise _error(f"There is no job {int(job_id)}.") from None
+            raise refuse(f"There is no job {int(job_id)}.") from None
         return self.jobs_table()
 
-    def load_into_chat(self, password: str, job_id: float | None, request: gr.Request) -> str:
-        """Swaps the chat's model for a finished job's, for every visitor (admin)."""
+    def load_into_chat(self, password: str, choice: str, request: gr.Request):
+        """Swaps the chat's model, for every visitor (admin): the default model, a finished job, or a folder inside
+        the allowed roots. Returns the confirmation and the chat's new model line."""
         self._check_admin(password, request)
-        try:
-            progress = self.ctx.runner.progress(int(job_id)) if job_id else {}
-        except LookupError:
-            raise _error(f"There is no job {int(job_id)}.") from None
-        if not progress.get("model_path"):
-            raise _error("Only a finished job's model can be loaded.")
-        self.ctx.engine.reload(progress["model_path"])
-        return f"Loaded job {int(job_id)}'s model into the chat."
+        choices = self.base_choices()
+        path = self._base(choice)
+        name = choice if choice in choices and choice.startswith("job-") else Path(path).name
+        if choice == DEFAULT_CHOICE:
+            name = Path(DEFAULT_MODEL).name
+        self.ctx.engine.reload(path, name=name)
+        return f"Loaded **{name}** into the chat.", model_line(self.ctx.engine)
+
+    def refresh_choices(self):
+        """The model choices again (finished jobs appear once done)."""
+        choices = list(self.base_choices())
+        return gr.Dropdown(choices=choices), gr.Dropdown(choices=choices)
 
     @staticmethod
     def pick_job(table: pd.DataFrame, event: gr.SelectData) -> int:
         return int(table.iloc[event.index[0], 0])
 
 
-def build_finetune_tab(ctx: AppContext, owner: gr.State) -> dict:
+def build_finetune_tab(ctx: AppContext, owner: gr.State, chat: dict) -> dict:
     h = FinetuneHandlers(ctx)
     c = finetune_layout(ctx, launch_blocked_reason(ctx), describe_stages, h.jobs_table(), h.base_choices())
     names = ["data_key", "base", "stages", "lr", "max_steps", "epochs", "batch_size", "grad_accum", "max_image_size",
@@ -322,6 +339,9 @@ def build_finetune_tab(ctx: AppContext, owner: gr.State) -> dict:
     h.password_box = c["password"]
     form = set(h.form.values())
     c["unlocked"] = gr.State(False)
+    secret = ctx.settings.browser_secret()
+    c["watched"] = gr.BrowserState(None, storage_key="eve-watched-job", secret=secret)
+    c["admin_token"] = gr.BrowserState(None, storage_key="eve-admin", secret=secret)
     c["validate"].click(
         h.validate,
         [c["files"], c["export_ids"], c["base"], c["password"], owner],
@@ -340,11 +360,19 @@ def build_finetune_tab(ctx: AppContext, owner: gr.State) -> dict:
     c["refresh"].click(h.jobs_table, None, c["jobs"], api_visibility="private")
     c["jobs"].select(h.pick_job, c["jobs"], c["job_id"], api_visibility="private")
     watched = [c["progress"], c["log"], c["loss_plot"]]
-    c["timer"].tick(h.tick, [c["job_id"], c["unlocked"]], watched, api_visibility="private", show_progress="hidden")
-    c["watch"].click(h.watch, [c["job_id"], c["password"]], [*watched, c["unlocked"]], api_name="watch_job")
-    c["load_into_chat"].click(
-        h.load_into_chat, [c["password"], c["job_id"]], c["load_status"], api_name="load_job_into_chat"
+    c["timer"].tick(
+        h.tick, [c["job_id"], c["unlocked"]], [*watched, c["jobs"]], api_visibility="private", show_progress="hidden"
     )
+    c["watch"].click(
+        h.watch, [c["job_id"], c["password"]], [*watched, c["unlocked"], c["admin_token"]], api_name="watch_job"
+    )
+    # The watched job is kept in the browser, so a reloaded page re-attaches to it.
+    c["job_id"].change(lambda job_id: job_id, c["job_id"], c["watched"], api_visibility="private")
+    c["restore"] = (h.restore, [c["watched"], c["admin_token"]], [c["job_id"], c["unlocked"]])
+    c["load_into_chat"].click(
+        h.load_into_chat, [c["password"], c["chat_model"]], [c["load_status"], chat["model"]], api_name="load_model"
+    )
+    c["refresh"].click(h.refresh_choices, None, [c["base"], c["chat_model"]], api_visibility="private")
     c["jobs_table"] = h.jobs_table
     return c
 

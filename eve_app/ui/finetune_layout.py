@@ -63,7 +63,7 @@ def _setup_section(c: dict, ctx: AppContext, describe_stages: Callable[[list[str
         c["config_file"] = gr.File(label="job.json")
 
 
-def _jobs_section(c: dict, blocked: str | None, jobs: pd.DataFrame) -> None:
+def _jobs_section(c: dict, blocked: str | None, jobs: pd.DataFrame, base_choices) -> None:
     with gr.Accordion("3 · Run", open=True):
         if blocked:
             gr.Markdown(f"🔒 {blocked} Validation and command preview still work.")
@@ -83,8 +83,12 @@ def _jobs_section(c: dict, blocked: str | None, jobs: pd.DataFrame) -> None:
         c["loss_plot"] = gr.LinePlot(x="step", y="value", color="series", label="Loss", height=260)
         c["log"] = gr.Textbox(label="Log (last lines)", lines=8, max_lines=12, autoscroll=True)
         with gr.Row():
-            c["load_into_chat"] = gr.Button("Load finished model into chat")
-            c["load_status"] = gr.Markdown()
+            c["chat_model"] = gr.Dropdown(
+                list(base_choices), value=next(iter(base_choices)), label="Model for the chat (every visitor's)",
+                allow_custom_value=True, scale=3,
+            )
+            c["load_into_chat"] = gr.Button("Load into chat", scale=1)
+        c["load_status"] = gr.Markdown()
         c["timer"] = gr.Timer(2.0)
 
 
@@ -92,5 +96,5 @@ def finetune_layout(ctx: AppContext, blocked: str | None, describe_stages, jobs:
     c: dict = {}
     _data_section(c)
     _setup_section(c, ctx, describe_stages, base_choices)
-    _jobs_section(c, blocked, jobs)
+    _jobs_section(c, blocked, jobs, base_choices)
     return c

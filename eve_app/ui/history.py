@@ -14,6 +14,7 @@ from ..chat_session import ChatSession, ChatTurn
 from ..context import AppContext
 from ..errors import UserError
 from ..security import client_address, session_owner, viewer
+from .refusals import refuse
 
 COLUMNS = ["id", "updated", "task", "title", "messages", "last answer"]
 EXPORT_FORMATS = {"JSON (zip with images)": "json", "Markdown (zip with images)": "markdown",
@@ -25,7 +26,7 @@ def parse_conversation_ids(text: str) -> list[int]:
     try:
         return [int(part) for part in (text or "").replace(",", " ").split()]
     except ValueError as error:
-        raise gr.Error("Conversation ids are numbers, separated by commas or spaces.", print_exception=False) from error
+        raise refuse("Conversation ids are numbers, separated by commas or spaces.") from error
 
 
 class HistoryHandlers:
@@ -40,7 +41,7 @@ class HistoryHandlers:
         try:
             is_admin = self.ctx.admin.is_admin(password, address)
         except UserError as error:
-            raise gr.Error(str(error), print_exception=False) from None
+            raise refuse(str(error)) from None
         return viewer(owner or session_owner(request), is_admin)
 
     def search(self, query: str, password: str, owner: str | None, request: gr.Request) -> list[list]:
@@ -55,12 +56,12 @@ class HistoryHandlers:
     def open_conversation(self, ids_text: str, password: str, owner: str | None, request: gr.Request):
         ids = parse_conversation_ids(ids_text)
         if not ids:
-            raise gr.Error("Pick a conversation: click a row or type its id.", print_exception=False)
+            raise refuse("Pick a conversation: click a row or type its id.")
         who = self._viewer(owner, password, request)
         try:
             conversation = self.ctx.conversations.get(who, ids[0])
         except UserError as error:
-            raise gr.Error(str(error), print_exception=False) from None
+            raise refuse(str(error)) from None
         session = ChatSession(conversation_id=conversation["id"], owner=who)
         for message in conversation["messages"]:
             session.turns.append(
@@ -87,7 +88,7 @@ class HistoryHandlers:
         """A zip to download: the selected conversations (or the open chat) with their images."""
         ids = parse_conversation_ids(ids_text) or ([current.conversation_id] if current.conversation_id else [])
         if not ids:
-            raise gr.Error("Nothing to export: select conversations or start a chat first.", print_exception=False)
+            raise refuse("Nothing to export: select conversations or start a chat first.")
         who = current.owner if not ids_text.strip() and current.owner else self._viewer(owner, password, request)
         folder = Path(tempfile.mkdtemp(prefix="eve-export-"))
         kind = EXPORT_FORMATS.get(fmt, "json")
@@ -95,7 +96,7 @@ class HistoryHandlers:
             self.ctx.conversations.export(who, ids, folder / "export", kind)
         except UserError as error:
             shutil.rmtree(folder, ignore_errors=True)
-            raise gr.Error(str(error), print_exception=False) from None
+            raise refuse(str(error)) from None
         name = {"json": "conversations-json", "markdown": "conversations-markdown", "llava": "training-data"}[kind]
         return shutil.make_archive(str(folder / name), "zip", folder / "export")
 

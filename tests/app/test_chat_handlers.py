@@ -27,7 +27,7 @@ def image(tmp_path):
 
 def _turn(handlers, session, text, files, preset="OCR"):
     _, _, session = handlers.submit_message({"text": text, "files": files}, preset, session, OWNER, REQUEST)
-    *_, (chatbot, session, status) = handlers.respond(session, preset, *PARAMS, REQUEST)
+    *_, (chatbot, session, status, _model) = handlers.respond(session, preset, *PARAMS, REQUEST)
     return chatbot, session, status
 
 
@@ -42,7 +42,10 @@ def test_a_turn_is_saved_before_and_after_generation(ctx, image):
     assert [m["role"] for m in messages] == ["user", "assistant"]
     assert messages[0]["text"] == ctx.presets[0].instruction and len(messages[0]["images"]) == 1
     assert messages[1]["generation"]["parameters"]["max_new_tokens"] == 6
-    assert "tokens/s" in status and len(chatbot) == 2
+    assert "tokens/s" in status
+    assert [m["content"] if isinstance(m["content"], str) else "image" for m in chatbot][:2] == [
+        "image", ctx.presets[0].instruction]  # the image, then the question: each is its own chat message
+    assert len(chatbot) == 3
 
 
 def test_retry_hides_the_old_answer_and_saves_a_new_one(ctx, image):
@@ -50,7 +53,7 @@ def test_retry_hides_the_old_answer_and_saves_a_new_one(ctx, image):
     _, session, _ = _turn(handlers, ChatSession(), "read it", [image])
     old_answer = session.turns[-1].message_id
     _, session = handlers.retry(session, gr.RetryData(None, {"index": 1, "value": ""}), REQUEST)
-    *_, (_chatbot, session, _) = handlers.respond(session, "OCR", *PARAMS, REQUEST)
+    *_, (_chatbot, session, _, _) = handlers.respond(session, "OCR", *PARAMS, REQUEST)
     visible = _visible(ctx, session)
     assert [m["role"] for m in visible] == ["user", "assistant"] and visible[1]["id"] != old_answer
     everything = ctx.storage.get_conversation(session.conversation_id, include_hidden=True)["messages"]
@@ -61,16 +64,17 @@ def test_undo_puts_the_message_back_in_the_box(ctx, image):
     handlers = ChatHandlers(ctx)
     _, session, _ = _turn(handlers, ChatSession(), "first", [image])
     _, session, _ = _turn(handlers, session, "second question", [])
-    chatbot, session, box = handlers.undo(session, gr.UndoData(None, {"index": 2, "value": "second question"}))
-    assert len(chatbot) == 2 and box.value["text"] == "second question"
+    # Chat messages: image, "first", answer, "second question", answer -> undo at index 3.
+    chatbot, session, box = handlers.undo(session, gr.UndoData(None, {"index": 3, "value": "second question"}))
+    assert len(chatbot) == 3 and box.value["text"] == "second question"
     assert [m["text"] for m in _visible(ctx, session) if m["role"] == "user"] == ["first"]
 
 
 def test_edit_replaces_the_question_and_keeps_its_images(ctx, image):
     handlers = ChatHandlers(ctx)
     _, session, _ = _turn(handlers, ChatSession(), "orginal typo", [image])
-    _, session = handlers.edit(session, "OCR", gr.EditData(None, {"index": 0, "value": "original", "previous_value": "orginal typo"}), REQUEST)
-    *_, (_chatbot, session, _) = handlers.respond(session, "OCR", *PARAMS, REQUEST)
+    _, session = handlers.edit(session, "OCR", gr.EditData(None, {"index": 1, "value": "original", "previous_value": "orginal typo"}), REQUEST)
+    *_, (_chatbot, session, _, _) = handlers.respond(session, "OCR", *PARAMS, REQUEST)
     visible = _visible(ctx, session)
     assert visible[0]["text"] == "original" and len(visible[0]["images"]) == 1 and len(visible) == 2
 
@@ -78,7 +82,7 @@ def test_edit_replaces_the_question_and_keeps_its_images(ctx, image):
 def test_like_and_dislike_are_saved_on_the_answer(ctx, image):
     handlers = ChatHandlers(ctx)
     _, session, _ = _turn(handlers, ChatSession(), "read", [image])
-    handlers.like(session, gr.LikeData(None, {"index": 1, "value": "x", "liked": False}))
+    handlers.like(session, gr.LikeData(None, {"index": 2, "value": "x", "liked": False}))
     assert _visible(ctx, session)[1]["feedback"] == "dislike"
 
 
@@ -95,7 +99,7 @@ def test_history_search_open_and_export(ctx, image, tmp_path):
     assert [row[0] for row in rows] == [session.conversation_id]
     assert history.search("unicorn", "", "browser:someone-else", REQUEST) == []
     chatbot, opened, preset = history.open_conversation(str(session.conversation_id), "", OWNER, REQUEST)
-    assert len(chatbot) == 2 and opened.turns[0].text == "unicorn question" and preset == "OCR"
+    assert len(chatbot) == 3 and opened.turns[0].text == "unicorn question" and preset == "OCR"
     archive = history.export(str(session.conversation_id), ChatSession(), "JSON (zip with images)", "", OWNER, REQUEST)
     with zipfile.ZipFile(archive) as zf:
         exported = json.loads(zf.read("conversations.json"))
@@ -103,3 +107,23 @@ def test_history_search_open_and_export(ctx, image, tmp_path):
         assert image_name.startswith("images/") and image_name in zf.namelist()  # relative, and in the zip
     assert exported[0]["messages"][0]["text"] == "unicorn question"
     assert history.export("", session, "LLaVA training data (zip)", "", OWNER, REQUEST).endswith(".zip")
+
+
+def test_an_empty_seed_is_stored_as_none_and_a_bad_one_is_refused(ctx, image):
+    handlers = ChatHandlers(ctx)
+    _, _, session = handlers.submit_message({"text": "read", "files": [image]}, "OCR", ChatSession(), OWNER, REQUEST)
+    *_, (_, session, _, _) = handlers.respond(session, "OCR", 0.0, 1.0, 6, 1.0, "", "", REQUEST)
+    assert _visible(ctx, session)[-1]["generation"]["parameters"]["seed"] is None
+    _, _, session = handlers.submit_message({"text": "again", "files": []}, "OCR", session, OWNER, REQUEST)
+    *_, (chatbot, session, _status, _) = handlers.respond(session, "OCR", 0.0, 1.0, 6, 1.0, "abc", "", REQUEST)
+    assert "The seed must be a whole number" in chatbot[-1]["content"]
+    assert _visible(ctx, session)[-1]["status"] == "error"
+
+
+def test_a_new_task_keeps_settings_the_user_changed(ctx):
+    handlers = ChatHandlers(ctx)
+    ocr, free = ctx.presets[0], ctx.presets[-1]
+    _, tokens, temperature, shown = handlers.choose_preset(free.name, ocr.name, ocr.max_new_tokens, ocr.temperature)
+    assert (tokens, temperature, shown) == (free.max_new_tokens, free.temperature, free.name)  # defaults follow
+    _, tokens, temperature, _ = handlers.choose_preset(free.name, ocr.name, 40, 0.3)
+    assert isinstance(tokens, type(gr.skip())) and isinstance(temperature, type(gr.skip()))  # the user's stay

@@ -6,6 +6,7 @@ is Python and torch starting up). Run with OMP_NUM_THREADS=1 on small machines.
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ import pytest
 from PIL import Image
 
 from eve_app.jobs import ConfigError, JobConfig, JobRunner
-from eve_app.jobs.process import runs_module, stop_group, trainer_pids
+from eve_app.jobs.process import group_members, runs_module, stop_group, trainer_pids
 from eve_app.jobs.runner import RESTARTED
 from eve_app.storage import Storage
 
@@ -70,15 +71,19 @@ def wait_for(condition, runner: JobRunner, timeout: float = TIMEOUT, poll: bool 
     raise AssertionError(f"timed out after {timeout} s")
 
 
-def assert_group_gone(pgid: int, within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"process group {pgid} still has processes after {within} s")
+def assert_group_gone(pgid: int) -> None:
+    """No live process is left in the job's group (a zombie waiting to be reaped is not a process that runs)."""
+    assert group_members(pgid) == {}, f"process group {pgid} still has processes: {group_members(pgid)}"
+
+
+@pytest.fixture
+def cpu_burner():
+    """Both cores busy for the test's duration, as on a loaded server: aborts must keep their promise anyway."""
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+    yield
+    for burner in burners:
+        burner.kill()
+        burner.wait()
 
 
 def test_tiny_fine_tune_runs_to_done(runner, storage, tiny_checkpoint, dataset):
@@ -101,18 +106,18 @@ def test_tiny_fine_tune_runs_to_done(runner, storage, tiny_checkpoint, dataset):
     series = runner.loss_series(job_id)
     assert [(r["step"], r["series"]) for r in series] == [(1, "train"), (2, "train"), (3, "train")]
     assert "Done: 3 steps" in runner.log_tail(job_id, lines=20)
-    assert_group_gone(job["pid"], within=1)
+    assert_group_gone(job["pid"])
 
 
-def test_abort_stops_the_whole_group_and_keeps_the_checkpoint(runner, storage, tiny_checkpoint, dataset):
+def test_abort_stops_the_whole_group_and_keeps_the_checkpoint(runner, storage, tiny_checkpoint, dataset, cpu_burner):
     job_id = runner.submit(job_config(tiny_checkpoint, dataset, 100_000, save_every=1))
     wait_for(lambda: runner.progress(job_id)["checkpoint"], runner)
     pgid = storage.get_job(job_id)["pid"]
     assert trainer_pids(pgid)  # the training process runs under accelerate's launcher, in the job's group
-    started = time.monotonic()
-    job = runner.abort(job_id, grace=5.0)
-    assert_group_gone(pgid, within=10.0 - (time.monotonic() - started))
+    job = runner.abort(job_id, grace=60.0)  # returns once the group has ended (on its own, or killed after 60 s)
+    assert_group_gone(pgid)
     assert job["status"] == "aborted" and storage.get_job(job_id)["status"] == "aborted"
+    assert job["error"] is None, job["error"]  # a clean stop is reported as one, not as a forced kill
     progress = runner.progress(job_id)
     assert progress["event"] == "stopped"  # SIGTERM reached the trainer, which stopped cleanly
     assert Path(progress["checkpoint"], "trainer_state.json").is_file()
@@ -141,7 +146,7 @@ def test_queued_job_can_be_aborted_before_it_starts(runner, storage, tiny_checkp
     assert storage.get_job(job_id)["pid"] is None and not (runner.run_dir(job_id) / "train.log").exists()
 
 
-def test_running_job_survives_an_app_restart(storage, tmp_path, tiny_checkpoint, dataset):
+def test_running_job_survives_an_app_restart(storage, tmp_path, tiny_checkpoint, dataset, cpu_burner):
     old = JobRunner(storage, tmp_path / "app")
     job_id = old.submit(job_config(tiny_checkpoint, dataset, 100_000, save_every=0))
     pgid = storage.get_job(job_id)["pid"]
@@ -151,9 +156,9 @@ def test_running_job_survives_an_app_restart(storage, tmp_path, tiny_checkpoint,
     assert runner.recover() == {"running": [job_id], "closed": []}
     wait_for(lambda: runner.progress(job_id)["points"] >= 1, runner)
     assert storage.get_job(job_id)["status"] == "running"
-    runner.abort(job_id, grace=5.0)
+    job = runner.abort(job_id, grace=60.0)
     assert_group_gone(pgid)
-    assert storage.get_job(job_id)["status"] == "aborted"
+    assert job["status"] == "aborted" and storage.get_job(job_id)["status"] == "aborted"
 
 
 def test_recover_closes_jobs_whose_process_is_gone(runner, storage, tiny_checkpoint, dataset):
@@ -233,9 +238,36 @@ def test_a_group_that_ignores_sigterm_is_killed_after_the_grace_period():
     code = "import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); " \
            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
     proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
-    time.sleep(0.5)
+    deadline = time.monotonic() + 30
+    while len(group_members(proc.pid)) < 2 and time.monotonic() < deadline:  # the child has started its own child
+        time.sleep(0.05)
     started = time.monotonic()
     assert stop_group(proc.pid, grace=0.5, collect=proc.poll) is False
     assert time.monotonic() - started < 5
-    assert_group_gone(proc.pid, within=5)  # the orphaned grandchild is reaped by init
+    assert_group_gone(proc.pid)  # stop_group returns only once the group is empty
     assert proc.returncode == -9
+
+
+def test_an_abort_from_the_page_returns_at_once_and_the_monitor_closes_the_job(runner, storage, tiny_checkpoint,
+                                                                                dataset):
+    job_id = runner.submit(job_config(tiny_checkpoint, dataset, 100_000, save_every=1))
+    wait_for(lambda: runner.progress(job_id)["checkpoint"], runner)
+    job = runner.abort(job_id, grace=60.0, wait=False)
+    assert job["stopping"] and runner.stopping(storage.get_job(job_id))  # the table can say "stopping…" now
+    closed = wait_for(lambda: storage.get_job(job_id)["status"] == "aborted", runner)
+    assert closed and storage.get_job(job_id)["error"] is None  # the trainer saved and exited: a clean stop
+    assert_group_gone(job["pid"])
+    assert runner.progress(job_id)["event"] == "stopped"
+
+
+def test_an_abort_that_outlasts_its_grace_period_kills_the_job_and_says_so(runner, storage, tiny_checkpoint,
+                                                                            dataset):
+    job_id = runner.submit(job_config(tiny_checkpoint, dataset, 100_000, save_every=1))
+    wait_for(lambda: runner.progress(job_id)["checkpoint"], runner)
+    pid = storage.get_job(job_id)["pid"]
+    for trainer in trainer_pids(pid):
+        os.kill(trainer, signal.SIGSTOP)  # a trainer that cannot react to SIGTERM
+    runner.abort(job_id, grace=0.5, wait=False)
+    wait_for(lambda: storage.get_job(job_id)["status"] == "aborted", runner)
+    assert "did not exit within the grace period and was killed" in storage.get_job(job_id)["error"]
+    assert_group_gone(pid)

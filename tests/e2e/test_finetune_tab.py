@@ -71,8 +71,9 @@ def test_validate_launch_watch_and_chat_with_the_result(admin_app, tmp_path):
     assert len(losses) >= 4 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
 
     with pytest.raises(Exception, match="needs the admin password"):
-        client.predict("", job_id, api_name="/load_job_into_chat")
-    assert "Loaded" in client.predict(PASSWORD, job_id, api_name="/load_job_into_chat")
+        client.predict("", f"job-{int(job_id)}-3", api_name="/load_model")
+    loaded, model = client.predict(PASSWORD, f"job-{int(job_id)}-3", api_name="/load_model")
+    assert "Loaded" in loaded and f"job-{int(job_id)}-3" in model and ctx.engine.name == f"job-{int(job_id)}-3"
     image = min((data_file.parent / "images").iterdir())
     answer = client.predict(handle_file(str(image)), "OCR", "", 16, api_name="/answer")
     assert isinstance(answer, str) and answer.strip()

@@ -129,7 +129,7 @@ def test_every_admin_action_needs_the_password(server):
         lambda: client.predict(*form, "", api_name="/launch_job"),
         lambda: client.predict("", 1, api_name="/abort_job"),
         lambda: client.predict(1, "", api_name="/watch_job"),
-        lambda: client.predict("", 1, api_name="/load_job_into_chat"),
+        lambda: client.predict("", "default model (eve-tiny)", api_name="/load_model"),
     ]
     for refused in refusals:
         with pytest.raises(AppError, match="needs the admin password"):
