@@ -12,7 +12,7 @@ from eve_app.jobs import JobRunner
 from eve_app.limits import cap_allocator_arenas
 from eve_app.settings import SECRET_FILE, Settings, parse_settings
 from eve_app.storage import Storage
-from eve_app.ui import CSS, build_app
+from eve_app.ui import CSS, HIDE_SHARE, build_app
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -41,7 +41,8 @@ def launch_options(settings: Settings) -> dict:
         "allowed_paths": [str(data / "images")],
         "blocked_paths": [str(path) for path in blocked],
         "max_file_size": settings.max_file_bytes,
-        "css": CSS,
+        # Sharing a message to the Hub's discussions works only on a Space; elsewhere its button only errors.
+        "css": CSS if settings.on_spaces else CSS + HIDE_SHARE,
     }
 
 

@@ -2,7 +2,7 @@
 
 Plain Python, no Gradio: the chat tab keeps a `ChatSession` in its state and renders it with `to_chatbot`. A user
 turn shows as one chat message per image and then one for its text (a message that mixes both cannot be edited in
-the browser), so the index that Gradio's retry/undo/edit/like events carry is mapped back with `turn_of`.
+the browser, so the chat shows each message on its own: `group_consecutive_messages=False`), so the index that Gradio's retry/undo/edit/like events carry is mapped back with `turn_of`.
 """
 
 from dataclasses import dataclass, field

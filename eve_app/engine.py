@@ -6,6 +6,7 @@ holding the generation record, whether the answer completed, was stopped, or fai
 messages (unreadable image, prompt too long, out of memory, model not loaded) instead of hangs.
 """
 
+import functools
 import threading
 import time
 from collections.abc import Iterator
@@ -127,13 +128,7 @@ class Engine:
     @property
     def notice(self) -> str | None:
         """What the checkpoint's model card says a visitor should know (its `demo_notice` field), if anything."""
-        card = Path(str(self.checkpoint_dir or "")) / "README.md"
-        if not card.is_file():
-            return None
-        try:
-            return RepoCard.load(card).data.to_dict().get("demo_notice")
-        except Exception:  # noqa: BLE001 -- a card without (valid) front matter simply has no notice
-            return None
+        return card_notice(self.checkpoint_dir)
 
     @property
     def gpu_count(self) -> int:
@@ -261,6 +256,18 @@ class Engine:
         worker.join()
         if failure:
             raise failure[0]
+
+
+@functools.cache
+def card_notice(checkpoint_dir) -> str | None:
+    """The `demo_notice` field of a checkpoint's model card (README.md front matter), read once per checkpoint."""
+    card = Path(str(checkpoint_dir or "")) / "README.md"
+    if not card.is_file() or not card.read_text(encoding="utf-8", errors="replace").startswith("---"):
+        return None
+    try:
+        return RepoCard.load(card).data.to_dict().get("demo_notice")
+    except Exception:  # noqa: BLE001 -- a card with broken front matter simply has no notice
+        return None
 
 
 class _TokenCounter(StoppingCriteria):

@@ -19,6 +19,9 @@ CSS = """
 """
 
 
+HIDE_SHARE = '#chatbot button[aria-label="Share"] { display: none; }\n'
+
+
 def identify(token: str | None, request: gr.Request) -> tuple[str, str | None]:
     """On page load: the browser's stored token (a new one for a new browser) and the owner id it stands for."""
     if not valid_token(token):
@@ -31,7 +34,14 @@ def build_app(ctx: AppContext) -> gr.Blocks:
     # Gradio's upload cache (every image a visitor sent) is swept hourly of files older than cache_hours.
     with gr.Blocks(title=TITLE, delete_cache=(max(60, min(3600, int(hours))), max(60, int(hours)))) as demo:
         # The browser's id: a random token in its local storage (kept across reloads), and per page the owner id.
-        token = gr.BrowserState(None, storage_key="eve-owner", secret=ctx.settings.browser_secret())
+        # Kept in the browser's local storage, so they survive a reload; made here, outside the tabs, because a
+        # tab's components load only when the tab is first shown.
+        secret = ctx.settings.browser_secret()
+        token = gr.BrowserState(None, storage_key="eve-owner", secret=secret)
+        kept = {
+            "watched_job": gr.BrowserState(None, storage_key="eve-watched-job", secret=secret),
+            "admin_token": gr.BrowserState(None, storage_key="eve-admin", secret=secret),
+        }
         owner = gr.State(None)
         gr.Markdown(
             f"## {TITLE}\nPick a task, drop in an image (screenshot, poster, webpage capture or photo), "
@@ -43,7 +53,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             with gr.Tab("History", id="history"):
                 history = build_history_tab(ctx, chat, owner)
             with gr.Tab("Fine-tune", id="finetune"):
-                finetune = build_finetune_tab(ctx, owner, chat)
+                finetune = build_finetune_tab(ctx, owner, chat, kept)
         build_api(ctx)
         identified = demo.load(identify, token, [token, owner], api_visibility="private")
         identified.then(HistoryHandlers(ctx).search, history["listing"], history["table"], api_visibility="private")

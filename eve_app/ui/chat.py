@@ -15,24 +15,9 @@ from ..presets import FREE_CHAT, preset_by_name
 from ..security import session_owner
 from ..spaces_support import gpu
 from .chat_layout import chat_layout, example_pairs, examples
+from .fields import optional_whole_number
 from .generation import model_line, status_line
 from .refusals import refuse
-
-
-def optional_whole_number(value: str | float | None, what: str, positive: bool = False) -> int | None:
-    """A field that may stay empty: "" (or None, or a negative number from old API callers) means unset."""
-    text = str(value).strip() if value is not None else ""
-    if not text:
-        return None
-    try:
-        number = float(text)
-    except ValueError:
-        raise UserError(f"{what} must be a whole number (or empty), got {text!r}.") from None
-    if number != int(number):
-        raise UserError(f"{what} must be a whole number (or empty), got {text!r}.")
-    if number < 0 or (positive and number == 0):
-        return None
-    return int(number)
 
 
 class ChatHandlers:

@@ -22,6 +22,7 @@ def chat_layout(ctx: AppContext) -> dict:
                 label="EVEv2",
                 height=380,
                 editable="user",
+                group_consecutive_messages=False,  # an image and its question in one bubble cannot be edited
                 buttons=["copy", "copy_all"],
                 feedback_options=("Like", "Dislike"),
                 elem_id="chatbot",

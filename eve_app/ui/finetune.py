@@ -32,6 +32,7 @@ from ..jobs.command import PROJECT_ROOT
 from ..jobs.validation import new_upload_dir
 from ..security import client_address, resolve_checkpoint_choice, session_owner, viewer
 from ..settings import DEFAULT_MODEL
+from .fields import optional_number, optional_whole_number
 from .finetune_layout import finetune_layout
 from .generation import model_line
 from .history import parse_conversation_ids
@@ -182,20 +183,26 @@ class FinetuneHandlers:
                          "data that was not checked.")
         if not v["stages"]:
             raise refuse("Pick at least one stage.")
-        max_steps = int(v["max_steps"]) if v["max_steps"] else None
+        try:
+            lr = optional_number(v["lr"], "The learning rate")
+            max_steps = optional_whole_number(v["max_steps"], "Steps", positive=True)
+            max_image_size = optional_whole_number(v["max_image_size"], "The max image size", positive=True)
+            max_length = optional_whole_number(v["max_length"], "The max length", positive=True)
+        except UserError as error:
+            raise refuse(str(error)) from None
         return JobConfig(
             base=self._base(v["base"]),
             data=str(result.data_path),
             image_folder=str(result.image_folder),
             stage=v["stages"][0],
             stages=v["stages"] if len(v["stages"]) > 1 else None,
-            lr=v["lr"] or None,
+            lr=lr,
             max_steps=max_steps,
             epochs=float(v["epochs"] or 1),
             batch_size=int(v["batch_size"] or 1),
             grad_accum=int(v["grad_accum"] or 1),
-            max_image_size=int(v["max_image_size"]) if v["max_image_size"] else None,
-            max_length=int(v["max_length"]) if v["max_length"] else None,
+            max_image_size=max_image_size,
+            max_length=max_length,
             seed=int(v["seed"]) if v["seed"] not in (None, "") else 42,
             eval_split=float(v["eval_split"]),
             eval_every=0,
@@ -233,13 +240,13 @@ class FinetuneHandlers:
         f = self.form
         return {
             f["stages"]: config.stages or [config.stage],
-            f["lr"]: config.lr,
-            f["max_steps"]: config.max_steps,
+            f["lr"]: "" if config.lr is None else str(config.lr),
+            f["max_steps"]: "" if config.max_steps is None else str(config.max_steps),
             f["epochs"]: config.epochs,
             f["batch_size"]: config.batch_size,
             f["grad_accum"]: config.grad_accum,
-            f["max_image_size"]: config.max_image_size,
-            f["max_length"]: config.max_length,
+            f["max_image_size"]: "" if config.max_image_size is None else str(config.max_image_size),
+            f["max_length"]: "" if config.max_length is None else str(config.max_length),
             f["seed"]: config.seed,
             f["eval_split"]: config.eval_split,
         }
@@ -330,7 +337,9 @@ class FinetuneHandlers:
         return int(table.iloc[event.index[0], 0])
 
 
-def build_finetune_tab(ctx: AppContext, owner: gr.State, chat: dict) -> dict:
+def build_finetune_tab(ctx: AppContext, owner: gr.State, chat: dict, browser: dict) -> dict:
+    """Lays out the fine-tune tab and wires its events. `browser`: the values kept in the browser's storage
+    ("watched_job", "admin_token"), created at the top of the page so that they load with it."""
     h = FinetuneHandlers(ctx)
     c = finetune_layout(ctx, launch_blocked_reason(ctx), describe_stages, h.jobs_table(), h.base_choices())
     names = ["data_key", "base", "stages", "lr", "max_steps", "epochs", "batch_size", "grad_accum", "max_image_size",
@@ -339,9 +348,7 @@ def build_finetune_tab(ctx: AppContext, owner: gr.State, chat: dict) -> dict:
     h.password_box = c["password"]
     form = set(h.form.values())
     c["unlocked"] = gr.State(False)
-    secret = ctx.settings.browser_secret()
-    c["watched"] = gr.BrowserState(None, storage_key="eve-watched-job", secret=secret)
-    c["admin_token"] = gr.BrowserState(None, storage_key="eve-admin", secret=secret)
+    c["watched"], c["admin_token"] = browser["watched_job"], browser["admin_token"]
     c["validate"].click(
         h.validate,
         [c["files"], c["export_ids"], c["base"], c["password"], owner],

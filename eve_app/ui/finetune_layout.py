@@ -19,10 +19,12 @@ def _data_section(c: dict) -> None:
             "or as files, or conversations exported from the History tab."
         )
         with gr.Row():
-            c["files"] = gr.File(label="JSON + images (zip or files)", file_count="multiple", type="filepath")
+            c["files"] = gr.File(
+                label="JSON + images (zip or files)", file_count="multiple", type="filepath", elem_id="finetune-files"
+            )
             c["export_ids"] = gr.Textbox(label="…or History conversation ids", placeholder="e.g. 3, 5, 8")
         c["validate"] = gr.Button("Validate", variant="secondary")
-        c["summary"] = gr.Markdown()
+        c["summary"] = gr.Markdown(elem_id="validation-summary")
         c["data_key"] = gr.State("")
         c["page"] = gr.Number(value=1, precision=0, minimum=1, label="Preview page")
         c["preview"] = gr.Dataframe(label="Rows and their problems", interactive=False, wrap=True)
@@ -41,14 +43,16 @@ def _setup_section(c: dict, ctx: AppContext, describe_stages: Callable[[list[str
         c["stages"] = gr.CheckboxGroup(STAGES, value=["3"], label="Stages (several run as a pipeline, in order)")
         c["stage_info"] = gr.Markdown(describe_stages(["3"]))
         with gr.Row():
-            c["lr"] = gr.Number(value=None, label="Learning rate (empty: the stage's)")
-            c["max_steps"] = gr.Number(value=60, precision=0, label="Steps (empty: epochs)")
+            c["lr"] = gr.Textbox(value="", label="Learning rate (empty: the stage's)", placeholder="the stage's")
+            c["max_steps"] = gr.Textbox(value="60", label="Steps (empty: epochs)", placeholder="epochs")
             c["epochs"] = gr.Number(value=1, label="Epochs")
             c["batch_size"] = gr.Number(value=4, precision=0, minimum=1, label="Batch size")
             c["grad_accum"] = gr.Number(value=1, precision=0, minimum=1, label="Gradient accumulation")
         with gr.Row():
-            c["max_image_size"] = gr.Number(value=None, precision=0, label="Max image size (empty: the stage's)")
-            c["max_length"] = gr.Number(value=None, precision=0, label="Max length in tokens (empty: 4096)")
+            c["max_image_size"] = gr.Textbox(
+                value="", label="Max image size (empty: the stage's)", placeholder="the stage's"
+            )
+            c["max_length"] = gr.Textbox(value="", label="Max length in tokens (empty: 4096)", placeholder="4096")
             c["seed"] = gr.Number(value=42, precision=0, label="Seed")
             c["eval_split"] = gr.Slider(0.0, 0.5, value=0.1, step=0.05, label="Eval split")
         hardware = ["CPU"] + [f"{n} GPU{'s' if n > 1 else ''}" for n in range(1, gpus + 1)]
@@ -59,7 +63,7 @@ def _setup_section(c: dict, ctx: AppContext, describe_stages: Callable[[list[str
             c["preview_command"] = gr.Button("Preview command")
             c["save_config"] = gr.Button("Save job config")
             c["load_config"] = gr.UploadButton("Load job config", file_types=[".json"])
-        c["command"] = gr.Code(label="Exact command", language="shell", interactive=False)
+        c["command"] = gr.Code(label="Exact command", language="shell", interactive=False, elem_id="command")
         c["config_file"] = gr.File(label="job.json")
 
 
@@ -70,17 +74,19 @@ def _jobs_section(c: dict, blocked: str | None, jobs: pd.DataFrame, base_choices
         else:
             gr.Markdown("🔒 Launching, aborting, watching a job and loading its model need the admin password.")
         with gr.Row():
-            c["password"] = gr.Textbox(label="Admin password", type="password", interactive=blocked is None)
+            c["password"] = gr.Textbox(
+                label="Admin password", type="password", interactive=blocked is None, elem_id="admin-password"
+            )
             c["watch"] = gr.Button("Watch selected job", interactive=blocked is None)
             c["launch"] = gr.Button("Launch", variant="primary", interactive=blocked is None)
             c["abort"] = gr.Button("Abort selected job", variant="stop", interactive=blocked is None)
             c["refresh"] = gr.Button("Refresh")
         c["jobs"] = gr.Dataframe(
-            value=jobs, label="Jobs (one runs at a time; click a row to watch it)", interactive=False
+            value=jobs, label="Jobs (one runs at a time; click a row to watch it)", interactive=False, elem_id="jobs-table"
         )
-        c["job_id"] = gr.Number(value=None, precision=0, label="Watching job")
-        c["progress"] = gr.Markdown()
-        c["loss_plot"] = gr.LinePlot(x="step", y="value", color="series", label="Loss", height=260)
+        c["job_id"] = gr.Number(value=None, precision=0, label="Watching job", elem_id="watched-job")
+        c["progress"] = gr.Markdown(elem_id="job-progress")
+        c["loss_plot"] = gr.LinePlot(x="step", y="value", color="series", label="Loss", height=260, elem_id="loss-plot")
         c["log"] = gr.Textbox(label="Log (last lines)", lines=8, max_lines=12, autoscroll=True)
         with gr.Row():
             c["chat_model"] = gr.Dropdown(

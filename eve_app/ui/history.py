@@ -112,6 +112,7 @@ def build_history_tab(ctx: AppContext, chat: dict, owner: gr.State) -> dict:
         interactive=False,
         wrap=True,
         label="Your conversations in this browser (click a row to select it)",
+        elem_id="history-table",
     )
     with gr.Row():
         c["ids"] = gr.Textbox(label="Selected ids (comma-separated; empty = the open chat)", scale=3)
@@ -119,7 +120,7 @@ def build_history_tab(ctx: AppContext, chat: dict, owner: gr.State) -> dict:
     with gr.Row():
         c["format"] = gr.Radio(list(EXPORT_FORMATS), value=next(iter(EXPORT_FORMATS)), label="Export as")
         c["export"] = gr.Button("Export")
-    c["file"] = gr.File(label="Download")
+    c["file"] = gr.File(label="Download", elem_id="export-file")
     with gr.Accordion("Admin", open=False):
         c["password"] = gr.Textbox(label="Admin password (shows everyone's conversations)", type="password")
     if not ctx.settings.persistent_storage:

@@ -1,26 +1,37 @@
-"""The chat tab in a real headless browser: upload an image, ask, watch the answer stream, at desktop and phone width.
+"""The app in a real headless browser, as a visitor uses it, at desktop (1280 px) and phone (390 px) width.
 
-Needs Debian's Chromium (`scripts/install_browser.sh`; never `playwright install`); skipped when it is missing.
-Screenshots are written to `test-artifacts/` (gitignored):
+Chat: upload and ask, example thumbnails, Send turning into Stop, editing a message with an image, retry with an
+empty seed. History: your own conversations across reloads (and nobody else's), opening one with its task, the
+export zip. Fine-tune: validate, preview the command, launch, reload and find the job re-attached with its loss plot,
+abort. Needs Debian's Chromium (`scripts/install_browser.sh`; never `playwright install`); skipped when it is
+missing. Screenshots of each state go to `test-artifacts/` (gitignored); the README's come from here:
 
     EVE_TEST_MODEL=/tmp/probe/run OMP_NUM_THREADS=1 python -m pytest tests/e2e/test_browser.py -q
 """
 
 import re
 import shutil
+import time
+import zipfile
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
+
+from model.synthetic import write_dataset
+from tests.e2e.helpers import MODEL, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 EXAMPLE = ROOT / "assets" / "examples" / "ocr" / "ocr-1.png"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-# The status line after an answer, e.g. "last answer 192 prompt tokens, first token 0.30 s, 128 new tokens at ...".
-STATUS = re.compile(r"last answer (\d+) prompt tokens, first token [\d.]+ s, (\d+) new tokens at [\d.]+ tokens/s \(done\)")
+# The status line after an answer, e.g. "Last answer 192 prompt tokens, first token 0.30 s, 128 new tokens at ...".
+STATUS = re.compile(r"Last answer (\d+) prompt tokens, first token [\d.]+ s, (\d+) new tokens at [\d.]+ tokens/s "
+                    r"\((done|stopped)\)")
 ANSWER_TIMEOUT_MS = 40_000
+VIEWPORTS = {"desktop": (1280, 900), "phone": (390, 844)}
+PASSWORD = "browser-admin"
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +43,53 @@ def browser():
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+def _serve(argv: list[str]):
+    from app import create_app, launch_options
+
+    port = free_port()
+    demo, ctx = create_app([*argv, "--port", str(port)])
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                **launch_options(ctx.settings))
+    return demo, ctx, f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture(scope="module")
+def admin_app(tmp_path_factory):
+    """The default model with an admin password, on a data folder of its own."""
+    demo, ctx, url = _serve(["--model", MODEL, "--data-dir", str(tmp_path_factory.mktemp("browser-admin")),
+                             "--admin-password", PASSWORD])
+    yield url, ctx
+    for job in ctx.storage.list_jobs("running"):
+        ctx.runner.abort(job["id"], grace=5)
+    ctx.runner.stop_monitor()
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def long_answers_app(tiny_checkpoint, tmp_path_factory):
+    """Random weights in the official layout: answers run for thousands of tokens, long enough to press Stop."""
+    demo, ctx, url = _serve(["--model", str(tiny_checkpoint), "--data-dir",
+                             str(tmp_path_factory.mktemp("browser-long"))])
+    yield url, ctx
+    ctx.runner.stop_monitor()
+    demo.close()
+
+
+def _page(browser, name: str) -> Page:
+    width, height = VIEWPORTS[name]
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.errors = []
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
+    return page
+
+
+def _shot(page: Page, name: str, top: str | None = None) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    if top:
+        page.locator(top).evaluate("element => element.scrollIntoView({block: 'start'})")
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
 def _send_image_and_question(page: Page, image: Path, question: str) -> None:
@@ -56,11 +114,11 @@ def _wait_for_answer(page: Page) -> re.Match:
 
 
 def _assert_chat_is_usable(page: Page) -> None:
-    """Input, send and stop are on screen horizontally, the chatbot is visible, and the page does not scroll sideways."""
+    """Input and Send are on screen horizontally, the chatbot is visible, and the page does not scroll sideways."""
     width = page.evaluate("window.innerWidth")
     controls = {"input": page.locator("#chat-input textarea"),
                 "send": page.locator('#chat-input [data-testid="submit-button"]'),
-                "stop": page.locator("#stop-button"), "chat input box": page.locator("#chat-input")}
+                "chat input box": page.locator("#chat-input")}
     for name, control in controls.items():
         expect(control).to_be_visible()
         box = control.bounding_box()
@@ -72,27 +130,49 @@ def _assert_chat_is_usable(page: Page) -> None:
     assert scroll_width <= width + 1, f"page scrolls sideways: {scroll_width} px wide in a {width} px viewport"
 
 
+def _last_conversation(ctx) -> dict:
+    return ctx.storage.get_conversation(ctx.storage.list_conversations(limit=1)[0]["id"])
+
+
+def _wait_until_answered(ctx, question: str | None = None, timeout: float = 40) -> dict:
+    """The newest conversation once its last answer (to `question`, if given) is no longer streaming."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        conversation = _last_conversation(ctx)
+        messages = conversation["messages"]
+        asked = question is None or any(m["role"] == "user" and m["text"] == question for m in messages)
+        if asked and messages and messages[-1]["role"] == "assistant" and messages[-1]["status"] != "streaming":
+            return conversation
+        time.sleep(0.1)
+    raise AssertionError("the answer did not finish")
+
+
+def _click_example(page: Page, task: str) -> None:
+    thumbnails = page.locator("#examples-gallery .thumbnail-item")
+    expect(thumbnails.first).to_be_visible(timeout=15_000)
+    thumbnails.nth(next(i for i, text in enumerate(thumbnails.all_inner_texts()) if task in text)).click()
+
+
+def _checked_task(page: Page) -> str:
+    return page.locator("#task-preset input:checked").evaluate("input => input.value")
+
+
 # The screenshot starts at `top`: the task choice on a desktop, the conversation on a phone (where the rest fits below).
-@pytest.mark.parametrize("name, width, height, top", [("desktop", 1280, 900, "#task-preset"),
-                                                      ("phone", 390, 844, "#chatbot")])
-def test_chat_streams_an_answer_to_an_uploaded_image(browser, running_app, name, width, height, top):
+@pytest.mark.parametrize("name, top", [("desktop", "#task-preset"), ("phone", "#chatbot")])
+def test_chat_streams_an_answer_to_an_uploaded_image(browser, running_app, name, top):
     url, ctx = running_app
     before = {c["id"] for c in ctx.storage.list_conversations(limit=500)}
-    page = browser.new_page(viewport={"width": width, "height": height})
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    page = _page(browser, name)
     try:
         page.goto(url)
         _send_image_and_question(page, EXAMPLE, "What is written in this image?")
         figures = _wait_for_answer(page)
         _assert_chat_is_usable(page)
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.locator(top).evaluate("element => element.scrollIntoView({block: 'start'})")
-        page.screenshot(path=str(ARTIFACTS / f"chat-{name}.png"))
+        _shot(page, f"chat-{name}", top)
         page.screenshot(path=str(ARTIFACTS / f"chat-{name}-full.png"), full_page=True)
+        assert not page.errors, page.errors
     finally:
         page.close()
-    assert not errors, errors
 
     # The turn is logged: one new conversation, the image with the question, and the answer the status line reports.
     new = [c for c in ctx.storage.list_conversations(limit=500) if c["id"] not in before]
@@ -100,31 +180,220 @@ def test_chat_streams_an_answer_to_an_uploaded_image(browser, running_app, name,
     question, answer = ctx.storage.get_conversation(new[0]["id"])["messages"]
     assert question["role"] == "user" and len(question["images"]) == 1
     assert answer["role"] == "assistant" and answer["status"] == "done" and answer["text"].strip()
-    assert (answer["generation"]["prompt_tokens"], answer["generation"]["new_tokens"]) == tuple(map(int, figures.groups()))
+    generation = answer["generation"]
+    assert (generation["prompt_tokens"], generation["new_tokens"]) == tuple(map(int, figures.groups()[:2]))
+
+
+@pytest.mark.parametrize("name", VIEWPORTS)
+def test_an_example_thumbnail_starts_a_fresh_chat_and_answers_it(browser, running_app, name):
+    url, ctx = running_app
+    page = _page(browser, name)
+    try:
+        page.goto(url)
+        _send_image_and_question(page, EXAMPLE, "An earlier question")
+        _wait_for_answer(page)
+        thumbnails = page.locator("#examples-gallery .thumbnail-item")
+        expect(thumbnails.first).to_be_visible()
+        assert thumbnails.first.bounding_box()["y"] < VIEWPORTS[name][1], "the examples are below the fold"
+        _click_example(page, "Poster")
+        expect(page.locator("#chatbot")).not_to_contain_text("An earlier question", timeout=10_000)
+        _wait_for_answer(page)
+        assert _checked_task(page) == "Poster"
+        expect(page.locator('#chat-input [data-testid="submit-button"]')).to_be_visible()  # Stop turned back
+        if name == "desktop":  # the figures of the answer are in view without scrolling
+            assert page.locator("#status-line").bounding_box()["y"] < VIEWPORTS[name][1]
+        _shot(page, f"example-{name}")
+        assert not page.errors, page.errors
+    finally:
+        page.close()
+    conversation = _last_conversation(ctx)
+    assert conversation["task"] == "Poster" and [m["role"] for m in conversation["messages"]] == ["user", "assistant"]
+
+
+def test_send_turns_into_stop_while_an_answer_streams(browser, long_answers_app):
+    url, ctx = long_answers_app
+    page = _page(browser, "desktop")
+    try:
+        page.goto(url)
+        page.get_by_text("Parameters").click()
+        tokens = page.get_by_label(re.compile("^number input for Max new tokens"))
+        tokens.fill("2048")
+        tokens.press("Enter")
+        _send_image_and_question(page, EXAMPLE, "Read it, slowly.")
+        stop = page.locator('#chat-input button[aria-label="Stop"]')
+        expect(stop).to_be_visible(timeout=15_000)
+        expect(page.locator('#chat-input [data-testid="submit-button"]')).to_have_count(0)
+        page.wait_for_function(
+            """() => { const bots = document.querySelectorAll('#chatbot [data-testid="bot"]');
+                       return bots.length > 0 && bots[bots.length - 1].innerText.trim().length > 0; }""",
+            timeout=ANSWER_TIMEOUT_MS,
+        )
+        _shot(page, "stop-visible")
+        stop.click()
+        expect(page.locator("#chatbot")).to_contain_text("(stopped)", timeout=15_000)
+        expect(page.locator('#chat-input [data-testid="submit-button"]')).to_be_visible()
+        _shot(page, "stopped")
+        assert not page.errors, page.errors
+    finally:
+        page.close()
+    answer = _last_conversation(ctx)["messages"][-1]
+    assert answer["status"] == "stopped" and answer["text"]
+
+
+def test_editing_a_message_with_an_image_answers_the_new_question(browser, running_app):
+    url, ctx = running_app
+    page = _page(browser, "desktop")
+    try:
+        page.goto(url)
+        _send_image_and_question(page, EXAMPLE, "wrong question")
+        _wait_for_answer(page)
+        page.locator('#chatbot [data-testid="user"]').last.hover()
+        page.locator('#chatbot button[aria-label="Edit"]').last.click()
+        page.locator("#chatbot textarea").fill("What is written in this image?")
+        _shot(page, "edit")
+        page.locator('#chatbot button[aria-label="Submit"]').click()
+        expect(page.locator("#chatbot")).to_contain_text("What is written in this image?", timeout=10_000)
+        visible = _wait_until_answered(ctx, "What is written in this image?")["messages"]
+        assert not page.errors, page.errors
+    finally:
+        page.close()
+    assert [m["text"] for m in visible if m["role"] == "user"] == ["What is written in this image?"]
+    assert len(visible[0]["images"]) == 1 and visible[1]["status"] == "done"
+
+
+def test_retry_with_the_seed_field_left_empty_stores_no_seed(browser, running_app):
+    url, ctx = running_app
+    page = _page(browser, "desktop")
+    try:
+        page.goto(url)
+        page.get_by_text("Parameters").click()  # opening the accordion used to turn empty fields into 0
+        expect(page.get_by_label("Seed (empty = random)")).to_have_value("")
+        _send_image_and_question(page, EXAMPLE, "What is written in this image?")
+        _wait_for_answer(page)
+        first = _last_conversation(ctx)["messages"][-1]["id"]
+        page.locator('#chatbot [data-testid="bot"]').last.hover()
+        page.locator('#chatbot button[aria-label="Retry"]').last.click()
+        deadline = time.time() + 30
+        while _last_conversation(ctx)["messages"][-1]["id"] == first and time.time() < deadline:
+            time.sleep(0.2)
+        answer = _wait_until_answered(ctx)["messages"][-1]
+        assert not page.errors, page.errors
+    finally:
+        page.close()
+    assert answer["id"] != first and answer["generation"]["parameters"]["seed"] is None
+
+
+@pytest.mark.parametrize("name", VIEWPORTS)
+def test_history_opens_a_conversation_with_its_task_and_exports_a_zip(browser, running_app, name, tmp_path):
+    url, _ctx = running_app
+    page = _page(browser, name)
+    try:
+        page.goto(url)
+        _click_example(page, "Poster")
+        _wait_for_answer(page)
+        page.get_by_role("radio", name="OCR").check()  # the chat moves on to another task
+        page.get_by_role("tab", name="History").click()
+        table = page.locator("#history-table")
+        expect(table).to_contain_text("Poster", timeout=10_000)
+        table.get_by_text("Poster", exact=True).locator("visible=true").first.click()
+        expect(page.get_by_label("Selected ids (comma-separated; empty = the open chat)")).not_to_have_value("")
+        page.get_by_role("button", name="Open in chat").click()
+        page.get_by_role("tab", name="Chat").click()
+        expect(page.locator("#task-preset input:checked")).to_have_value("Poster", timeout=10_000)
+        _shot(page, f"history-opened-{name}")
+
+        page.get_by_role("tab", name="History").click()
+        page.get_by_label("Markdown (zip with images)").check()
+        page.get_by_role("button", name="Export").click()
+        link = page.locator("#export-file a").first
+        expect(link).to_be_visible(timeout=15_000)
+        with page.expect_download() as download:
+            link.click()
+        archive = tmp_path / "export.zip"
+        download.value.save_as(archive)
+        _shot(page, f"history-export-{name}")
+        assert not page.errors, page.errors
+    finally:
+        page.close()
+    with zipfile.ZipFile(archive) as zf:
+        markdown = zf.read("conversations.md").decode()
+        links = re.findall(r"!\[image\]\(([^)]+)\)", markdown)
+        assert links and all(link in zf.namelist() for link in links)  # the images are in the zip, linked relatively
 
 
 def test_a_browser_keeps_its_conversations_across_reloads_and_nobody_else_sees_them(browser, running_app):
     url, _ = running_app
     question = "Which private words are written here?"
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    stranger = browser.new_page(viewport={"width": 1280, "height": 900})  # its own context: its own local storage
+    page = _page(browser, "desktop")
+    stranger = _page(browser, "desktop")  # its own context: its own local storage
     try:
         page.goto(url)
         _send_image_and_question(page, EXAMPLE, question)
         _wait_for_answer(page)
         page.reload()
-        expect(page.get_by_role("tab", name="History")).to_be_visible()
         page.get_by_role("tab", name="History").click()
-        expect(page.locator("body")).to_contain_text(question, timeout=15_000)
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "history-own-conversations.png"))
+        expect(page.locator("#history-table")).to_contain_text(question, timeout=15_000)
+        _shot(page, "history-own-conversations")
 
         stranger.goto(url)
         stranger.get_by_role("tab", name="History").click()
         stranger.get_by_role("button", name="Search").click()
         stranger.wait_for_timeout(1500)
-        assert question not in stranger.locator("body").inner_text()
-        stranger.screenshot(path=str(ARTIFACTS / "history-stranger.png"))
+        expect(stranger.locator("#history-table")).not_to_contain_text(question)
+        _shot(stranger, "history-stranger")
     finally:
         page.close()
         stranger.close()
+
+
+@pytest.mark.parametrize("name", VIEWPORTS)
+def test_fine_tune_validate_preview_launch_reload_and_abort(browser, admin_app, name, tmp_path):
+    url, ctx = admin_app
+    data_file = write_dataset(tmp_path / "dataset", ["ocr"], n=8, seed=5, level=0)
+    files = [str(data_file), *map(str, sorted((data_file.parent / "images").iterdir()))]
+    page = _page(browser, name)
+    try:
+        page.goto(url)
+        page.get_by_role("tab", name="Fine-tune").click()
+        page.locator("#finetune-files input[type=file]").set_input_files(files)
+        page.wait_for_timeout(1000)
+        page.get_by_role("button", name="Validate").click()
+        expect(page.locator("#validation-summary")).to_contain_text("8 samples, 8 valid", timeout=30_000)
+        page.get_by_label("Steps (empty: epochs)").fill("100000")
+        page.get_by_role("button", name="Preview command").click()
+        command = page.locator("#command")
+        expect(command).to_contain_text("model.train", timeout=15_000)
+        assert str(ctx.settings.data_dir.resolve()) not in command.inner_text()
+        _shot(page, f"finetune-preview-{name}", "#command")
+
+        page.locator("#admin-password input").fill(PASSWORD)
+        page.get_by_role("button", name="Launch").click()
+        expect(page.locator("#jobs-table")).to_contain_text("running", timeout=30_000)
+        page.get_by_role("button", name="Watch selected job").click()
+        expect(page.locator("#job-progress")).to_contain_text(re.compile(r"step \d+/100000"), timeout=120_000)
+
+        page.reload()  # the watched job and the admin unlock are kept by the browser
+        page.get_by_role("tab", name="Fine-tune").click()
+        expect(page.locator("#job-progress")).to_contain_text(re.compile(r"running.*step \d+/100000"),
+                                                              timeout=30_000)
+        plot = page.locator("#loss-plot")
+        plot.scroll_into_view_if_needed()
+        # A line on number axes: the step axis is labelled with numbers, not one category per loss value.
+        expect(plot.locator("svg, canvas").first).to_be_visible(timeout=30_000)
+        _shot(page, f"finetune-reattached-{name}", "#job-progress")
+
+        job_id = int(page.locator("#watched-job input").input_value())
+        page.locator("#admin-password input").fill(PASSWORD)
+        page.get_by_role("button", name="Abort selected job").click()
+        expect(page.locator("#jobs-table")).to_contain_text(re.compile("stopping…|aborted"), timeout=10_000)
+        deadline = time.time() + 90
+        while ctx.storage.get_job(job_id)["status"] == "running" and time.time() < deadline:
+            time.sleep(0.5)
+        # The page's timer brings the table up to date without a Refresh click.
+        expect(page.locator("#jobs-table")).not_to_contain_text(re.compile("running|stopping…"), timeout=15_000)
+        _shot(page, f"finetune-aborted-{name}", "#jobs-table")
+        assert not page.errors, page.errors
+    finally:
+        page.close()
+    job = ctx.storage.get_job(job_id)
+    assert job["status"] == "aborted" and job["error"] is None  # the trainer saved its checkpoint and exited

@@ -51,7 +51,7 @@ def test_validate_launch_watch_and_chat_with_the_result(admin_app, tmp_path):
                                          api_name="/validate_dataset")
     assert "12" in summary and "missing.png" in json.dumps(preview)
 
-    form = [base, ["3"], 1e-4, 24, 1, 4, 1, None, None, 0, 0.0, "CPU", "ddp"]
+    form = [base, ["3"], "1e-4", "24", 1, 4, 1, "", "", 0, 0.0, "CPU", "ddp"]
     with pytest.raises(Exception, match="needs the admin password"):
         client.predict(*form, "", api_name="/launch_job")
     _, job_id = client.predict(*form, PASSWORD, api_name="/launch_job")
@@ -81,6 +81,6 @@ def test_validate_launch_watch_and_chat_with_the_result(admin_app, tmp_path):
 
 def test_launching_needs_the_password_and_validated_data(admin_app):
     client, ctx = admin_app
-    form = [str(ctx.engine.checkpoint_dir), ["3"], None, 4, 1, 1, 1, None, None, 0, 0.0, "CPU", "ddp"]
+    form = [str(ctx.engine.checkpoint_dir), ["3"], "", "4", 1, 1, 1, "", "", 0, 0.0, "CPU", "ddp"]
     with pytest.raises(Exception, match="Wrong admin password"):
         client.predict(*form, "nope", api_name="/launch_job")

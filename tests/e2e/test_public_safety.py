@@ -124,7 +124,7 @@ def test_answer_calls_are_logged_under_their_own_owner(server, tmp_path):
 
 def test_every_admin_action_needs_the_password(server):
     client = client_of(server)
-    form = ["default model (eve-tiny)", ["3"], None, 4, 1, 1, 1, None, None, 0, 0.0, "CPU", "ddp"]
+    form = ["default model (eve-tiny)", ["3"], "", "4", 1, 1, 1, "", "", 0, 0.0, "CPU", "ddp"]
     refusals = [
         lambda: client.predict(*form, "", api_name="/launch_job"),
         lambda: client.predict("", 1, api_name="/abort_job"),
@@ -144,7 +144,7 @@ def test_previewing_a_command_shows_no_server_path(server, tmp_path):
                                                                    (data_file.parent / "images").iterdir()]],
                                    "", "default model (eve-tiny)", "", api_name="/validate_dataset")
     assert "4 samples, 4 valid" in summary
-    form = ["default model (eve-tiny)", ["3"], None, 4, 1, 1, 1, None, None, 0, 0.0, "CPU", "ddp"]
+    form = ["default model (eve-tiny)", ["3"], "", "4", 1, 1, 1, "", "", 0, 0.0, "CPU", "ddp"]
     command = client.predict(*form, api_name="/preview_command")
     assert "-m model.train" in command and "$EVE_DATA_DIR/uploads/" in command
     assert str(ctx.settings.data_dir.resolve()) not in command and "/work/" not in command
