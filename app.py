@@ -4,6 +4,7 @@ python app.py                                   # the project's small model, CPU
 python app.py --model BAAI/EVE-7B-HD-v2.0 --device cuda --quantization 4bit
 """
 
+import logging
 import os
 
 from eve_app.context import make_context
@@ -47,6 +48,9 @@ def launch_options(settings: Settings) -> dict:
 
 
 if __name__ == "__main__":
+    # One line per refused request (eve_app.refused), job and startup messages; tracebacks only for real failures.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     demo, ctx = create_app()
     settings = ctx.settings
     demo.launch(server_name=settings.host, server_port=settings.port, **launch_options(settings))
