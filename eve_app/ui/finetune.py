@@ -11,6 +11,7 @@ import html
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -61,6 +62,29 @@ def loss_frame(rows: list[dict]) -> pd.DataFrame:
     return frame.astype({"step": "int64", "value": "float64", "series": "string", "stage": "string"})
 
 
+@dataclass
+class JobForm:
+    """The fine-tune form's fields, by name: what the page sends, and what /preview_command and /launch_job take."""
+
+    dataset: str  # the id /validate_dataset returned
+    base: str
+    stages: list[str]
+    lr: str
+    max_steps: str
+    epochs: float
+    batch_size: float
+    grad_accum: float
+    max_image_size: str
+    max_length: str
+    seed: float
+    eval_split: float
+    hardware: str
+    strategy: str
+
+
+FORM_FIELDS = [field.name for field in dataclasses.fields(JobForm)]
+
+
 def describe_stages(stages: list[str]) -> str:
     presets = stage_presets()
     lines = []
@@ -81,7 +105,6 @@ class FinetuneHandlers:
     def __init__(self, ctx: AppContext):
         self.ctx = ctx
         self.form: dict[str, gr.components.Component] = {}  # the job settings' components by name (set by build)
-        self.password_box: gr.components.Component | None = None
 
     # Who may do what
 
@@ -174,55 +197,68 @@ class FinetuneHandlers:
 
     # Job settings
 
-    def config_from(self, values: dict) -> JobConfig:
-        """The job settings from the form (a dict of component -> value, as Gradio passes a set of inputs)."""
-        v = {name: values[component] for name, component in self.form.items()}
-        result = self.ctx.uploads.get(v["data_key"])
+    def config_from(self, form: JobForm) -> JobConfig:
+        """The job settings of the form, checked (refused with a message when they cannot run)."""
+        result = self.ctx.uploads.get(form.dataset)
         if result is None or result.data_path is None:
             raise refuse("Validate a dataset first (validations are kept for a limited time): nothing runs on "
                          "data that was not checked.")
-        if not v["stages"]:
+        if not form.stages:
             raise refuse("Pick at least one stage.")
         try:
-            lr = optional_number(v["lr"], "The learning rate")
-            max_steps = optional_whole_number(v["max_steps"], "Steps", positive=True)
-            max_image_size = optional_whole_number(v["max_image_size"], "The max image size", positive=True)
-            max_length = optional_whole_number(v["max_length"], "The max length", positive=True)
+            lr = optional_number(form.lr, "The learning rate")
+            max_steps = optional_whole_number(form.max_steps, "Steps", positive=True)
+            max_image_size = optional_whole_number(form.max_image_size, "The max image size", positive=True)
+            max_length = optional_whole_number(form.max_length, "The max length", positive=True)
+            seed = optional_whole_number(form.seed, "The seed")
         except UserError as error:
             raise refuse(str(error)) from None
         return JobConfig(
-            base=self._base(v["base"]),
+            base=self._base(form.base),
             data=str(result.data_path),
             image_folder=str(result.image_folder),
-            stage=v["stages"][0],
-            stages=v["stages"] if len(v["stages"]) > 1 else None,
+            stage=form.stages[0],
+            stages=form.stages if len(form.stages) > 1 else None,
             lr=lr,
             max_steps=max_steps,
-            epochs=float(v["epochs"] or 1),
-            batch_size=int(v["batch_size"] or 1),
-            grad_accum=int(v["grad_accum"] or 1),
+            epochs=float(form.epochs or 1),
+            batch_size=int(form.batch_size or 1),
+            grad_accum=int(form.grad_accum or 1),
             max_image_size=max_image_size,
             max_length=max_length,
-            seed=int(v["seed"]) if v["seed"] not in (None, "") else 42,
-            eval_split=float(v["eval_split"]),
+            seed=42 if seed is None else seed,
+            eval_split=float(form.eval_split),
             eval_every=0,
             save_every=max(1, (max_steps or 100) // 4),
-            hardware="cpu" if v["hardware"] == "CPU" else int(v["hardware"].split()[0]),
-            strategy=v["strategy"],
+            hardware="cpu" if form.hardware == "CPU" else int(form.hardware.split()[0]),
+            strategy=form.strategy,
         )
 
-    def preview_command(self, values: dict) -> str:
-        """The exact command a launch would run, with server paths shown as names."""
-        config = dataclasses.replace(self.config_from(values), output_dir=str(self.ctx.settings.data_dir.resolve()
-                                                                                / "runs" / "job-N" / "out"))
+    def preview_command(
+        self, dataset: str, base: str, stages: list[str], lr: str = "", max_steps: str = "60", epochs: float = 1,
+        batch_size: float = 4, grad_accum: float = 1, max_image_size: str = "", max_length: str = "",
+        seed: float = 42, eval_split: float = 0.1, hardware: str = "CPU", strategy: str = "ddp",
+    ) -> str:
+        """The exact command a launch with these settings would run, server paths shown as names.
+
+        Args:
+            dataset: the id that /validate_dataset returned.
+            base: "default model (eve-tiny)", a finished job ("job-3-3"), a checkpoint folder or a Hub id.
+            stages: one or more of "1", "2.1", "2.2", "3", run in that order.
+            lr, max_steps, max_image_size, max_length: empty for the stage's own.
+        """
+        form = JobForm(dataset, base, stages, lr, max_steps, epochs, batch_size, grad_accum, max_image_size,
+                       max_length, seed, eval_split, hardware, strategy)
+        output = self.ctx.settings.data_dir.resolve() / "runs" / "job-N" / "out"
+        config = dataclasses.replace(self.config_from(form), output_dir=str(output))
         try:
             return self.redact(command_preview(config))
         except ConfigError as error:
             raise refuse(str(error)) from None
 
-    def save_config(self, values: dict) -> str:
+    def save_config(self, *values) -> str:
         """job.json with the form's settings (the dataset is not part of it: validate it again to reuse)."""
-        settings = dataclasses.asdict(self.config_from(values))
+        settings = dataclasses.asdict(self.config_from(JobForm(*values)))
         config = JobConfig.from_dict({**settings, "data": "(validate a dataset)", "image_folder": None,
                                       "base": self.redact(settings["base"])})
         path = Path(tempfile.mkdtemp(prefix="job-config-")) / "job.json"
@@ -237,31 +273,45 @@ class FinetuneHandlers:
             config = JobConfig.from_json(Path(path).read_text(encoding="utf-8", errors="replace")[:100_000])
         except ConfigError as error:
             raise refuse(f"That job.json cannot be used: {error}") from None
+
+        def text(value) -> str:
+            return "" if value is None else str(value)
+
         f = self.form
         return {
             f["stages"]: config.stages or [config.stage],
-            f["lr"]: "" if config.lr is None else str(config.lr),
-            f["max_steps"]: "" if config.max_steps is None else str(config.max_steps),
+            f["lr"]: text(config.lr),
+            f["max_steps"]: text(config.max_steps),
             f["epochs"]: config.epochs,
             f["batch_size"]: config.batch_size,
             f["grad_accum"]: config.grad_accum,
-            f["max_image_size"]: "" if config.max_image_size is None else str(config.max_image_size),
-            f["max_length"]: "" if config.max_length is None else str(config.max_length),
+            f["max_image_size"]: text(config.max_image_size),
+            f["max_length"]: text(config.max_length),
             f["seed"]: config.seed,
             f["eval_split"]: config.eval_split,
         }
 
     # Jobs (admin)
 
-    def launch(self, values: dict, request: gr.Request):
-        """Launches a job with the form's settings (needs the admin password)."""
-        self._check_admin(values[self.password_box], request)
-        config = self.config_from(values)
+    def launch_job(
+        self, dataset: str, base: str, stages: list[str], lr: str = "", max_steps: str = "60", epochs: float = 1,
+        batch_size: float = 4, grad_accum: float = 1, max_image_size: str = "", max_length: str = "",
+        seed: float = 42, eval_split: float = 0.1, hardware: str = "CPU", strategy: str = "ddp",
+        password: str = "", request: gr.Request = None,
+    ):
+        """Launches a fine-tuning job (needs the admin password); returns the jobs table and the new job's id.
+
+        The settings are those of /preview_command; `password` is the admin password.
+        """
+        self._check_admin(password, request)
+        form = JobForm(dataset, base, stages, lr, max_steps, epochs, batch_size, grad_accum, max_image_size,
+                       max_length, seed, eval_split, hardware, strategy)
+        config = self.config_from(form)
         try:
             job_id = self.ctx.runner.submit(config)
         except ConfigError as error:
             raise refuse(str(error)) from None
-        self.ctx.uploads.claim(values[self.form["data_key"]])
+        self.ctx.uploads.claim(dataset)
         return self.jobs_table(), job_id
 
     def jobs_table(self) -> pd.DataFrame:
@@ -342,27 +392,26 @@ def build_finetune_tab(ctx: AppContext, owner: gr.State, chat: dict, browser: di
     ("watched_job", "admin_token"), created at the top of the page so that they load with it."""
     h = FinetuneHandlers(ctx)
     c = finetune_layout(ctx, launch_blocked_reason(ctx), describe_stages, h.jobs_table(), h.base_choices())
-    names = ["data_key", "base", "stages", "lr", "max_steps", "epochs", "batch_size", "grad_accum", "max_image_size",
-             "max_length", "seed", "eval_split", "hardware", "strategy"]
-    h.form = {name: c[name] for name in names}
-    h.password_box = c["password"]
-    form = set(h.form.values())
+    h.form = {name: c[name] for name in FORM_FIELDS}
+    form = list(h.form.values())
     c["unlocked"] = gr.State(False)
     c["watched"], c["admin_token"] = browser["watched_job"], browser["admin_token"]
     c["validate"].click(
         h.validate,
         [c["files"], c["export_ids"], c["base"], c["password"], owner],
-        [c["summary"], c["preview"], c["data_key"], c["page"]],
+        [c["summary"], c["preview"], c["dataset"], c["page"]],
         api_name="validate_dataset",
         concurrency_id="validate",
         concurrency_limit=ctx.settings.max_concurrent_validations,
     )
-    c["page"].change(h.preview, [c["data_key"], c["page"]], c["preview"], api_visibility="private")
+    c["page"].change(h.preview, [c["dataset"], c["page"]], c["preview"], api_visibility="private")
     c["stages"].change(describe_stages, c["stages"], c["stage_info"], api_visibility="private")
     c["preview_command"].click(h.preview_command, form, c["command"], api_name="preview_command")
     c["save_config"].click(h.save_config, form, c["config_file"], api_visibility="private")
-    c["load_config"].upload(h.load_config, c["load_config"], [c[n] for n in names[2:12]], api_visibility="private")
-    c["launch"].click(h.launch, {c["password"], *form}, [c["jobs"], c["job_id"]], api_name="launch_job")
+    c["load_config"].upload(
+        h.load_config, c["load_config"], [c[name] for name in FORM_FIELDS[2:12]], api_visibility="private"
+    )
+    c["launch"].click(h.launch_job, [*form, c["password"]], [c["jobs"], c["job_id"]], api_name="launch_job")
     c["abort"].click(h.abort, [c["password"], c["job_id"]], c["jobs"], api_name="abort_job")
     c["refresh"].click(h.jobs_table, None, c["jobs"], api_visibility="private")
     c["jobs"].select(h.pick_job, c["jobs"], c["job_id"], api_visibility="private")

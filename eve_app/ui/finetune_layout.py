@@ -25,7 +25,9 @@ def _data_section(c: dict) -> None:
             c["export_ids"] = gr.Textbox(label="…or History conversation ids", placeholder="e.g. 3, 5, 8")
         c["validate"] = gr.Button("Validate", variant="secondary")
         c["summary"] = gr.Markdown(elem_id="validation-summary")
-        c["data_key"] = gr.State("")
+        c["dataset"] = gr.Textbox(
+            label="Dataset id (what /launch_job takes)", interactive=False, max_lines=1, elem_id="dataset-id"
+        )
         c["page"] = gr.Number(value=1, precision=0, minimum=1, label="Preview page")
         c["preview"] = gr.Dataframe(label="Rows and their problems", interactive=False, wrap=True)
 

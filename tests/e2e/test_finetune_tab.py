@@ -47,14 +47,15 @@ def test_validate_launch_watch_and_chat_with_the_result(admin_app, tmp_path):
     client, ctx = admin_app
     data_file, archive = _upload(tmp_path)
     base = str(ctx.engine.checkpoint_dir)
-    summary, preview, _ = client.predict([handle_file(str(data_file)), handle_file(str(archive))], "", base, "",
-                                         api_name="/validate_dataset")
+    summary, preview, dataset, _ = client.predict([handle_file(str(data_file)), handle_file(str(archive))], "", base,
+                                                  "", api_name="/validate_dataset")
     assert "12" in summary and "missing.png" in json.dumps(preview)
 
-    form = [base, ["3"], "1e-4", "24", 1, 4, 1, "", "", 0, 0.0, "CPU", "ddp"]
+    settings = {"dataset": dataset, "base": base, "stages": ["3"], "lr": "1e-4", "max_steps": "24", "batch_size": 4,
+                "seed": 0, "eval_split": 0.0}
     with pytest.raises(Exception, match="needs the admin password"):
-        client.predict(*form, "", api_name="/launch_job")
-    _, job_id = client.predict(*form, PASSWORD, api_name="/launch_job")
+        client.predict(**settings, password="", api_name="/launch_job")
+    _, job_id = client.predict(**settings, password=PASSWORD, api_name="/launch_job")
     deadline = time.time() + 420
     while time.time() < deadline:
         label = client.predict(job_id, PASSWORD, api_name="/watch_job")[0]
@@ -81,6 +82,6 @@ def test_validate_launch_watch_and_chat_with_the_result(admin_app, tmp_path):
 
 def test_launching_needs_the_password_and_validated_data(admin_app):
     client, ctx = admin_app
-    form = [str(ctx.engine.checkpoint_dir), ["3"], "", "4", 1, 1, 1, "", "", 0, 0.0, "CPU", "ddp"]
     with pytest.raises(Exception, match="Wrong admin password"):
-        client.predict(*form, "nope", api_name="/launch_job")
+        client.predict(dataset="", base=str(ctx.engine.checkpoint_dir), stages=["3"], password="nope",
+                       api_name="/launch_job")

@@ -124,9 +124,9 @@ def test_answer_calls_are_logged_under_their_own_owner(server, tmp_path):
 
 def test_every_admin_action_needs_the_password(server):
     client = client_of(server)
-    form = ["default model (eve-tiny)", ["3"], "", "4", 1, 1, 1, "", "", 0, 0.0, "CPU", "ddp"]
     refusals = [
-        lambda: client.predict(*form, "", api_name="/launch_job"),
+        lambda: client.predict(dataset="", base="default model (eve-tiny)", stages=["3"], password="",
+                               api_name="/launch_job"),
         lambda: client.predict("", 1, api_name="/abort_job"),
         lambda: client.predict(1, "", api_name="/watch_job"),
         lambda: client.predict("", "default model (eve-tiny)", api_name="/load_model"),
@@ -140,12 +140,12 @@ def test_previewing_a_command_shows_no_server_path(server, tmp_path):
     _url, ctx = server
     client = client_of(server)
     data_file = write_dataset(tmp_path / "dataset", ["ocr"], n=4, seed=1, level=0)
-    summary, _, _ = client.predict([handle_file(str(data_file)), *[handle_file(str(p)) for p in
-                                                                   (data_file.parent / "images").iterdir()]],
-                                   "", "default model (eve-tiny)", "", api_name="/validate_dataset")
+    files = [data_file, *(data_file.parent / "images").iterdir()]
+    summary, _, dataset, _ = client.predict([handle_file(str(f)) for f in files], "", "default model (eve-tiny)", "",
+                                            api_name="/validate_dataset")
     assert "4 samples, 4 valid" in summary
-    form = ["default model (eve-tiny)", ["3"], "", "4", 1, 1, 1, "", "", 0, 0.0, "CPU", "ddp"]
-    command = client.predict(*form, api_name="/preview_command")
+    command = client.predict(dataset=dataset, base="default model (eve-tiny)", stages=["3"], max_steps="4",
+                             api_name="/preview_command")
     assert "-m model.train" in command and "$EVE_DATA_DIR/uploads/" in command
     assert str(ctx.settings.data_dir.resolve()) not in command and "/work/" not in command
 
@@ -264,7 +264,7 @@ def test_fine_tune_uploads_are_bounded(server, tmp_path):
 
 
 def _expect(client: Client, files: list[Path], base: str, message: str) -> None:
-    summary, _, _ = client.predict([handle_file(str(f)) for f in files], "", base, "", api_name="/validate_dataset")
+    summary, *_ = client.predict([handle_file(str(f)) for f in files], "", base, "", api_name="/validate_dataset")
     assert message in summary, summary
 
 
