@@ -9,6 +9,8 @@ the loss work unchanged.
 """
 
 import json
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -30,11 +32,19 @@ class EveProcessor:
         image_processor: EveImageProcessor,
         template: str = "qwen2",
         image_token_id: int = 0,
+        whole_words: Sequence[str] = (),
     ):
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.template: ChatTemplate = get_template(template)
         self.image_token_id = image_token_id
+        # Closed-vocabulary words (colours, shapes, positions, field names, ...) that `spell` keeps as one token.
+        self.whole_words = tuple(sorted(set(whole_words), key=lambda w: (-len(w), w)))
+        self._whole_pattern = (
+            re.compile(r"(?<![A-Za-z0-9_])(" + "|".join(map(re.escape, self.whole_words)) + r")(?![A-Za-z0-9_])")
+            if self.whole_words
+            else None
+        )
 
     @classmethod
     def from_pretrained(cls, path: str | Path, config) -> "EveProcessor":
@@ -46,7 +56,10 @@ class EveProcessor:
 
     def save_pretrained(self, path: str | Path) -> None:
         self.tokenizer.save_pretrained(str(path))
-        (Path(path) / PROCESSOR_FILE).write_text(json.dumps({"template": self.template.name}, indent=2) + "\n")
+        settings = {"template": self.template.name}
+        if self.whole_words:
+            settings["whole_words"] = list(self.whole_words)
+        (Path(path) / PROCESSOR_FILE).write_text(json.dumps(settings, indent=2) + "\n")
 
     @property
     def stop_token_ids(self) -> list[int]:
@@ -135,7 +148,32 @@ class EveProcessor:
         Special tokens stay whole, and so does a piece whose symbols are not all in the vocabulary. With a byte-level
         vocabulary every character is one symbol, so a model trained on spelled answers emits text that decodes
         exactly as its BPE form would, and a small model learning to read lines each output token up with one glyph.
+
+        Words of `whole_words` standing alone (not inside a longer word) stay one token, with the space before them,
+        when the vocabulary has that token: a closed vocabulary (colours, shapes, link names) is then named in one
+        step instead of being spelled.
         """
+        if self._whole_pattern is None:
+            return self._spell_symbols(text)
+        if getattr(self, "_vocab", None) is None:
+            self._vocab = self.tokenizer.get_vocab()
+        vocab = self._vocab
+        ids: list[int] = []
+        start = 0
+        for match in self._whole_pattern.finditer(text):
+            word, begin = match.group(1), match.start()
+            spaced = begin > 0 and text[begin - 1] == " "
+            token_id = vocab.get(("\u0120" if spaced else "") + word)
+            if token_id is None:
+                continue  # not one token in this vocabulary: spelled with the text around it
+            ids += self._spell_symbols(text[start : begin - 1 if spaced else begin])
+            ids.append(token_id)
+            start = match.end()
+        return ids + self._spell_symbols(text[start:])
+
+    def _spell_symbols(self, text: str) -> list[int]:
+        if not text:
+            return []
         specials = set(self.tokenizer.all_special_ids)
         unknown = {None, self.tokenizer.unk_token_id}
         ids: list[int] = []

@@ -41,6 +41,7 @@ class TrainArgs:
     seed: int = 42
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
+    adam_beta2: float = 0.999  # 0.95 steadies a small model trained from scratch at a high learning rate
     max_grad_norm: float = 1.0
     eval_split: float = 0.0
     eval_every: int = 0  # 0: evaluate only at the end (when there is an evaluation set)
@@ -157,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--grad-accum", type=int, default=1, help="micro-steps per optimizer step")
     optim.add_argument("--warmup-ratio", type=float, default=0.03)
     optim.add_argument("--weight-decay", type=float, default=0.0)
+    optim.add_argument("--adam-beta2", type=float, default=0.999, help="AdamW's second-moment decay (default 0.999)")
     optim.add_argument("--max-grad-norm", type=float, default=1.0)
     optim.add_argument("--seed", type=int, default=42)
     optim.add_argument("--bf16", action="store_true", help="bf16 mixed precision")

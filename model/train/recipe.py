@@ -79,7 +79,9 @@ def keep_trainable_weights_in_the_graph(model: torch.nn.Module) -> None:
 def make_optimizer(model: torch.nn.Module, args: TrainArgs, stage: Stage, total_steps: int):
     """AdamW over the trainable parameters and a cosine schedule with linear warm-up (the official recipe)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.lr or stage.lr, weight_decay=args.weight_decay)
+    optimizer = torch.optim.AdamW(
+        params, lr=args.lr or stage.lr, betas=(0.9, args.adam_beta2), weight_decay=args.weight_decay
+    )
     warmup = math.ceil(total_steps * args.warmup_ratio)
     return optimizer, get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
 
