@@ -66,9 +66,11 @@ def draw_on_grid(
         draw_grid_text(draw, line, left, top + 2 * i, grid, fill)
 
 
-def draw_free(draw: ImageDraw.ImageDraw, rng: random.Random, lines: list[str], size: tuple[int, int], fill) -> None:
-    """All lines in one random DejaVu font and size, as a block at a random (off-grid) position."""
-    name = rng.choice(FREE_FONTS)
+def draw_free(
+    draw: ImageDraw.ImageDraw, rng: random.Random, lines: list[str], size: tuple[int, int], fill, fonts=FREE_FONTS
+) -> None:
+    """All lines in one random font of `fonts` (DejaVu) and size, as a block at a random (off-grid) position."""
+    name = rng.choice(fonts)
     line_height_max = size[1] // len(lines)
     font_size = rng.randint(14, max(14, min(30, int(line_height_max / 1.3))))
     font = fit_free_font(max(lines, key=len), name, font_size, size[0] - 8)
@@ -101,4 +103,35 @@ def generate(
         draw_on_grid(draw, rng, lines, size, fill, spread)
     else:
         draw_free(draw, rng, lines, size, fill)
+    return image, {"text": "\n".join(lines), "lines": lines}
+
+
+VARIANTS = ("pixel-offset", "proportional")
+
+
+def generate_variant(
+    rng: random.Random, level: int, size: tuple[int, int], words: WordBank, variant: str
+) -> tuple[Image.Image, dict]:
+    """A level 0-2 OCR sample drawn off the patch grid, to measure how far reading carries beyond its training data.
+
+    "pixel-offset": the grid rendering shifted right by 1-15 pixels and down by 0-15, so glyphs straddle patch
+    columns; "proportional": the same text in DejaVu Sans (regular or bold), any size that fits, at any pixel.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown OCR variant {variant!r}; expected one of {VARIANTS}")
+    if variant == "pixel-offset":
+        image, target = generate(rng, level, size, words)
+        background = image.getpixel((0, 0))
+        dx, dy = rng.randint(1, PATCH_SIZE - 1), rng.randint(0, PATCH_SIZE - 1)
+        shifted = Image.new("RGB", size, background)
+        shifted.paste(image.crop((0, 0, size[0] - dx, size[1] - dy)), (dx, dy))
+        return shifted, target
+    vocab = load_vocab()["ocr"]
+    if level == 0:
+        background, fill = (255, 255, 255), (17, 17, 17)
+    else:
+        background, fill = as_color(rng.choice(vocab["backgrounds"])), as_color(rng.choice(vocab["text_colors"]))
+    lines = pick_lines(rng, level, words, min(size[0] // PATCH_SIZE - 2, 24))
+    image = Image.new("RGB", size, background)
+    draw_free(ImageDraw.Draw(image), rng, lines, size, fill, fonts=("sans", "sans-bold"))
     return image, {"text": "\n".join(lines), "lines": lines}

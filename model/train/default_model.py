@@ -3,10 +3,12 @@
     python -m model.train.default_model --work runs/eve-tiny           # resumable; rerun the same command
     python -m model.train.default_model --work runs/eve-tiny --export-only
 
-It builds a tokenizer and a from-scratch config, runs the staged pipeline (text warm-up, stage 1, 2.1, 2.2, 3 and
-labelled stage-3 phases, all on level-0 synthetic tasks) through `model.train.pipeline`, evaluates the result on
-held-out samples, and exports the checkpoint with its `tasks.json` and model card into `assets/eve-tiny`. Every step
-skips what is already done.
+It builds a tokenizer (with the `<|image_pad|>` placeholder and the closed-vocabulary words kept whole) and a
+from-scratch config, runs the staged pipeline through `model.train.pipeline` (the presets that freeze parts of the
+model run a few steps only; stage 3 trains every weight on all four synthetic tasks at levels 0-2, text anywhere on
+the patch grid), scores the main run's checkpoints on held-out samples (`model.train.track_default`, which can also
+run beside the training to follow it), and exports the best one with its `tasks.json`, `eval.json` and model card
+into `assets/eve-tiny`. Every step skips what is already done; a stopped run continues from its last checkpoint.
 """
 
 import argparse
@@ -24,6 +26,7 @@ from .checkpoints import is_finished
 from .export_default import export, stage_folder
 from .pipeline import ForwardSignals
 from .tokenizer import IMAGE_PAD_TOKEN, train_tokenizer
+from .track_default import TRACK_EVERY, TRACK_N, track
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TASKS = "ocr,poster,webpage,scene"
@@ -64,7 +67,7 @@ STAGES = {
     "1": "--lr 1e-3 --max-steps 3 --eval-samples 0",
     "2.1": "--lr 1e-3 --max-steps 3 --eval-samples 0",
     "2.2": "--lr 1e-3 --max-steps 3 --eval-samples 0",
-    MAIN_STAGE: "--lr 3e-3 --max-steps 3000 --warmup-ratio 0.06 --save-every 100 --eval-every 500 --eval-samples 32",
+    MAIN_STAGE: "--lr 3e-3 --max-steps 3400 --warmup-ratio 0.06 --save-every 100 --eval-every 500 --eval-samples 32",
 }
 COMMON = (
     f"--synthetic {MIX} --synthetic-level 0,1,2 --placement-spread 1 --batch-size 32 --max-image-size 192 "
@@ -176,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         if not is_finished(stage_folder(args.work, list(STAGES)[-1])):
             print("Training stopped before the last stage finished: rerun the same command to resume.")
             return 0
+        names = list(STAGES)
+        previous = stage_folder(args.work, names[names.index(MAIN_STAGE) - 1])
+        track(args.work, stage_folder(args.work, MAIN_STAGE), previous, TRACK_EVERY, TRACK_N, once=True, poll_s=0)
 
     return export(args.work, args.assets, list(STAGES), eval_n=args.eval_n)
 

@@ -30,6 +30,7 @@ from .checkpoints import STATE_FILE, is_finished, list_checkpoints
 
 VALIDATION_SEED = EVAL_SEED + 17  # neither a training seed nor the seed of the shipped evaluation
 LEVELS = [0, 1, 2]
+TRACK_EVERY, TRACK_N = 400, 24  # score every 400th step on 24 samples per task (about a minute of one core)
 BEST = "best"
 CURVE = "curve.jsonl"
 
@@ -150,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=PROJECT_ROOT / "runs" / "eve-tiny")
-    parser.add_argument("--every", type=int, default=300, help="score checkpoints whose step is a multiple of this")
-    parser.add_argument("--n", type=int, default=32, help="held-out samples per task")
+    parser.add_argument("--every", type=int, default=TRACK_EVERY, help="score checkpoints whose step is a multiple of this")
+    parser.add_argument("--n", type=int, default=TRACK_N, help="held-out samples per task")
     parser.add_argument("--once", action="store_true")
     parser.add_argument("--poll", type=float, default=20.0, help="seconds between looks for a new checkpoint")
     args = parser.parse_args(argv)

@@ -90,9 +90,36 @@ def test_task_tables_match():
 def test_answer_templates():
     scene = {"objects": [{"position": "top left", "color": "red", "shape": "circle"}]}
     assert format_answer("scene", scene) == "1 object. top left: red circle."
-    assert format_answer("poster", {"title": "JAZZ NIGHT", "date": "MAR 12"}) == "Title: JAZZ NIGHT. Date: MAR 12."
+    # Fixed-length and closed-vocabulary fields first: the open-vocabulary text then starts at a (nearly) fixed offset.
+    assert format_answer("poster", {"title": "JAZZ NIGHT", "date": "MAR 02"}) == "Date: MAR 02. Title: JAZZ NIGHT."
     page = {"site": "bookly", "links": ["home", "shop"], "headline": "Fresh Reads", "button": "join"}
-    assert format_answer("webpage", page) == "Site: bookly. Links: home, shop. Headline: Fresh Reads. Button: join."
+    assert format_answer("webpage", page) == "Button: join. Links: home, shop. Site: bookly. Headline: Fresh Reads."
+
+
+def test_poster_dates_have_one_length_per_format():
+    lengths = {}
+    for seed in range(200):
+        sample = generate_sample("poster", random.Random(seed), 1)
+        date = sample.target["date"]
+        lengths.setdefault(sum(part.isdigit() for part in date.split()), set()).add(len(date))
+    assert lengths == {1: {6}, 2: {11}}  # "MAR 02" / "02 MAR"; "MAR 02 2025" / "02 MAR 2025"
+
+
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_webpage_text_is_one_character_per_patch_anywhere_in_its_band(level):
+    """Every field's glyphs lie in whole 16 x 16 patches (none straddles a patch row), like OCR and posters."""
+    rows_seen = set()
+    for seed in range(30):
+        sample = generate_sample("webpage", random.Random(seed), level)
+        ink = np.asarray(sample.image.convert("RGB")).astype(int)
+        headline_ink = (np.abs(ink - np.array([17, 24, 39])).sum(axis=2) < 30)  # the headline's own colour
+        rows = [r for r in range(ink.shape[0] // PATCH_SIZE) if headline_ink[r * PATCH_SIZE : (r + 1) * PATCH_SIZE].any()]
+        assert len(rows) == 1 and rows[0] in (4, 5), (seed, rows)
+        rows_seen.add(rows[0])
+        cols = [c for c in range(ink.shape[1] // PATCH_SIZE) if headline_ink[:, c * PATCH_SIZE : (c + 1) * PATCH_SIZE].any()]
+        headline = sample.target["headline"]
+        assert cols[-1] - cols[0] + 1 == len(headline), (seed, headline, cols)
+    assert rows_seen == ({4} if level != 1 else {4, 5})
 
 
 def test_level0_ocr_puts_one_character_per_patch():
@@ -214,9 +241,9 @@ def test_cli_writes_the_app_example_images(tmp_path):
         assert Image.open(tmp_path / task / f"{task}-1.png").size == IMAGE_SIZES[task]
 
 
-def test_shipped_examples_are_drawn_where_the_default_model_reads(tmp_path):
-    """assets/examples is what the command in the README writes, with text within the trained spread."""
-    cli_main(["--examples", str(tmp_path), "--spread", "0.5"])
+def test_shipped_examples_are_what_the_cli_writes(tmp_path):
+    """assets/examples is what the command in the README writes: text anywhere on the grid, as the model is trained."""
+    cli_main(["--examples", str(tmp_path)])
     shipped = Path(__file__).resolve().parents[2] / "assets" / "examples"
     for task in TASKS:
         for i in (1, 2, 3):

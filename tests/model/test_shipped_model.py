@@ -1,0 +1,69 @@
+"""The shipped default model (`assets/eve-tiny`): its eval.json against the issue's targets, its files and tokenizer.
+
+A regression test, not a training run: `eval.json` is what `python -m model.train.default_model` (through
+`model.evaluation`) measured on the exported checkpoint, 200 held-out samples per task, levels 0-2, text anywhere.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from model.train.export_default import EVAL_LEVELS, TARGETS, met
+from model.train.tokenizer import IMAGE_PAD_TOKEN
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets" / "eve-tiny"
+EVAL = json.loads((ASSETS / "eval.json").read_text())
+ROWS = {r["task"]: r for r in EVAL["results"] if not r.get("variant")}
+# The model shipped before issue 13 (levels 0-2 mixed, spread 1, or its best comparable row): every row must beat it.
+BEFORE = {"ocr": ("exact", 0.28), "poster": ("exact", 0.0), "webpage": ("field_accuracy", 0.035), "scene": ("exact", 0.01)}
+# The issue's targets this checkpoint meets (see its model card); each must stay met when the model is re-exported.
+MET = {
+    ("ocr", "exact"),
+    ("ocr", "cer"),
+    ("poster", "exact"),
+    ("webpage", "field_accuracy"),
+    ("scene", "exact"),
+}
+
+
+def test_eval_covers_every_task_at_levels_0_to_2_with_text_anywhere():
+    assert set(ROWS) == set(TARGETS)
+    for row in ROWS.values():
+        assert row["level"] == EVAL_LEVELS and row["spread"] == 1.0 and row["metrics"]["n"] >= 200
+
+
+@pytest.mark.parametrize("task", sorted(BEFORE))
+def test_every_task_beats_the_model_it_replaced(task):
+    metric, before = BEFORE[task]
+    assert ROWS[task]["metrics"][metric] > before + 0.3
+
+
+@pytest.mark.parametrize("task, metric", sorted(MET))
+def test_targets_met_stay_met(task, metric):
+    value = ROWS[task]["metrics"][metric]
+    assert met(value, TARGETS[task][metric]), f"{task} {metric} {value:.3f} misses {TARGETS[task][metric]}"
+
+
+def test_off_grid_reading_is_reported():
+    variants = {r["variant"] for r in EVAL["results"] if r.get("variant")}
+    assert variants == {"pixel-offset", "proportional"}
+
+
+def test_weights_fit_the_size_budget():
+    assert (ASSETS / "model.safetensors").stat().st_size < 40_000_000
+
+
+def test_image_placeholder_is_its_own_token():
+    config = json.loads((ASSETS / "config.json").read_text())
+    tokenizer = AutoTokenizer.from_pretrained(str(ASSETS))
+    assert config["image_token_id"] != config["pad_token_id"]
+    assert tokenizer.convert_tokens_to_ids(IMAGE_PAD_TOKEN) == config["image_token_id"]
+    assert IMAGE_PAD_TOKEN in tokenizer.all_special_tokens  # never produced by decoding an answer
+    assert tokenizer.pad_token_id == config["pad_token_id"]
+
+
+def test_closed_vocabulary_words_ship_with_the_processor():
+    settings = json.loads((ASSETS / "eve_processor.json").read_text())
+    assert {"red", "triangle", "top", "left", "Title", "home"} <= set(settings["whole_words"])
