@@ -97,12 +97,11 @@ def test_answer_templates():
 
 
 def test_poster_dates_have_one_length_per_format():
-    lengths = {}
-    for seed in range(200):
-        sample = generate_sample("poster", random.Random(seed), 1)
-        date = sample.target["date"]
-        lengths.setdefault(sum(part.isdigit() for part in date.split()), set()).add(len(date))
-    assert lengths == {1: {6}, 2: {11}}  # "MAR 02" / "02 MAR"; "MAR 02 2025" / "02 MAR 2025"
+    dates = [generate_sample("poster", random.Random(seed), 1).target["date"] for seed in range(100)]
+    assert {date.split()[0].isdigit() for date in dates} == {True, False}  # "02 MAR" and "MAR 02"
+    assert {len(date) for date in dates} == {6}  # the day is zero-padded (years do not fit 192 px at 16 px a glyph)
+    wide = [generate_sample("poster", random.Random(seed), 1, size=(256, 128)).target["date"] for seed in range(100)]
+    assert {len(date) for date in wide} == {6, 11}
 
 
 @pytest.mark.parametrize("level", [0, 1, 2])
@@ -113,6 +112,7 @@ def test_webpage_text_is_one_character_per_patch_anywhere_in_its_band(level):
         sample = generate_sample("webpage", random.Random(seed), level)
         ink = np.asarray(sample.image.convert("RGB")).astype(int)
         headline_ink = (np.abs(ink - np.array([17, 24, 39])).sum(axis=2) < 30)  # the headline's own colour
+        headline_ink[: 2 * PATCH_SIZE] = False  # (a bar may have that colour too)
         rows = [r for r in range(ink.shape[0] // PATCH_SIZE) if headline_ink[r * PATCH_SIZE : (r + 1) * PATCH_SIZE].any()]
         assert len(rows) == 1 and rows[0] in (4, 5), (seed, rows)
         rows_seen.add(rows[0])
