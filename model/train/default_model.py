@@ -53,10 +53,12 @@ MODEL = {
     "moe_part": "layernorm-self_attn-mlp",
     "mm_vision_tower": None,
 }
-# Task mix of every batch, from the first step (a task listed twice is drawn twice as often): OCR 35 %, poster 20 %,
-# webpage 20 %, scene 25 %. OCR is the plainest reading task; the glyphs it teaches serve posters and webpages (same
-# font, same grid), and scenes reuse the row and column features reading builds (see the notes).
-MIX = "ocr,ocr,ocr,ocr,ocr,ocr,ocr,poster,poster,poster,poster,webpage,webpage,webpage,webpage,scene,scene,scene,scene,scene"
+# Task mix of every batch, from the first step (a task listed twice is drawn twice as often): OCR 50 %, poster 20 %,
+# webpage 10 %, scene 20 %. OCR is the plainest reading task; the glyphs it teaches serve posters and webpages (same
+# font, same grid), and scenes reuse the row and column features reading builds (see the notes). The shipped run
+# started with OCR at 20 % (webpage and scene 30 % each), read nothing by step 1,225, tried OCR at 35 % in fp32 for
+# 200 steps (30 % slower than bf16 here), and went on from step 1,428 with this mix in bf16 (see the model card).
+MIX = ",".join(["ocr"] * 5 + ["poster"] * 2 + ["webpage"] + ["scene"] * 2)
 MAIN_STAGE = "3"
 # Stages in order, with their own flags (on top of COMMON). Steps are optimizer steps of 32 samples.
 # From random weights a frozen decoder only delays learning (see ../shared/docs/small_model_notes.md): the paper's
@@ -68,11 +70,12 @@ STAGES = {
     "1": "--lr 1e-3 --max-steps 3 --eval-samples 0",
     "2.1": "--lr 1e-3 --max-steps 3 --eval-samples 0",
     "2.2": "--lr 1e-3 --max-steps 3 --eval-samples 0",
-    MAIN_STAGE: "--lr 3e-3 --max-steps 2900 --warmup-ratio 0.06 --save-every 100 --eval-every 500 --eval-samples 32",
+    MAIN_STAGE: "--lr 3e-3 --max-steps 3000 --warmup-ratio 0.06 --save-every 100 --eval-every 500 --eval-samples 32",
 }
 COMMON = (
     f"--synthetic {MIX} --synthetic-level 0,1,2 --placement-spread 1 --batch-size 32 --max-image-size 192 "
-    "--log-every 20 --keep-checkpoints 2 --made-up-words 0.5 --spell-answers --weight-decay 0.05 --adam-beta2 0.95"
+    "--log-every 20 --keep-checkpoints 2 --made-up-words 0.5 --spell-answers --weight-decay 0.05 --adam-beta2 0.95 "
+    "--bf16"
 )
 
 
