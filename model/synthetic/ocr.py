@@ -1,12 +1,12 @@
 """OCR task: words on a plain strip, to be read back verbatim.
 
-Levels 0-2 draw monospace glyphs one per 16 x 16 patch, on the patch grid, the layout that taught a small model to
-read: every character is then one image token, in the column of its position in the word. 0 one lowercase word in
+Levels 0-2 draw monospace glyphs one per 16 px patch column, 32 px tall (two patch rows, the line centred on a
+patch-row boundary), on the patch grid anywhere: the layout that taught a small model to read text anywhere within
+minutes in the platform's probes (glyphs in 16 x 16 cells, about 9 x 11 px, were still unread after 50k mixed samples). 0 one lowercase word in
 black on white; 1 two words on one line, any case and a dark colour on a light tint; 2 two lines of one or two words,
 a blank patch row apart. Level 3 widens the reader: one or two lines in any DejaVu font (proportional included) at a
 smaller or larger size, at any offset off the grid.
 
-(The earlier 16 x 32 cells split every lowercase letter across two patch rows, 25 tokens apart.)
 """
 
 import random
@@ -26,7 +26,7 @@ from .render import (
 )
 from .vocab import WordBank, load_vocab
 
-MIN_SIZE = (8 * PATCH_SIZE, 4 * PATCH_SIZE)  # two 32 px lines of one short word
+MIN_SIZE = (8 * PATCH_SIZE, 5 * PATCH_SIZE)  # two 32 px lines of one short word, a blank row apart
 
 
 def apply_case(words: list[str], rng: random.Random) -> list[str]:
@@ -54,16 +54,17 @@ def pick_lines(rng: random.Random, level: int, words: WordBank, max_chars: int) 
 def draw_on_grid(
     draw: ImageDraw.ImageDraw, rng: random.Random, lines: list[str], size: tuple[int, int], fill, spread: float = 1.0
 ) -> None:
-    """Each character in one patch (16 x 16 cells), lines two patch rows apart, placed on the patch grid (anywhere,
-    or with `spread` < 1 near the top-left corner)."""
-    grid = grid_font(PATCH_SIZE, PATCH_SIZE, "mono-bold")
+    """Each character in one patch column (16 x 32 cells: a glyph spans two patch rows, centred on the boundary
+    between them), lines a blank patch row apart, placed on the patch grid (anywhere, or with `spread` < 1 near the
+    top-left corner)."""
+    grid = grid_font(PATCH_SIZE, 2 * PATCH_SIZE, "mono-bold")
     cols, rows = size[0] // PATCH_SIZE, size[1] // PATCH_SIZE
-    top = spread_randint(rng, 0, rows - 2 * len(lines) + 1, spread)
+    top = spread_randint(rng, 0, max(0, rows - 3 * len(lines) + 1), spread)
     longest = max(len(line) for line in lines)
     margin = 1 if cols - longest >= 2 else 0
     left = spread_randint(rng, margin, cols - longest - margin, spread)  # lines share a left edge, like a text block
     for i, line in enumerate(lines):
-        draw_grid_text(draw, line, left, top + 2 * i, grid, fill)
+        draw_grid_text(draw, line, left, top + 3 * i, grid, fill)
 
 
 def draw_free(

@@ -1,7 +1,7 @@
 """Poster task: a coloured poster with a big title and a date line, read back as "Title: ... Date: ...".
 
-Levels 0-2 keep all text monospaced on the patch grid, one character per 16 x 16 patch (glyphs that straddle two
-patch rows are much harder for a small model to read): 0 a one-word bold title and a "MAR 02" date below it,
+Levels 0-2 keep all text monospaced on the patch grid, one character per 16 px patch column, title and date 32 px
+tall (two patch rows, as OCR): 0 a one-word bold title and a "MAR 02" date below it,
 centred; 1 one- or two-word titles (on one or two lines), every date format, centred or left-aligned on any column; 2 adds distractors the
 answer must ignore (a frame, a rule and an unscored venue line) and a bold date. Level 3 sets the same content in any
 DejaVu font and size, off the grid.
@@ -61,8 +61,8 @@ def draw_on_grid(
     """Title, optional venue and date as blocks of whole patch rows, one free row between blocks; `spread` < 1 keeps
     the blocks near the top."""
     cols, rows = size[0] // PATCH_SIZE, size[1] // PATCH_SIZE
-    title_grid = grid_font(PATCH_SIZE, PATCH_SIZE, "mono-bold")
-    date_grid = grid_font(PATCH_SIZE, PATCH_SIZE, "mono" if level < 2 else "mono-bold")
+    title_grid = grid_font(PATCH_SIZE, 2 * PATCH_SIZE, "mono-bold")
+    date_grid = grid_font(PATCH_SIZE, 2 * PATCH_SIZE, "mono" if level < 2 else "mono-bold")
     small_grid = grid_font(PATCH_SIZE, PATCH_SIZE, "mono")
     blocks = [(line, title_grid) for line in title]
     if level == 2 and rows >= 2 * len(title) + 6:

@@ -2,9 +2,9 @@
 
 Layout in 16 px patch rows (256 x 144 = 16 columns x 9 rows), in bands of two rows: rows 0-1 a coloured bar with the
 site name, rows 2-3 the links, rows 4-5 the headline, row 6 a grey paragraph (never scored), rows 7-8 a button. Levels
-0-2 draw every character in its own 16 x 16 patch, as OCR and posters do (the earlier 16 x 32 cells split letters
-across patch rows): 0 everything left-aligned on the first row of its band, on white; 1 every field on any column and
-either row of its band, on a light tint; 2 as 1 with the headline on its band's first row and two paragraph lines.
+0-2 draw every character in its own 16 px patch column, 32 px tall (one line per band), as OCR and posters do: 0
+everything left-aligned, on white; 1 every field on any column of its band, on a light tint; 2 as 1 with bars between
+the links (not part of the answer).
 Level 3 keeps the bands but sets the text in any DejaVu font and size, off the grid.
 """
 
@@ -52,44 +52,38 @@ def paragraph(rng: random.Random, words: WordBank, max_chars: int) -> str:
 
 
 def draw_button(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], color) -> None:
-    """A rounded button half a patch wider than its label on each side, a few pixels taller than its row."""
+    """A rounded button half a patch wider than its label on each side, inside the label's rows."""
     x0, y0, x1, y1 = box
-    draw.rounded_rectangle([x0 - PATCH_SIZE // 2, y0 - 3, x1 + PATCH_SIZE // 2 - 1, y1 + 2], radius=6, fill=color)
+    draw.rounded_rectangle([x0 - PATCH_SIZE // 2, y0 + 1, x1 + PATCH_SIZE // 2 - 1, y1 - 2], radius=6, fill=color)
 
 
 def draw_on_grid(
     draw, rng: random.Random, level: int, content: dict, words: WordBank, size, colors: dict, spread: float = 1.0
 ) -> None:
-    """The page on the patch grid, one character per 16 x 16 patch like OCR and posters (see the module docstring for
-    the bands); above level 0 each field sits on any column and either row of its band (`spread` < 1: near the
-    left and top)."""
+    """The page on the patch grid, one character per 16 px patch column and 32 px tall like OCR and posters, one line
+    per band (see the module docstring); above level 0 each field sits on any column (`spread` < 1: near the left)."""
     cols = size[0] // PATCH_SIZE
-    bold = grid_font(PATCH_SIZE, PATCH_SIZE, "mono-bold")
-    regular = grid_font(PATCH_SIZE, PATCH_SIZE, "mono")
+    bold = grid_font(PATCH_SIZE, 2 * PATCH_SIZE, "mono-bold")
+    regular = grid_font(PATCH_SIZE, 2 * PATCH_SIZE, "mono")
+    small = grid_font(PATCH_SIZE, PATCH_SIZE, "mono")
 
-    def place(text: str, band: int) -> tuple[int, int]:  # (column, row): left of the band at level 0, else anywhere
-        if level == 0:
-            return 1, band
-        col = spread_randint(rng, 1, max(1, cols - 1 - len(text)), spread)
-        return col, band + spread_randint(rng, 0, 1, spread)
+    def col_for(text: str) -> int:  # left at level 0, anywhere on the grid (keeping a column margin) above it
+        return 1 if level == 0 else spread_randint(rng, 1, max(1, cols - 1 - len(text)), spread)
 
     draw.rectangle([0, 0, size[0] - 1, 2 * PATCH_SIZE - 1], fill=colors["bar"])
-    col, row = place(content["site"], 0)
-    draw_grid_text(draw, content["site"], col, row, bold, (255, 255, 255))
-    links = "  ".join(content["links"]) if len("  ".join(content["links"])) <= cols - 2 else " ".join(content["links"])
-    col, row = place(links, 2)
-    draw_grid_text(draw, links, col, row, regular, LINK_COLOR)
-    headline_col, headline_row = place(content["headline"], 4)
-    if level == 2:  # the headline on the band's first row, two grey paragraph lines under it
-        headline_row = 4
-    draw_grid_text(draw, content["headline"], headline_col, headline_row, bold, HEADLINE_COLOR)
-    for row in range(headline_row + 1 if level == 2 else 6, 7):
-        draw_grid_text(draw, paragraph(rng, words, cols - 2), 1, row, regular, PARAGRAPH_COLOR)
+    draw_grid_text(draw, content["site"], col_for(content["site"]), 0, bold, (255, 255, 255))
+    separator = " | " if level == 2 else "  "  # level 2: bars between links, to be left out of the answer
+    links = separator.join(content["links"])
+    if len(links) > cols - 2:
+        links = " ".join(content["links"])
+    draw_grid_text(draw, links, col_for(links), 2, regular, LINK_COLOR)
+    draw_grid_text(draw, content["headline"], col_for(content["headline"]), 4, bold, HEADLINE_COLOR)
+    draw_grid_text(draw, paragraph(rng, words, cols - 2), 1, 6, small, PARAGRAPH_COLOR)
     label = content["button"]
-    col, row = place(label, 7)
-    x0, x1 = col * PATCH_SIZE, (col + len(label)) * PATCH_SIZE
-    draw_button(draw, (x0, row * PATCH_SIZE, x1, (row + 1) * PATCH_SIZE), colors["button"])
-    draw_grid_text(draw, label, col, row, bold, (255, 255, 255))
+    label_col = col_for(label)
+    x0, x1 = label_col * PATCH_SIZE, (label_col + len(label)) * PATCH_SIZE
+    draw_button(draw, (x0, 7 * PATCH_SIZE, x1, 9 * PATCH_SIZE), colors["button"])
+    draw_grid_text(draw, label, label_col, 7, bold, (255, 255, 255))
 
 
 def draw_free(draw, rng: random.Random, content: dict, words: WordBank, size, colors: dict) -> None:
