@@ -105,21 +105,21 @@ def test_poster_dates_have_one_length_per_format():
 
 
 @pytest.mark.parametrize("level", [0, 1, 2])
-def test_webpage_text_is_one_character_per_patch_anywhere_in_its_band(level):
-    """Every field's glyphs lie in whole 16 x 16 patches (none straddles a patch row), like OCR and posters."""
-    rows_seen = set()
+def test_webpage_text_is_one_character_per_patch_column_in_its_band(level):
+    """The headline's glyphs fill whole patch columns, one per character, in the two rows of its band."""
+    cols_seen = set()
     for seed in range(30):
         sample = generate_sample("webpage", random.Random(seed), level)
         ink = np.asarray(sample.image.convert("RGB")).astype(int)
         headline_ink = (np.abs(ink - np.array([17, 24, 39])).sum(axis=2) < 30)  # the headline's own colour
         headline_ink[: 2 * PATCH_SIZE] = False  # (a bar may have that colour too)
         rows = [r for r in range(ink.shape[0] // PATCH_SIZE) if headline_ink[r * PATCH_SIZE : (r + 1) * PATCH_SIZE].any()]
-        assert len(rows) == 1 and rows[0] in (4, 5), (seed, rows)
-        rows_seen.add(rows[0])
+        assert rows == [4, 5], (seed, rows)
         cols = [c for c in range(ink.shape[1] // PATCH_SIZE) if headline_ink[:, c * PATCH_SIZE : (c + 1) * PATCH_SIZE].any()]
         headline = sample.target["headline"]
         assert cols[-1] - cols[0] + 1 == len(headline), (seed, headline, cols)
-    assert rows_seen == ({4} if level != 1 else {4, 5})
+        cols_seen.add(cols[0])
+    assert (cols_seen == {1}) == (level == 0)  # left-aligned at level 0, anywhere on the grid above
 
 
 def test_level0_ocr_puts_one_character_per_patch():
@@ -130,7 +130,7 @@ def test_level0_ocr_puts_one_character_per_patch():
         rows = [r for r in range(ink.shape[0] // PATCH_SIZE) if ink[r * PATCH_SIZE : (r + 1) * PATCH_SIZE].any()]
         word = sample.target["text"]
         assert columns == list(range(columns[0], columns[0] + len(word))), word
-        assert len(rows) == 1, word  # the whole glyph, ascenders and descenders too, in one patch row
+        assert len(rows) == 2 and rows[1] == rows[0] + 1, word  # 32 px glyphs: two patch rows, never a third
 
 
 def test_scene_objects_fill_their_grid_cells():
