@@ -70,8 +70,15 @@ STAGES = {
     "1": "--lr 1e-3 --max-steps 3 --eval-samples 0",
     "2.1": "--lr 1e-3 --max-steps 3 --eval-samples 0",
     "2.2": "--lr 1e-3 --max-steps 3 --eval-samples 0",
-    MAIN_STAGE: "--lr 3e-3 --max-steps 3000 --warmup-ratio 0.06 --save-every 100 --eval-every 500 --eval-samples 32",
+    # Stopped at step 2,523 of a 3,000-step schedule in the shipped run (the session's time): the learning rate then
+    # stood at 3e-4 and no text was read yet, so a short reading phase with a fresh warm-up follows.
+    MAIN_STAGE: "--lr 3e-3 --max-steps 2523 --warmup-ratio 0.06 --save-every 100 --eval-every 500 --eval-samples 32",
+    f"{MAIN_STAGE}:read": (
+        "--lr 2e-3 --max-steps 560 --warmup-ratio 0.08 --save-every 100 --eval-samples 0 --seed 11 --synthetic "
+        + ",".join(["ocr"] * 17 + ["poster", "webpage", "scene"])
+    ),
 }
+TRACKED_STAGE = list(STAGES)[-1]  # the stage whose checkpoints track_default scores and the export ships
 COMMON = (
     f"--synthetic {MIX} --synthetic-level 0,1,2 --placement-spread 1 --batch-size 32 --max-image-size 192 "
     "--log-every 20 --keep-checkpoints 2 --made-up-words 0.5 --spell-answers --weight-decay 0.05 --adam-beta2 0.95 "
@@ -183,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             print("Training stopped before the last stage finished: rerun the same command to resume.")
             return 0
         names = list(STAGES)
-        previous = stage_folder(args.work, names[names.index(MAIN_STAGE) - 1])
-        track(args.work, stage_folder(args.work, MAIN_STAGE), previous, TRACK_EVERY, TRACK_N, once=True, poll_s=0)
+        previous = stage_folder(args.work, names[names.index(TRACKED_STAGE) - 1])
+        track(args.work, stage_folder(args.work, TRACKED_STAGE), previous, TRACK_EVERY, TRACK_N, once=True, poll_s=0)
 
     return export(args.work, args.assets, list(STAGES), eval_n=args.eval_n)
 

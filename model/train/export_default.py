@@ -179,12 +179,13 @@ def validation_curve(work: Path) -> str:
         return "(no scored checkpoints)"
     rows = [json.loads(line) for line in curve.read_text().splitlines() if line.strip()]
     lines = [
-        "| step | samples | OCR exact / CER | poster exact | webpage field acc. | scene exact | mean |",
-        "|---|---|---|---|---|---|---|",
+        "| stage | step | samples | OCR exact / CER | poster exact | webpage field acc. | scene exact | mean |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for row in sorted(rows, key=lambda r: r["step"]):
+    for row in rows:
         lines.append(
-            f"| {row['step']} | {row['step'] * 32:,} | {row['ocr']['exact']:.2f} / {row['ocr']['cer']:.3f} | "
+            f"| {row.get('stage', 'stage-3')} | {row['step']} | {row['step'] * 32:,} | "
+            f"{row['ocr']['exact']:.2f} / {row['ocr']['cer']:.3f} | "
             f"{row['poster']['exact']:.2f} | {row['webpage']['field_accuracy']:.2f} | {row['scene']['exact']:.2f} | "
             f"{row['score']:.3f} |"
         )

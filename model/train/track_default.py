@@ -65,16 +65,19 @@ def evaluate(model, processor, n: int) -> list[dict]:
     ]
 
 
-def scored_steps(work: Path) -> dict[int, float]:
+def scored_steps(work: Path, stage: str) -> dict[int, float]:
+    """Steps of `stage` (a stage folder name) already in the curve, with their scores."""
     curve = work / CURVE
     if not curve.is_file():
         return {}
-    return {row["step"]: row["score"] for row in map(json.loads, curve.read_text().splitlines()) if row.get("step")}
+    rows = map(json.loads, curve.read_text().splitlines())
+    return {row["step"]: row["score"] for row in rows if row.get("step") and row.get("stage", "stage-3") == stage}
 
 
-def record(work: Path, step: int, results: list[dict], seconds: float, source: Path) -> float:
+def record(work: Path, step: int, results: list[dict], seconds: float, source: Path, stage: str) -> float:
     score = score_of(results)
     row = {
+        "stage": stage,
         "step": step,
         "score": round(score, 4),
         "time": time.strftime("%H:%M:%S"),
@@ -112,7 +115,7 @@ def track(work: Path, stage_dir: Path, previous_stage: Path, every: int, n: int,
     settings = json.loads((work / "tokenizer" / "eve_processor.json").read_text())
     whole_words = settings.get("whole_words", ())
     while True:
-        done = scored_steps(work)
+        done = scored_steps(work, stage_dir.name)
         finished = is_finished(stage_dir)
         candidates = [c for c in list_checkpoints(stage_dir) if int(c.name.split("-")[-1]) % every == 0]
         todo = [c for c in candidates if int(c.name.split("-")[-1]) not in done]
@@ -122,7 +125,7 @@ def track(work: Path, stage_dir: Path, previous_stage: Path, every: int, n: int,
                 started = time.perf_counter()
                 model, processor = load_pretrained(stage_dir)
                 results = evaluate(model, processor, n)
-                score = record(work, final_step, results, time.perf_counter() - started, stage_dir)
+                score = record(work, final_step, results, time.perf_counter() - started, stage_dir, stage_dir.name)
                 if score >= best_score(work):
                     save_best(work, model, processor, stage_dir, final_step, score)
             return 0
@@ -136,7 +139,7 @@ def track(work: Path, stage_dir: Path, previous_stage: Path, every: int, n: int,
                 print(f"skipped {checkpoint}: {error}", flush=True)
             else:
                 results = evaluate(model, processor, n)
-                score = record(work, step, results, time.perf_counter() - started, checkpoint)
+                score = record(work, step, results, time.perf_counter() - started, checkpoint, stage_dir.name)
                 if score > best_score(work):
                     save_best(work, model, processor, stage_dir, step, score)
             continue
@@ -146,7 +149,7 @@ def track(work: Path, stage_dir: Path, previous_stage: Path, every: int, n: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .default_model import MAIN_STAGE, PROJECT_ROOT, STAGES
+    from .default_model import PROJECT_ROOT, STAGES, TRACKED_STAGE
     from .export_default import stage_folder
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -158,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     names = list(STAGES)
-    stage_dir = stage_folder(args.work, MAIN_STAGE)
-    previous = stage_folder(args.work, names[names.index(MAIN_STAGE) - 1])
+    stage_dir = stage_folder(args.work, TRACKED_STAGE)
+    previous = stage_folder(args.work, names[names.index(TRACKED_STAGE) - 1])
     return track(args.work, stage_dir, previous, args.every, args.n, args.once, args.poll)
 
 
