@@ -246,7 +246,9 @@ def export(work: Path, assets: Path, stages: Sequence[str], eval_n: int = 200) -
         eval_n=eval_n,
         curves=curve_table(rows),
         validation=validation_curve(work),
-        source=f"{source.name} (step {best_step} of the main run)" if best_step is not None else source.name,
+        source=f"{source.name} (step {best_step} of {json.loads((source / 'run_args.json').read_text())['output_dir']})"
+        if best_step is not None and (source / "run_args.json").is_file()
+        else source.name,
         notes=notes_file.read_text().strip() if notes_file.is_file() else "",
     )
     (assets / "README.md").write_text(card)

@@ -21,9 +21,9 @@ ROWS = {r["task"]: r for r in EVAL["results"] if not r.get("variant")}
 # suite shows them until a model meets them (see the model card for the learning curve and the CPU-hours predicted).
 FLOORS = {
     ('ocr', 'exact'): 0.0,
-    ('ocr', 'cer'): 0.85,
+    ('ocr', 'cer'): 0.84,
     ('poster', 'exact'): 0.0,
-    ('webpage', 'field_accuracy'): 0.12,
+    ('webpage', 'field_accuracy'): 0.09,
     ('scene', 'exact'): 0.03,
 }
 NOT_MET = {
