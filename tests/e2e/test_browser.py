@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
+from eve_app.settings import DEFAULT_MODEL
 from model.synthetic import write_dataset
 from tests.e2e.helpers import MODEL, free_port
 
@@ -202,6 +203,9 @@ def test_an_example_thumbnail_starts_a_fresh_chat_and_answers_it(browser, runnin
         expect(page.locator('#chat-input [data-testid="submit-button"]')).to_be_visible()  # Stop turned back
         if name == "desktop":  # the figures of the answer are in view without scrolling
             assert page.locator("#status-line").bounding_box()["y"] < VIEWPORTS[name][1]
+        if MODEL == DEFAULT_MODEL:  # the small model says what it is, from its own card
+            expect(page.locator("#model-line")).to_contain_text("trained by this project")
+            expect(page.locator("#model-line")).to_contain_text("BAAI/EVE-7B-HD-v2.0")
         _shot(page, f"example-{name}")
         assert not page.errors, page.errors
     finally:
