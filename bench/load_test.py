@@ -87,7 +87,6 @@ def _sha256(path: Path | str) -> str:
 def start_app(model: str | None, data_dir: Path):
     """Launches the app in this process on a free 127.0.0.1 port; returns (url, demo, storage)."""
     from app import create_app, launch_options
-    from eve_app.ui import CSS
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -19,7 +19,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from model.synthetic import write_dataset
-from tests.e2e.helpers import MODEL, free_port, start_server
+from tests.e2e.helpers import MODEL, free_port
 
 PASSWORD = "correct horse battery staple"
 LIMITS = ["--max-image-mb", "2", "--max-upload-mb", "5", "--max-dataset-mb", "1", "--max-upload-files", "200",
@@ -209,39 +209,6 @@ def test_a_burst_of_large_images_is_decoded_a_few_at_a_time(server, tmp_path, mo
     burst()
     assert not errors, errors
     assert most[0] == gate.limits.max_concurrent_decodes == 2
-
-
-def burst_growth(tmp_path: Path, image: Path, decodes: int) -> int:
-    """Peak memory growth of a server process of its own while eight clients send `image` at once."""
-    port = free_port()
-    process = start_server(["--model", MODEL, "--data-dir", str(tmp_path / f"data-{decodes}"),
-                            "--max-concurrent-decodes", str(decodes)], port)
-
-    def send(client: Client) -> None:
-        client.predict(handle_file(str(image)), "OCR", "", 4, api_name="/answer")
-
-    def burst() -> None:
-        clients = [Client(f"http://127.0.0.1:{port}/", verbose=False) for _ in range(8)]
-        threads = [threading.Thread(target=send, args=(client,)) for client in clients]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-
-    try:
-        return peak_rss_growth(burst, process.pid)
-    finally:
-        process.kill()
-        process.wait(timeout=30)
-
-
-def test_a_burst_of_large_images_is_bounded_by_the_decode_limit(tmp_path):
-    """Eight 36-megapixel images at once: with two decodes at a time against eight, measured side by side."""
-    image = png(tmp_path / "large.png", size=(6000, 6000), color="gray")
-    bounded, unbounded = burst_growth(tmp_path, image, 2), burst_growth(tmp_path, image, 8)
-    print(f"server peak memory growth for eight 36-megapixel images at once: {bounded / 2**20:.0f} MiB with two "
-          f"decodes at a time, {unbounded / 2**20:.0f} MiB with eight ({bounded / unbounded:.2f}x)")
-    assert bounded < 0.8 * unbounded
 
 
 def test_fine_tune_uploads_are_bounded(server, tmp_path):
