@@ -20,20 +20,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.e2e.helpers import MODEL, free_port, start_server
-
-
-def peak_growth(pid: int, action) -> int:
-    """Bytes the process's peak resident memory rose above its current size while `action` ran."""
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
-
-    def status(field: str) -> int:
-        line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith(field))
-        return int(line.split()[1]) * 1024
-
-    before = status("VmRSS:")
-    action()
-    return status("VmHWM:") - before
+from tests.e2e.helpers import MODEL, free_port, peak_rss_growth, start_server
 
 
 def burst(url: str, image: Path, clients: int) -> None:
@@ -53,7 +40,7 @@ def measure(folder: Path, image: Path, decodes: int, clients: int) -> int:
     process = start_server(["--model", MODEL, "--data-dir", str(folder / f"data-{decodes}"),
                             "--max-concurrent-decodes", str(decodes)], port)
     try:
-        return peak_growth(process.pid, lambda: burst(f"http://127.0.0.1:{port}/", image, clients))
+        return peak_rss_growth(lambda: burst(f"http://127.0.0.1:{port}/", image, clients), process.pid)
     finally:
         process.kill()
         process.wait(timeout=30)

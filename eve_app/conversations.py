@@ -96,8 +96,7 @@ class ConversationService:
             raise UserError("That conversation does not exist (or is not yours).") from error
         except ValueError as error:  # storage's own format check
             raise UserError(str(error)) from error
-        conversation_id = conversation_id or self.storage.conversation_of(message_id)
-        stored = self.storage.get_conversation(conversation_id)["messages"][-1]["images"]
+        conversation_id, stored = self.storage.message_images(message_id)
         return SavedQuestion(conversation_id, message_id, stored)
 
     def begin_answer(self, conversation_id: int, task: str) -> int:

@@ -160,13 +160,6 @@ class Engine:
         image_processor = self.processor.image_processor
         return int(image_processor.patch_stride * image_processor.dense_stride)
 
-    def check_image(self, path: str) -> None:
-        """Raises EngineError with a clear message when the file is not a readable image (or is too large)."""
-        try:
-            self.processor.image_processor.load_image(path)
-        except ValueError as error:  # name the file the user knows, not the server's upload path
-            raise EngineError(str(error).replace(str(path), Path(path).name)) from error
-
     def describe(self) -> str:
         """Model, device, dtype and quantisation, for the status line."""
         return f"{self.name} · {self.device} · {self.dtype} · {self.quantization or 'not quantised'}"

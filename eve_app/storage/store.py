@@ -91,7 +91,7 @@ class Storage(JobVerbs):
         """Save a user turn with its images, given as (file bytes, file name) pairs; returns the message id.
 
         `conversation_id` None starts a conversation (of `owner`) in the same transaction, so a refused image never
-        leaves an empty conversation behind; `conversation_of(message_id)` gives its id. Images are validated and
+        leaves an empty conversation behind; `message_images(message_id)` gives its id. Images are validated and
         written before the transaction, so a bad file fails the call without a half-saved message; their files are
         content-addressed, so a leftover from a failed call is simply reused later.
         """
@@ -112,13 +112,18 @@ class Storage(JobVerbs):
                 conversation.title = records.title_from(text)
             return message.id
 
-    def conversation_of(self, message_id: int) -> int:
-        """The id of the conversation a message belongs to."""
+    def message_images(self, message_id: int) -> tuple[int, list[str]]:
+        """The conversation a message belongs to and the absolute paths of its images, in order (one small query,
+        not the whole conversation)."""
+        query = (select(Message.conversation_id, Image.path)
+                 .outerjoin(MessageImage, MessageImage.message_id == Message.id)
+                 .outerjoin(Image, Image.id == MessageImage.image_id)
+                 .where(Message.id == message_id).order_by(MessageImage.position))
         with self._session() as s:
-            conversation_id = s.scalar(select(Message.conversation_id).where(Message.id == message_id))
-        if conversation_id is None:
+            rows = s.execute(query).all()
+        if not rows:
             raise LookupError(f"no message {message_id}")
-        return conversation_id
+        return rows[0][0], [str(self.data_dir / path) for _, path in rows if path is not None]
 
     def begin_answer(self, conversation_id: int, task: str | None = None) -> int:
         """Save an empty answer with status "streaming" before generating; returns its message id.

@@ -42,3 +42,16 @@ def start_server(args: list[str], port: int, timeout: float = 120) -> subprocess
         time.sleep(0.5)
     process.kill()
     raise RuntimeError(f"the app did not start in {timeout:g} s")
+
+
+def peak_rss_growth(action, pid: int | str = "self") -> int:
+    """Bytes a process's peak resident memory rose above its size before `action` ran (Linux: /proc)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets the peak (VmHWM) to the current size
+
+    def status(field: str) -> int:
+        line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith(field))
+        return int(line.split()[1]) * 1024
+
+    before = status("VmRSS:")
+    action()
+    return status("VmHWM:") - before

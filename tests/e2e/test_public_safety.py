@@ -19,7 +19,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from model.synthetic import write_dataset
-from tests.e2e.helpers import MODEL, free_port
+from tests.e2e.helpers import MODEL, free_port, peak_rss_growth
 
 PASSWORD = "correct horse battery staple"
 LIMITS = ["--max-image-mb", "2", "--max-upload-mb", "5", "--max-dataset-mb", "1", "--max-upload-files", "200",
@@ -54,19 +54,6 @@ def png(path: Path, size=(64, 32), color="white") -> Path:
 def chat(client: Client, text: str, image: Path) -> None:
     client.predict({"text": text, "files": [handle_file(str(image))]}, "OCR", api_name="/submit_message")
     list(client.submit("OCR", 0.0, 1.0, 8, 1.0, -1, 0, api_name="/respond"))
-
-
-def peak_rss_growth(action, pid: int | str = "self") -> int:
-    """Bytes a process's peak resident memory rose above its current size while `action` ran (Linux)."""
-    Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets the peak (VmHWM) to the current size
-
-    def status(field: str) -> int:
-        line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith(field))
-        return int(line.split()[1]) * 1024
-
-    before = status("VmRSS:")
-    action()
-    return status("VmHWM:") - before
 
 
 def test_the_data_folder_is_not_served(server, tmp_path):
