@@ -45,6 +45,21 @@ class ValidatedUploads:
     def __len__(self) -> int:
         return len(self._results)
 
+    def pending_bytes(self, in_use: set[Path] = frozenset()) -> int:
+        """Disk taken by uploads that no job uses yet: all visitors' together stay below one upload's limit, so
+        repeated validations cannot fill the disk before the retention time frees it."""
+        with self._lock:
+            keep = self._claimed | {path.resolve() for path in in_use}
+        if not self.uploads_dir.is_dir():
+            return 0
+        return sum(
+            path.stat().st_size
+            for folder in self.uploads_dir.iterdir()
+            if folder.is_dir() and folder.resolve() not in keep
+            for path in folder.rglob("*")
+            if path.is_file()
+        )
+
     def sweep(self, in_use: set[Path] = frozenset()) -> int:
         """Drop expired results and delete unclaimed upload folders older than the retention; returns how many
         folders were deleted. `in_use`: folders that jobs recorded in storage point into."""

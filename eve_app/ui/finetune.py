@@ -161,6 +161,10 @@ class FinetuneHandlers:
         """Validates an upload (or your History conversations) and shows its summary and first page of rows."""
         base = self._base(base)
         limits = self.ctx.settings.upload_limits()
+        in_use = self.ctx.runner.upload_dirs_in_use() if self.ctx.runner else set()
+        if self.ctx.uploads.pending_bytes(in_use) > limits.max_total_bytes:
+            raise refuse("Too many validated datasets are waiting to be launched; try again once they expire "
+                         f"({self.ctx.settings.upload_retention_minutes:g} minutes after validation).")
         if export_ids.strip():
             ids = parse_conversation_ids(export_ids)
             try:

@@ -127,3 +127,16 @@ def test_a_new_task_keeps_settings_the_user_changed(ctx):
     assert (tokens, temperature, shown) == (free.max_new_tokens, free.temperature, free.name)  # defaults follow
     _, tokens, temperature, _ = handlers.choose_preset(free.name, ocr.name, 40, 0.3)
     assert isinstance(tokens, type(gr.skip())) and isinstance(temperature, type(gr.skip()))  # the user's stay
+
+
+def test_settings_beyond_the_models_context_are_refused_with_the_limit(ctx, image):
+    handlers = ChatHandlers(ctx)
+    limit = ctx.conversations.max_new_tokens_limit()
+    _, _, session = handlers.submit_message({"text": "read", "files": [image]}, "OCR", ChatSession(), OWNER, REQUEST)
+    *_, (chatbot, session, _, _) = handlers.respond(session, "OCR", 0.0, 1.0, limit + 8, 1.0, "", "", REQUEST)
+    assert f"Max new tokens must be between 1 and {limit}" in chatbot[-1]["content"]
+    too_big = ctx.conversations.image_size_limit() + 16
+    _, _, session = handlers.submit_message({"text": "again", "files": []}, "OCR", session, OWNER, REQUEST)
+    *_, (chatbot, session, _, _) = handlers.respond(session, "OCR", 0.0, 1.0, 8, 1.0, "", str(too_big), REQUEST)
+    assert "Image size must be between 16 and" in chatbot[-1]["content"]
+    assert [m["status"] for m in _visible(ctx, session) if m["role"] == "assistant"] == ["error", "error"]

@@ -1,5 +1,7 @@
 """Fine-tune tab handlers on bad input that never reaches storage or the runner."""
 
+from pathlib import Path
+
 import gradio as gr
 import pytest
 
@@ -29,3 +31,28 @@ def test_history_ids_of_someone_else_are_not_exported(ctx):
     cid = ctx.storage.create_conversation(title="private", owner="browser:someone-else")
     with pytest.raises(gr.Error, match="not yours"):
         FinetuneHandlers(ctx).validate(None, str(cid), BASE, "", OWNER, REQUEST)
+
+
+def test_validated_uploads_waiting_for_a_launch_cannot_fill_the_disk(tiny_checkpoint, tmp_path):
+    """Together they stay below one upload's unpacked limit (here 20 KiB) until the retention time frees them."""
+    from eve_app.context import make_context
+    from eve_app.engine import Engine
+    from eve_app.settings import Settings
+    from eve_app.storage import Storage
+    from model.synthetic import write_dataset
+
+    settings = Settings(data_dir=tmp_path / "data", max_unpacked_mb=20 / 1024)
+    ctx = make_context(settings, Engine.load(str(tiny_checkpoint)), Storage(data_dir=settings.data_dir))
+    data_file = write_dataset(tmp_path / "dataset", ["ocr"], n=6, seed=1, level=0)
+    files = [str(data_file), *map(str, (data_file.parent / "images").iterdir())]
+    handlers = FinetuneHandlers(ctx)
+    for _ in range(20):  # each upload fits; their sum soon does not
+        try:
+            handlers.validate(files, "", BASE, "", OWNER, REQUEST)
+        except gr.Error as error:
+            assert "Too many validated datasets are waiting" in str(error)
+            break
+    else:
+        raise AssertionError("twenty uploads were kept without a limit")
+    one_upload = 2 * sum(Path(f).stat().st_size for f in files)  # its files and the prepared train.json, at most
+    assert ctx.uploads.pending_bytes() <= 20 * 1024 + one_upload

@@ -256,3 +256,22 @@ def test_other_urls(tmp_path):
     elsewhere.close()
     assert (tmp_path / "db" / "other.db").is_file()
     assert Storage(f"sqlite:///{tmp_path / 'db' / 'other.db'}", data_dir=tmp_path / "files").list_conversations()
+
+
+def test_start_up_recovery_marks_unfinished_turns_interrupted(storage):
+    streamed = storage.create_conversation(owner="browser:a")
+    storage.save_user_message(streamed, "long answer please")
+    answer = storage.begin_answer(streamed)
+    storage.save_partial_answer(answer, "the first half")
+    queued = storage.create_conversation(owner="browser:b")
+    storage.save_user_message(queued, "waited in the queue")  # its answer never began
+    finished = storage.create_conversation()
+    storage.save_user_message(finished, "done before the crash")
+    storage.finish_answer(finished, "all of it", "done")
+
+    assert storage.recover_interrupted() == sorted([streamed, queued])
+    assert [(m["status"], m["text"]) for m in storage.get_conversation(streamed)["messages"]][-1] == (
+        "interrupted", "the first half")
+    assert storage.get_conversation(queued)["messages"][-1]["status"] == "interrupted"
+    assert storage.get_conversation(finished)["messages"][-1]["status"] == "done"
+    assert storage.recover_interrupted() == []  # nothing left to recover on the next start

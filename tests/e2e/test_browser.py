@@ -203,6 +203,8 @@ def test_an_example_thumbnail_starts_a_fresh_chat_and_answers_it(browser, runnin
         expect(page.locator('#chat-input [data-testid="submit-button"]')).to_be_visible()  # Stop turned back
         if name == "desktop":  # the figures of the answer are in view without scrolling
             assert page.locator("#status-line").bounding_box()["y"] < VIEWPORTS[name][1]
+        shares = page.locator('#chatbot button[aria-label="Share"]').all()  # it only errors off Spaces
+        assert shares == [] or not any(share.is_visible() for share in shares)
         if MODEL == DEFAULT_MODEL:  # the small model says what it is, from its own card
             expect(page.locator("#model-line")).to_contain_text("trained by this project")
             expect(page.locator("#model-line")).to_contain_text("BAAI/EVE-7B-HD-v2.0")

@@ -78,6 +78,10 @@ def test_validate_launch_watch_and_chat_with_the_result(admin_app, tmp_path):
     image = min((data_file.parent / "images").iterdir())
     answer = client.predict(handle_file(str(image)), "OCR", "", 16, api_name="/answer")
     assert isinstance(answer, str) and answer.strip()
+    stored = ctx.storage.list_conversations(limit=1, owner="api")[0]  # the record names the job's model
+    assert ctx.storage.get_conversation(stored["id"])["messages"][-1]["generation"]["model"] == f"job-{int(job_id)}-3"
+    _, model = client.predict(PASSWORD, "default model (eve-tiny)", api_name="/load_model")  # and back, one click
+    assert "eve-tiny" in model and ctx.engine.name == "eve-tiny"
 
 
 def test_launching_needs_the_password_and_validated_data(admin_app):
