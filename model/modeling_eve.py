@@ -19,7 +19,7 @@ from transformers.generation import GenerationMixin
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.models.qwen2.modeling_qwen2 import (
     Qwen2Attention,
     Qwen2MLP,
@@ -29,6 +29,7 @@ from transformers.models.qwen2.modeling_qwen2 import (
     eager_attention_forward,
 )
 
+from .compat import CACHE_FIELD, CACHE_KWARG, pop_cache, slice_logits_to_keep
 from .configuration_eve import EveConfig
 from .routing import ModalityRouter, route_by_modality
 
@@ -198,7 +199,7 @@ class EvePreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["EveDecoderLayer"]
-    _skip_keys_device_placement = ["cache"]
+    _skip_keys_device_placement = ["cache", "past_key_values"]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_attention_backend = True
@@ -268,6 +269,7 @@ class EveModel(EvePreTrainedModel):
     ) -> BaseModelOutputWithPast:
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        cache = pop_cache(cache, kwargs)
         if inputs_embeds is None:
             inputs_embeds = self.embed_inputs(input_ids, pixel_values, mm_token_type_ids)
         use_cache = self.config.use_cache if use_cache is None else use_cache
@@ -284,12 +286,15 @@ class EveModel(EvePreTrainedModel):
                 config=self.config,
                 inputs_embeds=inputs_embeds,
                 attention_mask=attention_mask,
-                cache=cache,
                 position_ids=position_ids,
+                **{CACHE_KWARG: cache},
             )
         else:
             causal_mask = causal_mask["full_attention"]
 
+        if mm_token_type_ids is not None and mm_token_type_ids.shape[-1] != inputs_embeds.shape[1]:
+            # transformers < 5.20 hands generation steps the whole sequence's flags: this chunk's are the last ones.
+            mm_token_type_ids = mm_token_type_ids[:, -inputs_embeds.shape[1] :]
         router = route_by_modality(mm_token_type_ids, self.router_class)
         position_embeddings = self.rotary_emb(inputs_embeds, position_ids)  # computed once, shared by all layers
         text_states, vision_states = router.split(inputs_embeds)  # the residual stream stays split across layers
@@ -304,7 +309,7 @@ class EveModel(EvePreTrainedModel):
                 **kwargs,
             )
         hidden_states = self.norm(router.merge(text_states, vision_states))
-        return BaseModelOutputWithPast(last_hidden_state=hidden_states, cache=cache if use_cache else None)
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, **{CACHE_FIELD: cache if use_cache else None})
 
 
 class EveForCausalLM(EvePreTrainedModel, GenerationMixin):
@@ -335,6 +340,7 @@ class EveForCausalLM(EvePreTrainedModel, GenerationMixin):
     ) -> CausalLMOutputWithPast:
         """Like Qwen2ForCausalLM.forward, plus `pixel_values` (list of [3, H, W]) and `mm_token_type_ids` ([B, L],
         1 at image positions). `labels` cover the expanded sequence (image positions set to -100)."""
+        cache = pop_cache(cache, kwargs)
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -352,7 +358,7 @@ class EveForCausalLM(EvePreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)})
 
 
 __all__ = ["EveAttention", "EveDecoderLayer", "EveForCausalLM", "EveModel", "EvePatchEmbedding", "EvePreTrainedModel"]
