@@ -56,6 +56,8 @@ class VllmEngine:
         self.name, self.checkpoint_dir, self.dtype, self.device = name, checkpoint_dir, dtype, device
         self.concurrency_limit = int(engine.vllm_config.scheduler_config.max_num_seqs)
         self.quantization = None
+        # Extra SamplingParams fields for every request (benchmarks fix the answer length with ignore_eos).
+        self.sampling_overrides: dict = {}
 
     @classmethod
     def load(cls, path: str, device: str = "cpu", dtype: str | None = None) -> "VllmEngine":
@@ -132,9 +134,8 @@ class VllmEngine:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        params = SamplingParams(
-            **sampling_fields(request.settings, self.processor.stop_token_ids), output_kind=RequestOutputKind.DELTA
-        )
+        fields = {**sampling_fields(request.settings, self.processor.stop_token_ids), **self.sampling_overrides}
+        params = SamplingParams(**fields, output_kind=RequestOutputKind.DELTA)
         inputs = {"prompt": prompt.text}
         if prompt.images:
             inputs["multi_modal_data"] = {"image": prompt.images}

@@ -19,21 +19,45 @@ CHAT_TEMPLATE = Path(__file__).with_name("chat_template.jinja")
 
 def register() -> None:
     """Makes vLLM know the `eve-qwen2` config, both architecture names and the EVEv2 chat template."""
-    import model  # noqa: F401 -- registers EveConfig with transformers' AutoConfig (vLLM falls back to it)
     from vllm import ModelRegistry
     from vllm.transformers_utils.chat_templates.registry import (
         _MODEL_TYPE_TO_CHAT_TEMPLATE_FALLBACK,
         register_chat_template_fallback_path,
     )
 
+    import model  # noqa: F401 -- registers EveConfig with transformers' AutoConfig (vLLM falls back to it)
+
     for architecture in ARCHITECTURES:
         if architecture not in ModelRegistry.get_supported_archs():
             ModelRegistry.register_model(architecture, "model.vllm.modeling:EveVllmForCausalLM")
-    # Used when the tokenizer brings no chat template of its own (this project's checkpoints). The official
-    # checkpoint's tokenizer carries Qwen's ChatML template, which is not EVEv2's format: serve it with
-    # `--chat-template` pointing at this file (see README).
     if _MODEL_TYPE_TO_CHAT_TEMPLATE_FALLBACK.get("eve-qwen2") != CHAT_TEMPLATE:
         register_chat_template_fallback_path("eve-qwen2", CHAT_TEMPLATE)
+    _prefer_eve_chat_template()
+
+
+def _prefer_eve_chat_template() -> None:
+    """EVEv2 checkpoints get the EVEv2 template unless the server is given one (`--chat-template`).
+
+    The official checkpoint's tokenizer carries Qwen2.5's ChatML template, which vLLM would otherwise pick before any
+    fallback; EVEv2 was trained on Vicuna-style text (model/chat_template.py). vLLM's renderer looks the resolver up
+    by name at each call, so wrapping that name is enough; if a vLLM version moves it, `--chat-template
+    model/vllm/chat_template.jinja` does the same.
+    """
+    try:
+        from vllm.renderers import hf
+    except ImportError:
+        return
+    resolve = hf.resolve_chat_template
+    if getattr(resolve, "eve_wrapped", False):
+        return
+
+    def resolve_chat_template(tokenizer, chat_template, tools, *, model_config):
+        if chat_template is None and getattr(model_config.hf_config, "model_type", None) == "eve-qwen2":
+            return CHAT_TEMPLATE.read_text()
+        return resolve(tokenizer, chat_template, tools, model_config=model_config)
+
+    resolve_chat_template.eve_wrapped = True
+    hf.resolve_chat_template = resolve_chat_template
 
 
 __all__ = ["ARCHITECTURES", "CHAT_TEMPLATE", "register"]

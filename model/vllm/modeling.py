@@ -59,8 +59,11 @@ class Modalities:
 
     def __init__(self, input_ids: torch.Tensor | None, image_token_id: int):
         mask = input_ids == image_token_id if input_ids is not None else None
+        # CUDA graphs are captured and replayed for decode batches only, whose tokens are generated ones, and the
+        # placeholder is never generated (its logit is masked): text-only, without the host sync below.
+        capturing = torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
         # One host sync per forward (not per layer): text-only steps then skip all indexing.
-        self.mixed = mask is not None and bool(mask.any())
+        self.mixed = mask is not None and not capturing and bool(mask.any())
         if self.mixed:
             self.vision = mask.nonzero().squeeze(1)
             self.text = (~mask).nonzero().squeeze(1)
@@ -174,7 +177,7 @@ class EveVllmDecoderLayer(nn.Module):
         # Pre-norm residual layout of Qwen2, each step on its own modality's weights.
         normed = modalities.apply(self.input_layernorm, self._vision("input_layernorm"), hidden_states)
         hidden_states = hidden_states + self.self_attn(positions, normed, modalities)
-        mlp_text = lambda x: self.mlp(self.post_attention_layernorm(x))  # noqa: E731
+        mlp_text = lambda x: self.mlp(self.post_attention_layernorm(x))
         vision_mlp, vision_norm = self._vision("mlp"), self._vision("post_attention_layernorm")
         return hidden_states + modalities.apply(mlp_text, lambda x: vision_mlp(vision_norm(x)), hidden_states)
 
@@ -276,8 +279,10 @@ class EveVllmForCausalLM(nn.Module, SupportsMultiModal):
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
         logits = self.logits_processor(self.lm_head, hidden_states)
-        if logits is not None and self.text_vocab_size < logits.shape[-1]:
+        if logits is not None:
             logits[..., self.text_vocab_size :] = float("-inf")
+            # A generated placeholder would be read back as an image position: never generate one.
+            logits[..., self.image_token_id] = float("-inf")
         return logits
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:

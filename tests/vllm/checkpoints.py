@@ -15,6 +15,9 @@ import torch
 from tests.conftest import WORDS, official_config, official_state_dict
 
 IMAGE_PAD = "<|image_pad|>"
+# The official checkpoint's tokenizer carries Qwen2.5's ChatML template, which is not EVEv2's chat format.
+CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + "
+          "'\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 OFFICIAL_SIZES = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
                   "num_key_value_heads": 2, "mm_hidden_size": 64}
 
@@ -36,6 +39,7 @@ def write_official(folder: Path, sizes: dict | None = None, image_max_size: int 
 
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = _tokenizer(320)
+    tokenizer.chat_template = CHATML  # as in the official checkpoint: the server must not use it
     tokenizer.save_pretrained(str(folder))
     config = official_config(vocab_size=len(tokenizer) + 16)
     config.update({**OFFICIAL_SIZES, **(sizes or {}), "image_max_size": image_max_size,

@@ -6,7 +6,6 @@ streams at once, an abort that frees the request, and the app's `--api-base` bac
 """
 
 import base64
-import io
 import os
 import subprocess
 import sys
