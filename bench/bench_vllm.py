@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
-from eve_app.engine import ChatRequest, Finished, GenerationSettings, Turn  # noqa: E402
+from eve_app.engine import ChatRequest, Finished, GenerationSettings, Turn
 
 QUESTIONS = ["What is written here?", "describe the image", "what is the red circle"]
 
@@ -147,12 +147,12 @@ def part_concurrent_and_app(args, work: Path) -> None:
             done = []
             start = time.perf_counter()
 
-            def loop(i: int) -> None:
+            def loop(i: int, done: list[float]) -> None:
                 c = Client(f"http://127.0.0.1:{port}/", verbose=False)
                 for j in range(5):
                     done.append(answer(images[(i * 5 + j) % len(images)], c))
 
-            threads = [threading.Thread(target=loop, args=(i,)) for i in range(clients)]
+            threads = [threading.Thread(target=loop, args=(i, done)) for i in range(clients)]
             for thread in threads:
                 thread.start()
             for thread in threads:

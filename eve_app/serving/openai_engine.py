@@ -52,7 +52,7 @@ class OpenAIEngine:
         except (httpx.HTTPError, KeyError, ValueError) as error:
             raise EngineError(f"No OpenAI-compatible model server answers at {base}: {error}") from error
         served = models[0]
-        folder = str(resolve_checkpoint(model_path))
+        folder = _settings_folder(model_path)
         config = EveConfig.from_pretrained(folder)
         processor = EveProcessor.from_pretrained(folder, config)
         max_len = int(served.get("max_model_len") or config.max_position_embeddings)
@@ -145,6 +145,18 @@ class OpenAIEngine:
                             record.time_to_first_token = time.perf_counter() - start
                         record.new_tokens += 1  # one token a chunk; the final usage replaces the count
                         yield text
+
+
+def _settings_folder(model_path: str) -> str:
+    """The checkpoint folder; for a Hub id, only its config, tokenizer and card (the server has the weights)."""
+    if Path(model_path).expanduser().is_dir():
+        return str(resolve_checkpoint(model_path))
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(model_path, allow_patterns=["*.json", "*.txt", "*.jinja", "README.md"])
+    except Exception as error:  # offline without a cached copy, unknown repo, no network, ...
+        raise EngineError(f"Could not read the settings of {model_path}: {error}") from error
 
 
 def _data_url(path: str) -> str:
