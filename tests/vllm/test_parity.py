@@ -54,7 +54,10 @@ def _reference(folder: Path) -> dict[str, dict]:
         inputs = processor(text=processor.build_prompt(messages), images=images)
         with torch.inference_mode():
             logits = model(**inputs).logits[0, -1]
-            logits[model.generation_config.suppress_tokens or []] = float("-inf")  # the embedding's padding rows
+            # Never generated on vLLM: the embedding's padding rows (suppressed by the library too) and the
+            # placeholder, which would read back as an image position.
+            logits[model.generation_config.suppress_tokens or []] = float("-inf")
+            logits[processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")] = float("-inf")
             ids = model.generate(**inputs, max_new_tokens=NEW_TOKENS, do_sample=False)
         results[name] = {
             "prompt": inputs["input_ids"][0].tolist(),
