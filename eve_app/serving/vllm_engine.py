@@ -38,10 +38,13 @@ def engine_args(folder: str, device: str, dtype: str | None) -> dict:
         "enable_prefix_caching": True,
         "mm_processor_cache_gb": 0,  # a failed request left vLLM's processor cache out of step (platform notes)
         "disable_log_stats": True,
+        # No CUDA graphs or compilation: untested with the routed layers (their branch on image rows is
+        # data-dependent); override with {"enforce_eager": false} in EVE_VLLM_ENGINE_ARGS to try them.
+        "enforce_eager": True,
     }
     if on_cpu:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; the default share does not fit here
-        args.update(enforce_eager=True, gpu_memory_utilization=0.2, block_size=32)
+        args.update(gpu_memory_utilization=0.2, block_size=32)
     args.update(json.loads(os.environ.get("EVE_VLLM_ENGINE_ARGS", "{}")))
     return args
 
