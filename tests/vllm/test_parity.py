@@ -3,7 +3,8 @@
 Two random checkpoints with a dedicated `<|image_pad|>` token: the official layout at small width
 (`EVEQwen2ForCausalLM`, sharded official key names) and one shaped like the project's default model. Each runs one
 batch through one vLLM engine: no image, one image, two images, and a multi-turn conversation with an image in each
-user turn. The prompt vLLM builds from text must also be the library processor's, token for token.
+user turn (the second with prefill in chunks that split images). The prompt vLLM builds from text must also be the
+library processor's, token for token.
 """
 
 import gc
@@ -68,13 +69,13 @@ def _reference(folder: Path) -> dict[str, dict]:
     return results
 
 
-def _vllm(folder: Path) -> dict[str, dict]:
+def _vllm(folder: Path, **engine_args) -> dict[str, dict]:
     from vllm import LLM, SamplingParams
 
     from model.processing_eve import EveProcessor  # noqa: F401 -- same package vLLM loads through the plugin
     from model.vllm.processing import IMAGE_PLACEHOLDER
 
-    llm = LLM(model=str(folder), **ENGINE_ARGS)
+    llm = LLM(model=str(folder), **{**ENGINE_ARGS, **engine_args})
     try:
         from model import load_pretrained
 
@@ -100,8 +101,13 @@ def _vllm(folder: Path) -> dict[str, dict]:
 @pytest.fixture(scope="module", params=["official", "default-shaped"])
 def both(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp(request.param)
-    (write_official if request.param == "official" else write_default_shaped)(folder)
-    return request.param, _reference(folder), _vllm(folder)
+    if request.param == "official":
+        write_official(folder)
+        return request.param, _reference(folder), _vllm(folder)
+    write_default_shaped(folder)
+    # Chunked prefill in steps of 64 tokens: every 157-token image is split across chunks, so the image rows of a
+    # chunk and the embeddings vLLM cached for the rest of the image must still line up.
+    return request.param, _reference(folder), _vllm(folder, max_num_batched_tokens=64, enable_chunked_prefill=True)
 
 
 @pytest.mark.parametrize("conversation", list(CONVERSATIONS))
