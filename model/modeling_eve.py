@@ -10,6 +10,7 @@ logits that are asked for are computed, and the attention backend comes from tra
 """
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,7 +20,7 @@ from transformers.generation import GenerationMixin
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.models.qwen2.modeling_qwen2 import (
     Qwen2Attention,
     Qwen2MLP,
@@ -29,6 +30,7 @@ from transformers.models.qwen2.modeling_qwen2 import (
     eager_attention_forward,
 )
 
+from .compat import CACHE_NAME, cache_kwargs, slice_logits_to_keep
 from .configuration_eve import EveConfig
 from .routing import ModalityRouter, route_by_modality
 
@@ -198,7 +200,7 @@ class EvePreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["EveDecoderLayer"]
-    _skip_keys_device_placement = ["cache"]
+    _skip_keys_device_placement = [CACHE_NAME]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_attention_backend = True
@@ -268,6 +270,7 @@ class EveModel(EvePreTrainedModel):
     ) -> BaseModelOutputWithPast:
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        cache = cache if cache is not None else kwargs.pop("past_key_values", None)  # the name before 5.24
         if inputs_embeds is None:
             inputs_embeds = self.embed_inputs(input_ids, pixel_values, mm_token_type_ids)
         use_cache = self.config.use_cache if use_cache is None else use_cache
@@ -284,8 +287,8 @@ class EveModel(EvePreTrainedModel):
                 config=self.config,
                 inputs_embeds=inputs_embeds,
                 attention_mask=attention_mask,
-                cache=cache,
                 position_ids=position_ids,
+                **cache_kwargs(cache),
             )
         else:
             causal_mask = causal_mask["full_attention"]
@@ -304,7 +307,7 @@ class EveModel(EvePreTrainedModel):
                 **kwargs,
             )
         hidden_states = self.norm(router.merge(text_states, vision_states))
-        return BaseModelOutputWithPast(last_hidden_state=hidden_states, cache=cache if use_cache else None)
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, **cache_kwargs(cache if use_cache else None))
 
 
 class EveForCausalLM(EvePreTrainedModel, GenerationMixin):
@@ -318,6 +321,15 @@ class EveForCausalLM(EvePreTrainedModel, GenerationMixin):
         self.vocab_size = config.vocab_size
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
+
+    def prepare_inputs_for_generation(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """transformers' own, with `mm_token_type_ids` cut to this step's tokens: before 5.24 it passed the whole
+        sequence's flags to every decode step."""
+        model_inputs = super().prepare_inputs_for_generation(*args, **kwargs)
+        flags, ids = model_inputs.get("mm_token_type_ids"), model_inputs.get("input_ids")
+        if flags is not None and ids is not None and flags.shape[-1] != ids.shape[-1]:
+            model_inputs["mm_token_type_ids"] = flags[..., -ids.shape[-1] :]
+        return model_inputs
 
     def forward(
         self,
@@ -335,6 +347,7 @@ class EveForCausalLM(EvePreTrainedModel, GenerationMixin):
     ) -> CausalLMOutputWithPast:
         """Like Qwen2ForCausalLM.forward, plus `pixel_values` (list of [3, H, W]) and `mm_token_type_ids` ([B, L],
         1 at image positions). `labels` cover the expanded sequence (image positions set to -100)."""
+        cache = cache if cache is not None else kwargs.pop("past_key_values", None)  # the name before 5.24
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -352,7 +365,7 @@ class EveForCausalLM(EvePreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **cache_kwargs(getattr(outputs, CACHE_NAME)))
 
 
 __all__ = ["EveAttention", "EveDecoderLayer", "EveForCausalLM", "EveModel", "EvePatchEmbedding", "EvePreTrainedModel"]

@@ -23,6 +23,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+from ..compat import enable_activation_checkpointing
 from ..constants import IGNORE_INDEX
 from ..processing_eve import EveProcessor
 from . import recipe
@@ -243,7 +244,7 @@ def prepare_run(args: TrainArgs, accelerator: Accelerator) -> Run:
         "Stage %s: %d of %d parameter tensors trainable", stage.name, len(trainable), len(list(model.parameters()))
     )
     if args.gradient_checkpointing:
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)
     encoder = recipe.make_encoder(args, stage, processor)
     rank, world = accelerator.process_index, accelerator.num_processes
     train_set, eval_set = recipe.make_datasets(args, encoder, rank, world)
