@@ -19,7 +19,9 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model import EveConfig, EveForCausalLM
+from model.compat import CACHE_NAME
 from model.routing import DenseBlendRouter, ModalityRouter
+from model.shared import num_image_tokens
 
 
 def build_models(hidden: int, layers: int) -> tuple[EveForCausalLM, Qwen2ForCausalLM]:
@@ -34,8 +36,7 @@ def build_models(hidden: int, layers: int) -> tuple[EveForCausalLM, Qwen2ForCaus
 
 
 def make_inputs(config: EveConfig, image_side: int, text_tokens: int) -> dict:
-    grid = image_side // config.patch_size
-    n_image = 1 + grid * (grid + 1)
+    n_image = num_image_tokens(image_side, image_side, config.patch_size)
     ids = torch.randint(10, config.vocab_size, (1, text_tokens + n_image))
     mm = torch.zeros_like(ids)
     mm[0, 35 : 35 + n_image] = 1  # system prompt, then the image, then the question
@@ -54,13 +55,13 @@ def time_prefill(model, inputs: dict) -> float:
 def time_decode(model, inputs: dict, steps: int) -> float:
     """Seconds per decode step with a KV cache the length of the prompt."""
     out = model(**inputs, use_cache=True, logits_to_keep=1)
-    cache, token = out.cache, out.logits[:, -1:].argmax(-1)
+    cache, token = getattr(out, CACHE_NAME), out.logits[:, -1:].argmax(-1)
     length = inputs["input_ids"].shape[1]
     start = time.perf_counter()
     for step in range(steps):
         position = torch.tensor([[length + step]])
-        out = model(input_ids=token, cache=cache, position_ids=position, use_cache=True, logits_to_keep=1)
-        cache, token = out.cache, out.logits[:, -1:].argmax(-1)
+        out = model(input_ids=token, position_ids=position, use_cache=True, logits_to_keep=1, **{CACHE_NAME: cache})
+        cache, token = getattr(out, CACHE_NAME), out.logits[:, -1:].argmax(-1)
     return (time.perf_counter() - start) / steps
 
 

@@ -20,6 +20,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStr
 
 from model import load_pretrained
 from model.loading import resolve_checkpoint
+from model.shared import IMAGE_PLACEHOLDER
 
 
 @dataclass
@@ -151,10 +152,6 @@ class Engine:
         return int(self.processor.image_processor.max_size)
 
     @property
-    def busy(self) -> bool:
-        return self._lock.locked()
-
-    @property
     def patch_size(self) -> int:
         """Pixels a side of one image token."""
         image_processor = self.processor.image_processor
@@ -168,7 +165,7 @@ class Engine:
         """Prompt and pixel tensors for the conversation; raises EngineError for bad images or an over-long prompt."""
         messages, images = [], []
         for turn in turns:
-            placeholders = "<image>\n" * len(turn.images)
+            placeholders = f"{IMAGE_PLACEHOLDER}\n" * len(turn.images)
             messages.append({"role": turn.role, "content": placeholders + turn.text})
             images.extend(turn.images)
         prompt = self.processor.build_prompt(messages)

@@ -6,10 +6,12 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from model.shared import PROJECT_ROOT
+
 from .jobs.archive import Limits
 from .limits import ChatLimits
 
-DEFAULT_MODEL = str(Path(__file__).resolve().parents[1] / "assets" / "eve-tiny")
+DEFAULT_MODEL = str(PROJECT_ROOT / "assets" / "eve-tiny")
 SECRET_FILE = ".secret"
 MIB = 1 << 20
 
@@ -116,14 +118,16 @@ def _env(name: str, default=None):
 
 
 def parse_settings(argv: list[str] | None = None) -> Settings:
+    """Settings from flags; a flag not given takes its environment variable, else the `Settings` default."""
+    defaults = Settings()  # the one place the defaults are written
     parser = argparse.ArgumentParser(description="EVEv2 demo: chat with images, browse logs, fine-tune.")
     parser.add_argument(
         "--model",
-        default=_env("EVE_MODEL", DEFAULT_MODEL),
+        default=_env("EVE_MODEL", defaults.model),
         help="checkpoint folder or Hub id, e.g. BAAI/EVE-7B-HD-v2.0 (env EVE_MODEL; default: the "
         "project's small model)",
     )
-    parser.add_argument("--device", default=_env("EVE_DEVICE", "cpu"), help="cpu, cuda, cuda:1 (env EVE_DEVICE)")
+    parser.add_argument("--device", default=_env("EVE_DEVICE", defaults.device), help="cpu, cuda, cuda:1 (env EVE_DEVICE)")
     parser.add_argument(
         "--dtype",
         default=_env("EVE_DTYPE"),
@@ -137,15 +141,15 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         help="bitsandbytes quantisation (env EVE_QUANTIZATION)",
     )
     parser.add_argument(
-        "--host", default=_env("GRADIO_SERVER_NAME", "127.0.0.1"), help="address to listen on (env GRADIO_SERVER_NAME)"
+        "--host", default=_env("GRADIO_SERVER_NAME", defaults.host), help="address to listen on (env GRADIO_SERVER_NAME)"
     )
     parser.add_argument(
-        "--port", type=int, default=int(_env("GRADIO_SERVER_PORT", 7860)), help="port (env GRADIO_SERVER_PORT)"
+        "--port", type=int, default=int(_env("GRADIO_SERVER_PORT", defaults.port)), help="port (env GRADIO_SERVER_PORT)"
     )
     parser.add_argument(
         "--data-dir",
         type=Path,
-        default=Path(_env("EVE_DATA_DIR", "data")),
+        default=Path(_env("EVE_DATA_DIR", defaults.data_dir)),
         help="database, images and job runs (env EVE_DATA_DIR)",
     )
     parser.add_argument(
@@ -169,12 +173,12 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         "made once in the data directory)"
     )
     limits = parser.add_argument_group("limits on what a visitor may send")
-    for name, (default, text) in LIMIT_FLAGS.items():
+    for name, (value, text) in LIMIT_FLAGS.items():
         limits.add_argument(
             "--" + name.replace("_", "-"),
-            type=type(default),
-            default=type(default)(_env("EVE_" + name.upper(), default)),
-            help=f"{text} (env EVE_{name.upper()}; default {default:g})",
+            type=type(value),
+            default=type(value)(_env("EVE_" + name.upper(), value)),
+            help=f"{text} (env EVE_{name.upper()}; default {value:g})",
         )
     args = parser.parse_args(argv)
     return Settings(**vars(args))

@@ -22,7 +22,9 @@ import threading
 import time
 from pathlib import Path
 
-from .command import PROJECT_ROOT, ConfigError, JobConfig, build_command, config_problems
+from model.shared import PROJECT_ROOT
+
+from .command import ConfigError, JobConfig, build_command, config_problems
 from .process import is_job_alive, kill_group, reap, request_stop, stop_group
 from .progress import checkpoints, error_line, final_event, finished, loss_rows, run_progress, stage_outputs, tail
 

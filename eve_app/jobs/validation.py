@@ -19,9 +19,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from model.shared import IMAGE_PLACEHOLDER
+
 from .archive import Limits, UploadError, check_file_size, stage_upload
 from .images import ImageFinder, ImageSettings
-from .rows import IMAGE_TOKEN, RowReport, check_row, turns_text
+from .rows import RowReport, check_row, turns_text
 
 PREPARED_FILE = "train.json"
 TURN_OVERHEAD = 5  # chat-template tokens around each turn (role markers, end of turn), roughly
@@ -125,7 +127,7 @@ def _check_files(report: RowReport, finder: ImageFinder, settings: ImageSettings
 
 
 def _count_text(report: RowReport, count: Callable[[str], int]) -> None:
-    texts = [text.replace(IMAGE_TOKEN, "") for _, text in report.turns]
+    texts = [text.replace(IMAGE_PLACEHOLDER, "") for _, text in report.turns]
     report.text_tokens = sum(count(t) for t in texts) + TURN_OVERHEAD * len(texts)
 
 

@@ -13,8 +13,7 @@ import shutil
 from itertools import pairwise
 from pathlib import Path
 
-IMAGE_TOKEN = "<image>"
-
+from model.shared import IMAGE_PLACEHOLDER
 
 FORMATS = {"json": "conversations.json", "markdown": "conversations.md"}
 
@@ -92,7 +91,7 @@ def llava_sample(conversation: dict, image_names: dict[str, str]) -> dict | None
     for question, answer in pairwise(messages):
         if question["role"] != "user" or answer["role"] != "assistant" or answer["status"] != "done":
             continue
-        placeholders = f"{IMAGE_TOKEN}\n" * len(question["images"])
+        placeholders = f"{IMAGE_PLACEHOLDER}\n" * len(question["images"])
         turns.append({"from": "human", "value": placeholders + question["text"]})
         turns.append({"from": "gpt", "value": answer["text"]})
         images += [f"images/{image_names[path]}" for path in question["images"]]

@@ -169,13 +169,6 @@ class Storage(JobVerbs):
                 s.add(generation)
             return message.id
 
-    def store_image(self, data: bytes, filename_hint: str = "") -> str:
-        """Store an image file once by content and return its sha256 (the same bytes give the same row and file)."""
-        info = describe(data, filename_hint)
-        write_once(self.data_dir, info, data)
-        with self._session(write=True) as s:
-            return self._image_row(s, info).sha256
-
     def image_path(self, sha256: str) -> Path:
         """Absolute path of a stored image."""
         with self._session() as s:
@@ -215,25 +208,6 @@ class Storage(JobVerbs):
                 query = query.where(Message.conversation_id.in_(owned))
             s.execute(query.values(hidden=True))
 
-    def hide_last_exchange(self, conversation_id: int) -> list[int]:
-        """Hide the last visible user message and everything after it (undo); returns the hidden ids."""
-        with self._session(write=True) as s:
-            visible = self._visible(s, conversation_id)
-            users = [m for m in visible if m.role == "user"]
-            hidden = [m for m in visible if users and m.position >= users[-1].position]
-            for message in hidden:
-                message.hidden = True
-            return [m.id for m in hidden]
-
-    def hide_last_answer(self, conversation_id: int) -> list[int]:
-        """Hide the last visible message when it is an answer (retry); returns the hidden ids (empty or one)."""
-        with self._session(write=True) as s:
-            visible = self._visible(s, conversation_id)
-            if not visible or visible[-1].role != "assistant":
-                return []
-            visible[-1].hidden = True
-            return [visible[-1].id]
-
     def save_feedback(self, message_id: int, value: str | None, owner: str | None = None) -> None:
         """Record a like or dislike (None clears it); earlier clicks stay in the log, the latest one counts."""
         if value is not None and value not in FEEDBACK_VALUES:
@@ -243,18 +217,6 @@ class Storage(JobVerbs):
             if message is None or not _owns(s.get(Conversation, message.conversation_id), owner):
                 raise LookupError(f"no message {message_id}")
             s.add(Feedback(message_id=message_id, value=value))
-
-    def rename_conversation(self, conversation_id: int, title: str) -> None:
-        """Set the title (whitespace collapsed, at most 200 characters); counts as activity for the list order."""
-        with self._session(write=True) as s:
-            conversation = self._live(s, conversation_id)
-            conversation.title = " ".join(title.split())[:200] or None
-            conversation.updated_at = utcnow()
-
-    def delete_conversation(self, conversation_id: int) -> None:
-        """Soft delete: the conversation leaves the list, and its rows and images stay for the record."""
-        with self._session(write=True) as s:
-            self._live(s, conversation_id).deleted = True
 
     def list_conversations(self, search: str | None = None, limit: int = 50, offset: int = 0,
                            owner: str | None = None) -> list[dict]:
@@ -293,16 +255,6 @@ class Storage(JobVerbs):
             shown = [m for m in conversation.messages if include_hidden or not m.hidden]
             return records.conversation_dict(conversation, [records.message_dict(m, self.data_dir) for m in shown])
 
-    def count_messages(self, conversation_id: int | None = None, include_hidden: bool = False) -> int:
-        """Messages in one conversation, or in all of them."""
-        query = select(func.count(Message.id))
-        if conversation_id is not None:
-            query = query.where(Message.conversation_id == conversation_id)
-        if not include_hidden:
-            query = query.where(Message.hidden.is_(False))
-        with self._session() as s:
-            return s.scalar(query)
-
     # Exports
 
     def export(self, conversation_ids: Iterable[int], out_dir: str | Path, fmt: str, owner: str | None = None,
@@ -336,12 +288,6 @@ class Storage(JobVerbs):
         conversation.updated_at = utcnow()
         s.flush()
         return message
-
-    @staticmethod
-    def _visible(s: Session, conversation_id: int) -> list[Message]:
-        query = (select(Message).where(Message.conversation_id == conversation_id, Message.hidden.is_(False))
-                 .order_by(Message.position))
-        return list(s.scalars(query))
 
     @staticmethod
     def _image_row(s: Session, info: ImageInfo) -> Image:

@@ -18,6 +18,8 @@ import gradio as gr
 import pandas as pd
 from huggingface_hub import constants as hub_constants
 
+from model.shared import PROJECT_ROOT
+
 from ..context import AppContext
 from ..errors import UserError
 from ..jobs import (
@@ -29,7 +31,6 @@ from ..jobs import (
     validate_dataset,
     validate_upload,
 )
-from ..jobs.command import PROJECT_ROOT
 from ..jobs.validation import new_upload_dir
 from ..security import client_address, resolve_checkpoint_choice, session_owner, viewer
 from ..settings import DEFAULT_MODEL

@@ -9,13 +9,13 @@ Higher curriculum levels use `draw_free_text` (any font, any offset) once the gr
 import random
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ..shared import PROJECT_ROOT
 from .config import PATCH_SIZE
 
-FONT_DIR = Path(__file__).resolve().parents[2] / "assets" / "fonts"
+FONT_DIR = PROJECT_ROOT / "assets" / "fonts"
 FONT_FILES = {
     "mono": "DejaVuSansMono.ttf",
     "mono-bold": "DejaVuSansMono-Bold.ttf",

@@ -22,8 +22,9 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from ..constants import DEFAULT_IMAGE_TOKEN, IGNORE_INDEX
+from ..constants import IGNORE_INDEX
 from ..processing_eve import EveProcessor
+from ..shared import IMAGE_PLACEHOLDER as DEFAULT_IMAGE_TOKEN
 
 logger = logging.getLogger(__name__)
 

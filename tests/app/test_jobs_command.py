@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from eve_app.jobs import ConfigError, JobConfig, build_command, command_preview, config_problems, stage_presets
-from eve_app.jobs.command import PROJECT_ROOT
+from model.shared import PROJECT_ROOT
 
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
 
@@ -132,9 +132,11 @@ def test_stage_presets_come_from_the_json_file():
 
 
 def test_jobs_package_stays_light():
-    """The jobs layer imports neither torch, gradio nor the model package (checked in a fresh interpreter)."""
+    """The jobs layer imports neither torch, transformers nor gradio (checked in a fresh interpreter); it reads the
+    shared facts from `model.shared`, which loads nothing heavy."""
     import subprocess
 
-    code = "import sys, eve_app.jobs; print(sorted(m for m in ('torch', 'gradio', 'model') if m in sys.modules))"
+    heavy = "('torch', 'transformers', 'gradio', 'model.modeling_eve')"
+    code = f"import sys, eve_app.jobs; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT, check=True)
     assert out.stdout.strip() == "[]"

@@ -32,9 +32,8 @@ def filled(tmp_path) -> tuple[Storage, list[int]]:
     storage.finish_answer(mixed, "The fir", "stopped")  # partial: not training data
     storage.save_user_message(mixed, "Thanks, which is brighter?")
     storage.finish_answer(mixed, "The second.", "done")
-    storage.save_user_message(mixed, "Undone question", images=[(hidden, "c.png")])
-    storage.finish_answer(mixed, "Undone answer", "done")
-    storage.hide_last_exchange(mixed)
+    undone = storage.save_user_message(mixed, "Undone question", images=[(hidden, "c.png")])
+    storage.hide_messages([undone, storage.finish_answer(mixed, "Undone answer", "done")])
     failed = storage.create_conversation(title="Broken")
     storage.save_user_message(failed, "Hello?")
     storage.finish_answer(failed, "", "error", error="out of memory")

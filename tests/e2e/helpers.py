@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 
 from eve_app.settings import DEFAULT_MODEL
+from model.shared import PROJECT_ROOT
 
 # The e2e tests run the shipped default model; EVE_TEST_MODEL points them at another checkpoint while developing.
 MODEL = os.environ.get("EVE_TEST_MODEL", DEFAULT_MODEL)
@@ -21,7 +22,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def start_server(args: list[str], port: int, timeout: float = 120) -> subprocess.Popen:
