@@ -26,8 +26,14 @@ from model.shared import num_image_tokens
 
 def build_models(hidden: int, layers: int) -> tuple[EveForCausalLM, Qwen2ForCausalLM]:
     # Qwen2.5-7B proportions: MLP width 5.29 x hidden, 7 query heads per KV head (here 4), conv1 width 0.29 x hidden.
-    sizes = {"hidden_size": hidden, "intermediate_size": hidden * 37 // 7 // 64 * 64, "num_hidden_layers": layers,
-                 "num_attention_heads": hidden // 64, "num_key_value_heads": max(1, hidden // 256), "vocab_size": 8192}
+    sizes = {
+        "hidden_size": hidden,
+        "intermediate_size": hidden * 37 // 7 // 64 * 64,
+        "num_hidden_layers": layers,
+        "num_attention_heads": hidden // 64,
+        "num_key_value_heads": max(1, hidden // 256),
+        "vocab_size": 8192,
+    }
     torch.manual_seed(0)
     eve = EveForCausalLM(EveConfig(**sizes, mm_hidden_size=hidden // 4, pad_token_id=0, eos_token_id=1)).eval()
     qwen = Qwen2ForCausalLM(Qwen2Config(**sizes, rope_parameters=dict(eve.config.rope_parameters))).eval()
@@ -79,8 +85,10 @@ def main() -> None:
     inputs = make_inputs(eve.config, args.image, args.text)
     text_inputs = {"input_ids": inputs["input_ids"]}
     n = inputs["input_ids"].shape[1]
-    print(f"hidden {args.hidden}, layers {args.layers}, {n} tokens ({int(inputs['mm_token_type_ids'].sum())} image), "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"hidden {args.hidden}, layers {args.layers}, {n} tokens ({int(inputs['mm_token_type_ids'].sum())} image), "
+        f"{torch.get_num_threads()} threads"
+    )
 
     def dense(fn, *a):
         eve.model.router_class = DenseBlendRouter

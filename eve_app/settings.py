@@ -127,7 +127,9 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         help="checkpoint folder or Hub id, e.g. BAAI/EVE-7B-HD-v2.0 (env EVE_MODEL; default: the "
         "project's small model)",
     )
-    parser.add_argument("--device", default=_env("EVE_DEVICE", defaults.device), help="cpu, cuda, cuda:1 (env EVE_DEVICE)")
+    parser.add_argument(
+        "--device", default=_env("EVE_DEVICE", defaults.device), help="cpu, cuda, cuda:1 (env EVE_DEVICE)"
+    )
     parser.add_argument(
         "--dtype",
         default=_env("EVE_DTYPE"),
@@ -141,10 +143,15 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         help="bitsandbytes quantisation (env EVE_QUANTIZATION)",
     )
     parser.add_argument(
-        "--host", default=_env("GRADIO_SERVER_NAME", defaults.host), help="address to listen on (env GRADIO_SERVER_NAME)"
+        "--host",
+        default=_env("GRADIO_SERVER_NAME", defaults.host),
+        help="address to listen on (env GRADIO_SERVER_NAME)",
     )
     parser.add_argument(
-        "--port", type=int, default=int(_env("GRADIO_SERVER_PORT", defaults.port)), help="port (env GRADIO_SERVER_PORT)"
+        "--port",
+        type=int,
+        default=int(_env("GRADIO_SERVER_PORT", defaults.port)),
+        help="port (env GRADIO_SERVER_PORT)",
     )
     parser.add_argument(
         "--data-dir",
@@ -169,8 +176,9 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         help="allow fine-tune jobs on a Hugging Face Space (env EVE_ALLOW_JOBS_ON_SPACES=1)",
     )
     parser.add_argument(
-        "--secret", default=_env("EVE_SECRET"), help="key of the browsers' owner tokens (env EVE_SECRET; default: "
-        "made once in the data directory)"
+        "--secret",
+        default=_env("EVE_SECRET"),
+        help="key of the browsers' owner tokens (env EVE_SECRET; default: made once in the data directory)",
     )
     limits = parser.add_argument_group("limits on what a visitor may send")
     for name, (value, text) in LIMIT_FLAGS.items():

@@ -62,7 +62,11 @@ class ChatTemplate:
         def literal(text: str) -> str:
             return json.dumps(text)  # a JSON string is a valid Jinja string literal
 
-        user_text = "text" if self.keep_user_text else f"{literal(IMAGE_PLACEHOLDER)} * text.count({literal(IMAGE_PLACEHOLDER)})"
+        user_text = (
+            "text"
+            if self.keep_user_text
+            else f"{literal(IMAGE_PLACEHOLDER)} * text.count({literal(IMAGE_PLACEHOLDER)})"
+        )
         return (
             "{%- macro content(message) -%}"
             "{%- if message['content'] is string -%}{{- message['content'] -}}"

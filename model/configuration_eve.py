@@ -63,7 +63,9 @@ class EveConfig(Qwen2Config):
     def __post_init__(self, **kwargs):
         unknown = set(self.moe_part.split("-")) - set(VISION_PARTS) if self.moe_part else set()
         if unknown:
-            raise ValueError(f"moe_part has unknown parts {sorted(unknown)}; expected a '-'-joined subset of {VISION_PARTS}")
+            raise ValueError(
+                f"moe_part has unknown parts {sorted(unknown)}; expected a '-'-joined subset of {VISION_PARTS}"
+            )
         super().__post_init__(**kwargs)
 
     def has_vision_twin(self, part: str) -> bool:

@@ -48,7 +48,9 @@ class EvePatchEmbedding(nn.Module):
         self.patch_embedding = nn.Sequential(
             nn.Conv2d(3, config.mm_hidden_size, kernel_size=config.patch_stride, stride=config.patch_stride),
             nn.GELU(),
-            nn.Conv2d(config.mm_hidden_size, config.hidden_size, kernel_size=config.dense_stride, stride=config.dense_stride),
+            nn.Conv2d(
+                config.mm_hidden_size, config.hidden_size, kernel_size=config.dense_stride, stride=config.dense_stride
+            ),
         )
         self.class_embedding = nn.Parameter(torch.empty(config.hidden_size))
         self.split_embedding = nn.Parameter(torch.empty(config.hidden_size))
@@ -246,7 +248,9 @@ class EveModel(EvePreTrainedModel):
         if not pixel_values:
             return inputs_embeds
         if mm_token_type_ids is None:
-            raise ValueError("pixel_values need mm_token_type_ids marking the image positions (the processor makes both)")
+            raise ValueError(
+                "pixel_values need mm_token_type_ids marking the image positions (the processor makes both)"
+            )
         features = torch.cat(self.get_image_features(pixel_values)).to(inputs_embeds.dtype)
         image_mask = mm_token_type_ids.bool()
         if int(image_mask.sum()) != features.shape[0]:

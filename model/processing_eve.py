@@ -113,7 +113,9 @@ class EveProcessor(ProcessorMixin):
         flags: list[int] = []
         for i, chunk in enumerate(chunks):
             if chunk:
-                chunk_ids = self.spell(chunk) if spell else self.tokenizer(chunk, add_special_tokens=False)["input_ids"]
+                chunk_ids = (
+                    self.spell(chunk) if spell else self.tokenizer(chunk, add_special_tokens=False)["input_ids"]
+                )
                 ids += chunk_ids
                 flags += [0] * len(chunk_ids)
             if i < len(image_token_counts):

@@ -55,7 +55,9 @@ def resized_size(width: int, height: int, patch_size: int, max_size: int, mode: 
     else:
         raise ValueError(f"unknown resize mode {mode!r}; expected one of {RESIZE_MODES}")
     # Round to 6 decimals first so float noise (50.0000000001 patches) cannot add a whole extra patch.
-    new_width, new_height = (max(int(snap(round(side * factor / patch_size, 6))), 1) * patch_size for side in (width, height))
+    new_width, new_height = (
+        max(int(snap(round(side * factor / patch_size, 6))), 1) * patch_size for side in (width, height)
+    )
     return new_width, new_height
 
 

@@ -95,8 +95,12 @@ def test_the_checks_find_what_they_look_for(tmp_path):
         "PROJECT_ROOT = None\n"
     )
     findings = sorted(line.split(": ", 1)[1] for line in _definitions(copy, tmp_path))
-    assert findings == ["PROJECT_ROOT", "the image placeholder literal", "the image placeholder literal",
-                        "the image-token formula"]
+    assert findings == [
+        "PROJECT_ROOT",
+        "the image placeholder literal",
+        "the image placeholder literal",
+        "the image-token formula",
+    ]
 
 
 def test_the_app_reads_shared_facts_without_torch_or_transformers():

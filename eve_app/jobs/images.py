@@ -33,14 +33,17 @@ class ImageSettings:
     patch_size: int = DEFAULT_PATCH_STRIDE * DEFAULT_DENSE_STRIDE
 
     @classmethod
-    def for_job(cls, base: str | Path | None = None, stage: str = "3",
-                max_image_size: int | None = None) -> "ImageSettings":
+    def for_job(
+        cls, base: str | Path | None = None, stage: str = "3", max_image_size: int | None = None
+    ) -> "ImageSettings":
         """The sizes a job will use: the base checkpoint's config.json, the stage's low/high rule, the override."""
         config = {}
         if base is not None and (Path(base) / "config.json").is_file():
             config = json.loads((Path(base) / "config.json").read_text())
         full = int(config.get("image_max_size", DEFAULT_IMAGE_MAX_SIZE))
-        patch = int(config.get("patch_stride", DEFAULT_PATCH_STRIDE)) * int(config.get("dense_stride", DEFAULT_DENSE_STRIDE))
+        patch = int(config.get("patch_stride", DEFAULT_PATCH_STRIDE)) * int(
+            config.get("dense_stride", DEFAULT_DENSE_STRIDE)
+        )
         rule = stage_presets().get(stage, {}).get("image_size", "high")
         return cls(stage_image_max_size(rule, full, max_image_size), patch)
 
@@ -110,8 +113,10 @@ class ImageFinder:
                 with Image.open(path, formats=list(PIL_FORMATS.values())) as img:
                     size = img.size
                     if size[0] * size[1] > self.max_pixels:
-                        return None, (f"image {ref!r} is {size[0]}x{size[1]} pixels, above the limit of "
-                                      f"{self.max_pixels / 1e6:.0f} megapixels")
+                        return None, (
+                            f"image {ref!r} is {size[0]}x{size[1]} pixels, above the limit of "
+                            f"{self.max_pixels / 1e6:.0f} megapixels"
+                        )
                     img.verify()  # checks the data without decoding every pixel
         except Image.DecompressionBombError:
             return None, f"image {ref!r} claims an absurd size; refused"

@@ -113,8 +113,15 @@ class JobRunner:
         try:
             argv = build_command(JobConfig.from_dict(job["args"]))
             with (run_dir / LOG_FILE).open("ab") as log:
-                proc = subprocess.Popen(argv, cwd=self.project_root, env=self._child_env(), stdin=subprocess.DEVNULL,
-                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                proc = subprocess.Popen(
+                    argv,
+                    cwd=self.project_root,
+                    env=self._child_env(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
         except (OSError, ConfigError) as error:
             self.storage.update_job(job["id"], status="failed", error=f"the job could not start: {error}")
             return False
@@ -166,7 +173,9 @@ class JobRunner:
         self._stopping.pop(job["id"], None)
         stopped = run_progress(JobConfig.from_dict(job["args"]))["event"] == "stopped"
         saved = "after saving its checkpoint" if stopped else "before it saved a checkpoint"
-        Path(job["run_dir"], KILLED_MARKER).write_text(f"the job did not exit within the grace period and was killed {saved}")
+        Path(job["run_dir"], KILLED_MARKER).write_text(
+            f"the job did not exit within the grace period and was killed {saved}"
+        )
 
     def recover(self) -> dict[str, list[int]]:
         """At app start: jobs marked running whose process is gone are closed (done if their metrics end with
@@ -257,9 +266,14 @@ class JobRunner:
         config = JobConfig.from_dict(job["args"])
         info = run_progress(config)
         done = job["status"] == "done"
-        info.update(job_id=job_id, status=job["status"], error=job["error"], run_dir=job["run_dir"],
-                    model_path=str(stage_outputs(config)[-1][1]) if done else None,
-                    checkpoints=[str(p) for _, folder in stage_outputs(config) for p in checkpoints(folder)])
+        info.update(
+            job_id=job_id,
+            status=job["status"],
+            error=job["error"],
+            run_dir=job["run_dir"],
+            model_path=str(stage_outputs(config)[-1][1]) if done else None,
+            checkpoints=[str(p) for _, folder in stage_outputs(config) for p in checkpoints(folder)],
+        )
         info["label"] = _label(info)
         return info
 

@@ -72,8 +72,11 @@ def _conversation_markdown(conversation: dict, relative_to: Path) -> str:
             link = Path(os.path.relpath(path, relative_to)) if Path(path).is_absolute() else Path(path)
             lines += [f"![image]({link.as_posix()})", ""]
         lines += [message["text"], ""]
-        notes = {"stopped": "stopped by the user", "interrupted": "interrupted: the app stopped before it finished",
-                 "error": f"error: {message['error']}"}
+        notes = {
+            "stopped": "stopped by the user",
+            "interrupted": "interrupted: the app stopped before it finished",
+            "error": f"error: {message['error']}",
+        }
         if message["status"] in notes:
             lines += [f"_({notes[message['status']]})_", ""]
     return "\n".join(lines).rstrip()

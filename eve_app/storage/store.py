@@ -77,8 +77,7 @@ class Storage(JobVerbs):
     # someone else is reported exactly like a missing one, so ids reveal nothing. Without `owner` nothing is checked
     # (the app's own bookkeeping, scripts, tests).
 
-    def create_conversation(self, title: str | None = None, task: str | None = None,
-                            owner: str = ADMIN_OWNER) -> int:
+    def create_conversation(self, title: str | None = None, task: str | None = None, owner: str = ADMIN_OWNER) -> int:
         """Start a conversation; without a title, the first user message's text becomes its title."""
         with self._session(write=True) as s:
             conversation = Conversation(title=records.title_from(title) if title else None, task=task, owner=owner)
@@ -86,8 +85,14 @@ class Storage(JobVerbs):
             s.flush()
             return conversation.id
 
-    def save_user_message(self, conversation_id: int | None, text: str, task: str | None = None,
-                          images: Iterable[tuple[bytes, str]] = (), owner: str | None = None) -> int:
+    def save_user_message(
+        self,
+        conversation_id: int | None,
+        text: str,
+        task: str | None = None,
+        images: Iterable[tuple[bytes, str]] = (),
+        owner: str | None = None,
+    ) -> int:
         """Save a user turn with its images, given as (file bytes, file name) pairs; returns the message id.
 
         `conversation_id` None starts a conversation (of `owner`) in the same transaction, so a refused image never
@@ -115,10 +120,13 @@ class Storage(JobVerbs):
     def message_images(self, message_id: int) -> tuple[int, list[str]]:
         """The conversation a message belongs to and the absolute paths of its images, in order (one small query,
         not the whole conversation)."""
-        query = (select(Message.conversation_id, Image.path)
-                 .outerjoin(MessageImage, MessageImage.message_id == Message.id)
-                 .outerjoin(Image, Image.id == MessageImage.image_id)
-                 .where(Message.id == message_id).order_by(MessageImage.position))
+        query = (
+            select(Message.conversation_id, Image.path)
+            .outerjoin(MessageImage, MessageImage.message_id == Message.id)
+            .outerjoin(Image, Image.id == MessageImage.image_id)
+            .where(Message.id == message_id)
+            .order_by(MessageImage.position)
+        )
         with self._session() as s:
             rows = s.execute(query).all()
         if not rows:
@@ -139,8 +147,16 @@ class Storage(JobVerbs):
         with self._session(write=True) as s:
             s.execute(update(Message).where(Message.id == message_id, Message.status == STREAMING).values(text=text))
 
-    def finish_answer(self, conversation_id: int, text: str, status: str, task: str | None = None,
-                      record: dict | None = None, error: str | None = None, message_id: int | None = None) -> int:
+    def finish_answer(
+        self,
+        conversation_id: int,
+        text: str,
+        status: str,
+        task: str | None = None,
+        record: dict | None = None,
+        error: str | None = None,
+        message_id: int | None = None,
+    ) -> int:
         """Save an answer (complete, stopped with its partial text, or failed) and its generation record at once.
 
         Args:
@@ -186,15 +202,31 @@ class Storage(JobVerbs):
             touched = {m.conversation_id for m in streaming}
             for message in streaming:
                 message.status, message.error = INTERRUPTED, "the app stopped before this answer was finished"
-            last = (select(Message.conversation_id, func.max(Message.position).label("position"))
-                    .where(Message.hidden.is_(False)).group_by(Message.conversation_id).subquery())
-            unanswered = s.scalars(select(Message).join(
-                last, and_(Message.conversation_id == last.c.conversation_id, Message.position == last.c.position)
-            ).where(Message.role == "user"))
+            last = (
+                select(Message.conversation_id, func.max(Message.position).label("position"))
+                .where(Message.hidden.is_(False))
+                .group_by(Message.conversation_id)
+                .subquery()
+            )
+            unanswered = s.scalars(
+                select(Message)
+                .join(
+                    last, and_(Message.conversation_id == last.c.conversation_id, Message.position == last.c.position)
+                )
+                .where(Message.role == "user")
+            )
             for question in list(unanswered):
-                s.add(Message(conversation_id=question.conversation_id, role="assistant", text="", task=question.task,
-                              status=INTERRUPTED, error="the app stopped before this question was answered",
-                              position=question.position + 1))
+                s.add(
+                    Message(
+                        conversation_id=question.conversation_id,
+                        role="assistant",
+                        text="",
+                        task=question.task,
+                        status=INTERRUPTED,
+                        error="the app stopped before this question was answered",
+                        position=question.position + 1,
+                    )
+                )
                 touched.add(question.conversation_id)
             return sorted(touched)
 
@@ -218,17 +250,30 @@ class Storage(JobVerbs):
                 raise LookupError(f"no message {message_id}")
             s.add(Feedback(message_id=message_id, value=value))
 
-    def list_conversations(self, search: str | None = None, limit: int = 50, offset: int = 0,
-                           owner: str | None = None) -> list[dict]:
+    def list_conversations(
+        self, search: str | None = None, limit: int = 50, offset: int = 0, owner: str | None = None
+    ) -> list[dict]:
         """Conversations, newest activity first, optionally those whose title or a visible message contains
         `search` (case-insensitive); each with id, title, task, created_at, updated_at, message_count, preview,
         and status (the last answer's: "interrupted" shows a crash)."""
         visible = and_(Message.conversation_id == Conversation.id, Message.hidden.is_(False))
         count = select(func.count(Message.id)).where(visible).correlate(Conversation).scalar_subquery()
-        preview = (select(Message.text).where(visible, Message.role == "user").order_by(Message.position)
-                   .limit(1).correlate(Conversation).scalar_subquery())
-        last_answer = (select(Message.status).where(visible, Message.role == "assistant")
-                       .order_by(Message.position.desc()).limit(1).correlate(Conversation).scalar_subquery())
+        preview = (
+            select(Message.text)
+            .where(visible, Message.role == "user")
+            .order_by(Message.position)
+            .limit(1)
+            .correlate(Conversation)
+            .scalar_subquery()
+        )
+        last_answer = (
+            select(Message.status)
+            .where(visible, Message.role == "assistant")
+            .order_by(Message.position.desc())
+            .limit(1)
+            .correlate(Conversation)
+            .scalar_subquery()
+        )
         query = select(Conversation, count, preview, last_answer).where(Conversation.deleted.is_(False))
         if owner is not None and owner != ADMIN_OWNER:
             query = query.where(Conversation.owner == owner)
@@ -245,9 +290,15 @@ class Storage(JobVerbs):
     def get_conversation(self, conversation_id: int, include_hidden: bool = False, owner: str | None = None) -> dict:
         """A conversation with its messages in order (each with images, feedback and generation record)."""
         loading = selectinload(Conversation.messages)
-        query = select(Conversation).where(Conversation.id == conversation_id).options(
-            loading.selectinload(Message.image_links).joinedload(MessageImage.image),
-            loading.selectinload(Message.feedback), loading.selectinload(Message.generation))
+        query = (
+            select(Conversation)
+            .where(Conversation.id == conversation_id)
+            .options(
+                loading.selectinload(Message.image_links).joinedload(MessageImage.image),
+                loading.selectinload(Message.feedback),
+                loading.selectinload(Message.generation),
+            )
+        )
         with self._session() as s:
             conversation = s.scalar(query)
             if conversation is None or not _owns(conversation, owner):
@@ -257,8 +308,14 @@ class Storage(JobVerbs):
 
     # Exports
 
-    def export(self, conversation_ids: Iterable[int], out_dir: str | Path, fmt: str, owner: str | None = None,
-               include_hidden: bool = False) -> Path:
+    def export(
+        self,
+        conversation_ids: Iterable[int],
+        out_dir: str | Path,
+        fmt: str,
+        owner: str | None = None,
+        include_hidden: bool = False,
+    ) -> Path:
         """Write `conversations.json` ("json", all metadata) or `conversations.md` ("markdown") into `out_dir`, with
         the images they show copied to `out_dir/images/` and linked by relative paths; returns the file's path.
         Raises LookupError for a conversation that does not exist or is not `owner`'s."""
@@ -279,11 +336,25 @@ class Storage(JobVerbs):
         return conversation
 
     @staticmethod
-    def _append(s: Session, conversation: Conversation, role: str, text: str, task: str | None, status: str,
-                error: str | None = None) -> Message:
+    def _append(
+        s: Session,
+        conversation: Conversation,
+        role: str,
+        text: str,
+        task: str | None,
+        status: str,
+        error: str | None = None,
+    ) -> Message:
         last = s.scalar(select(func.max(Message.position)).where(Message.conversation_id == conversation.id))
-        message = Message(conversation_id=conversation.id, role=role, text=text, task=task, status=status,
-                          error=error, position=0 if last is None else last + 1)
+        message = Message(
+            conversation_id=conversation.id,
+            role=role,
+            text=text,
+            task=task,
+            status=status,
+            error=error,
+            position=0 if last is None else last + 1,
+        )
         s.add(message)
         conversation.updated_at = utcnow()
         s.flush()
@@ -293,19 +364,31 @@ class Storage(JobVerbs):
     def _image_row(s: Session, info: ImageInfo) -> Image:
         row = s.scalar(select(Image).where(Image.sha256 == info.sha256))
         if row is None:
-            row = Image(sha256=info.sha256, path=info.relative_path, mime=info.mime, size=info.size,
-                        width=info.width, height=info.height)
+            row = Image(
+                sha256=info.sha256,
+                path=info.relative_path,
+                mime=info.mime,
+                size=info.size,
+                width=info.width,
+                height=info.height,
+            )
             s.add(row)
             s.flush()
         return row
 
     @staticmethod
-    def _summary(conversation: Conversation, message_count: int, first_user_text: str | None,
-                 last_status: str | None) -> dict:
+    def _summary(
+        conversation: Conversation, message_count: int, first_user_text: str | None, last_status: str | None
+    ) -> dict:
         return {
-            "id": conversation.id, "title": conversation.title, "task": conversation.task, "status": last_status,
-            "created_at": records.iso(conversation.created_at), "updated_at": records.iso(conversation.updated_at),
-            "message_count": message_count, "preview": records.title_from(first_user_text or "", 80) or "",
+            "id": conversation.id,
+            "title": conversation.title,
+            "task": conversation.task,
+            "status": last_status,
+            "created_at": records.iso(conversation.created_at),
+            "updated_at": records.iso(conversation.updated_at),
+            "message_count": message_count,
+            "preview": records.title_from(first_user_text or "", 80) or "",
         }
 
 

@@ -44,8 +44,11 @@ class ChatHandlers:
             text = preset.instruction
         self.add_user_turn(session, text, files, preset.name, owner or session_owner(request))
         self.ctx.stops.new(request.session_hash)
-        return gr.MultimodalTextbox(value=None, interactive=False, submit_btn=False, stop_btn=True), \
-            session.to_chatbot(), session
+        return (
+            gr.MultimodalTextbox(value=None, interactive=False, submit_btn=False, stop_btn=True),
+            session.to_chatbot(),
+            session,
+        )
 
     def add_user_turn(self, session: ChatSession, text: str, files: list[str], task: str, owner: str) -> None:
         session.owner = session.owner or owner

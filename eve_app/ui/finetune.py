@@ -145,7 +145,9 @@ class FinetuneHandlers:
         for job in self.ctx.storage.list_jobs("done"):
             path = (job.get("final_metrics") or {}).get("model_path")
             if path:
-                choices[f"job-{job['id']}-{'-'.join(job['args'].get('stages') or [job['args'].get('stage', '')])}"] = path
+                choices[f"job-{job['id']}-{'-'.join(job['args'].get('stages') or [job['args'].get('stage', '')])}"] = (
+                    path
+                )
         return choices
 
     def _base(self, base: str) -> str:
@@ -157,15 +159,24 @@ class FinetuneHandlers:
 
     # Data
 
-    def validate(self, files: list[str] | None, export_ids: str, base: str, password: str, owner: str | None,
-                 request: gr.Request):
+    def validate(
+        self,
+        files: list[str] | None,
+        export_ids: str,
+        base: str,
+        password: str,
+        owner: str | None,
+        request: gr.Request,
+    ):
         """Validates an upload (or your History conversations) and shows its summary and first page of rows."""
         base = self._base(base)
         limits = self.ctx.settings.upload_limits()
         in_use = self.ctx.runner.upload_dirs_in_use() if self.ctx.runner else set()
         if self.ctx.uploads.pending_bytes(in_use) > limits.max_total_bytes:
-            raise refuse("Too many validated datasets are waiting to be launched; try again once they expire "
-                         f"({self.ctx.settings.upload_retention_minutes:g} minutes after validation).")
+            raise refuse(
+                "Too many validated datasets are waiting to be launched; try again once they expire "
+                f"({self.ctx.settings.upload_retention_minutes:g} minutes after validation)."
+            )
         if export_ids.strip():
             ids = parse_conversation_ids(export_ids)
             try:
@@ -206,8 +217,10 @@ class FinetuneHandlers:
         """The job settings of the form, checked (refused with a message when they cannot run)."""
         result = self.ctx.uploads.get(form.dataset)
         if result is None or result.data_path is None:
-            raise refuse("Validate a dataset first (validations are kept for a limited time): nothing runs on "
-                         "data that was not checked.")
+            raise refuse(
+                "Validate a dataset first (validations are kept for a limited time): nothing runs on "
+                "data that was not checked."
+            )
         if not form.stages:
             raise refuse("Pick at least one stage.")
         try:
@@ -240,9 +253,21 @@ class FinetuneHandlers:
         )
 
     def preview_command(
-        self, dataset: str, base: str, stages: list[str], lr: str = "", max_steps: str = "60", epochs: float = 1,
-        batch_size: float = 4, grad_accum: float = 1, max_image_size: str = "", max_length: str = "",
-        seed: float = 42, eval_split: float = 0.1, hardware: str = "CPU", strategy: str = "ddp",
+        self,
+        dataset: str,
+        base: str,
+        stages: list[str],
+        lr: str = "",
+        max_steps: str = "60",
+        epochs: float = 1,
+        batch_size: float = 4,
+        grad_accum: float = 1,
+        max_image_size: str = "",
+        max_length: str = "",
+        seed: float = 42,
+        eval_split: float = 0.1,
+        hardware: str = "CPU",
+        strategy: str = "ddp",
     ) -> str:
         """The exact command a launch with these settings would run, server paths shown as names.
 
@@ -252,8 +277,22 @@ class FinetuneHandlers:
             stages: one or more of "1", "2.1", "2.2", "3", run in that order.
             lr, max_steps, max_image_size, max_length: empty for the stage's own.
         """
-        form = JobForm(dataset, base, stages, lr, max_steps, epochs, batch_size, grad_accum, max_image_size,
-                       max_length, seed, eval_split, hardware, strategy)
+        form = JobForm(
+            dataset,
+            base,
+            stages,
+            lr,
+            max_steps,
+            epochs,
+            batch_size,
+            grad_accum,
+            max_image_size,
+            max_length,
+            seed,
+            eval_split,
+            hardware,
+            strategy,
+        )
         output = self.ctx.settings.data_dir.resolve() / "runs" / "job-N" / "out"
         config = dataclasses.replace(self.config_from(form), output_dir=str(output))
         try:
@@ -264,8 +303,9 @@ class FinetuneHandlers:
     def save_config(self, *values) -> str:
         """job.json with the form's settings (the dataset is not part of it: validate it again to reuse)."""
         settings = dataclasses.asdict(self.config_from(JobForm(*values)))
-        config = JobConfig.from_dict({**settings, "data": "(validate a dataset)", "image_folder": None,
-                                      "base": self.redact(settings["base"])})
+        config = JobConfig.from_dict(
+            {**settings, "data": "(validate a dataset)", "image_folder": None, "base": self.redact(settings["base"])}
+        )
         path = Path(tempfile.mkdtemp(prefix="job-config-")) / "job.json"
         path.write_text(config.to_json())
         return str(path)
@@ -299,18 +339,45 @@ class FinetuneHandlers:
     # Jobs (admin)
 
     def launch_job(
-        self, dataset: str, base: str, stages: list[str], lr: str = "", max_steps: str = "60", epochs: float = 1,
-        batch_size: float = 4, grad_accum: float = 1, max_image_size: str = "", max_length: str = "",
-        seed: float = 42, eval_split: float = 0.1, hardware: str = "CPU", strategy: str = "ddp",
-        password: str = "", request: gr.Request = None,
+        self,
+        dataset: str,
+        base: str,
+        stages: list[str],
+        lr: str = "",
+        max_steps: str = "60",
+        epochs: float = 1,
+        batch_size: float = 4,
+        grad_accum: float = 1,
+        max_image_size: str = "",
+        max_length: str = "",
+        seed: float = 42,
+        eval_split: float = 0.1,
+        hardware: str = "CPU",
+        strategy: str = "ddp",
+        password: str = "",
+        request: gr.Request = None,
     ):
         """Launches a fine-tuning job (needs the admin password); returns the jobs table and the new job's id.
 
         The settings are those of /preview_command; `password` is the admin password.
         """
         self._check_admin(password, request)
-        form = JobForm(dataset, base, stages, lr, max_steps, epochs, batch_size, grad_accum, max_image_size,
-                       max_length, seed, eval_split, hardware, strategy)
+        form = JobForm(
+            dataset,
+            base,
+            stages,
+            lr,
+            max_steps,
+            epochs,
+            batch_size,
+            grad_accum,
+            max_image_size,
+            max_length,
+            seed,
+            eval_split,
+            hardware,
+            strategy,
+        )
         config = self.config_from(form)
         try:
             job_id = self.ctx.runner.submit(config)
@@ -322,8 +389,12 @@ class FinetuneHandlers:
     def jobs_table(self) -> pd.DataFrame:
         runner = self.ctx.runner
         rows = [
-            [j["id"], "stopping…" if runner and runner.stopping(j) else j["status"], str(j["created_at"])[:16],
-             " → ".join(j["args"].get("stages") or [j["args"].get("stage", "")])]
+            [
+                j["id"],
+                "stopping…" if runner and runner.stopping(j) else j["status"],
+                str(j["created_at"])[:16],
+                " → ".join(j["args"].get("stages") or [j["args"].get("stage", "")]),
+            ]
             for j in self.ctx.storage.list_jobs()
         ]
         return pd.DataFrame(rows, columns=["job", "status", "created", "stages"])
@@ -436,4 +507,3 @@ def build_finetune_tab(ctx: AppContext, owner: gr.State, chat: dict, browser: di
     c["refresh"].click(h.refresh_choices, None, [c["base"], c["chat_model"]], api_visibility="private")
     c["jobs_table"] = h.jobs_table
     return c
-

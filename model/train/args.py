@@ -175,9 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output-dir", required=True)
     run.add_argument("--eval-split", type=float, help="fraction of --data held out for eval loss")
     run.add_argument("--eval-every", type=int, help="steps between evaluations (0: at the end only)")
-    run.add_argument(
-        "--eval-samples", type=int, help="most evaluation samples (synthetic: held-out samples)"
-    )
+    run.add_argument("--eval-samples", type=int, help="most evaluation samples (synthetic: held-out samples)")
     run.add_argument("--save-every", type=int, help="steps between checkpoints (0: none)")
     run.add_argument("--keep-checkpoints", type=int)
     run.add_argument("--log-every", type=int, help="steps between metrics.jsonl lines")

@@ -62,7 +62,10 @@ class Stage:
 @cache
 def load_stages() -> dict[str, Stage]:
     """All presets by name, in pipeline order."""
-    return {name: Stage(name=name, **{**fields, "train": tuple(fields["train"])}) for name, fields in stage_presets().items()}
+    return {
+        name: Stage(name=name, **{**fields, "train": tuple(fields["train"])})
+        for name, fields in stage_presets().items()
+    }
 
 
 def get_stage(stage: str | Stage) -> Stage:

@@ -55,7 +55,7 @@ def test_greedy_stream_matches_generate(engine, image):
     inputs = engine.build_inputs([Turn("user", "hello", [image])], settings)
     with torch.no_grad():
         ids = engine.model.generate(**inputs, **settings.generate_kwargs())
-    assert record.text.strip() == engine.processor.decode(ids[0, inputs["input_ids"].shape[1]:])
+    assert record.text.strip() == engine.processor.decode(ids[0, inputs["input_ids"].shape[1] :])
 
 
 def test_stop_event_ends_generation_with_partial_text(engine, image):
@@ -121,8 +121,9 @@ def test_multi_turn_with_a_second_image(engine, image, tmp_path):
     both = engine.build_inputs(turns, GenerationSettings())
     assert record.status == "done" and record.prompt_tokens == both["input_ids"].shape[1]
     assert len(both["pixel_values"]) == 2
-    assert int(both["mm_token_type_ids"].sum()) == sum(engine.processor.count_image_tokens(p)
-                                                       for p in both["pixel_values"])
+    assert int(both["mm_token_type_ids"].sum()) == sum(
+        engine.processor.count_image_tokens(p) for p in both["pixel_values"]
+    )
 
 
 def test_reload_swaps_the_checkpoint_and_keeps_the_dtype(tiny_checkpoint, tiny_checkpoint_no_moe):

@@ -10,8 +10,17 @@ from eve_app.settings import Settings, parse_settings
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    for name in ("EVE_MODEL", "EVE_DEVICE", "EVE_DATA_DIR", "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT",
-                 "EVE_MAX_IMAGE_MB", "EVE_SECRET", "EVE_ADMIN_PASSWORD", "EVE_DB_URL"):
+    for name in (
+        "EVE_MODEL",
+        "EVE_DEVICE",
+        "EVE_DATA_DIR",
+        "GRADIO_SERVER_NAME",
+        "GRADIO_SERVER_PORT",
+        "EVE_MAX_IMAGE_MB",
+        "EVE_SECRET",
+        "EVE_ADMIN_PASSWORD",
+        "EVE_DB_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 

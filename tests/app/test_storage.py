@@ -78,8 +78,14 @@ def test_images_are_stored_once_by_content(storage):
 
 
 def test_image_formats_from_headers():
-    jpeg = b"\xff\xd8\xff\xe0" + struct.pack(">H", 16) + b"JFIF\x00" + bytes(9) + b"\xff\xc0" + struct.pack(
-        ">HBHH", 17, 8, 30, 40)
+    jpeg = (
+        b"\xff\xd8\xff\xe0"
+        + struct.pack(">H", 16)
+        + b"JFIF\x00"
+        + bytes(9)
+        + b"\xff\xc0"
+        + struct.pack(">HBHH", 17, 8, 30, 40)
+    )
     assert (describe(jpeg).ext, image_size(jpeg, "jpg")) == ("jpg", (40, 30))
     gif = b"GIF89a" + struct.pack("<HH", 7, 9) + bytes(10)
     assert (describe(gif).mime, image_size(gif, "gif")) == ("image/gif", (7, 9))
@@ -118,8 +124,15 @@ def test_list_and_search(storage):
     listed = storage.list_conversations()
     assert [c["id"] for c in listed] == [dogs, cats]  # newest activity first
     assert listed[0] | {"updated_at": None, "created_at": None} == {
-        "id": dogs, "title": "Read the DOG sign", "task": "ocr", "message_count": 2,
-        "preview": "Read the DOG sign", "updated_at": None, "created_at": None, "status": "done"}
+        "id": dogs,
+        "title": "Read the DOG sign",
+        "task": "ocr",
+        "message_count": 2,
+        "preview": "Read the DOG sign",
+        "updated_at": None,
+        "created_at": None,
+        "status": "done",
+    }
     assert [c["id"] for c in storage.list_conversations(search="dog sign")] == [dogs]
     assert [c["id"] for c in storage.list_conversations(search="CATS")] == [cats]  # title match
     assert [c["id"] for c in storage.list_conversations(search="TABBY")] == [cats]  # message match
@@ -179,10 +192,24 @@ def test_feedback_latest_click_counts(storage):
 def test_stopped_and_failed_answers_with_generation_records(storage):
     cid = storage.create_conversation()
     storage.save_user_message(cid, "Describe it")
-    params = {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 64, "repetition_penalty": 1.05, "seed": 3,
-              "image_max_size": 448}
-    record = {"model": "eve-tiny", "parameters": params, "prompt_tokens": 120, "new_tokens": 7,
-              "time_to_first_token": 0.25, "duration": 1.5, "status": "stopped", "text": "A red"}
+    params = {
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "max_new_tokens": 64,
+        "repetition_penalty": 1.05,
+        "seed": 3,
+        "image_max_size": 448,
+    }
+    record = {
+        "model": "eve-tiny",
+        "parameters": params,
+        "prompt_tokens": 120,
+        "new_tokens": 7,
+        "time_to_first_token": 0.25,
+        "duration": 1.5,
+        "status": "stopped",
+        "text": "A red",
+    }
     storage.finish_answer(cid, "A red", "stopped", task="describe", record=record)
     storage.finish_answer(cid, "", "error", record={"model": "eve-tiny", "error": "out of memory"})
     stopped, failed = storage.get_conversation(cid)["messages"][1:]
@@ -274,7 +301,9 @@ def test_start_up_recovery_marks_unfinished_turns_interrupted(storage):
 
     assert storage.recover_interrupted() == sorted([streamed, queued])
     assert [(m["status"], m["text"]) for m in storage.get_conversation(streamed)["messages"]][-1] == (
-        "interrupted", "the first half")
+        "interrupted",
+        "the first half",
+    )
     assert storage.get_conversation(queued)["messages"][-1]["status"] == "interrupted"
     assert storage.get_conversation(finished)["messages"][-1]["status"] == "done"
     assert storage.recover_interrupted() == []  # nothing left to recover on the next start

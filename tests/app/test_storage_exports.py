@@ -12,6 +12,7 @@ from eve_app.storage import Storage
 
 def png_bytes(shade: int) -> bytes:
     """A valid 2x2 RGB PNG; the shade makes the content (and hash) differ."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -67,7 +68,7 @@ def test_export_markdown(filled, tmp_path):
     for words in ("Compare the two", "The first is darker.", "The fir", "Dark grey.", "# Broken", "out of memory"):
         assert words in markdown
     assert "Undone" not in markdown
-    links = [line[len("![image]("):-1] for line in markdown.splitlines() if line.startswith("![image](")]
+    links = [line[len("![image](") : -1] for line in markdown.splitlines() if line.startswith("![image](")]
     assert len(links) == 4 and all(link.startswith("images/") for link in links)
     assert all((path.parent / link).is_file() for link in links)
 

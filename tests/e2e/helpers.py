@@ -22,14 +22,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-
-
 def start_server(args: list[str], port: int, timeout: float = 120) -> subprocess.Popen:
     """`python app.py ARGS --port PORT` in a process of its own (to kill it, or to measure its memory alone);
     returns once it answers HTTP."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "app.py", *args, "--port", str(port)], cwd=PROJECT_ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "app.py", *args, "--port", str(port)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:

@@ -94,7 +94,10 @@ def test_apply_chat_template_equals_build_prompt_over_turns_and_images(tiny, tem
         {"role": "user", "content": "<image>\nThis one?"},
     ]
     as_blocks = [
-        {"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Compare the signs."}]},
+        {
+            "role": "user",
+            "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Compare the signs."}],
+        },
         {"role": "assistant", "content": [{"type": "text", "text": "Both read hello."}]},
         {"role": "user", "content": "And now?"},
         {"role": "assistant", "content": "world"},

@@ -82,8 +82,10 @@ def test_quantized_loading_generates_on_cpu(tiny_checkpoint, quantization, monke
     assert isinstance(layer.self_attn.o_proj, layer_class)
     mlp_class = layer_class if quantization == "8bit" else torch.nn.Linear
     assert type(layer.mlp.gate_proj) is mlp_class and type(layer.moe_mlp.down_proj) is mlp_class
-    inputs = processor(text=processor.build_prompt([{"role": "user", "content": "<image>\nhi"}]),
-                       images=[Image.new("RGB", (64, 32), "blue")])
+    inputs = processor(
+        text=processor.build_prompt([{"role": "user", "content": "<image>\nhi"}]),
+        images=[Image.new("RGB", (64, 32), "blue")],
+    )
     ids = model.generate(**inputs, max_new_tokens=5, do_sample=False, eos_token_id=None)
     assert ids.shape[1] == inputs["input_ids"].shape[1] + 5
 
@@ -135,7 +137,8 @@ def test_an_existing_vision_tower_folder_supplies_the_preprocessing(tiny_checkpo
     shutil.copytree(tiny_checkpoint, folder)
     tower = folder / "openai" / "eve-anyratio-res1600-patch16"
     tower.mkdir(parents=True)
-    (tower / "preprocessor_config.json").write_text(json.dumps({"max_size": 96, "patch_stride": 8, "dense_stride": 2,
-                                                                "do_resize": False}))
+    (tower / "preprocessor_config.json").write_text(
+        json.dumps({"max_size": 96, "patch_stride": 8, "dense_stride": 2, "do_resize": False})
+    )
     _, processor = load_pretrained(folder)
     assert processor.image_processor.max_size == 96
