@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Empty
+from typing import Any, cast
 
 import torch
 from huggingface_hub import RepoCard
@@ -34,7 +35,7 @@ class GenerationSettings:
 
     def generate_kwargs(self) -> dict:
         sampling = self.temperature > 0
-        kwargs = {
+        kwargs: dict[str, Any] = {
             "max_new_tokens": self.max_new_tokens,
             "do_sample": sampling,
             "repetition_penalty": self.repetition_penalty,
@@ -97,7 +98,8 @@ class _StopOnEvent(StoppingCriteria):
         self.event = event
 
     def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+        stop = torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+        return cast(torch.BoolTensor, stop)
 
 
 class Engine:
@@ -270,4 +272,4 @@ class _TokenCounter(StoppingCriteria):
         if self.record.new_tokens == 0:
             self.record.time_to_first_token = time.perf_counter() - self.start
         self.record.new_tokens += 1
-        return torch.zeros((input_ids.shape[0],), dtype=torch.bool, device=input_ids.device)
+        return cast(torch.BoolTensor, torch.zeros((input_ids.shape[0],), dtype=torch.bool, device=input_ids.device))

@@ -5,6 +5,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from model.shared import PROJECT_ROOT
 
@@ -16,7 +17,7 @@ SECRET_FILE = ".secret"
 MIB = 1 << 20
 
 # What a visitor may send: (flag, default, help). Each is also an environment variable EVE_<FLAG>.
-LIMIT_FLAGS = {
+LIMIT_FLAGS: dict[str, tuple[Any, str]] = {
     "max_image_mb": (20.0, "largest image file, in MiB"),
     "max_image_megapixels": (40.0, "largest image, in millions of pixels"),
     "max_images_per_message": (4, "images in one chat message"),

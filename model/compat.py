@@ -38,7 +38,7 @@ def enable_activation_checkpointing(model: Any) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def cache_kwargs(cache: object) -> dict[str, object]:
+def cache_kwargs(cache: Any) -> dict[str, Any]:
     """`{name: cache}` under the installed transformers' name, for masks and model outputs."""
     return {CACHE_NAME: cache}
 

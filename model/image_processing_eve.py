@@ -80,7 +80,7 @@ class EveImageProcessor(BaseImageProcessor):
     """
 
     model_input_names = ["pixel_values"]
-    valid_kwargs = EveImagesKwargs
+    valid_kwargs = EveImagesKwargs  # type: ignore[assignment]  # transformers reads only its keys
 
     def __init__(
         self,
@@ -164,11 +164,11 @@ class EveImageProcessor(BaseImageProcessor):
         size = self.target_size(*img.size, mode=mode, max_size=max_size)
         if img.size != size:
             img = img.resize(size, Image.Resampling.BICUBIC)
-        array = np.asarray(img, dtype=np.float32) / 255.0  # (H, W, 3)
-        array = (array - np.asarray(self.image_mean, dtype=np.float32)) / np.asarray(self.image_std, dtype=np.float32)
+        mean, std = (np.asarray(values, dtype=np.float32) for values in (self.image_mean, self.image_std))
+        array: np.ndarray = (np.asarray(img, dtype=np.float32) / 255.0 - mean) / std  # (H, W, 3)
         return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))  # (3, H, W)
 
-    def __call__(
+    def __call__(  # type: ignore[override]  # a list of differently sized tensors, not a padded BatchFeature
         self, images: list[ImageInput], mode: str = "inference", max_size: int | None = None
     ) -> list[torch.Tensor]:
         """Preprocess each image separately; sizes differ, so the result is a list, not a batch."""

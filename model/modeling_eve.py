@@ -57,7 +57,7 @@ class EvePatchEmbedding(nn.Module):
 
     def forward(self, pixel_values: list[torch.Tensor]) -> list[torch.Tensor]:
         """Embeds images of any sizes (each a multiple of the patch size); same-sized images run as one batch."""
-        features: list[torch.Tensor | None] = [None] * len(pixel_values)
+        features: dict[int, torch.Tensor] = {}  # image index -> its tokens
         dtype = self.class_embedding.dtype
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for i, pixels in enumerate(pixel_values):
@@ -73,7 +73,7 @@ class EvePatchEmbedding(nn.Module):
             tokens = torch.cat([cls, tokens], dim=1)
             for j, i in enumerate(indices):
                 features[i] = tokens[j]
-        return features
+        return [features[i] for i in range(len(pixel_values))]
 
 
 class EveAttention(Qwen2Attention):
@@ -86,8 +86,7 @@ class EveAttention(Qwen2Attention):
     def __init__(self, config: EveConfig, layer_idx: int):
         super().__init__(config, layer_idx)
         if config.has_vision_twin("self_attn"):
-            q_size = config.num_attention_heads * self.head_dim
-            kv_size = config.num_key_value_heads * self.head_dim
+            q_size, kv_size = self.q_proj.out_features, self.k_proj.out_features  # as the text projections
             self.moe_q_proj = nn.Linear(config.hidden_size, q_size, bias=True)
             self.moe_k_proj = nn.Linear(config.hidden_size, kv_size, bias=True)
             self.moe_v_proj = nn.Linear(config.hidden_size, kv_size, bias=True)
@@ -263,8 +262,8 @@ class EveModel(EvePreTrainedModel):
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | dict[str, torch.Tensor] | None = None,  # a dict: masks made by generate
+        position_ids: torch.Tensor | None = None,
         cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         pixel_values: list[torch.Tensor] | None = None,
@@ -272,11 +271,12 @@ class EveModel(EvePreTrainedModel):
         use_cache: bool | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
-        if (input_ids is None) ^ (inputs_embeds is not None):
+        if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
         cache = cache if cache is not None else kwargs.pop("past_key_values", None)  # the name before 5.24
-        if inputs_embeds is None:
+        if input_ids is not None:
             inputs_embeds = self.embed_inputs(input_ids, pixel_values, mm_token_type_ids)
+        assert inputs_embeds is not None  # one of the two, checked above
         use_cache = self.config.use_cache if use_cache is None else use_cache
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
@@ -338,8 +338,8 @@ class EveForCausalLM(EvePreTrainedModel, GenerationMixin):
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | dict[str, torch.Tensor] | None = None,
+        position_ids: torch.Tensor | None = None,
         cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         pixel_values: list[torch.Tensor] | None = None,

@@ -221,12 +221,12 @@ def build_command(config: JobConfig) -> list[str]:
         problems.append("no output folder (the runner sets one for each job)")
     if problems:
         raise ConfigError("; ".join(problems))
-    launcher = launcher_argv(config)
+    launcher, output_dir = launcher_argv(config), str(config.output_dir)  # checked above
     if config.stages:
         pipeline = [sys.executable, "-m", "model.train.pipeline", "--stages", ",".join(config.stages)]
-        pipeline += ["--output-dir", config.output_dir, "--base", config.base, "--launcher", shlex.join(launcher)]
+        pipeline += ["--output-dir", output_dir, "--base", config.base, "--launcher", shlex.join(launcher)]
         return pipeline + training_flags(config)
-    stage = ["--base", config.base, "--stage", config.stage, "--output-dir", config.output_dir]
+    stage = ["--base", config.base, "--stage", config.stage, "--output-dir", output_dir]
     return [*launcher, "-m", "model.train", *stage, *training_flags(config)]
 
 

@@ -182,4 +182,5 @@ def error_line(log: str) -> str | None:
     """The line that names why a run failed: the last exception or usage error that is not a launcher's echo."""
     found = [line.strip() for line in log.splitlines() if ERROR_LINE.match(line.strip())]
     causes = [line for line in found if not any(name in line.split(":")[0] for name in LAUNCHER_ERRORS)]
-    return (causes or found or [None])[-1]
+    lines = causes or found
+    return lines[-1] if lines else None

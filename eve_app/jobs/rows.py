@@ -121,7 +121,7 @@ def _check_conversations(row: dict, report: RowReport) -> None:
         return
     checked = [_check_turn(i, turn, report) for i, turn in enumerate(turns)]
     if all(checked):
-        report.turns = checked
+        report.turns = [turn for turn in checked if turn is not None]
         _check_order(report)
 
 

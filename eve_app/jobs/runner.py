@@ -180,7 +180,7 @@ class JobRunner:
     def recover(self) -> dict[str, list[int]]:
         """At app start: jobs marked running whose process is gone are closed (done if their metrics end with
         "done", else failed); live ones stay running and are watched by pid. Queued jobs wait for `poll()`."""
-        report = {"running": [], "closed": []}
+        report: dict[str, list[int]] = {"running": [], "closed": []}
         with self._lock:
             for job in self.storage.list_jobs("running"):
                 report["closed" if self._check(job) else "running"].append(job["id"])

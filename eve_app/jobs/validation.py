@@ -231,7 +231,9 @@ def write_prepared(result: ValidationResult, samples: list, folder: Path) -> Pat
     for row in result.rows:
         if row.valid:
             sample = dict(samples[row.index])
-            images = [path.relative_to(folder).as_posix() for path in row.paths]
+            images = [
+                path.relative_to(folder).as_posix() for path in row.paths if path is not None
+            ]  # valid: all found
             if "image" in sample and images:
                 sample["image"] = images[0] if isinstance(sample["image"], str) else images
             prepared.append(sample)

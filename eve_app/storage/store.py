@@ -175,9 +175,10 @@ class Storage(JobVerbs):
             if message_id is None:
                 message = self._append(s, conversation, "assistant", text, task, status, error)
             else:
-                message = s.get(Message, message_id)
-                if message is None or message.conversation_id != conversation_id or message.role != "assistant":
+                found = s.get(Message, message_id)
+                if found is None or found.conversation_id != conversation_id or found.role != "assistant":
                     raise LookupError(f"no answer {message_id} in conversation {conversation_id}")
+                message = found
                 message.text, message.status, message.error = text, status, error
                 conversation.updated_at = utcnow()
             if generation is not None:

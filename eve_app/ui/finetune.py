@@ -25,6 +25,7 @@ from ..errors import UserError
 from ..jobs import (
     ConfigError,
     JobConfig,
+    JobRunner,
     command_preview,
     paged_preview,
     stage_presets,
@@ -109,7 +110,14 @@ class FinetuneHandlers:
 
     # Who may do what
 
-    def _check_admin(self, password: str, request: gr.Request) -> None:
+    @property
+    def runner(self) -> JobRunner:
+        """The job runner; the app always has one where jobs can be watched or launched."""
+        if self.ctx.runner is None:
+            raise refuse("This server runs no fine-tuning jobs.")
+        return self.ctx.runner
+
+    def _check_admin(self, password: str, request: gr.Request | None) -> None:
         reason = launch_blocked_reason(self.ctx)
         if reason:
             raise refuse(reason)
@@ -355,7 +363,7 @@ class FinetuneHandlers:
         hardware: str = "CPU",
         strategy: str = "ddp",
         password: str = "",
-        request: gr.Request = None,
+        request: gr.Request | None = None,
     ):
         """Launches a fine-tuning job (needs the admin password); returns the jobs table and the new job's id.
 
@@ -380,7 +388,7 @@ class FinetuneHandlers:
         )
         config = self.config_from(form)
         try:
-            job_id = self.ctx.runner.submit(config)
+            job_id = self.runner.submit(config)
         except ConfigError as error:
             raise refuse(str(error)) from None
         self.ctx.uploads.claim(dataset)
@@ -404,7 +412,7 @@ class FinetuneHandlers:
             return "No job selected.", "", loss_frame([])
         job_id = int(job_id)
         try:
-            progress = self.ctx.runner.progress(job_id)
+            progress = self.runner.progress(job_id)
         except LookupError:
             return f"There is no job {job_id}.", "", loss_frame([])
         label = progress["label"]
@@ -412,8 +420,8 @@ class FinetuneHandlers:
             label += f"\n\nLast checkpoint: `{self.redact(str(progress['checkpoint']))}`"
         if progress.get("error"):
             label += f"\n\n⚠️ {self.redact(progress['error'].splitlines()[0])}"
-        losses = loss_frame(self.ctx.runner.loss_series(job_id))
-        return label, self.redact(self.ctx.runner.log_tail(job_id, 40)), losses
+        losses = loss_frame(self.runner.loss_series(job_id))
+        return label, self.redact(self.runner.log_tail(job_id, 40)), losses
 
     def watch(self, job_id: float | None, password: str, request: gr.Request):
         """Progress line, log tail and loss plot of one job (admin); unlocks the timer that keeps them current, also
@@ -436,7 +444,7 @@ class FinetuneHandlers:
         if not job_id:
             raise refuse("Pick a job first.")
         try:
-            self.ctx.runner.abort(int(job_id), grace=ABORT_GRACE, wait=False)  # the monitor finishes it
+            self.runner.abort(int(job_id), grace=ABORT_GRACE, wait=False)  # the monitor finishes it
         except LookupError:
             raise refuse(f"There is no job {int(job_id)}.") from None
         return self.jobs_table()

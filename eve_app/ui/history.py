@@ -38,7 +38,7 @@ class HistoryHandlers:
     def __init__(self, ctx: AppContext):
         self.ctx = ctx
 
-    def _viewer(self, owner: str | None, password: str, request: gr.Request) -> str:
+    def _viewer(self, owner: str | None, password: str, request: gr.Request) -> str | None:
         """Whose conversations this caller may see (raises gr.Error for a wrong admin password)."""
         address = client_address(request, self.ctx.settings.on_spaces)
         try:

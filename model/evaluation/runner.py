@@ -44,7 +44,8 @@ def evaluate_task(
     `spread` limits where text is placed, as in training (`--placement-spread`); 1 is anywhere.
     """
     stream = iter_samples([task], seed=seed, level=level, split="test", spread=spread)
-    scores, examples = [], []
+    scores: list[dict[str, float]] = []
+    examples: list[dict] = []
     for start in range(0, n, batch_size):
         samples = [next(stream) for _ in range(min(batch_size, n - start))]
         for sample, answer in zip(samples, answer_batch(model, processor, samples, max_new_tokens)):

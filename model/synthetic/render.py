@@ -58,7 +58,7 @@ def grid_font(cell_w: int = PATCH_SIZE, cell_h: int = 2 * PATCH_SIZE, name: str 
         width = max(font.getbbox(ch, anchor="ms")[2] - font.getbbox(ch, anchor="ms")[0] for ch in "MWmw@")
         if bottom - top > cell_h - 2 or width > cell_w - 1:
             break
-        best = GridFont(font, cell_w, cell_h, baseline=(cell_h - (bottom - top)) // 2 - top)
+        best = GridFont(font, cell_w, cell_h, baseline=int((cell_h - (bottom - top)) // 2 - top))
     if best is None:
         raise ValueError(f"no font size fits a {cell_w}x{cell_h} cell")
     return best
@@ -91,7 +91,7 @@ def draw_grid_text(
 def free_line_height(font: ImageFont.FreeTypeFont) -> tuple[int, int]:
     """(ascent, height) of a line of `font`: top of the tallest letters to the baseline, and to the descenders."""
     _, top, _, bottom = font.getbbox("Wdlgjpqy", anchor="ls")
-    return -top, bottom - top
+    return int(-top), int(bottom - top)
 
 
 def fit_free_font(text: str, name: str, size: int, max_width: int, min_size: int = 10) -> ImageFont.FreeTypeFont:

@@ -79,7 +79,7 @@ def to_messages(conversations: list[dict], num_images: int, keep_images: bool = 
     placeholders = sum(t.count(DEFAULT_IMAGE_TOKEN) for t in texts)
     if placeholders != (num_images if keep_images else 0):
         raise SkipSample(f"{placeholders} {DEFAULT_IMAGE_TOKEN} placeholders for {num_images} images")
-    return [{"role": role, "content": text} for role, text in zip(roles, texts)]
+    return [{"role": role, "content": text} for role, text in zip(roles, texts) if role]  # no None: checked above
 
 
 @dataclass
