@@ -171,6 +171,24 @@ def tiny_checkpoint_no_moe(tmp_path_factory) -> Path:
     return write_official_checkpoint(tmp_path_factory.mktemp("eve-tiny-no-moe"), add_moe=False)
 
 
+@pytest.fixture
+def tiny_in_hub_cache(tiny_checkpoint, monkeypatch, tmp_path) -> str:
+    """A Hub cache (the layout huggingface_hub writes) holding the tiny checkpoint as `BAAI/EVE-7B-HD-v2.0`; returns
+    that repo id. Offline, loaders must find it there."""
+    import huggingface_hub.constants as hub_constants
+
+    repo = tmp_path / "models--BAAI--EVE-7B-HD-v2.0"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    for file in tiny_checkpoint.iterdir():
+        (snapshot / file.name).symlink_to(file)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path))
+    return "BAAI/EVE-7B-HD-v2.0"
+
+
 @pytest.fixture(scope="session")
 def tiny(tiny_checkpoint):
     """(model, processor) loaded from the official-layout tiny checkpoint, fp32 on CPU."""

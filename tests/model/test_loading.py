@@ -112,20 +112,9 @@ def test_a_hub_id_that_is_not_cached_fails_fast_offline(monkeypatch, tmp_path):
         load_pretrained("BAAI/EVE-7B-HD-v2.0")
 
 
-def test_a_hub_id_loads_from_the_hub_cache(tiny_checkpoint, monkeypatch, tmp_path):
+def test_a_hub_id_loads_from_the_hub_cache(tiny_in_hub_cache):
     """Offline, a repo id resolves to its snapshot in the Hub cache (the layout huggingface_hub writes)."""
-    repo = tmp_path / "models--BAAI--EVE-7B-HD-v2.0"
-    snapshot = repo / "snapshots" / ("0" * 40)
-    snapshot.mkdir(parents=True)
-    for file in tiny_checkpoint.iterdir():
-        (snapshot / file.name).symlink_to(file)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("0" * 40)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    import huggingface_hub.constants as hub_constants
-
-    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path))
-    model, _ = load_pretrained("BAAI/EVE-7B-HD-v2.0")
+    model, _ = load_pretrained(tiny_in_hub_cache)
     assert isinstance(model, EveForCausalLM)
 
 
