@@ -1,8 +1,8 @@
 """EVEv2 processor: chat template, tokenisation with image placeholders, and image preprocessing in one object.
 
 A transformers `ProcessorMixin`, so `AutoProcessor.from_pretrained(folder)` loads it once `model` classes are
-imported (`model.auto` registers them), `save_pretrained` writes `processor_config.json`,
-`preprocessor_config.json`, `chat_template.jinja` and the tokenizer, and `apply_chat_template` renders the official
+imported (`model.auto` registers them), `save_pretrained` writes `processor_config.json` (template, image token
+id and image settings), `chat_template.jinja` and the tokenizer, and `apply_chat_template` renders the official
 prompt from messages with image content blocks. Official checkpoints have none of those files: their processor is
 built from config.json and the tokenizer (and a saved `eve_processor.json`, which older runs of this project wrote).
 
