@@ -5,6 +5,8 @@ It reads the official `config.json` as it is. The official checkpoint only recor
 need that folder, because the image-preprocessing settings are fields of this config with the official defaults.
 """
 
+from typing import Any
+
 from huggingface_hub.dataclasses import strict
 from transformers import Qwen2Config
 
@@ -60,7 +62,7 @@ class EveConfig(Qwen2Config):
     # penalty over the prompt behaves identically.
     image_token_id: int = 0
 
-    def __post_init__(self, **kwargs):
+    def __post_init__(self, **kwargs: Any) -> None:
         unknown = set(self.moe_part.split("-")) - set(VISION_PARTS) if self.moe_part else set()
         if unknown:
             raise ValueError(

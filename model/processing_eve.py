@@ -214,10 +214,12 @@ class EveProcessor(ProcessorMixin):
             raise ValueError(f"More images than {IMAGE_PLACEHOLDER} placeholders in the conversation")
         return {"input_ids": ids, "mm_token_type_ids": flags, "labels": labels, "pixel_values": pixel_values}
 
-    def decode(self, token_ids, skip_special_tokens: bool = True) -> str:
+    def decode(self, token_ids: torch.Tensor | list[int], skip_special_tokens: bool = True) -> str:
+        """The text of `token_ids`, special tokens dropped and surrounding spaces stripped."""
         return self.tokenizer.decode(token_ids, skip_special_tokens=skip_special_tokens).strip()
 
-    def batch_decode(self, sequences, skip_special_tokens: bool = True) -> list[str]:
+    def batch_decode(self, sequences: torch.Tensor | list[list[int]], skip_special_tokens: bool = True) -> list[str]:
+        """`decode` for each row."""
         return [self.decode(s, skip_special_tokens) for s in sequences]
 
 
@@ -233,7 +235,7 @@ def _merge_runs(segments: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
     return merged
 
 
-def _flatten_images(images) -> list[ImageInput]:
+def _flatten_images(images: list[ImageInput] | list[list[ImageInput]] | None) -> list[ImageInput]:
     if not images:
         return []
     flat: list[ImageInput] = []
