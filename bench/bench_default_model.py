@@ -41,8 +41,10 @@ def main() -> None:
     records = records[1:]
     ttft = statistics.median(r.time_to_first_token for r in records)
     speed = statistics.median(r.tokens_per_second for r in records)
-    print(f"{args.model}: {records[0].prompt_tokens} prompt tokens, {records[0].new_tokens} new tokens, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"{args.model}: {records[0].prompt_tokens} prompt tokens, {records[0].new_tokens} new tokens, "
+        f"{torch.get_num_threads()} threads"
+    )
     print(f"time to first token {ttft * 1000:.0f} ms (target < 300 ms), {speed:.0f} tokens/s (target >= 100)")
 
 

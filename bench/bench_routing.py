@@ -19,13 +19,21 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model import EveConfig, EveForCausalLM
+from model.compat import CACHE_NAME
 from model.routing import DenseBlendRouter, ModalityRouter
+from model.shared import num_image_tokens
 
 
 def build_models(hidden: int, layers: int) -> tuple[EveForCausalLM, Qwen2ForCausalLM]:
     # Qwen2.5-7B proportions: MLP width 5.29 x hidden, 7 query heads per KV head (here 4), conv1 width 0.29 x hidden.
-    sizes = {"hidden_size": hidden, "intermediate_size": hidden * 37 // 7 // 64 * 64, "num_hidden_layers": layers,
-                 "num_attention_heads": hidden // 64, "num_key_value_heads": max(1, hidden // 256), "vocab_size": 8192}
+    sizes = {
+        "hidden_size": hidden,
+        "intermediate_size": hidden * 37 // 7 // 64 * 64,
+        "num_hidden_layers": layers,
+        "num_attention_heads": hidden // 64,
+        "num_key_value_heads": max(1, hidden // 256),
+        "vocab_size": 8192,
+    }
     torch.manual_seed(0)
     eve = EveForCausalLM(EveConfig(**sizes, mm_hidden_size=hidden // 4, pad_token_id=0, eos_token_id=1)).eval()
     qwen = Qwen2ForCausalLM(Qwen2Config(**sizes, rope_parameters=dict(eve.config.rope_parameters))).eval()
@@ -34,8 +42,7 @@ def build_models(hidden: int, layers: int) -> tuple[EveForCausalLM, Qwen2ForCaus
 
 
 def make_inputs(config: EveConfig, image_side: int, text_tokens: int) -> dict:
-    grid = image_side // config.patch_size
-    n_image = 1 + grid * (grid + 1)
+    n_image = num_image_tokens(image_side, image_side, config.patch_size)
     ids = torch.randint(10, config.vocab_size, (1, text_tokens + n_image))
     mm = torch.zeros_like(ids)
     mm[0, 35 : 35 + n_image] = 1  # system prompt, then the image, then the question
@@ -54,13 +61,13 @@ def time_prefill(model, inputs: dict) -> float:
 def time_decode(model, inputs: dict, steps: int) -> float:
     """Seconds per decode step with a KV cache the length of the prompt."""
     out = model(**inputs, use_cache=True, logits_to_keep=1)
-    cache, token = out.cache, out.logits[:, -1:].argmax(-1)
+    cache, token = getattr(out, CACHE_NAME), out.logits[:, -1:].argmax(-1)
     length = inputs["input_ids"].shape[1]
     start = time.perf_counter()
     for step in range(steps):
         position = torch.tensor([[length + step]])
-        out = model(input_ids=token, cache=cache, position_ids=position, use_cache=True, logits_to_keep=1)
-        cache, token = out.cache, out.logits[:, -1:].argmax(-1)
+        out = model(input_ids=token, position_ids=position, use_cache=True, logits_to_keep=1, **{CACHE_NAME: cache})
+        cache, token = getattr(out, CACHE_NAME), out.logits[:, -1:].argmax(-1)
     return (time.perf_counter() - start) / steps
 
 
@@ -78,8 +85,10 @@ def main() -> None:
     inputs = make_inputs(eve.config, args.image, args.text)
     text_inputs = {"input_ids": inputs["input_ids"]}
     n = inputs["input_ids"].shape[1]
-    print(f"hidden {args.hidden}, layers {args.layers}, {n} tokens ({int(inputs['mm_token_type_ids'].sum())} image), "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"hidden {args.hidden}, layers {args.layers}, {n} tokens ({int(inputs['mm_token_type_ids'].sum())} image), "
+        f"{torch.get_num_threads()} threads"
+    )
 
     def dense(fn, *a):
         eve.model.router_class = DenseBlendRouter

@@ -37,8 +37,10 @@ def burst(url: str, image: Path, clients: int) -> None:
 
 def measure(folder: Path, image: Path, decodes: int, clients: int) -> int:
     port = free_port()
-    process = start_server(["--model", MODEL, "--data-dir", str(folder / f"data-{decodes}"),
-                            "--max-concurrent-decodes", str(decodes)], port)
+    process = start_server(
+        ["--model", MODEL, "--data-dir", str(folder / f"data-{decodes}"), "--max-concurrent-decodes", str(decodes)],
+        port,
+    )
     try:
         return peak_rss_growth(lambda: burst(f"http://127.0.0.1:{port}/", image, clients), process.pid)
     finally:
@@ -59,9 +61,11 @@ def main() -> int:
         for run in range(args.repeat):
             bounded = measure(folder / f"run-{run}", image, 2, args.clients)
             unbounded = measure(folder / f"run-{run}", image, args.clients, args.clients)
-            print(f"{args.clients} clients, {args.side}x{args.side} images: peak growth {bounded / 2**20:.0f} MiB with "
-                  f"2 decodes at a time, {unbounded / 2**20:.0f} MiB with {args.clients} "
-                  f"(ratio {bounded / unbounded:.2f})")
+            print(
+                f"{args.clients} clients, {args.side}x{args.side} images: peak growth {bounded / 2**20:.0f} MiB with "
+                f"2 decodes at a time, {unbounded / 2**20:.0f} MiB with {args.clients} "
+                f"(ratio {bounded / unbounded:.2f})"
+            )
     return 0
 
 

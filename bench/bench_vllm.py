@@ -97,10 +97,12 @@ def part_concurrent_and_app(args, work: Path) -> None:
     checkpoint = write_default_shaped(work / "default-shaped")
     images = _images(work, 24)
     port = free_port()
-    demo, ctx = create_app(["--backend", "vllm", "--model", str(checkpoint), "--port", str(port),
-                            "--data-dir", str(work / "data")])
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                **launch_options(ctx.settings))
+    demo, ctx = create_app(
+        ["--backend", "vllm", "--model", str(checkpoint), "--port", str(port), "--data-dir", str(work / "data")]
+    )
+    demo.launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx.settings)
+    )
     vllm_engine = ctx.engine
     vllm_engine.sampling_overrides = {"ignore_eos": True, "stop_token_ids": []}
     hf_engine = Engine.load(str(checkpoint), dtype="float32")
@@ -114,13 +116,19 @@ def part_concurrent_and_app(args, work: Path) -> None:
             figures.setdefault(name.strip(), []).append(run_chats(engine, images, 8, 3, args.tokens))
         hf = {k: statistics.mean(f[k] for f in figures["transformers"]) for k in figures["transformers"][0]}
         vl = figures["vllm"][0]
-        print(f"\n## 8 chats x 3 turns with an image, {args.tokens} new tokens a turn "
-              f"(prompts up to {vl['prompt_tokens_max']} tokens)")
+        print(
+            f"\n## 8 chats x 3 turns with an image, {args.tokens} new tokens a turn "
+            f"(prompts up to {vl['prompt_tokens_max']} tokens)"
+        )
         print("| backend | wall s | tokens/s | TTFT p50 s | TTFT p95 s |\n|---|---|---|---|---|")
         for name, f in (("transformers (mean of 2)", hf), ("vllm", vl)):
-            print(f"| {name} | {f['wall_s']:.2f} | {f['tokens_per_s']:.0f} | {f['ttft_p50']:.3f} | {f['ttft_p95']:.3f} |")
-        print(f"tokens/s ratio vllm/transformers: {vl['tokens_per_s'] / hf['tokens_per_s']:.2f} (target >= 4); "
-              f"p95 TTFT ratio: {vl['ttft_p95'] / hf['ttft_p95']:.2f} (target <= 0.5)")
+            print(
+                f"| {name} | {f['wall_s']:.2f} | {f['tokens_per_s']:.0f} | {f['ttft_p50']:.3f} | {f['ttft_p95']:.3f} |"
+            )
+        print(
+            f"tokens/s ratio vllm/transformers: {vl['tokens_per_s'] / hf['tokens_per_s']:.2f} (target >= 4); "
+            f"p95 TTFT ratio: {vl['ttft_p95'] / hf['ttft_p95']:.2f} (target <= 0.5)"
+        )
 
     if "app" in args.parts:
         vllm_engine.sampling_overrides = {}
@@ -140,9 +148,11 @@ def part_concurrent_and_app(args, work: Path) -> None:
         engine_ttfts = _stored_ttfts(ctx)[-10:]
         overhead = [f - e for f, e in zip(firsts, engine_ttfts)]
         print("\n## The app's request path on --backend vllm (/answer, 10 sequential calls)")
-        print(f"first chunk at the client p50 {statistics.median(firsts) * 1000:.0f} ms; engine TTFT p50 "
-              f"{statistics.median(engine_ttfts) * 1000:.0f} ms; app overhead p50 {statistics.median(overhead) * 1000:.0f}"
-              f" ms, max {max(overhead) * 1000:.0f} ms (target <= 50 ms)")
+        print(
+            f"first chunk at the client p50 {statistics.median(firsts) * 1000:.0f} ms; engine TTFT p50 "
+            f"{statistics.median(engine_ttfts) * 1000:.0f} ms; app overhead p50 {statistics.median(overhead) * 1000:.0f}"
+            f" ms, max {max(overhead) * 1000:.0f} ms (target <= 50 ms)"
+        )
         for clients in (1, 4):
             done = []
             start = time.perf_counter()
@@ -158,8 +168,10 @@ def part_concurrent_and_app(args, work: Path) -> None:
             for thread in threads:
                 thread.join()
             wall = time.perf_counter() - start
-            print(f"{clients} client(s) x 5 calls: {len(done) / wall:.2f} answers/s, first chunk p50 "
-                  f"{statistics.median(done) * 1000:.0f} ms")
+            print(
+                f"{clients} client(s) x 5 calls: {len(done) / wall:.2f} answers/s, first chunk p50 "
+                f"{statistics.median(done) * 1000:.0f} ms"
+            )
     demo.close()
     vllm_engine.shutdown()
 
@@ -179,9 +191,16 @@ def part_prefix(args, work: Path) -> None:
     from tests.vllm.checkpoints import write_official
 
     checkpoint = write_official(
-        work / "wide", sizes={"hidden_size": 512, "intermediate_size": 1024, "num_hidden_layers": 4,
-                              "num_attention_heads": 8, "num_key_value_heads": 2, "mm_hidden_size": 256,
-                              "patch_stride": 16},  # 32-pixel patches, as in the 7B
+        work / "wide",
+        sizes={
+            "hidden_size": 512,
+            "intermediate_size": 1024,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 8,
+            "num_key_value_heads": 2,
+            "mm_hidden_size": 256,
+            "patch_stride": 16,
+        },  # 32-pixel patches, as in the 7B
         image_max_size=1600,
     )
     engine = VllmEngine.load(str(checkpoint), dtype="float32")
@@ -193,12 +212,19 @@ def part_prefix(args, work: Path) -> None:
         first = ChatRequest([Turn("user", "What is written here?", [image])], settings)
         record1 = next(e.record for e in engine.stream(first) if isinstance(e, Finished))
         assert record1.status == "done", record1.error
-        follow = ChatRequest([Turn("user", "What is written here?", [image]), Turn("assistant", record1.text),
-                              Turn("user", "and what colour is the sign?")], settings)
+        follow = ChatRequest(
+            [
+                Turn("user", "What is written here?", [image]),
+                Turn("assistant", record1.text),
+                Turn("user", "and what colour is the sign?"),
+            ],
+            settings,
+        )
         record2 = next(e.record for e in engine.stream(follow) if isinstance(e, Finished))
         assert record2.status == "done", record2.error
-        rows.append((record1.prompt_tokens, record1.time_to_first_token, record2.prompt_tokens,
-                     record2.time_to_first_token))
+        rows.append(
+            (record1.prompt_tokens, record1.time_to_first_token, record2.prompt_tokens, record2.time_to_first_token)
+        )
     rows = rows[1:]  # the first image warms up
     print("\n## Follow-up about the same image (prefix cache), width 512, 4 layers, 640x480 -> 1856x1408 image")
     print("| first turn tokens | TTFT s | follow-up tokens | TTFT s | ratio |\n|---|---|---|---|---|")

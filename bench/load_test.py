@@ -52,8 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", help="a running app on 127.0.0.1 (default: start one in this process)")
     parser.add_argument("--model", help="checkpoint for the in-process app (default: the project's small model)")
-    parser.add_argument("--data-dir", type=Path,
-                        help="the app's data directory (default for the in-process app: a temporary folder)")
+    parser.add_argument(
+        "--data-dir", type=Path, help="the app's data directory (default for the in-process app: a temporary folder)"
+    )
     parser.add_argument("--db-url", help="the app's database URL, when it is not the SQLite file in --data-dir")
     parser.add_argument("--clients", type=int, default=8, help=f"concurrent clients (1..{MAX_CLIENTS})")
     parser.add_argument("--requests", type=int, default=5, help=f"requests per client (1..{MAX_REQUESTS})")
@@ -93,12 +94,15 @@ def start_app(model: str | None, data_dir: Path):
         port = sock.getsockname()[1]
     argv = ["--data-dir", str(data_dir), "--port", str(port)] + (["--model", model] if model else [])
     demo, ctx = create_app(argv)
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx.settings))
+    demo.launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx.settings)
+    )
     return f"http://127.0.0.1:{port}/", demo, ctx.storage
 
 
-def run_client(url: str, client: int, work: list[tuple[Path, str]], max_new_tokens: int, deadline: float,
-               results: list[Result]) -> None:
+def run_client(
+    url: str, client: int, work: list[tuple[Path, str]], max_new_tokens: int, deadline: float, results: list[Result]
+) -> None:
     """One client: its requests in turn, each waited for until the run's deadline."""
     from gradio_client import Client, handle_file
 
@@ -120,15 +124,21 @@ def run_client(url: str, client: int, work: list[tuple[Path, str]], max_new_toke
         results.append(result)
 
 
-def run_load(url: str, images: list[tuple[Path, str]], clients: int, max_new_tokens: int,
-             timeout: float) -> tuple[list[Result], float]:
+def run_load(
+    url: str, images: list[tuple[Path, str]], clients: int, max_new_tokens: int, timeout: float
+) -> tuple[list[Result], float]:
     """All clients at once; returns the results and the wall time in seconds."""
     per_client = len(images) // clients
     deadline = time.monotonic() + timeout
     results: list[Result] = []
-    threads = [threading.Thread(target=run_client, daemon=True, args=(
-        url, c, images[c * per_client:(c + 1) * per_client], max_new_tokens, deadline, results))
-        for c in range(clients)]
+    threads = [
+        threading.Thread(
+            target=run_client,
+            daemon=True,
+            args=(url, c, images[c * per_client : (c + 1) * per_client], max_new_tokens, deadline, results),
+        )
+        for c in range(clients)
+    ]
     start = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -176,15 +186,19 @@ def percentile(values: list[float], q: float) -> float:
 def report(results: list[Result], expected: int, wall: float) -> bool:
     answered = [r for r in results if r.error is None and isinstance(r.answer, str)]
     failed = [r for r in results if r not in answered]
-    print(f"requests: {expected} sent, {len(answered)} answered, {len(failed)} failed, "
-          f"{expected - len(results)} unfinished")
+    print(
+        f"requests: {expected} sent, {len(answered)} answered, {len(failed)} failed, "
+        f"{expected - len(results)} unfinished"
+    )
     for r in failed[:10]:
         print(f"  client {r.client} {r.image.name}: {r.error or 'no answer'}")
     if answered:
         latencies = [r.latency for r in answered]
         print(f"wall time {wall:.1f} s, throughput {len(answered) / wall:.2f} answers/s")
-        print(f"latency (submit to final answer, queue included): p50 {percentile(latencies, 50):.2f} s, "
-              f"p95 {percentile(latencies, 95):.2f} s, max {max(latencies):.2f} s")
+        print(
+            f"latency (submit to final answer, queue included): p50 {percentile(latencies, 50):.2f} s, "
+            f"p95 {percentile(latencies, 95):.2f} s, max {max(latencies):.2f} s"
+        )
     return len(answered) == expected
 
 
@@ -202,17 +216,21 @@ def main(argv: list[str] | None = None) -> int:
             url, demo, storage = start_app(args.model, args.data_dir or tmp / "app-data")
         try:
             before = {c["id"] for c in storage.list_conversations(limit=10_000)} if storage else set()
-            print(f"{args.clients} clients x {args.requests} /answer requests, max {args.max_new_tokens} new tokens, "
-                  f"against {url}")
+            print(
+                f"{args.clients} clients x {args.requests} /answer requests, max {args.max_new_tokens} new tokens, "
+                f"against {url}"
+            )
             results, wall = run_load(url, images, args.clients, args.max_new_tokens, args.timeout)
             ok = report(results, total, wall)
             if storage is None:
                 print("database: not checked (pass the app's --data-dir or --db-url)")
                 return 0 if ok else 1
             problems, durations = check_database(storage, before, [r for r in results if r.error is None])
-            print(f"database: {len(durations)} of {total} answers logged with their question, image and "
-                  f"generation record" + (f"; server-side generation p50 {statistics.median(durations):.2f} s"
-                                          if durations else ""))
+            print(
+                f"database: {len(durations)} of {total} answers logged with their question, image and "
+                f"generation record"
+                + (f"; server-side generation p50 {statistics.median(durations):.2f} s" if durations else "")
+            )
             for problem in problems[:10]:
                 print(f"  {problem}")
             return 0 if ok and not problems and len(durations) == total else 1

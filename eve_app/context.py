@@ -21,19 +21,19 @@ class StopEvents:
     """
 
     def __init__(self) -> None:
-        self._events: dict[str, threading.Event] = {}
+        self._events: dict[str | None, threading.Event] = {}  # keyed by Gradio session (None: no session)
         self._lock = threading.Lock()
 
-    def new(self, session: str) -> threading.Event:
+    def new(self, session: str | None) -> threading.Event:
         with self._lock:
             self._events[session] = threading.Event()
             return self._events[session]
 
-    def current(self, session: str) -> threading.Event:
+    def current(self, session: str | None) -> threading.Event:
         with self._lock:
             return self._events.setdefault(session, threading.Event())
 
-    def stop(self, session: str) -> None:
+    def stop(self, session: str | None) -> None:
         with self._lock:
             event = self._events.get(session)
         if event is not None:

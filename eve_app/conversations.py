@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from model.shared import num_image_tokens
+
 from .engine import ChatRequest, Engine, Finished, GenerationRecord, GenerationSettings, TextDelta
 from .errors import UserError
 from .limits import ImageGate
@@ -63,11 +65,10 @@ class ConversationService:
         return max(self.engine.context_length // 2, 16)
 
     def image_size_limit(self) -> int:
-        """The largest image side whose tokens (a square image: 1 + c(c + 1) for c patches a side) fit in half the
-        context, and at most MAX_IMAGE_SIDE."""
+        """The largest side of a square image whose tokens fit in half the context, and at most MAX_IMAGE_SIDE."""
         patch, half = self.engine.patch_size, self.engine.context_length // 2
         cells = math.isqrt(half)
-        while cells > 1 and 1 + cells * (cells + 1) > half:
+        while cells > 1 and num_image_tokens(cells * patch, cells * patch, patch) > half:
             cells -= 1
         return min(cells * patch, MAX_IMAGE_SIDE)
 

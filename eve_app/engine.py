@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Empty
+from typing import Any, cast
 
 import torch
 from huggingface_hub import RepoCard
@@ -20,6 +21,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStr
 
 from model import load_pretrained
 from model.loading import resolve_checkpoint
+from model.shared import IMAGE_PLACEHOLDER
 
 from .spaces_support import gpu
 
@@ -35,7 +37,7 @@ class GenerationSettings:
 
     def generate_kwargs(self) -> dict:
         sampling = self.temperature > 0
-        kwargs = {
+        kwargs: dict[str, Any] = {
             "max_new_tokens": self.max_new_tokens,
             "do_sample": sampling,
             "repetition_penalty": self.repetition_penalty,
@@ -98,7 +100,8 @@ class _StopOnEvent(StoppingCriteria):
         self.event = event
 
     def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+        stop = torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+        return cast(torch.BoolTensor, stop)
 
 
 class Engine:
@@ -155,10 +158,6 @@ class Engine:
         return int(self.processor.image_processor.max_size)
 
     @property
-    def busy(self) -> bool:
-        return self._lock.locked()
-
-    @property
     def patch_size(self) -> int:
         """Pixels a side of one image token."""
         image_processor = self.processor.image_processor
@@ -172,7 +171,7 @@ class Engine:
         """Prompt and pixel tensors for the conversation; raises EngineError for bad images or an over-long prompt."""
         messages, images = [], []
         for turn in turns:
-            placeholders = "<image>\n" * len(turn.images)
+            placeholders = f"{IMAGE_PLACEHOLDER}\n" * len(turn.images)
             messages.append({"role": turn.role, "content": placeholders + turn.text})
             images.extend(turn.images)
         prompt = self.processor.build_prompt(messages)
@@ -278,4 +277,4 @@ class _TokenCounter(StoppingCriteria):
         if self.record.new_tokens == 0:
             self.record.time_to_first_token = time.perf_counter() - self.start
         self.record.new_tokens += 1
-        return torch.zeros((input_ids.shape[0],), dtype=torch.bool, device=input_ids.device)
+        return cast(torch.BoolTensor, torch.zeros((input_ids.shape[0],), dtype=torch.bool, device=input_ids.device))

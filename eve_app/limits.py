@@ -73,7 +73,9 @@ class ImageGate:
         if size == 0:
             raise UserError(f"{name} is empty (0 bytes).")
         if size > limits.max_image_bytes:
-            raise UserError(f"{name} is {human_size(size)}; the limit is {human_size(limits.max_image_bytes)} an image.")
+            raise UserError(
+                f"{name} is {human_size(size)}; the limit is {human_size(limits.max_image_bytes)} an image."
+            )
         ext = sniff_format(head)
         if ext is None:
             raise UserError(f"{name} is not an accepted image: send a {ACCEPTED_NAMES} file.")

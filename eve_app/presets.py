@@ -1,23 +1,17 @@
 """Task presets: an instruction, generation defaults and example images for each task the model was trained for.
 
 A checkpoint may ship a `tasks.json` ({"OCR": {"instruction": ...}, ...}); the app shows exactly its presets, so a
-different checkpoint brings its own. Checkpoints without one (the official 7B) get the built-in presets. "Free chat"
-is always there.
+different checkpoint brings its own. Checkpoints without one (the official 7B) get the tasks and canonical
+instructions of `model.shared`, the ones the synthetic data teaches. "Free chat" is always there.
 """
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "examples"
-FREE_CHAT = "Free chat"
-BUILTIN = {
-    "OCR": "Read all the text in the image.",
-    "Poster": "What are the title and the date of this poster?",
-    "Webpage": "Describe this webpage: site name, links, headline and button.",
-    "Scene description": "Describe the objects in the image and where they are.",
-}
-EXAMPLE_FOLDERS = {"OCR": "ocr", "Poster": "poster", "Webpage": "webpage", "Scene description": "scene"}
+from model.shared import FREE_CHAT, PROJECT_ROOT, TASK_KEYS, task_instructions
+
+EXAMPLES_DIR = PROJECT_ROOT / "assets" / "examples"  # one folder per task key, "free" for Free chat
 
 
 @dataclass
@@ -30,7 +24,7 @@ class TaskPreset:
 
 
 def _examples(name: str) -> list[str]:
-    folder = EXAMPLES_DIR / EXAMPLE_FOLDERS.get(name, "free")
+    folder = EXAMPLES_DIR / TASK_KEYS.get(name, "free")
     return sorted(str(p) for p in folder.glob("*.png")) if folder.is_dir() else []
 
 
@@ -40,7 +34,7 @@ def load_presets(checkpoint: str | Path | None) -> list[TaskPreset]:
     if tasks_file and tasks_file.is_file():
         tasks = {name: entry["instruction"] for name, entry in json.loads(tasks_file.read_text()).items()}
     else:
-        tasks = BUILTIN
+        tasks = task_instructions()
     presets = [TaskPreset(name, instruction, examples=_examples(name)) for name, instruction in tasks.items()]
     presets.append(TaskPreset(FREE_CHAT, "", max_new_tokens=512, temperature=0.7, examples=_examples(FREE_CHAT)))
     return presets

@@ -5,16 +5,19 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from model.shared import PROJECT_ROOT
 
 from .jobs.archive import Limits
 from .limits import ChatLimits
 
-DEFAULT_MODEL = str(Path(__file__).resolve().parents[1] / "assets" / "eve-tiny")
+DEFAULT_MODEL = str(PROJECT_ROOT / "assets" / "eve-tiny")
 SECRET_FILE = ".secret"
 MIB = 1 << 20
 
 # What a visitor may send: (flag, default, help). Each is also an environment variable EVE_<FLAG>.
-LIMIT_FLAGS = {
+LIMIT_FLAGS: dict[str, tuple[Any, str]] = {
     "max_image_mb": (20.0, "largest image file, in MiB"),
     "max_image_megapixels": (40.0, "largest image, in millions of pixels"),
     "max_images_per_message": (4, "images in one chat message"),
@@ -119,14 +122,18 @@ def _env(name: str, default=None):
 
 
 def parse_settings(argv: list[str] | None = None) -> Settings:
+    """Settings from flags; a flag not given takes its environment variable, else the `Settings` default."""
+    defaults = Settings()  # the one place the defaults are written
     parser = argparse.ArgumentParser(description="EVEv2 demo: chat with images, browse logs, fine-tune.")
     parser.add_argument(
         "--model",
-        default=_env("EVE_MODEL", DEFAULT_MODEL),
+        default=_env("EVE_MODEL", defaults.model),
         help="checkpoint folder or Hub id, e.g. BAAI/EVE-7B-HD-v2.0 (env EVE_MODEL; default: the "
         "project's small model)",
     )
-    parser.add_argument("--device", default=_env("EVE_DEVICE", "cpu"), help="cpu, cuda, cuda:1 (env EVE_DEVICE)")
+    parser.add_argument(
+        "--device", default=_env("EVE_DEVICE", defaults.device), help="cpu, cuda, cuda:1 (env EVE_DEVICE)"
+    )
     parser.add_argument(
         "--dtype",
         default=_env("EVE_DTYPE"),
@@ -141,28 +148,35 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     )
     parser.add_argument(
         "--backend",
-        default=_env("EVE_BACKEND", "transformers"),
+        default=_env("EVE_BACKEND", defaults.backend),
         choices=["transformers", "vllm"],
         help="what generates answers: transformers (one at a time) or vllm (continuous batching; needs the "
         "vLLM environment, make vllm-setup) (env EVE_BACKEND)",
     )
     parser.add_argument(
         "--api-base",
-        default=_env("EVE_API_BASE"),
+        default=_env("EVE_API_BASE", defaults.api_base),
         help="URL of a running vLLM OpenAI-compatible server to answer instead (env EVE_API_BASE); --model names "
         "the same checkpoint, read for its tokenizer and image settings",
     )
-    parser.add_argument("--api-key", default=_env("EVE_API_KEY"), help="key for --api-base (env EVE_API_KEY)")
     parser.add_argument(
-        "--host", default=_env("GRADIO_SERVER_NAME", "127.0.0.1"), help="address to listen on (env GRADIO_SERVER_NAME)"
+        "--api-key", default=_env("EVE_API_KEY", defaults.api_key), help="key for --api-base (env EVE_API_KEY)"
     )
     parser.add_argument(
-        "--port", type=int, default=int(_env("GRADIO_SERVER_PORT", 7860)), help="port (env GRADIO_SERVER_PORT)"
+        "--host",
+        default=_env("GRADIO_SERVER_NAME", defaults.host),
+        help="address to listen on (env GRADIO_SERVER_NAME)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(_env("GRADIO_SERVER_PORT", defaults.port)),
+        help="port (env GRADIO_SERVER_PORT)",
     )
     parser.add_argument(
         "--data-dir",
         type=Path,
-        default=Path(_env("EVE_DATA_DIR", "data")),
+        default=Path(_env("EVE_DATA_DIR", defaults.data_dir)),
         help="database, images and job runs (env EVE_DATA_DIR)",
     )
     parser.add_argument(
@@ -182,16 +196,17 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         help="allow fine-tune jobs on a Hugging Face Space (env EVE_ALLOW_JOBS_ON_SPACES=1)",
     )
     parser.add_argument(
-        "--secret", default=_env("EVE_SECRET"), help="key of the browsers' owner tokens (env EVE_SECRET; default: "
-        "made once in the data directory)"
+        "--secret",
+        default=_env("EVE_SECRET"),
+        help="key of the browsers' owner tokens (env EVE_SECRET; default: made once in the data directory)",
     )
     limits = parser.add_argument_group("limits on what a visitor may send")
-    for name, (default, text) in LIMIT_FLAGS.items():
+    for name, (value, text) in LIMIT_FLAGS.items():
         limits.add_argument(
             "--" + name.replace("_", "-"),
-            type=type(default),
-            default=type(default)(_env("EVE_" + name.upper(), default)),
-            help=f"{text} (env EVE_{name.upper()}; default {default:g})",
+            type=type(value),
+            default=type(value)(_env("EVE_" + name.upper(), value)),
+            help=f"{text} (env EVE_{name.upper()}; default {value:g})",
         )
     args = parser.parse_args(argv)
     return Settings(**vars(args))

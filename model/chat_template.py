@@ -5,11 +5,16 @@
     {system} USER: <image>\\n{question} ASSISTANT: {answer}<|im_end|>USER: {question} ASSISTANT:
 
 `plain` is the official pre-training format: the image placeholder followed by the caption and a newline.
+
+`ChatTemplate.to_jinja` writes the same format as a Jinja chat template, which `EveProcessor.apply_chat_template`
+renders; messages there may also carry image content blocks (`{"type": "image"}`), each of which becomes the
+placeholder and a newline, where the official prompts put it.
 """
 
+import json
 from dataclasses import dataclass
 
-from .constants import DEFAULT_IMAGE_TOKEN
+from .shared import IMAGE_PLACEHOLDER
 
 Message = dict[str, str]  # {"role": "user" | "assistant", "content": str}
 
@@ -35,7 +40,7 @@ class ChatTemplate:
         for message in messages:
             role, content = message["role"], message["content"]
             if role == "user":
-                text = content if self.keep_user_text else DEFAULT_IMAGE_TOKEN * content.count(DEFAULT_IMAGE_TOKEN)
+                text = content if self.keep_user_text else IMAGE_PLACEHOLDER * content.count(IMAGE_PLACEHOLDER)
                 pieces.append((self.user_prefix + text + self.user_suffix + self.assistant_prefix, False))
             elif role == "assistant":
                 pieces.append((self.answer_prefix + content + self.turn_end, True))
@@ -49,6 +54,40 @@ class ChatTemplate:
 
     def render(self, messages: list[Message], add_generation_prompt: bool = True) -> str:
         return "".join(text for text, _ in self.segments(messages, add_generation_prompt))
+
+    def to_jinja(self) -> str:
+        """This format as a Jinja chat template (transformers' `apply_chat_template`), from the same fields, so the
+        two cannot drift apart; `tests/model/test_processing.py` renders both."""
+
+        def literal(text: str) -> str:
+            return json.dumps(text)  # a JSON string is a valid Jinja string literal
+
+        user_text = (
+            "text"
+            if self.keep_user_text
+            else f"{literal(IMAGE_PLACEHOLDER)} * text.count({literal(IMAGE_PLACEHOLDER)})"
+        )
+        return (
+            "{%- macro content(message) -%}"
+            "{%- if message['content'] is string -%}{{- message['content'] -}}"
+            "{%- else -%}{%- for block in message['content'] -%}"
+            f"{{%- if block['type'] == 'image' -%}}{{{{- {literal(IMAGE_PLACEHOLDER + chr(10))} -}}}}"
+            "{%- elif block['type'] == 'text' -%}{{- block['text'] -}}{%- endif -%}"
+            "{%- endfor -%}{%- endif -%}"
+            "{%- endmacro -%}"
+            f"{{{{- {literal(self.system)} -}}}}"
+            "{%- for message in messages -%}"
+            "{%- set text = content(message) -%}"
+            "{%- if message['role'] == 'user' -%}"
+            f"{{{{- {literal(self.user_prefix)} + {user_text} + {literal(self.user_suffix)} -}}}}"
+            f"{{%- if add_generation_prompt or not loop.last -%}}{{{{- {literal(self.assistant_prefix)} -}}}}{{%- endif -%}}"
+            "{%- elif message['role'] == 'assistant' -%}"
+            f"{{{{- {literal(self.answer_prefix)} + text + {literal(self.turn_end)} -}}}}"
+            "{%- else -%}"
+            "{{- raise_exception(\"Unknown role '\" + message['role'] + \"': messages take 'user' or 'assistant'\") -}}"
+            "{%- endif -%}"
+            "{%- endfor -%}"
+        )
 
 
 TEMPLATES = {

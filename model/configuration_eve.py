@@ -5,10 +5,13 @@ It reads the official `config.json` as it is. The official checkpoint only recor
 need that folder, because the image-preprocessing settings are fields of this config with the official defaults.
 """
 
+from typing import Any
+
 from huggingface_hub.dataclasses import strict
 from transformers import Qwen2Config
 
 from .image_processing_eve import CLIP_MEAN, CLIP_STD
+from .shared import DEFAULT_DENSE_STRIDE, DEFAULT_IMAGE_MAX_SIZE, DEFAULT_PATCH_STRIDE
 
 VISION_PARTS = ("layernorm", "self_attn", "mlp")
 
@@ -44,25 +47,27 @@ class EveConfig(Qwen2Config):
 
     # Patch embedding: conv1 width (official `mm_hidden_size`) and the two conv strides (16 x 2 = 32 px patches).
     mm_hidden_size: int = 1024
-    patch_stride: int = 16
-    dense_stride: int = 2
+    patch_stride: int = DEFAULT_PATCH_STRIDE
+    dense_stride: int = DEFAULT_DENSE_STRIDE
     # Official bookkeeping; may name a folder that does not exist (never opened unless it does).
     mm_vision_tower: str | None = "openai/eve-anyratio-res1600-patch16"
     # Vision twins ("moe" in the official names): which parts of every decoder layer have a vision copy.
     add_moe: bool = True
     moe_part: str = "layernorm-self_attn-mlp"
     # Image preprocessing (official res1600 preprocessor): images are rescaled to an area of image_max_size**2.
-    image_max_size: int = 1600
+    image_max_size: int = DEFAULT_IMAGE_MAX_SIZE
     image_mean: list[float] | tuple[float, ...] = CLIP_MEAN
     image_std: list[float] | tuple[float, ...] = CLIP_STD
     # Id written at image positions of `input_ids`; the official code writes 0 there too, so repetition
     # penalty over the prompt behaves identically.
     image_token_id: int = 0
 
-    def __post_init__(self, **kwargs):
+    def __post_init__(self, **kwargs: Any) -> None:
         unknown = set(self.moe_part.split("-")) - set(VISION_PARTS) if self.moe_part else set()
         if unknown:
-            raise ValueError(f"moe_part has unknown parts {sorted(unknown)}; expected a '-'-joined subset of {VISION_PARTS}")
+            raise ValueError(
+                f"moe_part has unknown parts {sorted(unknown)}; expected a '-'-joined subset of {VISION_PARTS}"
+            )
         super().__post_init__(**kwargs)
 
     def has_vision_twin(self, part: str) -> bool:

@@ -2,7 +2,6 @@
 
 # Official sentinel that marks where an image goes in a tokenised prompt before expansion.
 IMAGE_TOKEN_INDEX = -200
-# Placeholder text that users write in prompts; it is not a vocabulary token.
-DEFAULT_IMAGE_TOKEN = "<image>"
+# The image placeholder users write in prompts (official DEFAULT_IMAGE_TOKEN) is `shared.IMAGE_PLACEHOLDER`.
 # Label value ignored by the loss.
 IGNORE_INDEX = -100

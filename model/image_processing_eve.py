@@ -14,14 +14,22 @@ After resizing the image is divided by 255, normalised with the CLIP mean/std an
 tensor. The resize is done here (the official code does it before a ``CLIPImageProcessor`` with resizing off).
 """
 
-import math
 import os
 import warnings
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+from transformers.image_processing_utils import BaseImageProcessor
+
+from .shared import (
+    DEFAULT_DENSE_STRIDE,
+    DEFAULT_IMAGE_MAX_SIZE,
+    DEFAULT_PATCH_STRIDE,
+    num_image_tokens,
+    resized_size,
+)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -53,18 +61,39 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-class EveImageProcessor:
-    """Turns images into normalised pixel tensors whose sides are multiples of the EVE patch size."""
+class EveImagesKwargs(TypedDict, total=False):
+    """The settings `EveImageProcessor.from_pretrained(..., **overrides)` accepts (transformers reads this type)."""
+
+    max_size: int
+    patch_stride: int
+    dense_stride: int
+    image_mean: tuple[float, float, float]
+    image_std: tuple[float, float, float]
+    max_image_pixels: int
+
+
+class EveImageProcessor(BaseImageProcessor):
+    """Turns images into normalised pixel tensors whose sides are multiples of the EVE patch size.
+
+    A transformers image processor, so `save_pretrained` writes `preprocessor_config.json` and `AutoImageProcessor` (and
+    `EveProcessor.from_pretrained`) read it back.
+    """
+
+    model_input_names = ["pixel_values"]
+    valid_kwargs = EveImagesKwargs  # type: ignore[assignment]  # transformers reads only its keys
 
     def __init__(
         self,
-        max_size: int = 1600,
-        patch_stride: int = 16,
-        dense_stride: int = 2,
-        image_mean: tuple[float, float, float] = CLIP_MEAN,
-        image_std: tuple[float, float, float] = CLIP_STD,
+        max_size: int = DEFAULT_IMAGE_MAX_SIZE,
+        patch_stride: int = DEFAULT_PATCH_STRIDE,
+        dense_stride: int = DEFAULT_DENSE_STRIDE,
+        image_mean: tuple[float, ...] | list[float] = CLIP_MEAN,
+        image_std: tuple[float, ...] | list[float] = CLIP_STD,
         max_image_pixels: int = 64_000_000,
+        **kwargs: Any,
     ):
+        kwargs.pop("image_processor_type", None)  # written by `to_dict`, names this class
+        super().__init__(**kwargs)
         self.max_size = max_size
         self.patch_stride = patch_stride
         self.dense_stride = dense_stride
@@ -93,21 +122,7 @@ class EveImageProcessor:
         self, width: int, height: int, mode: str = "inference", max_size: int | None = None
     ) -> tuple[int, int]:
         """(new_width, new_height) by the official rule; mode "inference" or "train" (see the module docstring)."""
-        if width <= 0 or height <= 0:
-            raise ValueError(f"image size must be positive, got {width}x{height}")
-        max_size = max_size or self.max_size
-        p = self.patch_size
-        if mode == "inference":
-            factor = max_size / math.sqrt(width * height)
-            snap = math.ceil
-        elif mode == "train":
-            factor = min(max_size / math.sqrt(width * height), 1.0)  # never upscale
-            snap = round
-        else:
-            raise ValueError(f"unknown resize mode {mode!r}; expected 'inference' or 'train'")
-        # Round to 6 decimals first so float noise (50.0000000001 patches) cannot add a whole extra patch.
-        new_width, new_height = (max(int(snap(round(side * factor / p, 6))) * p, p) for side in (width, height))
-        return new_width, new_height
+        return resized_size(width, height, self.patch_size, max_size or self.max_size, mode)
 
     def load_image(self, image: ImageInput) -> Image.Image:
         """Open (if a path), size-check, fully decode, apply EXIF orientation and convert to RGB.
@@ -149,11 +164,11 @@ class EveImageProcessor:
         size = self.target_size(*img.size, mode=mode, max_size=max_size)
         if img.size != size:
             img = img.resize(size, Image.Resampling.BICUBIC)
-        array = np.asarray(img, dtype=np.float32) / 255.0  # (H, W, 3)
-        array = (array - np.asarray(self.image_mean, dtype=np.float32)) / np.asarray(self.image_std, dtype=np.float32)
+        mean, std = (np.asarray(values, dtype=np.float32) for values in (self.image_mean, self.image_std))
+        array: np.ndarray = (np.asarray(img, dtype=np.float32) / 255.0 - mean) / std  # (H, W, 3)
         return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))  # (3, H, W)
 
-    def __call__(
+    def __call__(  # type: ignore[override]  # a list of differently sized tensors, not a padded BatchFeature
         self, images: list[ImageInput], mode: str = "inference", max_size: int | None = None
     ) -> list[torch.Tensor]:
         """Preprocess each image separately; sizes differ, so the result is a list, not a batch."""
@@ -161,11 +176,10 @@ class EveImageProcessor:
 
     def num_image_tokens(self, height: int, width: int) -> int:
         """Tokens for a preprocessed [3, H, W] tensor: one class token plus h rows of w patches and a row split."""
-        h, w = height // self.patch_size, width // self.patch_size
-        return 1 + h * (w + 1)
+        return num_image_tokens(height, width, self.patch_size)
 
-    def to_dict(self) -> dict:
-        """Plain settings, e.g. for saving next to a checkpoint."""
+    def to_dict(self) -> dict[str, Any]:
+        """Plain settings (what `preprocessor_config.json` holds), and the class name `AutoImageProcessor` reads."""
         return {
             "max_size": self.max_size,
             "patch_stride": self.patch_stride,
@@ -173,4 +187,5 @@ class EveImageProcessor:
             "image_mean": list(self.image_mean),
             "image_std": list(self.image_std),
             "max_image_pixels": self.max_image_pixels,
+            "image_processor_type": type(self).__name__,
         }

@@ -27,9 +27,13 @@ def resolve_checkpoint(path_or_repo_id: str | os.PathLike) -> Path:
     if path.is_dir():
         return path
     if path.exists() or str(path_or_repo_id).count("/") != 1:
-        raise ValueError(f"{path_or_repo_id} is neither a checkpoint folder nor a Hub repo id like 'BAAI/EVE-7B-HD-v2.0'")
+        raise ValueError(
+            f"{path_or_repo_id} is neither a checkpoint folder nor a Hub repo id like 'BAAI/EVE-7B-HD-v2.0'"
+        )
     try:
-        return Path(snapshot_download(str(path_or_repo_id), allow_patterns=["*.json", "*.safetensors", "*.txt", "*.jinja"]))
+        return Path(
+            snapshot_download(str(path_or_repo_id), allow_patterns=["*.json", "*.safetensors", "*.txt", "*.jinja"])
+        )
     except Exception as error:  # offline without a cached copy, unknown repo, no network, ...
         raise ValueError(f"Could not find {path_or_repo_id} locally or in the Hub cache: {error}") from error
 
@@ -57,8 +61,13 @@ def apply_vision_tower_settings(config: EveConfig, folder: Path) -> None:
         settings_file = base / config.mm_vision_tower / "preprocessor_config.json"
         if settings_file.is_file():
             settings = json.loads(settings_file.read_text())
-            keys = {"max_size": "image_max_size", "patch_stride": "patch_stride", "dense_stride": "dense_stride",
-                    "image_mean": "image_mean", "image_std": "image_std"}
+            keys = {
+                "max_size": "image_max_size",
+                "patch_stride": "patch_stride",
+                "dense_stride": "dense_stride",
+                "image_mean": "image_mean",
+                "image_std": "image_std",
+            }
             for source, target in keys.items():
                 if source in settings:
                     setattr(config, target, settings[source])

@@ -10,6 +10,7 @@ logits that are asked for are computed, and the attention backend comes from tra
 """
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,7 +30,7 @@ from transformers.models.qwen2.modeling_qwen2 import (
     eager_attention_forward,
 )
 
-from .compat import CACHE_FIELD, CACHE_KWARG, pop_cache, slice_logits_to_keep
+from .compat import CACHE_NAME, cache_kwargs, slice_logits_to_keep
 from .configuration_eve import EveConfig
 from .routing import ModalityRouter, route_by_modality
 
@@ -47,14 +48,16 @@ class EvePatchEmbedding(nn.Module):
         self.patch_embedding = nn.Sequential(
             nn.Conv2d(3, config.mm_hidden_size, kernel_size=config.patch_stride, stride=config.patch_stride),
             nn.GELU(),
-            nn.Conv2d(config.mm_hidden_size, config.hidden_size, kernel_size=config.dense_stride, stride=config.dense_stride),
+            nn.Conv2d(
+                config.mm_hidden_size, config.hidden_size, kernel_size=config.dense_stride, stride=config.dense_stride
+            ),
         )
         self.class_embedding = nn.Parameter(torch.empty(config.hidden_size))
         self.split_embedding = nn.Parameter(torch.empty(config.hidden_size))
 
     def forward(self, pixel_values: list[torch.Tensor]) -> list[torch.Tensor]:
         """Embeds images of any sizes (each a multiple of the patch size); same-sized images run as one batch."""
-        features: list[torch.Tensor | None] = [None] * len(pixel_values)
+        features: dict[int, torch.Tensor] = {}  # image index -> its tokens
         dtype = self.class_embedding.dtype
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for i, pixels in enumerate(pixel_values):
@@ -70,7 +73,7 @@ class EvePatchEmbedding(nn.Module):
             tokens = torch.cat([cls, tokens], dim=1)
             for j, i in enumerate(indices):
                 features[i] = tokens[j]
-        return features
+        return [features[i] for i in range(len(pixel_values))]
 
 
 class EveAttention(Qwen2Attention):
@@ -83,8 +86,7 @@ class EveAttention(Qwen2Attention):
     def __init__(self, config: EveConfig, layer_idx: int):
         super().__init__(config, layer_idx)
         if config.has_vision_twin("self_attn"):
-            q_size = config.num_attention_heads * self.head_dim
-            kv_size = config.num_key_value_heads * self.head_dim
+            q_size, kv_size = self.q_proj.out_features, self.k_proj.out_features  # as the text projections
             self.moe_q_proj = nn.Linear(config.hidden_size, q_size, bias=True)
             self.moe_k_proj = nn.Linear(config.hidden_size, kv_size, bias=True)
             self.moe_v_proj = nn.Linear(config.hidden_size, kv_size, bias=True)
@@ -199,7 +201,7 @@ class EvePreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["EveDecoderLayer"]
-    _skip_keys_device_placement = ["cache", "past_key_values"]
+    _skip_keys_device_placement = [CACHE_NAME]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_attention_backend = True
@@ -245,7 +247,9 @@ class EveModel(EvePreTrainedModel):
         if not pixel_values:
             return inputs_embeds
         if mm_token_type_ids is None:
-            raise ValueError("pixel_values need mm_token_type_ids marking the image positions (the processor makes both)")
+            raise ValueError(
+                "pixel_values need mm_token_type_ids marking the image positions (the processor makes both)"
+            )
         features = torch.cat(self.get_image_features(pixel_values)).to(inputs_embeds.dtype)
         image_mask = mm_token_type_ids.bool()
         if int(image_mask.sum()) != features.shape[0]:
@@ -258,8 +262,8 @@ class EveModel(EvePreTrainedModel):
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | dict[str, torch.Tensor] | None = None,  # a dict: masks made by generate
+        position_ids: torch.Tensor | None = None,
         cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         pixel_values: list[torch.Tensor] | None = None,
@@ -267,11 +271,12 @@ class EveModel(EvePreTrainedModel):
         use_cache: bool | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
-        if (input_ids is None) ^ (inputs_embeds is not None):
+        if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
-        cache = pop_cache(cache, kwargs)
-        if inputs_embeds is None:
+        cache = cache if cache is not None else kwargs.pop("past_key_values", None)  # the name before 5.24
+        if input_ids is not None:
             inputs_embeds = self.embed_inputs(input_ids, pixel_values, mm_token_type_ids)
+        assert inputs_embeds is not None  # one of the two, checked above
         use_cache = self.config.use_cache if use_cache is None else use_cache
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
@@ -287,14 +292,11 @@ class EveModel(EvePreTrainedModel):
                 inputs_embeds=inputs_embeds,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
-                **{CACHE_KWARG: cache},
+                **cache_kwargs(cache),
             )
         else:
             causal_mask = causal_mask["full_attention"]
 
-        if mm_token_type_ids is not None and mm_token_type_ids.shape[-1] != inputs_embeds.shape[1]:
-            # transformers < 5.20 hands generation steps the whole sequence's flags: this chunk's are the last ones.
-            mm_token_type_ids = mm_token_type_ids[:, -inputs_embeds.shape[1] :]
         router = route_by_modality(mm_token_type_ids, self.router_class)
         position_embeddings = self.rotary_emb(inputs_embeds, position_ids)  # computed once, shared by all layers
         text_states, vision_states = router.split(inputs_embeds)  # the residual stream stays split across layers
@@ -309,7 +311,7 @@ class EveModel(EvePreTrainedModel):
                 **kwargs,
             )
         hidden_states = self.norm(router.merge(text_states, vision_states))
-        return BaseModelOutputWithPast(last_hidden_state=hidden_states, **{CACHE_FIELD: cache if use_cache else None})
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, **cache_kwargs(cache if use_cache else None))
 
 
 class EveForCausalLM(EvePreTrainedModel, GenerationMixin):
@@ -324,11 +326,20 @@ class EveForCausalLM(EvePreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
+    def prepare_inputs_for_generation(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """transformers' own, with `mm_token_type_ids` cut to this step's tokens: before 5.24 it passed the whole
+        sequence's flags to every decode step."""
+        model_inputs = super().prepare_inputs_for_generation(*args, **kwargs)
+        flags, ids = model_inputs.get("mm_token_type_ids"), model_inputs.get("input_ids")
+        if flags is not None and ids is not None and flags.shape[-1] != ids.shape[-1]:
+            model_inputs["mm_token_type_ids"] = flags[..., -ids.shape[-1] :]
+        return model_inputs
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | dict[str, torch.Tensor] | None = None,
+        position_ids: torch.Tensor | None = None,
         cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         pixel_values: list[torch.Tensor] | None = None,
@@ -340,7 +351,7 @@ class EveForCausalLM(EvePreTrainedModel, GenerationMixin):
     ) -> CausalLMOutputWithPast:
         """Like Qwen2ForCausalLM.forward, plus `pixel_values` (list of [3, H, W]) and `mm_token_type_ids` ([B, L],
         1 at image positions). `labels` cover the expanded sequence (image positions set to -100)."""
-        cache = pop_cache(cache, kwargs)
+        cache = cache if cache is not None else kwargs.pop("past_key_values", None)  # the name before 5.24
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -358,7 +369,7 @@ class EveForCausalLM(EvePreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)})
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **cache_kwargs(getattr(outputs, CACHE_NAME)))
 
 
 __all__ = ["EveAttention", "EveDecoderLayer", "EveForCausalLM", "EveModel", "EvePatchEmbedding", "EvePreTrainedModel"]

@@ -1,5 +1,11 @@
 """EVEv2 processor: chat template, tokenisation with image placeholders, and image preprocessing in one object.
 
+A transformers `ProcessorMixin`, so `AutoProcessor.from_pretrained(folder)` loads it once `model` classes are
+imported (`model.auto` registers them), `save_pretrained` writes `processor_config.json` (template, image token
+id and image settings), `chat_template.jinja` and the tokenizer, and `apply_chat_template` renders the official
+prompt from messages with image content blocks. Official checkpoints have none of those files: their processor is
+built from config.json and the tokenizer (and a saved `eve_processor.json`, which older runs of this project wrote).
+
 `<image>` is not a vocabulary token. As in the official `tokenizer_image_token`, the prompt is split on the literal
 `<image>` and each text chunk is tokenised on its own (no BOS); where the official code then writes one sentinel
 (-200) that the model later expands, we write the expanded image positions right away: `num_image_tokens` copies of
@@ -9,20 +15,37 @@ the loss work unchanged.
 """
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import torch
-from transformers import AutoTokenizer, BatchFeature, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, BatchFeature, PreTrainedTokenizerBase, ProcessorMixin
+from transformers.utils import PROCESSOR_NAME, cached_file
 
 from .chat_template import ChatTemplate, Message, get_template
-from .constants import DEFAULT_IMAGE_TOKEN, IGNORE_INDEX
+from .configuration_eve import EveConfig
+from .constants import IGNORE_INDEX
 from .image_processing_eve import EveImageProcessor, ImageInput
+from .shared import IMAGE_PLACEHOLDER
 
-PROCESSOR_FILE = "eve_processor.json"
+# Written by this project before the processor was a ProcessorMixin: {"template": name}. Still read, never written.
+LEGACY_PROCESSOR_FILE = "eve_processor.json"
+# Arguments of `from_pretrained` that locate files (local folder, Hub, cache); the rest configure the processor.
+HUB_KWARGS = ("cache_dir", "force_download", "proxies", "token", "revision", "local_files_only", "subfolder")
 
 
-class EveProcessor:
-    """Builds prompts and model inputs; `processor(text=prompt, images=[...])` gives what `model(**inputs)` takes."""
+class EveProcessor(ProcessorMixin):
+    """Builds prompts and model inputs; `processor(text=prompt, images=[...])` gives what `model(**inputs)` takes.
+
+    Args:
+        tokenizer: the checkpoint's tokenizer.
+        image_processor: resizes and normalises images (sizes from the model config).
+        template: name of the chat format (`model.chat_template.TEMPLATES`: "qwen2" for chat, "plain" for the
+            pre-training stages); it also gives `chat_template` when none is passed.
+        image_token_id: id written at image positions of `input_ids` (the config's `image_token_id`).
+        chat_template: Jinja template for `apply_chat_template`; default: `template`'s, rendered in Jinja.
+    """
 
     def __init__(
         self,
@@ -30,23 +53,35 @@ class EveProcessor:
         image_processor: EveImageProcessor,
         template: str = "qwen2",
         image_token_id: int = 0,
+        chat_template: str | None = None,
+        **kwargs: Any,
     ):
-        self.tokenizer = tokenizer
-        self.image_processor = image_processor
         self.template: ChatTemplate = get_template(template)
         self.image_token_id = image_token_id
+        super().__init__(tokenizer, image_processor, chat_template=chat_template or self.template.to_jinja(), **kwargs)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, config) -> "EveProcessor":
-        """Tokenizer files from `path`; image settings from the model config (the official checkpoint has none)."""
-        settings_file = Path(path) / PROCESSOR_FILE
-        settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-        return cls(tokenizer, EveImageProcessor.from_config(config), image_token_id=config.image_token_id, **settings)
+    def from_pretrained(  # type: ignore[override]
+        cls, pretrained_model_name_or_path: str | os.PathLike, config: EveConfig | None = None, **kwargs: Any
+    ) -> "EveProcessor":
+        """A saved processor as transformers loads it; for a checkpoint without `processor_config.json` (official
+        or older), the tokenizer files plus image settings from the model config (`config`, else config.json)."""
+        path = str(pretrained_model_name_or_path)
+        hub = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
+        if _checkpoint_file(path, PROCESSOR_NAME, hub) is not None:
+            return super().from_pretrained(path, **kwargs)
+        config = config if config is not None else EveConfig.from_pretrained(path, **hub)
+        legacy_file = _checkpoint_file(path, LEGACY_PROCESSOR_FILE, hub)
+        settings = json.loads(Path(legacy_file).read_text()) if legacy_file else {}
+        tokenizer = AutoTokenizer.from_pretrained(path, **hub)
+        image_processor = EveImageProcessor.from_config(config)
+        return cls(tokenizer, image_processor, image_token_id=config.image_token_id, **settings)
 
-    def save_pretrained(self, path: str | Path) -> None:
-        self.tokenizer.save_pretrained(str(path))
-        (Path(path) / PROCESSOR_FILE).write_text(json.dumps({"template": self.template.name}, indent=2) + "\n")
+    def to_dict(self) -> dict[str, Any]:
+        """What `processor_config.json` holds: the template by name, not the object."""
+        output = super().to_dict()
+        output["template"] = self.template.name
+        return output
 
     @property
     def stop_token_ids(self) -> list[int]:
@@ -68,17 +103,19 @@ class EveProcessor:
 
         `spell` tokenises the text one symbol per token (see `spell`).
         """
-        chunks = text.split(DEFAULT_IMAGE_TOKEN)
+        chunks = text.split(IMAGE_PLACEHOLDER)
         if len(chunks) - 1 != len(image_token_counts):
             raise ValueError(
-                f"The text has {len(chunks) - 1} {DEFAULT_IMAGE_TOKEN} placeholders but {len(image_token_counts)} "
+                f"The text has {len(chunks) - 1} {IMAGE_PLACEHOLDER} placeholders but {len(image_token_counts)} "
                 "images were given; give one image per placeholder"
             )
         ids: list[int] = []
         flags: list[int] = []
         for i, chunk in enumerate(chunks):
             if chunk:
-                chunk_ids = self.spell(chunk) if spell else self.tokenizer(chunk, add_special_tokens=False)["input_ids"]
+                chunk_ids = (
+                    self.spell(chunk) if spell else self.tokenizer(chunk, add_special_tokens=False)["input_ids"]
+                )
                 ids += chunk_ids
                 flags += [0] * len(chunk_ids)
             if i < len(image_token_counts):
@@ -93,25 +130,30 @@ class EveProcessor:
         padding_side: str = "left",
         max_size: int | None = None,
         return_tensors: str = "pt",
+        videos: None = None,
+        audio: None = None,
     ) -> BatchFeature:
         """Model inputs for one prompt or a batch of prompts.
 
         `images` lists the images in the order of the `<image>` placeholders (for a batch: a flat list over all
         prompts, or one list per prompt). Returns `input_ids`, `attention_mask`, `mm_token_type_ids` ([B, L]) and
         `pixel_values` (a list with one [3, H, W] tensor per image). Batches are padded on the left by default,
-        which is what generation needs.
+        which is what generation needs. `videos` and `audio` exist because `apply_chat_template(..., tokenize=True)`
+        passes them; EVEv2 reads neither.
         """
+        if videos is not None or audio is not None:
+            raise ValueError("EVEv2 takes text and images only, not videos or audio")
         texts = [text] if isinstance(text, str) else list(text)
         flat_images = _flatten_images(images)
         pixel_values = self.image_processor(flat_images, max_size=max_size) if flat_images else []
         counts = [self.count_image_tokens(p) for p in pixel_values]
         rows, start = [], 0
         for prompt in texts:
-            n = prompt.count(DEFAULT_IMAGE_TOKEN)
+            n = prompt.count(IMAGE_PLACEHOLDER)
             rows.append(self.tokenize_with_images(prompt, counts[start : start + n]))
             start += n
         if start != len(counts):
-            raise ValueError(f"{len(counts)} images were given for {start} {DEFAULT_IMAGE_TOKEN} placeholders")
+            raise ValueError(f"{len(counts)} images were given for {start} {IMAGE_PLACEHOLDER} placeholders")
         features = self.pad([{"input_ids": ids, "mm_token_type_ids": flags} for ids, flags in rows], padding_side)
         features["pixel_values"] = pixel_values
         return features
@@ -163,19 +205,21 @@ class EveProcessor:
         flags: list[int] = []
         labels: list[int] = []
         for text, supervised in _merge_runs(self.template.segments(messages, add_generation_prompt=False)):
-            piece_counts = [next(counts) for _ in range(text.count(DEFAULT_IMAGE_TOKEN))]
+            piece_counts = [next(counts) for _ in range(text.count(IMAGE_PLACEHOLDER))]
             piece_ids, piece_flags = self.tokenize_with_images(text, piece_counts, spell=supervised and spell_answers)
             ids += piece_ids
             flags += piece_flags
             labels += piece_ids if supervised else [IGNORE_INDEX] * len(piece_ids)
         if next(counts, None) is not None:
-            raise ValueError("More images than <image> placeholders in the conversation")
+            raise ValueError(f"More images than {IMAGE_PLACEHOLDER} placeholders in the conversation")
         return {"input_ids": ids, "mm_token_type_ids": flags, "labels": labels, "pixel_values": pixel_values}
 
-    def decode(self, token_ids, skip_special_tokens: bool = True) -> str:
+    def decode(self, token_ids: torch.Tensor | list[int], skip_special_tokens: bool = True) -> str:
+        """The text of `token_ids`, special tokens dropped and surrounding spaces stripped."""
         return self.tokenizer.decode(token_ids, skip_special_tokens=skip_special_tokens).strip()
 
-    def batch_decode(self, sequences, skip_special_tokens: bool = True) -> list[str]:
+    def batch_decode(self, sequences: torch.Tensor | list[list[int]], skip_special_tokens: bool = True) -> list[str]:
+        """`decode` for each row."""
         return [self.decode(s, skip_special_tokens) for s in sequences]
 
 
@@ -191,10 +235,21 @@ def _merge_runs(segments: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
     return merged
 
 
-def _flatten_images(images) -> list[ImageInput]:
+def _flatten_images(images: list[ImageInput] | list[list[ImageInput]] | None) -> list[ImageInput]:
     if not images:
         return []
     flat: list[ImageInput] = []
     for item in images:
         flat.extend(item if isinstance(item, (list, tuple)) else [item])
     return flat
+
+
+def _checkpoint_file(path: str, name: str, hub_kwargs: dict[str, Any]) -> str | None:
+    """The local path of `name` in a checkpoint folder or Hub repo (downloaded or cached), or None if it has none."""
+    return cached_file(
+        path,
+        name,
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+        **hub_kwargs,
+    )

@@ -26,7 +26,27 @@ TINY = {
 }
 # Small images: 16 px patches (8 x 2), images rescaled to an area of 64 x 64.
 TINY_IMAGE = {"image_max_size": 64, "patch_stride": 8, "dense_stride": 2}
-WORDS = ["the", "a", "red", "blue", "green", "circle", "square", "cat", "dog", "sign", "reads", "hello", "world", "what", "is", "written", "here", "describe", "image"]
+WORDS = [
+    "the",
+    "a",
+    "red",
+    "blue",
+    "green",
+    "circle",
+    "square",
+    "cat",
+    "dog",
+    "sign",
+    "reads",
+    "hello",
+    "world",
+    "what",
+    "is",
+    "written",
+    "here",
+    "describe",
+    "image",
+]
 
 
 def official_config(vocab_size: int, add_moe: bool = True) -> dict:
@@ -94,20 +114,22 @@ def official_state_dict(config: dict, seed: int = 0) -> dict[str, torch.Tensor]:
     for i in range(config["num_hidden_layers"]):
         layer = f"model.layers.{i}."
         for moe in prefixes:
-            shapes.update({
-                f"{layer}self_attn.{moe}q_proj.weight": rand(d, d),
-                f"{layer}self_attn.{moe}q_proj.bias": rand(d),
-                f"{layer}self_attn.{moe}k_proj.weight": rand(kv, d),
-                f"{layer}self_attn.{moe}k_proj.bias": rand(kv),
-                f"{layer}self_attn.{moe}v_proj.weight": rand(kv, d),
-                f"{layer}self_attn.{moe}v_proj.bias": rand(kv),
-                f"{layer}self_attn.{moe}o_proj.weight": rand(d, d),
-                f"{layer}{moe}mlp.gate_proj.weight": rand(inter, d),
-                f"{layer}{moe}mlp.up_proj.weight": rand(inter, d),
-                f"{layer}{moe}mlp.down_proj.weight": rand(d, inter),
-                f"{layer}{moe}input_layernorm.weight": norm(),
-                f"{layer}{moe}post_attention_layernorm.weight": norm(),
-            })
+            shapes.update(
+                {
+                    f"{layer}self_attn.{moe}q_proj.weight": rand(d, d),
+                    f"{layer}self_attn.{moe}q_proj.bias": rand(d),
+                    f"{layer}self_attn.{moe}k_proj.weight": rand(kv, d),
+                    f"{layer}self_attn.{moe}k_proj.bias": rand(kv),
+                    f"{layer}self_attn.{moe}v_proj.weight": rand(kv, d),
+                    f"{layer}self_attn.{moe}v_proj.bias": rand(kv),
+                    f"{layer}self_attn.{moe}o_proj.weight": rand(d, d),
+                    f"{layer}{moe}mlp.gate_proj.weight": rand(inter, d),
+                    f"{layer}{moe}mlp.up_proj.weight": rand(inter, d),
+                    f"{layer}{moe}mlp.down_proj.weight": rand(d, inter),
+                    f"{layer}{moe}input_layernorm.weight": norm(),
+                    f"{layer}{moe}post_attention_layernorm.weight": norm(),
+                }
+            )
     return shapes
 
 
@@ -122,8 +144,16 @@ def write_official_checkpoint(folder: Path, add_moe: bool = True, seed: int = 0)
     # Like the 7B checkpoint, the embedding has unused padding rows beyond the tokenizer's vocabulary.
     config = official_config(vocab_size=len(tokenizer) + 16, add_moe=add_moe)
     (folder / "config.json").write_text(json.dumps(config, indent=2))
-    generation = {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05,
-                  "eos_token_id": [2, 0], "pad_token_id": 0, "bos_token_id": 0}
+    generation = {
+        "do_sample": True,
+        "temperature": 0.7,
+        "top_p": 0.8,
+        "top_k": 20,
+        "repetition_penalty": 1.05,
+        "eos_token_id": [2, 0],
+        "pad_token_id": 0,
+        "bos_token_id": 0,
+    }
     (folder / "generation_config.json").write_text(json.dumps(generation, indent=2))
     state_dict = official_state_dict(config, seed)
     # Sharded with model.safetensors.index.json, as on the Hub.
@@ -139,6 +169,24 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoint_no_moe(tmp_path_factory) -> Path:
     return write_official_checkpoint(tmp_path_factory.mktemp("eve-tiny-no-moe"), add_moe=False)
+
+
+@pytest.fixture
+def tiny_in_hub_cache(tiny_checkpoint, monkeypatch, tmp_path) -> str:
+    """A Hub cache (the layout huggingface_hub writes) holding the tiny checkpoint as `BAAI/EVE-7B-HD-v2.0`; returns
+    that repo id. Offline, loaders must find it there."""
+    import huggingface_hub.constants as hub_constants
+
+    repo = tmp_path / "models--BAAI--EVE-7B-HD-v2.0"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    for file in tiny_checkpoint.iterdir():
+        (snapshot / file.name).symlink_to(file)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path))
+    return "BAAI/EVE-7B-HD-v2.0"
 
 
 @pytest.fixture(scope="session")

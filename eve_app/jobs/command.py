@@ -9,8 +9,8 @@ The UI launches the same command a user would type, so the command preview is th
 
 Every run goes through `accelerate launch` with one of the files in `configs/accelerate/`; a multi-stage run is
 `python -m model.train.pipeline ... --launcher "<accelerate launch ...>"`, which runs each stage that way. Paths in
-the command are relative to the project root, where the runner starts it. Stage presets are read from
-`model/train/stages.json` directly: this module must not import the model package (nor torch).
+the command are relative to the project root, where the runner starts it. Stage presets come from `model.shared`,
+which loads neither torch nor transformers.
 """
 
 import dataclasses
@@ -18,11 +18,10 @@ import json
 import shlex
 import sys
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-STAGES_FILE = PROJECT_ROOT / "model" / "train" / "stages.json"
+from model.shared import stage_presets
+
 ACCELERATE_DIR = "configs/accelerate"
 STRATEGIES = ("ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3")
 # accelerate config file per strategy on GPUs; the CPU uses cpu.yaml (one process) or cpu_ddp.yaml (several).
@@ -36,12 +35,6 @@ GPU_CONFIGS = {
 
 class ConfigError(ValueError):
     """The job settings cannot run; the message lists every problem."""
-
-
-@cache
-def stage_presets() -> dict[str, dict]:
-    """The stage presets of `model/train/stages.json` (title, purpose, trainable groups, lr, template, ...)."""
-    return json.loads(STAGES_FILE.read_text())
 
 
 @dataclass
@@ -228,12 +221,12 @@ def build_command(config: JobConfig) -> list[str]:
         problems.append("no output folder (the runner sets one for each job)")
     if problems:
         raise ConfigError("; ".join(problems))
-    launcher = launcher_argv(config)
+    launcher, output_dir = launcher_argv(config), str(config.output_dir)  # checked above
     if config.stages:
         pipeline = [sys.executable, "-m", "model.train.pipeline", "--stages", ",".join(config.stages)]
-        pipeline += ["--output-dir", config.output_dir, "--base", config.base, "--launcher", shlex.join(launcher)]
+        pipeline += ["--output-dir", output_dir, "--base", config.base, "--launcher", shlex.join(launcher)]
         return pipeline + training_flags(config)
-    stage = ["--base", config.base, "--stage", config.stage, "--output-dir", config.output_dir]
+    stage = ["--base", config.base, "--stage", config.stage, "--output-dir", output_dir]
     return [*launcher, "-m", "model.train", *stage, *training_flags(config)]
 
 

@@ -6,18 +6,23 @@ processor (scale down to an area of `max_size**2`, sides rounded to the patch si
 """
 
 import json
-import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
-from ..storage.images import ACCEPTED_NAMES, PIL_FORMATS
-from .command import stage_presets
+from model.shared import (
+    DEFAULT_DENSE_STRIDE,
+    DEFAULT_IMAGE_MAX_SIZE,
+    DEFAULT_PATCH_STRIDE,
+    num_image_tokens,
+    resized_size,
+    stage_image_max_size,
+    stage_presets,
+)
 
-DEFAULT_IMAGE_MAX_SIZE = 1600  # the official res1600 preprocessor
-DEFAULT_PATCH = 16 * 2  # patch_stride * dense_stride of the official model
+from ..storage.images import ACCEPTED_NAMES, PIL_FORMATS
 
 
 @dataclass(frozen=True)
@@ -25,30 +30,29 @@ class ImageSettings:
     """How images are sized for training: `max_size` None means the stage drops images (text warm-up)."""
 
     max_size: int | None = DEFAULT_IMAGE_MAX_SIZE
-    patch_size: int = DEFAULT_PATCH
+    patch_size: int = DEFAULT_PATCH_STRIDE * DEFAULT_DENSE_STRIDE
 
     @classmethod
-    def for_job(cls, base: str | Path | None = None, stage: str = "3",
-                max_image_size: int | None = None) -> "ImageSettings":
+    def for_job(
+        cls, base: str | Path | None = None, stage: str = "3", max_image_size: int | None = None
+    ) -> "ImageSettings":
         """The sizes a job will use: the base checkpoint's config.json, the stage's low/high rule, the override."""
         config = {}
         if base is not None and (Path(base) / "config.json").is_file():
             config = json.loads((Path(base) / "config.json").read_text())
         full = int(config.get("image_max_size", DEFAULT_IMAGE_MAX_SIZE))
-        patch = int(config.get("patch_stride", 16)) * int(config.get("dense_stride", 2))
+        patch = int(config.get("patch_stride", DEFAULT_PATCH_STRIDE)) * int(
+            config.get("dense_stride", DEFAULT_DENSE_STRIDE)
+        )
         rule = stage_presets().get(stage, {}).get("image_size", "high")
-        if rule is None:
-            return cls(None, patch)
-        return cls(max_image_size or (full // 2 if rule == "low" else full), patch)
+        return cls(stage_image_max_size(rule, full, max_image_size), patch)
 
     def tokens(self, width: int, height: int) -> int:
-        """Tokens of one image: a class token plus h rows of w patches, each row closed by a split token."""
+        """Tokens of one image as the trainer will resize it (0 when the stage drops images)."""
         if self.max_size is None:
             return 0
-        p = self.patch_size
-        factor = min(self.max_size / math.sqrt(width * height), 1.0)
-        w, h = (max(round(round(side * factor / p, 6)), 1) for side in (width, height))
-        return 1 + h * (w + 1)
+        new_width, new_height = resized_size(width, height, self.patch_size, self.max_size, mode="train")
+        return num_image_tokens(new_height, new_width, self.patch_size)
 
 
 class ImageFinder:
@@ -109,8 +113,10 @@ class ImageFinder:
                 with Image.open(path, formats=list(PIL_FORMATS.values())) as img:
                     size = img.size
                     if size[0] * size[1] > self.max_pixels:
-                        return None, (f"image {ref!r} is {size[0]}x{size[1]} pixels, above the limit of "
-                                      f"{self.max_pixels / 1e6:.0f} megapixels")
+                        return None, (
+                            f"image {ref!r} is {size[0]}x{size[1]} pixels, above the limit of "
+                            f"{self.max_pixels / 1e6:.0f} megapixels"
+                        )
                     img.verify()  # checks the data without decoding every pixel
         except Image.DecompressionBombError:
             return None, f"image {ref!r} claims an absurd size; refused"

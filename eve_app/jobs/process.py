@@ -28,7 +28,7 @@ def _stat(pid: int) -> tuple[str, int, int] | None:
         text = (PROC / str(pid) / "stat").read_text()
     except OSError:
         return None
-    fields = text[text.rindex(")") + 2:].split()  # the command name in parentheses may hold spaces
+    fields = text[text.rindex(")") + 2 :].split()  # the command name in parentheses may hold spaces
     return fields[0], int(fields[1]), int(fields[2])
 
 

@@ -78,15 +78,38 @@ def run_progress(config: JobConfig) -> dict:
     counts are unknown until they start).
     """
     parts = stage_outputs(config)
-    info = {"step": 0, "total": None, "fraction": 0.0, "eta_s": None, "elapsed_s": None, "epoch": None,
-            "loss": None, "eval_loss": None, "lr": None, "stage": parts[0][0], "stage_index": 0,
-            "stages": len(parts), "event": None, "points": 0, "checkpoint": None}
+    info = {
+        "step": 0,
+        "total": None,
+        "fraction": 0.0,
+        "eta_s": None,
+        "elapsed_s": None,
+        "epoch": None,
+        "loss": None,
+        "eval_loss": None,
+        "lr": None,
+        "stage": parts[0][0],
+        "stage_index": 0,
+        "stages": len(parts),
+        "event": None,
+        "points": 0,
+        "checkpoint": None,
+    }
     stage_fraction, index = 0.0, 0
     for index, (name, folder) in enumerate(parts):
         records = read_metrics(folder / METRICS_FILE)
         if not records and index > 0:  # the previous stage is done, this one has not logged yet
-            info.update(stage=name, stage_index=index, step=0, total=None, eta_s=None, loss=None, eval_loss=None,
-                        event=None, points=0)
+            info.update(
+                stage=name,
+                stage_index=index,
+                step=0,
+                total=None,
+                eta_s=None,
+                loss=None,
+                eval_loss=None,
+                event=None,
+                points=0,
+            )
             stage_fraction = 0.0
             break
         steps = _steps(records)
@@ -94,10 +117,20 @@ def run_progress(config: JobConfig) -> dict:
         evals = [r["eval_loss"] for r in steps if r.get("eval_loss") is not None]
         event = next((r for r in reversed(records) if "event" in r), None)
         total = last.get("total_steps") or (event or {}).get("total_steps")
-        info.update(stage=name, stage_index=index, step=last.get("step", 0), total=total, loss=last.get("loss"),
-                    eta_s=last.get("remaining_s"), elapsed_s=last.get("elapsed_s"), epoch=last.get("epoch"),
-                    lr=last.get("lr"), eval_loss=evals[-1] if evals else None, points=len(steps),
-                    event=(event or {}).get("event"))
+        info.update(
+            stage=name,
+            stage_index=index,
+            step=last.get("step", 0),
+            total=total,
+            loss=last.get("loss"),
+            eta_s=last.get("remaining_s"),
+            elapsed_s=last.get("elapsed_s"),
+            epoch=last.get("epoch"),
+            lr=last.get("lr"),
+            eval_loss=evals[-1] if evals else None,
+            points=len(steps),
+            event=(event or {}).get("event"),
+        )
         saved = checkpoints(folder)
         info["checkpoint"] = str(saved[-1]) if saved else (event or {}).get("checkpoint") or info["checkpoint"]
         done = info["event"] == "done"
@@ -149,4 +182,5 @@ def error_line(log: str) -> str | None:
     """The line that names why a run failed: the last exception or usage error that is not a launcher's echo."""
     found = [line.strip() for line in log.splitlines() if ERROR_LINE.match(line.strip())]
     causes = [line for line in found if not any(name in line.split(":")[0] for name in LAUNCHER_ERRORS)]
-    return (causes or found or [None])[-1]
+    lines = causes or found
+    return lines[-1] if lines else None

@@ -10,6 +10,7 @@ import secrets
 import shutil
 import threading
 import time
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 from .validation import ValidationResult
@@ -45,7 +46,7 @@ class ValidatedUploads:
     def __len__(self) -> int:
         return len(self._results)
 
-    def pending_bytes(self, in_use: set[Path] = frozenset()) -> int:
+    def pending_bytes(self, in_use: AbstractSet[Path] = frozenset()) -> int:
         """Disk taken by uploads that no job uses yet: all visitors' together stay below one upload's limit, so
         repeated validations cannot fill the disk before the retention time frees it."""
         with self._lock:
@@ -60,7 +61,7 @@ class ValidatedUploads:
             if path.is_file()
         )
 
-    def sweep(self, in_use: set[Path] = frozenset()) -> int:
+    def sweep(self, in_use: AbstractSet[Path] = frozenset()) -> int:
         """Drop expired results and delete unclaimed upload folders older than the retention; returns how many
         folders were deleted. `in_use`: folders that jobs recorded in storage point into."""
         now = time.monotonic()

@@ -8,7 +8,8 @@ unusable (the trainer would skip it or fail); notes are accepted quirks worth kn
 from dataclasses import dataclass, field
 from pathlib import Path
 
-IMAGE_TOKEN = "<image>"
+from model.shared import IMAGE_PLACEHOLDER
+
 ROLES = {"human": "human", "user": "human", "gpt": "gpt", "assistant": "gpt"}
 
 
@@ -120,25 +121,25 @@ def _check_conversations(row: dict, report: RowReport) -> None:
         return
     checked = [_check_turn(i, turn, report) for i, turn in enumerate(turns)]
     if all(checked):
-        report.turns = checked
+        report.turns = [turn for turn in checked if turn is not None]
         _check_order(report)
 
 
 def _check_placeholders(report: RowReport) -> None:
     """`<image>` placeholders must match the images; one image without a placeholder is the LLaVA exception."""
-    placeholders = sum(text.count(IMAGE_TOKEN) for _, text in report.turns)
+    placeholders = sum(text.count(IMAGE_PLACEHOLDER) for _, text in report.turns)
     images = len(report.images)
     if placeholders == images:
         return
     if images == 1 and placeholders == 0:
         report.notes.append(
-            f"1 image and no {IMAGE_TOKEN} placeholder: accepted, the trainer puts the image at the start of the "
+            f"1 image and no {IMAGE_PLACEHOLDER} placeholder: accepted, the trainer puts the image at the start of the "
             "first human turn (as LLaVA does)"
         )
         return
     report.problems.append(
-        f"{placeholders} {IMAGE_TOKEN} placeholder(s) but {images} image(s): the counts must match (one "
-        f"{IMAGE_TOKEN} per image, in order; only a single image may go without one)"
+        f"{placeholders} {IMAGE_PLACEHOLDER} placeholder(s) but {images} image(s): the counts must match (one "
+        f"{IMAGE_PLACEHOLDER} per image, in order; only a single image may go without one)"
     )
 
 

@@ -22,7 +22,9 @@ import threading
 import time
 from pathlib import Path
 
-from .command import PROJECT_ROOT, ConfigError, JobConfig, build_command, config_problems
+from model.shared import PROJECT_ROOT
+
+from .command import ConfigError, JobConfig, build_command, config_problems
 from .process import is_job_alive, kill_group, reap, request_stop, stop_group
 from .progress import checkpoints, error_line, final_event, finished, loss_rows, run_progress, stage_outputs, tail
 
@@ -111,8 +113,15 @@ class JobRunner:
         try:
             argv = build_command(JobConfig.from_dict(job["args"]))
             with (run_dir / LOG_FILE).open("ab") as log:
-                proc = subprocess.Popen(argv, cwd=self.project_root, env=self._child_env(), stdin=subprocess.DEVNULL,
-                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                proc = subprocess.Popen(
+                    argv,
+                    cwd=self.project_root,
+                    env=self._child_env(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
         except (OSError, ConfigError) as error:
             self.storage.update_job(job["id"], status="failed", error=f"the job could not start: {error}")
             return False
@@ -164,12 +173,14 @@ class JobRunner:
         self._stopping.pop(job["id"], None)
         stopped = run_progress(JobConfig.from_dict(job["args"]))["event"] == "stopped"
         saved = "after saving its checkpoint" if stopped else "before it saved a checkpoint"
-        Path(job["run_dir"], KILLED_MARKER).write_text(f"the job did not exit within the grace period and was killed {saved}")
+        Path(job["run_dir"], KILLED_MARKER).write_text(
+            f"the job did not exit within the grace period and was killed {saved}"
+        )
 
     def recover(self) -> dict[str, list[int]]:
         """At app start: jobs marked running whose process is gone are closed (done if their metrics end with
         "done", else failed); live ones stay running and are watched by pid. Queued jobs wait for `poll()`."""
-        report = {"running": [], "closed": []}
+        report: dict[str, list[int]] = {"running": [], "closed": []}
         with self._lock:
             for job in self.storage.list_jobs("running"):
                 report["closed" if self._check(job) else "running"].append(job["id"])
@@ -255,9 +266,14 @@ class JobRunner:
         config = JobConfig.from_dict(job["args"])
         info = run_progress(config)
         done = job["status"] == "done"
-        info.update(job_id=job_id, status=job["status"], error=job["error"], run_dir=job["run_dir"],
-                    model_path=str(stage_outputs(config)[-1][1]) if done else None,
-                    checkpoints=[str(p) for _, folder in stage_outputs(config) for p in checkpoints(folder)])
+        info.update(
+            job_id=job_id,
+            status=job["status"],
+            error=job["error"],
+            run_dir=job["run_dir"],
+            model_path=str(stage_outputs(config)[-1][1]) if done else None,
+            checkpoints=[str(p) for _, folder in stage_outputs(config) for p in checkpoints(folder)],
+        )
         info["label"] = _label(info)
         return info
 

@@ -19,9 +19,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from model.shared import IMAGE_PLACEHOLDER
+
 from .archive import Limits, UploadError, check_file_size, stage_upload
 from .images import ImageFinder, ImageSettings
-from .rows import IMAGE_TOKEN, RowReport, check_row, turns_text
+from .rows import RowReport, check_row, turns_text
 
 PREPARED_FILE = "train.json"
 TURN_OVERHEAD = 5  # chat-template tokens around each turn (role markers, end of turn), roughly
@@ -93,8 +95,14 @@ def load_samples(path: Path, limits: Limits = DEFAULT_LIMITS) -> list:
     data = _parse(text, path.name)
     if not isinstance(data, list):
         kind = "an object" if isinstance(data, dict) else type(data).__name__
-        hint = next((f' (its "{k}" key holds a list: upload that list)' for k, v in data.items()
-                     if isinstance(v, list)), "") if isinstance(data, dict) else ""
+        hint = (
+            next(
+                (f' (its "{k}" key holds a list: upload that list)' for k, v in data.items() if isinstance(v, list)),
+                "",
+            )
+            if isinstance(data, dict)
+            else ""
+        )
         raise DatasetError(f"{path.name} must hold a JSON list of samples [{{...}}, ...], got {kind}{hint}")
     if len(data) > limits.max_rows:
         raise DatasetError(f"{path.name} holds {len(data)} samples; the limit is {limits.max_rows}")
@@ -107,7 +115,7 @@ def _parse(text: str, name: str, line: int | None = None) -> object:
     except json.JSONDecodeError as error:
         lineno = line or error.lineno
         source = text.splitlines()[error.lineno - 1] if text.splitlines() else ""
-        excerpt = source[max(error.colno - 30, 0): error.colno + 30].strip()
+        excerpt = source[max(error.colno - 30, 0) : error.colno + 30].strip()
         raise DatasetError(
             f"{name} is not valid JSON: {error.msg} at line {lineno}, column {error.colno}: {excerpt!r}"
         ) from error
@@ -125,20 +133,28 @@ def _check_files(report: RowReport, finder: ImageFinder, settings: ImageSettings
 
 
 def _count_text(report: RowReport, count: Callable[[str], int]) -> None:
-    texts = [text.replace(IMAGE_TOKEN, "") for _, text in report.turns]
+    texts = [text.replace(IMAGE_PLACEHOLDER, "") for _, text in report.turns]
     report.text_tokens = sum(count(t) for t in texts) + TURN_OVERHEAD * len(texts)
 
 
-def _check_sample(index: int, sample: object, finder: ImageFinder, settings: ImageSettings,
-                  count: Callable[[str], int], max_length: int | None) -> RowReport:
+def _check_sample(
+    index: int,
+    sample: object,
+    finder: ImageFinder,
+    settings: ImageSettings,
+    count: Callable[[str], int],
+    max_length: int | None,
+) -> RowReport:
     """Every check of one row: schema and turns, image files, token estimate against the max length."""
     report = check_row(index, sample)
     _check_files(report, finder, settings)
     _count_text(report, count)
     length = report.text_tokens + report.image_tokens
     if max_length and length > max_length and report.valid:
-        report.notes.append(f"about {length} tokens, above the max length {max_length}: the trainer cuts the row, "
-                            "or skips it when the cut falls inside an image")
+        report.notes.append(
+            f"about {length} tokens, above the max length {max_length}: the trainer cuts the row, "
+            "or skips it when the cut falls inside an image"
+        )
     return report
 
 
@@ -215,7 +231,9 @@ def write_prepared(result: ValidationResult, samples: list, folder: Path) -> Pat
     for row in result.rows:
         if row.valid:
             sample = dict(samples[row.index])
-            images = [path.relative_to(folder).as_posix() for path in row.paths]
+            images = [
+                path.relative_to(folder).as_posix() for path in row.paths if path is not None
+            ]  # valid: all found
             if "image" in sample and images:
                 sample["image"] = images[0] if isinstance(sample["image"], str) else images
             prepared.append(sample)
@@ -255,8 +273,16 @@ def validate_upload(
         result.errors.append("the upload has no dataset JSON file (.json or .jsonl with the samples)")
         return result
     settings = ImageSettings.for_job(base, stage, max_image_size)
-    checked = validate_dataset(staged.json_path, staged.image_root, settings=settings, max_length=max_length,
-                               limits=limits, count_tokens=count_tokens, search_root=staged.files_dir, by_name=True)
+    checked = validate_dataset(
+        staged.json_path,
+        staged.image_root,
+        settings=settings,
+        max_length=max_length,
+        limits=limits,
+        count_tokens=count_tokens,
+        search_root=staged.files_dir,
+        by_name=True,
+    )
     checked.upload_dir = upload_dir
     if checked.fatal:  # nothing to train on: no path a job could be given by mistake
         checked.data_path = checked.image_folder = None
@@ -275,7 +301,7 @@ def paged_preview(result: ValidationResult, page: int = 1, page_size: int = 20, 
     rows = [row for row in result.rows if row.problems or not only_problems]
     pages = max(math.ceil(len(rows) / max(page_size, 1)), 1)
     page = min(max(page, 1), pages)
-    shown = rows[(page - 1) * page_size: page * page_size]
+    shown = rows[(page - 1) * page_size : page * page_size]
     return {
         "rows": [
             {

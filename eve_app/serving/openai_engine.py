@@ -29,8 +29,16 @@ log = logging.getLogger(__name__)
 class OpenAIEngine:
     """A client of one OpenAI-compatible server; as many answers at once as `concurrency_limit`."""
 
-    def __init__(self, base_url: str, served_name: str, max_model_len: int, processor: EveProcessor,
-                 checkpoint_dir: str, api_key: str | None = None, concurrency_limit: int = 16):
+    def __init__(
+        self,
+        base_url: str,
+        served_name: str,
+        max_model_len: int,
+        processor: EveProcessor,
+        checkpoint_dir: str,
+        api_key: str | None = None,
+        concurrency_limit: int = 16,
+    ):
         self.base_url, self.served_name = base_url, served_name
         self._max_model_len = max_model_len
         self.processor, self.checkpoint_dir = processor, checkpoint_dir

@@ -1,6 +1,6 @@
 """Prompt preparation shared by the vLLM backends: the library's chat format, checked before anything is queued.
 
-The text is the library processor's prompt with each `<image>` written as vLLM's placeholder token; the prompt's
+The text is the library processor's prompt with each image placeholder written as the image token; the prompt's
 length (text tokens plus each image's `1 + h(w + 1)` tokens at the requested image size) is checked against the
 context with the same message as the transformers backend, and images are opened with the library's checks.
 """
@@ -9,18 +9,16 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from model.constants import DEFAULT_IMAGE_TOKEN
 from model.processing_eve import EveProcessor
+from model.shared import IMAGE_PLACEHOLDER, IMAGE_TOKEN, num_image_tokens
 
 from ..engine import EngineError, GenerationSettings, Turn
-
-IMAGE_PLACEHOLDER = "<|image_pad|>"  # = model.vllm.processing.IMAGE_PLACEHOLDER (that module needs vLLM)
 
 
 @dataclass
 class PreparedPrompt:
     messages: list[dict]  # the library's messages, `<image>` placeholders included
-    text: str  # the full prompt, images as IMAGE_PLACEHOLDER
+    text: str  # the full prompt, each image as one IMAGE_TOKEN
     images: list[Image.Image]
     image_paths: list[str]
     prompt_tokens: int
@@ -30,7 +28,7 @@ def prepare(processor: EveProcessor, turns: list[Turn], settings: GenerationSett
     """Builds and checks the prompt; raises EngineError for an unreadable image or an over-long prompt."""
     messages, paths = [], []
     for turn in turns:
-        messages.append({"role": turn.role, "content": f"{DEFAULT_IMAGE_TOKEN}\n" * len(turn.images) + turn.text})
+        messages.append({"role": turn.role, "content": f"{IMAGE_PLACEHOLDER}\n" * len(turn.images) + turn.text})
         paths.extend(turn.images)
     image_processor = processor.image_processor
     try:
@@ -41,9 +39,11 @@ def prepare(processor: EveProcessor, turns: list[Turn], settings: GenerationSett
     image_tokens = 0
     for image in images:
         width, height = image_processor.target_size(*image.size, max_size=settings.image_max_size)
-        image_tokens += image_processor.num_image_tokens(height, width)
-    pieces = text.split(DEFAULT_IMAGE_TOKEN)
-    text_tokens = sum(len(processor.tokenizer(piece, add_special_tokens=False)["input_ids"]) for piece in pieces if piece)
+        image_tokens += num_image_tokens(height, width, image_processor.patch_size)
+    pieces = text.split(IMAGE_PLACEHOLDER)
+    text_tokens = sum(
+        len(processor.tokenizer(piece, add_special_tokens=False)["input_ids"]) for piece in pieces if piece
+    )
     prompt_tokens = text_tokens + image_tokens
     if prompt_tokens > context - settings.max_new_tokens:
         raise EngineError(
@@ -51,7 +51,7 @@ def prepare(processor: EveProcessor, turns: list[Turn], settings: GenerationSett
             f"plus {settings.max_new_tokens} new tokens exceed the model's {context}. "
             "Lower max new tokens, clear the chat, use fewer images, or lower the image size."
         )
-    return PreparedPrompt(messages, text.replace(DEFAULT_IMAGE_TOKEN, IMAGE_PLACEHOLDER), images, paths, prompt_tokens)
+    return PreparedPrompt(messages, text.replace(IMAGE_PLACEHOLDER, IMAGE_TOKEN), images, paths, prompt_tokens)
 
 
 def sampling_fields(settings: GenerationSettings, stop_token_ids: list[int]) -> dict:
@@ -69,4 +69,4 @@ def sampling_fields(settings: GenerationSettings, stop_token_ids: list[int]) -> 
     return fields
 
 
-__all__ = ["IMAGE_PLACEHOLDER", "PreparedPrompt", "prepare", "sampling_fields"]
+__all__ = ["PreparedPrompt", "prepare", "sampling_fields"]

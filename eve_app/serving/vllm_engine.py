@@ -52,8 +52,17 @@ def engine_args(folder: str, device: str, dtype: str | None) -> dict:
 class VllmEngine:
     """One AsyncLLM shared by every visitor; `concurrency_limit` answers stream at once."""
 
-    def __init__(self, engine, loop: asyncio.AbstractEventLoop, processor: EveProcessor, config: EveConfig,
-                 name: str, checkpoint_dir: str, dtype: str, device: str):
+    def __init__(
+        self,
+        engine,
+        loop: asyncio.AbstractEventLoop,
+        processor: EveProcessor,
+        config: EveConfig,
+        name: str,
+        checkpoint_dir: str,
+        dtype: str,
+        device: str,
+    ):
         self._engine, self._loop = engine, loop
         self.processor, self.config = processor, config
         self.name, self.checkpoint_dir, self.dtype, self.device = name, checkpoint_dir, dtype, device

@@ -39,7 +39,7 @@ def make_engine(url: str) -> Engine:
     kwargs: dict = {}
     if is_memory_sqlite(parsed):
         kwargs = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
-    elif parsed.get_backend_name() == "sqlite":
+    elif parsed.get_backend_name() == "sqlite" and parsed.database:
         Path(parsed.database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(parsed, **kwargs)
     if engine.dialect.name == "sqlite":

@@ -13,8 +13,7 @@ import shutil
 from itertools import pairwise
 from pathlib import Path
 
-IMAGE_TOKEN = "<image>"
-
+from model.shared import IMAGE_PLACEHOLDER
 
 FORMATS = {"json": "conversations.json", "markdown": "conversations.md"}
 
@@ -73,8 +72,11 @@ def _conversation_markdown(conversation: dict, relative_to: Path) -> str:
             link = Path(os.path.relpath(path, relative_to)) if Path(path).is_absolute() else Path(path)
             lines += [f"![image]({link.as_posix()})", ""]
         lines += [message["text"], ""]
-        notes = {"stopped": "stopped by the user", "interrupted": "interrupted: the app stopped before it finished",
-                 "error": f"error: {message['error']}"}
+        notes = {
+            "stopped": "stopped by the user",
+            "interrupted": "interrupted: the app stopped before it finished",
+            "error": f"error: {message['error']}",
+        }
         if message["status"] in notes:
             lines += [f"_({notes[message['status']]})_", ""]
     return "\n".join(lines).rstrip()
@@ -92,7 +94,7 @@ def llava_sample(conversation: dict, image_names: dict[str, str]) -> dict | None
     for question, answer in pairwise(messages):
         if question["role"] != "user" or answer["role"] != "assistant" or answer["status"] != "done":
             continue
-        placeholders = f"{IMAGE_TOKEN}\n" * len(question["images"])
+        placeholders = f"{IMAGE_PLACEHOLDER}\n" * len(question["images"])
         turns.append({"from": "human", "value": placeholders + question["text"]})
         turns.append({"from": "gpt", "value": answer["text"]})
         images += [f"images/{image_names[path]}" for path in question["images"]]

@@ -105,9 +105,9 @@ def _jpeg_size(data: bytes) -> tuple[int | None, int | None]:
             offset += 2
             continue
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn (not DHT, JPG, DAC)
-            height, width = struct.unpack(">HH", data[offset + 5:offset + 9])
+            height, width = struct.unpack(">HH", data[offset + 5 : offset + 9])
             return width, height
-        offset += 2 + struct.unpack(">H", data[offset + 2:offset + 4])[0]
+        offset += 2 + struct.unpack(">H", data[offset + 2 : offset + 4])[0]
     return None, None
 
 

@@ -9,7 +9,7 @@ stopped, and no step runs twice.
 
 from collections.abc import Callable, Sequence
 
-from sqlalchemy import Connection, Engine, MetaData, inspect, select, update
+from sqlalchemy import Connection, Engine, MetaData, insert, inspect, select, update
 from sqlalchemy.schema import CreateTable
 
 from .schema import ADMIN_OWNER, Base, Conversation, Message, SchemaVersion, _one_of
@@ -31,8 +31,9 @@ def add_owners_and_answer_states(connection: Connection) -> None:
         return
     # SQLite cannot alter a constraint: rebuild the table (foreign keys are off during migrations, see _run_step).
     metadata = MetaData()
-    Conversation.__table__.to_metadata(metadata)  # the foreign key's target, so the new table compiles
-    rebuilt = Message.__table__.to_metadata(metadata, name="messages_v2")
+    tables = Base.metadata.tables
+    tables[Conversation.__tablename__].to_metadata(metadata)  # the foreign key's target, so the new table compiles
+    rebuilt = tables[Message.__tablename__].to_metadata(metadata, name="messages_v2")
     columns = ", ".join(column.name for column in rebuilt.columns)
     connection.execute(CreateTable(rebuilt))
     connection.exec_driver_sql(f"INSERT INTO messages_v2 ({columns}) SELECT {columns} FROM messages")
@@ -95,7 +96,15 @@ def _create(connection: Connection, version: int) -> None:
             f"the database has tables {sorted(existing)} but no schema_version table; refusing to guess its version"
         )
     Base.metadata.create_all(connection)
-    connection.execute(SchemaVersion.__table__.insert().values(version=version))
+    connection.execute(insert(SchemaVersion).values(version=version))
+
+
+def _pragma(connection: Connection, setting: str) -> None:
+    """A SQLite PRAGMA on the DB-API connection itself, outside SQLAlchemy's transaction."""
+    driver = connection.connection.driver_connection
+    if driver is None:
+        raise RuntimeError("the database connection is closed")
+    driver.execute(f"PRAGMA {setting}")
 
 
 def _run_step(engine: Engine, step: Migration, step_from: int) -> None:
@@ -104,7 +113,7 @@ def _run_step(engine: Engine, step: Migration, step_from: int) -> None:
         # SQLite changes a table by rebuilding it; with foreign keys on, dropping the old table would cascade-delete
         # every row that points at it. The pragma only works outside a transaction, so it is set before BEGIN.
         if sqlite:
-            connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
+            _pragma(connection, "foreign_keys=OFF")
         try:
             with connection.begin():
                 # Re-read under the write lock: another process may have run this step meanwhile.
@@ -116,4 +125,4 @@ def _run_step(engine: Engine, step: Migration, step_from: int) -> None:
                 connection.execute(update(SchemaVersion).values(version=step_from + 1))
         finally:
             if sqlite:
-                connection.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
+                _pragma(connection, "foreign_keys=ON")

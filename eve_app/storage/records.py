@@ -8,8 +8,16 @@ from .schema import Conversation, Generation, Job, Message
 TITLE_LENGTH = 60
 # Keys accepted in `finish_answer(record=...)`; "text" is allowed (and ignored) so that a dataclass-as-dict of the
 # engine's GenerationRecord can be passed straight through, its text being the message text.
-GENERATION_FIELDS = ("model", "parameters", "prompt_tokens", "new_tokens", "time_to_first_token", "duration",
-                     "status", "error")
+GENERATION_FIELDS = (
+    "model",
+    "parameters",
+    "prompt_tokens",
+    "new_tokens",
+    "time_to_first_token",
+    "duration",
+    "status",
+    "error",
+)
 JOB_FIELDS = ("status", "args", "pid", "run_dir", "started_at", "finished_at", "final_metrics", "error")
 
 
@@ -25,9 +33,9 @@ def title_from(text: str, length: int = TITLE_LENGTH) -> str | None:
     flat = " ".join(text.split())
     if len(flat) <= length:
         return flat or None
-    cut = flat[:length - 1]
-    if " " in cut[length // 2:]:
-        cut = cut[:cut.rindex(" ")]
+    cut = flat[: length - 1]
+    if " " in cut[length // 2 :]:
+        cut = cut[: cut.rindex(" ")]
     return cut.rstrip() + "…"
 
 
@@ -48,17 +56,30 @@ def generation_dict(row: Generation | None) -> dict | None:
     if row is None:
         return None
     return {
-        "model": row.model, "parameters": row.parameters, "prompt_tokens": row.prompt_tokens,
-        "new_tokens": row.new_tokens, "time_to_first_token": row.time_to_first_token, "duration": row.duration,
-        "status": row.status, "error": row.error, "created_at": iso(row.created_at),
+        "model": row.model,
+        "parameters": row.parameters,
+        "prompt_tokens": row.prompt_tokens,
+        "new_tokens": row.new_tokens,
+        "time_to_first_token": row.time_to_first_token,
+        "duration": row.duration,
+        "status": row.status,
+        "error": row.error,
+        "created_at": iso(row.created_at),
     }
 
 
 def message_dict(row: Message, data_dir: Path) -> dict:
     """One message with its images (absolute paths, in order), current feedback and generation record."""
     return {
-        "id": row.id, "role": row.role, "text": row.text, "task": row.task, "position": row.position,
-        "status": row.status, "error": row.error, "hidden": row.hidden, "created_at": iso(row.created_at),
+        "id": row.id,
+        "role": row.role,
+        "text": row.text,
+        "task": row.task,
+        "position": row.position,
+        "status": row.status,
+        "error": row.error,
+        "hidden": row.hidden,
+        "created_at": iso(row.created_at),
         "images": [str(data_dir / link.image.path) for link in row.image_links],
         "feedback": row.feedback[-1].value if row.feedback else None,
         "generation": generation_dict(row.generation),
@@ -68,15 +89,27 @@ def message_dict(row: Message, data_dir: Path) -> dict:
 def conversation_dict(row: Conversation, messages: list[dict]) -> dict:
     """A conversation's fields with its already converted messages (the caller picks which to show)."""
     return {
-        "id": row.id, "title": row.title, "task": row.task, "created_at": iso(row.created_at),
-        "updated_at": iso(row.updated_at), "deleted": row.deleted, "messages": messages,
+        "id": row.id,
+        "title": row.title,
+        "task": row.task,
+        "created_at": iso(row.created_at),
+        "updated_at": iso(row.updated_at),
+        "deleted": row.deleted,
+        "messages": messages,
     }
 
 
 def job_dict(row: Job) -> dict:
     """A job's fields, times as ISO strings, so the UI can show or poll it without touching the ORM."""
     return {
-        "id": row.id, "status": row.status, "args": row.args, "pid": row.pid, "run_dir": row.run_dir,
-        "created_at": iso(row.created_at), "started_at": iso(row.started_at), "finished_at": iso(row.finished_at),
-        "final_metrics": row.final_metrics, "error": row.error,
+        "id": row.id,
+        "status": row.status,
+        "args": row.args,
+        "pid": row.pid,
+        "run_dir": row.run_dir,
+        "created_at": iso(row.created_at),
+        "started_at": iso(row.started_at),
+        "finished_at": iso(row.finished_at),
+        "final_metrics": row.final_metrics,
+        "error": row.error,
     }

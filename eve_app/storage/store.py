@@ -77,8 +77,7 @@ class Storage(JobVerbs):
     # someone else is reported exactly like a missing one, so ids reveal nothing. Without `owner` nothing is checked
     # (the app's own bookkeeping, scripts, tests).
 
-    def create_conversation(self, title: str | None = None, task: str | None = None,
-                            owner: str = ADMIN_OWNER) -> int:
+    def create_conversation(self, title: str | None = None, task: str | None = None, owner: str = ADMIN_OWNER) -> int:
         """Start a conversation; without a title, the first user message's text becomes its title."""
         with self._session(write=True) as s:
             conversation = Conversation(title=records.title_from(title) if title else None, task=task, owner=owner)
@@ -86,8 +85,14 @@ class Storage(JobVerbs):
             s.flush()
             return conversation.id
 
-    def save_user_message(self, conversation_id: int | None, text: str, task: str | None = None,
-                          images: Iterable[tuple[bytes, str]] = (), owner: str | None = None) -> int:
+    def save_user_message(
+        self,
+        conversation_id: int | None,
+        text: str,
+        task: str | None = None,
+        images: Iterable[tuple[bytes, str]] = (),
+        owner: str | None = None,
+    ) -> int:
         """Save a user turn with its images, given as (file bytes, file name) pairs; returns the message id.
 
         `conversation_id` None starts a conversation (of `owner`) in the same transaction, so a refused image never
@@ -115,10 +120,13 @@ class Storage(JobVerbs):
     def message_images(self, message_id: int) -> tuple[int, list[str]]:
         """The conversation a message belongs to and the absolute paths of its images, in order (one small query,
         not the whole conversation)."""
-        query = (select(Message.conversation_id, Image.path)
-                 .outerjoin(MessageImage, MessageImage.message_id == Message.id)
-                 .outerjoin(Image, Image.id == MessageImage.image_id)
-                 .where(Message.id == message_id).order_by(MessageImage.position))
+        query = (
+            select(Message.conversation_id, Image.path)
+            .outerjoin(MessageImage, MessageImage.message_id == Message.id)
+            .outerjoin(Image, Image.id == MessageImage.image_id)
+            .where(Message.id == message_id)
+            .order_by(MessageImage.position)
+        )
         with self._session() as s:
             rows = s.execute(query).all()
         if not rows:
@@ -139,8 +147,16 @@ class Storage(JobVerbs):
         with self._session(write=True) as s:
             s.execute(update(Message).where(Message.id == message_id, Message.status == STREAMING).values(text=text))
 
-    def finish_answer(self, conversation_id: int, text: str, status: str, task: str | None = None,
-                      record: dict | None = None, error: str | None = None, message_id: int | None = None) -> int:
+    def finish_answer(
+        self,
+        conversation_id: int,
+        text: str,
+        status: str,
+        task: str | None = None,
+        record: dict | None = None,
+        error: str | None = None,
+        message_id: int | None = None,
+    ) -> int:
         """Save an answer (complete, stopped with its partial text, or failed) and its generation record at once.
 
         Args:
@@ -159,22 +175,16 @@ class Storage(JobVerbs):
             if message_id is None:
                 message = self._append(s, conversation, "assistant", text, task, status, error)
             else:
-                message = s.get(Message, message_id)
-                if message is None or message.conversation_id != conversation_id or message.role != "assistant":
+                found = s.get(Message, message_id)
+                if found is None or found.conversation_id != conversation_id or found.role != "assistant":
                     raise LookupError(f"no answer {message_id} in conversation {conversation_id}")
+                message = found
                 message.text, message.status, message.error = text, status, error
                 conversation.updated_at = utcnow()
             if generation is not None:
                 generation.message_id = message.id
                 s.add(generation)
             return message.id
-
-    def store_image(self, data: bytes, filename_hint: str = "") -> str:
-        """Store an image file once by content and return its sha256 (the same bytes give the same row and file)."""
-        info = describe(data, filename_hint)
-        write_once(self.data_dir, info, data)
-        with self._session(write=True) as s:
-            return self._image_row(s, info).sha256
 
     def image_path(self, sha256: str) -> Path:
         """Absolute path of a stored image."""
@@ -193,15 +203,31 @@ class Storage(JobVerbs):
             touched = {m.conversation_id for m in streaming}
             for message in streaming:
                 message.status, message.error = INTERRUPTED, "the app stopped before this answer was finished"
-            last = (select(Message.conversation_id, func.max(Message.position).label("position"))
-                    .where(Message.hidden.is_(False)).group_by(Message.conversation_id).subquery())
-            unanswered = s.scalars(select(Message).join(
-                last, and_(Message.conversation_id == last.c.conversation_id, Message.position == last.c.position)
-            ).where(Message.role == "user"))
+            last = (
+                select(Message.conversation_id, func.max(Message.position).label("position"))
+                .where(Message.hidden.is_(False))
+                .group_by(Message.conversation_id)
+                .subquery()
+            )
+            unanswered = s.scalars(
+                select(Message)
+                .join(
+                    last, and_(Message.conversation_id == last.c.conversation_id, Message.position == last.c.position)
+                )
+                .where(Message.role == "user")
+            )
             for question in list(unanswered):
-                s.add(Message(conversation_id=question.conversation_id, role="assistant", text="", task=question.task,
-                              status=INTERRUPTED, error="the app stopped before this question was answered",
-                              position=question.position + 1))
+                s.add(
+                    Message(
+                        conversation_id=question.conversation_id,
+                        role="assistant",
+                        text="",
+                        task=question.task,
+                        status=INTERRUPTED,
+                        error="the app stopped before this question was answered",
+                        position=question.position + 1,
+                    )
+                )
                 touched.add(question.conversation_id)
             return sorted(touched)
 
@@ -215,25 +241,6 @@ class Storage(JobVerbs):
                 query = query.where(Message.conversation_id.in_(owned))
             s.execute(query.values(hidden=True))
 
-    def hide_last_exchange(self, conversation_id: int) -> list[int]:
-        """Hide the last visible user message and everything after it (undo); returns the hidden ids."""
-        with self._session(write=True) as s:
-            visible = self._visible(s, conversation_id)
-            users = [m for m in visible if m.role == "user"]
-            hidden = [m for m in visible if users and m.position >= users[-1].position]
-            for message in hidden:
-                message.hidden = True
-            return [m.id for m in hidden]
-
-    def hide_last_answer(self, conversation_id: int) -> list[int]:
-        """Hide the last visible message when it is an answer (retry); returns the hidden ids (empty or one)."""
-        with self._session(write=True) as s:
-            visible = self._visible(s, conversation_id)
-            if not visible or visible[-1].role != "assistant":
-                return []
-            visible[-1].hidden = True
-            return [visible[-1].id]
-
     def save_feedback(self, message_id: int, value: str | None, owner: str | None = None) -> None:
         """Record a like or dislike (None clears it); earlier clicks stay in the log, the latest one counts."""
         if value is not None and value not in FEEDBACK_VALUES:
@@ -244,29 +251,30 @@ class Storage(JobVerbs):
                 raise LookupError(f"no message {message_id}")
             s.add(Feedback(message_id=message_id, value=value))
 
-    def rename_conversation(self, conversation_id: int, title: str) -> None:
-        """Set the title (whitespace collapsed, at most 200 characters); counts as activity for the list order."""
-        with self._session(write=True) as s:
-            conversation = self._live(s, conversation_id)
-            conversation.title = " ".join(title.split())[:200] or None
-            conversation.updated_at = utcnow()
-
-    def delete_conversation(self, conversation_id: int) -> None:
-        """Soft delete: the conversation leaves the list, and its rows and images stay for the record."""
-        with self._session(write=True) as s:
-            self._live(s, conversation_id).deleted = True
-
-    def list_conversations(self, search: str | None = None, limit: int = 50, offset: int = 0,
-                           owner: str | None = None) -> list[dict]:
+    def list_conversations(
+        self, search: str | None = None, limit: int = 50, offset: int = 0, owner: str | None = None
+    ) -> list[dict]:
         """Conversations, newest activity first, optionally those whose title or a visible message contains
         `search` (case-insensitive); each with id, title, task, created_at, updated_at, message_count, preview,
         and status (the last answer's: "interrupted" shows a crash)."""
         visible = and_(Message.conversation_id == Conversation.id, Message.hidden.is_(False))
         count = select(func.count(Message.id)).where(visible).correlate(Conversation).scalar_subquery()
-        preview = (select(Message.text).where(visible, Message.role == "user").order_by(Message.position)
-                   .limit(1).correlate(Conversation).scalar_subquery())
-        last_answer = (select(Message.status).where(visible, Message.role == "assistant")
-                       .order_by(Message.position.desc()).limit(1).correlate(Conversation).scalar_subquery())
+        preview = (
+            select(Message.text)
+            .where(visible, Message.role == "user")
+            .order_by(Message.position)
+            .limit(1)
+            .correlate(Conversation)
+            .scalar_subquery()
+        )
+        last_answer = (
+            select(Message.status)
+            .where(visible, Message.role == "assistant")
+            .order_by(Message.position.desc())
+            .limit(1)
+            .correlate(Conversation)
+            .scalar_subquery()
+        )
         query = select(Conversation, count, preview, last_answer).where(Conversation.deleted.is_(False))
         if owner is not None and owner != ADMIN_OWNER:
             query = query.where(Conversation.owner == owner)
@@ -283,9 +291,15 @@ class Storage(JobVerbs):
     def get_conversation(self, conversation_id: int, include_hidden: bool = False, owner: str | None = None) -> dict:
         """A conversation with its messages in order (each with images, feedback and generation record)."""
         loading = selectinload(Conversation.messages)
-        query = select(Conversation).where(Conversation.id == conversation_id).options(
-            loading.selectinload(Message.image_links).joinedload(MessageImage.image),
-            loading.selectinload(Message.feedback), loading.selectinload(Message.generation))
+        query = (
+            select(Conversation)
+            .where(Conversation.id == conversation_id)
+            .options(
+                loading.selectinload(Message.image_links).joinedload(MessageImage.image),
+                loading.selectinload(Message.feedback),
+                loading.selectinload(Message.generation),
+            )
+        )
         with self._session() as s:
             conversation = s.scalar(query)
             if conversation is None or not _owns(conversation, owner):
@@ -293,20 +307,16 @@ class Storage(JobVerbs):
             shown = [m for m in conversation.messages if include_hidden or not m.hidden]
             return records.conversation_dict(conversation, [records.message_dict(m, self.data_dir) for m in shown])
 
-    def count_messages(self, conversation_id: int | None = None, include_hidden: bool = False) -> int:
-        """Messages in one conversation, or in all of them."""
-        query = select(func.count(Message.id))
-        if conversation_id is not None:
-            query = query.where(Message.conversation_id == conversation_id)
-        if not include_hidden:
-            query = query.where(Message.hidden.is_(False))
-        with self._session() as s:
-            return s.scalar(query)
-
     # Exports
 
-    def export(self, conversation_ids: Iterable[int], out_dir: str | Path, fmt: str, owner: str | None = None,
-               include_hidden: bool = False) -> Path:
+    def export(
+        self,
+        conversation_ids: Iterable[int],
+        out_dir: str | Path,
+        fmt: str,
+        owner: str | None = None,
+        include_hidden: bool = False,
+    ) -> Path:
         """Write `conversations.json` ("json", all metadata) or `conversations.md` ("markdown") into `out_dir`, with
         the images they show copied to `out_dir/images/` and linked by relative paths; returns the file's path.
         Raises LookupError for a conversation that does not exist or is not `owner`'s."""
@@ -327,39 +337,59 @@ class Storage(JobVerbs):
         return conversation
 
     @staticmethod
-    def _append(s: Session, conversation: Conversation, role: str, text: str, task: str | None, status: str,
-                error: str | None = None) -> Message:
+    def _append(
+        s: Session,
+        conversation: Conversation,
+        role: str,
+        text: str,
+        task: str | None,
+        status: str,
+        error: str | None = None,
+    ) -> Message:
         last = s.scalar(select(func.max(Message.position)).where(Message.conversation_id == conversation.id))
-        message = Message(conversation_id=conversation.id, role=role, text=text, task=task, status=status,
-                          error=error, position=0 if last is None else last + 1)
+        message = Message(
+            conversation_id=conversation.id,
+            role=role,
+            text=text,
+            task=task,
+            status=status,
+            error=error,
+            position=0 if last is None else last + 1,
+        )
         s.add(message)
         conversation.updated_at = utcnow()
         s.flush()
         return message
 
     @staticmethod
-    def _visible(s: Session, conversation_id: int) -> list[Message]:
-        query = (select(Message).where(Message.conversation_id == conversation_id, Message.hidden.is_(False))
-                 .order_by(Message.position))
-        return list(s.scalars(query))
-
-    @staticmethod
     def _image_row(s: Session, info: ImageInfo) -> Image:
         row = s.scalar(select(Image).where(Image.sha256 == info.sha256))
         if row is None:
-            row = Image(sha256=info.sha256, path=info.relative_path, mime=info.mime, size=info.size,
-                        width=info.width, height=info.height)
+            row = Image(
+                sha256=info.sha256,
+                path=info.relative_path,
+                mime=info.mime,
+                size=info.size,
+                width=info.width,
+                height=info.height,
+            )
             s.add(row)
             s.flush()
         return row
 
     @staticmethod
-    def _summary(conversation: Conversation, message_count: int, first_user_text: str | None,
-                 last_status: str | None) -> dict:
+    def _summary(
+        conversation: Conversation, message_count: int, first_user_text: str | None, last_status: str | None
+    ) -> dict:
         return {
-            "id": conversation.id, "title": conversation.title, "task": conversation.task, "status": last_status,
-            "created_at": records.iso(conversation.created_at), "updated_at": records.iso(conversation.updated_at),
-            "message_count": message_count, "preview": records.title_from(first_user_text or "", 80) or "",
+            "id": conversation.id,
+            "title": conversation.title,
+            "task": conversation.task,
+            "status": last_status,
+            "created_at": records.iso(conversation.created_at),
+            "updated_at": records.iso(conversation.updated_at),
+            "message_count": message_count,
+            "preview": records.title_from(first_user_text or "", 80) or "",
         }
 
 

@@ -24,7 +24,7 @@ HIDE_SHARE = '#chatbot button[aria-label="Share"] { display: none; }\n'
 
 def identify(token: str | None, request: gr.Request) -> tuple[str, str | None]:
     """On page load: the browser's stored token (a new one for a new browser) and the owner id it stands for."""
-    if not valid_token(token):
+    if token is None or not valid_token(token):
         token = new_browser_token()
     return token, owner_of(token, request)
 

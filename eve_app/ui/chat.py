@@ -5,6 +5,8 @@ the answer. The conversation service does both, with the owner checks; handlers 
 it, and `ChatSession` holds what the browser shows.
 """
 
+from typing import Any
+
 import gradio as gr
 
 from ..chat_session import ChatSession, ChatTurn
@@ -43,8 +45,11 @@ class ChatHandlers:
             text = preset.instruction
         self.add_user_turn(session, text, files, preset.name, owner or session_owner(request))
         self.ctx.stops.new(request.session_hash)
-        return gr.MultimodalTextbox(value=None, interactive=False, submit_btn=False, stop_btn=True), \
-            session.to_chatbot(), session
+        return (
+            gr.MultimodalTextbox(value=None, interactive=False, submit_btn=False, stop_btn=True),
+            session.to_chatbot(),
+            session,
+        )
 
     def add_user_turn(self, session: ChatSession, text: str, files: list[str], task: str, owner: str) -> None:
         session.owner = session.owner or owner
@@ -68,10 +73,12 @@ class ChatHandlers:
         request: gr.Request,
     ):
         """Streams the answer to the last user turn; the service saves it as it grows and when it ends."""
-        if not session.turns or session.turns[-1].role != "user":
+        conversation_id = session.conversation_id
+        if not session.turns or session.turns[-1].role != "user" or conversation_id is None:
             yield session.to_chatbot(), session, gr.skip(), gr.skip()
             return
         service = self.ctx.conversations
+        invalid: str | None
         try:
             settings = GenerationSettings(
                 max_new_tokens=int(max_new_tokens),
@@ -88,17 +95,17 @@ class ChatHandlers:
         chat_request = ChatRequest(session.engine_turns(), settings, self.ctx.stops.current(request.session_hash))
         answer = ChatTurn("assistant", "")
         session.turns.append(answer)
-        answer.message_id = service.begin_answer(session.conversation_id, preset_name)
+        answer.message_id = service.begin_answer(conversation_id, preset_name)
         try:
             if invalid:
                 raise UserError(invalid)
             service.check_settings(settings)
         except UserError as error:
-            record = service.refuse_answer(session.conversation_id, answer.message_id, str(error), preset_name)
+            record = service.refuse_answer(conversation_id, answer.message_id, str(error), preset_name)
             answer.status, answer.error = record.status, record.error
             yield session.to_chatbot(), session, status_line(self.ctx.engine, record), model_line(self.ctx.engine)
             return
-        for event in service.stream_answer(session.conversation_id, answer.message_id, chat_request, preset_name):
+        for event in service.stream_answer(conversation_id, answer.message_id, chat_request, preset_name):
             if isinstance(event, Finished):
                 record = event.record
                 answer.status, answer.error, answer.text = record.status, record.error, record.text
@@ -116,7 +123,9 @@ class ChatHandlers:
         removed = session.truncate(session.turn_of(index))
         self.ctx.conversations.hide(session.owner, [t.message_id for t in removed if t.message_id is not None])
         first = removed[0] if removed else None
-        restored = {"text": first.text, "files": first.images} if first and first.role == "user" else None
+        restored: dict[str, Any] | None = None
+        if first and first.role == "user":
+            restored = {"text": first.text, "files": first.images}
         return session.to_chatbot(), session, gr.MultimodalTextbox(value=restored)
 
     def retry(self, session: ChatSession, data: gr.RetryData, request: gr.Request):
@@ -145,10 +154,11 @@ class ChatHandlers:
 
     def like(self, session: ChatSession, data: gr.LikeData) -> None:
         index = session.turn_of(data.index if isinstance(data.index, int) else data.index[0])
-        if 0 <= index < len(session.turns) and session.turns[index].message_id is not None and data.liked is not None:
+        message_id = session.turns[index].message_id if 0 <= index < len(session.turns) else None
+        if message_id is not None and data.liked is not None:
             value = "like" if data.liked is True or data.liked == "Like" else "dislike"
             try:
-                self.ctx.conversations.feedback(session.owner, session.turns[index].message_id, value)
+                self.ctx.conversations.feedback(session.owner, message_id, value)
             except UserError as error:
                 raise refuse(str(error)) from None
 

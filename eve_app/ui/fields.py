@@ -7,7 +7,7 @@ from ..errors import UserError
 
 
 def optional_number(value: str | float | None, what: str) -> float | None:
-    """"" (or None) means unset; anything else must be a number."""
+    """ "" (or None) means unset; anything else must be a number."""
     text = str(value).strip() if value is not None else ""
     if not text:
         return None

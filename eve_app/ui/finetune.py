@@ -18,18 +18,20 @@ import gradio as gr
 import pandas as pd
 from huggingface_hub import constants as hub_constants
 
+from model.shared import PROJECT_ROOT
+
 from ..context import AppContext
 from ..errors import UserError
 from ..jobs import (
     ConfigError,
     JobConfig,
+    JobRunner,
     command_preview,
     paged_preview,
     stage_presets,
     validate_dataset,
     validate_upload,
 )
-from ..jobs.command import PROJECT_ROOT
 from ..jobs.validation import new_upload_dir
 from ..security import client_address, resolve_checkpoint_choice, session_owner, viewer
 from ..settings import DEFAULT_MODEL
@@ -108,7 +110,14 @@ class FinetuneHandlers:
 
     # Who may do what
 
-    def _check_admin(self, password: str, request: gr.Request) -> None:
+    @property
+    def runner(self) -> JobRunner:
+        """The job runner; the app always has one where jobs can be watched or launched."""
+        if self.ctx.runner is None:
+            raise refuse("This server runs no fine-tuning jobs.")
+        return self.ctx.runner
+
+    def _check_admin(self, password: str, request: gr.Request | None) -> None:
         reason = launch_blocked_reason(self.ctx)
         if reason:
             raise refuse(reason)
@@ -144,7 +153,9 @@ class FinetuneHandlers:
         for job in self.ctx.storage.list_jobs("done"):
             path = (job.get("final_metrics") or {}).get("model_path")
             if path:
-                choices[f"job-{job['id']}-{'-'.join(job['args'].get('stages') or [job['args'].get('stage', '')])}"] = path
+                choices[f"job-{job['id']}-{'-'.join(job['args'].get('stages') or [job['args'].get('stage', '')])}"] = (
+                    path
+                )
         return choices
 
     def _base(self, base: str) -> str:
@@ -156,15 +167,24 @@ class FinetuneHandlers:
 
     # Data
 
-    def validate(self, files: list[str] | None, export_ids: str, base: str, password: str, owner: str | None,
-                 request: gr.Request):
+    def validate(
+        self,
+        files: list[str] | None,
+        export_ids: str,
+        base: str,
+        password: str,
+        owner: str | None,
+        request: gr.Request,
+    ):
         """Validates an upload (or your History conversations) and shows its summary and first page of rows."""
         base = self._base(base)
         limits = self.ctx.settings.upload_limits()
         in_use = self.ctx.runner.upload_dirs_in_use() if self.ctx.runner else set()
         if self.ctx.uploads.pending_bytes(in_use) > limits.max_total_bytes:
-            raise refuse("Too many validated datasets are waiting to be launched; try again once they expire "
-                         f"({self.ctx.settings.upload_retention_minutes:g} minutes after validation).")
+            raise refuse(
+                "Too many validated datasets are waiting to be launched; try again once they expire "
+                f"({self.ctx.settings.upload_retention_minutes:g} minutes after validation)."
+            )
         if export_ids.strip():
             ids = parse_conversation_ids(export_ids)
             try:
@@ -205,8 +225,10 @@ class FinetuneHandlers:
         """The job settings of the form, checked (refused with a message when they cannot run)."""
         result = self.ctx.uploads.get(form.dataset)
         if result is None or result.data_path is None:
-            raise refuse("Validate a dataset first (validations are kept for a limited time): nothing runs on "
-                         "data that was not checked.")
+            raise refuse(
+                "Validate a dataset first (validations are kept for a limited time): nothing runs on "
+                "data that was not checked."
+            )
         if not form.stages:
             raise refuse("Pick at least one stage.")
         try:
@@ -239,9 +261,21 @@ class FinetuneHandlers:
         )
 
     def preview_command(
-        self, dataset: str, base: str, stages: list[str], lr: str = "", max_steps: str = "60", epochs: float = 1,
-        batch_size: float = 4, grad_accum: float = 1, max_image_size: str = "", max_length: str = "",
-        seed: float = 42, eval_split: float = 0.1, hardware: str = "CPU", strategy: str = "ddp",
+        self,
+        dataset: str,
+        base: str,
+        stages: list[str],
+        lr: str = "",
+        max_steps: str = "60",
+        epochs: float = 1,
+        batch_size: float = 4,
+        grad_accum: float = 1,
+        max_image_size: str = "",
+        max_length: str = "",
+        seed: float = 42,
+        eval_split: float = 0.1,
+        hardware: str = "CPU",
+        strategy: str = "ddp",
     ) -> str:
         """The exact command a launch with these settings would run, server paths shown as names.
 
@@ -251,8 +285,22 @@ class FinetuneHandlers:
             stages: one or more of "1", "2.1", "2.2", "3", run in that order.
             lr, max_steps, max_image_size, max_length: empty for the stage's own.
         """
-        form = JobForm(dataset, base, stages, lr, max_steps, epochs, batch_size, grad_accum, max_image_size,
-                       max_length, seed, eval_split, hardware, strategy)
+        form = JobForm(
+            dataset,
+            base,
+            stages,
+            lr,
+            max_steps,
+            epochs,
+            batch_size,
+            grad_accum,
+            max_image_size,
+            max_length,
+            seed,
+            eval_split,
+            hardware,
+            strategy,
+        )
         output = self.ctx.settings.data_dir.resolve() / "runs" / "job-N" / "out"
         config = dataclasses.replace(self.config_from(form), output_dir=str(output))
         try:
@@ -263,8 +311,9 @@ class FinetuneHandlers:
     def save_config(self, *values) -> str:
         """job.json with the form's settings (the dataset is not part of it: validate it again to reuse)."""
         settings = dataclasses.asdict(self.config_from(JobForm(*values)))
-        config = JobConfig.from_dict({**settings, "data": "(validate a dataset)", "image_folder": None,
-                                      "base": self.redact(settings["base"])})
+        config = JobConfig.from_dict(
+            {**settings, "data": "(validate a dataset)", "image_folder": None, "base": self.redact(settings["base"])}
+        )
         path = Path(tempfile.mkdtemp(prefix="job-config-")) / "job.json"
         path.write_text(config.to_json())
         return str(path)
@@ -298,21 +347,48 @@ class FinetuneHandlers:
     # Jobs (admin)
 
     def launch_job(
-        self, dataset: str, base: str, stages: list[str], lr: str = "", max_steps: str = "60", epochs: float = 1,
-        batch_size: float = 4, grad_accum: float = 1, max_image_size: str = "", max_length: str = "",
-        seed: float = 42, eval_split: float = 0.1, hardware: str = "CPU", strategy: str = "ddp",
-        password: str = "", request: gr.Request = None,
+        self,
+        dataset: str,
+        base: str,
+        stages: list[str],
+        lr: str = "",
+        max_steps: str = "60",
+        epochs: float = 1,
+        batch_size: float = 4,
+        grad_accum: float = 1,
+        max_image_size: str = "",
+        max_length: str = "",
+        seed: float = 42,
+        eval_split: float = 0.1,
+        hardware: str = "CPU",
+        strategy: str = "ddp",
+        password: str = "",
+        request: gr.Request | None = None,
     ):
         """Launches a fine-tuning job (needs the admin password); returns the jobs table and the new job's id.
 
         The settings are those of /preview_command; `password` is the admin password.
         """
         self._check_admin(password, request)
-        form = JobForm(dataset, base, stages, lr, max_steps, epochs, batch_size, grad_accum, max_image_size,
-                       max_length, seed, eval_split, hardware, strategy)
+        form = JobForm(
+            dataset,
+            base,
+            stages,
+            lr,
+            max_steps,
+            epochs,
+            batch_size,
+            grad_accum,
+            max_image_size,
+            max_length,
+            seed,
+            eval_split,
+            hardware,
+            strategy,
+        )
         config = self.config_from(form)
         try:
-            job_id = self.ctx.runner.submit(config)
+            job_id = self.runner.submit(config)
         except ConfigError as error:
             raise refuse(str(error)) from None
         self.ctx.uploads.claim(dataset)
@@ -321,8 +397,12 @@ class FinetuneHandlers:
     def jobs_table(self) -> pd.DataFrame:
         runner = self.ctx.runner
         rows = [
-            [j["id"], "stopping…" if runner and runner.stopping(j) else j["status"], str(j["created_at"])[:16],
-             " → ".join(j["args"].get("stages") or [j["args"].get("stage", "")])]
+            [
+                j["id"],
+                "stopping…" if runner and runner.stopping(j) else j["status"],
+                str(j["created_at"])[:16],
+                " → ".join(j["args"].get("stages") or [j["args"].get("stage", "")]),
+            ]
             for j in self.ctx.storage.list_jobs()
         ]
         return pd.DataFrame(rows, columns=["job", "status", "created", "stages"])
@@ -332,7 +412,7 @@ class FinetuneHandlers:
             return "No job selected.", "", loss_frame([])
         job_id = int(job_id)
         try:
-            progress = self.ctx.runner.progress(job_id)
+            progress = self.runner.progress(job_id)
         except LookupError:
             return f"There is no job {job_id}.", "", loss_frame([])
         label = progress["label"]
@@ -340,8 +420,8 @@ class FinetuneHandlers:
             label += f"\n\nLast checkpoint: `{self.redact(str(progress['checkpoint']))}`"
         if progress.get("error"):
             label += f"\n\n⚠️ {self.redact(progress['error'].splitlines()[0])}"
-        losses = loss_frame(self.ctx.runner.loss_series(job_id))
-        return label, self.redact(self.ctx.runner.log_tail(job_id, 40)), losses
+        losses = loss_frame(self.runner.loss_series(job_id))
+        return label, self.redact(self.runner.log_tail(job_id, 40)), losses
 
     def watch(self, job_id: float | None, password: str, request: gr.Request):
         """Progress line, log tail and loss plot of one job (admin); unlocks the timer that keeps them current, also
@@ -364,7 +444,7 @@ class FinetuneHandlers:
         if not job_id:
             raise refuse("Pick a job first.")
         try:
-            self.ctx.runner.abort(int(job_id), grace=ABORT_GRACE, wait=False)  # the monitor finishes it
+            self.runner.abort(int(job_id), grace=ABORT_GRACE, wait=False)  # the monitor finishes it
         except LookupError:
             raise refuse(f"There is no job {int(job_id)}.") from None
         return self.jobs_table()
@@ -435,4 +515,3 @@ def build_finetune_tab(ctx: AppContext, owner: gr.State, chat: dict, browser: di
     c["refresh"].click(h.refresh_choices, None, [c["base"], c["chat_model"]], api_visibility="private")
     c["jobs_table"] = h.jobs_table
     return c
-

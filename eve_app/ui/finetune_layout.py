@@ -84,16 +84,24 @@ def _jobs_section(c: dict, blocked: str | None, jobs: pd.DataFrame, base_choices
             c["abort"] = gr.Button("Abort selected job", variant="stop", interactive=blocked is None)
             c["refresh"] = gr.Button("Refresh")
         c["jobs"] = gr.Dataframe(
-            value=jobs, label="Jobs (one runs at a time; click a row to watch it)", interactive=False, elem_id="jobs-table"
+            value=jobs,
+            label="Jobs (one runs at a time; click a row to watch it)",
+            interactive=False,
+            elem_id="jobs-table",
         )
         c["job_id"] = gr.Number(value=None, precision=0, label="Watching job", elem_id="watched-job")
         c["progress"] = gr.Markdown(elem_id="job-progress")
-        c["loss_plot"] = gr.LinePlot(x="step", y="value", color="series", label="Loss", height=260, elem_id="loss-plot")
+        c["loss_plot"] = gr.LinePlot(
+            x="step", y="value", color="series", label="Loss", height=260, elem_id="loss-plot"
+        )
         c["log"] = gr.Textbox(label="Log (last lines)", lines=8, max_lines=12, autoscroll=True)
         with gr.Row():
             c["chat_model"] = gr.Dropdown(
-                list(base_choices), value=next(iter(base_choices)), label="Model for the chat (every visitor's)",
-                allow_custom_value=True, scale=3,
+                list(base_choices),
+                value=next(iter(base_choices)),
+                label="Model for the chat (every visitor's)",
+                allow_custom_value=True,
+                scale=3,
             )
             c["load_into_chat"] = gr.Button("Load into chat", scale=1)
         c["load_status"] = gr.Markdown()

@@ -17,8 +17,11 @@ from ..security import client_address, session_owner, viewer
 from .refusals import refuse
 
 COLUMNS = ["id", "updated", "task", "title", "messages", "last answer"]
-EXPORT_FORMATS = {"JSON (zip with images)": "json", "Markdown (zip with images)": "markdown",
-                  "LLaVA training data (zip)": "llava"}
+EXPORT_FORMATS = {
+    "JSON (zip with images)": "json",
+    "Markdown (zip with images)": "markdown",
+    "LLaVA training data (zip)": "llava",
+}
 
 
 def parse_conversation_ids(text: str) -> list[int]:
@@ -35,7 +38,7 @@ class HistoryHandlers:
     def __init__(self, ctx: AppContext):
         self.ctx = ctx
 
-    def _viewer(self, owner: str | None, password: str, request: gr.Request) -> str:
+    def _viewer(self, owner: str | None, password: str, request: gr.Request) -> str | None:
         """Whose conversations this caller may see (raises gr.Error for a wrong admin password)."""
         address = client_address(request, self.ctx.settings.on_spaces)
         try:
@@ -48,8 +51,14 @@ class HistoryHandlers:
         """Your conversations (everyone's with the admin password) whose title or messages contain `query`."""
         rows = self.ctx.conversations.search(self._viewer(owner, password, request), query)
         return [
-            [r["id"], str(r["updated_at"])[:16], r.get("task") or "", r.get("title") or "", r.get("message_count", 0),
-             r.get("status") or ""]
+            [
+                r["id"],
+                str(r["updated_at"])[:16],
+                r.get("task") or "",
+                r.get("title") or "",
+                r.get("message_count", 0),
+                r.get("status") or "",
+            ]
             for r in rows
         ]
 
@@ -83,8 +92,9 @@ class HistoryHandlers:
         row = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
         return str(rows.iloc[row, 0]) if hasattr(rows, "iloc") else str(rows[row][0])
 
-    def export(self, ids_text: str, current: ChatSession, fmt: str, password: str, owner: str | None,
-               request: gr.Request) -> str:
+    def export(
+        self, ids_text: str, current: ChatSession, fmt: str, password: str, owner: str | None, request: gr.Request
+    ) -> str:
         """A zip to download: the selected conversations (or the open chat) with their images."""
         ids = parse_conversation_ids(ids_text) or ([current.conversation_id] if current.conversation_id else [])
         if not ids:

@@ -38,8 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     tasks = list(TASKS) if args.task == "all" else [args.task]
     model, processor = load_pretrained(args.checkpoint)
     started = time.perf_counter()
-    results = [evaluate_task(model, processor, task, args.n, args.level, args.seed, args.batch_size,
-                             args.max_new_tokens, args.spread) for task in tasks]
+    results = [
+        evaluate_task(
+            model, processor, task, args.n, args.level, args.seed, args.batch_size, args.max_new_tokens, args.spread
+        )
+        for task in tasks
+    ]
     print(format_table(results))
     print(f"({time.perf_counter() - started:.0f} s)")
     if args.out:

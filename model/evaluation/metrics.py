@@ -70,7 +70,7 @@ def score_webpage(prediction: str, target: dict) -> dict[str, float]:
 def score_scene(prediction: str, target: dict) -> dict[str, float]:
     """Object-set exact match, count accuracy, and position / colour / shape accuracy of objects matched by position."""
     parsed = parse_scene(prediction)
-    predicted = {}
+    predicted: dict[str, dict] = {}
     for obj in parsed["objects"]:
         predicted.setdefault(obj["position"], obj)  # the first mention of a position counts
     reference = {obj["position"]: obj for obj in target["objects"]}

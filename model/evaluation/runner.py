@@ -16,19 +16,36 @@ def answer_batch(model, processor, samples: list, max_new_tokens: int) -> list[s
     prompts = [processor.build_prompt([{"role": "user", "content": s.conversations[0]["value"]}]) for s in samples]
     inputs = processor(text=prompts, images=[[s.image] for s in samples])
     with torch.inference_mode():
-        ids = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, repetition_penalty=1.0,
-                             top_p=None, top_k=None, temperature=None)
-    return processor.batch_decode(ids[:, inputs["input_ids"].shape[1]:])
+        ids = model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            repetition_penalty=1.0,
+            top_p=None,
+            top_k=None,
+            temperature=None,
+        )
+    return processor.batch_decode(ids[:, inputs["input_ids"].shape[1] :])
 
 
-def evaluate_task(model, processor, task: str, n: int, level, seed: int = EVAL_SEED, batch_size: int = 16,
-                  max_new_tokens: int = 96, spread: float = 1.0) -> dict:
+def evaluate_task(
+    model,
+    processor,
+    task: str,
+    n: int,
+    level,
+    seed: int = EVAL_SEED,
+    batch_size: int = 16,
+    max_new_tokens: int = 96,
+    spread: float = 1.0,
+) -> dict:
     """Scores of `n` held-out samples of one task: the aggregate, and the first few answers for inspection.
 
     `spread` limits where text is placed, as in training (`--placement-spread`); 1 is anywhere.
     """
     stream = iter_samples([task], seed=seed, level=level, split="test", spread=spread)
-    scores, examples = [], []
+    scores: list[dict[str, float]] = []
+    examples: list[dict] = []
     for start in range(0, n, batch_size):
         samples = [next(stream) for _ in range(min(batch_size, n - start))]
         for sample, answer in zip(samples, answer_batch(model, processor, samples, max_new_tokens)):

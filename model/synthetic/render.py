@@ -9,13 +9,13 @@ Higher curriculum levels use `draw_free_text` (any font, any offset) once the gr
 import random
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ..shared import PROJECT_ROOT
 from .config import PATCH_SIZE
 
-FONT_DIR = Path(__file__).resolve().parents[2] / "assets" / "fonts"
+FONT_DIR = PROJECT_ROOT / "assets" / "fonts"
 FONT_FILES = {
     "mono": "DejaVuSansMono.ttf",
     "mono-bold": "DejaVuSansMono-Bold.ttf",
@@ -58,7 +58,7 @@ def grid_font(cell_w: int = PATCH_SIZE, cell_h: int = 2 * PATCH_SIZE, name: str 
         width = max(font.getbbox(ch, anchor="ms")[2] - font.getbbox(ch, anchor="ms")[0] for ch in "MWmw@")
         if bottom - top > cell_h - 2 or width > cell_w - 1:
             break
-        best = GridFont(font, cell_w, cell_h, baseline=(cell_h - (bottom - top)) // 2 - top)
+        best = GridFont(font, cell_w, cell_h, baseline=int((cell_h - (bottom - top)) // 2 - top))
     if best is None:
         raise ValueError(f"no font size fits a {cell_w}x{cell_h} cell")
     return best
@@ -91,7 +91,7 @@ def draw_grid_text(
 def free_line_height(font: ImageFont.FreeTypeFont) -> tuple[int, int]:
     """(ascent, height) of a line of `font`: top of the tallest letters to the baseline, and to the descenders."""
     _, top, _, bottom = font.getbbox("Wdlgjpqy", anchor="ls")
-    return -top, bottom - top
+    return int(-top), int(bottom - top)
 
 
 def fit_free_font(text: str, name: str, size: int, max_width: int, min_size: int = 10) -> ImageFont.FreeTypeFont:

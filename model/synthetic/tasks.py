@@ -10,19 +10,18 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from ..shared import IMAGE_PLACEHOLDER as IMAGE_TOKEN
+from ..shared import TASK_KEYS, task_instructions
 from . import ocr, poster, scene, webpage
-from .answers import canonical_instruction, format_answer, pick_instruction
+from .answers import format_answer, pick_instruction
 from .config import IMAGE_SIZES, check_level, check_size
 from .vocab import word_bank
 
-IMAGE_TOKEN = "<image>"  # placeholder the processor expands into image tokens
 TASK_MODULES = {"ocr": ocr, "poster": poster, "webpage": webpage, "scene": scene}
 TASKS = tuple(TASK_MODULES)
 
-# display name (as the app shows it) -> task key
-TASK_KEYS: dict[str, str] = {"OCR": "ocr", "Poster": "poster", "Webpage": "webpage", "Scene description": "scene"}
 # display name -> the canonical instruction, used by the app's presets and by evaluation
-TASK_INSTRUCTIONS: dict[str, str] = {name: canonical_instruction(key) for name, key in TASK_KEYS.items()}
+TASK_INSTRUCTIONS: dict[str, str] = task_instructions()
 
 
 @dataclass

@@ -14,8 +14,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ..shared import PROJECT_ROOT
+
 VOCAB_PATH = Path(__file__).with_name("vocab.json")
-WORDLIST_PATH = Path(__file__).resolve().parents[2] / "assets" / "wordlist.txt"
+WORDLIST_PATH = PROJECT_ROOT / "assets" / "wordlist.txt"
 HELD_OUT_MODULUS = 10
 SPLITS = ("all", "train", "test")
 

@@ -92,7 +92,7 @@ def draw_free(draw, rng: random.Random, content: dict, words: WordBank, size, co
     def put(text: str, band: tuple[int, int], size_range: tuple[int, int], fill, name: str = font_name) -> tuple:
         font = fit_free_font(text, name, rng.randint(*size_range), width - 16)
         while free_line_height(font)[1] > band[1] - band[0] - 2 and font.size > 8:
-            font = fit_free_font(text, name, font.size - 1, width - 16)
+            font = fit_free_font(text, name, int(font.size) - 1, width - 16)
         height = free_line_height(font)[1]
         x = rng.randint(6, max(6, width - round(font.getlength(text)) - 10))
         y = band[0] + (band[1] - band[0] - height) // 2

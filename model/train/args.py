@@ -10,6 +10,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .stages import load_stages
 
@@ -92,6 +93,17 @@ class TrainArgs:
         return cls(**json.loads(Path(path).read_text()))
 
 
+def train_defaults() -> dict[str, Any]:
+    """`TrainArgs`' default of each field: the parser takes its defaults from here, so they are written once."""
+    defaults: dict[str, Any] = {}
+    for spec in dataclasses.fields(TrainArgs):
+        if spec.default is not dataclasses.MISSING:
+            defaults[spec.name] = spec.default
+        elif spec.default_factory is not dataclasses.MISSING:
+            defaults[spec.name] = spec.default_factory()
+    return defaults
+
+
 def _comma_list(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
@@ -105,15 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--base", help="checkpoint folder or Hub id to start from")
     source.add_argument("--from-scratch", metavar="CONFIG.json", help="build a new model from EveConfig fields")
     source.add_argument("--tokenizer", help="tokenizer folder for --from-scratch")
-    source.add_argument("--stage", default="3", choices=list(load_stages()), help="stage preset (default 3)")
+    source.add_argument("--stage", choices=list(load_stages()), help="stage preset (default %(default)s)")
     data = parser.add_argument_group("data")
-    data.add_argument("--data", action="extend", type=_comma_list, default=[], help="LLaVA JSON file(s)")
+    data.add_argument("--data", action="extend", type=_comma_list, help="LLaVA JSON file(s)")
     data.add_argument("--image-folder", help="folder image paths are relative to (default: the JSON's folder)")
-    data.add_argument("--synthetic", type=_comma_list, default=[], help="stream synthetic tasks: ocr,poster,...")
+    data.add_argument("--synthetic", type=_comma_list, help="stream synthetic tasks: ocr,poster,...")
     data.add_argument(
         "--synthetic-level",
         type=lambda v: [int(x) for x in _comma_list(v)],
-        default=[0],
         help="curriculum level, or comma-separated levels to mix",
     )
     data.add_argument(
@@ -124,7 +135,6 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--made-up-words",
         type=float,
-        default=0.0,
         metavar="SHARE",
         help="share of synthetic training words replaced by random letter strings, so that words are read letter by "
         "letter rather than memorised (evaluation keeps real held-out words)",
@@ -132,7 +142,6 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--placement-spread",
         type=lambda v: [float(x) for x in _comma_list(v)],
-        default=[1.0],
         metavar="FIRST[,LAST]",
         help="share of the free room synthetic grid text is placed in: 0 always puts it at the first free patch, 1 "
         "anywhere (default); FIRST,LAST ramps linearly over the run. A small model learns glyphs with text at one "
@@ -146,34 +155,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument("--max-image-size", type=int, help="image side (as area side**2); default: the stage's rule")
     data.add_argument(
-        "--max-length", type=int, default=4096, help="longest row in tokens, image tokens included (default 4096)"
+        "--max-length", type=int, help="longest row in tokens, image tokens included (default %(default)s)"
     )
-    data.add_argument("--num-workers", type=int, default=0, help="data-loader worker processes")
+    data.add_argument("--num-workers", type=int, help="data-loader worker processes")
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--lr", type=float, help="learning rate (default: the stage preset's)")
-    optim.add_argument("--epochs", type=float, default=1.0)
+    optim.add_argument("--epochs", type=float)
     optim.add_argument("--max-steps", type=int, help="optimizer steps (overrides --epochs)")
-    optim.add_argument("--batch-size", type=int, default=1, help="samples per process per micro-step")
-    optim.add_argument("--grad-accum", type=int, default=1, help="micro-steps per optimizer step")
-    optim.add_argument("--warmup-ratio", type=float, default=0.03)
-    optim.add_argument("--weight-decay", type=float, default=0.0)
-    optim.add_argument("--max-grad-norm", type=float, default=1.0)
-    optim.add_argument("--seed", type=int, default=42)
+    optim.add_argument("--batch-size", type=int, help="samples per process per micro-step")
+    optim.add_argument("--grad-accum", type=int, help="micro-steps per optimizer step")
+    optim.add_argument("--warmup-ratio", type=float)
+    optim.add_argument("--weight-decay", type=float)
+    optim.add_argument("--max-grad-norm", type=float)
+    optim.add_argument("--seed", type=int)
     optim.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
     optim.add_argument("--gradient-checkpointing", action="store_true")
     optim.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
     run = parser.add_argument_group("evaluation, checkpoints, logging")
     run.add_argument("--output-dir", required=True)
-    run.add_argument("--eval-split", type=float, default=0.0, help="fraction of --data held out for eval loss")
-    run.add_argument("--eval-every", type=int, default=0, help="steps between evaluations (0: at the end only)")
-    run.add_argument(
-        "--eval-samples", type=int, default=64, help="most evaluation samples (synthetic: held-out samples)"
-    )
-    run.add_argument("--save-every", type=int, default=500, help="steps between checkpoints (0: none)")
-    run.add_argument("--keep-checkpoints", type=int, default=2)
-    run.add_argument("--log-every", type=int, default=10, help="steps between metrics.jsonl lines")
-    run.add_argument("--resume", default="auto", help="auto (last checkpoint in --output-dir), none, or a folder")
+    run.add_argument("--eval-split", type=float, help="fraction of --data held out for eval loss")
+    run.add_argument("--eval-every", type=int, help="steps between evaluations (0: at the end only)")
+    run.add_argument("--eval-samples", type=int, help="most evaluation samples (synthetic: held-out samples)")
+    run.add_argument("--save-every", type=int, help="steps between checkpoints (0: none)")
+    run.add_argument("--keep-checkpoints", type=int)
+    run.add_argument("--log-every", type=int, help="steps between metrics.jsonl lines")
+    run.add_argument("--resume", help="auto (last checkpoint in --output-dir), none, or a folder")
     run.add_argument("--stop-at-step", type=int, help="stop after this step with a checkpoint (resume later)")
+    parser.set_defaults(**train_defaults())
     return parser
 
 

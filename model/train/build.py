@@ -10,6 +10,7 @@ import json
 import logging
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import Any
 
 import torch
 import transformers
@@ -56,9 +57,10 @@ def load_base(
     elif config.add_moe and not stage.vision_twins:
         logger.warning("Stage %s runs with the checkpoint's vision twins, which stay frozen", stage.name)
     with _quiet_transformers() if add_twins else nullcontext():
-        model, info = EveForCausalLM.from_pretrained(
+        loaded: Any = EveForCausalLM.from_pretrained(  # (model, loading info) with output_loading_info
             str(folder), config=config, dtype=dtype, attn_implementation=attn_implementation, output_loading_info=True
         )
+    model, info = loaded
     unexpected_missing = [key for key in info["missing_keys"] if not (add_twins and "moe_" in key)]
     if unexpected_missing or info["unexpected_keys"]:
         raise ValueError(

@@ -22,8 +22,9 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from ..constants import DEFAULT_IMAGE_TOKEN, IGNORE_INDEX
+from ..constants import IGNORE_INDEX
 from ..processing_eve import EveProcessor
+from ..shared import IMAGE_PLACEHOLDER as DEFAULT_IMAGE_TOKEN
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def to_messages(conversations: list[dict], num_images: int, keep_images: bool = 
     placeholders = sum(t.count(DEFAULT_IMAGE_TOKEN) for t in texts)
     if placeholders != (num_images if keep_images else 0):
         raise SkipSample(f"{placeholders} {DEFAULT_IMAGE_TOKEN} placeholders for {num_images} images")
-    return [{"role": role, "content": text} for role, text in zip(roles, texts)]
+    return [{"role": role, "content": text} for role, text in zip(roles, texts) if role]  # no None: checked above
 
 
 @dataclass

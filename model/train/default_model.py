@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from ..chat_template import get_template
+from ..shared import PROJECT_ROOT, TASK_KEYS
 from ..synthetic import TASK_INSTRUCTIONS
 from ..synthetic.vocab import load_vocab
 from .checkpoints import is_finished
@@ -24,8 +25,7 @@ from .export_default import export, stage_folder
 from .pipeline import ForwardSignals
 from .tokenizer import train_tokenizer
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-TASKS = "ocr,poster,webpage,scene"
+TASKS = ",".join(TASK_KEYS.values())
 # The model: widths and depth sized for a 2-core CPU; images of area 192^2 in 16-pixel patches (about 150 tokens).
 # Pixels are normalised so that white is 0 (the official CLIP statistics make it +1.9): blank patches then embed to
 # zero and only ink carries signal. With CLIP statistics a model trained from scratch had not started reading after

@@ -16,13 +16,14 @@ import signal
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+from ..compat import enable_activation_checkpointing
 from ..constants import IGNORE_INDEX
 from ..processing_eve import EveProcessor
 from . import recipe
@@ -96,9 +97,9 @@ class Run:
     model: torch.nn.Module
     processor: EveProcessor
     optimizer: torch.optim.Optimizer
-    scheduler: object
+    scheduler: Any  # as accelerate wraps it
     feed: recipe.Feed
-    eval_batches: object
+    eval_batches: Any  # as accelerate wraps it; None without an evaluation set
     state: TrainerState
     metrics: MetricsLog
     clock: Clock = field(init=False)
@@ -148,7 +149,7 @@ class Run:
             "lr": self.scheduler.get_last_lr()[0],
             **self.clock.mark(state.step, state.total_steps, self.feed.samples_per_step * self.feed.world_size),
         }
-        if evaluated:
+        if evaluated and state.eval_loss is not None:
             record["eval_loss"] = round(state.eval_loss, 6)
         self.metrics.write(record)
         bar.set_postfix(loss=f"{loss:.4f}", **({"eval": f"{state.eval_loss:.4f}"} if evaluated else {}))
@@ -243,7 +244,7 @@ def prepare_run(args: TrainArgs, accelerator: Accelerator) -> Run:
         "Stage %s: %d of %d parameter tensors trainable", stage.name, len(trainable), len(list(model.parameters()))
     )
     if args.gradient_checkpointing:
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)
     encoder = recipe.make_encoder(args, stage, processor)
     rank, world = accelerator.process_index, accelerator.num_processes
     train_set, eval_set = recipe.make_datasets(args, encoder, rank, world)

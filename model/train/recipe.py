@@ -8,9 +8,10 @@ permutation. A synthetic stream restarts at the global sample index where the ru
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 from accelerate import Accelerator
@@ -54,7 +55,9 @@ def build_model(args: TrainArgs, stage: Stage, device: torch.device) -> tuple[Ev
     attn = default_attn_implementation(str(device))
     if args.base:
         return load_base(args.base, stage, dtype=torch.float32, attn_implementation=attn)
-    return build_from_scratch(args.from_scratch, args.tokenizer, stage, dtype=torch.float32, attn_implementation=attn)
+    return build_from_scratch(
+        str(args.from_scratch), str(args.tokenizer), stage, dtype=torch.float32, attn_implementation=attn
+    )
 
 
 def keep_trainable_weights_in_the_graph(model: torch.nn.Module) -> None:
@@ -104,10 +107,10 @@ class Feed:
         """Optimizer steps in one pass over the dataset (0 for an endless stream)."""
         if isinstance(self.dataset, SyntheticStream):
             return 0
-        steps = len(self.dataset) // (self.samples_per_step * self.world_size)
+        steps = _size(self.dataset) // (self.samples_per_step * self.world_size)
         if steps == 0:
             raise ValueError(
-                f"{len(self.dataset)} training samples are fewer than one optimizer step needs "
+                f"{_size(self.dataset)} training samples are fewer than one optimizer step needs "
                 f"({self.world_size} processes x batch {self.args.batch_size} x grad-accum {self.args.grad_accum})"
             )
         return steps
@@ -133,10 +136,17 @@ class Feed:
         epoch, skip = state.epoch, state.step_in_epoch * self.samples_per_step
         per_epoch = self.steps_per_epoch * self.samples_per_step
         while True:
-            order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.args.seed + epoch))
+            order = torch.randperm(
+                _size(self.dataset), generator=torch.Generator().manual_seed(self.args.seed + epoch)
+            )
             indices = order[self.rank :: self.world_size][:per_epoch].tolist()
             yield from self.loader(self.dataset, indices[skip:])
             epoch, skip = epoch + 1, 0
+
+
+def _size(dataset: Dataset) -> int:
+    """Samples in a map-style dataset (torch's `Dataset` type declares no `__len__`)."""
+    return len(cast(Sized, dataset))
 
 
 def make_encoder(args: TrainArgs, stage: Stage, processor: EveProcessor) -> Encoder:
@@ -154,10 +164,13 @@ def make_datasets(args: TrainArgs, encoder: Encoder, rank: int, world_size: int)
             encoder,
             rank,
             world_size,
-            run_samples=args.max_steps * args.batch_size * args.grad_accum * world_size,
+            run_samples=(args.max_steps or 0)
+            * args.batch_size
+            * args.grad_accum
+            * world_size,  # set: TrainArgs checks
             curriculum=args.curriculum,
             made_up_words=args.made_up_words,
-            spread=tuple(args.placement_spread),
+            spread=(args.placement_spread[0], args.placement_spread[1]),
         )
         evaluation = SyntheticEvalSet(args.synthetic, args.seed, args.synthetic_level, encoder, args.eval_samples)
         return train, (evaluation if args.eval_samples > 0 else None)
@@ -171,7 +184,7 @@ def eval_loader(feed: Feed, dataset: Dataset | None) -> DataLoader | None:
     """Evaluation batches of this process; every process gets the same number (collectives stay in step)."""
     if dataset is None:
         return None
-    per_rank = len(dataset) // feed.world_size
+    per_rank = _size(dataset) // feed.world_size
     if per_rank == 0:
         return None
     return feed.loader(dataset, list(range(feed.rank, per_rank * feed.world_size, feed.world_size)))

@@ -9,15 +9,14 @@ As in the official training script, trainability is decided by parameter-name su
     print(describe_stage(stage))
 """
 
-import json
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 
 import torch
 from torch import nn
 
-PRESETS_FILE = Path(__file__).with_name("stages.json")
+from ..shared import stage_image_max_size, stage_presets
+
 # Parameter groups and the name substring that selects each; "llm" is everything matched by no other group.
 GROUP_SUBSTRINGS = {"vision_tower": "vision_tower", "moe": "moe"}
 GROUP_LABELS = {
@@ -63,8 +62,10 @@ class Stage:
 @cache
 def load_stages() -> dict[str, Stage]:
     """All presets by name, in pipeline order."""
-    raw = json.loads(PRESETS_FILE.read_text())
-    return {name: Stage(name=name, **{**fields, "train": tuple(fields["train"])}) for name, fields in raw.items()}
+    return {
+        name: Stage(name=name, **{**fields, "train": tuple(fields["train"])})
+        for name, fields in stage_presets().items()
+    }
 
 
 def get_stage(stage: str | Stage) -> Stage:
@@ -104,12 +105,7 @@ def official_flags(stage: str | Stage) -> dict[str, bool]:
 
 def image_size_for(stage: str | Stage, image_max_size: int, override: int | None = None) -> int | None:
     """Largest image side (as an area of size**2) for the stage: the override, else the preset's low/high rule."""
-    stage = get_stage(stage)
-    if not stage.uses_images:
-        return None
-    if override:
-        return override
-    return image_max_size // 2 if stage.image_size == "low" else image_max_size
+    return stage_image_max_size(get_stage(stage).image_size, image_max_size, override)
 
 
 def describe_stage(stage: str | Stage) -> str:

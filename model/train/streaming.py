@@ -67,7 +67,7 @@ class SyntheticStream(IterableDataset):
     def levels_at(self, index: int) -> list[int]:
         """The level (or levels, drawn uniformly) of sample `index`."""
         levels = [self.level] if isinstance(self.level, int) else list(self.level)
-        if not self.curriculum or len(levels) == 1:
+        if not self.curriculum or len(levels) == 1 or not self.run_samples:  # the constructor requires run_samples
             return levels
         phase = min(len(levels) - 1, index * len(levels) // self.run_samples)
         return levels[: phase + 1]
@@ -75,7 +75,7 @@ class SyntheticStream(IterableDataset):
     def spread_at(self, index: int) -> float:
         """The placement spread of sample `index`: the first value, moving linearly to the last over the run."""
         first, last = self.spread
-        if first == last:
+        if first == last or not self.run_samples:  # the constructor requires run_samples for a ramp
             return first
         return first + (last - first) * min(1.0, index / self.run_samples)
 

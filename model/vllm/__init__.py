@@ -25,7 +25,7 @@ def register() -> None:
         register_chat_template_fallback_path,
     )
 
-    import model  # noqa: F401 -- registers EveConfig with transformers' AutoConfig (vLLM falls back to it)
+    import model.auto  # noqa: F401 -- registers EveConfig with transformers' AutoConfig (vLLM falls back to it)
 
     for architecture in ARCHITECTURES:
         if architecture not in ModelRegistry.get_supported_archs():

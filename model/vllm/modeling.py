@@ -86,11 +86,17 @@ class EveVllmMLP(nn.Module):
     def __init__(self, config: EveConfig, quant_config, prefix: str):
         super().__init__()
         self.gate_up_proj = MergedColumnParallelLinear(
-            config.hidden_size, [config.intermediate_size] * 2, bias=False, quant_config=quant_config,
+            config.hidden_size,
+            [config.intermediate_size] * 2,
+            bias=False,
+            quant_config=quant_config,
             prefix=f"{prefix}.gate_up_proj",
         )
         self.down_proj = RowParallelLinear(
-            config.intermediate_size, config.hidden_size, bias=False, quant_config=quant_config,
+            config.intermediate_size,
+            config.hidden_size,
+            bias=False,
+            quant_config=quant_config,
             prefix=f"{prefix}.down_proj",
         )
         if config.hidden_act != "silu":
@@ -122,13 +128,21 @@ class EveVllmAttention(nn.Module):
 
         def qkv(name: str) -> QKVParallelLinear:
             return QKVParallelLinear(
-                config.hidden_size, self.head_dim, self.total_num_heads, self.total_num_kv_heads, bias=True,
-                quant_config=quant_config, prefix=f"{prefix}.{name}",
+                config.hidden_size,
+                self.head_dim,
+                self.total_num_heads,
+                self.total_num_kv_heads,
+                bias=True,
+                quant_config=quant_config,
+                prefix=f"{prefix}.{name}",
             )
 
         def out(name: str) -> RowParallelLinear:
             return RowParallelLinear(
-                self.total_num_heads * self.head_dim, config.hidden_size, bias=False, quant_config=quant_config,
+                self.total_num_heads * self.head_dim,
+                config.hidden_size,
+                bias=False,
+                quant_config=quant_config,
                 prefix=f"{prefix}.{name}",
             )
 
@@ -140,8 +154,13 @@ class EveVllmAttention(nn.Module):
             self.head_dim, max_position=config.max_position_embeddings, rope_parameters=config.rope_parameters
         )
         self.attn = Attention(
-            self.num_heads, self.head_dim, self.head_dim**-0.5, num_kv_heads=self.num_kv_heads,
-            cache_config=cache_config, quant_config=quant_config, prefix=f"{prefix}.attn",
+            self.num_heads,
+            self.head_dim,
+            self.head_dim**-0.5,
+            num_kv_heads=self.num_kv_heads,
+            cache_config=cache_config,
+            quant_config=quant_config,
+            prefix=f"{prefix}.attn",
         )
 
     def forward(self, positions: torch.Tensor, hidden_states: torch.Tensor, modalities: Modalities) -> torch.Tensor:
@@ -230,7 +249,9 @@ class EveVllmForCausalLM(nn.Module, SupportsMultiModal):
             self.lm_head = self.model.embed_tokens
         else:
             self.lm_head = ParallelLMHead(
-                config.vocab_size, config.hidden_size, quant_config=vllm_config.quant_config,
+                config.vocab_size,
+                config.hidden_size,
+                quant_config=vllm_config.quant_config,
                 prefix=_join(prefix, "lm_head"),
             )
         self.logits_processor = LogitsProcessor(config.vocab_size)

@@ -24,11 +24,12 @@ from vllm.multimodal.processing import (
 )
 
 from ..image_processing_eve import EveImageProcessor
+from ..shared import IMAGE_TOKEN
 
-# The placeholder token: a dedicated special token of this project's tokenizers, and an added token of the Qwen2.5
-# tokenizer the official checkpoint ships (id 151655; the official code itself marks images with the sentinel
-# -200, which is not an id a tokenizer can produce, and writes 0 in its place, which collides with text).
-IMAGE_PLACEHOLDER = "<|image_pad|>"
+# The placeholder token (id 151655 in the official checkpoint's Qwen2.5 tokenizer; the official code itself marks
+# images with the sentinel -200, which is not an id a tokenizer can produce, and writes 0 in its place, which
+# collides with text).
+IMAGE_PLACEHOLDER = IMAGE_TOKEN
 
 
 def resolve_image_token_id(tokenizer: PreTrainedTokenizerBase) -> int:

@@ -22,9 +22,6 @@ def image(tmp_path):
     return str(path)
 
 
-
-
-
 def _turn(handlers, session, text, files, preset="OCR"):
     _, _, session = handlers.submit_message({"text": text, "files": files}, preset, session, OWNER, REQUEST)
     *_, (chatbot, session, status, _model) = handlers.respond(session, preset, *PARAMS, REQUEST)
@@ -44,7 +41,9 @@ def test_a_turn_is_saved_before_and_after_generation(ctx, image):
     assert messages[1]["generation"]["parameters"]["max_new_tokens"] == 6
     assert "tokens/s" in status
     assert [m["content"] if isinstance(m["content"], str) else "image" for m in chatbot][:2] == [
-        "image", ctx.presets[0].instruction]  # the image, then the question: each is its own chat message
+        "image",
+        ctx.presets[0].instruction,
+    ]  # the image, then the question: each is its own chat message
     assert len(chatbot) == 3
 
 
@@ -73,7 +72,9 @@ def test_undo_puts_the_message_back_in_the_box(ctx, image):
 def test_edit_replaces_the_question_and_keeps_its_images(ctx, image):
     handlers = ChatHandlers(ctx)
     _, session, _ = _turn(handlers, ChatSession(), "orginal typo", [image])
-    _, session = handlers.edit(session, "OCR", gr.EditData(None, {"index": 1, "value": "original", "previous_value": "orginal typo"}), REQUEST)
+    _, session = handlers.edit(
+        session, "OCR", gr.EditData(None, {"index": 1, "value": "original", "previous_value": "orginal typo"}), REQUEST
+    )
     *_, (_chatbot, session, _, _) = handlers.respond(session, "OCR", *PARAMS, REQUEST)
     visible = _visible(ctx, session)
     assert visible[0]["text"] == "original" and len(visible[0]["images"]) == 1 and len(visible) == 2

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from eve_app.jobs import ConfigError, JobConfig, build_command, command_preview, config_problems, stage_presets
-from eve_app.jobs.command import PROJECT_ROOT
+from model.shared import PROJECT_ROOT
 
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
 
@@ -39,12 +39,15 @@ def test_cpu_ddp_and_epochs():
     assert flag(argv, "--epochs") == "2.5" and "--max-steps" not in argv and "--cpu" in argv
 
 
-@pytest.mark.parametrize(("strategy", "yaml"), [
-    ("ddp", "multi_gpu.yaml"),
-    ("fsdp", "fsdp.yaml"),
-    ("deepspeed-zero2", "deepspeed_zero2.yaml"),
-    ("deepspeed-zero3", "deepspeed_zero3.yaml"),
-])
+@pytest.mark.parametrize(
+    ("strategy", "yaml"),
+    [
+        ("ddp", "multi_gpu.yaml"),
+        ("fsdp", "fsdp.yaml"),
+        ("deepspeed-zero2", "deepspeed_zero2.yaml"),
+        ("deepspeed-zero3", "deepspeed_zero3.yaml"),
+    ],
+)
 @pytest.mark.parametrize("gpus", [1, 4])
 def test_gpus_with_each_strategy(strategy, yaml, gpus):
     argv = build_command(config(hardware=gpus, strategy=strategy))
@@ -56,8 +59,11 @@ def test_gpus_with_each_strategy(strategy, yaml, gpus):
 def test_pipeline_runs_each_stage_under_accelerate():
     argv = build_command(config(stages=["2.1", "2.2", "3"], hardware=8, strategy="deepspeed-zero3", max_steps=10))
     assert argv[:3] == [sys.executable, "-m", "model.train.pipeline"]
-    assert (flag(argv, "--stages"), flag(argv, "--output-dir"), flag(argv, "--base")) == ("2.1,2.2,3", "/runs/1/out",
-                                                                                          "/ckpt")
+    assert (flag(argv, "--stages"), flag(argv, "--output-dir"), flag(argv, "--base")) == (
+        "2.1,2.2,3",
+        "/runs/1/out",
+        "/ckpt",
+    )
     launcher = shlex.split(flag(argv, "--launcher"))
     assert launcher == [*LAUNCH, "configs/accelerate/deepspeed_zero3.yaml", "--num_processes", "8"]
     assert "--stage" not in argv and flag(argv, "--max-steps") == "10"
@@ -67,9 +73,18 @@ def test_flags_parse_with_the_training_cli():
     """The flags after `-m model.train` are exactly what the CLI accepts (its own parser checks them)."""
     from model.train.args import parse_args
 
-    argv = build_command(config(stage="2.1", max_steps=5, eval_split=0.25, eval_every=2, save_every=1,
-                                resume="/runs/0/out/checkpoint-4", extra_args=["--warmup-ratio", "0.1"]))
-    args = parse_args(argv[argv.index("model.train") + 1:])
+    argv = build_command(
+        config(
+            stage="2.1",
+            max_steps=5,
+            eval_split=0.25,
+            eval_every=2,
+            save_every=1,
+            resume="/runs/0/out/checkpoint-4",
+            extra_args=["--warmup-ratio", "0.1"],
+        )
+    )
+    args = parse_args(argv[argv.index("model.train") + 1 :])
     assert (args.stage, args.max_steps, args.eval_split, args.save_every, args.cpu) == ("2.1", 5, 0.25, 1, True)
     assert (args.resume, args.warmup_ratio, args.data) == ("/runs/0/out/checkpoint-4", 0.1, ["/d/train.json"])
 
@@ -81,24 +96,27 @@ def test_preview_is_the_same_command():
     assert "'/my data/train.json'" in preview
 
 
-@pytest.mark.parametrize(("fields", "message"), [
-    ({"strategy": "fsdp"}, "strategy fsdp needs GPUs; on the CPU use ddp"),
-    ({"strategy": "deepspeed-zero3"}, "strategy deepspeed-zero3 needs GPUs"),
-    ({"hardware": 2, "strategy": "zero"}, "unknown strategy 'zero'"),
-    ({"hardware": 0}, 'hardware must be "cpu" or a number of GPUs'),
-    ({"hardware": "tpu"}, 'hardware must be "cpu" or a number of GPUs'),
-    ({"hardware": 2, "cpu_processes": 2}, "cpu_processes applies to CPU runs only"),
-    ({"stage": "4"}, "unknown stage '4'"),
-    ({"stages": ["1", "x"]}, "unknown stage 'x'"),
-    ({"stages": []}, "a pipeline needs at least one stage"),
-    ({"stages": ["3"], "resume": "/ckpt-5"}, "resume applies to one stage"),
-    ({"lr": 0.0}, "the learning rate must be positive"),
-    ({"epochs": 0}, "give a positive number of epochs or of max steps"),
-    ({"max_steps": 0}, "max steps must be at least 1"),
-    ({"batch_size": 0}, "batch size must be at least 1"),
-    ({"eval_split": 1.0}, "the eval split is a fraction in [0, 1)"),
-    ({"data": ""}, "choose a dataset"),
-])
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"strategy": "fsdp"}, "strategy fsdp needs GPUs; on the CPU use ddp"),
+        ({"strategy": "deepspeed-zero3"}, "strategy deepspeed-zero3 needs GPUs"),
+        ({"hardware": 2, "strategy": "zero"}, "unknown strategy 'zero'"),
+        ({"hardware": 0}, 'hardware must be "cpu" or a number of GPUs'),
+        ({"hardware": "tpu"}, 'hardware must be "cpu" or a number of GPUs'),
+        ({"hardware": 2, "cpu_processes": 2}, "cpu_processes applies to CPU runs only"),
+        ({"stage": "4"}, "unknown stage '4'"),
+        ({"stages": ["1", "x"]}, "unknown stage 'x'"),
+        ({"stages": []}, "a pipeline needs at least one stage"),
+        ({"stages": ["3"], "resume": "/ckpt-5"}, "resume applies to one stage"),
+        ({"lr": 0.0}, "the learning rate must be positive"),
+        ({"epochs": 0}, "give a positive number of epochs or of max steps"),
+        ({"max_steps": 0}, "max steps must be at least 1"),
+        ({"batch_size": 0}, "batch size must be at least 1"),
+        ({"eval_split": 1.0}, "the eval split is a fraction in [0, 1)"),
+        ({"data": ""}, "choose a dataset"),
+    ],
+)
 def test_invalid_settings_are_refused_with_a_reason(fields, message):
     cfg = config(**fields)
     assert any(message in problem for problem in config_problems(cfg)), config_problems(cfg)
@@ -132,9 +150,11 @@ def test_stage_presets_come_from_the_json_file():
 
 
 def test_jobs_package_stays_light():
-    """The jobs layer imports neither torch, gradio nor the model package (checked in a fresh interpreter)."""
+    """The jobs layer imports neither torch, transformers nor gradio (checked in a fresh interpreter); it reads the
+    shared facts from `model.shared`, which loads nothing heavy."""
     import subprocess
 
-    code = "import sys, eve_app.jobs; print(sorted(m for m in ('torch', 'gradio', 'model') if m in sys.modules))"
+    heavy = "('torch', 'transformers', 'gradio', 'model.modeling_eve')"
+    code = f"import sys, eve_app.jobs; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT, check=True)
     assert out.stdout.strip() == "[]"

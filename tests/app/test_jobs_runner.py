@@ -31,9 +31,16 @@ def dataset(tmp_path) -> Path:
     rows = []
     for i in range(4):
         Image.new("RGB", (40 + 8 * i, 32), (60 * i, 20, 0)).save(folder / "images" / f"{i}.png")
-        rows.append({"id": str(i), "image": f"images/{i}.png",
-                     "conversations": [{"from": "human", "value": "<image>\nwhat is written here?"},
-                                       {"from": "gpt", "value": "the red sign reads hello"}]})
+        rows.append(
+            {
+                "id": str(i),
+                "image": f"images/{i}.png",
+                "conversations": [
+                    {"from": "human", "value": "<image>\nwhat is written here?"},
+                    {"from": "gpt", "value": "the red sign reads hello"},
+                ],
+            }
+        )
     (folder / "data.json").write_text(json.dumps(rows))
     return folder / "data.json"
 
@@ -54,8 +61,7 @@ def runner(storage, tmp_path):
 
 
 def job_config(tiny_checkpoint: Path, dataset: Path, steps: int, **fields) -> JobConfig:
-    return JobConfig(base=str(tiny_checkpoint), data=str(dataset), stage="3", max_steps=steps, batch_size=1,
-                     **fields)
+    return JobConfig(base=str(tiny_checkpoint), data=str(dataset), stage="3", max_steps=steps, batch_size=1, **fields)
 
 
 def wait_for(condition, runner: JobRunner, timeout: float = TIMEOUT, poll: bool = True):
@@ -162,16 +168,21 @@ def test_running_job_survives_an_app_restart(storage, tmp_path, tiny_checkpoint,
 
 
 def test_recover_closes_jobs_whose_process_is_gone(runner, storage, tiny_checkpoint, dataset):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                          check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     dead_pid = int(dead.stdout)
     lost = runner.submit(job_config(tiny_checkpoint, dataset, 5), start=False)
     finished = runner.submit(job_config(tiny_checkpoint, dataset, 5), start=False)
     reused = runner.submit(job_config(tiny_checkpoint, dataset, 5), start=False)
     out = Path(runner.config(finished).output_dir)
     out.mkdir(parents=True)
-    (out / "metrics.jsonl").write_text(json.dumps({"step": 5, "total_steps": 5, "loss": 1.0}) + "\n"
-                                       + json.dumps({"event": "done", "step": 5, "total_steps": 5}) + "\n")
+    (out / "metrics.jsonl").write_text(
+        json.dumps({"step": 5, "total_steps": 5, "loss": 1.0})
+        + "\n"
+        + json.dumps({"event": "done", "step": 5, "total_steps": 5})
+        + "\n"
+    )
     storage.update_job(lost, status="running", pid=dead_pid)
     storage.update_job(finished, status="running", pid=dead_pid)
     storage.update_job(reused, status="running", pid=os.getpid())  # a live pid that is not a training job
@@ -209,7 +220,8 @@ def test_pipeline_progress_spans_the_stages(runner, tiny_checkpoint, dataset):
     lines[-1]["eval_loss"] = 0.9
     (out / "stage-2.1").mkdir(parents=True)
     (out / "stage-2.1" / "metrics.jsonl").write_text(
-        "".join(json.dumps(r) + "\n" for r in [*lines, {"event": "done", "step": 4, "total_steps": 4}]))
+        "".join(json.dumps(r) + "\n" for r in [*lines, {"event": "done", "step": 4, "total_steps": 4}])
+    )
     progress = runner.progress(job_id)
     assert (progress["stage"], progress["stage_index"], progress["step"], progress["fraction"]) == ("3", 1, 0, 0.5)
     (out / "stage-3").mkdir()
@@ -219,7 +231,11 @@ def test_pipeline_progress_spans_the_stages(runner, tiny_checkpoint, dataset):
     assert progress["label"].startswith("queued, stage 3 (2/2): step 1/4")
     rows = runner.loss_series(job_id)
     assert [(r["step"], r["series"], r["stage"]) for r in rows] == [
-        (1, "train", "2.1"), (2, "train", "2.1"), (3, "train", "2.1"), (4, "train", "2.1"), (4, "eval", "2.1"),
+        (1, "train", "2.1"),
+        (2, "train", "2.1"),
+        (3, "train", "2.1"),
+        (4, "train", "2.1"),
+        (4, "eval", "2.1"),
         (5, "train", "3"),
     ]
 
@@ -235,8 +251,10 @@ def test_trainers_are_told_from_launchers():
 
 
 def test_a_group_that_ignores_sigterm_is_killed_after_the_grace_period():
-    code = "import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); " \
-           "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
+    code = (
+        "import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
     deadline = time.monotonic() + 30
     while len(group_members(proc.pid)) < 2 and time.monotonic() < deadline:  # the child has started its own child
@@ -248,8 +266,9 @@ def test_a_group_that_ignores_sigterm_is_killed_after_the_grace_period():
     assert proc.returncode == -9
 
 
-def test_an_abort_from_the_page_returns_at_once_and_the_monitor_closes_the_job(runner, storage, tiny_checkpoint,
-                                                                                dataset):
+def test_an_abort_from_the_page_returns_at_once_and_the_monitor_closes_the_job(
+    runner, storage, tiny_checkpoint, dataset
+):
     job_id = runner.submit(job_config(tiny_checkpoint, dataset, 100_000, save_every=1))
     wait_for(lambda: runner.progress(job_id)["checkpoint"], runner)
     job = runner.abort(job_id, grace=60.0, wait=False)
@@ -260,8 +279,7 @@ def test_an_abort_from_the_page_returns_at_once_and_the_monitor_closes_the_job(r
     assert runner.progress(job_id)["event"] == "stopped"
 
 
-def test_an_abort_that_outlasts_its_grace_period_kills_the_job_and_says_so(runner, storage, tiny_checkpoint,
-                                                                            dataset):
+def test_an_abort_that_outlasts_its_grace_period_kills_the_job_and_says_so(runner, storage, tiny_checkpoint, dataset):
     job_id = runner.submit(job_config(tiny_checkpoint, dataset, 100_000, save_every=1))
     wait_for(lambda: runner.progress(job_id)["checkpoint"], runner)
     pid = storage.get_job(job_id)["pid"]

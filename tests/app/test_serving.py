@@ -7,7 +7,8 @@ from PIL import Image
 from eve_app.engine import Engine, EngineError, GenerationSettings, Turn
 from eve_app.serving import load_engine
 from eve_app.serving.openai_engine import OpenAIEngine
-from eve_app.serving.prompts import IMAGE_PLACEHOLDER, prepare
+from eve_app.serving.prompts import prepare
+from model.shared import IMAGE_TOKEN
 from eve_app.settings import parse_settings
 
 
@@ -49,13 +50,16 @@ def test_api_base_without_a_server_is_a_clear_error(tiny_checkpoint):
 
 
 def test_prepared_prompt_counts_the_tokens_the_library_builds(engine, image):
-    turns = [Turn("user", "What is written here?", [image]), Turn("assistant", "hello"),
-             Turn("user", "and this one?", [image, image])]
+    turns = [
+        Turn("user", "What is written here?", [image]),
+        Turn("assistant", "hello"),
+        Turn("user", "and this one?", [image, image]),
+    ]
     settings = GenerationSettings(max_new_tokens=8)
     prompt = prepare(engine.processor, turns, settings, engine.context_length)
     inputs = engine.build_inputs(turns, settings)
     assert prompt.prompt_tokens == inputs["input_ids"].shape[1]
-    assert prompt.text.count(IMAGE_PLACEHOLDER) == 3 and "<image>" not in prompt.text
+    assert prompt.text.count(IMAGE_TOKEN) == 3 and "<image>" not in prompt.text
     assert len(prompt.images) == 3 and all(i.mode == "RGB" for i in prompt.images)
 
 

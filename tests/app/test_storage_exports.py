@@ -12,6 +12,7 @@ from eve_app.storage import Storage
 
 def png_bytes(shade: int) -> bytes:
     """A valid 2x2 RGB PNG; the shade makes the content (and hash) differ."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -32,9 +33,8 @@ def filled(tmp_path) -> tuple[Storage, list[int]]:
     storage.finish_answer(mixed, "The fir", "stopped")  # partial: not training data
     storage.save_user_message(mixed, "Thanks, which is brighter?")
     storage.finish_answer(mixed, "The second.", "done")
-    storage.save_user_message(mixed, "Undone question", images=[(hidden, "c.png")])
-    storage.finish_answer(mixed, "Undone answer", "done")
-    storage.hide_last_exchange(mixed)
+    undone = storage.save_user_message(mixed, "Undone question", images=[(hidden, "c.png")])
+    storage.hide_messages([undone, storage.finish_answer(mixed, "Undone answer", "done")])
     failed = storage.create_conversation(title="Broken")
     storage.save_user_message(failed, "Hello?")
     storage.finish_answer(failed, "", "error", error="out of memory")
@@ -68,7 +68,7 @@ def test_export_markdown(filled, tmp_path):
     for words in ("Compare the two", "The first is darker.", "The fir", "Dark grey.", "# Broken", "out of memory"):
         assert words in markdown
     assert "Undone" not in markdown
-    links = [line[len("![image]("):-1] for line in markdown.splitlines() if line.startswith("![image](")]
+    links = [line[len("![image](") : -1] for line in markdown.splitlines() if line.startswith("![image](")]
     assert len(links) == 4 and all(link.startswith("images/") for link in links)
     assert all((path.parent / link).is_file() for link in links)
 

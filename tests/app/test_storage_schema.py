@@ -87,12 +87,12 @@ def test_unversioned_database_with_our_tables_is_refused(tmp_path):
         Storage(data_dir=tmp_path)
 
 
-
 def version_1_database(path) -> None:
     """A database as schema version 1 wrote it: no owners, and answers only done, stopped or error."""
     connection = sqlite3.connect(path)
     connection.executescript((Path(__file__).parent / "data" / "schema_v1.sql").read_text())
     connection.close()
+
 
 def test_a_version_1_database_migrates_to_owned_conversations(tmp_path):
     version_1_database(tmp_path / "eve.db")

@@ -17,9 +17,14 @@ from eve_app.jobs.archive import UploadError, safe_extract
 
 def good_rows(n: int = 4) -> list[dict]:
     return [
-        {"id": f"s{i}", "image": f"images/{i}.png",
-         "conversations": [{"from": "human", "value": "<image>\nWhat is this?"},
-                           {"from": "gpt", "value": f"A square of colour {i}."}]}
+        {
+            "id": f"s{i}",
+            "image": f"images/{i}.png",
+            "conversations": [
+                {"from": "human", "value": "<image>\nWhat is this?"},
+                {"from": "gpt", "value": f"A square of colour {i}."},
+            ],
+        }
         for i in range(n)
     ]
 
@@ -40,7 +45,7 @@ def zip_of(path: Path, entries: dict[str, bytes], symlink: str | None = None) ->
             zf.writestr(name, data)
         if symlink:
             info = zipfile.ZipInfo(symlink)
-            info.external_attr = (0o120777 << 16)  # a symlink entry, as `zip -y` writes it
+            info.external_attr = 0o120777 << 16  # a symlink entry, as `zip -y` writes it
             zf.writestr(info, "/etc/passwd")
     return path
 
@@ -72,8 +77,9 @@ def base(tmp_path) -> Path:
 def test_good_upload_json_and_zip_of_images(tmp_path, data_dir, base):
     src = tmp_path / "src"
     data = write_dataset(src, good_rows())
-    images = zip_of(tmp_path / "images.zip", {f"images/{i}.png": (src / f"images/{i}.png").read_bytes()
-                                              for i in range(4)})
+    images = zip_of(
+        tmp_path / "images.zip", {f"images/{i}.png": (src / f"images/{i}.png").read_bytes() for i in range(4)}
+    )
     result = validate_upload([data, images], data_dir, base=base, stage="3")
     assert not result.fatal, result.message()
     s = result.summary
@@ -124,17 +130,25 @@ def test_top_level_must_be_a_list(tmp_path, data_dir):
     assert "must hold a JSON list of samples" in result.errors[0] and '"data" key holds a list' in result.errors[0]
 
 
-@pytest.mark.parametrize(("row", "message"), [
-    ("just text", "expected an object"),
-    ({"id": "a", "image": "images/0.png"}, 'missing "conversations"'),
-    ({"id": "a", "conversations": "hi"}, '"conversations" must be a list of turns, got string'),
-    ({"id": "a", "image": 7, "conversations": []}, '"image" must be a file name or a list of file names, got int'),
-    ({"id": ["x"], "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]},
-     '"id" must be a string or a number'),
-    ({"id": "a", "conversations": [{"from": "bot", "value": "hi"}]}, '"from" is \'bot\'; expected "human" or "gpt"'),
-    ({"id": "a", "conversations": [{"from": "human", "value": None}]}, '"value" must be a string, got null'),
-    ({"id": "a", "conversations": [{"value": "hi"}]}, 'turn 1 has no "from"'),
-])
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("just text", "expected an object"),
+        ({"id": "a", "image": "images/0.png"}, 'missing "conversations"'),
+        ({"id": "a", "conversations": "hi"}, '"conversations" must be a list of turns, got string'),
+        ({"id": "a", "image": 7, "conversations": []}, '"image" must be a file name or a list of file names, got int'),
+        (
+            {"id": ["x"], "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]},
+            '"id" must be a string or a number',
+        ),
+        (
+            {"id": "a", "conversations": [{"from": "bot", "value": "hi"}]},
+            '"from" is \'bot\'; expected "human" or "gpt"',
+        ),
+        ({"id": "a", "conversations": [{"from": "human", "value": None}]}, '"value" must be a string, got null'),
+        ({"id": "a", "conversations": [{"value": "hi"}]}, 'turn 1 has no "from"'),
+    ],
+)
 def test_schema_problems_are_specific(tmp_path, data_dir, row, message):
     data = write_dataset(tmp_path / "src", [row, *good_rows(1)], n_images=1)
     result = validate_upload([data.parent], data_dir)
@@ -148,17 +162,37 @@ def turns(*pairs: tuple[str, str]) -> list[dict]:
     return [{"from": who, "value": text} for who, text in pairs]
 
 
-@pytest.mark.parametrize(("row", "message"), [
-    ({"id": "a", "conversations": turns(("human", "hi"), ("human", "again"), ("gpt", "yo"))},
-     'turns 1 and 2 are both from "human": turns must alternate'),
-    ({"id": "a", "conversations": turns(("gpt", "hello"), ("human", "hi"))}, "must start with a human turn"),
-    ({"id": "a", "conversations": turns(("human", "hi"), ("gpt", "  "))}, "turn 2 (gpt) is an empty answer"),
-    ({"id": "a", "image": "images/0.png", "conversations": turns(("human", "<image> <image> hi"), ("gpt", "yo"))},
-     "2 <image> placeholder(s) but 1 image(s): the counts must match"),
-    ({"id": "a", "image": ["images/0.png", "images/0.png"], "conversations": turns(("human", "hi"), ("gpt", "yo"))},
-     "0 <image> placeholder(s) but 2 image(s)"),
-    ({"id": "a", "conversations": turns(("human", "<image> hi"), ("gpt", "yo"))}, "1 <image> placeholder(s) but 0"),
-])
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        (
+            {"id": "a", "conversations": turns(("human", "hi"), ("human", "again"), ("gpt", "yo"))},
+            'turns 1 and 2 are both from "human": turns must alternate',
+        ),
+        ({"id": "a", "conversations": turns(("gpt", "hello"), ("human", "hi"))}, "must start with a human turn"),
+        ({"id": "a", "conversations": turns(("human", "hi"), ("gpt", "  "))}, "turn 2 (gpt) is an empty answer"),
+        (
+            {
+                "id": "a",
+                "image": "images/0.png",
+                "conversations": turns(("human", "<image> <image> hi"), ("gpt", "yo")),
+            },
+            "2 <image> placeholder(s) but 1 image(s): the counts must match",
+        ),
+        (
+            {
+                "id": "a",
+                "image": ["images/0.png", "images/0.png"],
+                "conversations": turns(("human", "hi"), ("gpt", "yo")),
+            },
+            "0 <image> placeholder(s) but 2 image(s)",
+        ),
+        (
+            {"id": "a", "conversations": turns(("human", "<image> hi"), ("gpt", "yo"))},
+            "1 <image> placeholder(s) but 0",
+        ),
+    ],
+)
 def test_turn_and_placeholder_problems(tmp_path, data_dir, row, message):
     write_dataset(tmp_path / "src", [row], n_images=1)
     result = validate_upload([tmp_path / "src"], data_dir)
@@ -205,12 +239,15 @@ def test_empty_json_file(tmp_path, data_dir):
     assert result.fatal and result.errors == ["data.json is empty (0 bytes)"]
 
 
-@pytest.mark.parametrize(("entry", "message"), [
-    ("../evil.png", "has a '..' component that points outside the upload folder"),
-    ("images/../../evil.png", "has a '..' component"),
-    ("/tmp/evil.png", "has an absolute path"),
-    ("C:/evil.png", "has an absolute path"),
-])
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("../evil.png", "has a '..' component that points outside the upload folder"),
+        ("images/../../evil.png", "has a '..' component"),
+        ("/tmp/evil.png", "has an absolute path"),
+        ("C:/evil.png", "has an absolute path"),
+    ],
+)
 def test_unsafe_zip_entries_refuse_the_archive(tmp_path, data_dir, entry, message):
     data = write_dataset(tmp_path / "src", good_rows(1), n_images=1)
     archive = zip_of(tmp_path / "images.zip", {"images/0.png": png_bytes(), entry: png_bytes()})
@@ -270,8 +307,11 @@ def test_validate_in_place_and_custom_token_counter(tmp_path):
     data = write_dataset(tmp_path / "src", good_rows(2), n_images=2)
     result = validate_dataset(data, count_tokens=lambda text: len(text.split()))
     assert not result.fatal and result.data_path == data
-    words = sum(len(t.replace("<image>", "").split()) for row in good_rows(2) for t in
-                [c["value"] for c in row["conversations"]])
+    words = sum(
+        len(t.replace("<image>", "").split())
+        for row in good_rows(2)
+        for t in [c["value"] for c in row["conversations"]]
+    )
     assert result.summary["text_tokens"] == words + 2 * 2 * 5  # plus the per-turn template estimate
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 
 from eve_app.settings import DEFAULT_MODEL
+from model.shared import PROJECT_ROOT
 
 # The e2e tests run the shipped default model; EVE_TEST_MODEL points them at another checkpoint while developing.
 MODEL = os.environ.get("EVE_TEST_MODEL", DEFAULT_MODEL)
@@ -21,15 +22,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
 def start_server(args: list[str], port: int, timeout: float = 120) -> subprocess.Popen:
     """`python app.py ARGS --port PORT` in a process of its own (to kill it, or to measure its memory alone);
     returns once it answers HTTP."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "app.py", *args, "--port", str(port)], cwd=PROJECT_ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "app.py", *args, "--port", str(port)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:

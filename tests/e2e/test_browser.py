@@ -25,11 +25,21 @@ from tests.e2e.helpers import MODEL, free_port
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 EXAMPLE = ROOT / "assets" / "examples" / "ocr" / "ocr-1.png"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 # The status line after an answer, e.g. "Last answer 192 prompt tokens, first token 0.30 s, 128 new tokens at ...".
-STATUS = re.compile(r"Last answer (\d+) prompt tokens, first token [\d.]+ s, (\d+) new tokens at [\d.]+ tokens/s "
-                    r"\((done|stopped)\)")
+STATUS = re.compile(
+    r"Last answer (\d+) prompt tokens, first token [\d.]+ s, (\d+) new tokens at [\d.]+ tokens/s "
+    r"\((done|stopped)\)"
+)
 ANSWER_TIMEOUT_MS = 40_000
 VIEWPORTS = {"desktop": (1280, 900), "phone": (390, 844)}
 PASSWORD = "browser-admin"
@@ -51,16 +61,18 @@ def _serve(argv: list[str]):
 
     port = free_port()
     demo, ctx = create_app([*argv, "--port", str(port)])
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                **launch_options(ctx.settings))
+    demo.launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx.settings)
+    )
     return demo, ctx, f"http://127.0.0.1:{port}/"
 
 
 @pytest.fixture(scope="module")
 def admin_app(tmp_path_factory):
     """The default model with an admin password, on a data folder of its own."""
-    demo, ctx, url = _serve(["--model", MODEL, "--data-dir", str(tmp_path_factory.mktemp("browser-admin")),
-                             "--admin-password", PASSWORD])
+    demo, ctx, url = _serve(
+        ["--model", MODEL, "--data-dir", str(tmp_path_factory.mktemp("browser-admin")), "--admin-password", PASSWORD]
+    )
     yield url, ctx
     for job in ctx.storage.list_jobs("running"):
         ctx.runner.abort(job["id"], grace=5)
@@ -71,8 +83,9 @@ def admin_app(tmp_path_factory):
 @pytest.fixture(scope="module")
 def long_answers_app(tiny_checkpoint, tmp_path_factory):
     """Random weights in the official layout: answers run for thousands of tokens, long enough to press Stop."""
-    demo, ctx, url = _serve(["--model", str(tiny_checkpoint), "--data-dir",
-                             str(tmp_path_factory.mktemp("browser-long"))])
+    demo, ctx, url = _serve(
+        ["--model", str(tiny_checkpoint), "--data-dir", str(tmp_path_factory.mktemp("browser-long"))]
+    )
     yield url, ctx
     ctx.runner.stop_monitor()
     demo.close()
@@ -117,9 +130,11 @@ def _wait_for_answer(page: Page) -> re.Match:
 def _assert_chat_is_usable(page: Page) -> None:
     """Input and Send are on screen horizontally, the chatbot is visible, and the page does not scroll sideways."""
     width = page.evaluate("window.innerWidth")
-    controls = {"input": page.locator("#chat-input textarea"),
-                "send": page.locator('#chat-input [data-testid="submit-button"]'),
-                "chat input box": page.locator("#chat-input")}
+    controls = {
+        "input": page.locator("#chat-input textarea"),
+        "send": page.locator('#chat-input [data-testid="submit-button"]'),
+        "chat input box": page.locator("#chat-input"),
+    }
     for name, control in controls.items():
         expect(control).to_be_visible()
         box = control.bounding_box()
@@ -380,8 +395,7 @@ def test_fine_tune_validate_preview_launch_reload_and_abort(browser, admin_app, 
 
         page.reload()  # the watched job and the admin unlock are kept by the browser
         page.get_by_role("tab", name="Fine-tune").click()
-        expect(page.locator("#job-progress")).to_contain_text(re.compile(r"running.*step \d+/100000"),
-                                                              timeout=30_000)
+        expect(page.locator("#job-progress")).to_contain_text(re.compile(r"running.*step \d+/100000"), timeout=30_000)
         plot = page.locator("#loss-plot")
         plot.scroll_into_view_if_needed()
         # A line on number axes: the step axis is labelled with numbers, not one category per loss value.

@@ -19,8 +19,24 @@ PASSWORD = "crash-test"
 
 
 def start_app(model: Path, data_dir: Path, port: int):
-    return start_server(["--model", str(model), "--data-dir", str(data_dir), "--partial-save-seconds", "0.2",
-                         "--admin-password", PASSWORD], port)
+    return start_server(
+        [
+            "--model",
+            str(model),
+            "--data-dir",
+            str(data_dir),
+            "--partial-save-seconds",
+            "0.2",
+            "--admin-password",
+            PASSWORD,
+        ],
+        port,
+    )
+
+
+def visible_messages(storage) -> int:
+    with storage.engine.connect() as connection:
+        return connection.exec_driver_sql("SELECT count(*) FROM messages WHERE hidden = 0").scalar()
 
 
 def rows(db: Path, query: str) -> list[tuple]:
@@ -43,8 +59,9 @@ def test_killed_mid_answer_the_turns_come_back_interrupted_with_their_partial_te
         client.predict(handle_file(str(image)), "OCR", "finished before the crash", 4, api_name="/answer")
         before = rows(db, "SELECT id, role, status, text FROM messages ORDER BY id")
         assert [r[2] for r in before] == ["ok", "done"]
-        _jobs = [client.submit(handle_file(str(image)), "OCR", f"question {i}", 2000, api_name="/answer")
-                for i in range(4)]
+        _jobs = [
+            client.submit(handle_file(str(image)), "OCR", f"question {i}", 2000, api_name="/answer") for i in range(4)
+        ]
         deadline = time.time() + 60
         streaming = []
         while time.time() < deadline:
@@ -69,8 +86,9 @@ def test_killed_mid_answer_the_turns_come_back_interrupted_with_their_partial_te
         assert len(answers) == 4 and all(status == "interrupted" for _, _, status, _ in answers)
         assert any(text for *_, text in answers), "the partial text saved while streaming is kept"
         # The History shows them so (admin view: /answer calls belong to the api owner).
-        listed = Client(f"http://127.0.0.1:{port}/", verbose=False).predict("question", PASSWORD,
-                                                                            api_name="/search_conversations")
+        listed = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(
+            "question", PASSWORD, api_name="/search_conversations"
+        )
         table = listed["data"] if isinstance(listed, dict) else listed
         assert len(table) == 4 and all(row[-1] == "interrupted" for row in table)
     finally:
@@ -83,7 +101,7 @@ def test_backups_while_visitors_answer_lose_nothing(running_app, tmp_path, clien
     url, ctx = running_app
     image = tmp_path / "shared.png"
     Image.new("RGB", (64, 32), "white").save(image)
-    before = ctx.storage.count_messages()
+    before = visible_messages(ctx.storage)
     turns = 3
     stop = threading.Event()
     backups: list[Path] = []
@@ -91,8 +109,12 @@ def test_backups_while_visitors_answer_lose_nothing(running_app, tmp_path, clien
     def back_up() -> None:
         while not stop.is_set():
             out = tmp_path / f"backup-{len(backups)}.db"
-            subprocess.run([sys.executable, "-m", "eve_app.storage.backup", "--data-dir", str(ctx.settings.data_dir),
-                            str(out)], cwd=PROJECT_ROOT, check=True, capture_output=True)
+            subprocess.run(
+                [sys.executable, "-m", "eve_app.storage.backup", "--data-dir", str(ctx.settings.data_dir), str(out)],
+                cwd=PROJECT_ROOT,
+                check=True,
+                capture_output=True,
+            )
             backups.append(out)
 
     def visitor(n: int) -> None:
@@ -110,7 +132,7 @@ def test_backups_while_visitors_answer_lose_nothing(running_app, tmp_path, clien
     stop.set()
     backer.join()
 
-    assert ctx.storage.count_messages() == before + clients * turns * 2
+    assert visible_messages(ctx.storage) == before + clients * turns * 2
     answers = ctx.storage.list_conversations(search="visitor", limit=1000, owner="api")
     assert len(answers) == clients * turns and all(a["status"] == "done" for a in answers)
     assert backups, "no backup ran"
@@ -118,6 +140,10 @@ def test_backups_while_visitors_answer_lose_nothing(running_app, tmp_path, clien
         assert rows(backup, "PRAGMA integrity_check") == [("ok",)]
     # A backup taken after the last write holds every row.
     final = tmp_path / "final.db"
-    subprocess.run([sys.executable, "-m", "eve_app.storage.backup", "--data-dir", str(ctx.settings.data_dir),
-                    str(final)], cwd=PROJECT_ROOT, check=True, capture_output=True)
-    assert rows(final, "SELECT count(*) FROM messages WHERE hidden = 0")[0][0] == ctx.storage.count_messages()
+    subprocess.run(
+        [sys.executable, "-m", "eve_app.storage.backup", "--data-dir", str(ctx.settings.data_dir), str(final)],
+        cwd=PROJECT_ROOT,
+        check=True,
+        capture_output=True,
+    )
+    assert rows(final, "SELECT count(*) FROM messages WHERE hidden = 0")[0][0] == visible_messages(ctx.storage)

@@ -20,9 +20,12 @@ def admin_app(tmp_path_factory):
 
     data_dir = tmp_path_factory.mktemp("finetune-data")
     port = free_port()
-    demo, ctx = create_app(["--model", MODEL, "--data-dir", str(data_dir), "--port", str(port),
-                            "--admin-password", PASSWORD])
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx.settings))
+    demo, ctx = create_app(
+        ["--model", MODEL, "--data-dir", str(data_dir), "--port", str(port), "--admin-password", PASSWORD]
+    )
+    demo.launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx.settings)
+    )
     yield Client(f"http://127.0.0.1:{port}/", verbose=False), ctx
     ctx.runner.stop_monitor()
     demo.close()
@@ -33,8 +36,13 @@ def _upload(tmp_path):
     folder = tmp_path / "dataset"
     data_file = write_dataset(folder, ["ocr"], n=12, seed=3, level=0)
     rows = json.loads(data_file.read_text())
-    rows.append({"id": "broken", "image": "images/missing.png",
-                 "conversations": [{"from": "human", "value": "<image>\nRead it."}, {"from": "gpt", "value": "x"}]})
+    rows.append(
+        {
+            "id": "broken",
+            "image": "images/missing.png",
+            "conversations": [{"from": "human", "value": "<image>\nRead it."}, {"from": "gpt", "value": "x"}],
+        }
+    )
     data_file.write_text(json.dumps(rows))
     archive = tmp_path / "images.zip"
     with zipfile.ZipFile(archive, "w") as zipped:
@@ -47,12 +55,21 @@ def test_validate_launch_watch_and_chat_with_the_result(admin_app, tmp_path):
     client, ctx = admin_app
     data_file, archive = _upload(tmp_path)
     base = str(ctx.engine.checkpoint_dir)
-    summary, preview, dataset, _ = client.predict([handle_file(str(data_file)), handle_file(str(archive))], "", base,
-                                                  "", api_name="/validate_dataset")
+    summary, preview, dataset, _ = client.predict(
+        [handle_file(str(data_file)), handle_file(str(archive))], "", base, "", api_name="/validate_dataset"
+    )
     assert "12" in summary and "missing.png" in json.dumps(preview)
 
-    settings = {"dataset": dataset, "base": base, "stages": ["3"], "lr": "1e-4", "max_steps": "24", "batch_size": 4,
-                "seed": 0, "eval_split": 0.0}
+    settings = {
+        "dataset": dataset,
+        "base": base,
+        "stages": ["3"],
+        "lr": "1e-4",
+        "max_steps": "24",
+        "batch_size": 4,
+        "seed": 0,
+        "eval_split": 0.0,
+    }
     with pytest.raises(Exception, match="needs the admin password"):
         client.predict(**settings, password="", api_name="/launch_job")
     _, job_id = client.predict(**settings, password=PASSWORD, api_name="/launch_job")
@@ -87,5 +104,6 @@ def test_validate_launch_watch_and_chat_with_the_result(admin_app, tmp_path):
 def test_launching_needs_the_password_and_validated_data(admin_app):
     client, ctx = admin_app
     with pytest.raises(Exception, match="Wrong admin password"):
-        client.predict(dataset="", base=str(ctx.engine.checkpoint_dir), stages=["3"], password="nope",
-                       api_name="/launch_job")
+        client.predict(
+            dataset="", base=str(ctx.engine.checkpoint_dir), stages=["3"], password="nope", api_name="/launch_job"
+        )

@@ -22,8 +22,18 @@ from model.synthetic import write_dataset
 from tests.e2e.helpers import MODEL, free_port, peak_rss_growth
 
 PASSWORD = "correct horse battery staple"
-LIMITS = ["--max-image-mb", "2", "--max-upload-mb", "5", "--max-dataset-mb", "1", "--max-upload-files", "200",
-          "--upload-retention-minutes", "0.02"]
+LIMITS = [
+    "--max-image-mb",
+    "2",
+    "--max-upload-mb",
+    "5",
+    "--max-dataset-mb",
+    "1",
+    "--max-upload-files",
+    "200",
+    "--upload-retention-minutes",
+    "0.02",
+]
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +43,12 @@ def server(tmp_path_factory):
 
     data_dir = tmp_path_factory.mktemp("public-data")
     port = free_port()
-    demo, ctx = create_app(["--model", MODEL, "--data-dir", str(data_dir), "--port", str(port),
-                            "--admin-password", PASSWORD, *LIMITS])
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                **launch_options(ctx.settings))
+    demo, ctx = create_app(
+        ["--model", MODEL, "--data-dir", str(data_dir), "--port", str(port), "--admin-password", PASSWORD, *LIMITS]
+    )
+    demo.launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx.settings)
+    )
     yield f"http://127.0.0.1:{port}/", ctx
     ctx.runner.stop_monitor()
     demo.close()
@@ -112,8 +124,9 @@ def test_answer_calls_are_logged_under_their_own_owner(server, tmp_path):
 def test_every_admin_action_needs_the_password(server):
     client = client_of(server)
     refusals = [
-        lambda: client.predict(dataset="", base="default model (eve-tiny)", stages=["3"], password="",
-                               api_name="/launch_job"),
+        lambda: client.predict(
+            dataset="", base="default model (eve-tiny)", stages=["3"], password="", api_name="/launch_job"
+        ),
         lambda: client.predict("", 1, api_name="/abort_job"),
         lambda: client.predict(1, "", api_name="/watch_job"),
         lambda: client.predict("", "default model (eve-tiny)", api_name="/load_model"),
@@ -128,11 +141,13 @@ def test_previewing_a_command_shows_no_server_path(server, tmp_path):
     client = client_of(server)
     data_file = write_dataset(tmp_path / "dataset", ["ocr"], n=4, seed=1, level=0)
     files = [data_file, *(data_file.parent / "images").iterdir()]
-    summary, _, dataset, _ = client.predict([handle_file(str(f)) for f in files], "", "default model (eve-tiny)", "",
-                                            api_name="/validate_dataset")
+    summary, _, dataset, _ = client.predict(
+        [handle_file(str(f)) for f in files], "", "default model (eve-tiny)", "", api_name="/validate_dataset"
+    )
     assert "4 samples, 4 valid" in summary
-    command = client.predict(dataset=dataset, base="default model (eve-tiny)", stages=["3"], max_steps="4",
-                             api_name="/preview_command")
+    command = client.predict(
+        dataset=dataset, base="default model (eve-tiny)", stages=["3"], max_steps="4", api_name="/preview_command"
+    )
     assert "-m model.train" in command and "$EVE_DATA_DIR/uploads/" in command
     assert str(ctx.settings.data_dir.resolve()) not in command and "/work/" not in command
 
@@ -153,8 +168,11 @@ def test_images_beyond_the_limits_are_refused_with_a_clear_message(server, tmp_p
     with pytest.raises(AppError, match="8000x6000 pixels; the limit is 40 megapixels"):
         client.predict(handle_file(str(huge)), "OCR", "", 8, api_name="/answer")
     with pytest.raises(AppError, match="the limit is 4"):
-        client.predict({"text": "five", "files": [handle_file(str(png(tmp_path / f"{i}.png"))) for i in range(5)]},
-                       "OCR", api_name="/submit_message")
+        client.predict(
+            {"text": "five", "files": [handle_file(str(png(tmp_path / f"{i}.png"))) for i in range(5)]},
+            "OCR",
+            api_name="/submit_message",
+        )
     with pytest.raises(AppError, match="characters long; the limit is 4000"):
         client.predict({"text": "x" * 5000, "files": []}, "Free chat", api_name="/submit_message")
 
@@ -227,8 +245,9 @@ def test_validation_results_and_unused_uploads_are_dropped_after_the_retention(s
     client = client_of(server)
     data_file = write_dataset(tmp_path / "kept-for-a-while", ["ocr"], n=3, seed=2, level=0)
     files = [data_file, *(data_file.parent / "images").iterdir()]
-    client.predict([handle_file(str(f)) for f in files], "", "default model (eve-tiny)", "",
-                   api_name="/validate_dataset")
+    client.predict(
+        [handle_file(str(f)) for f in files], "", "default model (eve-tiny)", "", api_name="/validate_dataset"
+    )
     uploads = ctx.settings.data_dir / "uploads"
     assert len(ctx.uploads) >= 1 and any(uploads.iterdir())
     deadline = time.time() + 15  # retention 1.2 s; the sweeper runs every 0.6 s
@@ -249,6 +268,7 @@ def test_tiff_is_read_eps_is_refused_and_nothing_empty_is_left(server, tmp_path)
     with pytest.raises(AppError, match="figure.eps is not an accepted image: send a PNG, JPEG"):
         client.predict(handle_file(str(eps)), "OCR", "", 4, api_name="/answer")
     with pytest.raises(AppError, match="not an accepted image|Invalid file type"):
-        client.predict({"text": "what is it?", "files": [handle_file(str(eps))]}, "Free chat",
-                       api_name="/submit_message")
+        client.predict(
+            {"text": "what is it?", "files": [handle_file(str(eps))]}, "Free chat", api_name="/submit_message"
+        )
     assert len(ctx.storage.list_conversations(limit=1000)) == before

@@ -21,11 +21,20 @@ def _stage(work, name, finished, run_args, metrics):
 
 
 def test_summary_reads_each_labelled_stage_and_its_run_args(tmp_path):
-    _stage(tmp_path, "3", True, {"synthetic": ["ocr", "scene"], "synthetic_level": [0, 1], "lr": 1e-3},
-           [{"step": 10, "loss": 2.0, "elapsed_s": 1800.0}, {"step": 20, "loss": 1.5, "eval_loss": 1.6}])
-    _stage(tmp_path, "3:read", False,
-           {"synthetic": ["ocr"], "synthetic_level": [0], "lr": 5e-4, "placement_spread": [0.0, 1.0]},
-           [{"step": 5, "loss": 1.2, "elapsed_s": 1800.0}])
+    _stage(
+        tmp_path,
+        "3",
+        True,
+        {"synthetic": ["ocr", "scene"], "synthetic_level": [0, 1], "lr": 1e-3},
+        [{"step": 10, "loss": 2.0, "elapsed_s": 1800.0}, {"step": 20, "loss": 1.5, "eval_loss": 1.6}],
+    )
+    _stage(
+        tmp_path,
+        "3:read",
+        False,
+        {"synthetic": ["ocr"], "synthetic_level": [0], "lr": 5e-4, "placement_spread": [0.0, 1.0]},
+        [{"step": 5, "loss": 1.2, "elapsed_s": 1800.0}],
+    )
     assert stage_folder(tmp_path, "3:read") == tmp_path / "stages" / "stage-3-read"
     assert last_finished_stage(tmp_path, ["3", "3:read"]) == stage_folder(tmp_path, "3")  # 3:read is unfinished
     rows, hours = training_summary(tmp_path, ["3", "3:read"])
@@ -35,7 +44,9 @@ def test_summary_reads_each_labelled_stage_and_its_run_args(tmp_path):
     ]
     assert rows[0]["eval_loss"] == 1.6 and hours == 1.0
     # The export evaluates where the last stage placed text: the end of its ramp, or anywhere without one.
-    assert trained_spread(stage_folder(tmp_path, "3:read")) == 1.0 and trained_spread(stage_folder(tmp_path, "3")) == 1.0
+    assert (
+        trained_spread(stage_folder(tmp_path, "3:read")) == 1.0 and trained_spread(stage_folder(tmp_path, "3")) == 1.0
+    )
     _stage(tmp_path, "3:near", True, {"synthetic": ["ocr"], "placement_spread": [0.0, 0.5]}, [])
     assert trained_spread(stage_folder(tmp_path, "3:near")) == 0.5
 

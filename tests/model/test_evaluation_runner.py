@@ -23,8 +23,25 @@ def test_perfect_answers_score_perfect_and_wrong_answers_score_wrong(task, monke
 
 def test_cli_runs_a_real_checkpoint_and_writes_json(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "eval.json"
-    assert main(["--checkpoint", str(tiny_checkpoint), "--task", "ocr", "--n", "3", "--max-new-tokens", "4",
-                 "--spread", "0.5", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--checkpoint",
+                str(tiny_checkpoint),
+                "--task",
+                "ocr",
+                "--n",
+                "3",
+                "--max-new-tokens",
+                "4",
+                "--spread",
+                "0.5",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     results = json.loads(out.read_text())["results"]
     assert results[0]["task"] == "ocr" and results[0]["metrics"]["n"] == 3
     assert results[0]["spread"] == 0.5
@@ -42,8 +59,11 @@ def test_table_names_the_levels_and_placement_of_each_row(monkeypatch):
 
 def test_spread_zero_evaluates_words_placed_at_the_first_free_patch(monkeypatch):
     seen = []
-    monkeypatch.setattr(runner, "answer_batch", lambda model, processor, samples, n: seen.extend(samples) or
-                        [s.answer for s in samples])
+    monkeypatch.setattr(
+        runner,
+        "answer_batch",
+        lambda model, processor, samples, n: seen.extend(samples) or [s.answer for s in samples],
+    )
     assert runner.evaluate_task(None, None, "ocr", n=6, level=0, spread=0)["spread"] == 0
     # Text at the top-left starting cell: ink in the first patch row, nothing in the last one.
     for sample in seen:

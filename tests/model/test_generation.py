@@ -15,8 +15,14 @@ def _prompt(processor, question):
 
 
 def _greedy(model, inputs, **kwargs):
-    kwargs = {"max_new_tokens": 12, "do_sample": False, "repetition_penalty": 1.0, "suppress_tokens": None,
-              "eos_token_id": None, **kwargs}
+    kwargs = {
+        "max_new_tokens": 12,
+        "do_sample": False,
+        "repetition_penalty": 1.0,
+        "suppress_tokens": None,
+        "eos_token_id": None,
+        **kwargs,
+    }
     with torch.no_grad():
         return model.generate(**inputs, **kwargs)
 
@@ -39,7 +45,7 @@ def test_batched_generation_equals_one_by_one(tiny):
     for i, (prompt, image) in enumerate(zip(prompts, IMAGES)):
         single = processor(text=prompt, images=[image])
         alone = _greedy(model, single)
-        assert torch.equal(batched[i, prompt_length:], alone[0, single["input_ids"].shape[1]:]), f"prompt {i}"
+        assert torch.equal(batched[i, prompt_length:], alone[0, single["input_ids"].shape[1] :]), f"prompt {i}"
 
 
 def test_generation_computes_logits_for_the_last_position_only(tiny):
@@ -70,7 +76,7 @@ def test_streaming_yields_the_same_text_as_generate(tiny):
     model, processor = tiny
     inputs = processor(text=_prompt(processor, QUESTIONS[1]), images=IMAGES[1:2])
     ids = _greedy(model, inputs)
-    expected = processor.decode(ids[0, inputs["input_ids"].shape[1]:])
+    expected = processor.decode(ids[0, inputs["input_ids"].shape[1] :])
     streamer = TextIteratorStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
     thread = Thread(target=_greedy, args=(model, inputs), kwargs={"streamer": streamer})
     thread.start()
@@ -91,7 +97,7 @@ def test_generation_stops_on_im_end(tiny):
             ids = model.generate(**inputs, max_new_tokens=10, do_sample=False)
         finally:
             model.lm_head.weight[im_end] = saved
-    assert ids[0, inputs["input_ids"].shape[1]:].tolist() == [im_end]
+    assert ids[0, inputs["input_ids"].shape[1] :].tolist() == [im_end]
 
 
 def test_sampling_and_repetition_penalty_run_and_are_seeded(tiny):
@@ -100,8 +106,17 @@ def test_sampling_and_repetition_penalty_run_and_are_seeded(tiny):
     runs = []
     for _ in range(2):
         torch.manual_seed(7)
-        runs.append(model.generate(**inputs, max_new_tokens=8, do_sample=True, temperature=0.9, top_p=0.9,
-                                   repetition_penalty=1.2, eos_token_id=None))
+        runs.append(
+            model.generate(
+                **inputs,
+                max_new_tokens=8,
+                do_sample=True,
+                temperature=0.9,
+                top_p=0.9,
+                repetition_penalty=1.2,
+                eos_token_id=None,
+            )
+        )
     assert torch.equal(runs[0], runs[1])
-    new = runs[0][0, inputs["input_ids"].shape[1]:]
+    new = runs[0][0, inputs["input_ids"].shape[1] :]
     assert new.numel() == 8 and int(new.max()) < len(processor.tokenizer)  # padding rows are never sampled

@@ -82,8 +82,10 @@ def test_quantized_loading_generates_on_cpu(tiny_checkpoint, quantization, monke
     assert isinstance(layer.self_attn.o_proj, layer_class)
     mlp_class = layer_class if quantization == "8bit" else torch.nn.Linear
     assert type(layer.mlp.gate_proj) is mlp_class and type(layer.moe_mlp.down_proj) is mlp_class
-    inputs = processor(text=processor.build_prompt([{"role": "user", "content": "<image>\nhi"}]),
-                       images=[Image.new("RGB", (64, 32), "blue")])
+    inputs = processor(
+        text=processor.build_prompt([{"role": "user", "content": "<image>\nhi"}]),
+        images=[Image.new("RGB", (64, 32), "blue")],
+    )
     ids = model.generate(**inputs, max_new_tokens=5, do_sample=False, eos_token_id=None)
     assert ids.shape[1] == inputs["input_ids"].shape[1] + 5
 
@@ -110,20 +112,9 @@ def test_a_hub_id_that_is_not_cached_fails_fast_offline(monkeypatch, tmp_path):
         load_pretrained("BAAI/EVE-7B-HD-v2.0")
 
 
-def test_a_hub_id_loads_from_the_hub_cache(tiny_checkpoint, monkeypatch, tmp_path):
+def test_a_hub_id_loads_from_the_hub_cache(tiny_in_hub_cache):
     """Offline, a repo id resolves to its snapshot in the Hub cache (the layout huggingface_hub writes)."""
-    repo = tmp_path / "models--BAAI--EVE-7B-HD-v2.0"
-    snapshot = repo / "snapshots" / ("0" * 40)
-    snapshot.mkdir(parents=True)
-    for file in tiny_checkpoint.iterdir():
-        (snapshot / file.name).symlink_to(file)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("0" * 40)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    import huggingface_hub.constants as hub_constants
-
-    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path))
-    model, _ = load_pretrained("BAAI/EVE-7B-HD-v2.0")
+    model, _ = load_pretrained(tiny_in_hub_cache)
     assert isinstance(model, EveForCausalLM)
 
 
@@ -135,7 +126,8 @@ def test_an_existing_vision_tower_folder_supplies_the_preprocessing(tiny_checkpo
     shutil.copytree(tiny_checkpoint, folder)
     tower = folder / "openai" / "eve-anyratio-res1600-patch16"
     tower.mkdir(parents=True)
-    (tower / "preprocessor_config.json").write_text(json.dumps({"max_size": 96, "patch_stride": 8, "dense_stride": 2,
-                                                                "do_resize": False}))
+    (tower / "preprocessor_config.json").write_text(
+        json.dumps({"max_size": 96, "patch_stride": 8, "dense_stride": 2, "do_resize": False})
+    )
     _, processor = load_pretrained(folder)
     assert processor.image_processor.max_size == 96

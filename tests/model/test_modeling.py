@@ -43,7 +43,10 @@ def test_routed_forward_equals_dense_blend_for_a_padded_batch(tiny):
     inputs = processor(text=prompts, images=images)
     assert inputs["attention_mask"][0, 0] == 0  # left padding happened
     torch.testing.assert_close(
-        _with_router(model, ModalityRouter, **inputs), _with_router(model, DenseBlendRouter, **inputs), atol=1e-5, rtol=1e-5
+        _with_router(model, ModalityRouter, **inputs),
+        _with_router(model, DenseBlendRouter, **inputs),
+        atol=1e-5,
+        rtol=1e-5,
     )
 
 
@@ -61,8 +64,12 @@ def test_each_weight_set_sees_only_its_own_tokens(tiny):
 
     hooks = [
         module.register_forward_hook(count_rows(name))
-        for name, module in [("text", layer.mlp), ("vision", layer.moe_mlp), ("text_q", layer.self_attn.q_proj),
-                             ("vision_q", layer.self_attn.moe_q_proj)]
+        for name, module in [
+            ("text", layer.mlp),
+            ("vision", layer.moe_mlp),
+            ("text_q", layer.self_attn.q_proj),
+            ("vision_q", layer.self_attn.moe_q_proj),
+        ]
     ]
     with torch.no_grad():
         model(**inputs)
@@ -93,10 +100,21 @@ def test_text_only_forward_is_exactly_qwen2(tiny_checkpoint_no_moe, tiny_checkpo
     model = EveForCausalLM.from_pretrained(str(tiny_checkpoint), dtype=torch.float32)
     config = model.config
     qwen = Qwen2ForCausalLM(
-        Qwen2Config(**{k: getattr(config, k) for k in ("vocab_size", "hidden_size", "intermediate_size",
-                                                       "num_hidden_layers", "num_attention_heads",
-                                                       "num_key_value_heads", "rms_norm_eps")},
-                    rope_parameters=config.rope_parameters)
+        Qwen2Config(
+            **{
+                k: getattr(config, k)
+                for k in (
+                    "vocab_size",
+                    "hidden_size",
+                    "intermediate_size",
+                    "num_hidden_layers",
+                    "num_attention_heads",
+                    "num_key_value_heads",
+                    "rms_norm_eps",
+                )
+            },
+            rope_parameters=config.rope_parameters,
+        )
     )
     missing, unexpected = qwen.load_state_dict(model.state_dict(), strict=False)
     assert not missing and all("moe" in k or "vision_tower" in k for k in unexpected)

@@ -57,7 +57,7 @@ def test_several_images_in_one_prompt_and_a_padded_batch(tiny):
     length = inputs["input_ids"].shape[1]
     short = processor(text="<image> one", images=images[2:])["input_ids"][0]
     assert inputs["attention_mask"][1].tolist() == [0] * (length - len(short)) + [1] * len(short)
-    assert inputs["input_ids"][1, length - len(short):].tolist() == short.tolist()
+    assert inputs["input_ids"][1, length - len(short) :].tolist() == short.tolist()
     assert inputs["attention_mask"][0].all()
 
 
@@ -103,7 +103,10 @@ def test_plain_template_supervises_the_caption_and_newline(tiny):
 
 def test_spelled_answers_supervise_one_character_per_token_and_decode_the_same(tiny):
     _, processor = tiny
-    messages = [{"role": "user", "content": "<image>\nread it"}, {"role": "assistant", "content": "station café Hello\nworld"}]
+    messages = [
+        {"role": "user", "content": "<image>\nread it"},
+        {"role": "assistant", "content": "station café Hello\nworld"},
+    ]
     image = Image.new("RGB", (64, 64))
     spelled = processor.tokenize_conversation(messages, [image], spell_answers=True)
     merged = processor.tokenize_conversation(messages, [image])

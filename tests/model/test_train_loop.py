@@ -201,7 +201,9 @@ def test_spell_answers_reaches_the_encoder_of_a_run(tiny):
     from model.train.stages import get_stage
 
     _, processor = tiny
-    args = parse_args(["--output-dir", "o", "--base", "a", "--synthetic", "ocr", "--max-steps", "5", "--spell-answers"])
+    args = parse_args(
+        ["--output-dir", "o", "--base", "a", "--synthetic", "ocr", "--max-steps", "5", "--spell-answers"]
+    )
     encoder = make_encoder(args, get_stage("3"), processor)
     row = next(iter(SyntheticStream(["ocr"], 0, [0], encoder)))
     answer = processor.tokenizer.convert_ids_to_tokens([i for i in row["labels"] if i != IGNORE_INDEX])

@@ -16,10 +16,18 @@ from tests.conftest import WORDS, official_config, official_state_dict
 
 IMAGE_PAD = "<|image_pad|>"
 # The official checkpoint's tokenizer carries Qwen2.5's ChatML template, which is not EVEv2's chat format.
-CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + "
-          "'\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
-OFFICIAL_SIZES = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
-                  "num_key_value_heads": 2, "mm_hidden_size": 64}
+CHATML = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + "
+    "'\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+OFFICIAL_SIZES = {
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "mm_hidden_size": 64,
+}
 
 
 def _tokenizer(vocab_size: int):
@@ -42,8 +50,15 @@ def write_official(folder: Path, sizes: dict | None = None, image_max_size: int 
     tokenizer.chat_template = CHATML  # as in the official checkpoint: the server must not use it
     tokenizer.save_pretrained(str(folder))
     config = official_config(vocab_size=len(tokenizer) + 16)
-    config.update({**OFFICIAL_SIZES, **(sizes or {}), "image_max_size": image_max_size,
-                   "max_position_embeddings": 8192, "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>")})
+    config.update(
+        {
+            **OFFICIAL_SIZES,
+            **(sizes or {}),
+            "image_max_size": image_max_size,
+            "max_position_embeddings": 8192,
+            "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        }
+    )
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     save_torch_state_dict(official_state_dict(config, seed), str(folder), max_shard_size=2_000_000)
     return folder
@@ -57,11 +72,24 @@ def write_default_shaped(folder: Path, seed: int = 0) -> Path:
 
     tokenizer = _tokenizer(500)
     config = EveConfig(
-        vocab_size=512, hidden_size=192, intermediate_size=576, num_hidden_layers=4, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=1024, mm_hidden_size=128, patch_stride=8, dense_stride=2,
-        image_max_size=192, image_mean=[1.0, 1.0, 1.0], image_std=[0.5, 0.5, 0.5], mm_vision_tower=None,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, tie_word_embeddings=False,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        vocab_size=512,
+        hidden_size=192,
+        intermediate_size=576,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        mm_hidden_size=128,
+        patch_stride=8,
+        dense_stride=2,
+        image_max_size=192,
+        image_mean=[1.0, 1.0, 1.0],
+        image_std=[0.5, 0.5, 0.5],
+        mm_vision_tower=None,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_PAD),
     )
     torch.manual_seed(seed)
@@ -71,5 +99,7 @@ def write_default_shaped(folder: Path, seed: int = 0) -> Path:
             if param.dim() > 1 and "patch_embedding" not in name:
                 param.normal_(0.0, 0.08)
     model.save_pretrained(str(folder))
-    EveProcessor(tokenizer, EveImageProcessor.from_config(config), image_token_id=config.image_token_id).save_pretrained(folder)
+    EveProcessor(
+        tokenizer, EveImageProcessor.from_config(config), image_token_id=config.image_token_id
+    ).save_pretrained(folder)
     return folder

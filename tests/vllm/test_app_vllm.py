@@ -39,10 +39,21 @@ def app(checkpoint, tmp_path_factory):
     from app import create_app, launch_options
 
     port = free_port()
-    demo, ctx = create_app(["--backend", "vllm", "--model", str(checkpoint), "--port", str(port),
-                            "--data-dir", str(tmp_path_factory.mktemp("data"))])
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                **launch_options(ctx.settings))
+    demo, ctx = create_app(
+        [
+            "--backend",
+            "vllm",
+            "--model",
+            str(checkpoint),
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path_factory.mktemp("data")),
+        ]
+    )
+    demo.launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx.settings)
+    )
     yield f"http://127.0.0.1:{port}/", ctx, demo
     demo.close()
     ctx.engine.shutdown()
@@ -86,8 +97,9 @@ def test_concurrent_answers_are_generated_together(app, images):
 
     def call(i: int) -> None:
         start = time.perf_counter()
-        job = Client(url, verbose=False).submit(handle_file(str(images[i])), ctx.presets[0].name, "", 48,
-                                                api_name="/answer")
+        job = Client(url, verbose=False).submit(
+            handle_file(str(images[i])), ctx.presets[0].name, "", 48, api_name="/answer"
+        )
         results[i] = job.result()
         spans[i] = (start, time.perf_counter())
 
@@ -115,7 +127,9 @@ def test_stop_aborts_inside_vllm_and_records_stopped(app, images):
     from eve_app.engine import ChatRequest, GenerationSettings, Turn
 
     engine = app[1].engine
-    request = ChatRequest([Turn("user", "describe the image", [str(images[1])])], GenerationSettings(max_new_tokens=700))
+    request = ChatRequest(
+        [Turn("user", "describe the image", [str(images[1])])], GenerationSettings(max_new_tokens=700)
+    )
     events = []
     for event in engine.stream(request):
         events.append(event)

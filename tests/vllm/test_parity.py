@@ -84,16 +84,20 @@ def _vllm(folder: Path, **engine_args) -> dict[str, dict]:
         for messages, images in CONVERSATIONS.values():
             text = processor.build_prompt(messages).replace("<image>", IMAGE_PLACEHOLDER)
             requests.append({"prompt": text, **({"multi_modal_data": {"image": images}} if images else {})})
-        params = SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, logprobs=TOP_LOGPROBS,
-                                stop_token_ids=processor.stop_token_ids)
+        params = SamplingParams(
+            temperature=0.0, max_tokens=NEW_TOKENS, logprobs=TOP_LOGPROBS, stop_token_ids=processor.stop_token_ids
+        )
         outputs = llm.generate(requests, params)
     finally:
         llm.llm_engine.engine_core.shutdown()
         del llm
         gc.collect()
     return {
-        name: {"prompt": list(out.prompt_token_ids), "ids": list(out.outputs[0].token_ids),
-               "logprobs": out.outputs[0].logprobs[0]}
+        name: {
+            "prompt": list(out.prompt_token_ids),
+            "ids": list(out.outputs[0].token_ids),
+            "logprobs": out.outputs[0].logprobs[0],
+        }
         for name, out in zip(CONVERSATIONS, outputs)
     }
 

@@ -16,8 +16,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 CONVERSATIONS = [
     [{"role": "user", "content": "<image>\nWhat is written here?"}],
-    [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi there"},
-     {"role": "user", "content": "<image>\n<image>\ncompare them"}],
+    [
+        {"role": "user", "content": "hello"},
+        {"role": "assistant", "content": "hi there"},
+        {"role": "user", "content": "<image>\n<image>\ncompare them"},
+    ],
     [{"role": "user", "content": "<image>\nread it"}, {"role": "assistant", "content": "STOP"}],
 ]
 
@@ -37,8 +40,9 @@ def test_jinja_template_renders_what_the_library_builds(messages, add_generation
 
 def test_system_message_replaces_the_default_sentence():
     template = jinja2.Environment().from_string(CHAT_TEMPLATE.read_text())
-    text = template.render(messages=[{"role": "system", "content": "Be brief."}, *CONVERSATIONS[0]],
-                           add_generation_prompt=True)
+    text = template.render(
+        messages=[{"role": "system", "content": "Be brief."}, *CONVERSATIONS[0]], add_generation_prompt=True
+    )
     assert text == "Be brief. USER: <image>\nWhat is written here? ASSISTANT:"
 
 

@@ -45,10 +45,32 @@ def server(checkpoint, tmp_path_factory):
     log = (tmp_path_factory.mktemp("server") / "server.log").open("w")
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(checkpoint),
-         "--served-model-name", "eve", "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
-         "--enforce-eager", "--block-size", "32", "--gpu-memory-utilization", "0.2", "--mm-processor-cache-gb", "0"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(checkpoint),
+            "--served-model-name",
+            "eve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dtype",
+            "float32",
+            "--enforce-eager",
+            "--block-size",
+            "32",
+            "--gpu-memory-utilization",
+            "0.2",
+            "--mm-processor-cache-gb",
+            "0",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 300
@@ -74,8 +96,9 @@ def _library_ids(checkpoint: Path, image: Path, new_tokens: int) -> list[int]:
     from model import load_pretrained
 
     model, processor = load_pretrained(checkpoint, device="cpu", dtype=torch.float32)
-    inputs = processor(text=processor.build_prompt([{"role": "user", "content": f"<image>\n{QUESTION}"}]),
-                       images=[image])
+    inputs = processor(
+        text=processor.build_prompt([{"role": "user", "content": f"<image>\n{QUESTION}"}]), images=[image]
+    )
     with torch.inference_mode():
         ids = model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False)
     return ids[0, inputs["input_ids"].shape[1] :].tolist()
@@ -92,9 +115,19 @@ def test_openai_chat_with_an_image_answers_like_the_library(server, checkpoint, 
 
     client = OpenAI(base_url=f"{server}/v1", api_key="none")
     reply = client.chat.completions.create(
-        model="eve", temperature=0, max_tokens=16, extra_body={"return_token_ids": True},
-        messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": _data_url(image_file)}},
-                                               {"type": "text", "text": QUESTION}]}],
+        model="eve",
+        temperature=0,
+        max_tokens=16,
+        extra_body={"return_token_ids": True},
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": _data_url(image_file)}},
+                    {"type": "text", "text": QUESTION},
+                ],
+            }
+        ],
     )
     assert reply.choices[0].token_ids == _library_ids(checkpoint, image_file, 16)
     # class token + rows of patches and split tokens of the resized image, plus the prompt's text
@@ -107,9 +140,20 @@ def _stream(server: str, image: Path, max_tokens: int, stamps: list, stop_after:
 
     client = OpenAI(base_url=f"{server}/v1", api_key="none")
     stream = client.chat.completions.create(
-        model="eve", temperature=0, max_tokens=max_tokens, stream=True, extra_body={"ignore_eos": True, "return_token_ids": True},
-        messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": _data_url(image)}},
-                                               {"type": "text", "text": QUESTION}]}],
+        model="eve",
+        temperature=0,
+        max_tokens=max_tokens,
+        stream=True,
+        extra_body={"ignore_eos": True, "return_token_ids": True},
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": _data_url(image)}},
+                    {"type": "text", "text": QUESTION},
+                ],
+            }
+        ],
     )
     for chunk in stream:
         if chunk.choices and getattr(chunk.choices[0], "token_ids", None):
@@ -133,7 +177,9 @@ def test_two_streams_run_at_the_same_time(server, image_file):
 
 def _running(server: str) -> float:
     metrics = httpx.get(f"{server}/metrics", timeout=5).text
-    values = [float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith("vllm:num_requests_running")]
+    values = [
+        float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith("vllm:num_requests_running")
+    ]
     return sum(values)
 
 

@@ -1,0 +1,100 @@
+"""Facts the library and the app share, defined once here and imported by both.
+
+This module imports only the standard library, and `import model` loads nothing heavy until a model class is used, so
+the app's light modules (settings, jobs, validation, storage) read these facts without loading torch or
+transformers. `tests/test_shared_facts.py` fails when the image placeholder or the image-token formula is written
+anywhere else.
+
+    from model.shared import IMAGE_PLACEHOLDER, num_image_tokens, resized_size
+    width, height = resized_size(640, 480, patch_size=32, max_size=1600, mode="train")
+    num_image_tokens(height, width, patch_size=32)
+"""
+
+import json
+import math
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+# The repository root: accelerate configs, assets and the app live under it.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+# What users write in prompts and LLaVA data where an image goes (official `DEFAULT_IMAGE_TOKEN`). It is not a
+# vocabulary token: the processor replaces it with the image's tokens.
+IMAGE_PLACEHOLDER = "<image>"
+# The one vocabulary token that marks every image position where a prompt is tokenised as a whole (vLLM): a special
+# token of this project's tokenizers and an added token of the Qwen2.5 tokenizer the official checkpoint ships.
+IMAGE_TOKEN = "<|image_pad|>"
+
+# Official res1600 preprocessing: images rescaled to an area of about 1600**2, in patches of 16 * 2 = 32 pixels.
+DEFAULT_IMAGE_MAX_SIZE = 1600
+DEFAULT_PATCH_STRIDE = 16
+DEFAULT_DENSE_STRIDE = 2
+RESIZE_MODES = ("inference", "train")
+
+
+def num_image_tokens(height: int, width: int, patch_size: int) -> int:
+    """Tokens of a preprocessed image of `height` x `width` pixels: one class token, then each row of patches
+    followed by a split token, so a model and a dataset check count the same prompt length."""
+    h, w = height // patch_size, width // patch_size
+    return 1 + h * (w + 1)
+
+
+def resized_size(width: int, height: int, patch_size: int, max_size: int, mode: str = "inference") -> tuple[int, int]:
+    """(new_width, new_height) by the official rules, which the released weights both saw.
+
+    "inference" (official `process_images`) rescales up or down to an area of about `max_size**2` and rounds each
+    side UP to a multiple of `patch_size`, so every image costs about the same; "train" (official dataset loader)
+    only scales DOWN images larger than that and rounds to the NEAREST multiple, so small images stay cheap.
+    """
+    if width <= 0 or height <= 0:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    if mode == "inference":
+        factor = max_size / math.sqrt(width * height)
+        snap: Any = math.ceil
+    elif mode == "train":
+        factor = min(max_size / math.sqrt(width * height), 1.0)  # never upscale
+        snap = round
+    else:
+        raise ValueError(f"unknown resize mode {mode!r}; expected one of {RESIZE_MODES}")
+    # Round to 6 decimals first so float noise (50.0000000001 patches) cannot add a whole extra patch.
+    new_width, new_height = (
+        max(int(snap(round(side * factor / patch_size, 6))), 1) * patch_size for side in (width, height)
+    )
+    return new_width, new_height
+
+
+STAGES_FILE = Path(__file__).parent / "train" / "stages.json"
+
+
+@cache
+def stage_presets() -> dict[str, dict[str, Any]]:
+    """The training stage presets as written in `model/train/stages.json` (title, purpose, trainable groups, lr,
+    template, image size rule, vision twins), in pipeline order. Cached: treat it as read-only."""
+    presets: dict[str, dict[str, Any]] = json.loads(STAGES_FILE.read_text())
+    return presets
+
+
+def stage_image_max_size(rule: str | None, image_max_size: int, override: int | None = None) -> int | None:
+    """Largest image side (as an area of side**2) a stage trains on: None for a text-only stage (`rule` None),
+    else the override, else half of the model's `image_max_size` for "low" and all of it for "high"."""
+    if rule is None:
+        return None
+    if override:
+        return override
+    return image_max_size // 2 if rule == "low" else image_max_size
+
+
+# The tasks the synthetic data teaches and the app offers: display name (as the app shows it) -> task key.
+TASK_KEYS: dict[str, str] = {"OCR": "ocr", "Poster": "poster", "Webpage": "webpage", "Scene description": "scene"}
+# The preset without a task: the user's own question, sampled answers.
+FREE_CHAT = "Free chat"
+TASK_VOCAB_FILE = Path(__file__).parent / "synthetic" / "vocab.json"
+
+
+@cache
+def task_instructions() -> dict[str, str]:
+    """Display name -> the canonical instruction of each task, the one the app sends and training uses half the
+    time (kept with the paraphrases in `model/synthetic/vocab.json`)."""
+    instructions = json.loads(TASK_VOCAB_FILE.read_text(encoding="utf-8"))["instructions"]
+    return {name: instructions[key]["canonical"] for name, key in TASK_KEYS.items()}

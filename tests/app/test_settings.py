@@ -1,0 +1,39 @@
+"""App settings: flags over environment variables over the `Settings` defaults, each default written once."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from eve_app.settings import Settings, parse_settings
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for name in (
+        "EVE_MODEL",
+        "EVE_DEVICE",
+        "EVE_DATA_DIR",
+        "GRADIO_SERVER_NAME",
+        "GRADIO_SERVER_PORT",
+        "EVE_MAX_IMAGE_MB",
+        "EVE_SECRET",
+        "EVE_ADMIN_PASSWORD",
+        "EVE_DB_URL",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_no_flags_and_no_environment_give_the_dataclass_defaults(clean_env):
+    assert dataclasses.asdict(parse_settings([])) == dataclasses.asdict(Settings())
+
+
+def test_environment_then_flags_override_the_defaults(clean_env):
+    clean_env.setenv("GRADIO_SERVER_PORT", "8123")
+    clean_env.setenv("EVE_DATA_DIR", "/tmp/eve-data")
+    clean_env.setenv("EVE_MAX_IMAGE_MB", "3.5")
+    settings = parse_settings(["--device", "cuda:1"])
+    assert (settings.port, settings.data_dir, settings.max_image_mb) == (8123, Path("/tmp/eve-data"), 3.5)
+    assert settings.device == "cuda:1" and settings.host == Settings().host
+    assert parse_settings(["--port", "9000"]).port == 9000

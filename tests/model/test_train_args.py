@@ -1,0 +1,27 @@
+"""The training command line takes its defaults from `TrainArgs`, where they are written once."""
+
+import dataclasses
+
+from model.train.args import TrainArgs, build_parser, parse_args, train_defaults
+
+
+def test_every_flag_defaults_to_the_dataclass_field():
+    defaults = train_defaults()
+    fields = {field.name for field in dataclasses.fields(TrainArgs)}
+    flags = [action for action in build_parser()._actions if action.dest in fields]
+    assert len(flags) == len(fields)  # every field has its flag
+    for action in flags:
+        if action.dest != "output_dir":  # required, no default
+            assert action.default == defaults[action.dest], action.dest
+
+
+def test_a_bare_command_line_equals_the_dataclass_defaults():
+    parsed = parse_args(["--output-dir", "out", "--base", "ckpt", "--data", "d.json"])
+    assert parsed == TrainArgs(output_dir="out", base="ckpt", data=["d.json"])
+    assert "(default 4096)" in " ".join(build_parser().format_help().split())
+
+
+def test_list_defaults_are_fresh_for_each_parse():
+    first = parse_args(["--output-dir", "o", "--base", "b", "--data", "x.json"])
+    second = parse_args(["--output-dir", "o", "--base", "b", "--data", "y.json"])
+    assert first.data == ["x.json"] and second.data == ["y.json"] and train_defaults()["data"] == []
