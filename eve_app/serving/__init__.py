@@ -22,8 +22,11 @@ class ChatEngine(Protocol):
     """What the UI, the conversation service and /answer use of an engine."""
 
     name: str
-    checkpoint_dir: object  # the model folder (tasks.json, model card), or None
     concurrency_limit: int  # answers generated at once; the chat's Gradio queue allows that many
+
+    @property
+    def checkpoint_dir(self) -> object:
+        """The model folder (tasks.json, model card), or None."""
 
     def stream(self, request: ChatRequest) -> Iterator[TextDelta | Finished]: ...
 

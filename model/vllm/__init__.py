@@ -56,7 +56,7 @@ def _prefer_eve_chat_template() -> None:
             return CHAT_TEMPLATE.read_text()
         return resolve(tokenizer, chat_template, tools, model_config=model_config)
 
-    resolve_chat_template.eve_wrapped = True
+    setattr(resolve_chat_template, "eve_wrapped", True)  # noqa: B010 -- a marker on a function object
     hf.resolve_chat_template = resolve_chat_template
 
 

@@ -11,6 +11,7 @@ the same way. Weights load from the official key names (see `load_weights`).
 """
 
 from collections.abc import Iterable
+from typing import cast
 
 import torch
 from torch import nn
@@ -58,12 +59,16 @@ class Modalities:
     """Which rows of a flattened batch are image tokens; splits a [T, D] tensor by modality and puts it back."""
 
     def __init__(self, input_ids: torch.Tensor | None, image_token_id: int):
-        mask = input_ids == image_token_id if input_ids is not None else None
+        self.mixed = False
+        if input_ids is None:
+            return
         # CUDA graphs are captured and replayed for decode batches only, whose tokens are generated ones, and the
         # placeholder is never generated (its logit is masked): text-only, without the host sync below.
-        capturing = torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+            return
+        mask = input_ids == image_token_id
         # One host sync per forward (not per layer): text-only steps then skip all indexing.
-        self.mixed = mask is not None and not capturing and bool(mask.any())
+        self.mixed = bool(mask.any())
         if self.mixed:
             self.vision = mask.nonzero().squeeze(1)
             self.text = (~mask).nonzero().squeeze(1)
@@ -266,8 +271,10 @@ class EveVllmForCausalLM(nn.Module, SupportsMultiModal):
         if pixel_values is None:
             return []
         if isinstance(pixel_values, torch.Tensor):  # same-sized images may arrive stacked
-            pixel_values = list(pixel_values.unbind(0)) if pixel_values.dim() == 4 else [pixel_values]
-        return self.model.vision_tower(list(pixel_values))
+            images = list(pixel_values.unbind(0)) if pixel_values.dim() == 4 else [pixel_values]
+        else:
+            images = list(cast(Iterable[torch.Tensor], pixel_values))
+        return self.model.vision_tower(images)
 
     def embed_input_ids(
         self,

@@ -8,7 +8,7 @@ the placeholder id, which is how the model tells image positions from text posit
 """
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import BatchFeature, PreTrainedTokenizerBase
@@ -23,7 +23,7 @@ from vllm.multimodal.processing import (
     PromptUpdate,
 )
 
-from ..image_processing_eve import EveImageProcessor
+from ..image_processing_eve import EveImageProcessor, ImageInput
 from ..shared import IMAGE_TOKEN
 
 # The placeholder token (id 151655 in the official checkpoint's Qwen2.5 tokenizer; the official code itself marks
@@ -98,8 +98,9 @@ class EveMultiModalProcessor(BaseMultiModalProcessor[EveProcessingInfo]):
     def _call_hf_processor(self, hf_data: Mapping[str, object], hf_kwargs: Mapping[str, object]) -> BatchFeature:
         image_processor = self.info.get_hf_processor()
         max_size = hf_kwargs.get("max_size")
-        images = hf_data.get("images") or []
-        pixel_values = [image_processor.preprocess(image, max_size=max_size) for image in images]
+        images = cast(list[ImageInput], hf_data.get("images") or [])
+        size = int(cast(int, max_size)) if max_size else None
+        pixel_values = [image_processor.preprocess(image, max_size=size) for image in images]
         return BatchFeature({"pixel_values": pixel_values}, tensor_type=None)
 
     def _get_mm_fields_config(

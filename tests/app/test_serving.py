@@ -8,8 +8,8 @@ from eve_app.engine import Engine, EngineError, GenerationSettings, Turn
 from eve_app.serving import load_engine
 from eve_app.serving.openai_engine import OpenAIEngine
 from eve_app.serving.prompts import prepare
-from model.shared import IMAGE_TOKEN
 from eve_app.settings import parse_settings
+from model.shared import IMAGE_TOKEN
 
 
 @pytest.fixture(scope="module")
