@@ -21,6 +21,7 @@ from model.loading import resolve_checkpoint
 from model.processing_eve import EveProcessor
 
 from ..engine import ChatRequest, EngineError, Finished, GenerationRecord, TextDelta, card_notice
+from ..errors import UserError
 from .prompts import prepare, sampling_fields
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class OpenAIEngine:
         return cls(base, served["id"], max_len, processor, folder, api_key)
 
     def reload(self, path: str, name: str | None = None) -> None:
-        raise EngineError("With --api-base the model server decides the model; restart it with another checkpoint.")
+        raise UserError("With --api-base the model server decides the model; restart it with another checkpoint.")
 
     @property
     def notice(self) -> str | None:

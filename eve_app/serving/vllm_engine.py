@@ -22,6 +22,7 @@ from model.loading import resolve_checkpoint
 from model.processing_eve import EveProcessor
 
 from ..engine import ChatRequest, EngineError, Finished, GenerationRecord, TextDelta, card_notice
+from ..errors import UserError
 from .prompts import prepare, sampling_fields
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ class VllmEngine:
         self._loop.call_soon_threadsafe(self._loop.stop)
 
     def reload(self, path: str, name: str | None = None) -> None:
-        raise EngineError("The vLLM backend serves the model it was started with; restart the app to change it.")
+        raise UserError("The vLLM backend serves the model it was started with; restart the app to change it.")
 
     @property
     def notice(self) -> str | None:

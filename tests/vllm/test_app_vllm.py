@@ -155,3 +155,7 @@ def test_errors_are_records_not_hangs(app, images, tmp_path):
     broken.write_bytes(b"not an image")
     record = list(engine.stream(ChatRequest([Turn("user", "hi", [str(broken)])])))[-1].record
     assert record.status == "error" and "not a readable image" in record.error
+    from eve_app.errors import UserError
+
+    with pytest.raises(UserError, match="restart the app"):  # the fine-tune tab shows it as a refusal
+        engine.reload(str(tmp_path))
