@@ -7,11 +7,14 @@ aborts the request inside vLLM, so its KV blocks are freed at once. Engine setti
 """
 
 import asyncio
+import atexit
 import itertools
 import json
 import logging
 import os
 import queue
+import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -90,11 +93,14 @@ class VllmEngine:
         log.info("vLLM engine for %s ready in %.1f s", folder, time.perf_counter() - started)
         config = EveConfig.from_pretrained(folder)
         processor = EveProcessor.from_pretrained(folder, config)
-        return cls(engine, loop, processor, config, Path(str(path)).name, folder, args["dtype"], device)
+        served = cls(engine, loop, processor, config, Path(str(path)).name, folder, args["dtype"], device)
+        _stop_with_the_process(served)
+        return served
 
     def shutdown(self) -> None:
-        self._engine.shutdown()
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._loop.is_running():
+            self._engine.shutdown()
+            self._loop.call_soon_threadsafe(self._loop.stop)
 
     def reload(self, path: str, name: str | None = None) -> None:
         raise UserError("The vLLM backend serves the model it was started with; restart the app to change it.")
@@ -196,6 +202,14 @@ class VllmEngine:
             if not finished:  # stopped, or the consumer went away: end the generation inside vLLM too
                 asyncio.run_coroutine_threadsafe(self._engine.abort(request_id), self._loop).result(timeout=10)
                 future.cancel()
+
+
+def _stop_with_the_process(engine: VllmEngine) -> None:
+    """vLLM's engine runs in child processes that outlive a SIGTERM'd app (`docker stop`, a service manager):
+    exit through Python on SIGTERM, and shut the engine down on exit."""
+    atexit.register(engine.shutdown)
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 __all__ = ["VllmEngine", "engine_args"]

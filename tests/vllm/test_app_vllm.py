@@ -159,3 +159,32 @@ def test_errors_are_records_not_hangs(app, images, tmp_path):
 
     with pytest.raises(UserError, match="restart the app"):  # the fine-tune tab shows it as a refusal
         engine.reload(str(tmp_path))
+
+
+def _descendants(pid: int) -> set[int]:
+    """Live descendant process ids of `pid` (Linux /proc)."""
+    children: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children |= {int(c) for c in (task / "children").read_text().split()}
+        except OSError:
+            continue
+    return children | {d for c in children for d in _descendants(c)}
+
+
+def test_sigterm_stops_the_app_and_its_vllm_processes(checkpoint, tmp_path):
+    from tests.e2e.helpers import start_server
+
+    port = free_port()
+    process = start_server(
+        ["--backend", "vllm", "--model", str(checkpoint), "--data-dir", str(tmp_path / "data")], port, timeout=300
+    )
+    engine_processes = _descendants(process.pid)
+    assert engine_processes, "vLLM's engine runs in child processes"
+    process.terminate()  # what `docker stop` and service managers send
+    assert process.wait(timeout=60) != 0
+    deadline = time.time() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in engine_processes) and time.time() < deadline:
+        time.sleep(0.5)
+    alive = [pid for pid in engine_processes if Path(f"/proc/{pid}").exists()]
+    assert not alive, f"vLLM processes outlived the app: {alive}"
