@@ -1,13 +1,15 @@
 """Greedy token ids of EVEv2 on vLLM equal the transformers implementation's (model/modeling_eve.py).
 
 Two random checkpoints with a dedicated `<|image_pad|>` token: the official layout at small width
-(`EVEQwen2ForCausalLM`, sharded official key names) and one shaped like the project's default model. Each runs one
+(`EVEQwen2ForCausalLM`, sharded official key names) and one shaped like the project's default model; and the shipped
+default model once it has that token (issue 13's retrained one). Each runs one
 batch through one vLLM engine: no image, one image, two images, and a multi-turn conversation with an image in each
 user turn (the second with prefill in chunks that split images). The prompt vLLM builds from text must also be the
 library processor's, token for token.
 """
 
 import gc
+import os
 from pathlib import Path
 
 import numpy as np
@@ -102,8 +104,18 @@ def _vllm(folder: Path, **engine_args) -> dict[str, dict]:
     }
 
 
-@pytest.fixture(scope="module", params=["official", "default-shaped"])
+# The shipped default model; EVE_TEST_MODEL points the tests at another checkpoint (as in tests/e2e).
+SHIPPED = Path(os.environ.get("EVE_TEST_MODEL", Path(__file__).resolve().parents[2] / "assets" / "eve-tiny"))
+
+
+@pytest.fixture(scope="module", params=["official", "default-shaped", "shipped"])
 def both(request, tmp_path_factory):
+    if request.param == "shipped":
+        from transformers import AutoTokenizer
+
+        if "<|image_pad|>" not in AutoTokenizer.from_pretrained(SHIPPED).get_vocab():
+            pytest.skip("the shipped default model marks images with its pad id (retrained in issue 13)")
+        return request.param, _reference(SHIPPED), _vllm(SHIPPED)
     folder = tmp_path_factory.mktemp(request.param)
     if request.param == "official":
         write_official(folder)
