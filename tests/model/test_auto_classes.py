@@ -3,6 +3,8 @@
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -139,3 +141,20 @@ def test_the_auto_classes_read_a_hub_id_from_the_hub_cache(tiny_in_hub_cache):
     processor = AutoProcessor.from_pretrained(tiny_in_hub_cache)
     assert isinstance(processor, EveProcessor) and processor.image_processor.max_size == 64
     assert isinstance(AutoModelForCausalLM.from_pretrained(tiny_in_hub_cache), EveForCausalLM)
+
+
+def test_a_saved_processor_loads_through_the_library_modules_alone(tiny_checkpoint, tmp_path):
+    """Training and export code import `model.loading` directly, without `model.auto`: loading a folder with a
+    `processor_config.json` must still find the image processor (a fresh interpreter, nothing registered yet)."""
+    model_, processor = load_pretrained(tiny_checkpoint)
+    model_.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    code = (
+        "import sys; from model.loading import load_pretrained; "
+        f"_, p = load_pretrained({str(tmp_path)!r}); print(type(p.image_processor).__name__)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("EveImageProcessor")

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate.state import AcceleratorState
+from safetensors.torch import load_file
 
 from model import load_pretrained
 from model.synthetic import write_dataset
 from model.train.args import TrainArgs, parse_args
-from model.train.checkpoints import list_checkpoints
+from model.train.checkpoints import is_finished, list_checkpoints
 from model.train.data import Encoder
 from model.train.loop import train
 from model.train.metrics import STEP_KEYS
@@ -71,12 +72,15 @@ def test_cli_rejects_invalid_combinations(capsys):
     assert parse_args(synthetic).placement_spread == [1.0, 1.0]
     assert parse_args([*synthetic, "--placement-spread", "0"]).placement_spread == [0.0, 0.0]
     assert parse_args([*synthetic, "--placement-spread", "0,1"]).placement_spread == [0.0, 1.0]
+    assert parse_args([*synthetic, "--fixed-place-share", "0.5"]).fixed_place_share == 0.5
     for bad in (
         [*synthetic, "--made-up-words", "2"],
         [*base, "--base", "a", "--made-up-words", "0.5"],
         [*synthetic, "--placement-spread", "1.5"],
         [*synthetic, "--placement-spread", "0,0.5,1"],
         [*base, "--base", "a", "--placement-spread", "0"],
+        [*synthetic, "--fixed-place-share", "1.5"],
+        [*base, "--base", "a", "--fixed-place-share", "0.5"],
     ):
         with pytest.raises(SystemExit):
             parse_args(bad)
@@ -123,6 +127,25 @@ def test_stopped_and_resumed_run_equals_an_uninterrupted_one(tiny_checkpoint, ll
     resumed, _ = load_pretrained(tmp_path / "split")
     for name, tensor in full.state_dict().items():
         assert torch.equal(tensor, resumed.state_dict()[name]), name
+
+
+def test_a_run_ended_early_keeps_the_schedule_of_the_full_run_and_is_finished(tiny_checkpoint, llava_data, tmp_path):
+    common = {"max_steps": 6, "save_every": 3, "log_every": 1}
+    assert train(_args(tiny_checkpoint, llava_data, tmp_path / "full", **common)).status == "done"
+    AcceleratorState._reset_state(True)
+    ended = train(_args(tiny_checkpoint, llava_data, tmp_path / "ended", end_at_step=3, **common))
+    assert ended.status == "done" and is_finished(tmp_path / "ended")
+    full_lines, ended_lines = _metrics(tmp_path / "full"), _metrics(tmp_path / "ended")
+    assert [m.get("step") for m in ended_lines] == [1, 2, 3, 3]
+    assert [m["lr"] for m in ended_lines[:3]] == [m["lr"] for m in full_lines[:3]]  # the 6-step schedule
+    early, _ = load_pretrained(tmp_path / "ended")
+    at_three = load_file(str(tmp_path / "full" / "checkpoint-3" / "model.safetensors"))
+    shared = [name for name in early.state_dict() if name in at_three]
+    assert len(shared) > 10
+    for name in shared:
+        assert torch.equal(early.state_dict()[name], at_three[name]), name
+    with pytest.raises(ValueError, match="end-at-step"):
+        _args(tiny_checkpoint, llava_data, tmp_path / "bad", end_at_step=7, **common)
 
 
 def test_sigterm_saves_a_checkpoint_and_the_rerun_continues(tiny_checkpoint, llava_data, tmp_path):
@@ -234,6 +257,10 @@ def test_synthetic_stream_is_sharded_and_resumable(tiny):
     assert [ramp.spread_at(i) for i in (0, 50, 100, 150)] == [0.0, 0.5, 1.0, 1.0]
     with pytest.raises(ValueError, match="run_samples"):
         SyntheticStream(["ocr"], 0, [0], encoder, spread=(0.0, 1.0))
+    anchored = SyntheticStream(["ocr"], 0, [0], encoder, fixed_place_share=0.4)
+    spreads = [anchored.spread_at(i) for i in range(1000)]
+    assert set(spreads) == {0.0, 1.0} and 350 < spreads.count(0.0) < 450
+    assert spreads == [anchored.spread_at(i) for i in range(1000)]  # a resumed run draws the same places
 
 
 def test_from_scratch_on_a_synthetic_stream(tmp_path):
