@@ -82,7 +82,9 @@ def keep_trainable_weights_in_the_graph(model: torch.nn.Module) -> None:
 def make_optimizer(model: torch.nn.Module, args: TrainArgs, stage: Stage, total_steps: int):
     """AdamW over the trainable parameters and a cosine schedule with linear warm-up (the official recipe)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.lr or stage.lr, weight_decay=args.weight_decay)
+    optimizer = torch.optim.AdamW(
+        params, lr=args.lr or stage.lr, betas=(0.9, args.adam_beta2), weight_decay=args.weight_decay
+    )
     warmup = math.ceil(total_steps * args.warmup_ratio)
     return optimizer, get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
 
@@ -171,6 +173,7 @@ def make_datasets(args: TrainArgs, encoder: Encoder, rank: int, world_size: int)
             curriculum=args.curriculum,
             made_up_words=args.made_up_words,
             spread=(args.placement_spread[0], args.placement_spread[1]),
+            fixed_place_share=args.fixed_place_share,
         )
         evaluation = SyntheticEvalSet(args.synthetic, args.seed, args.synthetic_level, encoder, args.eval_samples)
         return train, (evaluation if args.eval_samples > 0 else None)

@@ -10,6 +10,7 @@ sample depends only on its index, so sharding and resuming are unaffected. The p
 from its first value at the start of the run to its second at the end (text at one place first, then anywhere).
 """
 
+import random
 from collections.abc import Iterator, Sequence
 
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
@@ -39,6 +40,7 @@ class SyntheticStream(IterableDataset):
         curriculum: open the levels one after another over the run (needs `run_samples`); otherwise mix them all.
         made_up_words: share of training words replaced by random letter strings.
         spread: (first, last) placement spread of grid text (see `generate_sample`), ramped linearly over the run.
+        fixed_place_share: share of samples drawn at spread 0 (text at one place) whatever the ramp says.
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class SyntheticStream(IterableDataset):
         curriculum: bool = False,
         made_up_words: float = 0.0,
         spread: tuple[float, float] = (1.0, 1.0),
+        fixed_place_share: float = 0.0,
     ):
         if (curriculum or spread[0] != spread[1]) and not run_samples:
             raise ValueError("a curriculum or a spread ramp needs run_samples (the length of the run)")
@@ -62,6 +65,7 @@ class SyntheticStream(IterableDataset):
         self.seed, self.level, self.encoder = seed, level, encoder
         self.rank, self.world_size, self.start = rank, world_size, start
         self.run_samples, self.curriculum, self.spread = run_samples, curriculum, spread
+        self.fixed_place_share = fixed_place_share
         self.skipped = SkipCounter()
 
     def levels_at(self, index: int) -> list[int]:
@@ -74,6 +78,8 @@ class SyntheticStream(IterableDataset):
 
     def spread_at(self, index: int) -> float:
         """The placement spread of sample `index`: the first value, moving linearly to the last over the run."""
+        if self.fixed_place_share and random.Random(f"{self.seed}:{index}:place").random() < self.fixed_place_share:
+            return 0.0
         first, last = self.spread
         if first == last or not self.run_samples:  # the constructor requires run_samples for a ramp
             return first

@@ -71,12 +71,15 @@ def test_cli_rejects_invalid_combinations(capsys):
     assert parse_args(synthetic).placement_spread == [1.0, 1.0]
     assert parse_args([*synthetic, "--placement-spread", "0"]).placement_spread == [0.0, 0.0]
     assert parse_args([*synthetic, "--placement-spread", "0,1"]).placement_spread == [0.0, 1.0]
+    assert parse_args([*synthetic, "--fixed-place-share", "0.5"]).fixed_place_share == 0.5
     for bad in (
         [*synthetic, "--made-up-words", "2"],
         [*base, "--base", "a", "--made-up-words", "0.5"],
         [*synthetic, "--placement-spread", "1.5"],
         [*synthetic, "--placement-spread", "0,0.5,1"],
         [*base, "--base", "a", "--placement-spread", "0"],
+        [*synthetic, "--fixed-place-share", "1.5"],
+        [*base, "--base", "a", "--fixed-place-share", "0.5"],
     ):
         with pytest.raises(SystemExit):
             parse_args(bad)
@@ -234,6 +237,10 @@ def test_synthetic_stream_is_sharded_and_resumable(tiny):
     assert [ramp.spread_at(i) for i in (0, 50, 100, 150)] == [0.0, 0.5, 1.0, 1.0]
     with pytest.raises(ValueError, match="run_samples"):
         SyntheticStream(["ocr"], 0, [0], encoder, spread=(0.0, 1.0))
+    anchored = SyntheticStream(["ocr"], 0, [0], encoder, fixed_place_share=0.4)
+    spreads = [anchored.spread_at(i) for i in range(1000)]
+    assert set(spreads) == {0.0, 1.0} and 350 < spreads.count(0.0) < 450
+    assert spreads == [anchored.spread_at(i) for i in range(1000)]  # a resumed run draws the same places
 
 
 def test_from_scratch_on_a_synthetic_stream(tmp_path):
