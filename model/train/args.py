@@ -56,6 +56,7 @@ class TrainArgs:
     resume: str = "auto"  # "auto" (last checkpoint in output_dir, if any), "none", or a checkpoint folder
     num_workers: int = 0
     stop_at_step: int | None = None  # pause after this step with a checkpoint (resume later)
+    end_at_step: int | None = None  # finish after this step (final model saved) with the schedule of max_steps
     cpu: bool = False  # force CPU even where an accelerator exists
 
     def __post_init__(self):
@@ -84,6 +85,8 @@ class TrainArgs:
             raise ValueError("--placement-spread places synthetic text: it needs --synthetic")
         if self.synthetic and not self.max_steps:
             raise ValueError("A synthetic stream has no end: give --max-steps")
+        if self.end_at_step is not None and not 0 < self.end_at_step <= (self.max_steps or self.end_at_step):
+            raise ValueError("--end-at-step must be a step of the run (1 to --max-steps)")
         if self.batch_size < 1 or self.grad_accum < 1:
             raise ValueError("--batch-size and --grad-accum must be at least 1")
         if not 0.0 <= self.eval_split < 1.0:
@@ -193,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-every", type=int, help="steps between metrics.jsonl lines")
     run.add_argument("--resume", help="auto (last checkpoint in --output-dir), none, or a folder")
     run.add_argument("--stop-at-step", type=int, help="stop after this step with a checkpoint (resume later)")
+    run.add_argument(
+        "--end-at-step",
+        type=int,
+        help="finish the stage after this step (final model saved, stage done) while the learning-rate schedule "
+        "spans --max-steps: a run cut short on purpose, reproducibly",
+    )
     parser.set_defaults(**train_defaults())
     return parser
 

@@ -169,17 +169,18 @@ class Run:
             dynamic_ncols=True,
         )
         loss_sum, loss_steps = torch.zeros((), device=self.accelerator.device), 0
-        if state.step < state.total_steps and stop.requested(self.accelerator):
+        end = min(state.total_steps, args.end_at_step or state.total_steps)  # the schedule still spans total_steps
+        if state.step < end and stop.requested(self.accelerator):
             bar.close()
             return RunResult("stopped", state.step, self.output_dir)  # signalled during setup: nothing new to save
-        while state.step < state.total_steps:
+        while state.step < end:
             loss_sum += self.train_step(itertools.islice(micro, args.grad_accum))
             loss_steps += 1
             state.step += 1
             state.samples_seen += self.feed.samples_per_step * self.feed.world_size
             bar.update(1)
             stopping = stop.requested(self.accelerator) or state.step == args.stop_at_step
-            last = state.step == state.total_steps
+            last = state.step == end
             evaluated = self.eval_batches is not None and (
                 last or bool(args.eval_every and state.step % args.eval_every == 0)
             )

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate.state import AcceleratorState
+from safetensors.torch import load_file
 
 from model import load_pretrained
 from model.synthetic import write_dataset
 from model.train.args import TrainArgs, parse_args
-from model.train.checkpoints import list_checkpoints
+from model.train.checkpoints import is_finished, list_checkpoints
 from model.train.data import Encoder
 from model.train.loop import train
 from model.train.metrics import STEP_KEYS
@@ -126,6 +127,25 @@ def test_stopped_and_resumed_run_equals_an_uninterrupted_one(tiny_checkpoint, ll
     resumed, _ = load_pretrained(tmp_path / "split")
     for name, tensor in full.state_dict().items():
         assert torch.equal(tensor, resumed.state_dict()[name]), name
+
+
+def test_a_run_ended_early_keeps_the_schedule_of_the_full_run_and_is_finished(tiny_checkpoint, llava_data, tmp_path):
+    common = {"max_steps": 6, "save_every": 3, "log_every": 1}
+    assert train(_args(tiny_checkpoint, llava_data, tmp_path / "full", **common)).status == "done"
+    AcceleratorState._reset_state(True)
+    ended = train(_args(tiny_checkpoint, llava_data, tmp_path / "ended", end_at_step=3, **common))
+    assert ended.status == "done" and is_finished(tmp_path / "ended")
+    full_lines, ended_lines = _metrics(tmp_path / "full"), _metrics(tmp_path / "ended")
+    assert [m.get("step") for m in ended_lines] == [1, 2, 3, 3]
+    assert [m["lr"] for m in ended_lines[:3]] == [m["lr"] for m in full_lines[:3]]  # the 6-step schedule
+    early, _ = load_pretrained(tmp_path / "ended")
+    at_three = load_file(str(tmp_path / "full" / "checkpoint-3" / "model.safetensors"))
+    shared = [name for name in early.state_dict() if name in at_three]
+    assert len(shared) > 10
+    for name in shared:
+        assert torch.equal(early.state_dict()[name], at_three[name]), name
+    with pytest.raises(ValueError, match="end-at-step"):
+        _args(tiny_checkpoint, llava_data, tmp_path / "bad", end_at_step=7, **common)
 
 
 def test_sigterm_saves_a_checkpoint_and_the_rerun_continues(tiny_checkpoint, llava_data, tmp_path):
