@@ -185,13 +185,15 @@ def validation_curve(work: Path) -> str:
         return "(no scored checkpoints)"
     rows = [json.loads(line) for line in curve.read_text().splitlines() if line.strip()]
     lines = [
-        "| stage | step | samples | OCR exact / CER | poster exact | webpage field acc. | scene exact | mean |",
-        "|---|---|---|---|---|---|---|---|",
+        "| stage | step | samples | OCR exact / CER | ocr0 exact / CER | poster exact | webpage field acc. | scene exact "
+        "| mean |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
+        fixed = f"{row['ocr0']['exact']:.2f} / {row['ocr0']['cer']:.3f}" if "ocr0" in row else "–"
         lines.append(
             f"| {row.get('stage', 'stage-3')} | {row['step']} | {row['step'] * 32:,} | "
-            f"{row['ocr']['exact']:.2f} / {row['ocr']['cer']:.3f} | "
+            f"{row['ocr']['exact']:.2f} / {row['ocr']['cer']:.3f} | {fixed} | "
             f"{row['poster']['exact']:.2f} | {row['webpage']['field_accuracy']:.2f} | {row['scene']['exact']:.2f} | "
             f"{row['score']:.3f} |"
         )
