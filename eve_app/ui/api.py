@@ -17,7 +17,6 @@ from ..engine import ChatRequest, Finished, GenerationSettings, Turn
 from ..errors import UserError
 from ..presets import preset_by_name
 from ..security import API_OWNER
-from ..spaces_support import gpu
 from .refusals import refuse
 
 
@@ -27,7 +26,6 @@ class ApiHandlers:
     def __init__(self, ctx: AppContext):
         self.ctx = ctx
 
-    @gpu
     def answer(self, image: str | None, task: str, question: str, max_new_tokens: float):
         """Streams the growing answer text for `image` under the task preset `task`.
 

@@ -15,7 +15,6 @@ from ..engine import ChatRequest, Finished, GenerationSettings
 from ..errors import UserError
 from ..presets import FREE_CHAT, preset_by_name
 from ..security import session_owner
-from ..spaces_support import gpu
 from .chat_layout import chat_layout, example_pairs, examples
 from .fields import optional_whole_number
 from .generation import model_line, status_line
@@ -61,7 +60,6 @@ class ChatHandlers:
         session.conversation_id = saved.conversation_id
         session.turns.append(ChatTurn("user", text, images=saved.images, message_id=saved.message_id))
 
-    @gpu
     def respond(
         self,
         session: ChatSession,
@@ -215,7 +213,8 @@ def build_chat_tab(ctx: AppContext, owner: gr.State) -> dict:
     ]
     answer_inputs = [c["session"], c["preset"], *params]
     answer_outputs = [c["chatbot"], c["session"], c["status"], c["model"]]
-    gpu_queue = {"concurrency_id": "gpu", "concurrency_limit": 1}
+    # Answers the backend generates at once: 1 for transformers, many for vLLM.
+    gpu_queue = {"concurrency_id": "gpu", "concurrency_limit": ctx.engine.concurrency_limit}
 
     message_inputs = [c["textbox"], c["preset"], c["session"], owner]
     message_outputs = [c["textbox"], c["chatbot"], c["session"]]

@@ -458,7 +458,10 @@ class FinetuneHandlers:
         name = choice if choice in choices and choice.startswith("job-") else Path(path).name
         if choice == DEFAULT_CHOICE:
             name = Path(DEFAULT_MODEL).name
-        self.ctx.engine.reload(path, name=name)
+        try:
+            self.ctx.engine.reload(path, name=name)
+        except UserError as error:  # a backend that cannot swap models (vLLM) says so
+            raise refuse(str(error)) from None
         return f"Loaded **{name}** into the chat.", model_line(self.ctx.engine)
 
     def refresh_choices(self):

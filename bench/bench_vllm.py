@@ -1,0 +1,252 @@
+"""The vLLM backend against the transformers backend, side by side in one run (issue 14's targets).
+
+Run in the vLLM environment: `make bench-vllm` (or `.venv-vllm/bin/python bench/bench_vllm.py`). Three parts:
+
+1. `concurrent`: 8 chats at once, 3 turns each, every turn adding an image, on a random checkpoint shaped like the
+   default model (tests/vllm/checkpoints.py), through the app's engines (`Engine`: one generate at a time behind
+   its lock; `VllmEngine`: continuous batching). Answers have a fixed length (end of turn ignored) so both backends
+   decode the same number of tokens. Targets: aggregate tokens/s >= 4x, p95 time to first token <= 0.5x.
+2. `app`: the app's own request path on `--backend vllm`: `/answer` through gradio_client, time to the first
+   streamed chunk minus the engine's own time to first token (from the stored generation record). Target <= 50 ms.
+   Also the throughput of 4 concurrent clients against 1.
+3. `prefix`: a follow-up question about the same image (prefix cache) against the first turn, time to first token,
+   on a random official-layout checkpoint at width 512 whose 1600-pixel images cost 2,551 tokens. Target <= 0.3x.
+
+Usage: python bench/bench_vllm.py [--parts concurrent,app,prefix] [--tokens 32]
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+from eve_app.engine import ChatRequest, Finished, GenerationSettings, Turn
+
+QUESTIONS = ["What is written here?", "describe the image", "what is the red circle"]
+
+
+def _images(folder: Path, count: int, size: tuple[int, int] = (160, 120)) -> list[str]:
+    paths = []
+    for i in range(count):
+        path = folder / f"image-{i}.png"
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def _p95(values: list[float]) -> float:
+    return float(np.percentile(values, 95))
+
+
+def run_chats(engine, images: list[str], chats: int, turns: int, tokens: int) -> dict:
+    """`chats` conversations at once, each `turns` turns with a new image per turn; returns the figures."""
+    settings = GenerationSettings(max_new_tokens=tokens)
+    records = []
+    lock = threading.Lock()
+
+    def chat(c: int) -> None:
+        history: list[Turn] = []
+        for t in range(turns):
+            history.append(Turn("user", QUESTIONS[t % len(QUESTIONS)], [images[(c * turns + t) % len(images)]]))
+            events = list(engine.stream(ChatRequest(list(history), settings)))
+            record = next(e.record for e in events if isinstance(e, Finished))
+            assert record.status == "done", record.error
+            history.append(Turn("assistant", record.text))
+            with lock:
+                records.append(record)
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=chat, args=(c,)) for c in range(chats)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - start
+    ttfts = [r.time_to_first_token for r in records]
+    return {
+        "wall_s": wall,
+        "new_tokens": sum(r.new_tokens for r in records),
+        "tokens_per_s": sum(r.new_tokens for r in records) / wall,
+        "ttft_p50": statistics.median(ttfts),
+        "ttft_p95": _p95(ttfts),
+        "prompt_tokens_max": max(r.prompt_tokens for r in records),
+    }
+
+
+def part_concurrent_and_app(args, work: Path) -> None:
+    import torch
+    from gradio_client import Client, handle_file
+
+    from app import create_app, launch_options
+    from eve_app.engine import Engine
+    from tests.e2e.helpers import free_port
+    from tests.vllm.checkpoints import write_default_shaped
+
+    torch.set_num_threads(1)  # vLLM's CPU worker binds one core here too
+    checkpoint = write_default_shaped(work / "default-shaped")
+    images = _images(work, 24)
+    port = free_port()
+    demo, ctx = create_app(
+        ["--backend", "vllm", "--model", str(checkpoint), "--port", str(port), "--data-dir", str(work / "data")]
+    )
+    demo.launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx.settings)
+    )
+    vllm_engine = ctx.engine
+    vllm_engine.sampling_overrides = {"ignore_eos": True, "stop_token_ids": []}
+    hf_engine = Engine.load(str(checkpoint), dtype="float32")
+    hf_engine.model.generation_config.eos_token_id = None  # a fixed answer length, as on vLLM
+
+    if "concurrent" in args.parts:
+        run_chats(vllm_engine, images, 2, 1, 4)  # warm-up
+        run_chats(hf_engine, images, 2, 1, 4)
+        figures = {}
+        for name, engine in (("transformers", hf_engine), ("vllm", vllm_engine), ("transformers ", hf_engine)):
+            figures.setdefault(name.strip(), []).append(run_chats(engine, images, 8, 3, args.tokens))
+        hf = {k: statistics.mean(f[k] for f in figures["transformers"]) for k in figures["transformers"][0]}
+        vl = figures["vllm"][0]
+        print(
+            f"\n## 8 chats x 3 turns with an image, {args.tokens} new tokens a turn "
+            f"(prompts up to {vl['prompt_tokens_max']} tokens)"
+        )
+        print("| backend | wall s | tokens/s | TTFT p50 s | TTFT p95 s |\n|---|---|---|---|---|")
+        for name, f in (("transformers (mean of 2)", hf), ("vllm", vl)):
+            print(
+                f"| {name} | {f['wall_s']:.2f} | {f['tokens_per_s']:.0f} | {f['ttft_p50']:.3f} | {f['ttft_p95']:.3f} |"
+            )
+        print(
+            f"tokens/s ratio vllm/transformers: {vl['tokens_per_s'] / hf['tokens_per_s']:.2f} (target >= 4); "
+            f"p95 TTFT ratio: {vl['ttft_p95'] / hf['ttft_p95']:.2f} (target <= 0.5)"
+        )
+
+    if "app" in args.parts:
+        vllm_engine.sampling_overrides = {}
+        preset = ctx.presets[0].name
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+
+        def answer(image: str, c: Client) -> float:
+            start = time.perf_counter()
+            job = c.submit(handle_file(image), preset, "", 16, api_name="/answer")
+            first = None
+            for _ in job:
+                first = first or time.perf_counter() - start
+            return first
+
+        answer(images[0], client)  # warm-up
+        firsts = [answer(images[i % len(images)], client) for i in range(1, 11)]
+        engine_ttfts = _stored_ttfts(ctx)[-10:]
+        overhead = [f - e for f, e in zip(firsts, engine_ttfts)]
+        print("\n## The app's request path on --backend vllm (/answer, 10 sequential calls)")
+        print(
+            f"first chunk at the client p50 {statistics.median(firsts) * 1000:.0f} ms; engine TTFT p50 "
+            f"{statistics.median(engine_ttfts) * 1000:.0f} ms; app overhead p50 {statistics.median(overhead) * 1000:.0f}"
+            f" ms, max {max(overhead) * 1000:.0f} ms (target <= 50 ms)"
+        )
+        for clients in (1, 4):
+            done = []
+            start = time.perf_counter()
+
+            def loop(i: int, done: list[float]) -> None:
+                c = Client(f"http://127.0.0.1:{port}/", verbose=False)
+                for j in range(5):
+                    done.append(answer(images[(i * 5 + j) % len(images)], c))
+
+            threads = [threading.Thread(target=loop, args=(i, done)) for i in range(clients)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            wall = time.perf_counter() - start
+            print(
+                f"{clients} client(s) x 5 calls: {len(done) / wall:.2f} answers/s, first chunk p50 "
+                f"{statistics.median(done) * 1000:.0f} ms"
+            )
+    demo.close()
+    vllm_engine.shutdown()
+
+
+def _stored_ttfts(ctx) -> list[float]:
+    """Engine TTFTs of the /answer calls, oldest first, from the stored generation records."""
+    rows = []
+    for summary in ctx.storage.list_conversations(owner="admin", limit=1000):
+        for message in ctx.storage.get_conversation(summary["id"])["messages"]:
+            if message["role"] == "assistant" and message["generation"]:
+                rows.append((message["generation"]["created_at"], message["generation"]["time_to_first_token"]))
+    return [ttft for _, ttft in sorted(rows)]
+
+
+def part_prefix(args, work: Path) -> None:
+    from eve_app.serving.vllm_engine import VllmEngine
+    from tests.vllm.checkpoints import write_official
+
+    checkpoint = write_official(
+        work / "wide",
+        sizes={
+            "hidden_size": 512,
+            "intermediate_size": 1024,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 8,
+            "num_key_value_heads": 2,
+            "mm_hidden_size": 256,
+            "patch_stride": 16,
+        },  # 32-pixel patches, as in the 7B
+        image_max_size=1600,
+    )
+    engine = VllmEngine.load(str(checkpoint), dtype="float32")
+    engine.sampling_overrides = {"ignore_eos": True, "stop_token_ids": []}
+    images = _images(work, 4, size=(640, 480))
+    settings = GenerationSettings(max_new_tokens=16)
+    rows = []
+    for image in images:
+        first = ChatRequest([Turn("user", "What is written here?", [image])], settings)
+        record1 = next(e.record for e in engine.stream(first) if isinstance(e, Finished))
+        assert record1.status == "done", record1.error
+        follow = ChatRequest(
+            [
+                Turn("user", "What is written here?", [image]),
+                Turn("assistant", record1.text),
+                Turn("user", "and what colour is the sign?"),
+            ],
+            settings,
+        )
+        record2 = next(e.record for e in engine.stream(follow) if isinstance(e, Finished))
+        assert record2.status == "done", record2.error
+        rows.append(
+            (record1.prompt_tokens, record1.time_to_first_token, record2.prompt_tokens, record2.time_to_first_token)
+        )
+    rows = rows[1:]  # the first image warms up
+    print("\n## Follow-up about the same image (prefix cache), width 512, 4 layers, 640x480 -> 1856x1408 image")
+    print("| first turn tokens | TTFT s | follow-up tokens | TTFT s | ratio |\n|---|---|---|---|---|")
+    for p1, t1, p2, t2 in rows:
+        print(f"| {p1} | {t1:.3f} | {p2} | {t2:.3f} | {t2 / t1:.2f} |")
+    ratio = statistics.median(t2 / t1 for _, t1, _, t2 in rows)
+    print(f"median follow-up / first-turn TTFT: {ratio:.2f} (target <= 0.3)")
+    engine.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default="concurrent,app,prefix")
+    parser.add_argument("--tokens", type=int, default=32, help="new tokens per answer in the concurrent part")
+    args = parser.parse_args()
+    args.parts = set(args.parts.split(","))
+    work = Path(tempfile.mkdtemp(prefix="bench-vllm-"))
+    if args.parts & {"concurrent", "app"}:
+        part_concurrent_and_app(args, work)
+    if "prefix" in args.parts:
+        part_prefix(args, work)
+
+
+if __name__ == "__main__":
+    main()

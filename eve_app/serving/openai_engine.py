@@ -1,0 +1,190 @@
+"""The `--api-base` backend: a running vLLM OpenAI-compatible server (`vllm serve`), reached over HTTP.
+
+Answers stream from `/v1/chat/completions` (server-sent events) with the images as data URLs; the server renders
+the EVEv2 chat template, so the prompt is the one the library builds. The app still reads the checkpoint named by
+`--model` (config and tokenizer only, no weights) to check images and prompt length before a request is sent; give
+it the same checkpoint the server serves. Stop closes the stream, and vLLM aborts a request whose client went away.
+"""
+
+import base64
+import json
+import logging
+import mimetypes
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from model import EveConfig
+from model.loading import resolve_checkpoint
+from model.processing_eve import EveProcessor
+
+from ..engine import ChatRequest, EngineError, Finished, GenerationRecord, TextDelta, card_notice
+from ..errors import UserError
+from .prompts import prepare, sampling_fields
+
+log = logging.getLogger(__name__)
+
+
+class OpenAIEngine:
+    """A client of one OpenAI-compatible server; as many answers at once as `concurrency_limit`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        served_name: str,
+        max_model_len: int,
+        processor: EveProcessor,
+        checkpoint_dir: str,
+        api_key: str | None = None,
+        concurrency_limit: int = 16,
+    ):
+        self.base_url, self.served_name = base_url, served_name
+        self._max_model_len = max_model_len
+        self.processor, self.checkpoint_dir = processor, checkpoint_dir
+        self.name = served_name
+        self.concurrency_limit = concurrency_limit
+        self.quantization = None
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # No read timeout: a long prefill may pass minutes before the first byte.
+        self._client = httpx.Client(base_url=base_url, headers=headers, timeout=httpx.Timeout(10.0, read=None))
+
+    @classmethod
+    def connect(cls, api_base: str, model_path: str, api_key: str | None = None) -> "OpenAIEngine":
+        """Asks the server what it serves; reads the tokenizer and image settings of `model_path` locally."""
+        base = api_base.rstrip("/")
+        base = base if base.endswith("/v1") else base + "/v1"
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        try:
+            models = httpx.get(f"{base}/models", headers=headers, timeout=10.0).raise_for_status().json()["data"]
+        except (httpx.HTTPError, KeyError, ValueError) as error:
+            raise EngineError(f"No OpenAI-compatible model server answers at {base}: {error}") from error
+        served = models[0]
+        folder = _settings_folder(model_path)
+        config = EveConfig.from_pretrained(folder)
+        processor = EveProcessor.from_pretrained(folder, config)
+        max_len = int(served.get("max_model_len") or config.max_position_embeddings)
+        log.info("Answers come from %s (%s, context %d)", base, served["id"], max_len)
+        return cls(base, served["id"], max_len, processor, folder, api_key)
+
+    def reload(self, path: str, name: str | None = None) -> None:
+        raise UserError("With --api-base the model server decides the model; restart it with another checkpoint.")
+
+    @property
+    def notice(self) -> str | None:
+        return card_notice(self.checkpoint_dir)
+
+    @property
+    def gpu_count(self) -> int:
+        return 0  # the server's GPUs are not this machine's (fine-tune jobs run here)
+
+    @property
+    def context_length(self) -> int:
+        return self._max_model_len
+
+    @property
+    def image_max_size(self) -> int:
+        return int(self.processor.image_processor.max_size)
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.processor.image_processor.patch_size)
+
+    def describe(self) -> str:
+        return f"{self.served_name} · vLLM server {self.base_url}"
+
+    def stream(self, request: ChatRequest) -> Iterator[TextDelta | Finished]:
+        """Yields text pieces as the server streams them, then exactly one Finished event."""
+        start = time.perf_counter()
+        record = GenerationRecord(status="done", text="")
+        try:
+            prompt = prepare(self.processor, request.turns, request.settings, self.context_length)
+            record.prompt_tokens = prompt.prompt_tokens
+            for piece in self._generate(request, record, start):
+                record.text += piece
+                yield TextDelta(piece)
+            if request.stop_event.is_set():
+                record.status = "stopped"
+        except EngineError as error:
+            record.status, record.error = "error", str(error)
+        except httpx.HTTPError as error:
+            record.status, record.error = "error", f"The model server failed: {type(error).__name__}: {error}"
+        record.duration = time.perf_counter() - start
+        yield Finished(record)
+
+    def _body(self, request: ChatRequest) -> dict:
+        messages = []
+        for turn in request.turns:
+            if turn.role == "user" and turn.images:
+                parts = [{"type": "image_url", "image_url": {"url": _data_url(path)}} for path in turn.images]
+                messages.append({"role": "user", "content": [*parts, {"type": "text", "text": turn.text}]})
+            else:
+                messages.append({"role": turn.role, "content": turn.text})
+        body = {
+            "model": self.served_name,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            **sampling_fields(request.settings, self.processor.stop_token_ids),
+        }
+        if request.settings.image_max_size:
+            body["mm_processor_kwargs"] = {"max_size": int(request.settings.image_max_size)}
+        return body
+
+    def _generate(self, request: ChatRequest, record: GenerationRecord, start: float) -> Iterator[str]:
+        with self._client.stream("POST", "/chat/completions", json=self._body(request)) as response:
+            if response.status_code != 200:
+                raise EngineError(f"The model server refused the request: {_error_message(response)}")
+            for line in response.iter_lines():
+                if request.stop_event.is_set():
+                    return  # leaving the block closes the connection; vLLM aborts the request
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[len("data: ") :])
+                if chunk.get("error"):
+                    raise EngineError(f"The model server failed: {chunk['error'].get('message', chunk['error'])}")
+                if usage := chunk.get("usage"):
+                    record.prompt_tokens = usage.get("prompt_tokens", record.prompt_tokens)
+                    record.new_tokens = usage.get("completion_tokens", record.new_tokens)
+                for choice in chunk.get("choices", []):
+                    text = (choice.get("delta") or {}).get("content") or ""
+                    if text:
+                        if record.time_to_first_token is None:
+                            record.time_to_first_token = time.perf_counter() - start
+                        record.new_tokens += 1  # one token a chunk; the final usage replaces the count
+                        yield text
+
+
+def _settings_folder(model_path: str) -> str:
+    """The checkpoint folder; for a Hub id, only its config, tokenizer and card (the server has the weights)."""
+    if Path(model_path).expanduser().is_dir():
+        return str(resolve_checkpoint(model_path))
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(model_path, allow_patterns=["*.json", "*.txt", "*.jinja", "README.md"])
+    except Exception as error:  # offline without a cached copy, unknown repo, no network, ...
+        raise EngineError(f"Could not read the settings of {model_path}: {error}") from error
+
+
+def _data_url(path: str) -> str:
+    mime = mimetypes.guess_type(path)[0]
+    if not mime or not mime.startswith("image/"):  # stored images are named by content hash
+        from PIL import Image
+
+        with Image.open(path) as image:
+            mime = Image.MIME.get(image.format or "", "image/png")
+    return f"data:{mime};base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def _error_message(response: httpx.Response) -> str:
+    response.read()
+    try:
+        error = response.json().get("error") or response.json()
+        return error.get("message", str(error)) if isinstance(error, dict) else str(error)
+    except ValueError:
+        return response.text[:300]
+
+
+__all__ = ["OpenAIEngine"]

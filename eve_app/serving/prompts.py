@@ -1,0 +1,72 @@
+"""Prompt preparation shared by the vLLM backends: the library's chat format, checked before anything is queued.
+
+The text is the library processor's prompt with each image placeholder written as the image token; the prompt's
+length (text tokens plus each image's `1 + h(w + 1)` tokens at the requested image size) is checked against the
+context with the same message as the transformers backend, and images are opened with the library's checks.
+"""
+
+from dataclasses import dataclass
+
+from PIL import Image
+
+from model.processing_eve import EveProcessor
+from model.shared import IMAGE_PLACEHOLDER, IMAGE_TOKEN, num_image_tokens
+
+from ..engine import EngineError, GenerationSettings, Turn
+
+
+@dataclass
+class PreparedPrompt:
+    messages: list[dict]  # the library's messages, `<image>` placeholders included
+    text: str  # the full prompt, each image as one IMAGE_TOKEN
+    images: list[Image.Image]
+    image_paths: list[str]
+    prompt_tokens: int
+
+
+def prepare(processor: EveProcessor, turns: list[Turn], settings: GenerationSettings, context: int) -> PreparedPrompt:
+    """Builds and checks the prompt; raises EngineError for an unreadable image or an over-long prompt."""
+    messages, paths = [], []
+    for turn in turns:
+        messages.append({"role": turn.role, "content": f"{IMAGE_PLACEHOLDER}\n" * len(turn.images) + turn.text})
+        paths.extend(turn.images)
+    image_processor = processor.image_processor
+    try:
+        images = [image_processor.load_image(path) for path in paths]
+    except ValueError as error:
+        raise EngineError(str(error)) from error
+    text = processor.build_prompt(messages)
+    image_tokens = 0
+    for image in images:
+        width, height = image_processor.target_size(*image.size, max_size=settings.image_max_size)
+        image_tokens += num_image_tokens(height, width, image_processor.patch_size)
+    pieces = text.split(IMAGE_PLACEHOLDER)
+    text_tokens = sum(
+        len(processor.tokenizer(piece, add_special_tokens=False)["input_ids"]) for piece in pieces if piece
+    )
+    prompt_tokens = text_tokens + image_tokens
+    if prompt_tokens > context - settings.max_new_tokens:
+        raise EngineError(
+            f"The prompt is too long for the context: {prompt_tokens} tokens (text and images) "
+            f"plus {settings.max_new_tokens} new tokens exceed the model's {context}. "
+            "Lower max new tokens, clear the chat, use fewer images, or lower the image size."
+        )
+    return PreparedPrompt(messages, text.replace(IMAGE_PLACEHOLDER, IMAGE_TOKEN), images, paths, prompt_tokens)
+
+
+def sampling_fields(settings: GenerationSettings, stop_token_ids: list[int]) -> dict:
+    """vLLM sampling fields with the transformers backend's meaning (temperature 0: greedy)."""
+    fields = {
+        "max_tokens": settings.max_new_tokens,
+        "temperature": settings.temperature if settings.temperature > 0 else 0.0,
+        "top_p": settings.top_p if settings.temperature > 0 else 1.0,
+        "repetition_penalty": settings.repetition_penalty,
+        "stop_token_ids": stop_token_ids,
+        "skip_special_tokens": True,
+    }
+    if settings.seed is not None:
+        fields["seed"] = settings.seed
+    return fields
+
+
+__all__ = ["PreparedPrompt", "prepare", "sampling_fields"]

@@ -1,0 +1,215 @@
+"""The `vllm` backend: vLLM's async engine in this process, many answers at once (continuous batching).
+
+vLLM's `AsyncLLM` lives on an asyncio loop in a thread of its own; `stream` is a plain generator (what Gradio
+handlers and the conversation service consume) that bridges each request's async outputs through a queue. Stop
+aborts the request inside vLLM, so its KV blocks are freed at once. Engine settings: fp32 on the CPU, bf16 on GPUs;
+`EVE_VLLM_ENGINE_ARGS` (JSON) adds or overrides any of vLLM's engine arguments (e.g. `{"tensor_parallel_size": 2}`).
+"""
+
+import asyncio
+import atexit
+import itertools
+import json
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from model import EveConfig
+from model.loading import resolve_checkpoint
+from model.processing_eve import EveProcessor
+
+from ..engine import ChatRequest, EngineError, Finished, GenerationRecord, TextDelta, card_notice
+from ..errors import UserError
+from .prompts import prepare, sampling_fields
+
+log = logging.getLogger(__name__)
+_ids = itertools.count()
+
+
+def engine_args(folder: str, device: str, dtype: str | None) -> dict:
+    """vLLM engine arguments for the app; the CPU defaults fit a 2-core, 24 GiB machine (see platform notes)."""
+    on_cpu = device == "cpu"
+    args = {
+        "model": folder,
+        "dtype": dtype or ("float32" if on_cpu else "bfloat16"),
+        "max_num_seqs": 16,
+        "enable_prefix_caching": True,
+        "mm_processor_cache_gb": 0,  # a failed request left vLLM's processor cache out of step (platform notes)
+        "disable_log_stats": True,
+        # No CUDA graphs or compilation: untested with the routed layers (their branch on image rows is
+        # data-dependent); override with {"enforce_eager": false} in EVE_VLLM_ENGINE_ARGS to try them.
+        "enforce_eager": True,
+    }
+    if on_cpu:
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; the default share does not fit here
+        args.update(gpu_memory_utilization=0.2, block_size=32)
+    args.update(json.loads(os.environ.get("EVE_VLLM_ENGINE_ARGS", "{}")))
+    return args
+
+
+class VllmEngine:
+    """One AsyncLLM shared by every visitor; `concurrency_limit` answers stream at once."""
+
+    def __init__(
+        self,
+        engine,
+        loop: asyncio.AbstractEventLoop,
+        processor: EveProcessor,
+        config: EveConfig,
+        name: str,
+        checkpoint_dir: str,
+        dtype: str,
+        device: str,
+    ):
+        self._engine, self._loop = engine, loop
+        self.processor, self.config = processor, config
+        self.name, self.checkpoint_dir, self.dtype, self.device = name, checkpoint_dir, dtype, device
+        self.concurrency_limit = int(engine.vllm_config.scheduler_config.max_num_seqs)
+        self.quantization = None
+        # Extra SamplingParams fields for every request (benchmarks fix the answer length with ignore_eos).
+        self.sampling_overrides: dict = {}
+
+    @classmethod
+    def load(cls, path: str, device: str = "cpu", dtype: str | None = None) -> "VllmEngine":
+        from vllm import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        folder = str(resolve_checkpoint(path))
+        args = engine_args(folder, device, dtype)
+        loop = asyncio.new_event_loop()
+        threading.Thread(target=loop.run_forever, name="vllm-engine-loop", daemon=True).start()
+
+        async def create():
+            return AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
+
+        started = time.perf_counter()
+        engine = asyncio.run_coroutine_threadsafe(create(), loop).result()
+        log.info("vLLM engine for %s ready in %.1f s", folder, time.perf_counter() - started)
+        config = EveConfig.from_pretrained(folder)
+        processor = EveProcessor.from_pretrained(folder, config)
+        served = cls(engine, loop, processor, config, Path(str(path)).name, folder, args["dtype"], device)
+        _stop_with_the_process(served)
+        return served
+
+    def shutdown(self) -> None:
+        if self._loop.is_running():
+            self._engine.shutdown()
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+    def reload(self, path: str, name: str | None = None) -> None:
+        raise UserError("The vLLM backend serves the model it was started with; restart the app to change it.")
+
+    @property
+    def notice(self) -> str | None:
+        return card_notice(self.checkpoint_dir)
+
+    @property
+    def gpu_count(self) -> int:
+        return 0 if self.device == "cpu" else int(self._engine.vllm_config.parallel_config.world_size)
+
+    @property
+    def context_length(self) -> int:
+        return int(self._engine.vllm_config.model_config.max_model_len)
+
+    @property
+    def image_max_size(self) -> int:
+        return int(self.processor.image_processor.max_size)
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.processor.image_processor.patch_size)
+
+    def describe(self) -> str:
+        return f"{self.name} · vLLM on {self.device} · {self.dtype} · up to {self.concurrency_limit} answers at once"
+
+    def stream(self, request: ChatRequest) -> Iterator[TextDelta | Finished]:
+        """Yields text pieces as vLLM produces them, then exactly one Finished event."""
+        start = time.perf_counter()
+        record = GenerationRecord(status="done", text="")
+        request_id = f"eve-{next(_ids)}"
+        try:
+            prompt = prepare(self.processor, request.turns, request.settings, self.context_length)
+            record.prompt_tokens = prompt.prompt_tokens
+            for piece in self._generate(prompt, request, record, request_id, start):
+                record.text += piece
+                yield TextDelta(piece)
+            if request.stop_event.is_set():
+                record.status = "stopped"
+        except EngineError as error:
+            record.status, record.error = "error", str(error)
+        except Exception as error:
+            log.exception("vLLM request %s failed", request_id)
+            record.status, record.error = "error", f"Generation failed: {type(error).__name__}: {error}"
+        record.duration = time.perf_counter() - start
+        yield Finished(record)
+
+    def _generate(self, prompt, request: ChatRequest, record: GenerationRecord, request_id: str, start: float):
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        fields = {**sampling_fields(request.settings, self.processor.stop_token_ids), **self.sampling_overrides}
+        params = SamplingParams(**fields, output_kind=RequestOutputKind.DELTA)
+        inputs = {"prompt": prompt.text}
+        if prompt.images:
+            inputs["multi_modal_data"] = {"image": prompt.images}
+            if request.settings.image_max_size:
+                inputs["mm_processor_kwargs"] = {"max_size": int(request.settings.image_max_size)}
+        events: queue.Queue = queue.Queue()
+        done = object()
+
+        async def run() -> None:
+            try:
+                async for output in self._engine.generate(inputs, params, request_id):
+                    events.put(output)
+            except BaseException as error:  # noqa: BLE001 -- handed to the consumer below
+                events.put(error)
+            finally:
+                events.put(done)
+
+        future = asyncio.run_coroutine_threadsafe(run(), self._loop)
+        finished = False
+        try:
+            while True:
+                try:
+                    item = events.get(timeout=0.05)
+                except queue.Empty:
+                    if request.stop_event.is_set():
+                        break
+                    continue
+                if item is done:
+                    finished = True
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                completion = item.outputs[0]
+                if completion.token_ids:
+                    if record.new_tokens == 0:
+                        record.time_to_first_token = time.perf_counter() - start
+                    record.new_tokens += len(completion.token_ids)
+                if item.prompt_token_ids:
+                    record.prompt_tokens = len(item.prompt_token_ids)
+                if completion.text:
+                    yield completion.text
+                if request.stop_event.is_set():
+                    break
+        finally:
+            if not finished:  # stopped, or the consumer went away: end the generation inside vLLM too
+                asyncio.run_coroutine_threadsafe(self._engine.abort(request_id), self._loop).result(timeout=10)
+                future.cancel()
+
+
+def _stop_with_the_process(engine: VllmEngine) -> None:
+    """vLLM's engine runs in child processes that outlive a SIGTERM'd app (`docker stop`, a service manager):
+    exit through Python on SIGTERM, and shut the engine down on exit."""
+    atexit.register(engine.shutdown)
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
+__all__ = ["VllmEngine", "engine_args"]

@@ -1,0 +1,357 @@
+"""EVEv2 as a vLLM model: Qwen2 decoder layers whose image tokens run through the vision twins (`moe_*` weights).
+
+Each decoder layer has a text and a vision copy of its two RMSNorms, the q/k/v projection (merged into one
+`QKVParallelLinear`), the output projection and the gated MLP (gate/up merged into one `MergedColumnParallelLinear`);
+attention is one causal attention over all tokens through vLLM's paged KV cache, with 1D RoPE. vLLM flattens the
+running requests into one [T, hidden] batch; the model receives the raw token ids next to the embeddings
+(`requires_raw_input_tokens`), marks image rows as those holding the placeholder id, and runs every norm,
+projection and MLP on its own modality's rows only (a decode step or a text-only batch takes the text path with no
+indexing at all). The linear layers are vLLM's tensor-parallel ones, so `--tensor-parallel-size` splits both copies
+the same way. Weights load from the official key names (see `load_weights`).
+"""
+
+from collections.abc import Iterable
+from typing import cast
+
+import torch
+from torch import nn
+from vllm.config import VllmConfig
+from vllm.distributed import get_tensor_model_parallel_world_size
+from vllm.model_executor.layers.activation import SiluAndMul
+from vllm.model_executor.layers.attention import Attention
+from vllm.model_executor.layers.layernorm import RMSNorm
+from vllm.model_executor.layers.linear import MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear
+from vllm.model_executor.layers.logits_processor import LogitsProcessor
+from vllm.model_executor.layers.rotary_embedding import get_rope
+from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding
+from vllm.model_executor.model_loader.weight_utils import default_weight_loader
+from vllm.model_executor.models.interfaces import MultiModalEmbeddings, SupportsMultiModal
+from vllm.multimodal import MULTIMODAL_REGISTRY
+from vllm.sequence import IntermediateTensors
+
+from ..configuration_eve import EveConfig
+from ..modeling_eve import EvePatchEmbedding
+from .processing import (
+    IMAGE_PLACEHOLDER,
+    EveDummyInputsBuilder,
+    EveMultiModalProcessor,
+    EveProcessingInfo,
+    resolve_image_token_id,
+)
+
+# Official checkpoint names -> (parameter here, shard): q/k/v and gate/up are stored apart and loaded into one
+# merged tensor each; the vision twins likewise. Everything else loads under its own name.
+STACKED_WEIGHTS = (
+    (".self_attn.q_proj.", ".self_attn.qkv_proj.", "q"),
+    (".self_attn.k_proj.", ".self_attn.qkv_proj.", "k"),
+    (".self_attn.v_proj.", ".self_attn.qkv_proj.", "v"),
+    (".self_attn.moe_q_proj.", ".self_attn.moe_qkv_proj.", "q"),
+    (".self_attn.moe_k_proj.", ".self_attn.moe_qkv_proj.", "k"),
+    (".self_attn.moe_v_proj.", ".self_attn.moe_qkv_proj.", "v"),
+    (".mlp.gate_proj.", ".mlp.gate_up_proj.", 0),
+    (".mlp.up_proj.", ".mlp.gate_up_proj.", 1),
+    (".moe_mlp.gate_proj.", ".moe_mlp.gate_up_proj.", 0),
+    (".moe_mlp.up_proj.", ".moe_mlp.gate_up_proj.", 1),
+)
+
+
+class Modalities:
+    """Which rows of a flattened batch are image tokens; splits a [T, D] tensor by modality and puts it back."""
+
+    def __init__(self, input_ids: torch.Tensor | None, image_token_id: int):
+        self.mixed = False
+        if input_ids is None:
+            return
+        # CUDA graphs are captured and replayed for decode batches only, whose tokens are generated ones, and the
+        # placeholder is never generated (its logit is masked): text-only, without the host sync below.
+        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+            return
+        mask = input_ids == image_token_id
+        # One host sync per forward (not per layer): text-only steps then skip all indexing.
+        self.mixed = bool(mask.any())
+        if self.mixed:
+            self.vision = mask.nonzero().squeeze(1)
+            self.text = (~mask).nonzero().squeeze(1)
+
+    def apply(self, text_fn, vision_fn, x: torch.Tensor, out_features: int | None = None) -> torch.Tensor:
+        """`text_fn` on text rows, `vision_fn` on image rows, results in row order."""
+        if not self.mixed:
+            return text_fn(x)
+        vision_out = vision_fn(x.index_select(0, self.vision))
+        out = x.new_empty((x.shape[0], vision_out.shape[-1]))
+        out.index_copy_(0, self.vision, vision_out)
+        if self.text.numel():
+            out.index_copy_(0, self.text, text_fn(x.index_select(0, self.text)))
+        return out
+
+
+class EveVllmMLP(nn.Module):
+    """Qwen2's gated SiLU MLP with gate/up in one column-parallel layer and down in a row-parallel one."""
+
+    def __init__(self, config: EveConfig, quant_config, prefix: str):
+        super().__init__()
+        self.gate_up_proj = MergedColumnParallelLinear(
+            config.hidden_size,
+            [config.intermediate_size] * 2,
+            bias=False,
+            quant_config=quant_config,
+            prefix=f"{prefix}.gate_up_proj",
+        )
+        self.down_proj = RowParallelLinear(
+            config.intermediate_size,
+            config.hidden_size,
+            bias=False,
+            quant_config=quant_config,
+            prefix=f"{prefix}.down_proj",
+        )
+        if config.hidden_act != "silu":
+            raise ValueError(f"EVEv2 uses silu; the checkpoint asks for {config.hidden_act!r}")
+        self.act_fn = SiluAndMul()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate_up, _ = self.gate_up_proj(x)
+        out, _ = self.down_proj(self.act_fn(gate_up))
+        return out
+
+
+class EveVllmAttention(nn.Module):
+    """Differs from Qwen2: q/k/v and o have vision twins (`moe_qkv_proj`, `moe_o_proj`) that serve image rows."""
+
+    def __init__(self, config: EveConfig, cache_config, quant_config, prefix: str):
+        super().__init__()
+        tp_size = get_tensor_model_parallel_world_size()
+        self.total_num_heads = config.num_attention_heads
+        self.total_num_kv_heads = config.num_key_value_heads
+        if self.total_num_heads % tp_size:
+            raise ValueError(f"{self.total_num_heads} attention heads do not split over {tp_size} GPUs")
+        self.num_heads = self.total_num_heads // tp_size
+        # Fewer KV heads than GPUs: each GPU keeps a replica of one KV head (QKVParallelLinear does the same).
+        self.num_kv_heads = max(1, self.total_num_kv_heads // tp_size)
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.total_num_heads
+        self.q_size = self.num_heads * self.head_dim
+        self.kv_size = self.num_kv_heads * self.head_dim
+
+        def qkv(name: str) -> QKVParallelLinear:
+            return QKVParallelLinear(
+                config.hidden_size,
+                self.head_dim,
+                self.total_num_heads,
+                self.total_num_kv_heads,
+                bias=True,
+                quant_config=quant_config,
+                prefix=f"{prefix}.{name}",
+            )
+
+        def out(name: str) -> RowParallelLinear:
+            return RowParallelLinear(
+                self.total_num_heads * self.head_dim,
+                config.hidden_size,
+                bias=False,
+                quant_config=quant_config,
+                prefix=f"{prefix}.{name}",
+            )
+
+        self.qkv_proj, self.o_proj = qkv("qkv_proj"), out("o_proj")
+        self.has_twin = config.has_vision_twin("self_attn")
+        if self.has_twin:
+            self.moe_qkv_proj, self.moe_o_proj = qkv("moe_qkv_proj"), out("moe_o_proj")
+        self.rotary_emb = get_rope(
+            self.head_dim, max_position=config.max_position_embeddings, rope_parameters=config.rope_parameters
+        )
+        self.attn = Attention(
+            self.num_heads,
+            self.head_dim,
+            self.head_dim**-0.5,
+            num_kv_heads=self.num_kv_heads,
+            cache_config=cache_config,
+            quant_config=quant_config,
+            prefix=f"{prefix}.attn",
+        )
+
+    def forward(self, positions: torch.Tensor, hidden_states: torch.Tensor, modalities: Modalities) -> torch.Tensor:
+        vision_qkv = self.moe_qkv_proj if self.has_twin else self.qkv_proj
+        vision_o = self.moe_o_proj if self.has_twin else self.o_proj
+        qkv = modalities.apply(lambda x: self.qkv_proj(x)[0], lambda x: vision_qkv(x)[0], hidden_states)
+        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        q, k = self.rotary_emb(positions, q, k)
+        attn_output = self.attn(q, k, v)  # one causal attention over text and image tokens together
+        return modalities.apply(lambda x: self.o_proj(x)[0], lambda x: vision_o(x)[0], attn_output)
+
+
+class EveVllmDecoderLayer(nn.Module):
+    """Differs from Qwen2: both RMSNorms and the MLP have vision twins (`moe_*`) that serve image rows."""
+
+    def __init__(self, config: EveConfig, cache_config, quant_config, prefix: str):
+        super().__init__()
+        self.self_attn = EveVllmAttention(config, cache_config, quant_config, prefix=f"{prefix}.self_attn")
+        self.mlp = EveVllmMLP(config, quant_config, prefix=f"{prefix}.mlp")
+        self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        if config.has_vision_twin("mlp"):
+            self.moe_mlp = EveVllmMLP(config, quant_config, prefix=f"{prefix}.moe_mlp")
+        if config.has_vision_twin("layernorm"):
+            self.moe_input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+            self.moe_post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+
+    def _vision(self, name: str) -> nn.Module:
+        """The vision twin of a module, or the text module where the checkpoint has none (official `moe_part`)."""
+        return getattr(self, f"moe_{name}", None) or getattr(self, name)
+
+    def forward(self, positions: torch.Tensor, hidden_states: torch.Tensor, modalities: Modalities) -> torch.Tensor:
+        # Pre-norm residual layout of Qwen2, each step on its own modality's weights.
+        normed = modalities.apply(self.input_layernorm, self._vision("input_layernorm"), hidden_states)
+        hidden_states = hidden_states + self.self_attn(positions, normed, modalities)
+        mlp_text = lambda x: self.mlp(self.post_attention_layernorm(x))
+        vision_mlp, vision_norm = self._vision("mlp"), self._vision("post_attention_layernorm")
+        return hidden_states + modalities.apply(mlp_text, lambda x: vision_mlp(vision_norm(x)), hidden_states)
+
+
+class EveVllmModel(nn.Module):
+    """Embeddings, patch embedding (`vision_tower`, the library's own module), routed layers, final norm."""
+
+    def __init__(self, *, vllm_config: VllmConfig, prefix: str = ""):
+        super().__init__()
+        config: EveConfig = vllm_config.model_config.hf_config
+        cache_config, quant_config = vllm_config.cache_config, vllm_config.quant_config
+        self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(
+            EveVllmDecoderLayer(config, cache_config, quant_config, prefix=f"{prefix}.layers.{i}")
+            for i in range(config.num_hidden_layers)
+        )
+        self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        # Two small convolutions and two vectors: replicated on every GPU, not split.
+        self.vision_tower = EvePatchEmbedding(config)
+
+    def forward(self, positions: torch.Tensor, inputs_embeds: torch.Tensor, modalities: Modalities) -> torch.Tensor:
+        hidden_states = inputs_embeds
+        for layer in self.layers:
+            hidden_states = layer(positions, hidden_states, modalities)
+        return self.norm(hidden_states)  # shared by both modalities, as in the official model
+
+
+@MULTIMODAL_REGISTRY.register_processor(
+    EveMultiModalProcessor, info=EveProcessingInfo, dummy_inputs=EveDummyInputsBuilder
+)
+class EveVllmForCausalLM(nn.Module, SupportsMultiModal):
+    """The official `EVEQwen2ForCausalLM` (and this project's `EveForCausalLM`) for vLLM."""
+
+    # vLLM hands `forward` the token ids next to the merged embeddings: the ids say which rows are image tokens,
+    # in prefill, decode and mixed batches alike, with no state kept between calls.
+    requires_raw_input_tokens = True
+
+    def __init__(self, *, vllm_config: VllmConfig, prefix: str = ""):
+        super().__init__()
+        model_config = vllm_config.model_config
+        config: EveConfig = model_config.hf_config
+        self.config = config
+        tokenizer = _tokenizer(model_config)
+        self.image_token_id = resolve_image_token_id(tokenizer)
+        # The official loader shrinks the embedding to the tokenizer's length (the 7B has 399 unused padding rows);
+        # the library suppresses those ids in generation. Here their logits are masked, so no one is ever sampled.
+        self.text_vocab_size = min(len(tokenizer), config.vocab_size)
+        self.model = EveVllmModel(vllm_config=vllm_config, prefix=_join(prefix, "model"))
+        if config.tie_word_embeddings:
+            self.lm_head = self.model.embed_tokens
+        else:
+            self.lm_head = ParallelLMHead(
+                config.vocab_size,
+                config.hidden_size,
+                quant_config=vllm_config.quant_config,
+                prefix=_join(prefix, "lm_head"),
+            )
+        self.logits_processor = LogitsProcessor(config.vocab_size)
+
+    @classmethod
+    def get_placeholder_str(cls, modality: str, i: int) -> str | None:
+        return IMAGE_PLACEHOLDER if modality.startswith("image") else None
+
+    def embed_multimodal(self, **kwargs: object) -> MultiModalEmbeddings:
+        """One [1 + h * (w + 1), hidden] tensor per image, in prompt order."""
+        pixel_values = kwargs.get("pixel_values")
+        if pixel_values is None:
+            return []
+        if isinstance(pixel_values, torch.Tensor):  # same-sized images may arrive stacked
+            images = list(pixel_values.unbind(0)) if pixel_values.dim() == 4 else [pixel_values]
+        else:
+            images = list(cast(Iterable[torch.Tensor], pixel_values))
+        return self.model.vision_tower(images)
+
+    def embed_input_ids(
+        self,
+        input_ids: torch.Tensor,
+        multimodal_embeddings: MultiModalEmbeddings | None = None,
+        *,
+        is_multimodal: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        inputs_embeds = self.model.embed_tokens(input_ids)
+        if multimodal_embeddings is None or len(multimodal_embeddings) == 0:
+            return inputs_embeds
+        features = torch.cat(list(multimodal_embeddings)).to(inputs_embeds.dtype)
+        if is_multimodal is None or int(is_multimodal.sum()) != features.shape[0]:
+            raise ValueError("The image placeholders and the image embeddings do not line up")
+        inputs_embeds[is_multimodal] = features
+        return inputs_embeds
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None,
+        positions: torch.Tensor,
+        intermediate_tensors: IntermediateTensors | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs: object,
+    ) -> torch.Tensor:
+        if inputs_embeds is None:
+            inputs_embeds = self.model.embed_tokens(input_ids)
+        modalities = Modalities(input_ids, self.image_token_id)
+        return self.model(positions, inputs_embeds, modalities)
+
+    def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
+        logits = self.logits_processor(self.lm_head, hidden_states)
+        if logits is not None:
+            logits[..., self.text_vocab_size :] = float("-inf")
+            # A generated placeholder would be read back as an image position: never generate one.
+            logits[..., self.image_token_id] = float("-inf")
+        return logits
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
+        """Loads the official state-dict names; raises on a missing or unexpected tensor, as the library does."""
+        params = dict(self.named_parameters())
+        loaded: set[str] = set()
+        unexpected: list[str] = []
+        for name, tensor in weights:
+            if self.config.tie_word_embeddings and name == "lm_head.weight":
+                continue
+            target, shard = name, None
+            for old, new, shard_id in STACKED_WEIGHTS:
+                if old in name:
+                    target, shard = name.replace(old, new), shard_id
+                    break
+            param = params.get(target)
+            if param is None:
+                unexpected.append(name)
+                continue
+            loader = getattr(param, "weight_loader", default_weight_loader)
+            if shard is None:
+                loader(param, tensor)
+            else:
+                loader(param, tensor, shard)
+            loaded.add(target)
+        missing = sorted(set(params) - loaded)
+        if unexpected or missing:
+            raise ValueError(f"EVEv2 weights do not match: unexpected {unexpected[:8]}, missing {missing[:8]}")
+        return loaded
+
+
+def _tokenizer(model_config):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(
+        model_config.tokenizer, revision=model_config.tokenizer_revision, trust_remote_code=False
+    )
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+__all__ = ["EveVllmForCausalLM", "Modalities"]

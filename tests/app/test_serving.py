@@ -1,0 +1,76 @@
+"""The engine seam without vLLM: backend choice from the settings, and the prompt checks the vLLM backends share."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from eve_app.engine import Engine, EngineError, GenerationSettings, Turn
+from eve_app.serving import load_engine
+from eve_app.serving.openai_engine import OpenAIEngine
+from eve_app.serving.prompts import prepare
+from eve_app.settings import parse_settings
+from model.shared import IMAGE_TOKEN
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_checkpoint):
+    return Engine.load(str(tiny_checkpoint))
+
+
+@pytest.fixture
+def image(tmp_path):
+    path = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 80, 3), dtype=np.uint8)).save(path)
+    return str(path)
+
+
+def test_backend_flags_and_their_defaults(monkeypatch):
+    monkeypatch.delenv("EVE_BACKEND", raising=False)
+    monkeypatch.delenv("EVE_API_BASE", raising=False)
+    assert parse_settings([]).backend == "transformers" and parse_settings([]).api_base is None
+    settings = parse_settings(["--backend", "vllm", "--api-base", "http://127.0.0.1:8000/v1", "--api-key", "k"])
+    assert (settings.backend, settings.api_base, settings.api_key) == ("vllm", "http://127.0.0.1:8000/v1", "k")
+    with pytest.raises(SystemExit):
+        parse_settings(["--backend", "tgi"])
+
+
+def test_quantization_is_refused_on_the_vllm_backends():
+    with pytest.raises(ValueError, match="transformers backend only"):
+        load_engine(parse_settings(["--backend", "vllm", "--quantization", "8bit"]))
+
+
+def test_transformers_backend_answers_one_at_a_time(tiny_checkpoint):
+    engine = load_engine(parse_settings(["--model", str(tiny_checkpoint)]))
+    assert isinstance(engine, Engine) and engine.concurrency_limit == 1
+
+
+def test_api_base_without_a_server_is_a_clear_error(tiny_checkpoint):
+    with pytest.raises(EngineError, match="No OpenAI-compatible model server answers at http://127.0.0.1:9/v1"):
+        OpenAIEngine.connect("http://127.0.0.1:9", str(tiny_checkpoint))
+
+
+def test_prepared_prompt_counts_the_tokens_the_library_builds(engine, image):
+    turns = [
+        Turn("user", "What is written here?", [image]),
+        Turn("assistant", "hello"),
+        Turn("user", "and this one?", [image, image]),
+    ]
+    settings = GenerationSettings(max_new_tokens=8)
+    prompt = prepare(engine.processor, turns, settings, engine.context_length)
+    inputs = engine.build_inputs(turns, settings)
+    assert prompt.prompt_tokens == inputs["input_ids"].shape[1]
+    assert prompt.text.count(IMAGE_TOKEN) == 3 and "<image>" not in prompt.text
+    assert len(prompt.images) == 3 and all(i.mode == "RGB" for i in prompt.images)
+
+
+def test_prepared_prompt_refuses_what_the_transformers_backend_refuses(engine, image, tmp_path):
+    settings = GenerationSettings(max_new_tokens=engine.context_length - 4)
+    with pytest.raises(EngineError) as refused:
+        prepare(engine.processor, [Turn("user", "hi", [image])], settings, engine.context_length)
+    with pytest.raises(EngineError) as reference:
+        engine.build_inputs([Turn("user", "hi", [image])], settings)
+    assert str(refused.value) == str(reference.value)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(EngineError, match="not a readable image"):
+        prepare(engine.processor, [Turn("user", "hi", [str(broken)])], GenerationSettings(), engine.context_length)

@@ -1,0 +1,10 @@
+"""Engine settings shared by the vLLM tests and benchmarks: small, eager, fp32, exact on a 2-core CPU."""
+
+ENGINE_ARGS = {
+    "dtype": "float32",  # parity with the transformers implementation in fp32
+    "enforce_eager": True,  # no compile time; the routing branch is data-dependent anyway
+    "gpu_memory_utilization": 0.2,  # vLLM's CPU backend refuses its default share on a 24 GiB machine
+    "max_num_seqs": 16,
+    "block_size": 32,  # the CPU default (128) leaves short prompts without a single full block to reuse
+    "mm_processor_cache_gb": 0,  # a failed request left the processor cache out of step (platform notes)
+}

@@ -1,0 +1,190 @@
+"""The app on `--backend vllm`: vLLM's async engine in the app's process, behind the same engine seam.
+
+One app (and one engine) for the module, on a checkpoint shaped like the default model: `/answer` streams the same
+answer the transformers backend gives, concurrent calls are generated together (the chat's queue follows the
+backend's limit), Stop aborts the request inside vLLM, and a prompt beyond the context is refused with the same
+message as on the transformers backend.
+"""
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.e2e.helpers import free_port
+from tests.vllm.checkpoints import write_default_shaped
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return write_default_shaped(tmp_path_factory.mktemp("default-shaped"))
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("images")
+    paths = []
+    for i, size in enumerate([(140, 90), (96, 160), (200, 200), (64, 64)]):
+        path = folder / f"image-{i}.png"
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (*size[::-1], 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def app(checkpoint, tmp_path_factory):
+    from app import create_app, launch_options
+
+    port = free_port()
+    demo, ctx = create_app(
+        [
+            "--backend",
+            "vllm",
+            "--model",
+            str(checkpoint),
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path_factory.mktemp("data")),
+        ]
+    )
+    demo.launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx.settings)
+    )
+    yield f"http://127.0.0.1:{port}/", ctx, demo
+    demo.close()
+    ctx.engine.shutdown()
+
+
+def _transformers_answer(checkpoint: Path, image: Path, question: str, max_new_tokens: int) -> str:
+    from eve_app.engine import ChatRequest, Engine, GenerationSettings, Turn
+
+    engine = Engine.load(str(checkpoint), dtype="float32")
+    request = ChatRequest([Turn("user", question, [str(image)])], GenerationSettings(max_new_tokens=max_new_tokens))
+    return list(engine.stream(request))[-1].record.text
+
+
+def _clean(text: str) -> str:
+    # Bytes of a character cut off by max tokens (see test_server._text); vLLM's detokenizer also drops the space
+    # the first answer token starts with, which transformers' streamer keeps.
+    return text.replace("\ufffd", "").strip()
+
+
+def test_answer_endpoint_streams_the_transformers_answer(app, checkpoint, images):
+    from gradio_client import Client, handle_file
+
+    url, ctx, _ = app
+    assert "vLLM" in ctx.engine.describe()
+    preset = ctx.presets[0]
+    job = Client(url, verbose=False).submit(handle_file(str(images[0])), preset.name, "", 24, api_name="/answer")
+    partials = list(job)
+    assert len(partials) > 1 and partials[-1] == job.result()
+    expected = _transformers_answer(checkpoint, images[0], preset.instruction, 24)
+    assert _clean(job.result()) == _clean(expected)
+
+
+def test_concurrent_answers_are_generated_together(app, images):
+    from gradio_client import Client, handle_file
+
+    url, ctx, demo = app
+    limits = {fn.name: fn.concurrency_limit for fn in demo.fns.values()}
+    assert limits["respond"] == ctx.engine.concurrency_limit > 1  # the chat's queue follows the backend
+    results: dict[int, str] = {}
+    spans: dict[int, tuple[float, float]] = {}
+
+    def call(i: int) -> None:
+        start = time.perf_counter()
+        job = Client(url, verbose=False).submit(
+            handle_file(str(images[i])), ctx.presets[0].name, "", 48, api_name="/answer"
+        )
+        results[i] = job.result()
+        spans[i] = (start, time.perf_counter())
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=180)
+    assert sorted(results) == [0, 1, 2, 3] and all(results.values())
+    # Answers overlapped in time instead of queueing one after another.
+    assert max(start for start, _ in spans.values()) < min(end for _, end in spans.values())
+    # Every call is logged under the owner "api" with its generation record from the vLLM backend.
+    generations = [
+        message["generation"]
+        for summary in ctx.storage.list_conversations(owner="admin")
+        for message in ctx.storage.get_conversation(summary["id"])["messages"]
+        if message["role"] == "assistant"
+    ]
+    done = [g for g in generations if g and g["status"] == "done"]
+    assert len(done) >= 5
+    assert all(g["prompt_tokens"] > 157 and g["new_tokens"] > 0 and g["time_to_first_token"] > 0 for g in done)
+
+
+def test_stop_aborts_inside_vllm_and_records_stopped(app, images):
+    from eve_app.engine import ChatRequest, GenerationSettings, Turn
+
+    engine = app[1].engine
+    request = ChatRequest(
+        [Turn("user", "describe the image", [str(images[1])])], GenerationSettings(max_new_tokens=700)
+    )
+    events = []
+    for event in engine.stream(request):
+        events.append(event)
+        if len(events) == 2:
+            request.stop_event.set()
+    record = events[-1].record
+    assert record.status == "stopped" and 0 < record.new_tokens < 700
+    assert record.prompt_tokens > 157 and record.time_to_first_token is not None
+    deadline = time.perf_counter() + 5
+    while engine._engine.output_processor.get_num_unfinished_requests() and time.perf_counter() < deadline:
+        time.sleep(0.1)
+    assert engine._engine.output_processor.get_num_unfinished_requests() == 0
+
+
+def test_errors_are_records_not_hangs(app, images, tmp_path):
+    from eve_app.engine import ChatRequest, GenerationSettings, Turn
+
+    engine = app[1].engine
+    too_long = ChatRequest([Turn("user", "hello", [str(images[0])] * 6)], GenerationSettings(max_new_tokens=200))
+    record = list(engine.stream(too_long))[-1].record
+    assert record.status == "error" and "too long for the context" in record.error
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    record = list(engine.stream(ChatRequest([Turn("user", "hi", [str(broken)])])))[-1].record
+    assert record.status == "error" and "not a readable image" in record.error
+    from eve_app.errors import UserError
+
+    with pytest.raises(UserError, match="restart the app"):  # the fine-tune tab shows it as a refusal
+        engine.reload(str(tmp_path))
+
+
+def _descendants(pid: int) -> set[int]:
+    """Live descendant process ids of `pid` (Linux /proc)."""
+    children: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children |= {int(c) for c in (task / "children").read_text().split()}
+        except OSError:
+            continue
+    return children | {d for c in children for d in _descendants(c)}
+
+
+def test_sigterm_stops_the_app_and_its_vllm_processes(checkpoint, tmp_path):
+    from tests.e2e.helpers import start_server
+
+    port = free_port()
+    process = start_server(
+        ["--backend", "vllm", "--model", str(checkpoint), "--data-dir", str(tmp_path / "data")], port, timeout=300
+    )
+    engine_processes = _descendants(process.pid)
+    assert engine_processes, "vLLM's engine runs in child processes"
+    process.terminate()  # what `docker stop` and service managers send
+    assert process.wait(timeout=60) != 0
+    deadline = time.time() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in engine_processes) and time.time() < deadline:
+        time.sleep(0.5)
+    alive = [pid for pid in engine_processes if Path(f"/proc/{pid}").exists()]
+    assert not alive, f"vLLM processes outlived the app: {alive}"

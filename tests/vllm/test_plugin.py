@@ -1,0 +1,62 @@
+"""The plugin's pieces that need no engine: entry point, chat template, placeholder rule, token bound."""
+
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import jinja2
+import pytest
+from transformers import AutoTokenizer
+
+from model.chat_template import get_template
+from model.image_processing_eve import EveImageProcessor
+from model.vllm import CHAT_TEMPLATE
+from model.vllm.processing import max_image_tokens, resolve_image_token_id
+
+ROOT = Path(__file__).resolve().parents[2]
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "<image>\nWhat is written here?"}],
+    [
+        {"role": "user", "content": "hello"},
+        {"role": "assistant", "content": "hi there"},
+        {"role": "user", "content": "<image>\n<image>\ncompare them"},
+    ],
+    [{"role": "user", "content": "<image>\nread it"}, {"role": "assistant", "content": "STOP"}],
+]
+
+
+def test_entry_point_names_the_register_function():
+    plugins = {ep.name: ep.value for ep in entry_points(group="vllm.general_plugins")}
+    assert plugins.get("eve") == "model.vllm:register"
+
+
+@pytest.mark.parametrize("messages", CONVERSATIONS)
+@pytest.mark.parametrize("add_generation_prompt", [True, False])
+def test_jinja_template_renders_what_the_library_builds(messages, add_generation_prompt):
+    template = jinja2.Environment().from_string(CHAT_TEMPLATE.read_text())
+    rendered = template.render(messages=messages, add_generation_prompt=add_generation_prompt)
+    assert rendered == get_template("qwen2").render(messages, add_generation_prompt)
+
+
+def test_system_message_replaces_the_default_sentence():
+    template = jinja2.Environment().from_string(CHAT_TEMPLATE.read_text())
+    text = template.render(
+        messages=[{"role": "system", "content": "Be brief."}, *CONVERSATIONS[0]], add_generation_prompt=True
+    )
+    assert text == "Be brief. USER: <image>\nWhat is written here? ASSISTANT:"
+
+
+def test_shipped_model_without_a_dedicated_image_token_is_refused():
+    tokenizer = AutoTokenizer.from_pretrained(ROOT / "assets" / "eve-tiny")
+    if "<|image_pad|>" in tokenizer.get_vocab():
+        pytest.skip("this default model has the dedicated token (issue 13)")
+    with pytest.raises(ValueError, match="dedicated token id"):
+        resolve_image_token_id(tokenizer)
+
+
+def test_token_bound_covers_every_aspect_ratio_at_the_official_size():
+    processor = EveImageProcessor()  # official: 1600 px, 32 px patches
+    bound = max_image_tokens(processor, limit=32768)
+    for width, height in [(1600, 1600), (1920, 1080), (4000, 1000), (640, 480), (10000, 300), (33, 5000)]:
+        w, h = processor.target_size(width, height)
+        assert processor.num_image_tokens(h, w) <= bound, (width, height)

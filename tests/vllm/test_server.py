@@ -1,0 +1,233 @@
+"""vLLM's OpenAI-compatible server with the EVEv2 plugin, started the way a user starts it, on a loopback port.
+
+One server for the module (engine start is about a minute on a CPU): an OpenAI-client chat with an image (the
+answer equals the transformers implementation's, so the chat template and the image path are the library's), two
+streams at once, an abort that frees the request, and the app's `--api-base` backend against the same server.
+"""
+
+import base64
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.e2e.helpers import free_port
+from tests.vllm.checkpoints import write_official
+
+ROOT = Path(__file__).resolve().parents[2]
+QUESTION = "What is written here?"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return write_official(tmp_path_factory.mktemp("served"))
+
+
+@pytest.fixture(scope="module")
+def image_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("img") / "sign.png"
+    Image.fromarray(np.random.default_rng(7).integers(0, 256, (90, 140, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint, tmp_path_factory):
+    """Base URL of `python -m vllm.entrypoints.openai.api_server --model CHECKPOINT` (the plugin loads itself)."""
+    port = free_port()
+    log = (tmp_path_factory.mktemp("server") / "server.log").open("w")
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(checkpoint),
+            "--served-model-name",
+            "eve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dtype",
+            "float32",
+            "--enforce-eager",
+            "--block-size",
+            "32",
+            "--gpu-memory-utilization",
+            "0.2",
+            "--mm-processor-cache-gb",
+            "0",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(1)
+    else:
+        process.kill()
+        raise RuntimeError(f"the server did not start: see {log.name}")
+    yield url
+    process.terminate()
+    process.wait(timeout=60)
+
+
+def _data_url(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def _library_ids(checkpoint: Path, image: Path, new_tokens: int) -> list[int]:
+    from model import load_pretrained
+
+    model, processor = load_pretrained(checkpoint, device="cpu", dtype=torch.float32)
+    inputs = processor(
+        text=processor.build_prompt([{"role": "user", "content": f"<image>\n{QUESTION}"}]), images=[image]
+    )
+    with torch.inference_mode():
+        ids = model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False)
+    return ids[0, inputs["input_ids"].shape[1] :].tolist()
+
+
+def _text(text: str) -> str:
+    """Random byte-level tokens often end inside a UTF-8 character: vLLM holds those bytes back at the end of a
+    stream, transformers' streamer prints them as U+FFFD."""
+    return text.replace("\ufffd", "").strip()  # vLLM also drops the leading space of the first answer token
+
+
+def test_openai_chat_with_an_image_answers_like_the_library(server, checkpoint, image_file):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{server}/v1", api_key="none")
+    reply = client.chat.completions.create(
+        model="eve",
+        temperature=0,
+        max_tokens=16,
+        extra_body={"return_token_ids": True},
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": _data_url(image_file)}},
+                    {"type": "text", "text": QUESTION},
+                ],
+            }
+        ],
+    )
+    assert reply.choices[0].token_ids == _library_ids(checkpoint, image_file, 16)
+    # class token + rows of patches and split tokens of the resized image, plus the prompt's text
+    assert reply.usage.prompt_tokens > 1 + 2 * 3
+
+
+def _stream(server: str, image: Path, max_tokens: int, stamps: list, stop_after: int | None = None) -> None:
+    """Streams one chat; appends each token's arrival time to `stamps`; closes early after `stop_after` tokens."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{server}/v1", api_key="none")
+    stream = client.chat.completions.create(
+        model="eve",
+        temperature=0,
+        max_tokens=max_tokens,
+        stream=True,
+        extra_body={"ignore_eos": True, "return_token_ids": True},
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": _data_url(image)}},
+                    {"type": "text", "text": QUESTION},
+                ],
+            }
+        ],
+    )
+    for chunk in stream:
+        if chunk.choices and getattr(chunk.choices[0], "token_ids", None):
+            stamps.extend([time.perf_counter()] * len(chunk.choices[0].token_ids))
+            if stop_after and len(stamps) >= stop_after:
+                stream.close()  # the client goes away mid-answer
+                return
+
+
+def test_two_streams_run_at_the_same_time(server, image_file):
+    stamps: list[list[float]] = [[], []]
+    threads = [threading.Thread(target=_stream, args=(server, image_file, 120, stamps[i])) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert [len(s) for s in stamps] == [120, 120]
+    # Interleaved, not queued: each stream's first chunk came before the other's last one.
+    assert stamps[0][0] < stamps[1][-1] and stamps[1][0] < stamps[0][-1]
+
+
+def _running(server: str) -> float:
+    metrics = httpx.get(f"{server}/metrics", timeout=5).text
+    values = [
+        float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith("vllm:num_requests_running")
+    ]
+    return sum(values)
+
+
+def test_closing_a_stream_aborts_the_request(server, image_file):
+    stamps: list[float] = []
+    _stream(server, image_file, 6000, stamps, stop_after=5)  # 6,000 tokens would take far longer than the wait
+    closed = time.perf_counter()
+    while _running(server) > 0 and time.perf_counter() - closed < 10:
+        time.sleep(0.2)
+    assert _running(server) == 0, "the abandoned request is still generating"
+    again: list[float] = []
+    _stream(server, image_file, 8, again)
+    assert len(again) == 8
+
+
+def test_app_backend_on_api_base_streams_like_the_transformers_backend(server, checkpoint, image_file):
+    from eve_app.engine import ChatRequest, Engine, Finished, GenerationSettings, TextDelta, Turn
+    from eve_app.serving.openai_engine import OpenAIEngine
+
+    remote = OpenAIEngine.connect(server, str(checkpoint))
+    assert remote.concurrency_limit > 1 and remote.context_length == 8192
+    local = Engine.load(str(checkpoint), dtype="float32")
+    settings = GenerationSettings(max_new_tokens=12)
+    records = {}
+    for name, engine in {"remote": remote, "local": local}.items():
+        events = list(engine.stream(ChatRequest([Turn("user", QUESTION, [str(image_file)])], settings)))
+        assert all(isinstance(e, TextDelta) for e in events[:-1]) and isinstance(events[-1], Finished)
+        records[name] = events[-1].record
+    assert records["remote"].status == "done", records["remote"].error
+    assert _text(records["remote"].text) == _text(records["local"].text)
+    assert records["remote"].prompt_tokens == records["local"].prompt_tokens
+    assert records["remote"].new_tokens == records["local"].new_tokens
+    assert records["remote"].time_to_first_token is not None
+
+    # Stop: the answer ends as "stopped" after its first pieces, and the server drops the request.
+    request = ChatRequest([Turn("user", QUESTION, [str(image_file)])], GenerationSettings(max_new_tokens=3000))
+    events = []
+    for event in remote.stream(request):
+        events.append(event)
+        if len(events) == 3:
+            request.stop_event.set()
+    assert events[-1].record.status == "stopped" and events[-1].record.new_tokens < 3000
+    deadline = time.perf_counter() + 10
+    while _running(server) > 0 and time.perf_counter() < deadline:
+        time.sleep(0.2)
+    assert _running(server) == 0
+
+    # A prompt beyond the context is refused before anything is sent, with the transformers backend's message.
+    long = ChatRequest([Turn("user", QUESTION, [str(image_file)])], GenerationSettings(max_new_tokens=8190))
+    record = list(remote.stream(long))[-1].record
+    assert record.status == "error" and "too long for the context" in record.error
