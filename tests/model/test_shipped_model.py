@@ -16,7 +16,7 @@ from model.train.tokenizer import IMAGE_PAD_TOKEN
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "eve-tiny"
 EVAL = json.loads((ASSETS / "eval.json").read_text())
-ROWS = {r["task"]: r for r in EVAL["results"] if not r.get("variant")}
+ROWS = {r["task"]: r for r in EVAL["results"] if not r.get("variant") and r["spread"] == 1.0}
 # The shipped model's figures that the suite holds it to (this checkpoint's eval.json, rounded down): a re-export
 # must not fall below them. Targets it does not meet are listed in NOT_MET and reported as expected failures, so the
 # suite shows them until a model meets them (see the model card for the learning curve and the CPU-hours predicted).
