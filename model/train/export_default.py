@@ -191,8 +191,10 @@ def validation_curve(work: Path) -> str:
         return "(no scored checkpoints)"
     rows = [json.loads(line) for line in curve.read_text().splitlines() if line.strip()]
     lines = [
-        "| stage | step | samples | OCR exact / CER | ocr0 exact / CER | poster exact | webpage field acc. | scene exact "
-        "| mean |",
+        (
+            "| stage | step | samples | OCR exact / CER | ocr0 exact / CER | poster exact | webpage field acc. "
+            "| scene exact | mean |"
+        ),
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
