@@ -45,7 +45,16 @@ def _shipped_scores() -> dict[str, dict]:
     return {r["task"]: r["metrics"] for r in results if not r.get("variant") and r.get("spread", 1.0) == 1.0}
 
 
+def _fixed_place_reading() -> float:
+    """OCR exact match with the text at the first free patch (spread 0) in the model under test's eval.json."""
+    eval_file = Path(MODEL) / "eval.json"
+    results = json.loads(eval_file.read_text())["results"] if eval_file.is_file() else []
+    rows = [r for r in results if r["task"] == "ocr" and not r.get("variant") and r.get("spread") == 0.0]
+    return rows[0]["metrics"]["exact"] if rows else 0.0
+
+
 SHIPPED = _shipped_scores()
+FIXED_PLACE_READING = _fixed_place_reading()
 PRESETS = {"ocr": "OCR", "poster": "Poster", "webpage": "Webpage", "scene": "Scene description"}
 
 
@@ -78,6 +87,20 @@ def test_streamed_answers_hold_the_content_of_held_out_samples(client, tmp_path,
     assert right >= 2, (
         f"{right} of 3 held-out {task} samples answered right ({task} {main} {shipped:.2f} in eval.json)"
     )
+
+
+def test_streamed_ocr_answers_read_held_out_text_at_one_place(client, tmp_path):
+    """Held-out words at levels 0-2 with the text at the first free patch, each sent alone as a new chat: where the
+    model's eval.json says it reads, the streamed answers hold the rendered text."""
+    if FIXED_PLACE_READING < 0.6:
+        pytest.skip(f"{MODEL} reads text at one place {FIXED_PLACE_READING:.0%} of the time in its eval.json")
+    right = 0
+    for i in range(6):
+        sample, path = _sample_file(tmp_path, "ocr", f"e2e-fixed-{i}", level=i % 3, spread=0.0)
+        updates = list(client.submit(handle_file(str(path)), "OCR", "", 48, api_name="/answer"))
+        assert len(updates) > 1, "the answer was not streamed"
+        right += score_sample("ocr", updates[-1], sample.target)["exact"] == 1.0
+    assert right >= 4, f"read {right} of 6 held-out texts at one place (eval.json: {FIXED_PLACE_READING:.2f})"
 
 
 def test_multi_turn_chat_with_a_second_image_is_logged_turn_by_turn(client, running_app, tmp_path):
