@@ -80,6 +80,8 @@ class EveProcessor(ProcessorMixin):
         path = str(pretrained_model_name_or_path)
         hub = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
         if _checkpoint_file(path, PROCESSOR_NAME, hub) is not None:
+            from . import auto  # noqa: F401  (the sub-processors resolve through AutoImageProcessor)
+
             return super().from_pretrained(path, **kwargs)
         config = config if config is not None else EveConfig.from_pretrained(path, **hub)
         legacy_file = _checkpoint_file(path, LEGACY_PROCESSOR_FILE, hub)
