@@ -85,6 +85,20 @@ def stage_image_max_size(rule: str | None, image_max_size: int, override: int | 
     return image_max_size // 2 if rule == "low" else image_max_size
 
 
+# Defaults of a training run that the training CLI (`model.train.args.TrainArgs`) and the app's fine-tune form
+# (`eve_app.jobs.command.JobConfig`) share; written once here because the app must not import torch.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "stage": "3",
+    "epochs": 1.0,
+    "batch_size": 1,
+    "grad_accum": 1,
+    "seed": 42,
+    "eval_split": 0.0,
+    "eval_every": 0,
+    "save_every": 500,
+}
+
+
 # The tasks the synthetic data teaches and the app offers: display name (as the app shows it) -> task key.
 TASK_KEYS: dict[str, str] = {"OCR": "ocr", "Poster": "poster", "Webpage": "webpage", "Scene description": "scene"}
 # The preset without a task: the user's own question, sampled answers.

@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from model.shared import stage_presets
+from model.shared import TRAIN_DEFAULTS, stage_presets
 
 ACCELERATE_DIR = "configs/accelerate"
 STRATEGIES = ("ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3")
@@ -55,19 +55,19 @@ class JobConfig:
     base: str
     data: str
     image_folder: str | None = None
-    stage: str = "3"
+    stage: str = TRAIN_DEFAULTS["stage"]
     stages: list[str] | None = None
     lr: float | None = None
-    epochs: float = 1.0
+    epochs: float = TRAIN_DEFAULTS["epochs"]
     max_steps: int | None = None
-    batch_size: int = 1
-    grad_accum: int = 1
+    batch_size: int = TRAIN_DEFAULTS["batch_size"]
+    grad_accum: int = TRAIN_DEFAULTS["grad_accum"]
     max_image_size: int | None = None
     max_length: int | None = None
-    seed: int = 42
-    eval_split: float = 0.0
-    eval_every: int = 0
-    save_every: int = 500
+    seed: int = TRAIN_DEFAULTS["seed"]
+    eval_split: float = TRAIN_DEFAULTS["eval_split"]
+    eval_every: int = TRAIN_DEFAULTS["eval_every"]
+    save_every: int = TRAIN_DEFAULTS["save_every"]
     log_every: int = 1  # a line per step, so the loss plot has points from the first steps on
     hardware: str | int = "cpu"
     cpu_processes: int = 1

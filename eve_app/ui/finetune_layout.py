@@ -5,6 +5,8 @@ from collections.abc import Callable
 import gradio as gr
 import pandas as pd
 
+from model.shared import TRAIN_DEFAULTS
+
 from ..context import AppContext
 
 STAGES = ["1", "2.1", "2.2", "3"]
@@ -47,15 +49,17 @@ def _setup_section(c: dict, ctx: AppContext, describe_stages: Callable[[list[str
         with gr.Row():
             c["lr"] = gr.Textbox(value="", label="Learning rate (empty: the stage's)", placeholder="the stage's")
             c["max_steps"] = gr.Textbox(value="60", label="Steps (empty: epochs)", placeholder="epochs")
-            c["epochs"] = gr.Number(value=1, label="Epochs")
+            c["epochs"] = gr.Number(value=TRAIN_DEFAULTS["epochs"], label="Epochs")
             c["batch_size"] = gr.Number(value=4, precision=0, minimum=1, label="Batch size")
-            c["grad_accum"] = gr.Number(value=1, precision=0, minimum=1, label="Gradient accumulation")
+            c["grad_accum"] = gr.Number(
+                value=TRAIN_DEFAULTS["grad_accum"], precision=0, minimum=1, label="Gradient accumulation"
+            )
         with gr.Row():
             c["max_image_size"] = gr.Textbox(
                 value="", label="Max image size (empty: the stage's)", placeholder="the stage's"
             )
             c["max_length"] = gr.Textbox(value="", label="Max length in tokens (empty: 4096)", placeholder="4096")
-            c["seed"] = gr.Number(value=42, precision=0, label="Seed")
+            c["seed"] = gr.Number(value=TRAIN_DEFAULTS["seed"], precision=0, label="Seed")
             c["eval_split"] = gr.Slider(0.0, 0.5, value=0.1, step=0.05, label="Eval split")
         hardware = ["CPU"] + [f"{n} GPU{'s' if n > 1 else ''}" for n in range(1, gpus + 1)]
         with gr.Row():

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..shared import TRAIN_DEFAULTS
 from .stages import load_stages
 
 
@@ -20,7 +21,7 @@ class TrainArgs:
     """Everything one training run needs; `run_args.json` in the output folder is this, as JSON."""
 
     output_dir: str
-    stage: str = "3"
+    stage: str = TRAIN_DEFAULTS["stage"]
     base: str | None = None  # checkpoint folder or Hub id to start from
     from_scratch: str | None = None  # config JSON of a new model (needs `tokenizer`)
     tokenizer: str | None = None
@@ -34,21 +35,21 @@ class TrainArgs:
     placement_spread: list[float] = field(default_factory=lambda: [1.0, 1.0])  # first and last, ramped over the run
     fixed_place_share: float = 0.0  # share of synthetic samples with grid text at its first free patch
     lr: float | None = None  # None: the stage preset's learning rate
-    epochs: float = 1.0
+    epochs: float = TRAIN_DEFAULTS["epochs"]
     max_steps: int | None = None  # optimizer steps; overrides epochs, required for synthetic streams
-    batch_size: int = 1  # per process, per micro-step
-    grad_accum: int = 1
+    batch_size: int = TRAIN_DEFAULTS["batch_size"]  # per process, per micro-step
+    grad_accum: int = TRAIN_DEFAULTS["grad_accum"]
     max_image_size: int | None = None  # None: the stage's low/high rule
     max_length: int | None = 4096  # image tokens included (official: 2048/4096 text tokens + the images)
-    seed: int = 42
+    seed: int = TRAIN_DEFAULTS["seed"]
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     adam_beta2: float = 0.999  # 0.95 steadies a small model trained from scratch at a high learning rate
     max_grad_norm: float = 1.0
-    eval_split: float = 0.0
-    eval_every: int = 0  # 0: evaluate only at the end (when there is an evaluation set)
+    eval_split: float = TRAIN_DEFAULTS["eval_split"]
+    eval_every: int = TRAIN_DEFAULTS["eval_every"]  # 0: evaluate only at the end (when there is an evaluation set)
     eval_samples: int = 64
-    save_every: int = 500
+    save_every: int = TRAIN_DEFAULTS["save_every"]
     keep_checkpoints: int = 2
     log_every: int = 10
     bf16: bool = False
