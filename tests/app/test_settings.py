@@ -37,3 +37,14 @@ def test_environment_then_flags_override_the_defaults(clean_env):
     assert (settings.port, settings.data_dir, settings.max_image_mb) == (8123, Path("/tmp/eve-data"), 3.5)
     assert settings.device == "cuda:1" and settings.host == Settings().host
     assert parse_settings(["--port", "9000"]).port == 9000
+
+
+def test_the_fine_tune_form_and_the_training_command_line_share_their_defaults():
+    from eve_app.jobs.command import JobConfig
+    from model.shared import TRAIN_DEFAULTS
+    from model.train.args import train_defaults
+
+    job = JobConfig(base="b", data="d.json")
+    defaults = train_defaults()
+    for key, value in TRAIN_DEFAULTS.items():
+        assert getattr(job, key) == defaults[key] == value, key

@@ -25,13 +25,3 @@ def test_list_defaults_are_fresh_for_each_parse():
     first = parse_args(["--output-dir", "o", "--base", "b", "--data", "x.json"])
     second = parse_args(["--output-dir", "o", "--base", "b", "--data", "y.json"])
     assert first.data == ["x.json"] and second.data == ["y.json"] and train_defaults()["data"] == []
-
-
-def test_the_fine_tune_form_and_the_command_line_share_their_defaults():
-    from eve_app.jobs.command import JobConfig
-    from model.shared import TRAIN_DEFAULTS
-
-    job = JobConfig(base="b", data="d.json")
-    defaults = train_defaults()
-    for key, value in TRAIN_DEFAULTS.items():
-        assert getattr(job, key) == defaults[key] == value, key
