@@ -104,7 +104,22 @@ class _StopOnEvent(StoppingCriteria):
         return cast(torch.BoolTensor, stop)
 
 
-class Engine:
+class ImageLimits:
+    """The image limits every backend reads off its processor (the app's checks and sliders follow them)."""
+
+    processor: Any
+
+    @property
+    def image_max_size(self) -> int:
+        return int(self.processor.image_processor.max_size)
+
+    @property
+    def patch_size(self) -> int:
+        """Pixels a side of one image token."""
+        return int(self.processor.image_processor.patch_size)
+
+
+class Engine(ImageLimits):
     """The transformers backend: one loaded model shared by every user; generations run one at a time."""
 
     concurrency_limit = 1  # the chat's queue lets one answer at a time reach the lock below
@@ -152,16 +167,6 @@ class Engine:
     @property
     def context_length(self) -> int:
         return int(self.model.config.max_position_embeddings)
-
-    @property
-    def image_max_size(self) -> int:
-        return int(self.processor.image_processor.max_size)
-
-    @property
-    def patch_size(self) -> int:
-        """Pixels a side of one image token."""
-        image_processor = self.processor.image_processor
-        return int(image_processor.patch_stride * image_processor.dense_stride)
 
     def describe(self) -> str:
         """Model, device, dtype and quantisation, for the status line."""

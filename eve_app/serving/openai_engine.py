@@ -20,14 +20,14 @@ from model import EveConfig
 from model.loading import resolve_checkpoint
 from model.processing_eve import EveProcessor
 
-from ..engine import ChatRequest, EngineError, Finished, GenerationRecord, TextDelta, card_notice
+from ..engine import ChatRequest, EngineError, Finished, GenerationRecord, ImageLimits, TextDelta, card_notice
 from ..errors import UserError
 from .prompts import prepare, sampling_fields
 
 log = logging.getLogger(__name__)
 
 
-class OpenAIEngine:
+class OpenAIEngine(ImageLimits):
     """A client of one OpenAI-compatible server; as many answers at once as `concurrency_limit`."""
 
     def __init__(
@@ -82,14 +82,6 @@ class OpenAIEngine:
     @property
     def context_length(self) -> int:
         return self._max_model_len
-
-    @property
-    def image_max_size(self) -> int:
-        return int(self.processor.image_processor.max_size)
-
-    @property
-    def patch_size(self) -> int:
-        return int(self.processor.image_processor.patch_size)
 
     def describe(self) -> str:
         return f"{self.served_name} · vLLM server {self.base_url}"

@@ -24,7 +24,7 @@ from model import EveConfig
 from model.loading import resolve_checkpoint
 from model.processing_eve import EveProcessor
 
-from ..engine import ChatRequest, EngineError, Finished, GenerationRecord, TextDelta, card_notice
+from ..engine import ChatRequest, EngineError, Finished, GenerationRecord, ImageLimits, TextDelta, card_notice
 from ..errors import UserError
 from .prompts import prepare, sampling_fields
 
@@ -53,7 +53,7 @@ def engine_args(folder: str, device: str, dtype: str | None) -> dict:
     return args
 
 
-class VllmEngine:
+class VllmEngine(ImageLimits):
     """One AsyncLLM shared by every visitor; `concurrency_limit` answers stream at once."""
 
     def __init__(
@@ -116,14 +116,6 @@ class VllmEngine:
     @property
     def context_length(self) -> int:
         return int(self._engine.vllm_config.model_config.max_model_len)
-
-    @property
-    def image_max_size(self) -> int:
-        return int(self.processor.image_processor.max_size)
-
-    @property
-    def patch_size(self) -> int:
-        return int(self.processor.image_processor.patch_size)
 
     def describe(self) -> str:
         return f"{self.name} · vLLM on {self.device} · {self.dtype} · up to {self.concurrency_limit} answers at once"
