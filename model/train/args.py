@@ -35,6 +35,9 @@ class TrainArgs:
     placement_spread: list[float] = field(default_factory=lambda: [1.0, 1.0])  # first and last, ramped over the run
     fixed_place_share: float = 0.0  # share of synthetic samples with grid text at its first free patch
     lr: float | None = None  # None: the stage preset's learning rate
+    patch_embedding_lr: float | None = (
+        None  # None: --lr; the patch embedding layer's own rate (cf. LLaVA's mm_projector_lr)
+    )
     epochs: float = TRAIN_DEFAULTS["epochs"]
     max_steps: int | None = None  # optimizer steps; overrides epochs, required for synthetic streams
     batch_size: int = TRAIN_DEFAULTS["batch_size"]  # per process, per micro-step
@@ -175,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--num-workers", type=int, help="data-loader worker processes")
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--lr", type=float, help="learning rate (default: the stage preset's)")
+    optim.add_argument(
+        "--patch-embedding-lr",
+        type=float,
+        help="learning rate of the patch embedding layer (default: --lr); a lower rate keeps a model trained from "
+        "scratch from blowing its image embeddings up until colours and glyphs look alike to the decoder",
+    )
     optim.add_argument("--epochs", type=float)
     optim.add_argument("--max-steps", type=int, help="optimizer steps (overrides --epochs)")
     optim.add_argument("--batch-size", type=int, help="samples per process per micro-step")

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 import transformers
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
 from ..configuration_eve import EveConfig
 from ..image_processing_eve import EveImageProcessor
@@ -96,7 +96,7 @@ def build_from_scratch(
     fields["add_moe"] = stage.vision_twins
     fields.setdefault("moe_part", DEFAULT_MOE_PART)
     config = EveConfig.from_dict(fields)
-    model = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation, dtype=dtype)
+    model = EveForCausalLM._from_config(config, attn_implementation=attn_implementation, dtype=dtype)
     if stage.vision_twins:
         init_vision_twins(model)
     logger.info("Built a new model: %.2fM parameters", sum(p.numel() for p in model.parameters()) / 1e6)

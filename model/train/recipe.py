@@ -80,11 +80,20 @@ def keep_trainable_weights_in_the_graph(model: torch.nn.Module) -> None:
 
 
 def make_optimizer(model: torch.nn.Module, args: TrainArgs, stage: Stage, total_steps: int):
-    """AdamW over the trainable parameters and a cosine schedule with linear warm-up (the official recipe)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        params, lr=args.lr or stage.lr, betas=(0.9, args.adam_beta2), weight_decay=args.weight_decay
-    )
+    """AdamW over the trainable parameters and a cosine schedule with linear warm-up (the official recipe).
+
+    With `patch_embedding_lr`, the patch embedding layer (`model.vision_tower`) gets its own learning rate: trained
+    from scratch at the decoder's rate, its output norm grew from about 2 to 500-1,000 in 2,000 steps (text
+    embeddings stay near 0.4) and solid colours came out at cosine 0.998 to each other, which the decoder's RMSNorm
+    cannot tell apart.
+    """
+    lr = args.lr or stage.lr
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    own_rate = args.patch_embedding_lr is not None
+    patch = [p for name, p in named if own_rate and "vision_tower." in name]
+    rest = [p for name, p in named if not (own_rate and "vision_tower." in name)]
+    groups = [{"params": rest}] + ([{"params": patch, "lr": args.patch_embedding_lr}] if patch else [])
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, args.adam_beta2), weight_decay=args.weight_decay)
     warmup = math.ceil(total_steps * args.warmup_ratio)
     return optimizer, get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
 

@@ -12,15 +12,19 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
+from transformers import AutoTokenizer
 
 from model import load_pretrained
 from model.synthetic import write_dataset
 from model.train.args import TrainArgs, parse_args
+from model.train.build import build_from_scratch
 from model.train.checkpoints import is_finished, list_checkpoints
 from model.train.data import Encoder
 from model.train.loop import train
 from model.train.metrics import STEP_KEYS
 from model.train.pipeline import plan, run_pipeline
+from model.train.recipe import make_optimizer
+from model.train.stages import load_stages
 from model.train.streaming import SyntheticStream
 from model.train.tokenizer import train_tokenizer
 
@@ -263,24 +267,21 @@ def test_synthetic_stream_is_sharded_and_resumable(tiny):
     assert spreads == [anchored.spread_at(i) for i in range(1000)]  # a resumed run draws the same places
 
 
-def test_from_scratch_on_a_synthetic_stream(tmp_path):
+def _scratch_files(tmp_path) -> tuple[Path, Path]:
     tokenizer = train_tokenizer(["Read the text. Describe the scene. red circle square <|im_end|>"] * 5, 300)
     tokenizer.save_pretrained(str(tmp_path / "tok"))
-    config = {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "num_key_value_heads": 1,
-        "mm_hidden_size": 16,
-        "image_max_size": 64,
-        "patch_stride": 8,
-    }
+    config = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+    config |= {"num_key_value_heads": 1, "mm_hidden_size": 16, "image_max_size": 64, "patch_stride": 8}
     (tmp_path / "config.json").write_text(json.dumps(config))
+    return tmp_path / "config.json", tmp_path / "tok"
+
+
+def test_from_scratch_on_a_synthetic_stream(tmp_path):
+    config, tokenizer = _scratch_files(tmp_path)
     args = TrainArgs(
         output_dir=str(tmp_path / "out"),
-        from_scratch=str(tmp_path / "config.json"),
-        tokenizer=str(tmp_path / "tok"),
+        from_scratch=str(config),
+        tokenizer=str(tokenizer),
         stage="2.1",
         synthetic=["ocr", "scene"],
         max_steps=2,
@@ -292,9 +293,45 @@ def test_from_scratch_on_a_synthetic_stream(tmp_path):
     assert train(args).status == "done"
     model, _ = load_pretrained(tmp_path / "out")
     params = dict(model.named_parameters())
-    assert model.config.add_moe and model.config.vocab_size == len(tokenizer)
+    assert model.config.add_moe and model.config.vocab_size == len(AutoTokenizer.from_pretrained(str(tokenizer)))
     assert len([name for name in params if "moe_" in name]) == 24  # twins added for stage 2.1
     assert "eval_loss" in _metrics(tmp_path / "out")[-2]
+
+
+def test_from_scratch_cli_in_a_fresh_interpreter(tmp_path):
+    """`python -m model.train --from-scratch` (what `make default-model` runs) builds the model without the Auto
+    classes being registered first."""
+    config, tokenizer = _scratch_files(tmp_path)
+    command = [sys.executable, "-m", "model.train", "--stage", "3", "--from-scratch", str(config)]
+    command += ["--tokenizer", str(tokenizer), "--output-dir", str(tmp_path / "out"), "--synthetic", "ocr"]
+    command += ["--max-steps", "1", "--batch-size", "2", "--eval-samples", "0", "--patch-embedding-lr", "1e-4"]
+    result = subprocess.run(command, check=False, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert json.loads((tmp_path / "out" / "run_args.json").read_text())["patch_embedding_lr"] == 1e-4
+
+
+def test_the_patch_embedding_trains_at_its_own_rate(tmp_path):
+    config, tokenizer = _scratch_files(tmp_path)
+    stage = load_stages()["3"]
+    model, _ = build_from_scratch(config, tokenizer, stage)
+
+    def optimizer(**rates):
+        args = TrainArgs(
+            output_dir=str(tmp_path),
+            from_scratch=str(config),
+            tokenizer=str(tokenizer),
+            synthetic=["ocr"],
+            max_steps=10,
+            **rates,
+        )
+        return make_optimizer(model, args, stage, 10)[0]
+
+    patch_ids = {id(p) for p in model.model.vision_tower.parameters()}
+    rest, patch = optimizer(lr=3e-3, patch_embedding_lr=2e-4).param_groups
+    assert {id(p) for p in patch["params"]} == patch_ids and patch["initial_lr"] == 2e-4
+    assert not patch_ids & {id(p) for p in rest["params"]} and rest["initial_lr"] == 3e-3
+    (single,) = optimizer(lr=3e-3).param_groups
+    assert single["initial_lr"] == 3e-3 and patch_ids <= {id(p) for p in single["params"]}
 
 
 FAKE_TRAIN = """
