@@ -33,6 +33,8 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+import certifi
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -210,7 +212,7 @@ def main() -> None:
         marks = Marks()
         instrument_server(ctx, marks)
         instrument_http(demo, marks)
-        verify = ssl.create_default_context() if args.shared_ssl_context else True
+        verify = ssl.create_default_context(cafile=certifi.where()) if args.shared_ssl_context else True
         client = Client(f"http://127.0.0.1:{port}/", verbose=False, ssl_verify=verify)  # type: ignore[arg-type]
         instrument_client(client, marks)
         preset = ctx.presets[0].name
