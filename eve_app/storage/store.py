@@ -9,10 +9,12 @@ the conversation" atomic, and the busy timeout makes concurrent writers queue in
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
-from sqlalchemy import and_, exists, func, or_, select, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import Table, and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy.engine import CursorResult, make_url
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from . import exports, migrations, records
@@ -33,6 +35,17 @@ from .schema import (
     MessageImage,
     utcnow,
 )
+
+
+@dataclass(frozen=True)
+class SavedTurn:
+    """What `save_question` saved: the question's ids, its images' absolute paths in order, and the id of its
+    "streaming" answer when it began one."""
+
+    conversation_id: int
+    message_id: int
+    image_paths: list[str]
+    answer_id: int | None = None
 
 
 class Storage(JobVerbs):
@@ -100,22 +113,59 @@ class Storage(JobVerbs):
         written before the transaction, so a bad file fails the call without a half-saved message; their files are
         content-addressed, so a leftover from a failed call is simply reused later.
         """
+        return self.save_question(conversation_id, text, task, images, owner).message_id
+
+    def save_question(
+        self,
+        conversation_id: int | None,
+        text: str,
+        task: str | None = None,
+        images: Iterable[tuple[bytes, str]] = (),
+        owner: str | None = None,
+        begin_answer: bool = False,
+    ) -> SavedTurn:
+        """`save_user_message` that also returns where the question's images are stored and, with `begin_answer`,
+        saves its empty "streaming" answer (see `begin_answer`) in the same transaction: the request path of a turn
+        makes one write and no read. Plain inserts rather than ORM objects: this is on the way to every answer's
+        first token, and the unit of work's flushes cost several times the SQL they emit."""
         described = [(describe(data, name), data) for data, name in images]
         for info, data in described:
             write_once(self.data_dir, info, data)
+        now = utcnow()
         with self._session(write=True) as s:
             if conversation_id is None:
-                conversation = Conversation(task=task, owner=owner or ADMIN_OWNER)
-                s.add(conversation)
-                s.flush()
+                new = {"task": task, "owner": owner or ADMIN_OWNER, "title": records.title_from(text)}
+                conversation_id = _insert(s, _INSERT_CONVERSATION, new, created_at=now, updated_at=now, deleted=False)
+                position = 0
             else:
                 conversation = self._live(s, conversation_id, owner)
-            message = self._append(s, conversation, "user", text, task, USER_STATUS)
-            for position, (info, _) in enumerate(described):
-                s.add(MessageImage(message_id=message.id, position=position, image=self._image_row(s, info)))
-            if conversation.title is None:
-                conversation.title = records.title_from(text)
-            return message.id
+                last = s.scalar(select(func.max(Message.position)).where(Message.conversation_id == conversation_id))
+                position = 0 if last is None else last + 1
+                changed: dict[str, object] = {"updated_at": now}
+                if conversation.title is None:
+                    changed["title"] = records.title_from(text)
+                s.execute(update(Conversation).where(Conversation.id == conversation_id).values(**changed))
+            question = {"conversation_id": conversation_id, "task": task, "error": None, "hidden": False}
+            message_id = _insert(
+                s,
+                _INSERT_MESSAGE,
+                question,
+                role="user",
+                text=text,
+                status=USER_STATUS,
+                position=position,
+                created_at=now,
+            )
+            paths = []
+            for index, (info, _) in enumerate(described):
+                image_id, path = self._image_id(s, info)
+                s.execute(_INSERT_MESSAGE_IMAGE, {"message_id": message_id, "position": index, "image_id": image_id})
+                paths.append(str(self.data_dir / path))
+            answer_id = None
+            if begin_answer:
+                answer = {"role": "assistant", "text": "", "status": STREAMING, "position": position + 1}
+                answer_id = _insert(s, _INSERT_MESSAGE, question, **answer, created_at=now)
+            return SavedTurn(conversation_id, message_id, paths, answer_id)
 
     def message_images(self, message_id: int) -> tuple[int, list[str]]:
         """The conversation a message belongs to and the absolute paths of its images, in order (one small query,
@@ -362,20 +412,14 @@ class Storage(JobVerbs):
         return message
 
     @staticmethod
-    def _image_row(s: Session, info: ImageInfo) -> Image:
-        row = s.scalar(select(Image).where(Image.sha256 == info.sha256))
-        if row is None:
-            row = Image(
-                sha256=info.sha256,
-                path=info.relative_path,
-                mime=info.mime,
-                size=info.size,
-                width=info.width,
-                height=info.height,
-            )
-            s.add(row)
-            s.flush()
-        return row
+    def _image_id(s: Session, info: ImageInfo) -> tuple[int, str]:
+        """The id and stored path of the image row for `info`, inserted if it is new."""
+        row = s.execute(_IMAGE_BY_HASH, {"sha256": info.sha256}).first()
+        if row is not None:
+            return row[0], row[1]
+        values = {"sha256": info.sha256, "path": info.relative_path, "mime": info.mime, "size": info.size}
+        image_id = _insert(s, _INSERT_IMAGE, values, width=info.width, height=info.height, created_at=utcnow())
+        return image_id, info.relative_path
 
     @staticmethod
     def _summary(
@@ -391,6 +435,22 @@ class Storage(JobVerbs):
             "message_count": message_count,
             "preview": records.title_from(first_user_text or "", 80) or "",
         }
+
+
+# The statements that save a question, built once (their compiled form is cached): values are bound parameters.
+_INSERT_CONVERSATION = insert(cast(Table, Conversation.__table__))
+_INSERT_MESSAGE = insert(cast(Table, Message.__table__))
+_INSERT_MESSAGE_IMAGE = insert(cast(Table, MessageImage.__table__))
+_INSERT_IMAGE = insert(cast(Table, Image.__table__))
+_IMAGE_BY_HASH = select(Image.id, Image.path).where(Image.sha256 == bindparam("sha256"))
+
+
+def _insert(s: Session, statement, values: dict, **more) -> int:
+    """Run one of the inserts above with these column values; returns the new row's id."""
+    key = cast(CursorResult, s.execute(statement, {**values, **more})).inserted_primary_key
+    if key is None:
+        raise RuntimeError("the database returned no id for the new row")
+    return int(key[0])
 
 
 def _owns(conversation: Conversation | None, owner: str | None) -> bool:

@@ -10,6 +10,8 @@ question and its answer. The question and an empty answer are saved as soon as t
 for the model, so a call that a crash cuts off is still on record (as interrupted).
 """
 
+from typing import cast
+
 import gradio as gr
 
 from ..context import AppContext
@@ -47,10 +49,11 @@ class ApiHandlers:
                 max_new_tokens=int(max_new_tokens or preset.max_new_tokens), temperature=preset.temperature
             )
             service.check_settings(settings)
-            saved = service.ask(API_OWNER, None, text, [image], preset.name)
+            # The question and its empty "streaming" answer, in one transaction.
+            saved = service.ask(API_OWNER, None, text, [image], preset.name, begin_answer=True)
         except (UserError, ValueError) as error:
             raise refuse(str(error)) from None
-        answer_id = service.begin_answer(saved.conversation_id, preset.name)
+        answer_id = cast(int, saved.answer_id)
         request = ChatRequest([Turn("user", text, saved.images)], settings)
         partial = ""
         for event in service.stream_answer(saved.conversation_id, answer_id, request, preset.name):

@@ -77,6 +77,42 @@ def test_images_are_stored_once_by_content(storage):
     assert count_messages(storage, cid) == 2  # the refused image saved nothing
 
 
+def test_a_question_and_its_streaming_answer_are_saved_together(storage):
+    data = png_bytes(shade=77)
+    saved = storage.save_question(
+        None, "  What is this  ", task="OCR", images=[(data, "a.png")], owner="api", begin_answer=True
+    )
+    assert saved.image_paths == storage.message_images(saved.message_id)[1]
+    assert Path(saved.image_paths[0]).read_bytes() == data
+    conversation = storage.get_conversation(saved.conversation_id, owner="api")
+    assert conversation["title"] == "What is this" and conversation["task"] == "OCR"
+    question, answer = conversation["messages"]
+    assert (question["id"], question["role"], question["status"], question["position"]) == (
+        saved.message_id,
+        "user",
+        "ok",
+        0,
+    )
+    assert (answer["id"], answer["role"], answer["status"], answer["position"]) == (
+        saved.answer_id,
+        "assistant",
+        "streaming",
+        1,
+    )
+    with pytest.raises(LookupError):
+        storage.get_conversation(saved.conversation_id, owner="browser:someone-else")
+    assert storage.recover_interrupted() == [saved.conversation_id]  # a crash now leaves both on record
+    assert storage.get_conversation(saved.conversation_id)["messages"][1]["status"] == "interrupted"
+    # A follow-up in the same conversation: next positions, the title kept, someone else's conversation refused.
+    again = storage.save_question(saved.conversation_id, "and again", images=[(data, "b.png")], owner="api")
+    assert again.answer_id is None and again.image_paths == saved.image_paths
+    assert [m["position"] for m in storage.get_conversation(saved.conversation_id)["messages"]] == [0, 1, 2]
+    assert storage.get_conversation(saved.conversation_id)["title"] == "What is this"
+    with pytest.raises(LookupError):
+        storage.save_question(saved.conversation_id, "not mine", owner="browser:someone-else", begin_answer=True)
+    assert count_messages(storage, saved.conversation_id) == 3
+
+
 def test_image_formats_from_headers():
     jpeg = (
         b"\xff\xd8\xff\xe0"
