@@ -7,6 +7,7 @@ import json
 import platform
 import random
 import shutil
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def training_summary(work: Path, stages: Sequence[str]) -> tuple[list[dict], flo
         rows.append(
             {
                 "stage": name,
-                "data": ",".join(run_args.get("synthetic") or run_args.get("data") or []),
+                "data": mix_label(run_args.get("synthetic") or []) or ",".join(run_args.get("data") or []),
                 "levels": ",".join(str(level) for level in run_args.get("synthetic_level") or []),
                 "placement": spread_label(run_args.get("placement_spread"))
                 + (
@@ -82,6 +83,12 @@ def training_summary(work: Path, stages: Sequence[str]) -> tuple[list[dict], flo
             }
         )
     return rows, total / 3600
+
+
+def mix_label(tasks: Sequence[str]) -> str:
+    """A synthetic task list (a task listed twice is drawn twice as often) as shares: "ocr 50 %, poster 15 %"."""
+    counts = Counter(tasks)
+    return ", ".join(f"{task} {count / len(tasks):.0%}".replace("%", " %") for task, count in counts.items())
 
 
 def curve_table(rows: list[dict], points: int = 12) -> str:
@@ -197,7 +204,7 @@ def validation_curve(work: Path) -> str:
         ),
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in rows:
+    for row in sorted(rows, key=lambda r: (r.get("stage", "stage-3"), r["step"])):
         fixed = f"{row['ocr0']['exact']:.2f} / {row['ocr0']['cer']:.3f}" if "ocr0" in row else "–"
         lines.append(
             f"| {row.get('stage', 'stage-3')} | {row['step']} | {row['step'] * 32:,} | "
