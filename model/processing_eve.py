@@ -16,6 +16,8 @@ the loss work unchanged.
 
 import json
 import os
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +56,19 @@ class EveProcessor(ProcessorMixin):
         template: str = "qwen2",
         image_token_id: int = 0,
         chat_template: str | None = None,
+        whole_words: Sequence[str] = (),
         **kwargs: Any,
     ):
         self.template: ChatTemplate = get_template(template)
         self.image_token_id = image_token_id
+        # Closed-vocabulary words (colours, shapes, positions, field names, ...) that `spell` keeps as one token.
+        self.whole_words = tuple(sorted(set(whole_words), key=lambda w: (-len(w), w)))
+        self._whole_pattern = (
+            re.compile(r"(?<![A-Za-z0-9_])(" + "|".join(map(re.escape, self.whole_words)) + r")(?![A-Za-z0-9_])")
+            if self.whole_words
+            else None
+        )
+        self._vocab: dict[str, int] | None = None
         super().__init__(tokenizer, image_processor, chat_template=chat_template or self.template.to_jinja(), **kwargs)
 
     @classmethod
@@ -83,6 +94,9 @@ class EveProcessor(ProcessorMixin):
         """What `processor_config.json` holds: the template by name, not the object."""
         output = super().to_dict()
         output["template"] = self.template.name
+        output["whole_words"] = list(self.whole_words)
+        for private in [key for key in output if key.startswith("_")]:
+            del output[private]
         return output
 
     @property
@@ -179,7 +193,32 @@ class EveProcessor(ProcessorMixin):
         Special tokens stay whole, and so does a piece whose symbols are not all in the vocabulary. With a byte-level
         vocabulary every character is one symbol, so a model trained on spelled answers emits text that decodes
         exactly as its BPE form would, and a small model learning to read lines each output token up with one glyph.
+
+        Words of `whole_words` standing alone (not inside a longer word) stay one token, with the space before them,
+        when the vocabulary has that token: a closed vocabulary (colours, shapes, link names) is then named in one
+        step instead of being spelled.
         """
+        if self._whole_pattern is None:
+            return self._spell_symbols(text)
+        if self._vocab is None:
+            self._vocab = self.tokenizer.get_vocab()
+        vocab = self._vocab
+        ids: list[int] = []
+        start = 0
+        for match in self._whole_pattern.finditer(text):
+            word, begin = match.group(1), match.start()
+            spaced = begin > 0 and text[begin - 1] == " "
+            token_id = vocab.get(("\u0120" if spaced else "") + word)
+            if token_id is None:
+                continue  # not one token in this vocabulary: spelled with the text around it
+            ids += self._spell_symbols(text[start : begin - 1 if spaced else begin])
+            ids.append(token_id)
+            start = match.end()
+        return ids + self._spell_symbols(text[start:])
+
+    def _spell_symbols(self, text: str) -> list[int]:
+        if not text:
+            return []
         specials = set(self.tokenizer.all_special_ids)
         unknown = {None, self.tokenizer.unk_token_id}
         ids: list[int] = []
@@ -244,6 +283,16 @@ def _flatten_images(images: list[ImageInput] | list[list[ImageInput]] | None) ->
     for item in images:
         flat.extend(item if isinstance(item, (list, tuple)) else [item])
     return flat
+
+
+def saved_settings(folder: str | Path) -> dict[str, Any]:
+    """The processor settings saved in a local folder: `processor_config.json`, else the older `eve_processor.json`
+    (training stages read their `whole_words` from the folder they start from)."""
+    for name in (PROCESSOR_NAME, LEGACY_PROCESSOR_FILE):
+        file = Path(folder) / name
+        if file.is_file():
+            return json.loads(file.read_text())
+    return {}
 
 
 def _checkpoint_file(path: str, name: str, hub_kwargs: dict[str, Any]) -> str | None:

@@ -44,15 +44,25 @@ def evaluate_task(
     `spread` limits where text is placed, as in training (`--placement-spread`); 1 is anywhere.
     """
     stream = iter_samples([task], seed=seed, level=level, split="test", spread=spread)
+    metrics, examples = evaluate_samples(
+        model, processor, task, [next(stream) for _ in range(n)], batch_size, max_new_tokens
+    )
+    return {"task": task, "level": level, "spread": spread, "metrics": metrics, "examples": examples}
+
+
+def evaluate_samples(
+    model, processor, task: str, samples: list, batch_size: int = 16, max_new_tokens: int = 96
+) -> tuple[dict, list[dict]]:
+    """(aggregate scores, the first five answers) of the model on given samples of one task."""
     scores: list[dict[str, float]] = []
     examples: list[dict] = []
-    for start in range(0, n, batch_size):
-        samples = [next(stream) for _ in range(min(batch_size, n - start))]
-        for sample, answer in zip(samples, answer_batch(model, processor, samples, max_new_tokens)):
+    for start in range(0, len(samples), batch_size):
+        batch = samples[start : start + batch_size]
+        for sample, answer in zip(batch, answer_batch(model, processor, batch, max_new_tokens)):
             scores.append(score_sample(task, answer, sample.target))
             if len(examples) < 5:
                 examples.append({"expected": sample.answer, "answer": answer})
-    return {"task": task, "level": level, "spread": spread, "metrics": aggregate(task, scores), "examples": examples}
+    return aggregate(task, scores), examples
 
 
 def format_table(results: list[dict]) -> str:
@@ -62,7 +72,7 @@ def format_table(results: list[dict]) -> str:
         main = MAIN_METRIC[task]
         level = result.get("level", "")
         levels = ",".join(map(str, level)) if isinstance(level, (list, tuple)) else str(level)
-        spread = f"{result.get('spread', 1.0):g}"
+        spread = result.get("variant") or f"{result.get('spread', 1.0):g}"
         others = "  ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k not in (main, "n"))
         lines.append(f"{task:8s} {levels:6s} {spread:6s} {int(metrics['n']):4d}  {main} {metrics[main]:.3f}  {others}")
     return "\n".join(lines)

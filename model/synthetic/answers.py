@@ -1,12 +1,14 @@
 """Answer templates: one fixed, readable sentence pattern per task, built from a sample's target.
 
 The templates are fixed (only instructions vary) so that a small model spends its capacity on reading, and so that
-`model.evaluation` can parse any answer back into fields. Scenes name the position before the content, which the
-project's training notes found easier to learn: locate first, then read.
+`model.evaluation` can parse any answer back into fields (in any order). Scenes name the position before the content,
+which the project's training notes found easier to learn: locate first, then read. Fixed-length and closed-vocabulary
+fields come first (the poster's zero-padded date, the webpage's button and links), so that the open-vocabulary text
+after them starts at a fixed or nearly fixed offset, which a small model finds far easier to learn.
 
     ocr      sunset river                       (lines joined by a newline)
-    poster   Title: JAZZ NIGHT. Date: MAR 12.
-    webpage  Site: bookly. Links: home, shop, help. Headline: Fresh Reads. Button: join.
+    poster   Date: MAR 02. Title: JAZZ NIGHT.
+    webpage  Button: join. Links: home, shop, help. Site: bookly. Headline: Fresh Reads.
     scene    2 objects. top left: red circle. center: blue square.
 """
 
@@ -20,10 +22,10 @@ def format_answer(task: str, target: dict) -> str:
     if task == "ocr":
         return target["text"]
     if task == "poster":
-        return f"Title: {target['title']}. Date: {target['date']}."
+        return f"Date: {target['date']}. Title: {target['title']}."
     if task == "webpage":
         links = ", ".join(target["links"])
-        return f"Site: {target['site']}. Links: {links}. Headline: {target['headline']}. Button: {target['button']}."
+        return f"Button: {target['button']}. Links: {links}. Site: {target['site']}. Headline: {target['headline']}."
     if task == "scene":
         objects = target["objects"]
         head = f"{len(objects)} object{'' if len(objects) == 1 else 's'}."

@@ -1,8 +1,8 @@
 """Poster task: a coloured poster with a big title and a date line, read back as "Title: ... Date: ...".
 
-Levels 0-2 keep all text monospaced on the patch grid, one character per 16 x 16 patch (glyphs that straddle two
-patch rows are much harder for a small model to read): 0 a one-word bold title and a "MAR 12" date below it,
-centred; 1 one- or two-word titles (on one or two lines), every date format, left or centred; 2 adds distractors the
+Levels 0-2 keep all text monospaced on the patch grid, one character per 16 px patch column, title and date 32 px
+tall (two patch rows, as OCR): 0 a one-word bold title and a "MAR 02" date below it,
+centred; 1 one- or two-word titles (on one or two lines), every date format, centred or left-aligned on any column; 2 adds distractors the
 answer must ignore (a frame, a rule and an unscored venue line) and a bold date. Level 3 sets the same content in any
 DejaVu font and size, off the grid.
 """
@@ -38,12 +38,13 @@ def pick_title(rng: random.Random, level: int, words: WordBank, max_chars: int) 
 
 
 def pick_date(rng: random.Random, level: int, max_chars: int) -> str:
-    """A date such as "MAR 12" (level 0) or any format of `vocab.json` that fits the line."""
+    """A date such as "MAR 02" (level 0) or any format of `vocab.json` that fits the line; the day is zero-padded, so
+    each format has one length (the answer names the date first, and the title then starts at a fixed offset)."""
     vocab = load_vocab()["poster"]
     formats = vocab["date_formats"][:1] if level == 0 else vocab["date_formats"]
     fitting = [f for f in formats if len(f.format(month="MAR", day=12, year=2025)) <= max_chars] or formats[:1]
     return rng.choice(fitting).format(
-        month=rng.choice(vocab["months"]), day=rng.randint(1, 28), year=rng.choice(vocab["years"])
+        month=rng.choice(vocab["months"]), day=f"{rng.randint(1, 28):02d}", year=rng.choice(vocab["years"])
     )
 
 
@@ -60,8 +61,8 @@ def draw_on_grid(
     """Title, optional venue and date as blocks of whole patch rows, one free row between blocks; `spread` < 1 keeps
     the blocks near the top."""
     cols, rows = size[0] // PATCH_SIZE, size[1] // PATCH_SIZE
-    title_grid = grid_font(PATCH_SIZE, PATCH_SIZE, "mono-bold")
-    date_grid = grid_font(PATCH_SIZE, PATCH_SIZE, "mono" if level < 2 else "mono-bold")
+    title_grid = grid_font(PATCH_SIZE, 2 * PATCH_SIZE, "mono-bold")
+    date_grid = grid_font(PATCH_SIZE, 2 * PATCH_SIZE, "mono" if level < 2 else "mono-bold")
     small_grid = grid_font(PATCH_SIZE, PATCH_SIZE, "mono")
     blocks = [(line, title_grid) for line in title]
     if level == 2 and rows >= 2 * len(title) + 6:
@@ -73,8 +74,10 @@ def draw_on_grid(
     row = 1 + spread_randint(rng, 0, slack // 2, spread)
     gaps[len(title) - 1] += spread_randint(rng, 0, slack - (row - 1), spread)  # spread the rest between title and date
     centred = level == 0 or rng.random() < 0.5
+    widest = max(len(text) for text, _ in blocks)
+    left = spread_randint(rng, 1, max(1, cols - 1 - widest), spread)  # a left-aligned block starts on any column
     for i, (text, grid) in enumerate(blocks):
-        col = (cols - len(text)) // 2 if centred else 1
+        col = (cols - len(text)) // 2 if centred else left
         draw_grid_text(draw, text, col, row, grid, fill)
         end = row + heights[i]
         if level == 2 and i == len(title) - 1:  # a rule in the free row under the title

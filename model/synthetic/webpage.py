@@ -1,9 +1,10 @@
 """Webpage task: a tiny landing page (site bar, nav links, headline, grey paragraph, button) read back by field.
 
-Layout in 16 px patch rows (256 x 144 = 16 columns x 9 rows): rows 0-1 a coloured bar with the site name, rows 2-3 the
-links, rows 4-5 the headline, row 6 a grey paragraph (never scored), rows 7-8 a button. Levels 0-2 draw every
-character in its own patch column: 0 everything left-aligned in 16 x 32 cells; 1 the bar name, links and button
-move along the grid; 2 links and paragraph in smaller 16 x 16 cells, two paragraph lines, the headline one row up.
+Layout in 16 px patch rows (256 x 144 = 16 columns x 9 rows), in bands of two rows: rows 0-1 a coloured bar with the
+site name, rows 2-3 the links, rows 4-5 the headline, row 6 a grey paragraph (never scored), rows 7-8 a button. Levels
+0-2 draw every character in its own 16 px patch column, 32 px tall (one line per band), as OCR and posters do: 0
+everything left-aligned, on white; 1 every field on any column of its band, on a light tint; 2 as 1 with bars between
+the links (not part of the answer).
 Level 3 keeps the bands but sets the text in any DejaVu font and size, off the grid.
 """
 
@@ -59,29 +60,30 @@ def draw_button(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], color
 def draw_on_grid(
     draw, rng: random.Random, level: int, content: dict, words: WordBank, size, colors: dict, spread: float = 1.0
 ) -> None:
-    """The page in whole patch rows and columns (see the module docstring for the rows); `spread` < 1 keeps text
-    near the left edge."""
+    """The page on the patch grid, one character per 16 px patch column and 32 px tall like OCR and posters, one line
+    per band (see the module docstring); above level 0 each field sits on any column (`spread` < 1: near the left)."""
     cols = size[0] // PATCH_SIZE
-    big = grid_font(PATCH_SIZE, 2 * PATCH_SIZE, "mono-bold")
-    big_regular = grid_font(PATCH_SIZE, 2 * PATCH_SIZE, "mono")
+    bold = grid_font(PATCH_SIZE, 2 * PATCH_SIZE, "mono-bold")
+    regular = grid_font(PATCH_SIZE, 2 * PATCH_SIZE, "mono")
     small = grid_font(PATCH_SIZE, PATCH_SIZE, "mono")
 
     def col_for(text: str) -> int:  # left at level 0, anywhere on the grid (keeping a column margin) above it
         return 1 if level == 0 else spread_randint(rng, 1, max(1, cols - 1 - len(text)), spread)
 
     draw.rectangle([0, 0, size[0] - 1, 2 * PATCH_SIZE - 1], fill=colors["bar"])
-    draw_grid_text(draw, content["site"], col_for(content["site"]), 0, big, (255, 255, 255))
-    links = "  ".join(content["links"]) if len("  ".join(content["links"])) <= cols - 2 else " ".join(content["links"])
-    draw_grid_text(draw, links, col_for(links), 2, small if level == 2 else big_regular, LINK_COLOR)
-    headline_row = 3 if level == 2 else 4
-    draw_grid_text(draw, content["headline"], 1, headline_row, big, HEADLINE_COLOR)
-    for row in range(headline_row + 2, 7):
-        draw_grid_text(draw, paragraph(rng, words, cols - 2), 1, row, small, PARAGRAPH_COLOR)
+    draw_grid_text(draw, content["site"], col_for(content["site"]), 0, bold, (255, 255, 255))
+    separator = " | " if level == 2 else "  "  # level 2: bars between links, to be left out of the answer
+    links = separator.join(content["links"])
+    if len(links) > cols - 2:
+        links = " ".join(content["links"])
+    draw_grid_text(draw, links, col_for(links), 2, regular, LINK_COLOR)
+    draw_grid_text(draw, content["headline"], col_for(content["headline"]), 4, bold, HEADLINE_COLOR)
+    draw_grid_text(draw, paragraph(rng, words, cols - 2), 1, 6, small, PARAGRAPH_COLOR)
     label = content["button"]
     label_col = col_for(label)
     x0, x1 = label_col * PATCH_SIZE, (label_col + len(label)) * PATCH_SIZE
     draw_button(draw, (x0, 7 * PATCH_SIZE, x1, 9 * PATCH_SIZE), colors["button"])
-    draw_grid_text(draw, label, label_col, 7, big, (255, 255, 255))
+    draw_grid_text(draw, label, label_col, 7, bold, (255, 255, 255))
 
 
 def draw_free(draw, rng: random.Random, content: dict, words: WordBank, size, colors: dict) -> None:

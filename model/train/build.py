@@ -20,8 +20,9 @@ from ..configuration_eve import EveConfig
 from ..image_processing_eve import EveImageProcessor
 from ..loading import read_eve_config, resolve_checkpoint
 from ..modeling_eve import EveForCausalLM
-from ..processing_eve import EveProcessor
+from ..processing_eve import EveProcessor, saved_settings
 from .stages import DEFAULT_MOE_PART, Stage, init_vision_twins
+from .tokenizer import IMAGE_PAD_TOKEN
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +38,19 @@ def _quiet_transformers():
         transformers.logging.set_verbosity(level)
 
 
-def stage_processor(tokenizer, config: EveConfig, stage: Stage) -> EveProcessor:
-    """A processor with the stage's chat template (plain for pre-training stages, qwen2 for conversations)."""
+def stage_processor(tokenizer, config: EveConfig, stage: Stage, folder: str | Path | None = None) -> EveProcessor:
+    """A processor with the stage's chat template (plain for pre-training stages, qwen2 for conversations).
+
+    The closed-vocabulary words answers keep whole (`EveProcessor.whole_words`) come from `folder`'s processor
+    settings, when it has them (a tokenizer folder of the default model, or an earlier stage's output).
+    """
+    settings = saved_settings(folder) if folder else {}
     return EveProcessor(
-        tokenizer, EveImageProcessor.from_config(config), template=stage.template, image_token_id=config.image_token_id
+        tokenizer,
+        EveImageProcessor.from_config(config),
+        template=stage.template,
+        image_token_id=config.image_token_id,
+        whole_words=settings.get("whole_words", ()),
     )
 
 
@@ -71,7 +81,7 @@ def load_base(
         copied = init_vision_twins(model)
         logger.info("Added %d vision-twin tensors (%s), copied from the text weights", len(copied), config.moe_part)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    return model, stage_processor(tokenizer, config, stage)
+    return model, stage_processor(tokenizer, config, stage, folder)
 
 
 def build_from_scratch(
@@ -93,6 +103,9 @@ def build_from_scratch(
         raise ValueError(f"vocab_size {fields['vocab_size']} is smaller than the tokenizer's {len(tokenizer)} tokens")
     fields["pad_token_id"] = tokenizer.pad_token_id
     fields["eos_token_id"] = tokenizer.eos_token_id
+    image_pad = tokenizer.convert_tokens_to_ids(IMAGE_PAD_TOKEN) if IMAGE_PAD_TOKEN in tokenizer.get_vocab() else None
+    if image_pad is not None:  # a dedicated placeholder, distinct from padding (servers route tokens by this id)
+        fields.setdefault("image_token_id", image_pad)
     fields["add_moe"] = stage.vision_twins
     fields.setdefault("moe_part", DEFAULT_MOE_PART)
     config = EveConfig.from_dict(fields)
@@ -100,4 +113,4 @@ def build_from_scratch(
     if stage.vision_twins:
         init_vision_twins(model)
     logger.info("Built a new model: %.2fM parameters", sum(p.numel() for p in model.parameters()) / 1e6)
-    return model, stage_processor(tokenizer, config, stage)
+    return model, stage_processor(tokenizer, config, stage, tokenizer_path)

@@ -9,11 +9,13 @@ from collections.abc import Iterable
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+IMAGE_PAD_TOKEN = "<|image_pad|>"  # written at image positions: a placeholder of its own, not the pad token
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", IMAGE_PAD_TOKEN]
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer (any text encodes) with `<|endoftext|>` as padding and `<|im_end|>` as end."""
+    """A byte-level BPE tokenizer (any text encodes) with `<|endoftext|>` as padding, `<|im_end|>` as end and
+    `<|image_pad|>` as the image placeholder (its id goes into the model config's `image_token_id`)."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -28,5 +30,6 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> PreTrainedT
         tokenizer_object=tokenizer,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
+        additional_special_tokens=[IMAGE_PAD_TOKEN],
         model_max_length=32768,
     )

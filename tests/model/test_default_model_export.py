@@ -71,3 +71,38 @@ def test_forward_signals_passes_sigterm_to_the_child_running_in_its_folder(tmp_p
     threading.Thread(target=terminate_when_ready, daemon=True).start()
     assert signals.run([sys.executable, "-c", CHILD], dict(os.environ), cwd=tmp_path) == 0
     assert signals.stopped and (tmp_path / "got-sigterm").exists()
+
+
+def test_prepare_gives_a_dedicated_image_token_and_whole_closed_words(tmp_path):
+    from transformers import AutoTokenizer
+
+    from model.configuration_eve import EveConfig
+    from model.processing_eve import EveProcessor
+    from model.train.default_model import prepare, whole_words
+
+    tokenizer_dir, config_file = prepare(tmp_path)
+    config = json.loads(config_file.read_text())
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    assert config["image_token_id"] == tokenizer.convert_tokens_to_ids("<|image_pad|>") != config["pad_token_id"]
+    assert config["vocab_size"] >= len(tokenizer)
+    vocab = tokenizer.get_vocab()
+    assert [w for w in whole_words() if "\u0120" + w not in vocab] == []  # every closed word is one token
+    assert EveProcessor.from_pretrained(tokenizer_dir, config=EveConfig(**config)).whole_words == tuple(
+        sorted(whole_words(), key=lambda w: (-len(w), w))
+    )  # the training stages' processors read them from this folder
+
+
+def test_export_prefers_the_best_scored_checkpoint(tmp_path):
+    from model.train.export_default import export_source, met, targets_table
+
+    _stage(tmp_path, "3", True, {}, [])
+    assert export_source(tmp_path, ["3"]) == stage_folder(tmp_path, "3")
+    (tmp_path / "best").mkdir()
+    (tmp_path / "best" / "best.json").write_text(json.dumps({"step": 400, "score": 0.5}))
+    assert export_source(tmp_path, ["3"]) == tmp_path / "best"
+    assert met(0.9, (">=", 0.9)) and met(0.03, ("<=", 0.03)) and not met(0.031, ("<=", 0.03))
+    rows = [{"task": "ocr", "metrics": {"exact": 0.95, "cer": 0.05}}, {"task": "ocr", "variant": "proportional"}]
+    assert targets_table(rows).splitlines()[2:] == [
+        "| ocr | exact | >= 0.9 | 0.950 | yes |",
+        "| ocr | cer | <= 0.03 | 0.050 | no |",
+    ]

@@ -89,14 +89,21 @@ def test_generation_stops_on_im_end(tiny):
     model, processor = tiny
     inputs = processor(text=_prompt(processor, QUESTIONS[0]), images=IMAGES[:1])
     im_end = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
-    # Make <|im_end|> the most likely next token everywhere: generation must stop after one token.
+    # Make <|im_end|> the most likely first token (every other logit 0, its own the squared norm of the prompt's
+    # last hidden state): generation must stop after that one token.
     with torch.no_grad():
-        saved = model.lm_head.weight[im_end].clone()
-        model.lm_head.weight[im_end] = model.model.norm.weight.sign() * 50
+        seen = []
+        hook = model.lm_head.register_forward_pre_hook(lambda module, args: seen.append(args[0][0, -1].clone()))
+        model(**inputs)
+        hook.remove()
+        last = seen[0]
+        saved = model.lm_head.weight.clone()
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[im_end] = last
         try:
             ids = model.generate(**inputs, max_new_tokens=10, do_sample=False)
         finally:
-            model.lm_head.weight[im_end] = saved
+            model.lm_head.weight.copy_(saved)
     assert ids[0, inputs["input_ids"].shape[1] :].tolist() == [im_end]
 
 

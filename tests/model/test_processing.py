@@ -4,6 +4,8 @@ import pytest
 from PIL import Image
 
 from model.constants import IGNORE_INDEX
+from model.processing_eve import EveProcessor
+from model.train.tokenizer import train_tokenizer
 
 SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, "
@@ -119,3 +121,28 @@ def test_spelled_answers_supervise_one_character_per_token_and_decode_the_same(t
     )
     context = [i for i, label in zip(spelled["input_ids"], spelled["labels"]) if label == IGNORE_INDEX]
     assert context == [i for i, label in zip(merged["input_ids"], merged["labels"]) if label == IGNORE_INDEX]
+
+
+def test_whole_words_stay_one_token_and_only_where_they_stand_alone(tiny):
+    _, processor = tiny
+    tokenizer = train_tokenizer([" red circle blue"] * 50, vocab_size=300)
+    whole = ["red", "circle", "blue"]
+    assert all("\u0120" + w in tokenizer.get_vocab() for w in whole)
+    closed = EveProcessor(tokenizer, processor.image_processor, whole_words=whole)
+    plain = EveProcessor(tokenizer, processor.image_processor)
+    text = " top: red circle. reddish redcircle"
+    ids = closed.spell(text)
+    tokens = closed.tokenizer.convert_ids_to_tokens(ids)
+    for word in whole:
+        assert tokens.count("\u0120" + word) == text.count(" " + word + " ") + text.count(" " + word + ".")
+    assert "".join(tokens).replace("\u0120", " ") == text  # everything else one character per token
+    assert closed.tokenizer.decode(ids) == plain.tokenizer.decode(plain.spell(text)) == text
+    assert len(ids) == len(plain.spell(text)) - len(" red") - len(" circle") + 2
+
+
+def test_whole_words_are_saved_with_the_processor(tiny, tmp_path):
+    model, processor = tiny
+    closed = EveProcessor(processor.tokenizer, processor.image_processor, whole_words=["red", "blue"])
+    closed.save_pretrained(tmp_path)
+    again = EveProcessor.from_pretrained(tmp_path, model.config)
+    assert again.whole_words == ("blue", "red") and again.spell(" red") == closed.spell(" red")

@@ -90,9 +90,42 @@ def test_task_tables_match():
 def test_answer_templates():
     scene = {"objects": [{"position": "top left", "color": "red", "shape": "circle"}]}
     assert format_answer("scene", scene) == "1 object. top left: red circle."
-    assert format_answer("poster", {"title": "JAZZ NIGHT", "date": "MAR 12"}) == "Title: JAZZ NIGHT. Date: MAR 12."
+    # Fixed-length and closed-vocabulary fields first: the open-vocabulary text then starts at a (nearly) fixed offset.
+    assert format_answer("poster", {"title": "JAZZ NIGHT", "date": "MAR 02"}) == "Date: MAR 02. Title: JAZZ NIGHT."
     page = {"site": "bookly", "links": ["home", "shop"], "headline": "Fresh Reads", "button": "join"}
-    assert format_answer("webpage", page) == "Site: bookly. Links: home, shop. Headline: Fresh Reads. Button: join."
+    assert format_answer("webpage", page) == "Button: join. Links: home, shop. Site: bookly. Headline: Fresh Reads."
+
+
+def test_poster_dates_have_one_length_per_format():
+    dates = [generate_sample("poster", random.Random(seed), 1).target["date"] for seed in range(100)]
+    assert {date.split()[0].isdigit() for date in dates} == {True, False}  # "02 MAR" and "MAR 02"
+    assert {len(date) for date in dates} == {6}  # the day is zero-padded (years do not fit 192 px at 16 px a glyph)
+    wide = [generate_sample("poster", random.Random(seed), 1, size=(256, 128)).target["date"] for seed in range(100)]
+    assert {len(date) for date in wide} == {6, 11}
+
+
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_webpage_text_is_one_character_per_patch_column_in_its_band(level):
+    """The headline's glyphs fill whole patch columns, one per character, in the two rows of its band."""
+    cols_seen = set()
+    for seed in range(30):
+        sample = generate_sample("webpage", random.Random(seed), level)
+        ink = np.asarray(sample.image.convert("RGB")).astype(int)
+        headline_ink = np.abs(ink - np.array([17, 24, 39])).sum(axis=2) < 30  # the headline's own colour
+        headline_ink[: 2 * PATCH_SIZE] = False  # (a bar may have that colour too)
+        rows = [
+            r for r in range(ink.shape[0] // PATCH_SIZE) if headline_ink[r * PATCH_SIZE : (r + 1) * PATCH_SIZE].any()
+        ]
+        assert rows == [4, 5], (seed, rows)
+        cols = [
+            c
+            for c in range(ink.shape[1] // PATCH_SIZE)
+            if headline_ink[:, c * PATCH_SIZE : (c + 1) * PATCH_SIZE].any()
+        ]
+        headline = sample.target["headline"]
+        assert cols[-1] - cols[0] + 1 == len(headline), (seed, headline, cols)
+        cols_seen.add(cols[0])
+    assert (cols_seen == {1}) == (level == 0)  # left-aligned at level 0, anywhere on the grid above
 
 
 def test_level0_ocr_puts_one_character_per_patch():
@@ -103,7 +136,7 @@ def test_level0_ocr_puts_one_character_per_patch():
         rows = [r for r in range(ink.shape[0] // PATCH_SIZE) if ink[r * PATCH_SIZE : (r + 1) * PATCH_SIZE].any()]
         word = sample.target["text"]
         assert columns == list(range(columns[0], columns[0] + len(word))), word
-        assert len(rows) == 1, word  # the whole glyph, ascenders and descenders too, in one patch row
+        assert len(rows) == 2 and rows[1] == rows[0] + 1, word  # 32 px glyphs: two patch rows, never a third
 
 
 def test_scene_objects_fill_their_grid_cells():
@@ -214,9 +247,9 @@ def test_cli_writes_the_app_example_images(tmp_path):
         assert Image.open(tmp_path / task / f"{task}-1.png").size == IMAGE_SIZES[task]
 
 
-def test_shipped_examples_are_drawn_where_the_default_model_reads(tmp_path):
-    """assets/examples is what the command in the README writes, with text within the trained spread."""
-    cli_main(["--examples", str(tmp_path), "--spread", "0.5"])
+def test_shipped_examples_are_what_the_cli_writes(tmp_path):
+    """assets/examples is what the command in the README writes: text anywhere on the grid, as the model is trained."""
+    cli_main(["--examples", str(tmp_path)])
     shipped = Path(__file__).resolve().parents[2] / "assets" / "examples"
     for task in TASKS:
         for i in (1, 2, 3):
