@@ -25,7 +25,7 @@ def test_summary_reads_each_labelled_stage_and_its_run_args(tmp_path):
         tmp_path,
         "3",
         True,
-        {"synthetic": ["ocr", "scene"], "synthetic_level": [0, 1], "lr": 1e-3},
+        {"synthetic": ["ocr", "ocr", "ocr", "scene"], "synthetic_level": [0, 1], "lr": 1e-3},
         [{"step": 10, "loss": 2.0, "elapsed_s": 1800.0}, {"step": 20, "loss": 1.5, "eval_loss": 1.6}],
     )
     _stage(
@@ -39,8 +39,8 @@ def test_summary_reads_each_labelled_stage_and_its_run_args(tmp_path):
     assert last_finished_stage(tmp_path, ["3", "3:read"]) == stage_folder(tmp_path, "3")  # 3:read is unfinished
     rows, hours = training_summary(tmp_path, ["3", "3:read"])
     assert [(r["stage"], r["data"], r["levels"], r["placement"], r["lr"], r["steps"]) for r in rows] == [
-        ("3", "ocr,scene", "0,1", "1", 1e-3, 20),  # a run from before --placement-spread: text anywhere
-        ("3:read", "ocr", "0", "0→1", 5e-4, 5),
+        ("3", "ocr 75 %, scene 25 %", "0,1", "1", 1e-3, 20),  # before --placement-spread: text anywhere
+        ("3:read", "ocr 100 %", "0", "0→1", 5e-4, 5),
     ]
     assert rows[0]["eval_loss"] == 1.6 and hours == 1.0
     # The export evaluates where the last stage placed text: the end of its ramp, or anywhere without one.
