@@ -1,11 +1,14 @@
 """The plugin's pieces that need no engine: entry point, chat template, placeholder rule, token bound."""
 
+import json
 from importlib.metadata import entry_points
 from pathlib import Path
 
 import jinja2
 import pytest
-from transformers import AutoTokenizer
+from tokenizers import Tokenizer
+from tokenizers.models import WordLevel
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from model.chat_template import get_template
 from model.image_processing_eve import EveImageProcessor
@@ -46,12 +49,17 @@ def test_system_message_replaces_the_default_sentence():
     assert text == "Be brief. USER: <image>\nWhat is written here? ASSISTANT:"
 
 
-def test_shipped_model_without_a_dedicated_image_token_is_refused():
-    tokenizer = AutoTokenizer.from_pretrained(ROOT / "assets" / "eve-tiny")
-    if "<|image_pad|>" in tokenizer.get_vocab():
-        pytest.skip("this default model has the dedicated token (issue 13)")
+def test_the_image_placeholder_must_be_a_dedicated_token():
+    shipped = AutoTokenizer.from_pretrained(ROOT / "assets" / "eve-tiny")
+    config = json.loads((ROOT / "assets" / "eve-tiny" / "config.json").read_text())
+    assert resolve_image_token_id(shipped) == config["image_token_id"] != config["pad_token_id"]
+    # A tokenizer without <|image_pad|> (the first default model wrote images as its pad id 0) cannot be served.
+    vocab = {"<|endoftext|>": 0, "a": 1}
+    bare = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(WordLevel(vocab, unk_token="<|endoftext|>")), pad_token="<|endoftext|>"
+    )
     with pytest.raises(ValueError, match="dedicated token id"):
-        resolve_image_token_id(tokenizer)
+        resolve_image_token_id(bare)
 
 
 def test_token_bound_covers_every_aspect_ratio_at_the_official_size():
