@@ -1,0 +1,18 @@
+"""The default-model tracker ranks checkpoints by the tasks with text anywhere, not by fixed-place OCR."""
+
+from model.train.track_default import FIXED_PLACE_OCR, score_of
+
+
+def _row(task: str, **metrics: float) -> dict:
+    return {"task": task, "metrics": metrics}
+
+
+def test_the_score_is_the_mean_main_metric_and_ignores_fixed_place_ocr():
+    results = [
+        _row("ocr", exact=0.5, cer=0.1),
+        _row("poster", exact=0.0),
+        _row("webpage", field_accuracy=0.8, exact=0.1),
+        _row("scene", exact=0.9),
+    ]
+    assert abs(score_of(results) - (0.5 + 0.0 + 0.8 + 0.9) / 4) < 1e-9
+    assert score_of(results + [_row(FIXED_PLACE_OCR, exact=1.0, cer=0.0)]) == score_of(results)
