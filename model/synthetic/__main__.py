@@ -2,7 +2,7 @@
 
 python -m model.synthetic --out data/synth --n 100 --seed 0 --tasks ocr,poster,webpage,scene --level 0
 python -m model.synthetic --out data/eval --n 200 --seed 1 --tasks ocr --level 0,1 --split test
-python -m model.synthetic --examples assets/examples --spread 0.5  # the app's example images: levels 0-2, held-out words
+python -m model.synthetic --examples assets/examples  # the app's example images: levels 0-2, held-out words
 """
 
 import argparse

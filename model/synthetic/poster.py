@@ -1,10 +1,11 @@
-"""Poster task: a coloured poster with a big title and a date line, read back as "Title: ... Date: ...".
+"""Poster task: a coloured poster with a big title and a date line, read back as "Date: ... Title: ...".
 
 Levels 0-2 keep all text monospaced on the patch grid, one character per 16 px patch column, title and date 32 px
 tall (two patch rows, as OCR): 0 a one-word bold title and a "MAR 02" date below it,
 centred; 1 one- or two-word titles (on one or two lines), every date format, centred or left-aligned on any column; 2 adds distractors the
 answer must ignore (a frame, a rule and an unscored venue line) and a bold date. Level 3 sets the same content in any
-DejaVu font and size, off the grid.
+DejaVu font and size, off the grid. Levels 0-2 print dark text on a light background, as every grid task does; level
+3 also uses light-on-dark palettes.
 """
 
 import random
@@ -114,7 +115,11 @@ def generate(
 
     `spread` limits how far grid text (levels 0-2) is moved from its first free row (see `spread_randint`).
     """
-    palette = rng.choice(load_vocab()["poster"]["palettes"])
+    vocab = load_vocab()["poster"]
+    # Grid levels print dark on light, like OCR and webpages: the small default model learns one set of glyphs, and
+    # light-on-dark titles were never read (0.02) when they made up most posters. Level 3 adds the inverse palettes.
+    palettes = vocab["palettes"] + (vocab["inverse_palettes"] if level == 3 else [])
+    palette = rng.choice(palettes)
     background, fill = as_color(palette["background"]), as_color(palette["text"])
     max_chars = size[0] // PATCH_SIZE - 2
     title = pick_title(rng, level, words, max_chars)

@@ -71,7 +71,7 @@ def draw_on_grid(
         return 1 if level == 0 else spread_randint(rng, 1, max(1, cols - 1 - len(text)), spread)
 
     draw.rectangle([0, 0, size[0] - 1, 2 * PATCH_SIZE - 1], fill=colors["bar"])
-    draw_grid_text(draw, content["site"], col_for(content["site"]), 0, bold, (255, 255, 255))
+    draw_grid_text(draw, content["site"], col_for(content["site"]), 0, bold, colors["site"])
     separator = " | " if level == 2 else "  "  # level 2: bars between links, to be left out of the answer
     links = separator.join(content["links"])
     if len(links) > cols - 2:
@@ -101,7 +101,7 @@ def draw_free(draw, rng: random.Random, content: dict, words: WordBank, size, co
         return draw_free_text(draw, text, (x, y), font, fill)
 
     draw.rectangle([0, 0, width - 1, 2 * PATCH_SIZE - 1], fill=colors["bar"])
-    put(content["site"], (0, 32), (16, 26), (255, 255, 255))
+    put(content["site"], (0, 32), (16, 26), colors["site"])
     put("  ".join(content["links"]), (32, 64), (12, 18), LINK_COLOR)
     put(content["headline"], (64, 96), (18, 28), HEADLINE_COLOR, name=font_name.split("-")[0] + "-bold")
     put(paragraph(rng, words, 24), (96, 112), (9, 12), PARAGRAPH_COLOR)
@@ -120,7 +120,12 @@ def generate(
     `spread` limits how far grid text (levels 1-2) is moved from the left edge (see `spread_randint`).
     """
     vocab = load_vocab()["webpage"]
-    colors = {"bar": as_color(rng.choice(vocab["bar_colors"])), "button": as_color(rng.choice(vocab["button_colors"]))}
+    colors = {"button": as_color(rng.choice(vocab["button_colors"]))}
+    if level < 3:  # a light bar with dark site text: grid text is dark on light in every task (see poster.generate)
+        bar = rng.choice(vocab["light_bars"])
+        colors |= {"bar": as_color(bar["background"]), "site": as_color(bar["text"])}
+    else:
+        colors |= {"bar": as_color(rng.choice(vocab["bar_colors"])), "site": (255, 255, 255)}
     background = (255, 255, 255) if level == 0 else as_color(rng.choice(vocab["page_backgrounds"]))
     content = pick_content(rng, words, size[0] // PATCH_SIZE - 2)
     image = Image.new("RGB", size, background)
