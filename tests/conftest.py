@@ -133,7 +133,9 @@ def official_state_dict(config: dict, seed: int = 0) -> dict[str, torch.Tensor]:
     return shapes
 
 
-def write_official_checkpoint(folder: Path, add_moe: bool = True, seed: int = 0) -> Path:
+def write_official_checkpoint(folder: Path, add_moe: bool = True, seed: int = 0, endless: bool = False) -> Path:
+    """Random weights in the official 7B layout at tiny sizes. `endless`: the head's rows of the special tokens are
+    zero, so greedy decoding never picks a stop token and every answer runs to its max_new_tokens."""
     from model.chat_template import get_template
     from model.train.tokenizer import train_tokenizer
 
@@ -156,6 +158,8 @@ def write_official_checkpoint(folder: Path, add_moe: bool = True, seed: int = 0)
     }
     (folder / "generation_config.json").write_text(json.dumps(generation, indent=2))
     state_dict = official_state_dict(config, seed)
+    if endless:  # a zero logit is never the largest of hundreds of random ones
+        state_dict["lm_head.weight"][tokenizer.all_special_ids] = 0.0
     # Sharded with model.safetensors.index.json, as on the Hub.
     save_torch_state_dict(state_dict, str(folder), max_shard_size=200_000)
     return folder
@@ -164,6 +168,11 @@ def write_official_checkpoint(folder: Path, add_moe: bool = True, seed: int = 0)
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     return write_official_checkpoint(tmp_path_factory.mktemp("eve-tiny-official"))
+
+
+@pytest.fixture(scope="session")
+def endless_checkpoint(tmp_path_factory) -> Path:
+    return write_official_checkpoint(tmp_path_factory.mktemp("eve-tiny-endless"), endless=True)
 
 
 @pytest.fixture(scope="session")
