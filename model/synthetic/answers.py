@@ -2,12 +2,14 @@
 
 The templates are fixed (only instructions vary) so that a small model spends its capacity on reading, and so that
 `model.evaluation` can parse any answer back into fields (in any order). Scenes name the position before the content,
-which the project's training notes found easier to learn: locate first, then read. Fixed-length and closed-vocabulary
-fields come first (the poster's zero-padded date, the webpage's button and links), so that the open-vocabulary text
-after them starts at a fixed or nearly fixed offset, which a small model finds far easier to learn.
+which the project's training notes found easier to learn: locate first, then read. On webpages the closed-vocabulary
+fields come first (button and links), so that the open-vocabulary text after them starts at a nearly fixed offset.
+Posters are read top down, title then date: with the date first (a fixed-length field, but one whose row moves with
+the title and the gap below it) the default model never read a date in 4,100 steps, not even level 0's one format,
+while it read the titles above them.
 
     ocr      sunset river                       (lines joined by a newline)
-    poster   Date: MAR 02. Title: JAZZ NIGHT.
+    poster   Title: JAZZ NIGHT. Date: MAR 02.
     webpage  Button: join. Links: home, shop, help. Site: bookly. Headline: Fresh Reads.
     scene    2 objects. top left: red circle. center: blue square.
 """
@@ -22,7 +24,7 @@ def format_answer(task: str, target: dict) -> str:
     if task == "ocr":
         return target["text"]
     if task == "poster":
-        return f"Date: {target['date']}. Title: {target['title']}."
+        return f"Title: {target['title']}. Date: {target['date']}."
     if task == "webpage":
         links = ", ".join(target["links"])
         return f"Button: {target['button']}. Links: {links}. Site: {target['site']}. Headline: {target['headline']}."

@@ -1,4 +1,4 @@
-"""Poster task: a coloured poster with a big title and a date line, read back as "Date: ... Title: ...".
+"""Poster task: a coloured poster with a big title and a date line, read back as "Title: ... Date: ...".
 
 Levels 0-2 keep all text monospaced on the patch grid, one character per 16 px patch column, title and date 32 px
 tall (two patch rows, as OCR): 0 a one-word bold title and a "MAR 02" date below it,
@@ -40,7 +40,7 @@ def pick_title(rng: random.Random, level: int, words: WordBank, max_chars: int) 
 
 def pick_date(rng: random.Random, level: int, max_chars: int) -> str:
     """A date such as "MAR 02" (level 0) or any format of `vocab.json` that fits the line; the day is zero-padded, so
-    each format has one length (the answer names the date first, and the title then starts at a fixed offset)."""
+    each format has one length."""
     vocab = load_vocab()["poster"]
     formats = vocab["date_formats"][:1] if level == 0 else vocab["date_formats"]
     fitting = [f for f in formats if len(f.format(month="MAR", day=12, year=2025)) <= max_chars] or formats[:1]

