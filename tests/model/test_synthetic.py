@@ -104,6 +104,37 @@ def test_poster_dates_have_one_length_per_format():
     assert {len(date) for date in wide} == {6, 11}
 
 
+def _luminance(rgb) -> float:
+    return float(np.dot(rgb, [0.299, 0.587, 0.114]))
+
+
+def _background_and_ink(region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The most common colour of an image region, and the colour farthest from it."""
+    pixels = region.reshape(-1, 3)
+    colours, counts = np.unique(pixels, axis=0, return_counts=True)
+    background = colours[counts.argmax()]
+    return background, pixels[np.abs(pixels - background).sum(axis=1).argmax()]
+
+
+def test_grid_posters_and_site_names_are_dark_on_light():
+    """Every grid task prints dark glyphs on a light ground, the polarity the default model reads; level 3 (off the
+    grid) also draws light-on-dark posters and bars."""
+    for level in (0, 1, 2):
+        for seed in range(20):
+            poster = np.asarray(generate_sample("poster", random.Random(seed), level).image.convert("RGB")).astype(int)
+            background, ink = _background_and_ink(poster)
+            assert _luminance(ink) < _luminance(background), (level, seed)
+            page = np.asarray(generate_sample("webpage", random.Random(seed), level).image.convert("RGB")).astype(int)
+            background, ink = _background_and_ink(page[: 2 * PATCH_SIZE])  # the site bar
+            assert _luminance(ink) < _luminance(background), (level, seed)
+    inverse = 0
+    for seed in range(40):
+        poster = np.asarray(generate_sample("poster", random.Random(seed), 3).image.convert("RGB")).astype(int)
+        background, ink = _background_and_ink(poster)
+        inverse += _luminance(ink) > _luminance(background)
+    assert 0 < inverse < 40
+
+
 @pytest.mark.parametrize("level", [0, 1, 2])
 def test_webpage_text_is_one_character_per_patch_column_in_its_band(level):
     """The headline's glyphs fill whole patch columns, one per character, in the two rows of its band."""
