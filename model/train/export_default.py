@@ -134,6 +134,15 @@ def met(value: float, rule: tuple[str, float]) -> bool:
     return value >= bound if op == ">=" else value <= bound
 
 
+def source_label(source: Path, best_step: int | None) -> str:
+    """What the card says was exported: "best (step 1600 of stage-3-more)". Only the stage's folder name: the run's
+    own path is the training machine's, not the reader's."""
+    run_args = source / "run_args.json"
+    if best_step is None or not run_args.is_file():
+        return source.name
+    return f"{source.name} (step {best_step} of {Path(json.loads(run_args.read_text())['output_dir']).name})"
+
+
 def export_source(work: Path, stages: Sequence[str]) -> Path:
     """What to ship: the best scored checkpoint of the main run when there is one, else the last finished stage."""
     best = work / BEST
@@ -269,9 +278,7 @@ def export(work: Path, assets: Path, stages: Sequence[str], eval_n: int = 200) -
         eval_n=eval_n,
         curves=curve_table(rows),
         validation=validation_curve(work),
-        source=f"{source.name} (step {best_step} of {json.loads((source / 'run_args.json').read_text())['output_dir']})"
-        if best_step is not None and (source / "run_args.json").is_file()
-        else source.name,
+        source=source_label(source, best_step),
         notes=notes_file.read_text().strip() if notes_file.is_file() else "",
     )
     (assets / "README.md").write_text(card)

@@ -106,3 +106,13 @@ def test_export_prefers_the_best_scored_checkpoint(tmp_path):
         "| ocr | exact | >= 0.9 | 0.950 | yes |",
         "| ocr | cer | <= 0.03 | 0.050 | no |",
     ]
+
+
+def test_the_card_names_the_exported_stage_without_the_training_machines_path(tmp_path):
+    from model.train.export_default import source_label
+
+    best = tmp_path / "best"
+    best.mkdir()
+    (best / "run_args.json").write_text(json.dumps({"output_dir": "/home/someone/runs/eve-tiny/stages/stage-3-more"}))
+    assert source_label(best, 1600) == "best (step 1600 of stage-3-more)"
+    assert source_label(best, None) == "best"
