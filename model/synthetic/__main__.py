@@ -6,13 +6,12 @@ python -m model.synthetic --examples assets/examples  # the app's example images
 """
 
 import argparse
-import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .dataset import write_dataset
-from .tasks import TASKS, generate_sample
+from .dataset import example_samples, write_dataset
+from .tasks import TASKS
 from .vocab import SPLITS
 
 
@@ -36,12 +35,10 @@ def write_examples(folder: str | Path, spread: float = 1.0) -> list[Path]:
     """One image per task at each of levels 0, 1 and 2, with held-out words: the app's example images (with text
     placed within the room the default model was trained on, see `--placement-spread`)."""
     paths = []
-    for task in TASKS:
-        (Path(folder) / task).mkdir(parents=True, exist_ok=True)
-        for i, level in enumerate((0, 1, 2), start=1):
-            sample = generate_sample(task, random.Random(f"example:{task}:{i}"), level, split="test", spread=spread)
-            paths.append(Path(folder) / task / f"{task}-{i}.png")
-            sample.image.save(paths[-1])
+    for name, sample in example_samples(spread):
+        paths.append(Path(folder) / name)
+        paths[-1].parent.mkdir(parents=True, exist_ok=True)
+        sample.image.save(paths[-1])
     return paths
 
 

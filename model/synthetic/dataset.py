@@ -10,7 +10,7 @@ import random
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from .tasks import Sample, generate_sample, task_key
+from .tasks import TASKS, Sample, generate_sample, task_key
 
 Level = int | Sequence[int]
 
@@ -114,3 +114,12 @@ def write_dataset(
     data_path = out_dir / "data.json"
     data_path.write_text(json.dumps(records, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return data_path
+
+
+def example_samples(spread: float = 1.0) -> Iterator[tuple[str, Sample]]:
+    """The app's example images as ("TASK/TASK-I.png", sample): one per task at each of levels 0, 1 and 2, held-out
+    words, fixed seeds (so a checker can rebuild the target of a shipped image)."""
+    for task in TASKS:
+        for i, level in enumerate((0, 1, 2), start=1):
+            sample = generate_sample(task, random.Random(f"example:{task}:{i}"), level, split="test", spread=spread)
+            yield f"{task}/{task}-{i}.png", sample

@@ -2,11 +2,10 @@
 
 Levels 0-2 draw monospace glyphs one per 16 px patch column, 32 px tall (two patch rows, the line centred on a
 patch-row boundary), on the patch grid anywhere: the layout that taught a small model to read text anywhere within
-minutes in the platform's probes (glyphs in 16 x 16 cells, about 9 x 11 px, were still unread after 50k mixed samples). 0 one lowercase word in
-black on white; 1 two words on one line, any case and a dark colour on a light tint; 2 two lines of one or two words,
-a blank patch row apart. Level 3 widens the reader: one or two lines in any DejaVu font (proportional included) at a
-smaller or larger size, at any offset off the grid.
-
+minutes in the platform's probes (glyphs in 16 x 16 cells, about 9 x 11 px, were still unread after 50k mixed
+samples). 0 one lowercase word in black on white; 1 two words on one line, any case and a dark colour on a light
+tint; 2 two lines of one or two words, a blank patch row apart. Level 3 widens the reader: one or two lines in any
+DejaVu font (proportional included) at a smaller or larger size, at any offset off the grid.
 """
 
 import random

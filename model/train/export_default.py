@@ -20,6 +20,7 @@ from ..synthetic.answers import canonical_instruction
 from ..synthetic.vocab import word_bank
 from .checkpoints import is_finished
 from .pipeline import split_stage_name
+from .track_default import BEST, CURVE
 
 CARD_TEMPLATE = Path(__file__).with_name("model_card_template.md")
 
@@ -117,7 +118,6 @@ def save_weights(model, processor, assets: Path) -> None:
     processor.save_pretrained(assets)
 
 
-BEST = "best"  # WORK/best: the best checkpoint of the main run, kept by model.train.track_default
 EVAL_LEVELS = [0, 1, 2]  # every task is trained at levels 0-2 mixed, text anywhere on the grid, and judged there
 # The issue's targets on that evaluation (held-out words, an unseen seed, levels 0-2 mixed, spread 1).
 TARGETS = {
@@ -202,7 +202,7 @@ def targets_table(results: list[dict]) -> str:
 
 def validation_curve(work: Path) -> str:
     """The main run's learning curve as `model.train.track_default` scored it (validation seed)."""
-    curve = work / "curve.jsonl"
+    curve = work / CURVE
     if not curve.is_file():
         return "(no scored checkpoints)"
     rows = [json.loads(line) for line in curve.read_text().splitlines() if line.strip()]

@@ -38,18 +38,20 @@ def _chat_turn(client, text, files, preset):
     return outputs, job
 
 
-def _shipped_scores() -> dict[str, dict]:
-    """Task -> metrics of the evaluation the model under test's export wrote (levels 0-2, text anywhere)."""
+def _eval_rows() -> list[dict]:
+    """The rows of the evaluation that the model under test's export wrote (none if it has no eval.json)."""
     eval_file = Path(MODEL) / "eval.json"
-    results = json.loads(eval_file.read_text())["results"] if eval_file.is_file() else []
-    return {r["task"]: r["metrics"] for r in results if not r.get("variant") and r.get("spread", 1.0) == 1.0}
+    return json.loads(eval_file.read_text())["results"] if eval_file.is_file() else []
+
+
+def _shipped_scores() -> dict[str, dict]:
+    """Task -> metrics at levels 0-2 with text anywhere."""
+    return {r["task"]: r["metrics"] for r in _eval_rows() if not r.get("variant") and r.get("spread", 1.0) == 1.0}
 
 
 def _fixed_place_reading() -> float:
-    """OCR exact match with the text at the first free patch (spread 0) in the model under test's eval.json."""
-    eval_file = Path(MODEL) / "eval.json"
-    results = json.loads(eval_file.read_text())["results"] if eval_file.is_file() else []
-    rows = [r for r in results if r["task"] == "ocr" and not r.get("variant") and r.get("spread") == 0.0]
+    """OCR exact match with the text at the first free patch (spread 0)."""
+    rows = [r for r in _eval_rows() if r["task"] == "ocr" and not r.get("variant") and r.get("spread") == 0.0]
     return rows[0]["metrics"]["exact"] if rows else 0.0
 
 
