@@ -37,7 +37,7 @@ def sample_at(
         level: a curriculum level, or a sequence of levels to draw from uniformly (mixing easy and hard samples).
         split: word-list split, "all", "train" or "test" (held-out words, for evaluation).
         sizes: per-task image sizes overriding `IMAGE_SIZES`.
-        made_up_words: share of drawn words replaced by random letter strings (training only).
+        made_up_words: share of drawn words replaced by random strings of letters and digits (training only).
         spread: how much of the free room grid text may be moved within (see `generate_sample`).
     """
     rng = random.Random(f"{seed}:{index}")

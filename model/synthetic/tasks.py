@@ -74,7 +74,8 @@ def generate_sample(
         level: 0 (easiest) .. `MAX_LEVEL`; see each task module's docstring.
         size: (width, height) overriding `IMAGE_SIZES[task]`; sides must be multiples of the patch size.
         split: which part of the English word list to draw words from: "all", "train" or "test" (held out).
-        made_up_words: share of drawn words replaced by random letter strings (a training aid against memorising).
+        made_up_words: share of drawn words replaced by random strings of letters and digits (a training aid against
+            memorising).
         spread: share of the free room that grid text may be moved within, 0 (always at the first free patch, which
             teaches glyphs fastest) to 1 (anywhere; the default).
 

@@ -68,11 +68,16 @@ class WordBank:
         return picked
 
 
+MADE_UP_SYMBOLS = string.ascii_lowercase + string.digits
+
+
 class MadeUpWordBank(WordBank):
-    """A WordBank that replaces a share of its picks with random lowercase letters of the same length.
+    """A WordBank that replaces a share of its picks with random lowercase letters and digits of the same length.
 
     A word list of a few thousand words is small enough for a model to memorise word shapes whole; a made-up string
-    can only be read letter by letter, which is the skill that carries over to held-out words.
+    can only be read letter by letter, which is the skill that carries over to held-out words. Digits are in the mix
+    because no word list has them and poster dates need them: with letters only, the default model read poster titles
+    (0.86) far better than the day numbers under them (0.40).
     """
 
     def __init__(self, words: list[str], share: float):
@@ -84,7 +89,7 @@ class MadeUpWordBank(WordBank):
     def pick(self, rng: random.Random, max_len: int) -> str:
         word = super().pick(rng, max_len)
         if rng.random() < self.share:
-            return "".join(rng.choice(string.ascii_lowercase) for _ in word)
+            return "".join(rng.choice(MADE_UP_SYMBOLS) for _ in word)
         return word
 
 
@@ -100,7 +105,8 @@ def _split_words(split: str) -> list[str]:
 @lru_cache(maxsize=8)
 def word_bank(split: str = "all", made_up_words: float = 0.0) -> WordBank:
     """The vendored English words of one split: "all", "train" (about 90 %) or "test" (held out, about 10 %); with
-    `made_up_words` > 0, that share of the words drawn are random letter strings instead (for training)."""
+    `made_up_words` > 0, that share of the words drawn are random strings of letters and digits instead (for
+    training)."""
     words = _split_words(split)
     return MadeUpWordBank(words, made_up_words) if made_up_words else WordBank(words)
 

@@ -30,7 +30,7 @@ class TrainArgs:
     synthetic: list[str] = field(default_factory=list)  # synthetic tasks streamed instead of files
     synthetic_level: list[int] = field(default_factory=lambda: [0])
     curriculum: bool = False  # open the synthetic levels one after another over the run
-    made_up_words: float = 0.0  # share of synthetic training words replaced by random letter strings
+    made_up_words: float = 0.0  # share of synthetic training words replaced by random strings of letters and digits
     spell_answers: bool = False  # supervise answers one character per token
     placement_spread: list[float] = field(default_factory=lambda: [1.0, 1.0])  # first and last, ramped over the run
     fixed_place_share: float = 0.0  # share of synthetic samples with grid text at its first free patch
@@ -147,8 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--made-up-words",
         type=float,
         metavar="SHARE",
-        help="share of synthetic training words replaced by random letter strings, so that words are read letter by "
-        "letter rather than memorised (evaluation keeps real held-out words)",
+        help="share of synthetic training words replaced by random strings of letters and digits, so that words are "
+        "read letter by letter rather than memorised (evaluation keeps real held-out words)",
     )
     data.add_argument(
         "--placement-spread",

@@ -38,7 +38,7 @@ class SyntheticStream(IterableDataset):
         start: global index of the first sample (samples already consumed by an interrupted run).
         run_samples: samples in the whole run (all processes), for a curriculum or a spread ramp.
         curriculum: open the levels one after another over the run (needs `run_samples`); otherwise mix them all.
-        made_up_words: share of training words replaced by random letter strings.
+        made_up_words: share of training words replaced by random strings of letters and digits.
         spread: (first, last) placement spread of grid text (see `generate_sample`), ramped linearly over the run.
         fixed_place_share: share of samples drawn at spread 0 (text at one place) whatever the ramp says.
     """
