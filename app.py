@@ -7,13 +7,17 @@ python app.py --model BAAI/EVE-7B-HD-v2.0 --device cuda --quantization 4bit
 import logging
 import os
 
+from gradio.utils import get_upload_folder
+from starlette.middleware import Middleware
+
 from eve_app.context import make_context
 from eve_app.jobs import JobRunner
 from eve_app.limits import cap_allocator_arenas
 from eve_app.serving import load_engine
-from eve_app.settings import SECRET_FILE, Settings, parse_settings
+from eve_app.settings import MIB, SECRET_FILE, Settings, parse_settings
 from eve_app.storage import Storage
 from eve_app.ui import CSS, HIDE_SHARE, build_app
+from eve_app.upload_quota import UploadQuota
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -35,15 +39,27 @@ def create_app(argv: list[str] | None = None):
 
 def launch_options(settings: Settings) -> dict:
     """What Gradio may serve and accept: of the data folder only the stored chat images (content-addressed), never
-    the database, its journal, runs, uploads or the secret; uploads no larger than the largest limit."""
+    the database, its journal, runs, uploads or the secret; uploads no larger than the largest limit, within each
+    visitor's hourly budget and the disk's free space."""
     data = settings.data_dir.resolve()
     blocked = [data / name for name in ("eve.db", "eve.db-wal", "eve.db-shm", "runs", "uploads", SECRET_FILE)]
     return {
         "allowed_paths": [str(data / "images")],
         "blocked_paths": [str(path) for path in blocked],
         "max_file_size": settings.max_file_bytes,
+        "app_kwargs": {"middleware": [Middleware(UploadQuota, **upload_quota(settings))]},
         # Sharing a message to the Hub's discussions works only on a Space; elsewhere its button only errors.
         "css": CSS if settings.on_spaces else CSS + HIDE_SHARE,
+    }
+
+
+def upload_quota(settings: Settings) -> dict:
+    return {
+        "bytes_per_window": int(settings.upload_quota_mb * MIB),
+        "window_s": 3600.0,
+        "min_free_bytes": int(settings.min_free_disk_mb * MIB),
+        "cache_dir": get_upload_folder(),
+        "behind_proxy": settings.on_spaces,
     }
 
 

@@ -32,6 +32,8 @@ LIMIT_FLAGS: dict[str, tuple[Any, str]] = {
     "max_concurrent_validations": (1, "fine-tune data validations running at once"),
     "upload_retention_minutes": (60.0, "validated uploads that no job uses are deleted after this long"),
     "cache_hours": (24.0, "files in Gradio's upload cache are deleted after this long"),
+    "upload_quota_mb": (2048.0, "MiB one visitor may upload in an hour (images and fine-tune data together)"),
+    "min_free_disk_mb": (512.0, "uploads are refused when they would leave less free disk than this, in MiB"),
     "partial_save_seconds": (2.0, "a streaming answer's text is saved this often (crash recovery)"),
 }
 
@@ -66,6 +68,8 @@ class Settings:
     max_concurrent_validations: int = LIMIT_FLAGS["max_concurrent_validations"][0]
     upload_retention_minutes: float = LIMIT_FLAGS["upload_retention_minutes"][0]
     cache_hours: float = LIMIT_FLAGS["cache_hours"][0]
+    upload_quota_mb: float = LIMIT_FLAGS["upload_quota_mb"][0]
+    min_free_disk_mb: float = LIMIT_FLAGS["min_free_disk_mb"][0]
     partial_save_seconds: float = LIMIT_FLAGS["partial_save_seconds"][0]
 
     def chat_limits(self) -> ChatLimits:

@@ -22,10 +22,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(args: list[str], port: int, timeout: float = 120) -> subprocess.Popen:
-    """`python app.py ARGS --port PORT` in a process of its own (to kill it, or to measure its memory alone);
-    returns once it answers HTTP."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+def start_server(
+    args: list[str], port: int, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """`python app.py ARGS --port PORT` in a process of its own (to kill it, or to measure its memory alone), with
+    `env` added to the environment; returns once it answers HTTP."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     process = subprocess.Popen(
         [sys.executable, "app.py", *args, "--port", str(port)],
         cwd=PROJECT_ROOT,

@@ -9,6 +9,7 @@ missing. Screenshots of each state go to `test-artifacts/` (gitignored); the REA
     EVE_TEST_MODEL=/tmp/probe/run OMP_NUM_THREADS=1 python -m pytest tests/e2e/test_browser.py -q
 """
 
+import os
 import re
 import shutil
 import time
@@ -16,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from playwright.sync_api import Page, expect, sync_playwright
 
 from eve_app.settings import DEFAULT_MODEL
@@ -420,3 +422,27 @@ def test_fine_tune_validate_preview_launch_reload_and_abort(browser, admin_app, 
         page.close()
     job = ctx.storage.get_job(job_id)
     assert job["status"] == "aborted" and job["error"] is None  # the trainer saved its checkpoint and exited
+
+
+@pytest.mark.parametrize("name", ["desktop", "phone"])
+def test_an_image_beyond_the_upload_quota_is_refused_with_a_message(browser, tmp_path_factory, tmp_path, name):
+    """A visitor past their hourly upload budget sees why their image did not attach, and the chat stays empty."""
+    demo, ctx, url = _serve(
+        ["--model", MODEL, "--data-dir", str(tmp_path_factory.mktemp("browser-quota")), "--upload-quota-mb", "0.05"]
+    )
+    try:
+        image = tmp_path / "noise.png"
+        Image.frombytes("RGB", (160, 160), os.urandom(160 * 160 * 3)).save(image)  # 75 KiB: over the budget
+        page = _page(browser, name)
+        page.goto(url)
+        page.locator("#chat-input input[type=file]").set_input_files(str(image))
+        refusal = page.get_by_text("Upload limit reached").first
+        expect(refusal).to_be_visible(timeout=15_000)
+        refusal.scroll_into_view_if_needed()
+        _shot(page, f"upload-quota-{name}")
+        expect(page.locator('#chat-input img[src*="/gradio_api/file="]')).to_have_count(0)
+        assert ctx.storage.list_conversations() == []
+        page.close()
+    finally:
+        ctx.runner.stop_monitor()
+        demo.close()

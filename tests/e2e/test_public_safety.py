@@ -7,6 +7,7 @@ with crafted uploads, or leave empty conversations behind with refused files.
 
 import io
 import json
+import os
 import threading
 import time
 import zipfile
@@ -19,7 +20,8 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from model.synthetic import write_dataset
-from tests.e2e.helpers import MODEL, free_port, peak_rss_growth
+from eve_app.upload_quota import UploadQuota
+from tests.e2e.helpers import MODEL, free_port, peak_rss_growth, start_server
 
 PASSWORD = "correct horse battery staple"
 LIMITS = [
@@ -272,3 +274,51 @@ def test_tiff_is_read_eps_is_refused_and_nothing_empty_is_left(server, tmp_path)
             {"text": "what is it?", "files": [handle_file(str(eps))]}, "Free chat", api_name="/submit_message"
         )
     assert len(ctx.storage.list_conversations(limit=1000)) == before
+
+
+def test_a_visitor_uploads_no_more_than_the_hourly_quota(tmp_path):
+    """A script posting file after file to Gradio's upload route stops at its quota, with a message that says so;
+    the refused bytes never reach the upload cache."""
+    port = free_port()
+    cache = tmp_path / "gradio-cache"
+    env = {"GRADIO_TEMP_DIR": str(cache)}
+    process = start_server(["--data-dir", str(tmp_path / "data"), "--upload-quota-mb", "1"], port, env=env)
+    try:
+        url = f"http://127.0.0.1:{port}/gradio_api/upload"
+        assert httpx.post(url, files={"files": ("a.bin", b"\0" * (1000 << 10))}).status_code == 200
+        refused = httpx.post(url, files={"files": ("b.bin", b"\0" * (100 << 10))})
+        assert refused.status_code == 429
+        assert "Upload limit reached: 1 MiB per 60 minutes from one visitor" in refused.text
+        assert [path.name for path in cache.rglob("*.bin")] == ["a.bin"]
+        # A chat image from the same visitor is refused the same way, before any model work.
+        noise = tmp_path / "noise.png"
+        Image.frombytes("RGB", (128, 128), os.urandom(128 * 128 * 3)).save(noise)
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        with pytest.raises(Exception, match="429 Too Many Requests"):
+            client.predict({"text": "read", "files": [handle_file(str(noise))]}, "OCR", api_name="/submit_message")
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_uploads_stop_before_the_disk_fills(tmp_path):
+    quota = UploadQuota(
+        None, bytes_per_window=1 << 40, window_s=3600, min_free_bytes=1 << 50, cache_dir=tmp_path / "not-made-yet"
+    )
+    status, message = quota.admit("1.2.3.4", "1000")
+    assert status == 507 and "disk is nearly full" in message
+    quota.min_free_bytes = 0
+    assert quota.admit("1.2.3.4", "1000") is None
+    assert quota.admit("1.2.3.4", None)[0] == 411  # a body of unknown length could be any size
+
+
+def test_the_quota_is_per_visitor_and_frees_up_after_its_window(tmp_path, monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr("eve_app.upload_quota.time.monotonic", lambda: clock[0])
+    quota = UploadQuota(None, bytes_per_window=1000, window_s=60, min_free_bytes=0, cache_dir=tmp_path)
+    assert quota.admit("alice", "800") is None
+    status, message = quota.admit("alice", "300")
+    assert status == 429 and "Try again in 1 minute(s)" in message
+    assert quota.admit("bob", "900") is None  # someone else's budget is untouched
+    clock[0] += 61
+    assert quota.admit("alice", "300") is None
