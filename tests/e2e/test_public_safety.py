@@ -19,8 +19,8 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from model.synthetic import write_dataset
 from eve_app.upload_quota import UploadQuota
+from model.synthetic import write_dataset
 from tests.e2e.helpers import MODEL, free_port, peak_rss_growth, start_server
 
 PASSWORD = "correct horse battery staple"
