@@ -38,13 +38,6 @@ def last_finished_stage(work: Path, stages: Sequence[str]) -> Path:
     return finished[-1]
 
 
-def trained_spread(stage_dir: Path) -> float:
-    """The placement spread a stage ended at (its `--placement-spread` last value; 1, anywhere, when not set)."""
-    args_file = stage_dir / "run_args.json"
-    run_args = json.loads(args_file.read_text()) if args_file.is_file() else {}
-    return float((run_args.get("placement_spread") or [1.0])[-1])
-
-
 def spread_label(spread: Sequence[float] | None) -> str:
     """A run's `--placement-spread` as the card shows it: "0", "0.5", or a ramp "0→1" (runs without it: "1")."""
     first, last = spread or (1.0, 1.0)
