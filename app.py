@@ -11,6 +11,7 @@ from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
 
 from eve_app.context import make_context
+from eve_app.event_guard import EventGuard
 from eve_app.jobs import JobRunner
 from eve_app.limits import cap_allocator_arenas
 from eve_app.serving import load_engine
@@ -40,14 +41,19 @@ def create_app(argv: list[str] | None = None):
 def launch_options(settings: Settings) -> dict:
     """What Gradio may serve and accept: of the data folder only the stored chat images (content-addressed), never
     the database, its journal, runs, uploads or the secret; uploads no larger than the largest limit, within each
-    visitor's hourly budget and the disk's free space."""
+    visitor's hourly budget and the disk's free space; event requests of bounded size that name no remote file."""
     data = settings.data_dir.resolve()
     blocked = [data / name for name in ("eve.db", "eve.db-wal", "eve.db-shm", "runs", "uploads", SECRET_FILE)]
     return {
         "allowed_paths": [str(data / "images")],
         "blocked_paths": [str(path) for path in blocked],
         "max_file_size": settings.max_file_bytes,
-        "app_kwargs": {"middleware": [Middleware(UploadQuota, **upload_quota(settings))]},
+        "app_kwargs": {
+            "middleware": [
+                Middleware(UploadQuota, **upload_quota(settings)),
+                Middleware(EventGuard, max_bytes=int(settings.max_request_mb * MIB)),
+            ]
+        },
         # Sharing a message to the Hub's discussions works only on a Space; elsewhere its button only errors.
         "css": CSS if settings.on_spaces else CSS + HIDE_SHARE,
     }

@@ -34,6 +34,7 @@ LIMIT_FLAGS: dict[str, tuple[Any, str]] = {
     "cache_hours": (24.0, "files in Gradio's upload cache are deleted after this long"),
     "upload_quota_mb": (2048.0, "MiB one visitor may upload in an hour (images and fine-tune data together)"),
     "min_free_disk_mb": (512.0, "uploads are refused when they would leave less free disk than this, in MiB"),
+    "max_request_mb": (8.0, "largest request to an event (a question, its settings and the chat it sends), in MiB"),
     "partial_save_seconds": (2.0, "a streaming answer's text is saved this often (crash recovery)"),
 }
 
@@ -70,6 +71,7 @@ class Settings:
     cache_hours: float = LIMIT_FLAGS["cache_hours"][0]
     upload_quota_mb: float = LIMIT_FLAGS["upload_quota_mb"][0]
     min_free_disk_mb: float = LIMIT_FLAGS["min_free_disk_mb"][0]
+    max_request_mb: float = LIMIT_FLAGS["max_request_mb"][0]
     partial_save_seconds: float = LIMIT_FLAGS["partial_save_seconds"][0]
 
     def chat_limits(self) -> ChatLimits:

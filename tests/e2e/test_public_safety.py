@@ -35,6 +35,8 @@ LIMITS = [
     "200",
     "--upload-retention-minutes",
     "0.02",
+    "--max-request-mb",
+    "1",
 ]
 
 
@@ -322,3 +324,29 @@ def test_the_quota_is_per_visitor_and_frees_up_after_its_window(tmp_path, monkey
     assert quota.admit("bob", "900") is None  # someone else's budget is untouched
     clock[0] += 61
     assert quota.admit("alice", "300") is None
+
+
+def test_files_given_as_links_are_refused_and_never_fetched(server, monkeypatch):
+    """A file whose path is a link would have the server download it into its cache, of any size and past the upload
+    quota; the request is refused before Gradio reads it."""
+    fetched = []
+
+    async def download(url: str, cache_dir: str) -> str:
+        fetched.append(url)
+        path = Path(cache_dir) / "fetched.png"
+        Image.new("RGB", (64, 32), "white").save(path)
+        return str(path)
+
+    monkeypatch.setattr("gradio.processing_utils.async_ssrf_protected_download", download)
+    link = {"path": "https://example.com/huge.png", "meta": {"_type": "gradio.FileData"}}
+    with pytest.raises(Exception, match="400 Bad Request"):
+        client_of(server).predict({"text": "read", "files": [link]}, "OCR", api_name="/submit_message")
+    assert fetched == []
+
+
+def test_an_oversized_event_request_is_refused_unread(server):
+    url, _ctx = server
+    question = "x" * (2 << 20)  # 2 MiB against the server's 1 MiB
+    body = {"data": [{"text": question, "files": []}, "OCR"], "fn_index": 0, "session_hash": "abc"}
+    response = httpx.post(f"{url}gradio_api/queue/join", json=body)
+    assert response.status_code == 413 and "larger than 1 MiB" in response.text
