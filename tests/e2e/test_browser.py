@@ -83,14 +83,15 @@ def admin_app(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def long_answers_app(tiny_checkpoint, tmp_path_factory):
-    """Random weights in the official layout: answers run for thousands of tokens, long enough to press Stop. Each
-    forward pass is held 5 ms, so that 2,048 tokens take over 10 s: unslowed, this model writes them in under 5 s on
-    an idle CPU, before a browser that also renders them has clicked."""
+def long_answers_app(endless_checkpoint, tmp_path_factory):
+    """Random weights in the official layout that never write an end token: every answer runs to max new tokens,
+    long enough to press Stop. Each forward pass is held 10 ms, so that 2,048 tokens take over 20 s: unslowed, this
+    model writes them in under 5 s on an idle CPU, and on a loaded one (CI beside a training run) the answer had
+    ended before a browser that also renders it had clicked."""
     demo, ctx, url = _serve(
-        ["--model", str(tiny_checkpoint), "--data-dir", str(tmp_path_factory.mktemp("browser-long"))]
+        ["--model", str(endless_checkpoint), "--data-dir", str(tmp_path_factory.mktemp("browser-long"))]
     )
-    ctx.engine.model.register_forward_pre_hook(lambda module, args: time.sleep(0.005))
+    ctx.engine.model.register_forward_pre_hook(lambda module, args: time.sleep(0.01))
     yield url, ctx
     ctx.runner.stop_monitor()
     demo.close()
