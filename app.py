@@ -11,14 +11,13 @@ from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
 
 from eve_app.context import make_context
-from eve_app.event_guard import EventGuard
 from eve_app.jobs import JobRunner
 from eve_app.limits import cap_allocator_arenas
+from eve_app.request_limits import EventGuard, UploadQuota
 from eve_app.serving import load_engine
 from eve_app.settings import MIB, SECRET_FILE, Settings, parse_settings
 from eve_app.storage import Storage
 from eve_app.ui import CSS, HIDE_SHARE, build_app
-from eve_app.upload_quota import UploadQuota
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 

@@ -19,7 +19,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from eve_app.upload_quota import UploadQuota
+from eve_app.request_limits import UploadQuota
 from model.synthetic import write_dataset
 from tests.e2e.helpers import MODEL, free_port, peak_rss_growth, start_server
 
@@ -316,7 +316,7 @@ def test_uploads_stop_before_the_disk_fills(tmp_path):
 
 def test_the_quota_is_per_visitor_and_frees_up_after_its_window(tmp_path, monkeypatch):
     clock = [1000.0]
-    monkeypatch.setattr("eve_app.upload_quota.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("eve_app.request_limits.time.monotonic", lambda: clock[0])
     quota = UploadQuota(None, bytes_per_window=1000, window_s=60, min_free_bytes=0, cache_dir=tmp_path)
     assert quota.admit("alice", "800") is None
     status, message = quota.admit("alice", "300")

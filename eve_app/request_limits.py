@@ -1,0 +1,172 @@
+"""Limits on raw requests, applied before Gradio reads them: `UploadQuota` on the upload route, `EventGuard` on
+the event endpoints.
+
+Gradio writes every file posted to `/gradio_api/upload` into its cache before any event handler sees it, and keeps it
+for `--cache-hours`; `max_file_size` bounds one file, not how many a stranger posts, so a script could fill the disk
+of a public Space in minutes. Every event of the UI is also an endpoint (`/gradio_api/queue/join`, `/call/...`,
+`/run/...`) whose JSON body Gradio reads whole, and a file in it whose `path` is an http(s) link is downloaded by the
+server into the same cache, of any size. Both are answered here, so a refused request costs nothing on disk.
+"""
+
+import json
+import logging
+import shutil
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+from gradio_client.utils import is_http_url_like
+from starlette.requests import HTTPConnection
+from starlette.responses import PlainTextResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .security import client_address
+from .settings import MIB
+
+logger = logging.getLogger("eve_app.refused")
+API_PREFIX = "/gradio_api/"
+UPLOAD_ROUTE = API_PREFIX + "upload"
+
+
+async def refuse(status: int, message: str, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer a request with `message` (one log line for the operator, as `ui.refusals.refuse` does for events)."""
+    logger.info("refused: %s", message)
+    await PlainTextResponse(message, status_code=status)(scope, receive, send)
+
+
+class UploadQuota:
+    """ASGI middleware: each visitor (client address) may upload `bytes_per_window` within `window_s` seconds, and no
+    upload may leave the upload cache's disk with less than `min_free_bytes` free. Uploads are charged their declared
+    length (the server reads no more than that) before Gradio reads the body."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        bytes_per_window: int,
+        window_s: float,
+        min_free_bytes: int,
+        cache_dir: Path,
+        behind_proxy: bool = False,
+    ):
+        self.app = app
+        self.bytes_per_window = bytes_per_window
+        self.window_s = window_s
+        self.min_free_bytes = min_free_bytes
+        self.cache_dir = Path(cache_dir)
+        self.behind_proxy = behind_proxy
+        self._uploads: dict[str, deque[tuple[float, int]]] = {}
+        self._lock = threading.Lock()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith(UPLOAD_ROUTE):
+            connection = HTTPConnection(scope)
+            refusal = self.admit(
+                client_address(connection, self.behind_proxy), connection.headers.get("content-length")
+            )
+            if refusal is not None:
+                await refuse(*refusal, scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def admit(self, client: str, content_length: str | None) -> tuple[int, str] | None:
+        """None if `client` may upload `content_length` bytes now (and charge them), else (HTTP status, message)."""
+        if content_length is None or not content_length.isdigit():
+            return 411, "Uploads must declare their size (Content-Length)."
+        size = int(content_length)
+        if self.free_bytes() - size < self.min_free_bytes:
+            return 507, "The server's disk is nearly full, so uploads are paused. Try again later."
+        now = time.monotonic()
+        with self._lock:
+            recent = self._uploads.setdefault(client, deque())
+            while recent and recent[0][0] <= now - self.window_s:
+                recent.popleft()
+            if sum(n for _, n in recent) + size > self.bytes_per_window:
+                wait = self.window_s - (now - recent[0][0]) if recent else self.window_s
+                return 429, (
+                    f"Upload limit reached: {round(self.bytes_per_window / MIB, 2):g} MiB per "
+                    f"{self.window_s / 60:g} minutes from one visitor. Try again in {max(1, round(wait / 60))} minute(s)."
+                )
+            recent.append((now, size))
+            self._forget_idle(now)
+        return None
+
+    def free_bytes(self) -> int:
+        """Free space on the disk that holds the upload cache (made by Gradio on first use)."""
+        folder = self.cache_dir
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        return shutil.disk_usage(folder).free
+
+    def _forget_idle(self, now: float) -> None:
+        """Drop visitors with nothing left in the window, so that the table stays as small as the recent traffic."""
+        for client in [c for c, recent in self._uploads.items() if not recent or recent[-1][0] <= now - self.window_s]:
+            del self._uploads[client]
+
+
+class EventGuard:
+    """ASGI middleware for POST requests under `/gradio_api/` other than uploads: a body larger than `max_bytes` is
+    refused unread, and one that names a file by a link is refused (files come in through the upload route only)."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        guarded = scope["type"] == "http" and scope["method"] == "POST" and API_PREFIX in scope["path"]
+        if not guarded or scope["path"].endswith(UPLOAD_ROUTE):
+            await self.app(scope, receive, send)
+            return
+        too_large = f"The request is larger than {self.max_bytes / MIB:g} MiB."
+        declared = HTTPConnection(scope).headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await refuse(413, too_large, scope, receive, send)
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                await refuse(413, too_large, scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        if remote_file(bytes(body)) is not None:
+            await refuse(400, "Files must be uploaded, not given as links.", scope, receive, send)
+            return
+        await self.app(scope, _replay(bytes(body), receive), send)
+
+
+def remote_file(body: bytes) -> str | None:
+    """The first file in a JSON event body whose `path` is an http(s) link; None if there is none (or no JSON)."""
+    try:
+        stack = [json.loads(body)]
+    except ValueError:
+        return None  # not ours to judge: Gradio answers malformed requests itself
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            path = item.get("path")
+            if isinstance(path, str) and is_http_url_like(path):
+                return path
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands the app the body already read, then whatever the connection sends next."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
