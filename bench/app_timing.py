@@ -18,11 +18,11 @@ def random_images(folder: Path, count: int, size: tuple[int, int] = (160, 120), 
     return paths
 
 
-def stored_ttfts(ctx) -> list[float]:
+def stored_ttfts(storage) -> list[float]:
     """Engine TTFTs of the /answer calls, oldest first, from the stored generation records."""
     rows = []
-    for summary in ctx.storage.list_conversations(owner="admin", limit=1000):
-        for message in ctx.storage.get_conversation(summary["id"])["messages"]:
+    for summary in storage.list_conversations(owner="admin", limit=1000):
+        for message in storage.get_conversation(summary["id"])["messages"]:
             if message["role"] == "assistant" and message["generation"]:
                 rows.append((message["generation"]["created_at"], message["generation"]["time_to_first_token"]))
     return [ttft for _, ttft in sorted(rows)]

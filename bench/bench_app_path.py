@@ -3,7 +3,10 @@
 Starts the real app in this process (the shipped model unless --model, a fresh temporary data folder), warms it up,
 then sends N sequential `/answer` calls through gradio_client, each with a new image, and times each from `submit` to
 the first streamed chunk. The engine's own time to first token comes from the stored generation records; the app's
-overhead is the difference (issue 14: <= 50 ms). Every stage of a call is timed too (the app's objects are wrapped
+overhead is the difference (issue 14: <= 50 ms). Three clients: `gradio` (a stock gradio_client `Client(url)`),
+`gradio-ssl` (the same with one SSL context to reuse, see README's Scripting API) and `http` (Gradio's HTTP API as
+curl uses it: upload, POST /call/answer, read its event stream, over one kept-alive connection), which adds nothing
+of its own to the path. Every stage of a call is timed too (the app's objects are wrapped
 in this process; nothing in the app changes), so the table shows where the overhead goes:
 
     upload          client: handle_file's upload (a POST of the image to /gradio_api/upload)
@@ -19,7 +22,7 @@ in this process; nothing in the app changes), so the table shows where the overh
     to_client       that piece through the handler, Gradio's queue and SSE to the client's reader thread
     client_pickup   gradio_client's reader thread until the job iterator hands the chunk out
 
-    OMP_NUM_THREADS=1 python bench/bench_app_path.py [--calls 20] [--warmup 3] [--model assets/eve-tiny]
+    OMP_NUM_THREADS=1 python bench/bench_app_path.py [--client gradio|gradio-ssl|http] [--calls 20] [--model DIR]
 """
 
 import argparse
@@ -34,6 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import certifi
+import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -149,7 +153,8 @@ def instrument_http(demo, marks: Marks) -> None:
 
     async def timed(scope, receive, send):
         path = scope.get("path", "") if scope["type"] == "http" else ""
-        name = "upload" if path.endswith("/upload") else "join" if path.endswith("/queue/join") else None
+        joins = path.endswith("/queue/join") or path.endswith("/call/answer")
+        name = "upload" if path.endswith("/upload") else "join" if joins else None
         if name is None:
             return await inner(scope, receive, send)
         marks.mark(f"{name}_server_start")
@@ -180,6 +185,27 @@ def instrument_client(client, marks: Marks) -> None:
     Endpoint._upload_file = timed_upload
 
 
+def answer_over_http(http: httpx.Client, image: str, rest: list, marks: Marks) -> None:
+    """One `/answer` call through Gradio's HTTP API (what `curl` does; see Gradio's "Querying Gradio Apps with
+    Curl"): upload the image, start the call, read its server-sent events to the end."""
+    with open(image, "rb") as file:
+        uploaded = http.post("/upload", files={"files": (Path(image).name, file, "image/png")})
+    marks.mark("upload_end")
+    image_data = {"path": uploaded.raise_for_status().json()[0], "meta": {"_type": "gradio.FileData"}}
+    started = http.post("/call/answer", json={"data": [image_data, *rest]})
+    marks.mark("join_end")
+    event = None
+    with http.stream("GET", f"/call/answer/{started.raise_for_status().json()['event_id']}") as stream:
+        for line in stream.iter_lines():
+            if line.startswith("event:"):
+                event = line.removeprefix("event:").strip()
+            elif line.startswith("data:") and event == "generating":
+                marks.mark("arrived")
+                marks.mark("first")
+            elif line.startswith("data:") and event == "error":
+                raise RuntimeError(f"/answer failed: {line}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=20, help="timed /answer calls")
@@ -187,11 +213,7 @@ def main() -> None:
     parser.add_argument("--model", help="checkpoint (default: the shipped assets/eve-tiny)")
     parser.add_argument("--tokens", type=int, default=16, help="max_new_tokens of each call")
     parser.add_argument("--size", default="160x120", help="image size WxH (random pixels, PNG)")
-    parser.add_argument(
-        "--shared-ssl-context",
-        action="store_true",
-        help="give gradio_client one SSL context to reuse (by default each of its requests builds its own)",
-    )
+    parser.add_argument("--client", choices=["gradio", "gradio-ssl", "http"], default="gradio")
     args = parser.parse_args()
 
     from gradio_client import Client, handle_file
@@ -212,17 +234,24 @@ def main() -> None:
         marks = Marks()
         instrument_server(ctx, marks)
         instrument_http(demo, marks)
-        verify = ssl.create_default_context(cafile=certifi.where()) if args.shared_ssl_context else True
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False, ssl_verify=verify)  # type: ignore[arg-type]
-        instrument_client(client, marks)
         preset = ctx.presets[0].name
+        if args.client == "http":
+            http = httpx.Client(base_url=f"http://127.0.0.1:{port}/gradio_api", timeout=60)
 
-        def answer(image: str) -> None:
-            call = marks.new()
-            call["submit"] = time.perf_counter()
-            job = client.submit(handle_file(image), preset, "", args.tokens, api_name="/answer")
-            for _ in job:
-                marks.mark("first")
+            def answer(image: str) -> None:
+                marks.new()["submit"] = time.perf_counter()
+                answer_over_http(http, image, [preset, "", args.tokens], marks)
+
+        else:
+            verify = ssl.create_default_context(cafile=certifi.where()) if args.client == "gradio-ssl" else True
+            client = Client(f"http://127.0.0.1:{port}/", verbose=False, ssl_verify=verify)  # type: ignore[arg-type]
+            instrument_client(client, marks)
+
+            def answer(image: str) -> None:
+                marks.new()["submit"] = time.perf_counter()
+                job = client.submit(handle_file(image), preset, "", args.tokens, api_name="/answer")
+                for _ in job:
+                    marks.mark("first")
 
         for image in images[: args.warmup]:
             answer(image)
@@ -230,7 +259,7 @@ def main() -> None:
         for image in images[args.warmup :]:
             answer(image)
         calls = marks.calls
-        ttfts = stored_ttfts(ctx)[-len(calls) :]
+        ttfts = stored_ttfts(ctx.storage)[-len(calls) :]
         report(calls, ttfts, ctx.engine.describe(), preset, args)
     finally:
         demo.close()
@@ -256,7 +285,10 @@ def report(calls: list[dict[str, float]], ttfts: list[float], engine: str, prese
     def ms(values: list[float]) -> str:
         return f"{statistics.median(values) * 1000:7.1f} {max(values) * 1000:7.1f}"
 
-    print(f"\n## /answer on {engine}: {len(calls)} sequential calls ({preset}, {args.tokens} tokens, {args.size} PNG)")
+    print(
+        f"\n## /answer on {engine}, client {args.client}: {len(calls)} sequential calls ({preset}, {args.tokens} "
+        f"tokens, {args.size} PNG)"
+    )
     print(f"{'stage':<16} {'p50 ms':>7} {'max ms':>7}")
     servers = {
         name: [c[f"{name}_server_end"] - c[f"{name}_server_start"] for c in calls if f"{name}_server_end" in c]
