@@ -153,7 +153,9 @@ def report(calls: list[dict], ttfts: list[float], args) -> None:
     def ms(values: list[float]) -> str:
         return f"p50 {statistics.median(values) * 1000:.0f} ms, max {max(values) * 1000:.0f} ms"
 
-    print(f"\n## A visitor's question in Chromium, --backend {args.backend}: {len(calls)} fresh chats ({args.size} PNG)")
+    print(
+        f"\n## A visitor's question in Chromium, --backend {args.backend}: {len(calls)} fresh chats ({args.size} PNG)"
+    )
     print(f"upload (while the visitor types): {ms([c['upload'] for c in calls])}")
     print(f"Enter to the first answer text on the page: {ms(firsts)}")
     print(f"  Enter to the first event's request (the page's script): {ms([c['to_first_event'] for c in calls])}")

@@ -153,7 +153,7 @@ def instrument_http(demo, marks: Marks) -> None:
 
     async def timed(scope, receive, send):
         path = scope.get("path", "") if scope["type"] == "http" else ""
-        joins = path.endswith("/queue/join") or path.endswith("/call/answer")
+        joins = path.endswith(("/queue/join", "/call/answer"))
         name = "upload" if path.endswith("/upload") else "join" if joins else None
         if name is None:
             return await inner(scope, receive, send)
