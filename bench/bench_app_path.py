@@ -1,16 +1,16 @@
 """The app's own request path on the transformers backend: what `/answer` adds to the engine's time to first token.
 
-Starts the real app in this process (the shipped model unless --model, a fresh temporary data folder), warms it up,
-then sends N sequential `/answer` calls through gradio_client, each with a new image, and times each from `submit` to
+Starts the real app in this process (the shipped model unless --model, a fresh temporary data folder), warms it up, then
+sends N sequential `/answer` calls through one of three clients, each with a new image, and times each from `submit` to
 the first streamed chunk. The engine's own time to first token comes from the stored generation records; the app's
-overhead is the difference (issue 14: <= 50 ms). Three clients: `gradio` (a stock gradio_client `Client(url)`),
-`gradio-ssl` (the same with one SSL context to reuse, see README's Scripting API) and `http` (Gradio's HTTP API as
-curl uses it: upload, POST /call/answer, read its event stream, over one kept-alive connection), which adds nothing
-of its own to the path. Every stage of a call is timed too (the app's objects are wrapped
-in this process; nothing in the app changes), so the table shows where the overhead goes:
+overhead is the difference (issue 14: <= 50 ms). The clients: `gradio` (a stock gradio_client `Client(url)`),
+`gradio-ssl` (the same with one SSL context to reuse, see README's Scripting API) and `http` (Gradio's HTTP API as curl
+uses it: upload, POST /call/answer, read its event stream, over one kept-alive connection), which adds nothing of its
+own to the path. Every stage of a call is timed too (the app's objects are wrapped in this process; nothing in the app
+changes), so the table shows where the overhead goes:
 
-    upload          client: handle_file's upload (a POST of the image to /gradio_api/upload)
-    join            client: the POST to /queue/join, until its reply
+    upload          client: the POST of the image to /gradio_api/upload
+    join            client: the POST to /queue/join (or /call/answer), until its reply
     queue           the server: from the join reply until the handler checks the image
     check_message   the image checks (size, format, header, full decode)
     save_question   reading the file, hashing and storing it, saving the question (one transaction)
