@@ -1,8 +1,9 @@
 """The app's own request path as a visitor sees it: from pressing Enter in the chat box to the first answer text on
 the page, minus the engine's own time to first token (issue 14: <= 50 ms).
 
-Starts `app.py` in a subprocess (any backend, any Python: the vLLM backend runs in `.venv-vllm`) with a fresh data
-folder and OMP_NUM_THREADS=1, so the browser has the other core, as it would on a visitor's machine. Then, in
+Starts `app.py` in a subprocess (`tests.e2e.helpers.start_server`: any backend, any Python, as the vLLM backend runs
+in `.venv-vllm`) with a fresh data folder and OMP_NUM_THREADS=1, so the browser has the other core, as it would on a
+visitor's machine. Then, in
 headless Chromium, for each call: open the app, attach a new image (random pixels, so each is stored anew), type the
 question, press Enter. The page notes `performance.now()` at the key press and when the answer bubble first holds
 text (a MutationObserver, before paint). The engine's time to first token comes from the stored generation record.
@@ -14,14 +15,10 @@ when the image is attached, while the visitor types; its time is shown on its ow
 """
 
 import argparse
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,28 +50,6 @@ UPLOAD_MS = """() => { const up = performance.getEntriesByType('resource').filte
 
 JOINS = """() => performance.getEntriesByType('resource').filter(e => e.name.includes('/queue/join')
                    && e.startTime >= window.__pressed).map(e => [e.startTime, e.responseEnd]).slice(0, 2)"""
-
-
-def start_app(python: str, argv: list[str], port: int, log: Path) -> subprocess.Popen:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", OMP_NUM_THREADS="1")
-    process = subprocess.Popen(
-        [python, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port), *argv],
-        cwd=ROOT,
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the app exited with {process.returncode}; see {log}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2):
-                return process
-        except OSError:
-            time.sleep(1)
-    process.kill()
-    raise SystemExit(f"the app did not start within 300 s; see {log}")
 
 
 def ask(page, url: str, image: str, question: str, timeout_ms: int) -> dict:
@@ -118,7 +93,7 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     from eve_app.storage import Storage
-    from tests.e2e.helpers import free_port
+    from tests.e2e.helpers import free_port, start_server
     from tests.e2e.test_browser import CHROMIUM_ARGS
 
     work = Path(tempfile.mkdtemp(prefix="bench-app-browser-"))
@@ -127,7 +102,7 @@ def main() -> None:
     port = free_port()
     argv = ["--backend", args.backend, "--data-dir", str(work / "data")]
     argv += ["--model", args.model] if args.model else []
-    app = start_app(args.python, argv, port, work / "app.log")
+    app = start_server(["--host", "127.0.0.1", *argv], port, timeout=300, python=args.python)
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)

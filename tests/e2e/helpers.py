@@ -23,13 +23,18 @@ def free_port() -> int:
 
 
 def start_server(
-    args: list[str], port: int, timeout: float = 120, env: dict[str, str] | None = None
+    args: list[str],
+    port: int,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
+    python: str = sys.executable,
 ) -> subprocess.Popen:
     """`python app.py ARGS --port PORT` in a process of its own (to kill it, or to measure its memory alone), with
-    `env` added to the environment; returns once it answers HTTP."""
+    `env` added to the environment and `python` another environment's interpreter if need be (the vLLM backend's);
+    returns once it answers HTTP."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     process = subprocess.Popen(
-        [sys.executable, "app.py", *args, "--port", str(port)],
+        [python, "app.py", *args, "--port", str(port)],
         cwd=PROJECT_ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
