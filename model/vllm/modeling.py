@@ -8,6 +8,10 @@ running requests into one [T, hidden] batch; the model receives the raw token id
 projection and MLP on its own modality's rows only (a decode step or a text-only batch takes the text path with no
 indexing at all). The linear layers are vLLM's tensor-parallel ones, so `--tensor-parallel-size` splits both copies
 the same way. Weights load from the official key names (see `load_weights`).
+
+Text-only batches (every decode step) run `EveVllmModel.forward`, which has no data-dependent branch, so vLLM can
+compile it (`support_torch_compile`; on by default on a CPU, off with `enforce_eager`); batches with image rows run
+`forward_routed` eagerly, because how many rows each modality has is only known at run time.
 """
 
 from collections.abc import Iterable
@@ -15,6 +19,7 @@ from typing import cast
 
 import torch
 from torch import nn
+from vllm.compilation.decorators import support_torch_compile
 from vllm.config import VllmConfig
 from vllm.distributed import get_tensor_model_parallel_world_size
 from vllm.model_executor.layers.activation import SiluAndMul
@@ -83,6 +88,9 @@ class Modalities:
         if self.text.numel():
             out.index_copy_(0, self.text, text_fn(x.index_select(0, self.text)))
         return out
+
+
+TEXT_ONLY = Modalities(None, image_token_id=-1)
 
 
 class EveVllmMLP(nn.Module):
@@ -206,6 +214,7 @@ class EveVllmDecoderLayer(nn.Module):
         return hidden_states + modalities.apply(mlp_text, lambda x: vision_mlp(vision_norm(x)), hidden_states)
 
 
+@support_torch_compile(dynamic_arg_dims={"positions": 0, "inputs_embeds": 0})
 class EveVllmModel(nn.Module):
     """Embeddings, patch embedding (`vision_tower`, the library's own module), routed layers, final norm."""
 
@@ -222,7 +231,14 @@ class EveVllmModel(nn.Module):
         # Two small convolutions and two vectors: replicated on every GPU, not split.
         self.vision_tower = EvePatchEmbedding(config)
 
-    def forward(self, positions: torch.Tensor, inputs_embeds: torch.Tensor, modalities: Modalities) -> torch.Tensor:
+    def forward(self, positions: torch.Tensor, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        """A batch of text tokens only: the branch-free path that vLLM compiles."""
+        return self.forward_routed(positions, inputs_embeds, TEXT_ONLY)
+
+    def forward_routed(
+        self, positions: torch.Tensor, inputs_embeds: torch.Tensor, modalities: Modalities
+    ) -> torch.Tensor:
+        """Any batch: each row through its own modality's weights (eager when there are image rows)."""
         hidden_states = inputs_embeds
         for layer in self.layers:
             hidden_states = layer(positions, hidden_states, modalities)
@@ -303,7 +319,9 @@ class EveVllmForCausalLM(nn.Module, SupportsMultiModal):
         if inputs_embeds is None:
             inputs_embeds = self.model.embed_tokens(input_ids)
         modalities = Modalities(input_ids, self.image_token_id)
-        return self.model(positions, inputs_embeds, modalities)
+        if modalities.mixed:
+            return self.model.forward_routed(positions, inputs_embeds, modalities)
+        return self.model(positions, inputs_embeds)
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
         logits = self.logits_processor(self.lm_head, hidden_states)

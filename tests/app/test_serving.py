@@ -1,6 +1,7 @@
 """The engine seam without vLLM: backend choice from the settings, and the prompt checks the vLLM backends share."""
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -91,3 +92,20 @@ def test_vllm_on_a_cpu_runs_its_worker_in_the_engine_process(monkeypatch, tmp_pa
     assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in os.environ
     assert engine_args(str(tmp_path), "cpu", None)["distributed_executor_backend"] == "uni"
     assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+
+
+def test_vllm_compiles_on_a_cpu_with_a_compiler_and_runs_eagerly_without(monkeypatch, tmp_path):
+    """The compiled text path is the CPU default; a machine without a C++ compiler still serves, eagerly."""
+    from eve_app.serving.vllm_engine import engine_args
+
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    monkeypatch.delenv("EVE_VLLM_ENGINE_ARGS", raising=False)
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
+    monkeypatch.setenv("CXX", sys.executable)  # any program on the path
+    assert engine_args(str(tmp_path), "cpu", None)["enforce_eager"] is False
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    assert engine_args(str(tmp_path), "cpu", None)["enforce_eager"] is True
+    assert engine_args(str(tmp_path), "cuda", None)["enforce_eager"] is True  # untried on GPUs
+    monkeypatch.setenv("EVE_VLLM_ENGINE_ARGS", '{"enforce_eager": true}')
+    monkeypatch.setenv("CXX", sys.executable)
+    assert engine_args(str(tmp_path), "cpu", None)["enforce_eager"] is True

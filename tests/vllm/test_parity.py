@@ -5,7 +5,8 @@ Two random checkpoints with a dedicated `<|image_pad|>` token: the official layo
 default model once it has that token (issue 13's retrained one). Each runs one
 batch through one vLLM engine: no image, one image, two images, and a multi-turn conversation with an image in each
 user turn (the second with prefill in chunks that split images). The prompt vLLM builds from text must also be the
-library processor's, token for token.
+library processor's, token for token. The default-model shape runs twice: eager, and compiled as the app's CPU
+backend runs it (text-only steps through the compiled graph, chunks with image rows eagerly).
 """
 
 import gc
@@ -17,6 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
+from eve_app.serving.vllm_engine import CPU_COMPILATION
 from tests.vllm.checkpoints import write_default_shaped, write_official
 from tests.vllm.engine_args import ENGINE_ARGS
 
@@ -108,7 +110,7 @@ def _vllm(folder: Path, **engine_args) -> dict[str, dict]:
 SHIPPED = Path(os.environ.get("EVE_TEST_MODEL", Path(__file__).resolve().parents[2] / "assets" / "eve-tiny"))
 
 
-@pytest.fixture(scope="module", params=["official", "default-shaped", "shipped"])
+@pytest.fixture(scope="module", params=["official", "default-shaped", "compiled", "shipped"])
 def both(request, tmp_path_factory):
     if request.param == "shipped":
         from transformers import AutoTokenizer
@@ -123,7 +125,9 @@ def both(request, tmp_path_factory):
     write_default_shaped(folder)
     # Chunked prefill in steps of 64 tokens: every 157-token image is split across chunks, so the image rows of a
     # chunk and the embeddings vLLM cached for the rest of the image must still line up.
-    return request.param, _reference(folder), _vllm(folder, max_num_batched_tokens=64, enable_chunked_prefill=True)
+    chunked = {"max_num_batched_tokens": 64, "enable_chunked_prefill": True}
+    compiled = {"enforce_eager": False, "compilation_config": CPU_COMPILATION} if request.param == "compiled" else {}
+    return request.param, _reference(folder), _vllm(folder, **chunked, **compiled)
 
 
 @pytest.mark.parametrize("conversation", list(CONVERSATIONS))

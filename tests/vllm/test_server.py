@@ -60,7 +60,6 @@ def server(checkpoint, tmp_path_factory):
             str(port),
             "--dtype",
             "float32",
-            "--enforce-eager",
             "--block-size",
             "32",
             "--gpu-memory-utilization",
