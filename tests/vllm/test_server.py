@@ -43,7 +43,8 @@ def server(checkpoint, tmp_path_factory):
     """Base URL of `python -m vllm.entrypoints.openai.api_server --model CHECKPOINT` (the plugin loads itself)."""
     port = free_port()
     log = (tmp_path_factory.mktemp("server") / "server.log").open("w")
-    # As the README serves on a CPU: the worker inside the engine core's process (see eve_app.serving.vllm_engine).
+    # As the README serves on a CPU: the worker inside the engine core's process, the text path compiled (see
+    # eve_app.serving.vllm_engine).
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen(
         [
@@ -62,6 +63,8 @@ def server(checkpoint, tmp_path_factory):
             "float32",
             "--block-size",
             "32",
+            "--compilation-config",
+            '{"custom_ops": ["all"]}',
             "--gpu-memory-utilization",
             "0.2",
             "--mm-processor-cache-gb",
