@@ -80,7 +80,6 @@ def run_chats(engine, images: list[str], chats: int, turns: int, tokens: int) ->
 
 def part_concurrent_and_app(args, work: Path) -> None:
     import httpx
-    import torch
     from gradio_client import Client, handle_file
 
     from app import create_app, launch_options
