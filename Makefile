@@ -27,7 +27,7 @@ setup-tf519: $(VENV_TF519)/.installed
 $(VENV_TF519)/.installed: requirements-model.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV_TF519)
 	$(PY_TF519) -m pip install --upgrade pip -q
-	$(PY_TF519) -m pip install -q -r requirements-model.txt "transformers==5.19.*" "pytest>=9.0,<10"
+	$(PY_TF519) -m pip install -q -r requirements-model.txt "transformers==5.19.*" "pytest>=9.0,<10" "pytest-timeout>=2.4,<3"
 	touch $@
 
 run: setup

@@ -5,7 +5,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -14,6 +16,26 @@ from model.shared import PROJECT_ROOT
 
 # The e2e tests run the shipped default model; EVE_TEST_MODEL points them at another checkpoint while developing.
 MODEL = os.environ.get("EVE_TEST_MODEL", DEFAULT_MODEL)
+
+
+def streamed(job: Any, timeout: float = 300.0) -> Iterator[Any]:
+    """A gradio_client job's outputs as they arrive. The job's own iterator spins forever once the job has failed (a
+    refused upload, say); this one raises the job's error, or TimeoutError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    seen = 0
+    while True:
+        done = job.done()  # read before the outputs, so that none arriving in between is missed
+        outputs = job.outputs()
+        yield from outputs[seen:]
+        seen = len(outputs)
+        if done:
+            if job.exception() is not None:
+                raise job.exception()
+            return
+        if time.monotonic() > deadline:
+            job.cancel()
+            raise TimeoutError(f"no end to the job after {timeout:g} s")
+        time.sleep(0.005)
 
 
 def free_port() -> int:

@@ -13,7 +13,7 @@ from gradio_client.exceptions import AppError
 from model.evaluation import score_sample
 from model.evaluation.metrics import MAIN_METRIC
 from model.synthetic import generate_sample
-from tests.e2e.helpers import MODEL
+from tests.e2e.helpers import MODEL, streamed
 
 # seed -1: random; image_max_size 0: the model's own setting (the UI shows both as empty fields).
 PARAMS = {
@@ -36,7 +36,7 @@ def _sample_file(tmp_path, task: str, seed: str, level: int = 0, spread: float =
 def _chat_turn(client, text, files, preset):
     client.predict({"text": text, "files": [handle_file(str(f)) for f in files]}, preset, api_name="/submit_message")
     job = client.submit(preset, *PARAMS.values(), api_name="/respond")
-    outputs = list(job)
+    outputs = list(streamed(job))
     return outputs, job
 
 
@@ -65,7 +65,7 @@ PRESETS = {"ocr": "OCR", "poster": "Poster", "webpage": "Webpage", "scene": "Sce
 def test_api_streams_an_ocr_answer_and_logs_it(client, running_app, tmp_path):
     _, path = _sample_file(tmp_path, "ocr", "e2e-ocr")
     job = client.submit(handle_file(str(path)), "OCR", "", 32, api_name="/answer")
-    updates = list(job)
+    updates = list(streamed(job))
     assert updates, "no streamed output"
     conversation = running_app[1].storage.list_conversations(limit=1)[0]
     messages = running_app[1].storage.get_conversation(conversation["id"])["messages"]
@@ -85,7 +85,7 @@ def test_streamed_answers_hold_the_content_of_held_out_samples(client, tmp_path,
     right = 0
     for level in (0, 1, 2):
         sample, path = _sample_file(tmp_path, task, f"e2e-content-{level}", level=level)
-        updates = list(client.submit(handle_file(str(path)), PRESETS[task], "", 96, api_name="/answer"))
+        updates = list(streamed(client.submit(handle_file(str(path)), PRESETS[task], "", 96, api_name="/answer")))
         assert len(updates) > 1, "the answer was not streamed"
         right += score_sample(task, updates[-1], sample.target)["exact"] == 1.0
     assert right >= 2, (
@@ -101,7 +101,7 @@ def test_streamed_ocr_answers_read_held_out_text_at_one_place(client, tmp_path):
     right = 0
     for i in range(6):
         sample, path = _sample_file(tmp_path, "ocr", f"e2e-fixed-{i}", level=i % 3, spread=0.0)
-        updates = list(client.submit(handle_file(str(path)), "OCR", "", 48, api_name="/answer"))
+        updates = list(streamed(client.submit(handle_file(str(path)), "OCR", "", 48, api_name="/answer")))
         assert len(updates) > 1, "the answer was not streamed"
         right += score_sample("ocr", updates[-1], sample.target)["exact"] == 1.0
     assert right >= 4, f"read {right} of 6 held-out texts at one place (eval.json: {FIXED_PLACE_READING:.2f})"
@@ -131,7 +131,7 @@ def test_stop_leaves_a_partial_answer_marked_stopped_and_the_worker_idle(client,
     client.predict({"text": "", "files": [handle_file(str(image))]}, "Webpage", api_name="/submit_message")
     job = client.submit("Webpage", *{**PARAMS, "max_new_tokens": 512}.values(), api_name="/respond")
     client.predict(api_name="/stop")
-    list(job)
+    list(streamed(job))
     ctx = running_app[1]
     conversation = ctx.storage.list_conversations(limit=1)[0]
     answer = ctx.storage.get_conversation(conversation["id"])["messages"][-1]

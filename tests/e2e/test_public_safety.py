@@ -21,7 +21,7 @@ from PIL import Image
 
 from eve_app.request_limits import UploadQuota
 from model.synthetic import write_dataset
-from tests.e2e.helpers import MODEL, free_port, peak_rss_growth, start_server
+from tests.e2e.helpers import MODEL, free_port, peak_rss_growth, start_server, streamed
 
 PASSWORD = "correct horse battery staple"
 LIMITS = [
@@ -69,7 +69,7 @@ def png(path: Path, size=(64, 32), color="white") -> Path:
 
 def chat(client: Client, text: str, image: Path) -> None:
     client.predict({"text": text, "files": [handle_file(str(image))]}, "OCR", api_name="/submit_message")
-    list(client.submit("OCR", 0.0, 1.0, 8, 1.0, -1, 0, api_name="/respond"))
+    list(streamed(client.submit("OCR", 0.0, 1.0, 8, 1.0, -1, 0, api_name="/respond")))
 
 
 def test_the_data_folder_is_not_served(server, tmp_path):

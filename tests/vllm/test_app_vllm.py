@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.e2e.helpers import free_port
+from tests.e2e.helpers import free_port, streamed
 from tests.vllm.checkpoints import write_default_shaped
 
 
@@ -80,7 +80,7 @@ def test_answer_endpoint_streams_the_transformers_answer(app, checkpoint, images
     assert "vLLM" in ctx.engine.describe()
     preset = ctx.presets[0]
     job = Client(url, verbose=False).submit(handle_file(str(images[0])), preset.name, "", 24, api_name="/answer")
-    partials = list(job)
+    partials = list(streamed(job))
     assert len(partials) > 1 and partials[-1] == job.result()
     expected = _transformers_answer(checkpoint, images[0], preset.instruction, 24)
     assert _clean(job.result()) == _clean(expected)
