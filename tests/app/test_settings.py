@@ -1,6 +1,7 @@
 """App settings: flags over environment variables over the `Settings` defaults, each default written once."""
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -10,17 +11,8 @@ from eve_app.settings import Settings, parse_settings
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    for name in (
-        "EVE_MODEL",
-        "EVE_DEVICE",
-        "EVE_DATA_DIR",
-        "GRADIO_SERVER_NAME",
-        "GRADIO_SERVER_PORT",
-        "EVE_MAX_IMAGE_MB",
-        "EVE_SECRET",
-        "EVE_ADMIN_PASSWORD",
-        "EVE_DB_URL",
-    ):
+    """No setting from the environment: every EVE_* variable (tests/conftest.py sets one) and Gradio's server ones."""
+    for name in [n for n in os.environ if n.startswith("EVE_")] + ["GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"]:
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
