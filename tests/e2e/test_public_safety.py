@@ -303,6 +303,25 @@ def test_a_visitor_uploads_no_more_than_the_hourly_quota(tmp_path):
         process.wait()
 
 
+def test_a_nearly_full_disk_refuses_uploads_with_a_message_and_api_calls_end_with_an_error(tmp_path):
+    """The disk floor on a live server: the upload route says why, and an `/answer` call through gradio_client ends
+    with that refusal instead of waiting (its own iterator would wait forever)."""
+    port = free_port()
+    env = {"GRADIO_TEMP_DIR": str(tmp_path / "gradio-cache")}
+    floor = ["--min-free-disk-mb", str(1 << 40)]  # more than any disk has free
+    process = start_server(["--data-dir", str(tmp_path / "data"), *floor], port, env=env)
+    try:
+        refused = httpx.post(f"http://127.0.0.1:{port}/gradio_api/upload", files={"files": ("a.bin", b"\0" * 1000)})
+        assert refused.status_code == 507 and "disk is nearly full" in refused.text
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        job = client.submit(handle_file(str(png(tmp_path / "q.png"))), "OCR", "", 8, api_name="/answer")
+        with pytest.raises(httpx.HTTPStatusError, match="507 Insufficient Storage"):
+            list(streamed(job, timeout=60))
+    finally:
+        process.kill()
+        process.wait()
+
+
 def test_uploads_stop_before_the_disk_fills(tmp_path):
     quota = UploadQuota(
         None, bytes_per_window=1 << 40, window_s=3600, min_free_bytes=1 << 50, cache_dir=tmp_path / "not-made-yet"
