@@ -4,11 +4,11 @@ the page, minus the engine's own time to first token (issue 14: <= 50 ms).
 Starts `app.py` in a subprocess (`tests.e2e.helpers.start_server`: any backend, any Python, as the vLLM backend runs
 in `.venv-vllm`) with a fresh data folder and OMP_NUM_THREADS=1, so the browser has the other core, as it would on a
 visitor's machine. Then, in headless Chromium, for each call: open the app, attach a new image (random pixels, so each
-is stored anew), type the question, press Enter. The page notes `performance.now()` at the key press and when the answer bubble first holds
-text (a MutationObserver, before paint). The engine's time to first token comes from the stored generation record.
-What lies between is everything the app adds: Gradio's two events (save the question, then stream the answer),
-their queue joins and event stream, the image checks, the storage writes and the page's rendering. The upload runs
-when the image is attached, while the visitor types; its time is shown on its own.
+is stored anew), type the question, press Enter. The page notes `performance.now()` at the key press and when the
+answer bubble first holds text (a MutationObserver, before paint). The engine's time to first token comes from the
+stored generation record. What lies between is everything the app adds: Gradio's two events (save the question, then
+stream the answer), their queue joins and event stream, the image checks, the storage writes and the page's
+rendering. The upload runs when the image is attached, while the visitor types; its time is shown on its own.
 
     python bench/bench_app_browser.py [--calls 20] [--python .venv-vllm/bin/python --backend vllm]
 """

@@ -29,8 +29,9 @@ def streamed(job: Any, timeout: float = 300.0) -> Iterator[Any]:
         yield from outputs[seen:]
         seen = len(outputs)
         if done:
-            if job.exception() is not None:
-                raise job.exception()
+            error = job.exception()
+            if error is not None:
+                raise error
             return
         if time.monotonic() > deadline:
             job.cancel()
