@@ -27,6 +27,10 @@ from .prompts import prepare, sampling_fields
 log = logging.getLogger(__name__)
 
 
+class StreamError(EngineError):
+    """The server ended an answer's stream with an error event."""
+
+
 class OpenAIEngine(ImageLimits):
     """A client of one OpenAI-compatible server; as many answers at once as `concurrency_limit`."""
 
@@ -39,6 +43,7 @@ class OpenAIEngine(ImageLimits):
         checkpoint_dir: str,
         api_key: str | None = None,
         concurrency_limit: int = 16,
+        transport: httpx.BaseTransport | None = None,
     ):
         self.base_url, self.served_name = base_url, served_name
         self._max_model_len = max_model_len
@@ -48,7 +53,9 @@ class OpenAIEngine(ImageLimits):
         self.quantization = None
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # No read timeout: a long prefill may pass minutes before the first byte.
-        self._client = httpx.Client(base_url=base_url, headers=headers, timeout=httpx.Timeout(10.0, read=None))
+        self._client = httpx.Client(
+            base_url=base_url, headers=headers, timeout=httpx.Timeout(10.0, read=None), transport=transport
+        )
 
     @classmethod
     def connect(cls, api_base: str, model_path: str, api_key: str | None = None) -> "OpenAIEngine":
@@ -93,9 +100,18 @@ class OpenAIEngine(ImageLimits):
         try:
             prompt = prepare(self.processor, request.turns, request.settings, self.context_length)
             record.prompt_tokens = prompt.prompt_tokens
-            for piece in self._generate(request, record, start):
-                record.text += piece
-                yield TextDelta(piece)
+            for attempt in range(2):
+                try:
+                    for piece in self._generate(request, record, start):
+                        record.text += piece
+                        yield TextDelta(piece)
+                    break
+                except StreamError:
+                    if record.text or attempt:
+                        raise
+                    # vLLM calls an error that ends a request before any token retryable (its processor cache had
+                    # drifted, see eve_app.serving.vllm_engine.engine_args); nothing was shown, so ask once more.
+                    log.warning("The model server failed a request before any token; sending it again")
             if request.stop_event.is_set():
                 record.status = "stopped"
         except EngineError as error:
@@ -135,7 +151,7 @@ class OpenAIEngine(ImageLimits):
                     continue
                 chunk = json.loads(line[len("data: ") :])
                 if chunk.get("error"):
-                    raise EngineError(f"The model server failed: {chunk['error'].get('message', chunk['error'])}")
+                    raise StreamError(f"The model server failed: {chunk['error'].get('message', chunk['error'])}")
                 if usage := chunk.get("usage"):
                     record.prompt_tokens = usage.get("prompt_tokens", record.prompt_tokens)
                     record.new_tokens = usage.get("completion_tokens", record.new_tokens)

@@ -1,13 +1,15 @@
 """The engine seam without vLLM: backend choice from the settings, and the prompt checks the vLLM backends share."""
 
+import json
 import os
 import sys
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
-from eve_app.engine import Engine, EngineError, GenerationSettings, Turn
+from eve_app.engine import ChatRequest, Engine, EngineError, GenerationSettings, Turn
 from eve_app.serving import load_engine
 from eve_app.serving.openai_engine import OpenAIEngine
 from eve_app.serving.prompts import prepare
@@ -50,6 +52,56 @@ def test_transformers_backend_answers_one_at_a_time(tiny_checkpoint):
 def test_api_base_without_a_server_is_a_clear_error(tiny_checkpoint):
     with pytest.raises(EngineError, match="No OpenAI-compatible model server answers at http://127.0.0.1:9/v1"):
         OpenAIEngine.connect("http://127.0.0.1:9", str(tiny_checkpoint))
+
+
+def _sse(*chunks: dict) -> bytes:
+    return "".join(f"data: {json.dumps(chunk)}\n\n" for chunk in chunks).encode() + b"data: [DONE]\n\n"
+
+
+def _server_replies(*replies: bytes) -> tuple[httpx.MockTransport, list]:
+    """A stand-in for `vllm serve`'s /chat/completions that answers each request with the next event stream."""
+    calls = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(json.loads(request.content))
+        return httpx.Response(200, content=replies[len(calls) - 1], headers={"content-type": "text/event-stream"})
+
+    return httpx.MockTransport(handle), calls
+
+
+FAILED = {"error": {"message": "Internal server error", "type": "InternalServerError", "code": 500}}
+
+
+def _text(piece: str) -> dict:
+    return {"choices": [{"index": 0, "delta": {"content": piece}}]}
+
+
+def test_api_base_asks_once_more_when_the_server_fails_before_any_token(engine, image):
+    """vLLM ends a request whose processor cache drifted with a retryable error before any token (the real server
+    path is tested in tests/vllm/test_server.py)."""
+    transport, calls = _server_replies(_sse(FAILED), _sse(_text("hello"), _text(" there")))
+    remote = OpenAIEngine(
+        "http://server/v1", "eve", 1024, engine.processor, engine.checkpoint_dir, transport=transport
+    )
+    record = list(remote.stream(ChatRequest([Turn("user", "What is here?", [image])])))[-1].record
+    assert (record.status, record.text, len(calls)) == ("done", "hello there", 2)
+    assert calls[0] == calls[1]
+
+
+def test_api_base_reports_a_failure_after_text_without_asking_again(engine, image):
+    transport, calls = _server_replies(_sse(_text("hel"), FAILED), _sse(_text("hello")))
+    remote = OpenAIEngine(
+        "http://server/v1", "eve", 1024, engine.processor, engine.checkpoint_dir, transport=transport
+    )
+    record = list(remote.stream(ChatRequest([Turn("user", "What is here?", [image])])))[-1].record
+    assert (record.status, record.text, len(calls)) == ("error", "hel", 1)
+    assert record.error == "The model server failed: Internal server error"
+    transport, calls = _server_replies(_sse(FAILED), _sse(FAILED))
+    remote = OpenAIEngine(
+        "http://server/v1", "eve", 1024, engine.processor, engine.checkpoint_dir, transport=transport
+    )
+    record = list(remote.stream(ChatRequest([Turn("user", "What is here?", [image])])))[-1].record
+    assert (record.status, record.text, len(calls)) == ("error", "", 2)
 
 
 def test_prepared_prompt_counts_the_tokens_the_library_builds(engine, image):

@@ -6,5 +6,4 @@ ENGINE_ARGS = {
     "gpu_memory_utilization": 0.2,  # vLLM's CPU backend refuses its default share on a 24 GiB machine
     "max_num_seqs": 16,
     "block_size": 32,  # the CPU default (128) leaves short prompts without a single full block to reuse
-    "mm_processor_cache_gb": 0,  # a failed request left the processor cache out of step (platform notes)
 }

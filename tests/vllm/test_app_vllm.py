@@ -161,6 +161,33 @@ def test_errors_are_records_not_hangs(app, images, tmp_path):
         engine.reload(str(tmp_path))
 
 
+def test_a_request_after_a_processor_cache_drift_is_answered(app, images, tmp_path):
+    """vLLM's processor cache (on in the app) drifts when a request fails after its image was processed; the
+    next request with that image is then ended by vLLM before any token, and the engine sends it again."""
+    import asyncio
+
+    from vllm import SamplingParams
+    from vllm.v1.engine.exceptions import EngineGenerateError
+
+    from eve_app.engine import ChatRequest, GenerationSettings, Turn
+
+    engine = app[1].engine
+    image = tmp_path / "drift.png"
+    Image.fromarray(np.random.default_rng(11).integers(0, 256, (80, 120, 3), dtype=np.uint8)).save(image)
+
+    async def without_a_placeholder() -> None:  # only a raw prompt can do this; the app always places the image
+        inputs = {"prompt": "hello", "multi_modal_data": {"image": [Image.open(image).convert("RGB")]}}
+        async for _ in engine._engine.generate(inputs, SamplingParams(max_tokens=4), "no-placeholder"):
+            pass
+
+    with pytest.raises(EngineGenerateError):
+        asyncio.run_coroutine_threadsafe(without_a_placeholder(), engine._loop).result(timeout=60)
+    request = ChatRequest([Turn("user", "What is written here?", [str(image)])], GenerationSettings(max_new_tokens=8))
+    record = list(engine.stream(request))[-1].record
+    assert record.status == "done" and record.error is None
+    assert record.new_tokens == 8 and record.text.strip()
+
+
 def _descendants(pid: int) -> set[int]:
     """Live descendant process ids of `pid` (Linux /proc)."""
     children: set[int] = set()

@@ -67,8 +67,6 @@ def server(checkpoint, tmp_path_factory):
             '{"custom_ops": ["all"]}',
             "--gpu-memory-utilization",
             "0.2",
-            "--mm-processor-cache-gb",
-            "0",
             "--distributed-executor-backend",
             "uni",
         ],
