@@ -154,7 +154,7 @@ class VllmEngine(ImageLimits):
             record.prompt_tokens = prompt.prompt_tokens
             for attempt in range(2):
                 finish_reason = yield from self._generate(prompt, request, record, f"{request_id}-{attempt}", start)
-                if finish_reason != "error" or record.new_tokens or attempt:
+                if finish_reason != "error" or record.new_tokens or attempt or request.stop_event.is_set():
                     break
                 # vLLM's retryable error before any token: its processor cache had drifted (see engine_args) and is
                 # mended now; the same request again carries the image data.
