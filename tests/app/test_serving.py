@@ -1,4 +1,5 @@
-"""The engine seam without vLLM: backend choice from the settings, and the prompt checks the vLLM backends share."""
+"""The engine seam without vLLM: backend choice from the settings, the prompt checks the vLLM backends share, and
+the `--api-base` client's answer to a failed stream."""
 
 import json
 import os
@@ -77,8 +78,8 @@ def _text(piece: str) -> dict:
 
 
 def test_api_base_asks_once_more_when_the_server_fails_before_any_token(engine, image):
-    """vLLM ends a request whose processor cache drifted with a retryable error before any token (the real server
-    path is tested in tests/vllm/test_server.py)."""
+    """vLLM ends a request whose processor cache drifted with a retryable error before any token; the stand-in
+    server replays that event (a live `vllm serve` answers the same client in tests/vllm/test_server.py)."""
     transport, calls = _server_replies(_sse(FAILED), _sse(_text("hello"), _text(" there")))
     remote = OpenAIEngine(
         "http://server/v1", "eve", 1024, engine.processor, engine.checkpoint_dir, transport=transport

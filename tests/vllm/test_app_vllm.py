@@ -2,8 +2,8 @@
 
 One app (and one engine) for the module, on a checkpoint shaped like the default model: `/answer` streams the same
 answer the transformers backend gives, concurrent calls are generated together (the chat's queue follows the
-backend's limit), Stop aborts the request inside vLLM, and a prompt beyond the context is refused with the same
-message as on the transformers backend.
+backend's limit), Stop aborts the request inside vLLM, a prompt beyond the context is refused with the same
+message as on the transformers backend, and a request that meets vLLM's processor cache out of step is answered.
 """
 
 import threading
@@ -161,7 +161,7 @@ def test_errors_are_records_not_hangs(app, images, tmp_path):
         engine.reload(str(tmp_path))
 
 
-def test_a_request_after_a_processor_cache_drift_is_answered(app, images, tmp_path):
+def test_a_request_after_a_processor_cache_drift_is_answered(app, tmp_path):
     """vLLM's processor cache (on in the app) drifts when a request fails after its image was processed; the
     next request with that image is then ended by vLLM before any token, and the engine sends it again."""
     import asyncio
