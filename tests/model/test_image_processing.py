@@ -88,6 +88,14 @@ def test_white_image_normalisation(processor):
     torch.testing.assert_close(pixels.amin(dim=(1, 2)), expected)
 
 
+def test_every_pixel_is_normalised_as_the_official_float32_formula(processor):
+    rgb = np.random.default_rng(3).integers(0, 256, (64, 96, 3), dtype=np.uint8)  # kept at its size in train mode
+    pixels = processor.preprocess(Image.fromarray(rgb), mode="train")
+    mean, std = np.asarray(CLIP_MEAN, dtype=np.float32), np.asarray(CLIP_STD, dtype=np.float32)
+    expected = ((rgb.astype(np.float32) / np.float32(255) - mean) / std).transpose(2, 0, 1)
+    assert pixels.is_contiguous() and torch.equal(pixels, torch.from_numpy(np.ascontiguousarray(expected)))
+
+
 def test_channel_order_is_chw(processor):
     pixels = processor.preprocess(Image.new("RGB", (64, 32), (255, 0, 0)), mode="train")
     assert pixels.shape == (3, 32, 64)
