@@ -188,6 +188,27 @@ def test_a_request_after_a_processor_cache_drift_is_answered(app, tmp_path):
     assert record.new_tokens == 8 and record.text.strip()
 
 
+def test_the_processor_cache_keeps_each_image_size_apart(app, images):
+    """The image size setting reaches vLLM's processor as a keyword, which its cache key includes."""
+    from eve_app.engine import ChatRequest, GenerationSettings, Turn
+    from model.shared import num_image_tokens
+
+    engine = app[1].engine
+
+    def image_tokens(max_size: int | None) -> int:
+        settings = GenerationSettings(max_new_tokens=2, image_max_size=max_size)
+        with_image = list(engine.stream(ChatRequest([Turn("user", "hi", [str(images[2])])], settings)))[-1].record
+        without = list(engine.stream(ChatRequest([Turn("user", "hi")], settings)))[-1].record
+        assert with_image.status == without.status == "done"
+        return with_image.prompt_tokens - without.prompt_tokens
+
+    # images[2] is 200x200: 192 pixels a side by default, 96 at max size 96 (16-pixel patches); the second request at
+    # each size finds its own tensor in the cache
+    default, small = image_tokens(None), image_tokens(96)
+    assert default - small == num_image_tokens(192, 192, 16) - num_image_tokens(96, 96, 16)
+    assert (image_tokens(None), image_tokens(96)) == (default, small)
+
+
 def _descendants(pid: int) -> set[int]:
     """Live descendant process ids of `pid` (Linux /proc)."""
     children: set[int] = set()
