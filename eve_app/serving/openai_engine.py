@@ -23,12 +23,9 @@ from model.processing_eve import EveProcessor
 from ..engine import ChatRequest, EngineError, Finished, GenerationRecord, ImageLimits, TextDelta, card_notice
 from ..errors import UserError
 from .prompts import prepare, sampling_fields
+from .retry import RetryableError, stream_with_one_retry
 
 log = logging.getLogger(__name__)
-
-
-class StreamError(EngineError):
-    """The server ended an answer's stream with an error event."""
 
 
 class OpenAIEngine(ImageLimits):
@@ -100,18 +97,7 @@ class OpenAIEngine(ImageLimits):
         try:
             prompt = prepare(self.processor, request.turns, request.settings, self.context_length)
             record.prompt_tokens = prompt.prompt_tokens
-            for attempt in range(2):
-                try:
-                    for piece in self._generate(request, record, start):
-                        record.text += piece
-                        yield TextDelta(piece)
-                    break
-                except StreamError:
-                    if record.text or attempt:
-                        raise
-                    # vLLM calls an error that ends a request before any token retryable (its processor cache had
-                    # drifted, see eve_app.serving.vllm_engine.engine_args); nothing was shown, so ask once more.
-                    log.warning("The model server failed a request before any token; sending it again")
+            yield from stream_with_one_retry(lambda attempt: self._generate(request, record, start), request, record)
             if request.stop_event.is_set():
                 record.status = "stopped"
         except EngineError as error:
@@ -151,7 +137,8 @@ class OpenAIEngine(ImageLimits):
                     continue
                 chunk = json.loads(line[len("data: ") :])
                 if chunk.get("error"):
-                    raise StreamError(f"The model server failed: {chunk['error'].get('message', chunk['error'])}")
+                    # vLLM's server sends this for a request its engine ended with an error (retryable, see retry.py)
+                    raise RetryableError(f"The model server failed: {chunk['error'].get('message', chunk['error'])}")
                 if usage := chunk.get("usage"):
                     record.prompt_tokens = usage.get("prompt_tokens", record.prompt_tokens)
                     record.new_tokens = usage.get("completion_tokens", record.new_tokens)

@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from model import EveConfig
@@ -28,6 +28,7 @@ from model.processing_eve import EveProcessor
 from ..engine import ChatRequest, EngineError, Finished, GenerationRecord, ImageLimits, TextDelta, card_notice
 from ..errors import UserError
 from .prompts import prepare, sampling_fields
+from .retry import RetryableError, stream_with_one_retry
 
 log = logging.getLogger(__name__)
 _ids = itertools.count()
@@ -62,7 +63,7 @@ def engine_args(folder: str, device: str, dtype: str | None) -> dict:
         # resize and normalise the conversation's earlier images again: 31 ms to the first token instead of 110 for a
         # question about a 1856x1408 image. A request that fails after its images were processed can leave the
         # cache out of step; vLLM then ends the next request with that image at once with a retryable error, and
-        # `stream` sends it again.
+        # `stream` sends it again (eve_app/serving/retry.py).
         args["mm_processor_cache_gb"] = 1
         # The text-only path compiled (model/vllm/modeling.py): the model's part of a decode step of 8 answers took
         # 1.6 ms instead of 2.5. Inductor builds C++ kernels with the system compiler (about 20 s at the first start,
@@ -152,17 +153,11 @@ class VllmEngine(ImageLimits):
         try:
             prompt = prepare(self.processor, request.turns, request.settings, self.context_length)
             record.prompt_tokens = prompt.prompt_tokens
-            for attempt in range(2):
-                finish_reason = yield from self._generate(prompt, request, record, f"{request_id}-{attempt}", start)
-                if finish_reason != "error" or record.new_tokens or attempt or request.stop_event.is_set():
-                    break
-                # vLLM's retryable error before any token: its processor cache had drifted (see engine_args) and is
-                # mended now; the same request again carries the image data.
-                log.warning(
-                    "vLLM ended request %s with a retryable error before any token; sending it again", request_id
-                )
-            if finish_reason == "error":
-                raise EngineError("The vLLM engine failed on this request; please try again.")
+            yield from stream_with_one_retry(
+                lambda attempt: self._generate(prompt, request, record, f"{request_id}-{attempt}", start),
+                request,
+                record,
+            )
             if request.stop_event.is_set():
                 record.status = "stopped"
         except EngineError as error:
@@ -175,8 +170,8 @@ class VllmEngine(ImageLimits):
 
     def _generate(
         self, prompt, request: ChatRequest, record: GenerationRecord, request_id: str, start: float
-    ) -> Generator[TextDelta, None, str | None]:
-        """Streams one vLLM request into `record`; returns vLLM's finish reason (None when stopped early)."""
+    ) -> Iterator[str]:
+        """Streams one vLLM request's text pieces; raises RetryableError when vLLM ends it with an error."""
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
@@ -223,15 +218,15 @@ class VllmEngine(ImageLimits):
                     record.prompt_tokens = len(item.prompt_token_ids)
                 finish_reason = completion.finish_reason or finish_reason
                 if completion.text:
-                    record.text += completion.text
-                    yield TextDelta(completion.text)
+                    yield completion.text
                 if request.stop_event.is_set():
                     break
         finally:
             if not finished:  # stopped, or the consumer went away: end the generation inside vLLM too
                 asyncio.run_coroutine_threadsafe(self._engine.abort(request_id), self._loop).result(timeout=10)
                 future.cancel()
-        return finish_reason
+        if finish_reason == "error":
+            raise RetryableError("The vLLM engine failed on this request; please try again.")
 
 
 def _stop_with_the_process(engine: VllmEngine) -> None:
