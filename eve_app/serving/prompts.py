@@ -13,32 +13,53 @@ from model.processing_eve import EveProcessor
 from model.shared import IMAGE_PLACEHOLDER, IMAGE_TOKEN, num_image_tokens
 
 from ..engine import EngineError, GenerationSettings, Turn
+from .sent_images import SentImages
 
 
 @dataclass
 class PreparedPrompt:
     messages: list[dict]  # the library's messages, `<image>` placeholders included
     text: str  # the full prompt, each image as one IMAGE_TOKEN
-    images: list[Image.Image]
+    images: list[Image.Image | None]  # None: vLLM holds this image already (only with `sent`)
     image_paths: list[str]
     prompt_tokens: int
+    image_ids: list[str] | None = None  # content digests, vLLM's ids for the images (only with `sent`)
 
 
-def prepare(processor: EveProcessor, turns: list[Turn], settings: GenerationSettings, context: int) -> PreparedPrompt:
+def prepare(
+    processor: EveProcessor,
+    turns: list[Turn],
+    settings: GenerationSettings,
+    context: int,
+    sent: SentImages | None = None,
+) -> PreparedPrompt:
     """Builds and checks the prompt; raises EngineError for an unreadable image or an over-long prompt."""
     messages, paths = [], []
     for turn in turns:
         messages.append({"role": turn.role, "content": f"{IMAGE_PLACEHOLDER}\n" * len(turn.images) + turn.text})
         paths.extend(turn.images)
     image_processor = processor.image_processor
-    try:
-        images = [image_processor.load_image(path) for path in paths]
-    except ValueError as error:
-        raise EngineError(str(error)) from error
+    images: list[Image.Image | None] = []
+    sizes: list[tuple[int, int]] = []
+    ids: list[str] = []
+    for path in paths:
+        try:
+            image, size = None, None
+            if sent is not None:
+                ids.append(sent.digest(path))
+                size = sent.size(ids[-1], settings.image_max_size)
+            if size is None:
+                image = image_processor.load_image(path)
+                size = image.size
+        except (OSError, ValueError) as error:
+            message = str(error) if isinstance(error, ValueError) else f"{path} is not a readable image: {error}"
+            raise EngineError(message) from error
+        images.append(image)
+        sizes.append(size)
     text = processor.build_prompt(messages)
     image_tokens = 0
-    for image in images:
-        width, height = image_processor.target_size(*image.size, max_size=settings.image_max_size)
+    for size in sizes:
+        width, height = image_processor.target_size(*size, max_size=settings.image_max_size)
         image_tokens += num_image_tokens(height, width, image_processor.patch_size)
     pieces = text.split(IMAGE_PLACEHOLDER)
     text_tokens = sum(
@@ -51,7 +72,8 @@ def prepare(processor: EveProcessor, turns: list[Turn], settings: GenerationSett
             f"plus {settings.max_new_tokens} new tokens exceed the model's {context}. "
             "Lower max new tokens, clear the chat, use fewer images, or lower the image size."
         )
-    return PreparedPrompt(messages, text.replace(IMAGE_PLACEHOLDER, IMAGE_TOKEN), images, paths, prompt_tokens)
+    text = text.replace(IMAGE_PLACEHOLDER, IMAGE_TOKEN)
+    return PreparedPrompt(messages, text, images, paths, prompt_tokens, ids if sent is not None else None)
 
 
 def sampling_fields(settings: GenerationSettings, stop_token_ids: list[int]) -> dict:

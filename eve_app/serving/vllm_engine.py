@@ -29,6 +29,7 @@ from ..engine import ChatRequest, EngineError, Finished, GenerationRecord, Image
 from ..errors import UserError
 from .prompts import prepare, sampling_fields
 from .retry import RetryableError, stream_with_one_retry
+from .sent_images import SentImages
 
 log = logging.getLogger(__name__)
 _ids = itertools.count()
@@ -97,6 +98,7 @@ class VllmEngine(ImageLimits):
         self.name, self.checkpoint_dir, self.dtype, self.device = name, checkpoint_dir, dtype, device
         self.concurrency_limit = int(engine.vllm_config.scheduler_config.max_num_seqs)
         self.quantization = None
+        self.sent_images = SentImages()
         # Extra SamplingParams fields for every request (benchmarks fix the answer length with ignore_eos).
         self.sampling_overrides: dict = {}
 
@@ -151,10 +153,10 @@ class VllmEngine(ImageLimits):
         record = GenerationRecord(status="done", text="")
         request_id = f"eve-{next(_ids)}"
         try:
-            prompt = prepare(self.processor, request.turns, request.settings, self.context_length)
+            prompt = prepare(self.processor, request.turns, request.settings, self.context_length, self.sent_images)
             record.prompt_tokens = prompt.prompt_tokens
             yield from stream_with_one_retry(
-                lambda attempt: self._generate(prompt, request, record, f"{request_id}-{attempt}", start),
+                lambda attempt: self._generate(prompt, request, record, f"{request_id}-{attempt}", start, attempt),
                 request,
                 record,
             )
@@ -169,19 +171,25 @@ class VllmEngine(ImageLimits):
         yield Finished(record)
 
     def _generate(
-        self, prompt, request: ChatRequest, record: GenerationRecord, request_id: str, start: float
+        self, prompt, request: ChatRequest, record: GenerationRecord, request_id: str, start: float, attempt: int
     ) -> Iterator[str]:
-        """Streams one vLLM request's text pieces; raises RetryableError when vLLM ends it with an error."""
+        """Streams one vLLM request's text pieces; raises RetryableError when vLLM ends it with an error, or refuses
+        it while images it was thought to hold went by id only (the second attempt sends every image)."""
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
         fields = {**sampling_fields(request.settings, self.processor.stop_token_ids), **self.sampling_overrides}
         params = SamplingParams(**fields, output_kind=RequestOutputKind.DELTA)
-        inputs = {"prompt": prompt.text}
-        if prompt.images:
-            inputs["multi_modal_data"] = {"image": prompt.images}
-            if request.settings.image_max_size:
-                inputs["mm_processor_kwargs"] = {"max_size": int(request.settings.image_max_size)}
+        inputs: dict = {"prompt": prompt.text}
+        images = prompt.images if attempt == 0 else self._with_pixels(prompt)
+        max_size = request.settings.image_max_size
+        if images:
+            inputs["multi_modal_data"] = {"image": images}
+            if prompt.image_ids is not None:
+                inputs["multi_modal_uuids"] = {"image": prompt.image_ids}
+            if max_size:
+                inputs["mm_processor_kwargs"] = {"max_size": int(max_size)}
+        by_id_only = any(image is None for image in images)
         events: queue.Queue = queue.Queue()
         done = object()
 
@@ -195,7 +203,7 @@ class VllmEngine(ImageLimits):
                 events.put(done)
 
         future = asyncio.run_coroutine_threadsafe(run(), self._loop)
-        finished, finish_reason = False, None
+        finished, finish_reason, accepted = False, None, False
         try:
             while True:
                 try:
@@ -208,7 +216,14 @@ class VllmEngine(ImageLimits):
                     finished = True
                     break
                 if isinstance(item, BaseException):
+                    if by_id_only and not accepted:  # most likely evicted from vLLM's processor cache
+                        raise RetryableError(f"vLLM refused the request: {item}") from item
                     raise item
+                if not accepted:  # vLLM processed the images: later turns can send them by id
+                    accepted = True
+                    for image, image_id in zip(images, prompt.image_ids or []):
+                        if image is not None:
+                            self.sent_images.remember(image_id, max_size, image.size)
                 completion = item.outputs[0]
                 if completion.token_ids:
                     if record.new_tokens == 0:
@@ -227,6 +242,16 @@ class VllmEngine(ImageLimits):
                 future.cancel()
         if finish_reason == "error":
             raise RetryableError("The vLLM engine failed on this request; please try again.")
+
+    def _with_pixels(self, prompt) -> list:
+        """Every image of the prompt decoded, for a second attempt (vLLM may no longer hold those sent by id)."""
+        try:
+            return [
+                image if image is not None else self.processor.image_processor.load_image(path)
+                for image, path in zip(prompt.images, prompt.image_paths)
+            ]
+        except ValueError as error:
+            raise EngineError(str(error)) from error
 
 
 def _stop_with_the_process(engine: VllmEngine) -> None:

@@ -14,6 +14,7 @@ from eve_app.engine import ChatRequest, Engine, EngineError, GenerationSettings,
 from eve_app.serving import load_engine
 from eve_app.serving.openai_engine import OpenAIEngine
 from eve_app.serving.prompts import prepare
+from eve_app.serving.sent_images import SentImages
 from eve_app.settings import parse_settings
 from model.shared import IMAGE_TOKEN
 
@@ -130,6 +131,39 @@ def test_prepared_prompt_refuses_what_the_transformers_backend_refuses(engine, i
     broken.write_bytes(b"not an image")
     with pytest.raises(EngineError, match="not a readable image"):
         prepare(engine.processor, [Turn("user", "hi", [str(broken)])], GenerationSettings(), engine.context_length)
+
+
+def test_an_image_vllm_holds_is_sent_by_id_without_decoding_it_again(engine, image, monkeypatch):
+    """The in-process vLLM backend's follow-up turns: earlier images go by content digest (vLLM's id), not pixels."""
+    settings = GenerationSettings(max_new_tokens=8)
+    turns = [Turn("user", "What is written here?", [image])]
+    sent = SentImages()
+    first = prepare(engine.processor, turns, settings, engine.context_length, sent)
+    assert first.images[0] is not None and first.image_ids == [sent.digest(image)]
+    sent.remember(first.image_ids[0], None, first.images[0].size)  # what the engine does once vLLM accepts it
+    decoded = []
+    monkeypatch.setattr(engine.processor.image_processor, "load_image", lambda path: decoded.append(path))
+    again = prepare(engine.processor, turns, settings, engine.context_length, sent)
+    assert again.images == [None] and not decoded
+    assert (again.prompt_tokens, again.text, again.image_ids) == (first.prompt_tokens, first.text, first.image_ids)
+    monkeypatch.undo()
+    # another image size is another item in vLLM's cache: the pixels go again
+    other_size = prepare(engine.processor, turns, GenerationSettings(image_max_size=32), engine.context_length, sent)
+    assert other_size.images[0] is not None and other_size.prompt_tokens < first.prompt_tokens
+    with pytest.raises(EngineError, match="not a readable image"):
+        prepare(engine.processor, [Turn("user", "hi", [image + ".gone"])], settings, engine.context_length, sent)
+
+
+def test_an_image_file_changed_in_place_gets_a_new_id(image, tmp_path):
+    sent = SentImages(capacity=2)
+    before = sent.digest(image)
+    Image.fromarray(np.zeros((50, 80, 3), dtype=np.uint8)).save(image)
+    assert sent.digest(image) != before
+    for i in range(3):
+        sent.remember(f"id-{i}", None, (8, 8))
+    assert sent.size("id-0", None) is None and sent.size("id-2", None) == (8, 8)  # bounded, oldest out first
+    with pytest.raises(OSError):
+        sent.digest(str(tmp_path / "gone.png"))
 
 
 def test_vllm_on_a_cpu_runs_its_worker_in_the_engine_process(monkeypatch, tmp_path):

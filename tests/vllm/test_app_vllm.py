@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from eve_app.serving.sent_images import SentImages
 from tests.e2e.helpers import free_port, streamed
 from tests.vllm.checkpoints import write_default_shaped
 
@@ -176,7 +177,11 @@ def test_a_request_after_a_processor_cache_drift_is_answered(app, tmp_path):
     Image.fromarray(np.random.default_rng(11).integers(0, 256, (80, 120, 3), dtype=np.uint8)).save(image)
 
     async def without_a_placeholder() -> None:  # only a raw prompt can do this; the app always places the image
-        inputs = {"prompt": "hello", "multi_modal_data": {"image": [Image.open(image).convert("RGB")]}}
+        inputs = {
+            "prompt": "hello",
+            "multi_modal_data": {"image": [Image.open(image).convert("RGB")]},
+            "multi_modal_uuids": {"image": [engine.sent_images.digest(str(image))]},  # the engine's id for it
+        }
         async for _ in engine._engine.generate(inputs, SamplingParams(max_tokens=4), "no-placeholder"):
             pass
 
@@ -186,6 +191,50 @@ def test_a_request_after_a_processor_cache_drift_is_answered(app, tmp_path):
     record = list(engine.stream(request))[-1].record
     assert record.status == "done" and record.error is None
     assert record.new_tokens == 8 and record.text.strip()
+
+
+def test_a_follow_up_sends_earlier_images_by_id_and_gets_the_same_answer(app, tmp_path, monkeypatch):
+    """Turns after the first send the conversation's earlier images as ids only (vLLM holds them processed): the
+    answer is the one the same conversation gets with every image's pixels sent."""
+    from eve_app.engine import ChatRequest, GenerationSettings, Turn
+
+    engine = app[1].engine
+    paths = []
+    for i in range(2):
+        paths.append(str(tmp_path / f"turn-{i}.png"))
+        Image.fromarray(np.random.default_rng(20 + i).integers(0, 256, (90, 120, 3), dtype=np.uint8)).save(paths[i])
+    settings = GenerationSettings(max_new_tokens=12)
+    first = list(engine.stream(ChatRequest([Turn("user", "What is written here?", [paths[0]])], settings)))[-1]
+    turns = [
+        Turn("user", "What is written here?", [paths[0]]),
+        Turn("assistant", first.record.text),
+        Turn("user", "and here?", [paths[1]]),
+    ]
+    decoded: list[str] = []
+    load_image = engine.processor.image_processor.load_image
+    monkeypatch.setattr(
+        engine.processor.image_processor, "load_image", lambda path: decoded.append(path) or load_image(path)
+    )
+    by_id = list(engine.stream(ChatRequest(turns, settings)))[-1].record
+    assert by_id.status == "done" and decoded == [paths[1]]  # the first image was neither decoded nor checked again
+    monkeypatch.setattr(engine, "sent_images", SentImages())  # an engine that has sent nothing: every image's pixels
+    with_pixels = list(engine.stream(ChatRequest(turns, settings)))[-1].record
+    assert (by_id.text, by_id.prompt_tokens) == (with_pixels.text, with_pixels.prompt_tokens)
+    assert by_id.new_tokens == 12
+
+
+def test_an_image_vllm_no_longer_holds_is_sent_again(app, tmp_path):
+    """The engine's record of what vLLM holds is a hint: after vLLM's cache evicted an image, the request sent by id
+    is refused before it starts, and the engine sends it once more with the pixels."""
+    from eve_app.engine import ChatRequest, GenerationSettings, Turn
+
+    engine = app[1].engine
+    image = tmp_path / "evicted.png"
+    Image.fromarray(np.random.default_rng(30).integers(0, 256, (100, 70, 3), dtype=np.uint8)).save(image)
+    engine.sent_images.remember(engine.sent_images.digest(str(image)), None, (70, 100))  # never actually sent
+    request = ChatRequest([Turn("user", "What is written here?", [str(image)])], GenerationSettings(max_new_tokens=8))
+    record = list(engine.stream(request))[-1].record
+    assert record.status == "done" and record.error is None and record.new_tokens == 8
 
 
 def test_the_processor_cache_keeps_each_image_size_apart(app, images):
