@@ -22,8 +22,9 @@ from model.processing_eve import EveProcessor
 
 from ..engine import ChatRequest, EngineError, Finished, GenerationRecord, ImageLimits, TextDelta, card_notice
 from ..errors import UserError
-from .prompts import prepare, sampling_fields
+from .prompts import PreparedPrompt, prepare, sampling_fields
 from .retry import RetryableError, stream_with_one_retry
+from .sent_images import SentImages
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class OpenAIEngine(ImageLimits):
         self.name = served_name
         self.concurrency_limit = concurrency_limit
         self.quantization = None
+        self.sent_images = SentImages()
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # No read timeout: a long prefill may pass minutes before the first byte.
         self._client = httpx.Client(
@@ -95,9 +97,11 @@ class OpenAIEngine(ImageLimits):
         start = time.perf_counter()
         record = GenerationRecord(status="done", text="")
         try:
-            prompt = prepare(self.processor, request.turns, request.settings, self.context_length)
+            prompt = prepare(self.processor, request.turns, request.settings, self.context_length, self.sent_images)
             record.prompt_tokens = prompt.prompt_tokens
-            yield from stream_with_one_retry(lambda attempt: self._generate(request, record, start), request, record)
+            yield from stream_with_one_retry(
+                lambda attempt: self._generate(request, prompt, record, start, attempt), request, record
+            )
             if request.stop_event.is_set():
                 record.status = "stopped"
         except EngineError as error:
@@ -107,12 +111,18 @@ class OpenAIEngine(ImageLimits):
         record.duration = time.perf_counter() - start
         yield Finished(record)
 
-    def _body(self, request: ChatRequest) -> dict:
+    def _body(self, request: ChatRequest, prompt: PreparedPrompt, with_pixels: bool) -> dict:
+        """The chat request; each image carries its content digest as vLLM's id (`uuid`), and goes without its data
+        when the server was sent it before (unless `with_pixels`)."""
         messages = []
+        image_ids = iter(zip(prompt.images, prompt.image_ids or []))  # in turn order, as `prepare` lists them
         for turn in request.turns:
-            if turn.role == "user" and turn.images:
-                parts = [{"type": "image_url", "image_url": {"url": _data_url(path)}} for path in turn.images]
-                messages.append({"role": "user", "content": [*parts, {"type": "text", "text": turn.text}]})
+            parts = []
+            for path, (image, image_id) in zip(turn.images, image_ids):
+                url = {"url": _data_url(path)} if image is not None or with_pixels else None
+                parts.append({"type": "image_url", "image_url": url, "uuid": image_id})
+            if parts:
+                messages.append({"role": turn.role, "content": [*parts, {"type": "text", "text": turn.text}]})
             else:
                 messages.append({"role": turn.role, "content": turn.text})
         body = {
@@ -126,10 +136,20 @@ class OpenAIEngine(ImageLimits):
             body["mm_processor_kwargs"] = {"max_size": int(request.settings.image_max_size)}
         return body
 
-    def _generate(self, request: ChatRequest, record: GenerationRecord, start: float) -> Iterator[str]:
-        with self._client.stream("POST", "/chat/completions", json=self._body(request)) as response:
+    def _generate(
+        self, request: ChatRequest, prompt: PreparedPrompt, record: GenerationRecord, start: float, attempt: int
+    ) -> Iterator[str]:
+        """Streams the answer's text pieces; raises RetryableError for the server's error event, or for a refusal
+        while images went by id only (the server may no longer hold them: the second attempt sends every image)."""
+        body = self._body(request, prompt, with_pixels=attempt > 0)
+        with self._client.stream("POST", "/chat/completions", json=body) as response:
             if response.status_code != 200:
-                raise EngineError(f"The model server refused the request: {_error_message(response)}")
+                message = f"The model server refused the request: {_error_message(response)}"
+                raise (RetryableError if attempt == 0 and None in prompt.images else EngineError)(message)
+            max_size = request.settings.image_max_size
+            for image, image_id in zip(prompt.images, prompt.image_ids or []):  # the server has processed them
+                if image is not None:
+                    self.sent_images.remember(image_id, max_size, image.size)
             for line in response.iter_lines():
                 if request.stop_event.is_set():
                     return  # leaving the block closes the connection; vLLM aborts the request

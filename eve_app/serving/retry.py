@@ -3,7 +3,9 @@
 vLLM's processor cache keeps processed images in the front end and in the engine; a request that fails after its
 image was processed leaves the two out of step. vLLM then ends the next request with that image at once (finish
 reason "error"; the server sends an error event) and mends the cache, so the same request sent again carries the
-image data and is answered. Both vLLM backends stream through `stream_with_one_retry`.
+image data and is answered. The same second attempt, with every image's pixels, follows a refusal of a request that
+sent earlier images by id only (`SentImages`: the cache may have evicted them). Both vLLM backends stream through
+`stream_with_one_retry`.
 """
 
 import logging

@@ -234,3 +234,36 @@ def test_app_backend_on_api_base_streams_like_the_transformers_backend(server, c
     long = ChatRequest([Turn("user", QUESTION, [str(image_file)])], GenerationSettings(max_new_tokens=8190))
     record = list(remote.stream(long))[-1].record
     assert record.status == "error" and "too long for the context" in record.error
+
+
+def test_api_base_follow_ups_send_earlier_images_by_id(server, checkpoint, image_file, tmp_path):
+    """On `--api-base`, an image the server was sent before goes as its id alone (`uuid`, no data URL): the answer
+    is the one the same conversation gets with every image uploaded. An id the server no longer holds is refused,
+    and the client sends the request again with the data."""
+    from eve_app.engine import ChatRequest, GenerationSettings, Turn
+    from eve_app.serving.openai_engine import OpenAIEngine
+
+    second = tmp_path / "second.png"
+    Image.fromarray(np.random.default_rng(8).integers(0, 256, (70, 110, 3), dtype=np.uint8)).save(second)
+    settings = GenerationSettings(max_new_tokens=10)
+    remote = OpenAIEngine.connect(server, str(checkpoint))
+    uploads: list[int] = []
+    remote._client.event_hooks["request"].append(lambda request: uploads.append(request.read().count(b"data:image")))
+    first = list(remote.stream(ChatRequest([Turn("user", QUESTION, [str(image_file)])], settings)))[-1].record
+    turns = [
+        Turn("user", QUESTION, [str(image_file)]),
+        Turn("assistant", first.text),
+        Turn("user", "and here?", [str(second)]),
+    ]
+    by_id = list(remote.stream(ChatRequest(turns, settings)))[-1].record
+    assert (first.status, by_id.status) == ("done", "done") and uploads == [1, 1]
+    fresh = OpenAIEngine.connect(server, str(checkpoint))  # has sent nothing: uploads both images
+    with_data = list(fresh.stream(ChatRequest(turns, settings)))[-1].record
+    assert (by_id.text, by_id.prompt_tokens, by_id.new_tokens) == (with_data.text, with_data.prompt_tokens, 10)
+
+    unseen = tmp_path / "unseen.png"
+    Image.fromarray(np.random.default_rng(9).integers(0, 256, (60, 60, 3), dtype=np.uint8)).save(unseen)
+    remote.sent_images.remember(remote.sent_images.digest(str(unseen)), None, (60, 60))  # never sent
+    uploads.clear()
+    record = list(remote.stream(ChatRequest([Turn("user", QUESTION, [str(unseen)])], settings)))[-1].record
+    assert record.status == "done" and record.new_tokens == 10 and uploads == [0, 1]
