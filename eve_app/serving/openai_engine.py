@@ -115,7 +115,7 @@ class OpenAIEngine(ImageLimits):
         """The chat request; each image carries its content digest as vLLM's id (`uuid`), and goes without its data
         when the server was sent it before (unless `with_pixels`)."""
         messages = []
-        image_ids = iter(zip(prompt.images, prompt.image_ids or []))  # in turn order, as `prepare` lists them
+        image_ids = iter(zip(prompt.images, prompt.image_ids))  # in turn order, as `prepare` lists them
         for turn in request.turns:
             parts = []
             for path, (image, image_id) in zip(turn.images, image_ids):
@@ -146,10 +146,8 @@ class OpenAIEngine(ImageLimits):
             if response.status_code != 200:
                 message = f"The model server refused the request: {_error_message(response)}"
                 raise (RetryableError if attempt == 0 and None in prompt.images else EngineError)(message)
-            max_size = request.settings.image_max_size
-            for image, image_id in zip(prompt.images, prompt.image_ids or []):  # the server has processed them
-                if image is not None:
-                    self.sent_images.remember(image_id, max_size, image.size)
+            # the server has processed the images
+            self.sent_images.remember_sent(prompt.images, prompt.image_ids, request.settings.image_max_size)
             for line in response.iter_lines():
                 if request.stop_event.is_set():
                     return  # leaving the block closes the connection; vLLM aborts the request

@@ -20,18 +20,21 @@ from .sent_images import SentImages
 class PreparedPrompt:
     messages: list[dict]  # the library's messages, `<image>` placeholders included
     text: str  # the full prompt, each image as one IMAGE_TOKEN
-    images: list[Image.Image | None]  # None: vLLM holds this image already (only with `sent`)
+    images: list[Image.Image | None]  # None: vLLM holds this image already and it goes by id alone
     image_paths: list[str]
+    image_ids: list[str]  # content digests, vLLM's ids for the images
     prompt_tokens: int
-    image_ids: list[str] | None = None  # content digests, vLLM's ids for the images (only with `sent`)
+
+    def with_pixels(self, image_processor) -> list[Image.Image]:
+        """Every image decoded, for a second attempt: vLLM may no longer hold those that went by id."""
+        return [
+            image if image is not None else _load(image_processor, path)
+            for image, path in zip(self.images, self.image_paths)
+        ]
 
 
 def prepare(
-    processor: EveProcessor,
-    turns: list[Turn],
-    settings: GenerationSettings,
-    context: int,
-    sent: SentImages | None = None,
+    processor: EveProcessor, turns: list[Turn], settings: GenerationSettings, context: int, sent: SentImages
 ) -> PreparedPrompt:
     """Builds and checks the prompt; raises EngineError for an unreadable image or an over-long prompt."""
     messages, paths = [], []
@@ -44,16 +47,13 @@ def prepare(
     ids: list[str] = []
     for path in paths:
         try:
-            image, size = None, None
-            if sent is not None:
-                ids.append(sent.digest(path))
-                size = sent.size(ids[-1], settings.image_max_size)
-            if size is None:
-                image = image_processor.load_image(path)
-                size = image.size
-        except (OSError, ValueError) as error:
-            message = str(error) if isinstance(error, ValueError) else f"{path} is not a readable image: {error}"
-            raise EngineError(message) from error
+            ids.append(sent.digest(path))
+        except OSError as error:
+            raise EngineError(f"{path} is not a readable image: {error}") from error
+        image, size = None, sent.size(ids[-1], settings.image_max_size)
+        if size is None:  # not held by vLLM: decode and check it
+            image = _load(image_processor, path)
+            size = image.size
         images.append(image)
         sizes.append(size)
     text = processor.build_prompt(messages)
@@ -73,7 +73,15 @@ def prepare(
             "Lower max new tokens, clear the chat, use fewer images, or lower the image size."
         )
     text = text.replace(IMAGE_PLACEHOLDER, IMAGE_TOKEN)
-    return PreparedPrompt(messages, text, images, paths, prompt_tokens, ids if sent is not None else None)
+    return PreparedPrompt(messages, text, images, paths, ids, prompt_tokens)
+
+
+def _load(image_processor, path: str) -> Image.Image:
+    """Decodes with the library's checks; an unreadable file is an EngineError with the library's message."""
+    try:
+        return image_processor.load_image(path)
+    except ValueError as error:
+        raise EngineError(str(error)) from error
 
 
 def sampling_fields(settings: GenerationSettings, stop_token_ids: list[int]) -> dict:

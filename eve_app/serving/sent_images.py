@@ -1,10 +1,11 @@
-"""Images the in-process vLLM engine has already handed to vLLM, so that later turns send only their ids.
+"""Images a vLLM backend has already handed to vLLM, so that later turns send only their ids.
 
 vLLM keys its processor cache (each image resized and normalised) and its prefix cache by one id per image. Given
-the file's content digest as that id (`multi_modal_uuids`), vLLM does not hash the pixels, and an image it already
-holds can go as None: a follow-up turn about earlier images neither decodes nor hashes them again. What is recorded
-here is a hint, not a promise: vLLM's cache may have evicted the image since, and then vLLM refuses the request
-before it starts; the engine sends it once more with every image (`VllmEngine._generate`).
+the file's content digest as that id (`multi_modal_uuids` in-process, an `image_url` part's `uuid` on the server),
+vLLM does not hash the pixels, and an image it already holds can go without them: a follow-up turn about earlier
+images neither decodes, uploads nor hashes them again. What is recorded here is a hint, not a promise: vLLM's cache
+may have evicted the image since (or the server restarted), and then vLLM refuses the request before it starts; the
+backend sends it once more with every image (`retry.stream_with_one_retry`).
 """
 
 import hashlib
@@ -47,6 +48,12 @@ class SentImages:
     def remember(self, digest: str, max_size: int | None, size: tuple[int, int]) -> None:
         with self._lock:
             self._put(self._sent, (digest, max_size), size)
+
+    def remember_sent(self, images: list, image_ids: list[str], max_size: int | None) -> None:
+        """Records the images of a request vLLM accepted that went with their pixels (None: went by id)."""
+        for image, image_id in zip(images, image_ids):
+            if image is not None:
+                self.remember(image_id, max_size, image.size)
 
     def _put(self, table: OrderedDict, key, value) -> None:
         table[key] = value

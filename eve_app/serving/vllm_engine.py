@@ -181,12 +181,11 @@ class VllmEngine(ImageLimits):
         fields = {**sampling_fields(request.settings, self.processor.stop_token_ids), **self.sampling_overrides}
         params = SamplingParams(**fields, output_kind=RequestOutputKind.DELTA)
         inputs: dict = {"prompt": prompt.text}
-        images = prompt.images if attempt == 0 else self._with_pixels(prompt)
+        images = prompt.images if attempt == 0 else prompt.with_pixels(self.processor.image_processor)
         max_size = request.settings.image_max_size
         if images:
             inputs["multi_modal_data"] = {"image": images}
-            if prompt.image_ids is not None:
-                inputs["multi_modal_uuids"] = {"image": prompt.image_ids}
+            inputs["multi_modal_uuids"] = {"image": prompt.image_ids}
             if max_size:
                 inputs["mm_processor_kwargs"] = {"max_size": int(max_size)}
         by_id_only = any(image is None for image in images)
@@ -221,9 +220,7 @@ class VllmEngine(ImageLimits):
                     raise item
                 if not accepted:  # vLLM processed the images: later turns can send them by id
                     accepted = True
-                    for image, image_id in zip(images, prompt.image_ids or []):
-                        if image is not None:
-                            self.sent_images.remember(image_id, max_size, image.size)
+                    self.sent_images.remember_sent(images, prompt.image_ids, max_size)
                 completion = item.outputs[0]
                 if completion.token_ids:
                     if record.new_tokens == 0:
@@ -242,16 +239,6 @@ class VllmEngine(ImageLimits):
                 future.cancel()
         if finish_reason == "error":
             raise RetryableError("The vLLM engine failed on this request; please try again.")
-
-    def _with_pixels(self, prompt) -> list:
-        """Every image of the prompt decoded, for a second attempt (vLLM may no longer hold those sent by id)."""
-        try:
-            return [
-                image if image is not None else self.processor.image_processor.load_image(path)
-                for image, path in zip(prompt.images, prompt.image_paths)
-            ]
-        except ValueError as error:
-            raise EngineError(str(error)) from error
 
 
 def _stop_with_the_process(engine: VllmEngine) -> None:

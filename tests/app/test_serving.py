@@ -113,7 +113,7 @@ def test_prepared_prompt_counts_the_tokens_the_library_builds(engine, image):
         Turn("user", "and this one?", [image, image]),
     ]
     settings = GenerationSettings(max_new_tokens=8)
-    prompt = prepare(engine.processor, turns, settings, engine.context_length)
+    prompt = prepare(engine.processor, turns, settings, engine.context_length, SentImages())
     inputs = engine.build_inputs(turns, settings)
     assert prompt.prompt_tokens == inputs["input_ids"].shape[1]
     assert prompt.text.count(IMAGE_TOKEN) == 3 and "<image>" not in prompt.text
@@ -123,14 +123,20 @@ def test_prepared_prompt_counts_the_tokens_the_library_builds(engine, image):
 def test_prepared_prompt_refuses_what_the_transformers_backend_refuses(engine, image, tmp_path):
     settings = GenerationSettings(max_new_tokens=engine.context_length - 4)
     with pytest.raises(EngineError) as refused:
-        prepare(engine.processor, [Turn("user", "hi", [image])], settings, engine.context_length)
+        prepare(engine.processor, [Turn("user", "hi", [image])], settings, engine.context_length, SentImages())
     with pytest.raises(EngineError) as reference:
         engine.build_inputs([Turn("user", "hi", [image])], settings)
     assert str(refused.value) == str(reference.value)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
     with pytest.raises(EngineError, match="not a readable image"):
-        prepare(engine.processor, [Turn("user", "hi", [str(broken)])], GenerationSettings(), engine.context_length)
+        prepare(
+            engine.processor,
+            [Turn("user", "hi", [str(broken)])],
+            GenerationSettings(),
+            engine.context_length,
+            SentImages(),
+        )
 
 
 def test_an_image_vllm_holds_is_sent_by_id_without_decoding_it_again(engine, image, monkeypatch):
@@ -140,7 +146,7 @@ def test_an_image_vllm_holds_is_sent_by_id_without_decoding_it_again(engine, ima
     sent = SentImages()
     first = prepare(engine.processor, turns, settings, engine.context_length, sent)
     assert first.images[0] is not None and first.image_ids == [sent.digest(image)]
-    sent.remember(first.image_ids[0], None, first.images[0].size)  # what the engine does once vLLM accepts it
+    sent.remember_sent(first.images, first.image_ids, None)  # what the engine does once vLLM accepts it
     decoded = []
     monkeypatch.setattr(engine.processor.image_processor, "load_image", lambda path: decoded.append(path))
     again = prepare(engine.processor, turns, settings, engine.context_length, sent)
