@@ -48,7 +48,9 @@ def create_app(argv: list[str] | None = None):
 def launch_options(settings: Settings) -> dict:
     """What Gradio may serve and accept: of the data folder only the stored chat images (content-addressed), never
     the database, its journal, runs, uploads or the secret; uploads no larger than the largest limit, within each
-    visitor's hourly budget and the disk's free space; event requests of bounded size that name no remote file."""
+    visitor's hourly budget and the disk's free space; event requests of bounded size that name no remote file.
+    Also sets which proxies uvicorn believes (`trust_proxies`), since `launch` has no parameter for it."""
+    trust_proxies(settings.trusted_proxies)
     data = settings.data_dir.resolve()
     blocked = [data / name for name in ("eve.db", "eve.db-wal", "eve.db-shm", "runs", "uploads", SECRET_FILE)]
     return {
@@ -66,13 +68,28 @@ def launch_options(settings: Settings) -> dict:
     }
 
 
+def trust_proxies(proxies: str) -> None:
+    """Let uvicorn take the client's address from `X-Forwarded-For` only on requests from `proxies`.
+
+    uvicorn's default trusts the header from loopback peers, so behind a local tunnel, or for anyone on the machine,
+    the header (which the caller writes) chose the address that quotas and the admin lock-out count on. Gradio's
+    `launch` passes no `forwarded_allow_ips`, and uvicorn reads FORWARDED_ALLOW_IPS when it is not given; an empty
+    value trusts no peer.
+    """
+    os.environ["FORWARDED_ALLOW_IPS"] = proxies.strip()
+    if os.environ.get("SPACE_ID") and not proxies.strip():
+        logging.getLogger("eve_app").warning(
+            "No --trusted-proxies on a Space: every visitor counts as the Space proxy's address (one shared upload "
+            "quota and admin lock-out). Set EVE_TRUSTED_PROXIES to the proxy's network; see the README."
+        )
+
+
 def upload_quota(settings: Settings) -> dict:
     return {
         "bytes_per_window": int(settings.upload_quota_mb * MIB),
         "window_s": 3600.0,
         "min_free_bytes": int(settings.min_free_disk_mb * MIB),
         "cache_dir": get_upload_folder(),
-        "behind_proxy": settings.on_spaces,
     }
 
 

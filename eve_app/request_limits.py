@@ -48,23 +48,19 @@ class UploadQuota:
         window_s: float,
         min_free_bytes: int,
         cache_dir: Path,
-        behind_proxy: bool = False,
     ):
         self.app = app
         self.bytes_per_window = bytes_per_window
         self.window_s = window_s
         self.min_free_bytes = min_free_bytes
         self.cache_dir = Path(cache_dir)
-        self.behind_proxy = behind_proxy
         self._uploads: dict[str, deque[tuple[float, int]]] = {}
         self._lock = threading.Lock()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith(UPLOAD_ROUTE):
             connection = HTTPConnection(scope)
-            refusal = self.admit(
-                client_address(connection, self.behind_proxy), connection.headers.get("content-length")
-            )
+            refusal = self.admit(client_address(connection), connection.headers.get("content-length"))
             if refusal is not None:
                 await refuse(*refusal, scope, receive, send)
                 return

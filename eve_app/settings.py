@@ -55,6 +55,7 @@ class Settings:
     admin_password: str | None = None  # enables launching fine-tune jobs
     allow_jobs_on_spaces: bool = False
     secret: str | None = None  # keys the browsers' owner tokens; None: made once and kept in the data directory
+    trusted_proxies: str = ""  # peers whose X-Forwarded-For names the client (comma-separated IPs/networks; "*" all)
     max_image_mb: float = LIMIT_FLAGS["max_image_mb"][0]
     max_image_megapixels: float = LIMIT_FLAGS["max_image_megapixels"][0]
     max_images_per_message: int = LIMIT_FLAGS["max_images_per_message"][0]
@@ -205,6 +206,13 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         "--secret",
         default=_env("EVE_SECRET"),
         help="key of the browsers' owner tokens (env EVE_SECRET; default: made once in the data directory)",
+    )
+    parser.add_argument(
+        "--trusted-proxies",
+        default=_env("EVE_TRUSTED_PROXIES", defaults.trusted_proxies),
+        help="addresses or networks of the proxies in front of the app, comma-separated (e.g. 10.0.0.0/8): only "
+        "their X-Forwarded-For names a visitor's address for the quota and the admin lock-out (env "
+        "EVE_TRUSTED_PROXIES; default: none, every request counts for its TCP peer)",
     )
     limits = parser.add_argument_group("limits on what a visitor may send")
     for name, (value, text) in LIMIT_FLAGS.items():

@@ -43,6 +43,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             "admin_token": gr.BrowserState(None, storage_key="eve-admin", secret=secret),
         }
         owner = gr.State(None)
+        unlocked = gr.State(False)  # this page holds a valid admin token (set on load from "eve-admin")
         gr.Markdown(
             f"## {TITLE}\nPick a task, drop in an image (screenshot, poster, webpage capture or photo), "
             "and watch the answer stream. Conversations are saved; see the History tab."
@@ -51,9 +52,9 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             with gr.Tab("Chat", id="chat"):
                 chat = build_chat_tab(ctx, owner)
             with gr.Tab("History", id="history"):
-                history = build_history_tab(ctx, chat, owner)
+                history = build_history_tab(ctx, chat, owner, unlocked)
             with gr.Tab("Fine-tune", id="finetune"):
-                finetune = build_finetune_tab(ctx, owner, chat, kept)
+                finetune = build_finetune_tab(ctx, owner, chat, kept, unlocked)
         build_api(ctx)
         identified = demo.load(identify, token, [token, owner], api_visibility="private")
         identified.then(HistoryHandlers(ctx).search, history["listing"], history["table"], api_visibility="private")

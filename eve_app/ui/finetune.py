@@ -117,12 +117,13 @@ class FinetuneHandlers:
             raise refuse("This server runs no fine-tuning jobs.")
         return self.ctx.runner
 
-    def _check_admin(self, password: str, request: gr.Request | None) -> None:
+    def _check_admin(self, password: str, request: gr.Request | None, unlocked: bool = False) -> None:
+        """Refuses unless `password` is the admin's; `unlocked`: this page holds a valid admin token (see AdminGate)."""
         reason = launch_blocked_reason(self.ctx)
         if reason:
             raise refuse(reason)
         try:
-            self.ctx.admin.check(password, client_address(request, self.ctx.settings.on_spaces))
+            self.ctx.admin.check(password, client_address(request), trusted=bool(unlocked))
         except UserError as error:
             raise refuse(str(error)) from None
 
@@ -175,6 +176,7 @@ class FinetuneHandlers:
         password: str,
         owner: str | None,
         request: gr.Request,
+        unlocked: bool = False,
     ):
         """Validates an upload (or your History conversations) and shows its summary and first page of rows."""
         base = self._base(base)
@@ -188,7 +190,7 @@ class FinetuneHandlers:
         if export_ids.strip():
             ids = parse_conversation_ids(export_ids)
             try:
-                is_admin = self.ctx.admin.is_admin(password, client_address(request, self.ctx.settings.on_spaces))
+                is_admin = self.ctx.admin.is_admin(password, client_address(request), bool(unlocked))
             except UserError as error:
                 raise refuse(str(error)) from None
             folder = new_upload_dir(self.ctx.settings.data_dir)
@@ -363,13 +365,14 @@ class FinetuneHandlers:
         hardware: str = "CPU",
         strategy: str = "ddp",
         password: str = "",
+        unlocked: bool = False,
         request: gr.Request | None = None,
     ):
         """Launches a fine-tuning job (needs the admin password); returns the jobs table and the new job's id.
 
         The settings are those of /preview_command; `password` is the admin password.
         """
-        self._check_admin(password, request)
+        self._check_admin(password, request, unlocked)
         form = JobForm(
             dataset,
             base,
@@ -423,10 +426,10 @@ class FinetuneHandlers:
         losses = loss_frame(self.runner.loss_series(job_id))
         return label, self.redact(self.runner.log_tail(job_id, 40)), losses
 
-    def watch(self, job_id: float | None, password: str, request: gr.Request):
+    def watch(self, job_id: float | None, password: str, request: gr.Request, unlocked: bool = False):
         """Progress line, log tail and loss plot of one job (admin); unlocks the timer that keeps them current, also
         after a reload of this page."""
-        self._check_admin(password, request)
+        self._check_admin(password, request, unlocked)
         return *self._watch(job_id), True, self.ctx.admin.issue_token()
 
     def tick(self, job_id: float | None, unlocked: bool):
@@ -439,8 +442,8 @@ class FinetuneHandlers:
         """On page load: the job this browser watched, and whether its admin token still unlocks the page."""
         return (watched or None), self.ctx.admin.token_valid(token)
 
-    def abort(self, password: str, job_id: float | None, request: gr.Request):
-        self._check_admin(password, request)
+    def abort(self, password: str, job_id: float | None, request: gr.Request, unlocked: bool = False):
+        self._check_admin(password, request, unlocked)
         if not job_id:
             raise refuse("Pick a job first.")
         try:
@@ -449,10 +452,10 @@ class FinetuneHandlers:
             raise refuse(f"There is no job {int(job_id)}.") from None
         return self.jobs_table()
 
-    def load_into_chat(self, password: str, choice: str, request: gr.Request):
+    def load_into_chat(self, password: str, choice: str, request: gr.Request, unlocked: bool = False):
         """Swaps the chat's model, for every visitor (admin): the default model, a finished job, or a folder inside
         the allowed roots. Returns the confirmation and the chat's new model line."""
-        self._check_admin(password, request)
+        self._check_admin(password, request, unlocked)
         choices = self.base_choices()
         path = self._base(choice)
         name = choice if choice in choices and choice.startswith("job-") else Path(path).name
@@ -474,18 +477,19 @@ class FinetuneHandlers:
         return int(table.iloc[event.index[0], 0])
 
 
-def build_finetune_tab(ctx: AppContext, owner: gr.State, chat: dict, browser: dict) -> dict:
+def build_finetune_tab(ctx: AppContext, owner: gr.State, chat: dict, browser: dict, unlocked: gr.State) -> dict:
     """Lays out the fine-tune tab and wires its events. `browser`: the values kept in the browser's storage
-    ("watched_job", "admin_token"), created at the top of the page so that they load with it."""
+    ("watched_job", "admin_token"), created at the top of the page so that they load with it; `unlocked`: whether
+    this page holds a valid admin token (shared with the History tab)."""
     h = FinetuneHandlers(ctx)
     c = finetune_layout(ctx, launch_blocked_reason(ctx), describe_stages, h.jobs_table(), h.base_choices())
     h.form = {name: c[name] for name in FORM_FIELDS}
     form = list(h.form.values())
-    c["unlocked"] = gr.State(False)
+    c["unlocked"] = unlocked
     c["watched"], c["admin_token"] = browser["watched_job"], browser["admin_token"]
     c["validate"].click(
         h.validate,
-        [c["files"], c["export_ids"], c["base"], c["password"], owner],
+        [c["files"], c["export_ids"], c["base"], c["password"], owner, unlocked],
         [c["summary"], c["preview"], c["dataset"], c["page"]],
         api_name="validate_dataset",
         concurrency_id="validate",
@@ -498,8 +502,8 @@ def build_finetune_tab(ctx: AppContext, owner: gr.State, chat: dict, browser: di
     c["load_config"].upload(
         h.load_config, c["load_config"], [c[name] for name in FORM_FIELDS[2:12]], api_visibility="private"
     )
-    c["launch"].click(h.launch_job, [*form, c["password"]], [c["jobs"], c["job_id"]], api_name="launch_job")
-    c["abort"].click(h.abort, [c["password"], c["job_id"]], c["jobs"], api_name="abort_job")
+    c["launch"].click(h.launch_job, [*form, c["password"], unlocked], [c["jobs"], c["job_id"]], api_name="launch_job")
+    c["abort"].click(h.abort, [c["password"], c["job_id"], unlocked], c["jobs"], api_name="abort_job")
     c["refresh"].click(h.jobs_table, None, c["jobs"], api_visibility="private")
     c["jobs"].select(h.pick_job, c["jobs"], c["job_id"], api_visibility="private")
     watched = [c["progress"], c["log"], c["loss_plot"]]
@@ -507,13 +511,16 @@ def build_finetune_tab(ctx: AppContext, owner: gr.State, chat: dict, browser: di
         h.tick, [c["job_id"], c["unlocked"]], [*watched, c["jobs"]], api_visibility="private", show_progress="hidden"
     )
     c["watch"].click(
-        h.watch, [c["job_id"], c["password"]], [*watched, c["unlocked"], c["admin_token"]], api_name="watch_job"
+        h.watch, [c["job_id"], c["password"], unlocked], [*watched, unlocked, c["admin_token"]], api_name="watch_job"
     )
     # The watched job is kept in the browser, so a reloaded page re-attaches to it.
     c["job_id"].change(lambda job_id: job_id, c["job_id"], c["watched"], api_visibility="private")
     c["restore"] = (h.restore, [c["watched"], c["admin_token"]], [c["job_id"], c["unlocked"]])
     c["load_into_chat"].click(
-        h.load_into_chat, [c["password"], c["chat_model"]], [c["load_status"], chat["model"]], api_name="load_model"
+        h.load_into_chat,
+        [c["password"], c["chat_model"], unlocked],
+        [c["load_status"], chat["model"]],
+        api_name="load_model",
     )
     c["refresh"].click(h.refresh_choices, None, [c["base"], c["chat_model"]], api_visibility="private")
     c["jobs_table"] = h.jobs_table

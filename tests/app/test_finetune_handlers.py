@@ -56,3 +56,25 @@ def test_validated_uploads_waiting_for_a_launch_cannot_fill_the_disk(tiny_checkp
         raise AssertionError("twenty uploads were kept without a limit")
     one_upload = 2 * sum(Path(f).stat().st_size for f in files)  # its files and the prepared train.json, at most
     assert ctx.uploads.pending_bytes() <= 20 * 1024 + one_upload
+
+
+def test_a_valid_admin_token_lets_the_admin_in_while_their_address_is_locked(ctx):
+    """The page of a browser with a valid admin token is unlocked on load; from it the right password passes a
+    lock-out that others' guesses from the same address caused."""
+    import dataclasses
+
+    from eve_app.security import AdminGate
+
+    gate = AdminGate("s3cret", max_failures=1, delay=0)
+    handlers = FinetuneHandlers(dataclasses.replace(ctx, admin=gate))
+    with pytest.raises(gr.Error, match="Wrong admin password"):
+        handlers.abort("guess", None, REQUEST)
+    with pytest.raises(gr.Error, match="Too many wrong admin passwords"):
+        handlers.abort("s3cret", None, REQUEST)
+    _, unlocked = handlers.restore(None, gate.issue_token())
+    assert unlocked is True
+    with pytest.raises(gr.Error, match="Pick a job first"):  # past the password check
+        handlers.abort("s3cret", None, REQUEST, unlocked)
+    _, stranger = handlers.restore(None, "made-up-token-0123456789")
+    with pytest.raises(gr.Error, match="Too many wrong admin passwords"):
+        handlers.abort("s3cret", None, REQUEST, stranger)

@@ -54,3 +54,45 @@ def test_job_processes_never_see_the_admin_password(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     env = JobRunner(storage=None, data_dir=tmp_path)._child_env()
     assert "EVE_ADMIN_PASSWORD" not in env and "top secret" not in env.values() and env["OMP_NUM_THREADS"] == "1"
+
+
+def test_empty_passwords_are_not_guesses():
+    """An admin button clicked with the field empty is refused at once, and never counts toward the lock-out."""
+    gate = AdminGate("right", max_failures=2, window=60, delay=0.05)
+    for _ in range(10):
+        with pytest.raises(UserError, match="needs the admin password"):
+            gate.check("", "1.2.3.4")
+    gate.check("right", "1.2.3.4")
+
+
+def test_guesses_from_many_addresses_meet_a_server_wide_back_off_that_locks_nobody_out():
+    """Past `global_failures` wrong guesses from all addresses together, checks take turns (one per `backoff`
+    seconds), whatever address they come from; the right password still gets in after its turn."""
+    waits: list[float] = []
+    gate = AdminGate("right", max_failures=100, window=60, delay=0, global_failures=3, backoff=2.0, sleep=waits.append)
+    for i in range(3):
+        with pytest.raises(UserError, match="Wrong admin password"):
+            gate.check("wrong", f"10.0.0.{i}")
+    assert [w for w in waits if w > 0] == []  # below the threshold: no back-off
+    waits.clear()
+    for i in range(3):
+        with pytest.raises(UserError, match="Wrong admin password"):
+            gate.check("wrong", f"10.0.1.{i}")
+    gate.check("right", "192.0.2.1")
+    turns = [w for w in waits if w > 0]
+    assert len(turns) == 3 and all(abs(t - 2.0 * (i + 1)) < 0.5 for i, t in enumerate(turns)), turns
+
+
+def test_a_page_unlocked_by_a_valid_admin_token_gets_past_the_lock_out():
+    """Others' wrong guesses from the admin's address (everyone behind one proxy) lock the address, not the admin
+    whose browser holds a valid token; a wrong password from such a page is still refused."""
+    gate = AdminGate("right", max_failures=2, window=60, delay=0)
+    for _ in range(2):
+        with pytest.raises(UserError, match="Wrong admin password"):
+            gate.check("wrong", "10.0.0.1")
+    with pytest.raises(UserError, match="Too many wrong admin passwords"):
+        gate.check("right", "10.0.0.1")
+    gate.check("right", "10.0.0.1", trusted=True)
+    assert gate.is_admin("right", "10.0.0.1", trusted=True)
+    with pytest.raises(UserError, match="Too many wrong admin passwords"):
+        gate.check("wrong", "10.0.0.1", trusted=True)

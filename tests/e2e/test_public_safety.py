@@ -303,6 +303,68 @@ def test_a_visitor_uploads_no_more_than_the_hourly_quota(tmp_path):
         process.wait()
 
 
+def test_empty_password_clicks_never_lock_the_admin_out(server):
+    """Admin buttons clicked with the password field empty are refused, and are not wrong guesses."""
+    client = client_of(server)
+    for _ in range(8):
+        with pytest.raises(AppError, match="needs the admin password"):
+            client.predict("", 999, api_name="/abort_job")
+    with pytest.raises(AppError, match="There is no job 999"):  # the right password still gets in
+        client.predict(PASSWORD, 999, api_name="/abort_job")
+
+
+def test_a_forged_forwarded_address_escapes_neither_the_lock_out_nor_the_quota(tmp_path):
+    """By default no proxy is trusted: an `X-Forwarded-For` a visitor writes does not give them a fresh address,
+    neither for guessing the admin password nor for a new upload quota."""
+    port = free_port()
+    env = {"GRADIO_TEMP_DIR": str(tmp_path / "gradio-cache")}
+    args = ["--data-dir", str(tmp_path / "data"), "--admin-password", PASSWORD, "--upload-quota-mb", "1"]
+    process = start_server(args, port, env=env)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        for i in range(5):
+            forged = Client(url, headers={"X-Forwarded-For": f"203.0.113.{i}"}, verbose=False)
+            with pytest.raises(AppError, match="Wrong admin password"):
+                forged.predict("guess", 999, api_name="/abort_job")
+        forged = Client(url, headers={"X-Forwarded-For": "198.51.100.7"}, verbose=False)
+        with pytest.raises(AppError, match="Too many wrong admin passwords"):
+            forged.predict(PASSWORD, 999, api_name="/abort_job")
+
+        upload = f"{url}gradio_api/upload"
+        assert httpx.post(upload, files={"files": ("a.bin", b"\0" * (1000 << 10))}).status_code == 200
+        for address in ("198.51.100.8", "198.51.100.9, 203.0.113.1"):
+            refused = httpx.post(
+                upload, files={"files": ("b.bin", b"\0" * (100 << 10))}, headers={"X-Forwarded-For": address}
+            )
+            assert refused.status_code == 429, (address, refused.status_code)
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_a_trusted_proxy_names_each_visitor(tmp_path):
+    """`--trusted-proxies` reaches uvicorn: behind the listed proxy, the address it forwards is the visitor's, so
+    two visitors behind it have a quota each (and a visitor's own header before the proxy's entry does not count)."""
+    port = free_port()
+    env = {"GRADIO_TEMP_DIR": str(tmp_path / "gradio-cache")}
+    args = ["--data-dir", str(tmp_path / "data"), "--upload-quota-mb", "1", "--trusted-proxies", "127.0.0.1"]
+    process = start_server(args, port, env=env)
+    upload = f"http://127.0.0.1:{port}/gradio_api/upload"
+
+    def post(forwarded: str, size: int) -> int:
+        files = {"files": ("a.bin", b"\0" * size)}
+        return httpx.post(upload, files=files, headers={"X-Forwarded-For": forwarded}).status_code
+
+    try:
+        assert post("198.51.100.1", 1000 << 10) == 200
+        assert post("198.51.100.1", 100 << 10) == 429
+        assert post("203.0.113.5, 198.51.100.1", 100 << 10) == 429  # forged first entry, proxy appended the real
+        assert post("198.51.100.2", 100 << 10) == 200
+    finally:
+        process.kill()
+        process.wait()
+
+
 def test_a_nearly_full_disk_refuses_uploads_with_a_message_and_api_calls_end_with_an_error(tmp_path):
     """The disk floor on a live server: the upload route says why, and an `/answer` call through gradio_client ends
     with that refusal instead of waiting (its own iterator would wait forever)."""
