@@ -19,6 +19,7 @@ from eve_app.serving import load_engine
 from eve_app.settings import MIB, SECRET_FILE, Settings, parse_settings
 from eve_app.storage import Storage
 from eve_app.ui import CSS, HIDE_SHARE, build_app
+from eve_app.ui.sessions import lean_sessions
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -36,6 +37,7 @@ def create_app(argv: list[str] | None = None):
     ctx.uploads.sweep(runner.upload_dirs_in_use())  # validated uploads left from before, once they are old
     ctx.uploads.start_sweeper(runner.upload_dirs_in_use)
     demo = build_app(ctx)
+    lean_sessions(demo)  # a new visitor's session holds a few KB instead of a copy of the whole page's config
     # What start-up built (libraries, model, UI) lives as long as the app. Python's full collection walks every live
     # object and holds the GIL while it does: here 0.2-0.35 s, a stall for every request in flight, every few dozen
     # requests. Frozen, those objects are never walked again (a model swapped out later is still freed: nothing in
@@ -57,6 +59,7 @@ def launch_options(settings: Settings) -> dict:
         "allowed_paths": [str(data / "images")],
         "blocked_paths": [str(path) for path in blocked],
         "max_file_size": settings.max_file_bytes,
+        "state_session_capacity": settings.max_sessions,
         "app_kwargs": {
             "middleware": [
                 Middleware(UploadQuota, **upload_quota(settings)),

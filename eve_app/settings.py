@@ -36,6 +36,7 @@ LIMIT_FLAGS: dict[str, tuple[Any, str]] = {
     "min_free_disk_mb": (512.0, "uploads are refused when they would leave less free disk than this, in MiB"),
     "max_request_mb": (8.0, "largest request to an event (a question, its settings and the chat it sends), in MiB"),
     "partial_save_seconds": (2.0, "a streaming answer's text is saved this often (crash recovery)"),
+    "max_sessions": (10000, "visitor sessions kept in memory (chat state; the least recently used goes first)"),
 }
 
 
@@ -74,6 +75,7 @@ class Settings:
     min_free_disk_mb: float = LIMIT_FLAGS["min_free_disk_mb"][0]
     max_request_mb: float = LIMIT_FLAGS["max_request_mb"][0]
     partial_save_seconds: float = LIMIT_FLAGS["partial_save_seconds"][0]
+    max_sessions: int = LIMIT_FLAGS["max_sessions"][0]
 
     def chat_limits(self) -> ChatLimits:
         return ChatLimits(

@@ -141,3 +141,17 @@ def test_settings_beyond_the_models_context_are_refused_with_the_limit(ctx, imag
     *_, (chatbot, session, _, _) = handlers.respond(session, "OCR", 0.0, 1.0, 8, 1.0, "", str(too_big), REQUEST)
     assert "Image size must be between 16 and" in chatbot[-1]["content"]
     assert [m["status"] for m in _visible(ctx, session) if m["role"] == "assistant"] == ["error", "error"]
+
+
+def test_stop_events_are_kept_for_a_bounded_number_of_sessions():
+    """One stop event per session, like Gradio's sessions: a script opening session after session does not grow the
+    table past its capacity, and the sessions still in use keep theirs."""
+    from eve_app.context import StopEvents
+
+    stops = StopEvents(capacity=3)
+    kept = stops.new("visitor")
+    for i in range(100):
+        stops.new(f"script-{i}")
+        assert stops.current("visitor") is kept  # in use, so never the oldest
+    stops.stop("visitor")
+    assert kept.is_set() and len(stops._events) == 3

@@ -365,6 +365,37 @@ def test_a_trusted_proxy_names_each_visitor(tmp_path):
         process.wait()
 
 
+def test_fresh_sessions_cost_little_memory(tmp_path):
+    """A script calling an anonymous endpoint with a new session each time (as every gradio_client does) makes the
+    server keep one session each: their memory stays a few KB apiece (it was about 220 KB)."""
+    port = free_port()
+    process = start_server(["--data-dir", str(tmp_path / "data")], port, env={"GRADIO_TEMP_DIR": str(tmp_path / "c")})
+
+    def rss() -> int:
+        line = next(x for x in Path(f"/proc/{process.pid}/status").read_text().splitlines() if x.startswith("VmRSS:"))
+        return int(line.split()[1]) * 1024
+
+    def calls(n: int) -> None:
+        """`n` calls of /search_conversations over Gradio's REST route, a new session each (none is sent)."""
+        url = f"http://127.0.0.1:{port}/gradio_api/call/search_conversations"
+        with httpx.Client(timeout=60) as http:
+            for _ in range(n):
+                event = http.post(url, json={"data": ["", ""]}).json()["event_id"]
+                assert "event: complete" in http.get(f"{url}/{event}").text
+
+    try:
+        calls(100)  # warm-up: the first calls allocate what any call needs
+        before = rss()
+        sessions = 1000
+        calls(sessions)
+        growth = (rss() - before) / sessions
+        print(f"memory per fresh session: {growth / 1000:.1f} KB")
+        assert growth < 50_000, f"{growth / 1000:.0f} KB per session"
+    finally:
+        process.kill()
+        process.wait()
+
+
 def test_a_nearly_full_disk_refuses_uploads_with_a_message_and_api_calls_end_with_an_error(tmp_path):
     """The disk floor on a live server: the upload route says why, and an `/answer` call through gradio_client ends
     with that refusal instead of waiting (its own iterator would wait forever)."""
