@@ -130,7 +130,12 @@ class EventGuard:
                 return
             if not message.get("more_body", False):
                 break
-        if remote_file(bytes(body)) is not None:
+        try:
+            link = remote_file(bytes(body))
+        except RecursionError:  # Gradio's own parse would fail the same way, with a traceback
+            await refuse(400, "The request's JSON is nested too deeply.", scope, receive, send)
+            return
+        if link is not None:
             await refuse(400, "Files must be uploaded, not given as links.", scope, receive, send)
             return
         await self.app(scope, _replay(bytes(body), receive), send)

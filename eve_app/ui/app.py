@@ -8,6 +8,7 @@ from .api import build_api
 from .chat import build_chat_tab
 from .finetune import build_finetune_tab
 from .history import HistoryHandlers, build_history_tab
+from .refusals import Blocks
 
 TITLE = "EVEv2 — encoder-free vision-language chat"
 CSS = """
@@ -32,7 +33,7 @@ def identify(token: str | None, request: gr.Request) -> tuple[str, str | None]:
 def build_app(ctx: AppContext) -> gr.Blocks:
     hours = ctx.settings.cache_hours * 3600
     # Gradio's upload cache (every image a visitor sent) is swept hourly of files older than cache_hours.
-    with gr.Blocks(title=TITLE, delete_cache=(max(60, min(3600, int(hours))), max(60, int(hours)))) as demo:
+    with Blocks(title=TITLE, delete_cache=(max(60, min(3600, int(hours))), max(60, int(hours)))) as demo:
         # The browser's id: a random token in its local storage (kept across reloads), and per page the owner id.
         # Kept in the browser's local storage, so they survive a reload; made here, outside the tabs, because a
         # tab's components load only when the tab is first shown.

@@ -62,6 +62,12 @@ def client_of(server) -> Client:
     return Client(server[0], verbose=False)
 
 
+def png_bytes() -> bytes:
+    image = io.BytesIO()
+    Image.new("RGB", (32, 32), "white").save(image, format="PNG")
+    return image.getvalue()
+
+
 def png(path: Path, size=(64, 32), color="white") -> Path:
     Image.new("RGB", size, color).save(path)
     return path
@@ -394,6 +400,65 @@ def test_fresh_sessions_cost_little_memory(tmp_path):
     finally:
         process.kill()
         process.wait()
+
+
+def call_raw(url: str, api: str, data: str, session_hash: str | None = None) -> tuple[str, object]:
+    """(event, data) of the last message of a `/call/<api>` request whose inputs are written as raw JSON (so that
+    NaN and Infinity can be sent, as any HTTP client can); a bare "Error" comes back with data None."""
+    body = '{"data": ' + data + (f', "session_hash": "{session_hash}"' if session_hash else "") + "}"
+    route = f"{url}gradio_api/call/{api}"
+    started = httpx.post(route, content=body, headers={"content-type": "application/json"})
+    assert started.status_code == 200, started.text
+    lines = httpx.get(f"{route}/{started.json()['event_id']}", timeout=120).text.strip().splitlines()
+    return lines[-2].removeprefix("event: "), json.loads(lines[-1].removeprefix("data: "))
+
+
+FILE = '{"path": %s, "meta": {"_type": "gradio.FileData"}}'
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ('[IMAGE, "OCR", "", "abc"]', "max_new_tokens must be a whole number of at least 1; got 'abc'"),
+        ('[IMAGE, "OCR", "", NaN]', "max_new_tokens must be a whole number of at least 1; got nan"),
+        ('[IMAGE, "OCR", "", Infinity]', "max_new_tokens must be a whole number of at least 1; got inf"),
+        ('[IMAGE, "OCR", "", 0]', "max_new_tokens must be a whole number of at least 1; got 0"),
+        ('[IMAGE, "OCR", "", 12.5]', "max_new_tokens must be a whole number of at least 1; got 12.5"),
+        ('[IMAGE, "OCR", "", [8]]', "max_new_tokens must be a whole number of at least 1; got [8]"),
+        ("[" + FILE % '""' + ', "OCR", "", 8]', "image must be an uploaded file"),
+        ('["", "OCR", "", 8]', "image must be an uploaded file"),
+        ('["notes.png", "OCR", "", 8]', "image must be an uploaded file"),
+        ("[" + FILE % '"/etc/passwd"' + ', "OCR", "", 8]', "image must be an uploaded file"),
+        ('[IMAGE, ["OCR"], "", 8]', "The task must be one of ['OCR'"),
+        ("[IMAGE]", "This endpoint takes 4 inputs (image, task, question, max_new_tokens); got 1"),
+    ],
+)
+def test_bad_answer_inputs_are_refused_by_name(server, capfd, inputs, message):
+    """Replays of fuzzed /answer inputs that got a bare "Error" (and a traceback in the log): each is refused with
+    the input's name and what it expects, without a traceback."""
+    url, _ctx = server
+    uploaded = httpx.post(f"{url}gradio_api/upload", files={"files": ("q.png", png_bytes())}).json()[0]
+    event, data = call_raw(url, "answer", inputs.replace("IMAGE", FILE % json.dumps(uploaded)))
+    assert event == "error" and isinstance(data, dict) and message in data["error"], data
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_settings_refused_before_the_answer_are_saved_as_its_error(server, capfd):
+    """Chat settings Gradio cannot read (text, NaN) ended the event before the handler: the question stayed without
+    an answer, later shown as an interruption. Now the answer is saved with the refusal."""
+    url, ctx = server
+    client = client_of(server)
+    for temperature, shown in (('"warm"', "'warm'"), ("NaN", "nan"), ("7", "7")):
+        question = f"settings test {temperature}"
+        client.predict({"text": question, "files": []}, "Free chat", api_name="/submit_message")
+        settings = f'["Free chat", {temperature}, 1.0, 8, 1.0, "", ""]'
+        event, _ = call_raw(url, "respond", settings, session_hash=client.session_hash)
+        assert event == "complete"
+        [found] = ctx.storage.list_conversations(search=question)
+        answer = ctx.storage.get_conversation(found["id"])["messages"][-1]
+        assert answer["role"] == "assistant" and answer["status"] == "error", answer
+        assert f"Temperature (0 = greedy) must be a number from 0 to 1.5; got {shown}." == answer["error"]
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_a_nearly_full_disk_refuses_uploads_with_a_message_and_api_calls_end_with_an_error(tmp_path):
