@@ -14,6 +14,7 @@ from ..chat_session import ChatSession, ChatTurn
 from ..context import AppContext
 from ..errors import UserError
 from ..security import client_address, session_owner, viewer
+from ..storage.schema import ADMIN_OWNER
 from .refusals import refuse
 
 COLUMNS = ["id", "updated", "task", "title", "messages", "last answer"]
@@ -75,7 +76,8 @@ class HistoryHandlers:
             conversation = self.ctx.conversations.get(who, ids[0])
         except UserError as error:
             raise refuse(str(error)) from None
-        session = ChatSession(conversation_id=conversation["id"], owner=who)
+        # The admin's view (of anyone's conversation) fetches nothing a message's author linked: see inert_markdown.
+        session = ChatSession(conversation_id=conversation["id"], owner=who, inert=who == ADMIN_OWNER)
         for message in conversation["messages"]:
             session.turns.append(
                 ChatTurn(

@@ -155,3 +155,22 @@ def test_stop_events_are_kept_for_a_bounded_number_of_sessions():
         assert stops.current("visitor") is kept  # in use, so never the oldest
     stops.stop("visitor")
     assert kept.is_set() and len(stops._events) == 3
+
+
+def test_the_admin_opens_a_strangers_message_without_fetching_what_it_links(ctx):
+    """A Markdown or HTML image in a stranger's message would be fetched by the admin's browser when the admin opens
+    the conversation (telling its author the admin's address and when); the admin sees it as text. Code is shown as
+    written."""
+    text = (
+        "hello ![pixel](https://attacker.example/t.png) and <img src='https://attacker.example/u.png'> "
+        "and ![ref][1]\n\n[1]: https://attacker.example/r.png\n\n```html\n<img src=x>\n```"
+    )
+    saved = ctx.conversations.ask("browser:a-stranger", None, text, [], "Free chat")
+    history = HistoryHandlers(ctx)
+    chatbot, opened, _ = history.open_conversation(str(saved.conversation_id), "s3cret", OWNER, REQUEST)
+    shown = chatbot[0]["content"]
+    assert "![" not in shown.replace("```html\n<img src=x>\n```", "") and "<img src='https" not in shown
+    assert "attacker.example/t.png" in shown and "```html\n<img src=x>\n```" in shown
+    assert opened.turns[0].text == text  # the stored text is unchanged
+    mine, _, _ = history.open_conversation(str(saved.conversation_id), "", "browser:a-stranger", REQUEST)
+    assert mine[0]["content"] == text  # its author sees it as written
