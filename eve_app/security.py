@@ -11,7 +11,6 @@ A public Space is reached by strangers, so every handler asks these questions in
 
 import hashlib
 import hmac
-import re
 import secrets
 import threading
 import time
@@ -19,13 +18,17 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from pathlib import Path
 
+from huggingface_hub import try_to_load_from_cache
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+from model.shared import PROJECT_ROOT
+
 from .errors import UserError
 from .storage.schema import ADMIN_OWNER
 
 API_OWNER = "api"
 TOKEN_BYTES = 24
 MIN_TOKEN_LENGTH = 16
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def new_browser_token() -> str:
@@ -186,8 +189,27 @@ def viewer(owner: str | None, is_admin: bool) -> str | None:
     return ADMIN_OWNER if is_admin else owner
 
 
-def resolve_checkpoint_choice(value: str, roots: list[Path]) -> str:
-    """A base checkpoint named by a visitor: a folder inside one of `roots`, or a Hub id (loaded from the cache).
+def cached_hub_id(value: str, hub_cache: Path | str | None = None) -> str | None:
+    """`value` if it is a Hub model id (`owner/name` by the Hub's own rules) whose config.json is in the server's
+    Hub cache, else None.
+
+    The cache is the test, not only the spelling: `etc/passwd` is spelled like a Hub id, and a name that is not in
+    the cache would make a job or a model load look it up as a folder first, then on the Hub.
+    """
+    if value.count("/") != 1:
+        return None
+    try:
+        validate_repo_id(value)
+    except HFValidationError:
+        return None
+    if Path(value).exists() or (PROJECT_ROOT / value).exists():  # a relative folder here or where jobs run
+        return None
+    found = try_to_load_from_cache(value, "config.json", cache_dir=hub_cache)
+    return value if isinstance(found, str) else None
+
+
+def resolve_checkpoint_choice(value: str, roots: list[Path], hub_cache: Path | str | None = None) -> str:
+    """A base checkpoint named by a visitor: a folder inside one of `roots`, or a Hub id already in the Hub cache.
 
     Raises:
         UserError: the folder is elsewhere on the server, or the text is neither.
@@ -195,8 +217,13 @@ def resolve_checkpoint_choice(value: str, roots: list[Path]) -> str:
     value = (value or "").strip()
     if not value:
         raise UserError("Choose a base checkpoint.")
-    if HUB_ID.match(value) and not Path(value).exists():
+    if cached_hub_id(value, hub_cache):
         return value
+    if value.count("/") == 1 and not value.startswith(("/", ".", "~")) and not Path(value).exists():
+        raise UserError(
+            f"{value[:100]!r} is not a Hub model in this server's Hub cache (an id is owner/name); the admin can "
+            "download it first (hf download owner/name)."
+        )
     path = Path(value).expanduser().resolve()
     if not any(path.is_relative_to(root.resolve()) for root in roots):
         raise UserError("Base checkpoints must be the default model, a finished job, or a Hub id.")

@@ -55,7 +55,7 @@ class Settings:
     db_url: str | None = None  # None: SQLite in data_dir
     admin_password: str | None = None  # enables launching fine-tune jobs
     allow_jobs_on_spaces: bool = False
-    secret: str | None = None  # keys the browsers' owner tokens; None: made once and kept in the data directory
+    secret: str | None = None  # Gradio's key for the browsers' stored ids (sent to every page); None: made once
     trusted_proxies: str = ""  # peers whose X-Forwarded-For names the client (comma-separated IPs/networks; "*" all)
     max_image_mb: float = LIMIT_FLAGS["max_image_mb"][0]
     max_image_megapixels: float = LIMIT_FLAGS["max_image_megapixels"][0]
@@ -103,8 +103,9 @@ class Settings:
         return int(max(self.max_image_mb, self.max_upload_mb, self.max_dataset_mb) * MIB)
 
     def browser_secret(self) -> str:
-        """The key of the browsers' stored owner tokens: the same after a restart, or every visitor's history
-        would be lost."""
+        """The key Gradio's BrowserState encrypts the browsers' stored ids with: the same after a restart, or every
+        visitor's history would be lost. Gradio sends it to every page (the page decrypts with it), so it guards
+        nothing against visitors; the ids' randomness does."""
         if self.secret:
             return self.secret
         path = self.data_dir / SECRET_FILE
@@ -207,7 +208,9 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     parser.add_argument(
         "--secret",
         default=_env("EVE_SECRET"),
-        help="key of the browsers' owner tokens (env EVE_SECRET; default: made once in the data directory)",
+        help="the key Gradio encrypts the ids kept in browsers' local storage with; Gradio sends it to every page, "
+        "so it is no secret from visitors, but it must stay the same across restarts (env EVE_SECRET; default: made "
+        "once in the data directory)",
     )
     parser.add_argument(
         "--trusted-proxies",

@@ -8,6 +8,7 @@ paths); launching, aborting, watching a job's log and loading a model into the c
 
 import dataclasses
 import html
+import re
 import shutil
 import sys
 import tempfile
@@ -97,6 +98,18 @@ def describe_stages(stages: list[str]) -> str:
     return "\n\n".join(lines)
 
 
+def redact_paths(text: str, names: dict[str, str]) -> str:
+    """`text` with each path in `names` replaced by its name where it stands as a whole path or the start of one
+    (`/srv/app` in `/srv/app/x` or `"/srv/app"`, not in `/srv/apples` or `/old/srv/app`); the longest first, so a
+    path inside another (the interpreter inside the project) keeps its own name."""
+    for path in sorted(names, key=len, reverse=True):
+        if not path:
+            continue
+        whole = re.compile(r"(?<![\w./~-])" + re.escape(path.rstrip("/")) + r"(?![\w-]|\.\w)")
+        text = whole.sub(names[path].replace("\\", "\\\\"), text)  # the name as written (no group references)
+    return text
+
+
 def _joined(value) -> str:
     return value if isinstance(value, str) else "; ".join(str(v) for v in value)
 
@@ -129,14 +142,14 @@ class FinetuneHandlers:
 
     def redact(self, text: str) -> str:
         """Server paths replaced by names a visitor may see: the data folder, the project, the interpreter."""
-        replacements = {
-            str(self.ctx.settings.data_dir.resolve()): "$EVE_DATA_DIR",
-            str(PROJECT_ROOT): ".",
-            sys.executable: "python",
-        }
-        for path, name in replacements.items():
-            text = text.replace(path, name)
-        return text
+        return redact_paths(
+            text,
+            {
+                str(self.ctx.settings.data_dir.resolve()): "$EVE_DATA_DIR",
+                str(PROJECT_ROOT): ".",
+                sys.executable: "python",
+            },
+        )
 
     def checkpoint_roots(self) -> list[Path]:
         """Folders a base checkpoint may come from: the default model, the loaded one, finished jobs, the Hub cache."""

@@ -78,3 +78,17 @@ def test_a_valid_admin_token_lets_the_admin_in_while_their_address_is_locked(ctx
     _, stranger = handlers.restore(None, "made-up-token-0123456789")
     with pytest.raises(gr.Error, match="Too many wrong admin passwords"):
         handlers.abort("s3cret", None, REQUEST, stranger)
+
+
+def test_server_paths_are_redacted_only_where_they_are_whole(ctx):
+    """The project folder's name inside a longer name (a sibling folder, another path ending the same way) is not
+    a server path of this app and stays as written; the interpreter inside the project keeps its own name."""
+    from eve_app.ui.finetune import redact_paths
+    from model.shared import PROJECT_ROOT
+
+    root = str(PROJECT_ROOT)
+    text = f"{root}/model/train.py, {root}-backup/notes.txt, /mnt{root}/x, '{root}'."
+    redacted = FinetuneHandlers(ctx).redact(text)
+    assert redacted == f"./model/train.py, {root}-backup/notes.txt, /mnt{root}/x, '.'."
+    names = {"/srv/app": ".", "/srv/app/.venv/bin/python": "python"}
+    assert redact_paths("/srv/app/.venv/bin/python -m model.train", names) == "python -m model.train"

@@ -1,6 +1,7 @@
 """The admin password gate, owner ids, checkpoint paths a visitor may name, and what job processes inherit."""
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -37,16 +38,35 @@ def test_owner_ids_come_from_the_browser_token_and_are_not_the_token():
     assert viewer(owner, is_admin=True) == "admin" and viewer(owner, is_admin=False) == owner
 
 
+def hub_cache_with(cache: Path, repo_id: str) -> Path:
+    """A Hub cache folder holding `repo_id`'s config.json, laid out as huggingface_hub lays it out."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    (repo / "snapshots" / ("0" * 40) / "config.json").write_text("{}")
+    return cache
+
+
 def test_checkpoints_outside_the_allowed_folders_are_refused(tmp_path):
-    roots = [tmp_path / "runs"]
+    cache = hub_cache_with(tmp_path / "hub", "BAAI/EVE-7B-HD-v2.0")
+    roots = [tmp_path / "runs", cache]
     inside = roots[0] / "job-1" / "out"
     inside.mkdir(parents=True)
     (inside / "config.json").write_text("{}")
-    assert resolve_checkpoint_choice(str(inside), roots) == str(inside.resolve())
-    assert resolve_checkpoint_choice("BAAI/EVE-7B-HD-v2.0", roots) == "BAAI/EVE-7B-HD-v2.0"
+    assert resolve_checkpoint_choice(str(inside), roots, cache) == str(inside.resolve())
+    assert resolve_checkpoint_choice("BAAI/EVE-7B-HD-v2.0", roots, cache) == "BAAI/EVE-7B-HD-v2.0"
     for outside in (DEFAULT_MODEL, "/etc", str(roots[0] / ".." / "elsewhere")):
         with pytest.raises(UserError, match="must be the default model, a finished job, or a Hub id"):
-            resolve_checkpoint_choice(outside, roots)
+            resolve_checkpoint_choice(outside, roots, cache)
+
+
+@pytest.mark.parametrize("name", ["a/..", "etc/passwd", "BAAI/not-downloaded", "a--b/c", "-a/b", "a/b."])
+def test_a_hub_id_follows_the_hubs_rules_and_is_in_the_servers_hub_cache(tmp_path, name):
+    """`a/..` and `etc/passwd` passed as Hub ids: spelled like one, but no model of that name is on the server."""
+    cache = hub_cache_with(tmp_path / "hub", "BAAI/EVE-7B-HD-v2.0")
+    with pytest.raises(UserError, match="is not a Hub model in this server's Hub cache"):
+        resolve_checkpoint_choice(name, [tmp_path / "runs", cache], cache)
 
 
 def test_job_processes_never_see_the_admin_password(tmp_path, monkeypatch):
