@@ -79,8 +79,12 @@ class ChatHandlers:
             yield session.to_chatbot(), session, gr.skip(), gr.skip()
             return
         service = self.ctx.conversations
-        # Sliders arrive checked, or as a `Refusal` (see `refusals.Blocks`): that is saved as this answer's error.
-        invalid = Refusal.first(temperature, top_p, max_new_tokens, repetition_penalty)
+        # Inputs arrive checked, or as a `Refusal` (see `refusals.Blocks`): that is saved as this answer's error.
+        invalid = Refusal.first(
+            preset_name, temperature, top_p, max_new_tokens, repetition_penalty, seed, image_max_size
+        )
+        if isinstance(preset_name, Refusal):
+            preset_name = FREE_CHAT  # the task the refused answer is saved under
         settings = GenerationSettings()
         if invalid is None:
             try:

@@ -54,16 +54,23 @@ class Blocks(gr.Blocks):
 
     async def preprocess_data(self, block_fn: Any, inputs: list[Any], state: Any, explicit_call: bool = False):
         inputs, refused = self._checked_numbers(block_fn, list(inputs))
-        if refused and not getattr(block_fn.fn, "takes_refusals", False):
+        takes = getattr(block_fn.fn, "takes_refusals", False)
+        if refused and not takes:
             raise refuse(next(iter(refused.values())).message)
-        try:
-            processed = await super().preprocess_data(block_fn, inputs, state, explicit_call)
-        except gr.Error as error:
-            if not error.print_exception:
-                raise  # already a refusal
-            raise refuse(_described(block_fn, inputs, error, error.message)) from None
-        except Exception as error:  # noqa: BLE001 -- any failure to read an input is the caller's bad value
-            raise refuse(_described(block_fn, inputs, error, None)) from None
+        while True:
+            try:
+                processed = await super().preprocess_data(block_fn, inputs, state, explicit_call)
+                break
+            except Exception as error:  # any failure to read an input is the caller's bad value
+                if isinstance(error, gr.Error) and not error.print_exception:
+                    raise  # already a refusal
+                index = _failed_input(block_fn, inputs, error)
+                message = _described(block_fn, inputs, error, index)
+                if not takes or index is None or index in refused:
+                    raise refuse(message) from None
+                # The handler reports it (and saves it with its answer); Gradio reads the input's own value instead.
+                refused[index] = Refusal(message)
+                inputs[index] = getattr(block_fn.inputs[index], "value", None)
         for index, refusal in refused.items():
             processed[index] = refusal
         return processed
@@ -94,21 +101,28 @@ class Blocks(gr.Blocks):
         return inputs, refused
 
 
-def _described(block_fn: Any, inputs: list[Any], error: Exception, reason: str | None) -> str:
+def _described(block_fn: Any, inputs: list[Any], error: Exception, index: int | None) -> str:
     """The refusal's message. Gradio's own text is shown only for its `gr.Error`s: its other errors can name server
     paths (the working folder, the blocked paths)."""
     names = _input_names(block_fn)
     if len(inputs) != len(block_fn.inputs):
         return f"This endpoint takes {len(names)} inputs ({', '.join(names)}); got {len(inputs)}."
+    reason = error.message if isinstance(error, gr.Error) else None
     if isinstance(error, InvalidPathError):
         reason = "the file was not uploaded to this server"
-    index = _failed_input(block_fn, inputs, error)
     if index is None:
         return f"An input of this request was refused: {reason or 'it is not of the expected kind'}."
     block = block_fn.inputs[index]
-    expected = EXPECTED.get(block.get_block_name()) or str(block.api_info().get("type") or "another value")
+    choices = [value for _, value in getattr(block, "choices", None) or []]
+    expected = (
+        f"one of {choices}"
+        if choices
+        else EXPECTED.get(block.get_block_name()) or str(block.api_info().get("type") or "another value")
+    )
     value = repr(inputs[index])
     shown = value if len(value) <= 60 else value[:60] + "..."
+    if choices:
+        reason = None  # Gradio's text repeats the value and the choices
     return f"{names[index]} must be {expected}; got {shown}" + (f" ({reason})." if reason else ".")
 
 
@@ -133,13 +147,24 @@ def _input_names(block_fn: Any) -> list[str]:
 
 def _failed_input(block_fn: Any, inputs: list[Any], error: Exception) -> int | None:
     """Which input failed: the one Gradio's processing error names; for a file Gradio would not take, the first input
-    that names a file; else the first whose value its data model rejects (file inputs)."""
+    that names a file; else the first whose value is not among its choices, or that its data model rejects."""
     if isinstance(error, ComponentProcessingError):
         found = re.search(r"at index (\d+)", str(error))
         if found:
             return int(found.group(1))
     if isinstance(error, InvalidPathError):
         return next((i for i, value in enumerate(inputs) if '"path"' in json.dumps(value, default=str)), None)
+    if len(inputs) != len(block_fn.inputs):
+        return None
+    for index, block in enumerate(block_fn.inputs):
+        choices = [value for _, value in getattr(block, "choices", None) or []]
+        value = inputs[index]
+        if (
+            choices
+            and value is not None
+            and any(v not in choices for v in (value if isinstance(value, list) else [value]))
+        ):
+            return index
     for index, block in enumerate(block_fn.inputs):
         model = getattr(block, "data_model", None)
         if model is None or inputs[index] is None:

@@ -444,20 +444,33 @@ def test_bad_answer_inputs_are_refused_by_name(server, capfd, inputs, message):
 
 
 def test_settings_refused_before_the_answer_are_saved_as_its_error(server, capfd):
-    """Chat settings Gradio cannot read (text, NaN) ended the event before the handler: the question stayed without
-    an answer, later shown as an interruption. Now the answer is saved with the refusal."""
+    """Chat settings Gradio cannot read (text, NaN, a task that does not exist) ended the event before the handler:
+    the question stayed without an answer, later shown as an interruption. Now the answer is saved with the refusal."""
     url, ctx = server
     client = client_of(server)
-    for temperature, shown in (('"warm"', "'warm'"), ("NaN", "nan"), ("7", "7")):
-        question = f"settings test {temperature}"
+    temperature = "Temperature (0 = greedy) must be a number from 0 to 1.5; got"
+    cases = [
+        ('["Free chat", "warm", 1.0, 8, 1.0, "", ""]', f"{temperature} 'warm'."),
+        ('["Free chat", NaN, 1.0, 8, 1.0, "", ""]', f"{temperature} nan."),
+        ('["Free chat", 7, 1.0, 8, 1.0, "", ""]', f"{temperature} 7."),
+        (
+            '["Free chat", 0.0, 1.0, 8, 1.0, "", Infinity]',
+            "The image size must be a whole number (or empty), got 'inf'.",
+        ),
+        (
+            '["Cooking", 0.0, 1.0, 8, 1.0, "", ""]',
+            "Task must be one of ['OCR', 'Poster', 'Webpage', 'Scene description'",
+        ),
+    ]
+    for number, (settings, error) in enumerate(cases):
+        question = f"settings test {number}"
         client.predict({"text": question, "files": []}, "Free chat", api_name="/submit_message")
-        settings = f'["Free chat", {temperature}, 1.0, 8, 1.0, "", ""]'
         event, _ = call_raw(url, "respond", settings, session_hash=client.session_hash)
         assert event == "complete"
         [found] = ctx.storage.list_conversations(search=question)
         answer = ctx.storage.get_conversation(found["id"])["messages"][-1]
         assert answer["role"] == "assistant" and answer["status"] == "error", answer
-        assert f"Temperature (0 = greedy) must be a number from 0 to 1.5; got {shown}." == answer["error"]
+        assert answer["error"].startswith(error), answer["error"]
     assert "Traceback" not in capfd.readouterr().err
 
 
