@@ -38,12 +38,17 @@ def evaluate_task(
     batch_size: int = 16,
     max_new_tokens: int = 96,
     spread: float = 1.0,
+    ocr_jitter: int = 0,
+    ocr_fonts: str | None = None,
 ) -> dict:
     """Scores of `n` held-out samples of one task: the aggregate, and the first few answers for inspection.
 
-    `spread` limits where text is placed, as in training (`--placement-spread`); 1 is anywhere.
+    `spread` limits where text is placed, as in training (`--placement-spread`); 1 is anywhere. `ocr_jitter` and
+    `ocr_fonts` draw OCR text off the patch grid and visitor style (see `model.synthetic.generate_sample`).
     """
-    stream = iter_samples([task], seed=seed, level=level, split="test", spread=spread)
+    stream = iter_samples(
+        [task], seed=seed, level=level, split="test", spread=spread, ocr_jitter=ocr_jitter, ocr_fonts=ocr_fonts
+    )
     metrics, examples = evaluate_samples(
         model, processor, task, [next(stream) for _ in range(n)], batch_size, max_new_tokens
     )
