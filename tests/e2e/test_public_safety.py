@@ -47,15 +47,22 @@ def server(tmp_path_factory):
 
     data_dir = tmp_path_factory.mktemp("public-data")
     port = free_port()
-    demo, ctx = create_app(
-        ["--model", MODEL, "--data-dir", str(data_dir), "--port", str(port), "--admin-password", PASSWORD, *LIMITS]
-    )
-    demo.launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx.settings)
-    )
-    yield f"http://127.0.0.1:{port}/", ctx
-    ctx.runner.stop_monitor()
-    demo.close()
+    with pytest.MonkeyPatch.context() as patch:
+        # An upload cache of its own: what these tests send as files must not be other processes' uploads.
+        patch.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio-cache")))
+        demo, ctx = create_app(
+            ["--model", MODEL, "--data-dir", str(data_dir), "--port", str(port), "--admin-password", PASSWORD, *LIMITS]
+        )
+        demo.launch(
+            server_name="127.0.0.1",
+            server_port=port,
+            prevent_thread_lock=True,
+            quiet=True,
+            **launch_options(ctx.settings),
+        )
+        yield f"http://127.0.0.1:{port}/", ctx
+        ctx.runner.stop_monitor()
+        demo.close()
 
 
 def client_of(server) -> Client:
@@ -369,3 +376,38 @@ def test_an_oversized_event_request_is_refused_unread(server):
     body = {"data": [{"text": question, "files": []}, "OCR"], "fn_index": 0, "session_hash": "abc"}
     response = httpx.post(f"{url}gradio_api/queue/join", json=body)
     assert response.status_code == 413 and "larger than 1 MiB" in response.text
+
+
+def call_raw(url: str, api_name: str, data: list) -> httpx.Response:
+    """An event called the way a script without gradio_client would: POST its inputs as JSON, file objects and all."""
+    return httpx.post(f"{url}gradio_api/call/{api_name}", json={"data": data}, timeout=30)
+
+
+def as_file(path: str | Path) -> dict:
+    return {"path": str(path), "meta": {"_type": "gradio.FileData"}}
+
+
+def test_the_upload_cache_and_its_folders_are_not_files(server, tmp_path):
+    """The cache folder (its location is in every upload's answer) and one of its subfolders, named as files: each
+    is refused before any handler copies it, so no visitor can read what others uploaded."""
+    url, ctx = server
+    secret = tmp_path / "data.json"
+    secret.write_text(json.dumps([{"id": "someone else's row", "conversations": []}]))
+    uploaded = httpx.post(f"{url}gradio_api/upload", files={"files": ("data.json", secret.read_bytes())}).json()[0]
+    subfolder = Path(uploaded).parent
+    cache = subfolder.parent
+    pending_before = sorted((ctx.settings.data_dir / "uploads").glob("*"))
+    base = "default model (eve-tiny)"
+    for folder in (cache, subfolder):
+        for api_name, data in (
+            ("validate_dataset", [[as_file(folder)], "", base, ""]),
+            ("answer", [as_file(folder), "OCR", "", 8]),
+            ("submit_message", [{"text": "read", "files": [as_file(folder)]}, "OCR"]),
+        ):
+            response = call_raw(url, api_name, data)
+            assert response.status_code == 400, (api_name, folder, response.text)
+            assert f"{folder.name} is a folder, not a file you uploaded" in response.text
+    assert sorted((ctx.settings.data_dir / "uploads").glob("*")) == pending_before  # nothing was staged
+    # The file itself, uploaded by this visitor, is still accepted.
+    response = call_raw(url, "validate_dataset", [[as_file(uploaded)], "", base, ""])
+    assert response.status_code == 200, response.text
