@@ -38,8 +38,13 @@ async def refuse(status: int, message: str, scope: Scope, receive: Receive, send
 
 class UploadQuota:
     """ASGI middleware: each visitor (client address) may upload `bytes_per_window` within `window_s` seconds, and no
-    upload may leave the upload cache's disk with less than `min_free_bytes` free. Uploads are charged their declared
-    length (the server reads no more than that) before Gradio reads the body."""
+    upload may leave the upload cache's disk with less than `min_free_bytes` free.
+
+    Uploads are charged their `Content-Length` before Gradio reads the body, and that is what they send: a request
+    that also says `Transfer-Encoding` is refused (the server would frame the body by the chunks and ignore the
+    length, so `Content-Length: 1` could carry gigabytes), and the body handed on is counted as it streams and cut
+    off at the declared length.
+    """
 
     def __init__(
         self,
@@ -63,12 +68,18 @@ class UploadQuota:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith(UPLOAD_ROUTE):
             connection = HTTPConnection(scope)
-            refusal = self.admit(
-                client_address(connection, self.behind_proxy), connection.headers.get("content-length")
-            )
+            declared = connection.headers.get("content-length")
+            if "transfer-encoding" in connection.headers:
+                refusal: tuple[int, str] | None = (
+                    411,
+                    "Uploads must declare their size (Content-Length) and not be sent in chunks.",
+                )
+            else:
+                refusal = self.admit(client_address(connection, self.behind_proxy), declared)
             if refusal is not None:
                 await refuse(*refusal, scope, receive, send)
                 return
+            receive = _at_most(int(declared or 0), receive)
         await self.app(scope, receive, send)
 
     def admit(self, client: str, content_length: str | None) -> tuple[int, str] | None:
@@ -174,6 +185,24 @@ def file_paths(body: bytes) -> list[str]:
         elif isinstance(item, list):
             stack.extend(item)
     return paths
+
+
+def _at_most(limit: int, receive: Receive) -> Receive:
+    """A `receive` that counts the body and ends the request as a disconnect once it passes `limit` bytes (what it was
+    charged), so that no more reaches the app than was paid for."""
+    received = 0
+
+    async def counted() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                logger.info("refused: an upload sent more than the %d bytes it declared; cut off", limit)
+                return {"type": "http.disconnect"}
+        return message
+
+    return counted
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
