@@ -58,7 +58,9 @@ def launch_options(settings: Settings) -> dict:
         "app_kwargs": {
             "middleware": [
                 Middleware(UploadQuota, **upload_quota(settings)),
-                Middleware(EventGuard, max_bytes=int(settings.max_request_mb * MIB)),
+                Middleware(
+                    EventGuard, max_bytes=int(settings.max_request_mb * MIB), upload_folder=get_upload_folder()
+                ),
             ]
         },
         # Sharing a message to the Hub's discussions works only on a Space; elsewhere its button only errors.

@@ -21,7 +21,8 @@ from starlette.requests import HTTPConnection
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .security import client_address
+from .errors import UserError
+from .security import client_address, uploaded_file
 from .settings import MIB
 
 logger = logging.getLogger("eve_app.refused")
@@ -37,8 +38,13 @@ async def refuse(status: int, message: str, scope: Scope, receive: Receive, send
 
 class UploadQuota:
     """ASGI middleware: each visitor (client address) may upload `bytes_per_window` within `window_s` seconds, and no
-    upload may leave the upload cache's disk with less than `min_free_bytes` free. Uploads are charged their declared
-    length (the server reads no more than that) before Gradio reads the body."""
+    upload may leave the upload cache's disk with less than `min_free_bytes` free.
+
+    Uploads are charged their `Content-Length` before Gradio reads the body, and that is what they send: a request
+    that also says `Transfer-Encoding` is refused (the server would frame the body by the chunks and ignore the
+    length, so `Content-Length: 1` could carry gigabytes), and the body handed on is counted as it streams and cut
+    off at the declared length.
+    """
 
     def __init__(
         self,
@@ -62,12 +68,18 @@ class UploadQuota:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith(UPLOAD_ROUTE):
             connection = HTTPConnection(scope)
-            refusal = self.admit(
-                client_address(connection, self.behind_proxy), connection.headers.get("content-length")
-            )
+            declared = connection.headers.get("content-length")
+            if "transfer-encoding" in connection.headers:
+                refusal: tuple[int, str] | None = (
+                    411,
+                    "Uploads must declare their size (Content-Length) and not be sent in chunks.",
+                )
+            else:
+                refusal = self.admit(client_address(connection, self.behind_proxy), declared)
             if refusal is not None:
                 await refuse(*refusal, scope, receive, send)
                 return
+            receive = _at_most(int(declared or 0), receive)
         await self.app(scope, receive, send)
 
     def admit(self, client: str, content_length: str | None) -> tuple[int, str] | None:
@@ -107,11 +119,15 @@ class UploadQuota:
 
 class EventGuard:
     """ASGI middleware for POST requests under `/gradio_api/` other than uploads: a body larger than `max_bytes` is
-    refused unread, and one that names a file by a link is refused (files come in through the upload route only)."""
+    refused unread, and so is one that names a file the visitor cannot have uploaded: a link (files come in through
+    the upload route only), a folder (the cache folder itself passes Gradio's own check), a symbolic link or a path
+    outside `upload_folder` (see `security.uploaded_file`). Every event is checked here, whichever handler it
+    reaches, private ones included."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int):
+    def __init__(self, app: ASGIApp, *, max_bytes: int, upload_folder: str | Path):
         self.app = app
         self.max_bytes = max_bytes
+        self.upload_folder = Path(upload_folder)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         guarded = scope["type"] == "http" and scope["method"] == "POST" and API_PREFIX in scope["path"]
@@ -120,7 +136,7 @@ class EventGuard:
             return
         too_large = f"The request is larger than {self.max_bytes / MIB:g} MiB."
         declared = HTTPConnection(scope).headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
+        if declared.isdigit() and int(declared) > self.max_bytes:  # a fast path only: the body is counted below
             await refuse(413, too_large, scope, receive, send)
             return
         body = bytearray()
@@ -134,28 +150,59 @@ class EventGuard:
                 return
             if not message.get("more_body", False):
                 break
-        if remote_file(bytes(body)) is not None:
-            await refuse(400, "Files must be uploaded, not given as links.", scope, receive, send)
+        refusal = self.file_refusal(bytes(body))
+        if refusal is not None:
+            await refuse(400, refusal, scope, receive, send)
             return
         await self.app(scope, _replay(bytes(body), receive), send)
 
+    def file_refusal(self, body: bytes) -> str | None:
+        """Why a file named in this event body may not be read (None when every one may)."""
+        for path in file_paths(body):
+            if is_http_url_like(path):
+                return "Files must be uploaded, not given as links."
+            try:
+                uploaded_file(path, self.upload_folder)
+            except UserError as error:
+                return str(error)
+        return None
 
-def remote_file(body: bytes) -> str | None:
-    """The first file in a JSON event body whose `path` is an http(s) link; None if there is none (or no JSON)."""
+
+def file_paths(body: bytes) -> list[str]:
+    """The `path` of every file object (a JSON object with a string `path`) in an event body; [] for no JSON."""
     try:
         stack = [json.loads(body)]
-    except ValueError:
-        return None  # not ours to judge: Gradio answers malformed requests itself
+    except (ValueError, RecursionError):
+        return []  # not ours to judge: Gradio cannot read it either, and answers malformed requests itself
+    paths = []
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
             path = item.get("path")
-            if isinstance(path, str) and is_http_url_like(path):
-                return path
+            if isinstance(path, str):
+                paths.append(path)
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-    return None
+    return paths
+
+
+def _at_most(limit: int, receive: Receive) -> Receive:
+    """A `receive` that counts the body and ends the request as a disconnect once it passes `limit` bytes (what it was
+    charged), so that no more reaches the app than was paid for."""
+    received = 0
+
+    async def counted() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                logger.info("refused: an upload sent more than the %d bytes it declared; cut off", limit)
+                return {"type": "http.disconnect"}
+        return message
+
+    return counted
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

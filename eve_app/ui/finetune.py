@@ -326,6 +326,8 @@ class FinetuneHandlers:
             config = JobConfig.from_json(Path(path).read_text(encoding="utf-8", errors="replace")[:100_000])
         except ConfigError as error:
             raise refuse(f"That job.json cannot be used: {error}") from None
+        except OSError:  # a folder, or a file gone from the cache
+            raise refuse("That job.json cannot be read: upload the file saved from this tab again.") from None
 
         def text(value) -> str:
             return "" if value is None else str(value)
