@@ -6,8 +6,8 @@ reports as JSON:
 
 - `bf16_vs_fp32`: bf16 logits against an fp32 reference of the same weights (max |diff|, top-1 agreement);
 - `flash_vs_sdpa`: flash-attn 2 against SDPA in bf16, where flash-attn imports;
-- `load_memory`: peak GPU memory while loading in bf16, 8-bit and 4-bit, against the weights the memory plan
-  expects for that checkpoint (model/train/memory_plan.py when present, else the loaded model's own footprint);
+- `load_memory`: peak GPU memory while loading in bf16, 8-bit and 4-bit, against the weights the app's
+  automatic precision choice expects (model/precision.py);
 - `generation`: transformers' greedy decode, tokens/s for one chat;
 - `vllm`: vLLM with compilation and CUDA graphs: greedy ids against transformers in bf16, and tokens/s with 8 and 32
   chats at once, each with its own image.
@@ -157,12 +157,10 @@ def part_flash_vs_sdpa(folder: Path, device: str, side: int) -> dict:
 
 
 def expected_weight_bytes(model: EveForCausalLM, quantization: str | None) -> int:
-    """What the memory plan expects the weights to take; without it, the loaded model's own count."""
-    try:
-        from model.train.memory_plan import weight_bytes  # type: ignore[import-not-found]
-    except ImportError:
-        return int(model.get_memory_footprint())
-    return int(weight_bytes(model.config, quantization=quantization))
+    """The weights the app's precision choice (model/precision.py) expects this checkpoint to take."""
+    from model.precision import weight_bytes
+
+    return weight_bytes(model.config.to_dict(), quantization)
 
 
 def part_load_memory(folder: Path, device: str) -> dict:

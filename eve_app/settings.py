@@ -44,7 +44,7 @@ class Settings:
     model: str = DEFAULT_MODEL
     device: str = "cpu"
     dtype: str | None = None  # "float32", "bfloat16", "float16"; None: bf16 on GPU, fp32 on CPU
-    quantization: str | None = None  # None, "8bit", "4bit"
+    quantization: str | None = None  # "8bit", "4bit", "none"; None: by the GPU's free memory on CUDA
     backend: str = "transformers"  # "transformers" (one answer at a time) or "vllm" (in-process async engine)
     api_base: str | None = None  # a running vLLM OpenAI-compatible server; wins over `backend`
     api_key: str | None = None  # its key, if it asks for one
@@ -149,8 +149,9 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     parser.add_argument(
         "--quantization",
         default=_env("EVE_QUANTIZATION"),
-        choices=["8bit", "4bit"],
-        help="bitsandbytes quantisation (env EVE_QUANTIZATION)",
+        choices=["8bit", "4bit", "none"],
+        help="bitsandbytes quantisation (env EVE_QUANTIZATION); on CUDA, when neither this nor --dtype is given, the "
+        "app picks bf16, 8-bit or 4-bit by the GPU's free memory",
     )
     parser.add_argument(
         "--backend",
