@@ -1,5 +1,5 @@
-"""Limits on raw requests, applied before Gradio reads them: `UploadQuota` on the upload route, `EventGuard` on
-the event endpoints.
+"""Limits on raw requests, applied before Gradio reads them: `UploadQuota` on the upload route (charging each
+visitor's `UploadBudget`), `EventGuard` on the event endpoints.
 
 Gradio writes every file posted to `/gradio_api/upload` into its cache before any event handler sees it, and keeps it
 for `--cache-hours`; `max_file_size` bounds one file, not how many a stranger posts, so a script could fill the disk
@@ -36,71 +36,38 @@ async def refuse(status: int, message: str, scope: Scope, receive: Receive, send
     await PlainTextResponse(message, status_code=status)(scope, receive, send)
 
 
-class UploadQuota:
-    """ASGI middleware: each visitor (client address) may upload `bytes_per_window` within `window_s` seconds, and no
-    upload may leave the upload cache's disk with less than `min_free_bytes` free.
+class UploadBudget:
+    """What one visitor may add to the upload cache's disk: `bytes_per_window` within `window_s` seconds, uploads and
+    History exports together, and nothing that would leave the disk with less than `min_free_bytes` free. Visitors
+    are told apart by their client address. Shared by the upload route (`UploadQuota`) and the export handler."""
 
-    Uploads are charged their `Content-Length` before Gradio reads the body, and that is what they send: a request
-    that also says `Transfer-Encoding` is refused (the server would frame the body by the chunks and ignore the
-    length, so `Content-Length: 1` could carry gigabytes), and the body handed on is counted as it streams and cut
-    off at the declared length.
-    """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        bytes_per_window: int,
-        window_s: float,
-        min_free_bytes: int,
-        cache_dir: Path,
-        behind_proxy: bool = False,
-    ):
-        self.app = app
+    def __init__(self, *, bytes_per_window: int, window_s: float, min_free_bytes: int, cache_dir: str | Path):
         self.bytes_per_window = bytes_per_window
         self.window_s = window_s
         self.min_free_bytes = min_free_bytes
         self.cache_dir = Path(cache_dir)
-        self.behind_proxy = behind_proxy
-        self._uploads: dict[str, deque[tuple[float, int]]] = {}
+        self._charged: dict[str, deque[tuple[float, int]]] = {}
         self._lock = threading.Lock()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith(UPLOAD_ROUTE):
-            connection = HTTPConnection(scope)
-            declared = connection.headers.get("content-length")
-            if "transfer-encoding" in connection.headers:
-                refusal: tuple[int, str] | None = (
-                    411,
-                    "Uploads must declare their size (Content-Length) and not be sent in chunks.",
-                )
-            else:
-                refusal = self.admit(client_address(connection, self.behind_proxy), declared)
-            if refusal is not None:
-                await refuse(*refusal, scope, receive, send)
-                return
-            receive = _at_most(int(declared or 0), receive)
-        await self.app(scope, receive, send)
-
-    def admit(self, client: str, content_length: str | None) -> tuple[int, str] | None:
-        """None if `client` may upload `content_length` bytes now (and charge them), else (HTTP status, message)."""
-        if content_length is None or not content_length.isdigit():
-            return 411, "Uploads must declare their size (Content-Length)."
-        size = int(content_length)
+    def admit(self, client: str, size: int, what: str = "Upload", charge: bool = True) -> tuple[int, str] | None:
+        """None if `client` may add `size` bytes now (charged to it unless `charge` is False), else (HTTP status,
+        message); `what` names the action in the message ("Upload", "Export")."""
         if self.free_bytes() - size < self.min_free_bytes:
-            return 507, "The server's disk is nearly full, so uploads are paused. Try again later."
+            return 507, f"The server's disk is nearly full, so {what.lower()}s are paused. Try again later."
         now = time.monotonic()
         with self._lock:
-            recent = self._uploads.setdefault(client, deque())
+            recent = self._charged.setdefault(client, deque())
             while recent and recent[0][0] <= now - self.window_s:
                 recent.popleft()
             if sum(n for _, n in recent) + size > self.bytes_per_window:
                 wait = self.window_s - (now - recent[0][0]) if recent else self.window_s
                 return 429, (
-                    f"Upload limit reached: {round(self.bytes_per_window / MIB, 2):g} MiB per "
-                    f"{self.window_s / 60:g} minutes from one visitor. Try again in {max(1, round(wait / 60))} minute(s)."
+                    f"{what} limit reached: {round(self.bytes_per_window / MIB, 2):g} MiB per "
+                    f"{self.window_s / 60:g} minutes from one visitor, uploads and exports together. "
+                    f"Try again in {max(1, round(wait / 60))} minute(s)."
                 )
-            recent.append((now, size))
+            if charge:
+                recent.append((now, size))
             self._forget_idle(now)
         return None
 
@@ -113,8 +80,35 @@ class UploadQuota:
 
     def _forget_idle(self, now: float) -> None:
         """Drop visitors with nothing left in the window, so that the table stays as small as the recent traffic."""
-        for client in [c for c, recent in self._uploads.items() if not recent or recent[-1][0] <= now - self.window_s]:
-            del self._uploads[client]
+        for client in [c for c, recent in self._charged.items() if not recent or recent[-1][0] <= now - self.window_s]:
+            del self._charged[client]
+
+
+class UploadQuota:
+    """ASGI middleware on the upload route: each upload is charged to its visitor's `UploadBudget` before Gradio reads
+    the body, by its `Content-Length`, and that is what it may send: a request that also says `Transfer-Encoding` is
+    refused (the server would frame the body by the chunks and ignore the length, so `Content-Length: 1` could carry
+    gigabytes), and the body handed on is counted as it streams and cut off at the declared length."""
+
+    def __init__(self, app: ASGIApp, *, budget: UploadBudget, behind_proxy: bool = False):
+        self.app = app
+        self.budget = budget
+        self.behind_proxy = behind_proxy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith(UPLOAD_ROUTE):
+            connection = HTTPConnection(scope)
+            declared = connection.headers.get("content-length", "")
+            refusal: tuple[int, str] | None
+            if "transfer-encoding" in connection.headers or not declared.isdigit():
+                refusal = 411, "Uploads must declare their size (Content-Length) and not be sent in chunks."
+            else:
+                refusal = self.budget.admit(client_address(connection, self.behind_proxy), int(declared))
+            if refusal is not None:
+                await refuse(*refusal, scope, receive, send)
+                return
+            receive = _at_most(int(declared), receive)
+        await self.app(scope, receive, send)
 
 
 class EventGuard:

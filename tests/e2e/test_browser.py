@@ -63,9 +63,7 @@ def _serve(argv: list[str]):
 
     port = free_port()
     demo, ctx = create_app([*argv, "--port", str(port)])
-    demo.launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx.settings)
-    )
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx))
     return demo, ctx, f"http://127.0.0.1:{port}/"
 
 

@@ -23,9 +23,7 @@ def admin_app(tmp_path_factory):
     demo, ctx = create_app(
         ["--model", MODEL, "--data-dir", str(data_dir), "--port", str(port), "--admin-password", PASSWORD]
     )
-    demo.launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx.settings)
-    )
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx))
     yield Client(f"http://127.0.0.1:{port}/", verbose=False), ctx
     ctx.runner.stop_monitor()
     demo.close()

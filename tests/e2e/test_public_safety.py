@@ -10,6 +10,7 @@ import io
 import json
 import os
 import socket
+import tempfile
 import threading
 import time
 import zipfile
@@ -21,7 +22,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from eve_app.request_limits import UploadQuota
+from eve_app.request_limits import UploadBudget, UploadQuota
 from model.synthetic import write_dataset
 from tests.e2e.helpers import MODEL, free_port, peak_rss_growth, start_server, streamed
 
@@ -60,7 +61,7 @@ def server(tmp_path_factory):
             server_port=port,
             prevent_thread_lock=True,
             quiet=True,
-            **launch_options(ctx.settings),
+            **launch_options(ctx),
         )
         yield f"http://127.0.0.1:{port}/", ctx
         ctx.runner.stop_monitor()
@@ -385,14 +386,13 @@ def test_a_nearly_full_disk_refuses_uploads_with_a_message_and_api_calls_end_wit
 
 
 def test_uploads_stop_before_the_disk_fills(tmp_path):
-    quota = UploadQuota(
-        None, bytes_per_window=1 << 40, window_s=3600, min_free_bytes=1 << 50, cache_dir=tmp_path / "not-made-yet"
+    budget = UploadBudget(
+        bytes_per_window=1 << 40, window_s=3600, min_free_bytes=1 << 50, cache_dir=tmp_path / "not-made-yet"
     )
-    status, message = quota.admit("1.2.3.4", "1000")
+    status, message = budget.admit("1.2.3.4", 1000)
     assert status == 507 and "disk is nearly full" in message
-    quota.min_free_bytes = 0
-    assert quota.admit("1.2.3.4", "1000") is None
-    assert quota.admit("1.2.3.4", None)[0] == 411  # a body of unknown length could be any size
+    budget.min_free_bytes = 0
+    assert budget.admit("1.2.3.4", 1000) is None
 
 
 def test_an_upload_body_longer_than_it_declared_is_cut_off(tmp_path):
@@ -411,7 +411,8 @@ def test_an_upload_body_longer_than_it_declared_is_cut_off(tmp_path):
     async def receive():
         return next(body)
 
-    quota = UploadQuota(gradio, bytes_per_window=1 << 20, window_s=60, min_free_bytes=0, cache_dir=tmp_path)
+    budget = UploadBudget(bytes_per_window=1 << 20, window_s=60, min_free_bytes=0, cache_dir=tmp_path)
+    quota = UploadQuota(gradio, budget=budget)
     headers = [(b"content-length", b"10"), (b"content-type", b"multipart/form-data")]
     scope = {"type": "http", "method": "POST", "path": "/gradio_api/upload", "headers": headers, "client": ("a", 1)}
     asyncio.run(quota(scope, receive, None))
@@ -421,13 +422,13 @@ def test_an_upload_body_longer_than_it_declared_is_cut_off(tmp_path):
 def test_the_quota_is_per_visitor_and_frees_up_after_its_window(tmp_path, monkeypatch):
     clock = [1000.0]
     monkeypatch.setattr("eve_app.request_limits.time.monotonic", lambda: clock[0])
-    quota = UploadQuota(None, bytes_per_window=1000, window_s=60, min_free_bytes=0, cache_dir=tmp_path)
-    assert quota.admit("alice", "800") is None
-    status, message = quota.admit("alice", "300")
+    budget = UploadBudget(bytes_per_window=1000, window_s=60, min_free_bytes=0, cache_dir=tmp_path)
+    assert budget.admit("alice", 800) is None
+    status, message = budget.admit("alice", 300)
     assert status == 429 and "Try again in 1 minute(s)" in message
-    assert quota.admit("bob", "900") is None  # someone else's budget is untouched
+    assert budget.admit("bob", 900) is None  # someone else's budget is untouched
     clock[0] += 61
-    assert quota.admit("alice", "300") is None
+    assert budget.admit("alice", 300) is None
 
 
 def test_files_given_as_links_are_refused_and_never_fetched(server, monkeypatch):
@@ -489,3 +490,22 @@ def test_the_upload_cache_and_its_folders_are_not_files(server, tmp_path):
     # The file itself, uploaded by this visitor, is still accepted.
     response = call_raw(url, "validate_dataset", [[as_file(uploaded)], "", base, ""])
     assert response.status_code == 200, response.text
+
+
+def test_exports_leave_no_working_folder_behind(server, tmp_path, monkeypatch):
+    """Thirty exports of one chat: each zip is served from the upload cache, and no temporary folder stays."""
+    _url, ctx = server
+    client = Client(server[0], verbose=False, download_files=False)  # its downloads would fill the temp folder
+    chat(client, "export me thirty times", png(tmp_path / "export.png", color="teal"))
+    found = client.predict("export me thirty times", "", api_name="/search_conversations")
+    conversation_id = str((found["data"] if isinstance(found, dict) else found)[0][0])
+    private = tmp_path / "tmp"
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))  # where the app's temporary folders go, in this test
+    for _ in range(30):
+        archive = client.predict(conversation_id, "JSON (zip with images)", "", api_name="/export_conversations")
+        path = Path(archive["path"] if isinstance(archive, dict) else archive.path)
+        assert path.parent.parent == ctx.upload_budget.cache_dir  # written where Gradio serves it, not copied there
+        with zipfile.ZipFile(path) as zf:
+            assert "conversations.json" in zf.namelist()
+    assert list(private.iterdir()) == []
