@@ -11,14 +11,14 @@ from pathlib import Path
 
 from PIL import Image
 
-THUMBNAIL = (160, 96)
+THUMBNAIL = (120, 72)
 SHOWN_ROWS = 16
 METRICS = [("exact", "exact match", True), ("cer", "character error rate", False), ("token_f1", "token F1", True)]
 STATE_LINES = {
     "none": "No results yet: they are computed when a job finishes (or with the button below).",
-    "running": "Answering held-out rows with the base and the tuned model…",
+    "running": "Answering held-out rows with the base and the tuned model… (earlier results, if any, stay below)",
 }
-CELL = "padding:4px 8px;border-bottom:1px solid #8884;vertical-align:top;text-align:left"
+CELL = "padding:4px 6px;border-bottom:1px solid #8884;vertical-align:top;text-align:left;overflow-wrap:anywhere"
 
 
 def thumbnail(path: str) -> str:
@@ -32,7 +32,7 @@ def thumbnail(path: str) -> str:
     except (OSError, ValueError):
         return "–"
     data = base64.b64encode(buffer.getvalue()).decode()
-    return f'<img src="data:image/png;base64,{data}" alt="row image" style="max-width:{THUMBNAIL[0]}px">'
+    return f'<img src="data:image/png;base64,{data}" alt="row image" style="max-width:100%;height:auto">'
 
 
 def _mark(scores: dict) -> str:
@@ -55,22 +55,21 @@ def _metrics_table(results: dict) -> str:
 
 
 def _rows_table(rows: list[dict]) -> str:
-    head = "".join(
-        f"<th style='{CELL}'>{name}</th>" for name in ("image", "question", "expected", "base answer", "tuned answer")
-    )
+    widths = {"image and question": 34, "expected": 22, "base answer": 22, "tuned answer": 22}  # percent
+    head = "".join(f"<th style='{CELL};width:{width}%'>{name}</th>" for name, width in widths.items())
     body = []
     for row in rows[:SHOWN_ROWS]:
         image = thumbnail(row["images"][0]) if row.get("images") else "–"
         question = html.escape(row.get("question", "").replace("<image>", "").strip())
         cells = [
-            image,
-            question,
+            f"{image}<br><small>{question}</small>",
             html.escape(row.get("expected", "")),
             f"{_mark(row.get('base_scores', {}))} {html.escape(row.get('base', ''))}",
             f"{_mark(row.get('tuned_scores', {}))} {html.escape(row.get('tuned', ''))}",
         ]
         body.append("<tr>" + "".join(f"<td style='{CELL}'>{cell}</td>" for cell in cells) + "</tr>")
-    return f"<table id='results-rows' style='border-collapse:collapse'><tr>{head}</tr>{''.join(body)}</table>"
+    style = "border-collapse:collapse;width:100%;table-layout:fixed"
+    return f"<table id='results-rows' style='{style}'><tr>{head}</tr>{''.join(body)}</table>"
 
 
 def results_html(state: dict) -> str:
