@@ -76,7 +76,12 @@ def make_context(
         runner=runner,
         conversations=ConversationService(storage, engine, images, settings.partial_save_seconds),
         admin=AdminGate(settings.admin_password),
-        uploads=ValidatedUploads(settings.data_dir / "uploads", settings.upload_retention_minutes * 60),
+        uploads=ValidatedUploads(
+            settings.data_dir / "uploads",
+            settings.upload_retention_minutes * 60,
+            share=settings.upload_limits().max_total_bytes,
+            budget=int(settings.pending_uploads_mb * MIB),
+        ),
         upload_budget=UploadBudget(
             bytes_per_window=int(settings.upload_quota_mb * MIB),
             window_s=3600.0,

@@ -31,6 +31,13 @@ LIMIT_FLAGS: dict[str, tuple[Any, str]] = {
     "max_dataset_rows": (100000, "fine-tune data: samples in one dataset"),
     "max_concurrent_validations": (1, "fine-tune data validations running at once"),
     "upload_retention_minutes": (60.0, "validated uploads that no job uses are deleted after this long"),
+    "pending_uploads_mb": (
+        8192.0,
+        (
+            "validated uploads waiting for a launch, all visitors together, in MiB (at least twice "
+            "--max-unpacked-mb: each visitor may hold one upload's worth, their oldest replaced beyond it)"
+        ),
+    ),
     "cache_hours": (24.0, "files in Gradio's upload cache are deleted after this long"),
     "upload_quota_mb": (2048.0, "MiB one visitor may upload in an hour (images and fine-tune data together)"),
     "min_free_disk_mb": (512.0, "uploads are refused when they would leave less free disk than this, in MiB"),
@@ -68,6 +75,7 @@ class Settings:
     max_dataset_rows: int = LIMIT_FLAGS["max_dataset_rows"][0]
     max_concurrent_validations: int = LIMIT_FLAGS["max_concurrent_validations"][0]
     upload_retention_minutes: float = LIMIT_FLAGS["upload_retention_minutes"][0]
+    pending_uploads_mb: float = LIMIT_FLAGS["pending_uploads_mb"][0]
     cache_hours: float = LIMIT_FLAGS["cache_hours"][0]
     upload_quota_mb: float = LIMIT_FLAGS["upload_quota_mb"][0]
     min_free_disk_mb: float = LIMIT_FLAGS["min_free_disk_mb"][0]

@@ -8,7 +8,6 @@ paths); launching, aborting, watching a job's log and loading a model into the c
 
 import dataclasses
 import html
-import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from ..jobs import (
 )
 from ..jobs.memory import base_config, hardware_capacity, job_plan
 from ..jobs.results import results_key
-from ..jobs.validation import new_upload_dir
+from ..jobs.validation import ValidationResult
 from ..security import client_address, resolve_checkpoint_choice, session_owner, viewer
 from ..settings import DEFAULT_MODEL
 from .fields import optional_number, optional_whole_number
@@ -192,36 +191,48 @@ class FinetuneHandlers:
     ):
         """Validates an upload (or your History conversations) and shows its summary and first page of rows."""
         base = self._base(base)
+        if not files and not export_ids.strip():
+            raise refuse("Upload a LLaVA JSON file with its images (a zip or the files), or give History ids.")
         limits = self.ctx.settings.upload_limits()
+        uploads = self.ctx.uploads
         in_use = self.ctx.runner.upload_dirs_in_use() if self.ctx.runner else set()
-        if self.ctx.uploads.pending_bytes(in_use) > limits.max_total_bytes:
+        visitor = client_address(request, self.ctx.settings.on_spaces)
+        if not uploads.room_for(visitor, in_use):
             raise refuse(
-                "Too many validated datasets are waiting to be launched; try again once they expire "
+                "Too many validated datasets of other visitors are waiting to be launched; try again once they expire "
                 f"({self.ctx.settings.upload_retention_minutes:g} minutes after validation)."
             )
-        if export_ids.strip():
-            ids = parse_conversation_ids(export_ids)
-            try:
-                is_admin = self.ctx.admin.is_admin(password, client_address(request, self.ctx.settings.on_spaces))
-            except UserError as error:
-                raise refuse(str(error)) from None
-            folder = new_upload_dir(self.ctx.settings.data_dir)
-            try:
-                who = viewer(owner or session_owner(request), is_admin)
-                self.ctx.conversations.export(who, ids, folder / "files", "llava")
-            except UserError as error:
-                shutil.rmtree(folder, ignore_errors=True)
-                raise refuse(str(error)) from None
-            result = validate_dataset(folder / "files" / "data.json", folder / "files", limits=limits)
-            result.upload_dir = folder
-        elif files:
-            result = validate_upload(files, self.ctx.settings.data_dir, base=base, limits=limits)
-        else:
-            raise refuse("Upload a LLaVA JSON file with its images (a zip or the files), or give History ids.")
-        key = self.ctx.uploads.add(result)
-        self.ctx.uploads.sweep(self.ctx.runner.upload_dirs_in_use() if self.ctx.runner else set())
+        folder = uploads.reserve(visitor)  # from now on the sweeper keeps it, however long validation takes
+        try:
+            if export_ids.strip():
+                result = self._validate_history(export_ids, folder, password, owner, request)
+            else:
+                result = validate_upload(
+                    files or [], self.ctx.settings.data_dir, base=base, limits=limits, upload_dir=folder
+                )
+        except BaseException:
+            uploads.discard(folder)
+            raise
+        key = uploads.add(result, visitor)  # beyond the visitor's share, their oldest uploads make room
+        uploads.sweep(in_use)
         summary = html.escape(self.redact(result.message())).replace("\n", "  \n")
         return summary, self.preview(key, 1), key, 1
+
+    def _validate_history(
+        self, export_ids: str, folder: Path, password: str, owner: str | None, request: gr.Request
+    ) -> ValidationResult:
+        """Your History conversations (everyone's for the admin) exported as training data into `folder`, checked."""
+        ids = parse_conversation_ids(export_ids)
+        try:
+            is_admin = self.ctx.admin.is_admin(password, client_address(request, self.ctx.settings.on_spaces))
+            who = viewer(owner or session_owner(request), is_admin)
+            self.ctx.conversations.export(who, ids, folder / "files", "llava")
+        except UserError as error:
+            raise refuse(str(error)) from None
+        limits = self.ctx.settings.upload_limits()
+        result = validate_dataset(folder / "files" / "data.json", folder / "files", limits=limits)
+        result.upload_dir = folder
+        return result
 
     def preview(self, key: str, page: float) -> pd.DataFrame:
         result = self.ctx.uploads.get(key)
