@@ -113,10 +113,11 @@ class UploadQuota:
 
 class EventGuard:
     """ASGI middleware for POST requests under `/gradio_api/` other than uploads: a body larger than `max_bytes` is
-    refused unread, and so is one that names a file the visitor cannot have uploaded: a link (files come in through
-    the upload route only), a folder (the cache folder itself passes Gradio's own check), a symbolic link or a path
-    outside `upload_folder` (see `security.uploaded_file`). Every event is checked here, whichever handler it
-    reaches, private ones included."""
+    refused (counted as it arrives; a larger `Content-Length` is refused unread), and so is one that names a file the
+    visitor cannot have uploaded: a link (files come in through the upload route only), a folder (the cache folder
+    itself passes Gradio's own check), a symbolic link or a path outside `upload_folder` (see
+    `security.uploaded_file`). Every event is checked here, before Gradio reads it, whichever handler it reaches,
+    private ones included."""
 
     def __init__(self, app: ASGIApp, *, max_bytes: int, upload_folder: str | Path):
         self.app = app

@@ -169,6 +169,8 @@ def uploaded_file(path: object, upload_folder: str | Path) -> Path:
     name = Path(text).name or "The file"
     if not text.strip():
         raise UserError("A file in the request has an empty path: upload the file, then send it.")
+    if ".." in Path(text).parts:  # Gradio reads the path as given, so no component may step back out of a folder
+        raise UserError(f"{name} is not a file you uploaded: a file path has no '..' in it.")
     given = Path(os.path.abspath(text))
     folder = Path(os.path.realpath(upload_folder))
     real = Path(os.path.realpath(given))

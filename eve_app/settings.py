@@ -224,4 +224,10 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
             help=f"{text} (env EVE_{name.upper()}; default {value:g})",
         )
     args = parser.parse_args(argv)
+    if args.pending_uploads_mb < args.max_unpacked_mb:
+        parser.error(
+            f"--pending-uploads-mb ({args.pending_uploads_mb:g}) must be at least --max-unpacked-mb "
+            f"({args.max_unpacked_mb:g}), or no upload could ever wait for a launch (twice it keeps one visitor "
+            "from blocking the others)"
+        )
     return Settings(**vars(args))

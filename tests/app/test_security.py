@@ -70,7 +70,9 @@ def test_a_named_file_must_be_a_regular_file_inside_the_upload_cache(tmp_path):
         str(cache / "abc"): "abc is a folder, not a file you uploaded",
         str(cache / "abc" / "link.png"): "link.png is a link",
         str(tmp_path / "elsewhere.txt"): "elsewhere.txt is not a file you uploaded",
-        str(cache / "abc" / ".." / ".." / "elsewhere.txt"): "elsewhere.txt is not a file you uploaded",
+        str(
+            cache / "abc" / ".." / "abc" / "photo.png"
+        ): "photo.png is not a file you uploaded: a file path has no '..'",
         str(cache / "abc" / "gone.png"): "gone.png was not uploaded (or has expired)",
         "": "empty path",
     }
