@@ -30,6 +30,7 @@ def results_command(config: JobConfig, run_dir: Path) -> list[str]:
     argv += ["--data", config.data, "--eval-split", str(config.eval_split), "--seed", str(config.seed)]
     if config.image_folder:
         argv += ["--image-folder", config.image_folder]
+    argv += ["--device", "cuda" if config.gpus else "cpu"]  # where the job trained
     return [*argv, "--rows", str(ROWS), "--out", str(run_dir)]
 
 

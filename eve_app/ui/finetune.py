@@ -368,7 +368,9 @@ class FinetuneHandlers:
         except ValueError as error:
             return f"No memory plan: {self.redact(str(error))}.", None
         capacity, device = hardware_capacity(config, gpu_memory())
-        return plan.describe(), plan.refusal(capacity, model_config, device)
+        verdict = "fits" if plan.fits(capacity) else "does not fit"
+        text = plan.describe() + f"\n- the chosen hardware: {capacity / 2**30:.0f} GiB per {device}: {verdict}"
+        return text, plan.refusal(capacity, model_config, device)
 
     def memory_plan(self, *values) -> str:
         """The estimated memory per device of a job with these settings, and whether the chosen hardware holds it."""
@@ -376,7 +378,11 @@ class FinetuneHandlers:
         settings = dict(zip(names, values))
         result = self.ctx.uploads.get(str(settings.get("dataset") or ""))
         longest = (result.summary or {}).get("longest_row") if result is not None else None
-        text, refusal = self._refusal(self._plan_config(settings), longest or None)
+        try:
+            config = self._plan_config(settings)
+        except gr.Error as error:  # a base or a number the form cannot use yet: said here, not as a pop-up per key
+            return f"No memory plan: {error.message}"
+        text, refusal = self._refusal(config, longest or None)
         return text + (f"\n\n⛔ Launch refuses this: {refusal}" if refusal else "")
 
     def save_config(self, *values) -> str:

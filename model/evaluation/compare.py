@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from ..loading import load_pretrained
@@ -76,9 +77,11 @@ def held_out_rows(
     return rows, source
 
 
-def answer_rows(checkpoint: str, rows: list[HeldOutRow], batch_size: int, max_new_tokens: int) -> list[str]:
+def answer_rows(
+    checkpoint: str, rows: list[HeldOutRow], batch_size: int, max_new_tokens: int, device: str = "cpu"
+) -> list[str]:
     """One model's greedy answers to the rows (the model is loaded for this and freed after)."""
-    model, processor = load_pretrained(checkpoint)
+    model, processor = load_pretrained(checkpoint, device=device)
     answers: list[str] = []
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
@@ -86,6 +89,8 @@ def answer_rows(checkpoint: str, rows: list[HeldOutRow], batch_size: int, max_ne
         answers += answer_messages(model, processor, [row.question for row in batch], images, max_new_tokens)
     del model
     gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()  # the second model gets the memory the first one held
     return answers
 
 
@@ -97,11 +102,13 @@ def compare(
     out: str | Path,
     batch_size: int = 8,
     max_new_tokens: int = 128,
+    device: str = "cpu",
 ) -> dict:
     """Answers the rows with both models, writes results.json and predictions.jsonl into `out`; returns the results."""
     started = time.perf_counter()
     answers = {
-        name: answer_rows(path, rows, batch_size, max_new_tokens) for name, path in (("base", base), ("tuned", tuned))
+        name: answer_rows(path, rows, batch_size, max_new_tokens, device)
+        for name, path in (("base", base), ("tuned", tuned))
     }
     scores = {name: [score_answer(a, row.expected) for a, row in zip(found, rows)] for name, found in answers.items()}
     out = Path(out)
@@ -146,13 +153,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--out", required=True, help="folder for results.json and predictions.jsonl")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when there is a GPU)")
     args = parser.parse_args(argv)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     rows, source = held_out_rows(args.data, args.image_folder, args.eval_split, args.seed, args.rows)
     if not rows:
         parser.error("the data has no row with a question and an answer to compare on")
     logger.info("Answering %d rows (%s) with %s and with %s", len(rows), source, args.base, args.tuned)
-    results = compare(args.base, args.tuned, rows, source, args.out, args.batch_size, args.max_new_tokens)
+    results = compare(args.base, args.tuned, rows, source, args.out, args.batch_size, args.max_new_tokens, device)
     for name in ("base", "tuned"):
         m = results["metrics"][name]
         logger.info("%s: exact %.3f, CER %.3f, token F1 %.3f", name, m["exact"], m["cer"], m["token_f1"])

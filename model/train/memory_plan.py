@@ -87,8 +87,18 @@ TWIN_PARTS = "layernorm-self_attn-mlp"  # the official layout of vision twins ad
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
-    """A checkpoint folder's (or a file's) config.json as a dict, without loading transformers."""
+    """A checkpoint folder's (or a file's, or a Hub repo's) config.json as a dict, without loading transformers.
+
+    A Hub id (e.g. "BAAI/EVE-7B-HD-v2.0") fetches only its config.json (from the Hub cache when offline).
+    """
     path = Path(path)
+    if not path.exists() and str(path).count("/") == 1:
+        try:
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(str(path), "config.json"))
+        except Exception as error:  # offline without a cached copy, unknown repo, no network, ...
+            raise ValueError(f"could not read {path}'s config.json locally or from the Hub: {error}") from error
     file = path / "config.json" if path.is_dir() else path
     try:
         config = json.loads(file.read_text(encoding="utf-8"))

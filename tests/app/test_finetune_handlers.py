@@ -93,3 +93,13 @@ def test_an_upload_being_validated_is_not_swept(tiny_checkpoint, tmp_path, monke
     monkeypatch.setattr(validation.ImageSettings, "for_job", sweep_meanwhile)
     summary, *_ = FinetuneHandlers(ctx).validate(_dataset(tmp_path, "dataset"), "", BASE, "", OWNER, REQUEST)
     assert swept == [0] and "6 samples, 6 valid" in summary, summary
+
+
+def test_the_memory_plan_follows_the_form_and_says_what_the_hardware_cannot_hold(ctx):
+    """The plan needs no dataset; a batch no machine holds gets Launch's refusal; a bad number is said, not raised."""
+    handlers = FinetuneHandlers(ctx)
+    plan = handlers.memory_plan("", BASE, ["3"], 4, "", "", "CPU", "ddp")
+    assert "per device" in plan and "the chosen hardware" in plan and ": fits" in plan and "refuses" not in plan
+    huge = handlers.memory_plan("", BASE, ["3"], 1_000_000, "", "", "CPU", "ddp")
+    assert "Launch refuses this: This job needs about" in huge and "No method fits" in huge
+    assert handlers.memory_plan("", BASE, ["3"], 4, "long", "", "CPU", "ddp").startswith("No memory plan: The max")

@@ -477,6 +477,7 @@ def test_fine_tune_shows_base_and_tuned_answers_side_by_side_after_a_job(browser
         page.goto(url)
         page.get_by_role("tab", name="Fine-tune").click()
         expect(page.locator("#memory-plan")).to_contain_text("per device", timeout=15_000)  # the plan, before launch
+        _shot(page, f"finetune-plan-{name}", "#memory-plan")
         page.locator("#admin-password input").fill(PASSWORD)
         watched = page.locator("#watched-job input")
         watched.fill(str(compared_job))
