@@ -8,15 +8,14 @@ import gc
 import logging
 import os
 
-from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
 
-from eve_app.context import make_context
+from eve_app.context import AppContext, make_context
 from eve_app.jobs import JobRunner
 from eve_app.limits import cap_allocator_arenas
 from eve_app.request_limits import EventGuard, UploadQuota
 from eve_app.serving import load_engine
-from eve_app.settings import MIB, SECRET_FILE, Settings, parse_settings
+from eve_app.settings import MIB, SECRET_FILE, parse_settings
 from eve_app.storage import Storage
 from eve_app.ui import CSS, HIDE_SHARE, build_app
 from eve_app.ui.sessions import lean_sessions
@@ -47,11 +46,12 @@ def create_app(argv: list[str] | None = None):
     return demo, ctx
 
 
-def launch_options(settings: Settings) -> dict:
+def launch_options(ctx: AppContext) -> dict:
     """What Gradio may serve and accept: of the data folder only the stored chat images (content-addressed), never
     the database, its journal, runs, uploads or the secret; uploads no larger than the largest limit, within each
-    visitor's hourly budget and the disk's free space; event requests of bounded size that name no remote file.
-    Also sets which proxies uvicorn believes (`trust_proxies`), since `launch` has no parameter for it."""
+    visitor's hourly budget and the disk's free space; event requests of bounded size that name only files uploaded
+    to the cache. Also sets which proxies uvicorn believes (`trust_proxies`), since `launch` has no parameter for it."""
+    settings = ctx.settings
     trust_proxies(settings.trusted_proxies)
     data = settings.data_dir.resolve()
     blocked = [data / name for name in ("eve.db", "eve.db-wal", "eve.db-shm", "runs", "uploads", SECRET_FILE)]
@@ -62,8 +62,12 @@ def launch_options(settings: Settings) -> dict:
         "state_session_capacity": settings.max_sessions,
         "app_kwargs": {
             "middleware": [
-                Middleware(UploadQuota, **upload_quota(settings)),
-                Middleware(EventGuard, max_bytes=int(settings.max_request_mb * MIB)),
+                Middleware(UploadQuota, budget=ctx.upload_budget),
+                Middleware(
+                    EventGuard,
+                    max_bytes=int(settings.max_request_mb * MIB),
+                    upload_folder=ctx.upload_budget.cache_dir,
+                ),
             ]
         },
         # Sharing a message to the Hub's discussions works only on a Space; elsewhere its button only errors.
@@ -87,19 +91,10 @@ def trust_proxies(proxies: str) -> None:
         )
 
 
-def upload_quota(settings: Settings) -> dict:
-    return {
-        "bytes_per_window": int(settings.upload_quota_mb * MIB),
-        "window_s": 3600.0,
-        "min_free_bytes": int(settings.min_free_disk_mb * MIB),
-        "cache_dir": get_upload_folder(),
-    }
-
-
 if __name__ == "__main__":
     # One line per refused request (eve_app.refused), job and startup messages; tracebacks only for real failures.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     demo, ctx = create_app()
     settings = ctx.settings
-    demo.launch(server_name=settings.host, server_port=settings.port, **launch_options(settings))
+    demo.launch(server_name=settings.host, server_port=settings.port, **launch_options(ctx))

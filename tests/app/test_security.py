@@ -1,5 +1,6 @@
 """The admin password gate, owner ids, checkpoint paths a visitor may name, and what job processes inherit."""
 
+import re
 import time
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import pytest
 
 from eve_app.errors import UserError
 from eve_app.jobs.runner import JobRunner
-from eve_app.security import AdminGate, owner_of, resolve_checkpoint_choice, viewer
+from eve_app.security import AdminGate, owner_of, resolve_checkpoint_choice, uploaded_file, viewer
 from eve_app.settings import DEFAULT_MODEL
 
 
@@ -38,16 +39,6 @@ def test_owner_ids_come_from_the_browser_token_and_are_not_the_token():
     assert viewer(owner, is_admin=True) == "admin" and viewer(owner, is_admin=False) == owner
 
 
-def hub_cache_with(cache: Path, repo_id: str) -> Path:
-    """A Hub cache folder holding `repo_id`'s config.json, laid out as huggingface_hub lays it out."""
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text("0" * 40)
-    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
-    (repo / "snapshots" / ("0" * 40) / "config.json").write_text("{}")
-    return cache
-
-
 def test_checkpoints_outside_the_allowed_folders_are_refused(tmp_path):
     cache = hub_cache_with(tmp_path / "hub", "BAAI/EVE-7B-HD-v2.0")
     roots = [tmp_path / "runs", cache]
@@ -61,19 +52,53 @@ def test_checkpoints_outside_the_allowed_folders_are_refused(tmp_path):
             resolve_checkpoint_choice(outside, roots, cache)
 
 
+def test_job_processes_never_see_the_admin_password(tmp_path, monkeypatch):
+    monkeypatch.setenv("EVE_ADMIN_PASSWORD", "top secret")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    env = JobRunner(storage=None, data_dir=tmp_path)._child_env()
+    assert "EVE_ADMIN_PASSWORD" not in env and "top secret" not in env.values() and env["OMP_NUM_THREADS"] == "1"
+
+
+def test_a_named_file_must_be_a_regular_file_inside_the_upload_cache(tmp_path):
+    cache = tmp_path / "cache"
+    (cache / "abc").mkdir(parents=True)
+    upload = cache / "abc" / "photo.png"
+    upload.write_bytes(b"png")
+    (cache / "abc" / "link.png").symlink_to(upload)
+    (tmp_path / "elsewhere.txt").write_text("secret")
+    assert uploaded_file(str(upload), cache) == upload.resolve()
+    refused = {
+        str(cache): "cache is a folder, not a file you uploaded",
+        str(cache / "abc"): "abc is a folder, not a file you uploaded",
+        str(cache / "abc" / "link.png"): "link.png is a link",
+        str(tmp_path / "elsewhere.txt"): "elsewhere.txt is not a file you uploaded",
+        str(
+            cache / "abc" / ".." / "abc" / "photo.png"
+        ): "photo.png is not a file you uploaded: a file path has no '..'",
+        str(cache / "abc" / "gone.png"): "gone.png was not uploaded (or has expired)",
+        "": "empty path",
+    }
+    for path, message in refused.items():
+        with pytest.raises(UserError, match=re.escape(message)):
+            uploaded_file(path, cache)
+
+
+def hub_cache_with(cache: Path, repo_id: str) -> Path:
+    """A Hub cache folder holding `repo_id`'s config.json, laid out as huggingface_hub lays it out."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    (repo / "snapshots" / ("0" * 40) / "config.json").write_text("{}")
+    return cache
+
+
 @pytest.mark.parametrize("name", ["a/..", "etc/passwd", "BAAI/not-downloaded", "a--b/c", "-a/b", "a/b."])
 def test_a_hub_id_follows_the_hubs_rules_and_is_in_the_servers_hub_cache(tmp_path, name):
     """`a/..` and `etc/passwd` passed as Hub ids: spelled like one, but no model of that name is on the server."""
     cache = hub_cache_with(tmp_path / "hub", "BAAI/EVE-7B-HD-v2.0")
     with pytest.raises(UserError, match="is not a Hub model in this server's Hub cache"):
         resolve_checkpoint_choice(name, [tmp_path / "runs", cache], cache)
-
-
-def test_job_processes_never_see_the_admin_password(tmp_path, monkeypatch):
-    monkeypatch.setenv("EVE_ADMIN_PASSWORD", "top secret")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    env = JobRunner(storage=None, data_dir=tmp_path)._child_env()
-    assert "EVE_ADMIN_PASSWORD" not in env and "top secret" not in env.values() and env["OMP_NUM_THREADS"] == "1"
 
 
 def test_empty_passwords_are_not_guesses():

@@ -52,9 +52,7 @@ def app(checkpoint, tmp_path_factory):
             str(tmp_path_factory.mktemp("data")),
         ]
     )
-    demo.launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx.settings)
-    )
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx))
     yield f"http://127.0.0.1:{port}/", ctx, demo
     demo.close()
     ctx.engine.shutdown()
