@@ -132,7 +132,7 @@ def _input_names(block_fn: Any) -> list[str]:
         parameters = [
             name
             for name, parameter in inspect.signature(block_fn.fn).parameters.items()
-            if parameter.annotation not in (gr.Request, "gr.Request", "gr.Request | None")
+            if not _filled_by_gradio(parameter.annotation)
             and parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD)
         ]
     except (TypeError, ValueError):
@@ -143,6 +143,14 @@ def _input_names(block_fn: Any) -> list[str]:
         fallback = parameters[index] if index < len(parameters) else f"input {index + 1}"
         names.append(str(label) if label else fallback)
     return names
+
+
+def _filled_by_gradio(annotation: object) -> bool:
+    """A parameter Gradio fills itself (the request, an event's data), not from an input."""
+    if isinstance(annotation, type):
+        return issubclass(annotation, (gr.Request, gr.EventData))
+    text = annotation if isinstance(annotation, str) else repr(annotation)
+    return "Request" in text or ("Data" in text and "gradio" in text) or text.endswith("Data")
 
 
 def _failed_input(block_fn: Any, inputs: list[Any], error: Exception) -> int | None:
