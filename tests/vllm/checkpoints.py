@@ -134,3 +134,16 @@ def write_lora_adapter(base: Path, folder: Path, seed: int, rank: int = 8) -> Pa
     config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=LORA_TARGETS, init_lora_weights=False)
     get_peft_model(model, config).save_pretrained(str(folder))
     return folder
+
+
+def transformers_engine(checkpoint: Path, adapter: Path | None = None):
+    """The app's transformers backend on `checkpoint` in fp32, with the LoRA adapter on through peft if given: the
+    reference answer for the vLLM backends."""
+    from eve_app.engine import Engine
+
+    engine = Engine.load(str(checkpoint), dtype="float32")
+    if adapter is not None:
+        from peft import PeftModel
+
+        engine.model = PeftModel.from_pretrained(engine.model, str(adapter))
+    return engine
