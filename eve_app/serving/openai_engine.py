@@ -24,7 +24,7 @@ from model.processing_eve import EveProcessor
 
 from ..engine import ChatRequest, EngineError, Finished, GenerationRecord, ImageLimits, TextDelta, card_notice
 from ..errors import UserError
-from .adapters import read_adapter, same_folder
+from .adapters import same_folder, switch_model
 from .prompts import PreparedPrompt, prepare, sampling_fields
 from .retry import RetryableError, stream_with_one_retry
 from .sent_images import SentImages
@@ -78,15 +78,16 @@ class OpenAIEngine(ImageLimits):
         return cls(base, served["id"], max_len, processor, folder, api_key)
 
     def reload(self, path: str, name: str | None = None) -> None:
-        """The model picker: requests go to a LoRA adapter the server serves (by its name or its folder), or back to
-        the base model for the `--model` checkpoint. An adapter the server lacks is loaded there at run time where
-        the server allows it (VLLM_ALLOW_RUNTIME_LORA_UPDATING=True); otherwise the message says how to serve it."""
-        adapter = read_adapter(path, name)
-        if adapter is None:
-            if not same_folder(path, self.checkpoint_dir):
-                raise UserError(
-                    "With --api-base the model server decides the model; restart it with another checkpoint."
-                )
+        """The model picker: requests go to a LoRA adapter the server serves, or back to the base model for the
+        `--model` checkpoint; the server decides any other model."""
+        restart = "With --api-base the model server decides the model; restart it with another checkpoint."
+        switch_model(self, path, name, restart)
+
+    def set_adapter(self, name: str | None, path: str | None = None) -> None:
+        """Requests go to the server's model of the LoRA adapter in `path` (by its name or its folder), or to the base
+        model for None. An adapter the server lacks is loaded there where the server allows it
+        (VLLM_ALLOW_RUNTIME_LORA_UPDATING=True); otherwise the message says how to serve it."""
+        if name is None:
             self.served_name = self.name = self.base_name
             return
         try:
@@ -97,18 +98,18 @@ class OpenAIEngine(ImageLimits):
             (
                 model["id"]
                 for model in models
-                if model.get("parent") and (model["id"] == adapter.name or same_folder(model.get("root", ""), path))
+                if model.get("parent") and (model["id"] == name or same_folder(model.get("root", ""), path or ""))
             ),
             None,
         )
         if served is None:
-            response = self._client.post("/load_lora_adapter", json={"lora_name": adapter.name, "lora_path": path})
+            response = self._client.post("/load_lora_adapter", json={"lora_name": name, "lora_path": path})
             if response.status_code != 200:
                 raise UserError(
-                    f"The model server does not serve the adapter {adapter.name}: start it with --enable-lora "
-                    f"--lora-modules {adapter.name}={adapter.path} (it said: {_error_message(response)})"
+                    f"The model server does not serve the adapter {name}: start it with --enable-lora "
+                    f"--lora-modules {name}={path} (it said: {_error_message(response)})"
                 )
-            served = adapter.name
+            served = name
         self.served_name = self.name = served
 
     @property

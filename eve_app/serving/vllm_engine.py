@@ -28,7 +28,7 @@ from model.processing_eve import EveProcessor
 
 from ..engine import ChatRequest, EngineError, Finished, GenerationRecord, ImageLimits, TextDelta, card_notice
 from ..errors import UserError
-from .adapters import read_adapter, same_folder
+from .adapters import read_adapter, switch_model
 from .prompts import prepare, sampling_fields
 from .retry import RetryableError, stream_with_one_retry
 from .sent_images import SentImages
@@ -142,16 +142,8 @@ class VllmEngine(ImageLimits):
     def reload(self, path: str, name: str | None = None) -> None:
         """The model picker: a LoRA adapter folder is served from now on, by this engine (no restart); the checkpoint
         the engine was started with switches back to the base model. Another model needs a restart."""
-        adapter = read_adapter(path, name)
-        if adapter is not None:
-            self.set_adapter(adapter.name, adapter.path)
-        elif same_folder(path, self.checkpoint_dir):
-            self.set_adapter(None)
-        else:
-            raise UserError(
-                "The vLLM backend serves the model it was started with and LoRA adapters for it; restart the app to "
-                "change the model."
-            )
+        restart = "The vLLM backend serves the model it was started with and its LoRA adapters; restart the app to "
+        switch_model(self, path, name, restart + "change the model.")
 
     def set_adapter(self, name: str | None, path: str | None = None) -> None:
         """New requests go to the LoRA adapter in `path` (shown as `name`), or to the base model for None. vLLM

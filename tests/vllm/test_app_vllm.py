@@ -16,7 +16,7 @@ from PIL import Image
 
 from eve_app.serving.sent_images import SentImages
 from tests.e2e.helpers import free_port, streamed
-from tests.vllm.checkpoints import transformers_engine, write_default_shaped, write_lora_adapter
+from tests.vllm.checkpoints import transformers_engine, write_default_shaped, write_lora_adapter, write_official
 
 
 @pytest.fixture(scope="module")
@@ -289,6 +289,10 @@ def test_the_model_picker_switches_to_an_adapter_and_back_without_a_restart(app,
     big = write_lora_adapter(checkpoint, tmp_path / "job-4", seed=4, rank=32)
     with pytest.raises(UserError, match="max_lora_rank"):
         engine.reload(str(big), name="job-4")
+    # So is an adapter trained on another model.
+    other = write_lora_adapter(write_official(tmp_path / "other"), tmp_path / "job-5", seed=5)
+    with pytest.raises(UserError, match="trained on other, a different model"):
+        engine.reload(str(other), name="job-5")
     assert "LoRA" not in engine.describe()
 
 
