@@ -16,9 +16,9 @@ from ..errors import UserError
 from ..presets import FREE_CHAT, preset_by_name
 from ..security import session_owner
 from .chat_layout import chat_layout, example_pairs, examples
-from .fields import optional_whole_number
+from .fields import Refusal, optional_whole_number
 from .generation import model_line, status_line
-from .refusals import refuse
+from .refusals import refuse, takes_refusals
 
 
 class ChatHandlers:
@@ -60,6 +60,7 @@ class ChatHandlers:
         session.conversation_id = saved.conversation_id
         session.turns.append(ChatTurn("user", text, images=saved.images, message_id=saved.message_id))
 
+    @takes_refusals
     def respond(
         self,
         session: ChatSession,
@@ -78,20 +79,25 @@ class ChatHandlers:
             yield session.to_chatbot(), session, gr.skip(), gr.skip()
             return
         service = self.ctx.conversations
-        invalid: str | None
-        try:
-            settings = GenerationSettings(
-                max_new_tokens=int(max_new_tokens),
-                temperature=float(temperature),
-                top_p=float(top_p),
-                repetition_penalty=float(repetition_penalty),
-                seed=optional_whole_number(seed, "The seed"),
-                image_max_size=optional_whole_number(image_max_size, "The image size", positive=True),
-            )
-        except UserError as error:
-            settings, invalid = GenerationSettings(), str(error)
-        else:
-            invalid = None
+        # Inputs arrive checked, or as a `Refusal` (see `refusals.Blocks`): that is saved as this answer's error.
+        invalid = Refusal.first(
+            preset_name, temperature, top_p, max_new_tokens, repetition_penalty, seed, image_max_size
+        )
+        if isinstance(preset_name, Refusal):
+            preset_name = FREE_CHAT  # the task the refused answer is saved under
+        settings = GenerationSettings()
+        if invalid is None:
+            try:
+                settings = GenerationSettings(
+                    max_new_tokens=int(max_new_tokens),
+                    temperature=float(temperature),
+                    top_p=float(top_p),
+                    repetition_penalty=float(repetition_penalty),
+                    seed=optional_whole_number(seed, "The seed"),
+                    image_max_size=optional_whole_number(image_max_size, "The image size", positive=True),
+                )
+            except UserError as error:
+                invalid = str(error)
         chat_request = ChatRequest(session.engine_turns(), settings, self.ctx.stops.current(request.session_hash))
         answer = ChatTurn("assistant", "")
         session.turns.append(answer)

@@ -8,6 +8,7 @@ paths); launching, aborting, watching a job's log and loading a model into the c
 
 import dataclasses
 import html
+import re
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -110,6 +111,18 @@ def describe_stages(stages: list[str]) -> str:
     return "\n\n".join(lines)
 
 
+def redact_paths(text: str, names: dict[str, str]) -> str:
+    """`text` with each path in `names` replaced by its name where it stands as a whole path or the start of one
+    (`/srv/app` in `/srv/app/x` or `"/srv/app"`, not in `/srv/apples` or `/old/srv/app`); the longest first, so a
+    path inside another (the interpreter inside the project) keeps its own name."""
+    for path in sorted(names, key=len, reverse=True):
+        if not path:
+            continue
+        whole = re.compile(r"(?<![\w./~-])" + re.escape(path.rstrip("/")) + r"(?![\w-]|\.\w)")
+        text = whole.sub(names[path].replace("\\", "\\\\"), text)  # the name as written (no group references)
+    return text
+
+
 def _joined(value) -> str:
     return value if isinstance(value, str) else "; ".join(str(v) for v in value)
 
@@ -130,25 +143,26 @@ class FinetuneHandlers:
             raise refuse("This server runs no fine-tuning jobs.")
         return self.ctx.runner
 
-    def _check_admin(self, password: str, request: gr.Request | None) -> None:
+    def _check_admin(self, password: str, request: gr.Request | None, unlocked: bool = False) -> None:
+        """Refuses unless `password` is the admin's; `unlocked`: this page holds a valid admin token (see AdminGate)."""
         reason = launch_blocked_reason(self.ctx)
         if reason:
             raise refuse(reason)
         try:
-            self.ctx.admin.check(password, client_address(request, self.ctx.settings.on_spaces))
+            self.ctx.admin.check(password, client_address(request), trusted=bool(unlocked))
         except UserError as error:
             raise refuse(str(error)) from None
 
     def redact(self, text: str) -> str:
         """Server paths replaced by names a visitor may see: the data folder, the project, the interpreter."""
-        replacements = {
-            str(self.ctx.settings.data_dir.resolve()): "$EVE_DATA_DIR",
-            str(PROJECT_ROOT): ".",
-            sys.executable: "python",
-        }
-        for path, name in replacements.items():
-            text = text.replace(path, name)
-        return text
+        return redact_paths(
+            text,
+            {
+                str(self.ctx.settings.data_dir.resolve()): "$EVE_DATA_DIR",
+                str(PROJECT_ROOT): ".",
+                sys.executable: "python",
+            },
+        )
 
     def checkpoint_roots(self) -> list[Path]:
         """Folders a base checkpoint may come from: the default model, the loaded one, finished jobs, the Hub cache."""
@@ -188,6 +202,7 @@ class FinetuneHandlers:
         password: str,
         owner: str | None,
         request: gr.Request,
+        unlocked: bool = False,
     ):
         """Validates an upload (or your History conversations) and shows its summary and first page of rows."""
         base = self._base(base)
@@ -196,7 +211,7 @@ class FinetuneHandlers:
         limits = self.ctx.settings.upload_limits()
         uploads = self.ctx.uploads
         in_use = self.ctx.runner.upload_dirs_in_use() if self.ctx.runner else set()
-        visitor = client_address(request, self.ctx.settings.on_spaces)
+        visitor = client_address(request)
         if not uploads.room_for(visitor, in_use):
             raise refuse(
                 "Too many validated datasets of other visitors are waiting to be launched; try again once they expire "
@@ -205,7 +220,7 @@ class FinetuneHandlers:
         folder = uploads.reserve(visitor)  # from now on the sweeper keeps it, however long validation takes
         try:
             if export_ids.strip():
-                result = self._validate_history(export_ids, folder, password, owner, request)
+                result = self._validate_history(export_ids, folder, password, owner, request, unlocked)
             else:
                 result = validate_upload(
                     files or [], self.ctx.settings.data_dir, base=base, limits=limits, upload_dir=folder
@@ -219,12 +234,18 @@ class FinetuneHandlers:
         return summary, self.preview(key, 1), key, 1
 
     def _validate_history(
-        self, export_ids: str, folder: Path, password: str, owner: str | None, request: gr.Request
+        self,
+        export_ids: str,
+        folder: Path,
+        password: str,
+        owner: str | None,
+        request: gr.Request,
+        unlocked: bool = False,
     ) -> ValidationResult:
         """Your History conversations (everyone's for the admin) exported as training data into `folder`, checked."""
         ids = parse_conversation_ids(export_ids)
         try:
-            is_admin = self.ctx.admin.is_admin(password, client_address(request, self.ctx.settings.on_spaces))
+            is_admin = self.ctx.admin.is_admin(password, client_address(request), bool(unlocked))
             who = viewer(owner or session_owner(request), is_admin)
             self.ctx.conversations.export(who, ids, folder / "files", "llava")
         except UserError as error:
@@ -442,13 +463,14 @@ class FinetuneHandlers:
         hardware: str = "CPU",
         strategy: str = "ddp",
         password: str = "",
+        unlocked: bool = False,
         request: gr.Request | None = None,
     ):
         """Launches a fine-tuning job (needs the admin password); returns the jobs table and the new job's id.
 
         The settings are those of /preview_command; `password` is the admin password.
         """
-        self._check_admin(password, request)
+        self._check_admin(password, request, unlocked)
         form = JobForm(
             dataset,
             base,
@@ -506,10 +528,10 @@ class FinetuneHandlers:
         losses = loss_frame(self.runner.loss_series(job_id))
         return label, self.redact(self.runner.log_tail(job_id, 40)), losses
 
-    def watch(self, job_id: float | None, password: str, request: gr.Request):
+    def watch(self, job_id: float | None, password: str, request: gr.Request, unlocked: bool = False):
         """Progress line, log tail and loss plot of one job (admin); unlocks the timer that keeps them current, also
         after a reload of this page."""
-        self._check_admin(password, request)
+        self._check_admin(password, request, unlocked)
         return *self._watch(job_id), True, self.ctx.admin.issue_token()
 
     def tick(self, job_id: float | None, unlocked: bool):
@@ -538,9 +560,9 @@ class FinetuneHandlers:
             return "", key
         return results_html(self.runner.results(int(job_id))), key
 
-    def compare(self, password: str, job_id: float | None, request: gr.Request):
+    def compare(self, password: str, job_id: float | None, request: gr.Request, unlocked: bool = False):
         """Answers the job's held-out rows again with the base and the tuned model (admin); the panel shows them."""
-        self._check_admin(password, request)
+        self._check_admin(password, request, unlocked)
         if not job_id:
             raise refuse("Pick a finished job first.")
         try:
@@ -552,8 +574,8 @@ class FinetuneHandlers:
         message = "Comparing base and tuned answers…" if started else "A comparison of this job is already running."
         return message, ""
 
-    def abort(self, password: str, job_id: float | None, request: gr.Request):
-        self._check_admin(password, request)
+    def abort(self, password: str, job_id: float | None, request: gr.Request, unlocked: bool = False):
+        self._check_admin(password, request, unlocked)
         if not job_id:
             raise refuse("Pick a job first.")
         try:
@@ -562,10 +584,10 @@ class FinetuneHandlers:
             raise refuse(f"There is no job {int(job_id)}.") from None
         return self.jobs_table()
 
-    def load_into_chat(self, password: str, choice: str, request: gr.Request):
+    def load_into_chat(self, password: str, choice: str, request: gr.Request, unlocked: bool = False):
         """Swaps the chat's model, for every visitor (admin): the default model, a finished job, or a folder inside
         the allowed roots. Returns the confirmation and the chat's new model line."""
-        self._check_admin(password, request)
+        self._check_admin(password, request, unlocked)
         choices = self.base_choices()
         path = self._base(choice)
         name = choice if choice in choices and choice.startswith("job-") else Path(path).name
@@ -587,18 +609,19 @@ class FinetuneHandlers:
         return int(table.iloc[event.index[0], 0])
 
 
-def build_finetune_tab(ctx: AppContext, owner: gr.State, chat: dict, browser: dict) -> dict:
+def build_finetune_tab(ctx: AppContext, owner: gr.State, chat: dict, browser: dict, unlocked: gr.State) -> dict:
     """Lays out the fine-tune tab and wires its events. `browser`: the values kept in the browser's storage
-    ("watched_job", "admin_token"), created at the top of the page so that they load with it."""
+    ("watched_job", "admin_token"), created at the top of the page so that they load with it; `unlocked`: whether
+    this page holds a valid admin token (shared with the History tab)."""
     h = FinetuneHandlers(ctx)
     c = finetune_layout(ctx, launch_blocked_reason(ctx), describe_stages, h.jobs_table(), h.base_choices())
     h.form = {name: c[name] for name in FORM_FIELDS}
     form = list(h.form.values())
-    c["unlocked"] = gr.State(False)
+    c["unlocked"] = unlocked
     c["watched"], c["admin_token"] = browser["watched_job"], browser["admin_token"]
     c["validate"].click(
         h.validate,
-        [c["files"], c["export_ids"], c["base"], c["password"], owner],
+        [c["files"], c["export_ids"], c["base"], c["password"], owner, unlocked],
         [c["summary"], c["preview"], c["dataset"], c["page"]],
         api_name="validate_dataset",
         concurrency_id="validate",
@@ -611,8 +634,8 @@ def build_finetune_tab(ctx: AppContext, owner: gr.State, chat: dict, browser: di
     c["load_config"].upload(
         h.load_config, c["load_config"], [c[name] for name in FORM_FIELDS[2:12]], api_visibility="private"
     )
-    c["launch"].click(h.launch_job, [*form, c["password"]], [c["jobs"], c["job_id"]], api_name="launch_job")
-    c["abort"].click(h.abort, [c["password"], c["job_id"]], c["jobs"], api_name="abort_job")
+    c["launch"].click(h.launch_job, [*form, c["password"], unlocked], [c["jobs"], c["job_id"]], api_name="launch_job")
+    c["abort"].click(h.abort, [c["password"], c["job_id"], unlocked], c["jobs"], api_name="abort_job")
     c["refresh"].click(h.jobs_table, None, c["jobs"], api_visibility="private")
     c["jobs"].select(h.pick_job, c["jobs"], c["job_id"], api_visibility="private")
     watched = [c["progress"], c["log"], c["loss_plot"]]
@@ -628,7 +651,10 @@ def build_finetune_tab(ctx: AppContext, owner: gr.State, chat: dict, browser: di
         show_progress="hidden",
     )
     c["compare"].click(
-        h.compare, [c["password"], c["job_id"]], [c["compare_status"], c["results_key"]], api_name="compare_job"
+        h.compare,
+        [c["password"], c["job_id"], unlocked],
+        [c["compare_status"], c["results_key"]],
+        api_name="compare_job",
     )
     plan_inputs = [c[name] for name in PLAN_FIELDS + (["method"] if "method" in h.form else [])]
     for component in plan_inputs:
@@ -637,13 +663,16 @@ def build_finetune_tab(ctx: AppContext, owner: gr.State, chat: dict, browser: di
         )
     c["plan"] = (h.memory_plan, plan_inputs, c["memory_plan"])
     c["watch"].click(
-        h.watch, [c["job_id"], c["password"]], [*watched, c["unlocked"], c["admin_token"]], api_name="watch_job"
+        h.watch, [c["job_id"], c["password"], unlocked], [*watched, unlocked, c["admin_token"]], api_name="watch_job"
     )
     # The watched job is kept in the browser, so a reloaded page re-attaches to it.
     c["job_id"].change(lambda job_id: job_id, c["job_id"], c["watched"], api_visibility="private")
     c["restore"] = (h.restore, [c["watched"], c["admin_token"]], [c["job_id"], c["unlocked"]])
     c["load_into_chat"].click(
-        h.load_into_chat, [c["password"], c["chat_model"]], [c["load_status"], chat["model"]], api_name="load_model"
+        h.load_into_chat,
+        [c["password"], c["chat_model"], unlocked],
+        [c["load_status"], chat["model"]],
+        api_name="load_model",
     )
     c["refresh"].click(h.refresh_choices, None, [c["base"], c["chat_model"]], api_visibility="private")
     c["jobs_table"] = h.jobs_table
