@@ -64,11 +64,13 @@ def test_the_7b_plans_equal_a_hand_computation():
     assert full.activations == tokens * (29 * per_layer + 8 * 3584 + 14 * 152064)
     assert round(full.activations / GIB, 2) == 32.36
 
-    lora = plan_memory(SEVEN_B, Workload(method="lora", seq_len=tokens))
+    lora = plan_memory(SEVEN_B, Workload(method="lora", lora_rank=16, seq_len=tokens))
     assert lora.trainable == LORA_16_7B == 80_740_352
     assert lora.weights == 2 * P_7B + 4 * LORA_16_7B  # bf16 base, fp32 adapters
     assert (lora.gradients, lora.optimizer) == (4 * LORA_16_7B, 8 * LORA_16_7B)
-    qlora = plan_memory(SEVEN_B, Workload(method="qlora", seq_len=tokens))
+    fp32_base = plan_memory(SEVEN_B, Workload(method="lora", lora_rank=16, lora_base_bf16=False, seq_len=tokens))
+    assert fp32_base.weights == 4 * P_7B + 4 * LORA_16_7B
+    qlora = plan_memory(SEVEN_B, Workload(method="qlora", lora_rank=16, seq_len=tokens))
     # nf4: half a byte per weight and one fp32 scale per 64 weights; the rest (embeddings, head, norms, biases, patch
     # embedding) in fp32 as prepare_model_for_kbit_training leaves it.
     assert qlora.weights == PROJECTIONS_7B * 9 // 16 + 4 * (P_7B - PROJECTIONS_7B) + 4 * LORA_16_7B
@@ -82,7 +84,7 @@ def test_a_stage_trains_only_its_groups_and_a_checkpoint_without_twins_gets_them
     no_twins = {**SEVEN_B, "add_moe": False}
     assert plan_memory(no_twins, Workload(stage="1", seq_len=10)).parameters == P_7B - 28 * LAYER_COPY
     assert plan_memory(no_twins, Workload(stage="2.1", seq_len=10)).parameters == P_7B  # 2.1 adds the twins
-    twins_lora = plan_memory(SEVEN_B, Workload(method="lora", stage="2.2", seq_len=10))
+    twins_lora = plan_memory(SEVEN_B, Workload(method="lora", lora_rank=16, stage="2.2", seq_len=10))
     assert twins_lora.trainable == LORA_16_7B // 2  # only the vision twins' projections get adapters
 
 
