@@ -13,8 +13,17 @@ EVAL_SEED = 20_250_212  # training streams use other seeds
 
 def answer_batch(model, processor, samples: list, max_new_tokens: int) -> list[str]:
     """Greedy answers to each sample's first question, generated as one left-padded batch."""
-    prompts = [processor.build_prompt([{"role": "user", "content": s.conversations[0]["value"]}]) for s in samples]
-    inputs = processor(text=prompts, images=[[s.image] for s in samples])
+    messages = [[{"role": "user", "content": s.conversations[0]["value"]}] for s in samples]
+    return answer_messages(model, processor, messages, [[s.image] for s in samples], max_new_tokens)
+
+
+def answer_messages(
+    model, processor, conversations: list[list[dict]], images: list[list], max_new_tokens: int
+) -> list[str]:
+    """Greedy answers to conversations (processor messages, their images in placeholder order), as the chat builds
+    the prompt and resizes the images, generated as one left-padded batch."""
+    prompts = [processor.build_prompt(messages) for messages in conversations]
+    inputs = processor(text=prompts, images=images if any(images) else None)
     with torch.inference_mode():
         ids = model.generate(
             **inputs,
