@@ -158,3 +158,16 @@ def test_the_shipped_models_estimate_matches_the_peak_of_real_training_steps(tmp
     growth = json.loads(result.stdout.strip().splitlines()[-1])["growth"]
     print(f"peak RSS growth {growth / 2**20:.0f} MiB, estimate {plan.total / 2**20:.0f} MiB")
     assert plan.total <= growth <= 1.8 * plan.total, (growth, plan.describe())
+
+
+def test_lora_parameters_are_what_peft_adds():
+    """Rank 8 on every text and twin projection of the shipped model: the plan's count equals peft's."""
+    peft = pytest.importorskip("peft")  # in the requirements with the LoRA methods
+    from model.loading import load_pretrained
+
+    model, _ = load_pretrained(str(TINY))
+    projections = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    targets = projections + [f"moe_{name}" for name in projections[:4]]  # the twins' MLP is moe_mlp.gate_proj ...
+    peft_model = peft.get_peft_model(model, peft.LoraConfig(r=8, target_modules=targets))
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    assert plan_memory(read_config(TINY), Workload(method="lora", lora_rank=8, seq_len=10)).trainable == trainable
