@@ -329,8 +329,10 @@ class MemoryPlan:
         """What differs from `before`, e.g. "LoRA with gradient checkpointing"."""
         w = self.workload
         text = METHOD_LABELS[w.method]
+        if w.strategy != before.strategy:
+            text += f" with {w.strategy}"
         if w.gradient_checkpointing and not before.gradient_checkpointing:
-            text += " with gradient checkpointing"
+            text += (" and" if w.strategy != before.strategy else " with") + " gradient checkpointing"
         return text[0].upper() + text[1:]
 
 
@@ -420,11 +422,16 @@ def activation_bytes(sizes: Sizes, w: Workload) -> int:
 
 
 def suggest(config: Mapping[str, Any], workload: Workload, capacity_bytes: float) -> MemoryPlan | None:
-    """The first of: each lighter method as set, then each method with gradient checkpointing, that fits."""
+    """The first of: each lighter method as set, then each method with gradient checkpointing, that fits. QLoRA is
+    not offered where the strategy shards the weights (FSDP, ZeRO-3 on several GPUs), which model.train refuses."""
     start = METHODS.index(workload.method)
-    tries = [replace(workload, method=m) for m in METHODS[start + 1 :]]
+    sharded = SHARDING[workload.strategy] == 3
+    methods = [m for m in METHODS[start:] if not (m == "qlora" and sharded)]
+    tries = [replace(workload, method=m) for m in methods if m != workload.method]
     if not workload.gradient_checkpointing:
-        tries += [replace(workload, method=m, gradient_checkpointing=True) for m in METHODS[start:]]
+        tries += [replace(workload, method=m, gradient_checkpointing=True) for m in methods]
+    if sharded:  # then QLoRA with each GPU holding the whole 4-bit base
+        tries += [replace(workload, method="qlora", strategy="ddp", gradient_checkpointing=gc) for gc in (False, True)]
     for candidate in tries:
         plan = plan_memory(config, candidate)
         if plan.fits(capacity_bytes):

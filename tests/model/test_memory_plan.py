@@ -103,6 +103,11 @@ def test_a_plan_that_does_not_fit_is_refused_naming_a_method_that_fits():
     )
     assert qlora.fitting_gpus() == [24, 48, 80] and qlora.refusal(24 * GIB, SEVEN_B) is None
     assert "fits GPUs of 24 GB, 48 GB, 80 GB" in qlora.describe()
+    sharded = plan_memory(SEVEN_B, Workload(devices=2, strategy="fsdp", seq_len=seq_len, image_tokens=image_tokens))
+    small = sharded.refusal(24 * GIB, SEVEN_B)
+    assert small is not None and "QLoRA (4-bit) with ddp and gradient checkpointing would need" in small
+    refusal = sharded.refusal(48 * GIB, SEVEN_B)  # QLoRA keeps the 4-bit base whole: not offered under FSDP
+    assert refusal is not None and "QLoRA" not in refusal and "LoRA would need" in refusal
 
 
 MEASURE = """
