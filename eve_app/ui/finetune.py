@@ -391,6 +391,10 @@ class FinetuneHandlers:
         capacity, device = hardware_capacity(config, gpu_memory())
         verdict = "fits" if plan.fits(capacity) else "does not fit"
         text = plan.describe() + f"\n- the chosen hardware: {capacity / 2**30:.0f} GiB per {device}: {verdict}"
+        if not config.gpus:  # what the same job would need on one GPU (bf16), for those who have one elsewhere
+            gpu = job_plan(dataclasses.replace(config, hardware=1), model_config, longest_row)
+            fits = ", ".join(f"{size} GB" for size in gpu.fitting_gpus()) or "none of 24, 48, 80 GB"
+            text += f"\n- on one GPU (bf16): {gpu.total / 2**30:.1f} GiB, fits {fits}"
         return text, plan.refusal(capacity, model_config, device)
 
     def memory_plan(self, *values) -> str:

@@ -100,6 +100,7 @@ def test_the_memory_plan_follows_the_form_and_says_what_the_hardware_cannot_hold
     handlers = FinetuneHandlers(ctx)
     plan = handlers.memory_plan("", BASE, ["3"], 4, "", "", "CPU", "ddp")
     assert "per device" in plan and "the chosen hardware" in plan and ": fits" in plan and "refuses" not in plan
+    assert "on one GPU (bf16)" in plan and "fits 24 GB, 48 GB, 80 GB" in plan
     huge = handlers.memory_plan("", BASE, ["3"], 1_000_000, "", "", "CPU", "ddp")
     assert "Launch refuses this: This job needs about" in huge and "No method fits" in huge
     assert handlers.memory_plan("", BASE, ["3"], 4, "long", "", "CPU", "ddp").startswith("No memory plan: The max")
