@@ -45,11 +45,15 @@ class ChatHandlers:
             text = preset.instruction
         self.add_user_turn(session, text, files, preset.name, owner or session_owner(request))
         self.ctx.stops.new(request.session_hash)
-        return (
-            gr.MultimodalTextbox(value=None, interactive=False, submit_btn=False, stop_btn=True),
-            session.to_chatbot(),
-            session,
-        )
+        return self.answering_input(clear=True), session.to_chatbot(), session
+
+    @staticmethod
+    def answering_input(clear: bool = False):
+        """While an answer streams: the box takes no input and Send turns into Stop (a new message, a retry or an
+        edit alike); `clear` empties it (the message it held was just sent)."""
+        if clear:
+            return gr.MultimodalTextbox(value=None, interactive=False, submit_btn=False, stop_btn=True)
+        return gr.MultimodalTextbox(interactive=False, submit_btn=False, stop_btn=True)
 
     def add_user_turn(self, session: ChatSession, text: str, files: list[str], task: str, owner: str) -> None:
         session.owner = session.owner or owner
@@ -140,7 +144,7 @@ class ChatHandlers:
         removed = session.truncate(user_index + 1) if user_index is not None else []
         self.ctx.conversations.hide(session.owner, [t.message_id for t in removed if t.message_id is not None])
         self.ctx.stops.new(request.session_hash)
-        return session.to_chatbot(), session
+        return session.to_chatbot(), session, self.answering_input()
 
     def edit(self, session: ChatSession, preset_name: str, data: gr.EditData, request: gr.Request):
         """Replaces an earlier user message: later turns are hidden, the edited text is saved as a new message."""
@@ -151,7 +155,7 @@ class ChatHandlers:
         new_text = data.value if isinstance(data.value, str) else self._text_of(data.value)
         self.add_user_turn(session, new_text.strip(), images, preset_name, session.owner or session_owner(request))
         self.ctx.stops.new(request.session_hash)
-        return session.to_chatbot(), session
+        return session.to_chatbot(), session, self.answering_input()
 
     @staticmethod
     def _text_of(value) -> str:
@@ -246,12 +250,15 @@ def build_chat_tab(ctx: AppContext, owner: gr.State) -> dict:
     example_sent = picked.then(h.submit_message, message_inputs, message_outputs, api_visibility="private")
     c["answered"].append(answer_after(example_sent, public=False))
 
-    retried = c["chatbot"].retry(h.retry, [c["session"]], [c["chatbot"], c["session"]], api_visibility="private")
-    retried.then(h.respond, answer_inputs, answer_outputs, api_visibility="private", **gpu_queue)
-    edited = c["chatbot"].edit(
-        h.edit, [c["session"], c["preset"]], [c["chatbot"], c["session"]], api_visibility="private"
+    # A retry or an edit streams like a sent message: Stop instead of Send until the answer ends.
+    retried = c["chatbot"].retry(
+        h.retry, [c["session"]], [c["chatbot"], c["session"], c["textbox"]], api_visibility="private"
     )
-    edited.then(h.respond, answer_inputs, answer_outputs, api_visibility="private", **gpu_queue)
+    c["answered"].append(answer_after(retried, public=False))
+    edited = c["chatbot"].edit(
+        h.edit, [c["session"], c["preset"]], [c["chatbot"], c["session"], c["textbox"]], api_visibility="private"
+    )
+    c["answered"].append(answer_after(edited, public=False))
     c["chatbot"].undo(h.undo, [c["session"]], [c["chatbot"], c["session"], c["textbox"]], api_visibility="private")
     c["chatbot"].like(h.like, [c["session"]], None, api_visibility="private")
     c["chatbot"].clear(h.clear, [c["session"]], [c["session"], c["chatbot"]], api_name="clear")
