@@ -37,6 +37,7 @@ def _data_section(c: dict) -> None:
             label="Rows and their problems",
             interactive=False,
             wrap=True,
+            elem_id="rows-preview",
         )
 
 

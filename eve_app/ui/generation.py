@@ -18,4 +18,9 @@ def status_line(engine: Engine, record: GenerationRecord | None = None) -> str:
             f"**Last answer** {record.prompt_tokens} prompt tokens, first token {ttft}, "
             f"{record.new_tokens} new tokens at {record.tokens_per_second:.1f} tokens/s ({record.status})"
         )
+        if record.new_tokens_limit is not None:
+            line += (
+                f"  \nℹ️ New tokens lowered to {record.new_tokens_limit}: that is what the model's "
+                f"{engine.context_length}-token context left after this conversation's {record.prompt_tokens}."
+            )
     return line
