@@ -71,6 +71,15 @@ def test_undo_puts_the_message_back_in_the_box(ctx, image):
     assert [m["text"] for m in _visible(ctx, session) if m["role"] == "user"] == ["first"]
 
 
+def test_undoing_the_only_turn_leaves_no_empty_conversation_in_history(ctx, image):
+    handlers = ChatHandlers(ctx)
+    _, session, _ = _turn(handlers, ChatSession(), "only question", [image])
+    owner, conversation_id = session.owner, session.conversation_id
+    assert conversation_id in [c["id"] for c in ctx.conversations.search(owner, "")]
+    handlers.undo(session, gr.UndoData(None, {"index": 1, "value": "only question"}))
+    assert conversation_id not in [c["id"] for c in ctx.conversations.search(owner, "")]
+
+
 def test_edit_replaces_the_question_and_keeps_its_images(ctx, image):
     handlers = ChatHandlers(ctx)
     _, session, _ = _turn(handlers, ChatSession(), "orginal typo", [image])

@@ -415,8 +415,6 @@ def test_fine_tune_validate_preview_launch_reload_and_abort(browser, admin_app, 
     page = _page(browser, name)
     visitor = _page(browser, name)  # no password: sees the jobs table only
     try:
-        visitor.goto(url)
-        visitor.get_by_role("tab", name="Fine-tune").click()
         page.goto(url)
         page.get_by_role("tab", name="Fine-tune").click()
         headers = page.locator("#rows-preview th")  # the rows table's headers, before validation
@@ -444,10 +442,13 @@ def test_fine_tune_validate_preview_launch_reload_and_abort(browser, admin_app, 
         _shot(page, f"finetune-launch-refused-{name}")
         assert len(ctx.storage.list_jobs()) == jobs_before
         _set_number(page, "Gradient accumulation", "1")
+        visitor.goto(url)
+        visitor.get_by_role("tab", name="Fine-tune").click()
+        expect(visitor.locator("#jobs-table")).to_be_visible()
 
         page.get_by_role("button", name="Launch").click()
         expect(page.locator("#launch-status")).to_contain_text(
-            "trains on 8 of 9 rows; left out: row 9 (id broken-row)"
+            "trains on 8 of 9 rows; left out: row 9 (id broken-row)", timeout=60_000
         )
         # Watched at once: no "Watch selected job" click.
         expect(page.locator("#job-progress")).to_contain_text(re.compile(r"running"), timeout=30_000)
