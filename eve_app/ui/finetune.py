@@ -38,13 +38,12 @@ from ..jobs.validation import ValidationResult
 from ..security import client_address, resolve_checkpoint_choice, session_owner, viewer
 from ..settings import DEFAULT_MODEL
 from .fields import optional_number, optional_whole_number
-from .finetune_layout import finetune_layout
+from .finetune_layout import PREVIEW_COLUMNS, finetune_layout
 from .finetune_results import results_html
 from .generation import model_line
 from .history import parse_conversation_ids
 from .refusals import refuse
 
-PREVIEW_COLUMNS = ["row", "id", "images", "turns", "problems"]
 LOSS_COLUMNS = ["step", "value", "series", "stage"]
 DEFAULT_CHOICE = "default model (eve-tiny)"
 ABORT_GRACE = 60.0  # seconds a trainer gets to finish its step and save a checkpoint before it is killed
@@ -121,6 +120,42 @@ def redact_paths(text: str, names: dict[str, str]) -> str:
         whole = re.compile(r"(?<![\w./~-])" + re.escape(path.rstrip("/")) + r"(?![\w-]|\.\w)")
         text = whole.sub(names[path].replace("\\", "\\\\"), text)  # the name as written (no group references)
     return text
+
+
+def training_rows_refusal(config: JobConfig, result: ValidationResult) -> str | None:
+    """Why the validated rows cannot feed one optimizer step of this job (after the eval split and the dropped
+    rows), or None. The trainer would fail the same way a minute later, after loading the model."""
+    from model.train.args import TrainArgs
+    from model.train.data import split_records
+
+    valid = int((result.summary or {}).get("valid_samples", 0))
+    eval_samples = TrainArgs.eval_samples  # the trainer's default cap on held-out rows
+    try:
+        train, held_out = split_records(list(range(valid)), config.eval_split, eval_samples, config.seed)
+    except ValueError:
+        train, held_out = [], list(range(valid))
+    needed = config.batch_size * config.grad_accum * config.processes
+    if len(train) >= needed:
+        return None
+    dropped = int((result.summary or {}).get("invalid_samples", 0))
+    counts = f"{valid} of {valid + dropped} rows are valid"
+    counts += f" ({dropped} with problems are left out)" if dropped else ""
+    counts += f", {len(held_out)} held out for evaluation (eval split {config.eval_split:g})" if held_out else ""
+    return (
+        f"{counts}: {len(train)} training rows are fewer than one optimizer step needs "
+        f"({config.processes} process{'es' if config.processes > 1 else ''} x batch {config.batch_size} x gradient "
+        f"accumulation {config.grad_accum} = {needed}). Add rows, fix the rows with problems, or lower the batch "
+        "size, the gradient accumulation or the eval split."
+    )
+
+
+def dropped_rows_note(result: ValidationResult) -> str:
+    """What a launched job leaves out of the upload: the rows with problems, named (empty when none)."""
+    bad = [row for row in result.rows if not row.valid]
+    if not bad:
+        return ""
+    names = ", ".join(row.label for row in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+    return f"⚠️ The job trains on {len(result.rows) - len(bad)} of {len(result.rows)} rows; left out: {names}."
 
 
 def _joined(value) -> str:
@@ -496,6 +531,10 @@ class FinetuneHandlers:
         _, refusal = self._refusal(config, (result.summary or {}).get("longest_row") if result else None)
         if refusal:
             raise refuse(refusal)
+        if result is not None:
+            rows_refusal = training_rows_refusal(config, result)
+            if rows_refusal:
+                raise refuse(rows_refusal)
         try:
             job_id = self.runner.submit(config)
         except ConfigError as error:
@@ -518,18 +557,26 @@ class FinetuneHandlers:
 
     def _watch(self, job_id: float | None):
         if not job_id:
-            return "No job selected.", "", loss_frame([])
+            return "No job selected.", "", None
         job_id = int(job_id)
         try:
             progress = self.runner.progress(job_id)
         except LookupError:
-            return f"There is no job {job_id}.", "", loss_frame([])
+            return f"There is no job {job_id}.", "", None
         label = progress["label"]
-        if progress.get("checkpoint"):
+        if progress["status"] == "queued":
+            label += " — waiting for the running job to end (one job runs at a time)"
+        elif progress["status"] == "running" and not progress.get("total"):
+            label += " — starting: loading the model and the data"
+        if progress.get("model_path"):  # a finished job: its final weights, not the last intermediate checkpoint
+            label += f"\n\nFinal weights: `{self.redact(str(progress['model_path']))}`"
+        elif progress.get("checkpoint"):
             label += f"\n\nLast checkpoint: `{self.redact(str(progress['checkpoint']))}`"
         if progress.get("error"):
             label += f"\n\n⚠️ {self.redact(progress['error'].splitlines()[0])}"
-        losses = loss_frame(self.runner.loss_series(job_id))
+        rows = self.runner.loss_series(job_id)
+        # No losses yet: no chart at all (an empty one makes Vega warn of an "Infinite extent" on every refresh).
+        losses = loss_frame(rows) if rows else None
         return label, self.redact(self.runner.log_tail(job_id, 40)), losses
 
     def watch(self, job_id: float | None, password: str, request: gr.Request, unlocked: bool = False):
@@ -538,10 +585,19 @@ class FinetuneHandlers:
         self._check_admin(password, request, unlocked)
         return *self._watch(job_id), True, self.ctx.admin.issue_token()
 
+    def after_launch(self, job_id: float | None, dataset: str, password: str, unlocked: bool, request: gr.Request):
+        """Right after a launch: the new job is watched at once (its progress, log and plot, kept current by the
+        timer and re-attached after a reload) and the page says which rows the job leaves out."""
+        self._check_admin(password, request, unlocked)  # launch just accepted it: the right password is no guess
+        result = self.ctx.uploads.get(dataset)
+        note = dropped_rows_note(result) if result is not None else ""
+        return *self._watch(job_id), True, self.ctx.admin.issue_token(), note
+
     def tick(self, job_id: float | None, unlocked: bool):
-        """The timer's refresh of the watched job and the jobs table, for a page the admin unlocked."""
+        """The timer's refresh: the jobs table for every visitor (the statuses are public), the watched job's
+        progress, log and plot for a page the admin unlocked."""
         if not unlocked:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), self.jobs_table()
         return *self._watch(job_id), self.jobs_table()
 
     def restore(self, watched: float | None, token: str | None):
@@ -583,6 +639,9 @@ class FinetuneHandlers:
         if not job_id:
             raise refuse("Pick a job first.")
         try:
+            status = self.ctx.storage.get_job(int(job_id))["status"]
+            if status not in ("queued", "running"):
+                raise refuse(f"Job {int(job_id)} has already ended ({status}): there is nothing to abort.")
             self.runner.abort(int(job_id), grace=ABORT_GRACE, wait=False)  # the monitor finishes it
         except LookupError:
             raise refuse(f"There is no job {int(job_id)}.") from None
@@ -638,7 +697,9 @@ def build_finetune_tab(ctx: AppContext, owner: gr.State, chat: dict, browser: di
     c["load_config"].upload(
         h.load_config, c["load_config"], [c[name] for name in FORM_FIELDS[2:12]], api_visibility="private"
     )
-    c["launch"].click(h.launch_job, [*form, c["password"], unlocked], [c["jobs"], c["job_id"]], api_name="launch_job")
+    launched = c["launch"].click(
+        h.launch_job, [*form, c["password"], unlocked], [c["jobs"], c["job_id"]], api_name="launch_job"
+    )
     c["abort"].click(h.abort, [c["password"], c["job_id"], unlocked], c["jobs"], api_name="abort_job")
     c["refresh"].click(h.jobs_table, None, c["jobs"], api_visibility="private")
     c["jobs"].select(h.pick_job, c["jobs"], c["job_id"], api_visibility="private")
@@ -668,6 +729,12 @@ def build_finetune_tab(ctx: AppContext, owner: gr.State, chat: dict, browser: di
     c["plan"] = (h.memory_plan, plan_inputs, c["memory_plan"])
     c["watch"].click(
         h.watch, [c["job_id"], c["password"], unlocked], [*watched, unlocked, c["admin_token"]], api_name="watch_job"
+    )
+    launched.success(
+        h.after_launch,
+        [c["job_id"], c["dataset"], c["password"], c["unlocked"]],
+        [*watched, c["unlocked"], c["admin_token"], c["launch_status"]],
+        api_visibility="private",
     )
     # The watched job is kept in the browser, so a reloaded page re-attaches to it.
     c["job_id"].change(lambda job_id: job_id, c["job_id"], c["watched"], api_visibility="private")
