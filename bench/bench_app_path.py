@@ -4,7 +4,7 @@ Starts the real app in this process (the shipped model unless --model, a fresh t
 sends N sequential `/answer` calls through one of three clients, each with a new image, and times each from `submit` to
 the first streamed chunk. The engine's own time to first token comes from the stored generation records; the app's
 overhead is the difference (issue 14: <= 50 ms). The clients: `gradio` (a stock gradio_client `Client(url)`),
-`gradio-ssl` (the same with one SSL context to reuse, see README's Scripting API) and `http` (Gradio's HTTP API as curl
+`gradio-ssl` (the same with one SSL context to reuse, see docs/app.md, Scripting API) and `http` (Gradio's HTTP API as curl
 uses it: upload, POST /call/answer, read its event stream, over one kept-alive connection), which adds nothing of its
 own to the path. Every stage of a call is timed too (the app's objects are wrapped in this process; nothing in the app
 changes), so the table shows where the overhead goes:

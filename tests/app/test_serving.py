@@ -167,8 +167,8 @@ def test_an_image_file_changed_in_place_gets_a_new_id(image, tmp_path):
 
 
 def test_vllm_on_a_cpu_runs_its_worker_in_the_engine_process(monkeypatch, tmp_path):
-    """vLLM's default CPU worker, a process of its own, cost 14.2 ms a decode step against 4.6 ms in-process (README,
-    "Measured here"); its CPU platform keeps `uni` only with multiprocessing switched off, so both are set."""
+    """vLLM's default CPU worker, a process of its own, cost 14.2 ms a decode step against 4.6 ms in-process (docs/vllm.md,
+    "The CPU options explained"); its CPU platform keeps `uni` only with multiprocessing switched off, so both are set."""
     from eve_app.serving.vllm_engine import engine_args
 
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")  # so that the change below is undone after the test

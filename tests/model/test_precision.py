@@ -13,7 +13,7 @@ P_7B = 14_156_712_960
 
 
 def test_the_7b_weights_in_each_precision():
-    assert weight_bytes(SEVEN_B) == 2 * P_7B  # the README's 28.3 GB in bf16
+    assert weight_bytes(SEVEN_B) == 2 * P_7B  # docs/library.md's 28.3 GB in bf16
     # 8-bit and 4-bit store the projections only; embeddings, head, norms and the patch embedding stay 16-bit.
     assert 15.0 * GB < weight_bytes(SEVEN_B, "8bit") < 15.5 * GB
     assert 9.3 * GB < weight_bytes(SEVEN_B, "4bit") < 9.8 * GB

@@ -280,7 +280,7 @@ def test_cli_writes_the_app_example_images(tmp_path):
 
 
 def test_shipped_examples_are_what_the_cli_writes(tmp_path):
-    """assets/examples is what the command in the README writes: text anywhere on the grid, as the model is trained."""
+    """assets/examples is what the command in docs/training.md writes: text anywhere on the grid, as the model is trained."""
     cli_main(["--examples", str(tmp_path)])
     shipped = Path(__file__).resolve().parents[2] / "assets" / "examples"
     for task in TASKS:

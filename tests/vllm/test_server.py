@@ -50,7 +50,7 @@ def server(checkpoint, adapter, tmp_path_factory):
     job-7=ADAPTER` (the plugin loads itself)."""
     port = free_port()
     log = (tmp_path_factory.mktemp("server") / "server.log").open("w")
-    # As the README serves on a CPU: the worker inside the engine core's process, the text path compiled (see
+    # As docs/vllm.md serves on a CPU: the worker inside the engine core's process, the text path compiled (see
     # eve_app.serving.vllm_engine).
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen(
