@@ -17,6 +17,8 @@ import time
 from collections import defaultdict, deque
 from pathlib import Path
 
+from model.shared import ADAPTER_CONFIG_FILE
+
 from .errors import UserError
 from .storage.schema import ADMIN_OWNER
 
@@ -147,6 +149,6 @@ def resolve_checkpoint_choice(value: str, roots: list[Path]) -> str:
     path = Path(value).expanduser().resolve()
     if not any(path.is_relative_to(root.resolve()) for root in roots):
         raise UserError("Base checkpoints must be the default model, a finished job, or a Hub id.")
-    if not (path / "config.json").is_file():
-        raise UserError("That checkpoint has no config.json.")
+    if not (path / "config.json").is_file() and not (path / ADAPTER_CONFIG_FILE).is_file():
+        raise UserError("That checkpoint has no config.json (nor adapter_config.json, for a LoRA job).")
     return str(path)
