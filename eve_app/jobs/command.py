@@ -32,6 +32,9 @@ GPU_CONFIGS = {
     "deepspeed-zero3": "deepspeed_zero3.yaml",
 }
 
+# Strategies that shard the weights themselves, which a bitsandbytes 4-bit base does not allow.
+SHARDED_STRATEGIES = ("fsdp", "deepspeed-zero3")
+
 
 class ConfigError(ValueError):
     """The job settings cannot run; the message lists every problem."""
@@ -140,6 +143,11 @@ def _hardware_problems(config: JobConfig) -> list[str]:
         problems.append(f"unknown strategy {config.strategy!r}; choose one of {list(STRATEGIES)}")
     elif config.hardware == "cpu" and config.strategy != "ddp":
         problems.append(f"strategy {config.strategy} needs GPUs; on the CPU use ddp (or pick a number of GPUs)")
+    if config.method == "qlora" and config.gpus > 1 and config.strategy in SHARDED_STRATEGIES:
+        problems.append(
+            f"qlora keeps the 4-bit base whole on each GPU: {config.strategy} would shard it; use ddp or "
+            "deepspeed-zero2 (or lora with this strategy)"
+        )
     if config.cpu_processes < 1:
         problems.append("cpu_processes must be at least 1")
     elif config.hardware != "cpu" and config.cpu_processes != 1:

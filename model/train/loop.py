@@ -257,6 +257,10 @@ def prepare_run(args: TrainArgs, accelerator: Accelerator) -> Run:
     checkpoint = resolve_resume(args.resume, output_dir)
     state = load_trainer_state(checkpoint) if checkpoint else TrainerState(stage=stage.name)
     set_seed(args.seed)
+    if args.method == "qlora" and recipe.shards_weights(accelerator):
+        raise ValueError(
+            "--method qlora keeps the 4-bit base whole on each device: use DDP or ZeRO-2, not FSDP/ZeRO-3"
+        )
     base_model, processor = recipe.build_model(args, stage, accelerator.device)
     model = apply_method(base_model, args, stage)
     recipe.keep_trainable_weights_in_the_graph(model)

@@ -15,7 +15,7 @@ from typing import cast
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType
 from torch.utils.data import DataLoader, Dataset
 from transformers import get_cosine_schedule_with_warmup
 
@@ -48,6 +48,12 @@ def make_accelerator(args: TrainArgs) -> Accelerator:
         # The data loaders are not prepared by accelerate (we shard them), so DeepSpeed needs the batch size here.
         accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = args.batch_size
     return accelerator
+
+
+def shards_weights(accelerator: Accelerator) -> bool:
+    """Whether the launch configuration shards the weights themselves (FSDP, DeepSpeed ZeRO-3)."""
+    plugin = accelerator.state.deepspeed_plugin
+    return accelerator.distributed_type == DistributedType.FSDP or (plugin is not None and plugin.zero_stage == 3)
 
 
 def build_model(args: TrainArgs, stage: Stage, device: torch.device) -> tuple[EveForCausalLM, EveProcessor]:

@@ -53,7 +53,9 @@ def make_words(folder: Path, size: tuple[int, int]) -> Path:
 def read_back(model, processor, folder: Path) -> list[str]:
     """The model's greedy answers to its training images, asked as the chat asks (inference-rule resizing)."""
     samples = [
-        types.SimpleNamespace(image=Image.open(folder / f"{word}.png"), conversations=[{"value": f"<image>\n{QUESTION}"}])
+        types.SimpleNamespace(
+            image=Image.open(folder / f"{word}.png"), conversations=[{"value": f"<image>\n{QUESTION}"}]
+        )
         for word in WORDS
     ]
     return answer_batch(model, processor, samples, max_new_tokens=16)
