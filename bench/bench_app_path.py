@@ -227,9 +227,7 @@ def main() -> None:
     port = free_port()
     argv = ["--port", str(port), "--data-dir", str(work / "data")] + (["--model", args.model] if args.model else [])
     demo, ctx = create_app(argv)
-    demo.launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx.settings)
-    )
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx))
     try:
         marks = Marks()
         instrument_server(ctx, marks)

@@ -95,9 +95,7 @@ def part_concurrent_and_app(args, work: Path) -> None:
     demo, ctx = create_app(
         ["--backend", "vllm", "--model", str(checkpoint), "--port", str(port), "--data-dir", str(work / "data")]
     )
-    demo.launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx.settings)
-    )
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx))
     vllm_engine = ctx.engine
     vllm_engine.sampling_overrides = {"ignore_eos": True, "stop_token_ids": []}
     hf_engine = Engine.load(str(checkpoint), dtype="float32")

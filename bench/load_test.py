@@ -94,9 +94,7 @@ def start_app(model: str | None, data_dir: Path):
         port = sock.getsockname()[1]
     argv = ["--data-dir", str(data_dir), "--port", str(port)] + (["--model", model] if model else [])
     demo, ctx = create_app(argv)
-    demo.launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx.settings)
-    )
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx))
     return f"http://127.0.0.1:{port}/", demo, ctx.storage
 
 

@@ -2,6 +2,9 @@
 
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from gradio.utils import get_upload_folder
 
 from .conversations import ConversationService
 from .engine import Engine
@@ -9,8 +12,9 @@ from .jobs import JobRunner
 from .jobs.retention import ValidatedUploads
 from .limits import ImageGate
 from .presets import TaskPreset, load_presets
+from .request_limits import UploadBudget
 from .security import AdminGate
-from .settings import Settings
+from .settings import MIB, Settings
 from .storage import Storage
 
 
@@ -50,11 +54,19 @@ class AppContext:
     conversations: ConversationService
     admin: AdminGate
     uploads: ValidatedUploads
+    upload_budget: UploadBudget
     stops: StopEvents = field(default_factory=StopEvents)
 
 
-def make_context(settings: Settings, engine: Engine, storage: Storage, runner: JobRunner | None = None) -> AppContext:
-    """Everything the handlers share, wired from the settings (limits, password, retention)."""
+def make_context(
+    settings: Settings,
+    engine: Engine,
+    storage: Storage,
+    runner: JobRunner | None = None,
+    upload_folder: str | Path | None = None,
+) -> AppContext:
+    """Everything the handlers share, wired from the settings (limits, password, retention). `upload_folder`: Gradio's
+    upload cache (default: where Gradio puts it), where exports are written and uploads are charged."""
     images = ImageGate(settings.chat_limits())
     return AppContext(
         engine=engine,
@@ -64,5 +76,16 @@ def make_context(settings: Settings, engine: Engine, storage: Storage, runner: J
         runner=runner,
         conversations=ConversationService(storage, engine, images, settings.partial_save_seconds),
         admin=AdminGate(settings.admin_password),
-        uploads=ValidatedUploads(settings.data_dir / "uploads", settings.upload_retention_minutes * 60),
+        uploads=ValidatedUploads(
+            settings.data_dir / "uploads",
+            settings.upload_retention_minutes * 60,
+            share=settings.upload_limits().max_total_bytes,
+            budget=int(settings.pending_uploads_mb * MIB),
+        ),
+        upload_budget=UploadBudget(
+            bytes_per_window=int(settings.upload_quota_mb * MIB),
+            window_s=3600.0,
+            min_free_bytes=int(settings.min_free_disk_mb * MIB),
+            cache_dir=upload_folder or get_upload_folder(),
+        ),
     )

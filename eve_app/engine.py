@@ -21,7 +21,9 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStr
 
 from model import load_pretrained
 from model.loading import resolve_checkpoint
+from model.precision import resolve_precision
 from model.shared import IMAGE_PLACEHOLDER
+from model.train.memory_plan import read_config
 
 from .spaces_support import gpu
 
@@ -124,20 +126,35 @@ class Engine(ImageLimits):
 
     concurrency_limit = 1  # the chat's queue lets one answer at a time reach the lock below
 
-    def __init__(self, model, processor, name: str, quantization: str | None = None, checkpoint_dir=None):
+    def __init__(
+        self,
+        model,
+        processor,
+        name: str,
+        quantization: str | None = None,
+        checkpoint_dir=None,
+        precision_reason: str | None = None,
+    ):
         self.model, self.processor, self.name, self.quantization = model, processor, name, quantization
         self.checkpoint_dir = checkpoint_dir  # where tasks.json lives, if the checkpoint has one
+        self.precision_reason = precision_reason  # why this precision, when it was chosen automatically
         self._lock = threading.Lock()
 
     @classmethod
     def load(
         cls, path: str, device: str = "cpu", dtype: str | None = None, quantization: str | None = None
     ) -> "Engine":
-        """Loads a checkpoint folder or Hub id; `dtype` by name ("float32", "bfloat16", "float16")."""
+        """Loads a checkpoint folder or Hub id; `dtype` by name ("float32", "bfloat16", "float16"); `quantization`
+        "8bit", "4bit" or "none". On CUDA with neither given, the precision that fits the GPU's free memory."""
         folder = resolve_checkpoint(path)
+        choice = resolve_precision(read_config(folder), device, dtype, quantization)
+        if choice is not None:
+            dtype, quantization = choice.dtype, choice.quantization
+        quantization = None if quantization == "none" else quantization
         torch_dtype = getattr(torch, dtype) if dtype else None
         model, processor = load_pretrained(folder, device=device, dtype=torch_dtype, quantization=quantization)
-        return cls(model, processor, name=Path(str(path)).name, quantization=quantization, checkpoint_dir=folder)
+        reason = choice.reason if choice else None
+        return cls(model, processor, Path(str(path)).name, quantization, folder, precision_reason=reason)
 
     def reload(self, path: str, name: str | None = None) -> None:
         """Swaps in another checkpoint (e.g. a finished fine-tune, shown as `name`) once no answer is being
@@ -170,7 +187,8 @@ class Engine(ImageLimits):
 
     def describe(self) -> str:
         """Model, device, dtype and quantisation, for the status line."""
-        return f"{self.name} · {self.device} · {self.dtype} · {self.quantization or 'not quantised'}"
+        line = f"{self.name} · {self.device} · {self.dtype} · {self.quantization or 'not quantised'}"
+        return line + (f" ({self.precision_reason})" if self.precision_reason else "")
 
     def build_inputs(self, turns: list[Turn], settings: GenerationSettings) -> dict:
         """Prompt and pixel tensors for the conversation; raises EngineError for bad images or an over-long prompt."""

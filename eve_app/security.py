@@ -5,13 +5,16 @@ A public Space is reached by strangers, so every handler asks these questions in
   conversations made there. On a Space with OAuth the Hugging Face user owns them instead. `/answer` calls share
   the owner `api`, the admin sees everyone's.
 - The admin password, compared in constant time, with a delay and a per-client limit on wrong guesses.
-- Paths: a checkpoint typed by a visitor must lie inside an allowed root (or be a Hub id).
+- Paths: a checkpoint typed by a visitor must lie inside an allowed root (or be a Hub id); a file named in an event
+  must be a regular file inside the upload cache (`uploaded_file`).
 """
 
 import hashlib
 import hmac
+import os
 import re
 import secrets
+import stat
 import threading
 import time
 from collections import defaultdict, deque
@@ -152,3 +155,37 @@ def resolve_checkpoint_choice(value: str, roots: list[Path]) -> str:
     if not (path / "config.json").is_file() and not (path / ADAPTER_CONFIG_FILE).is_file():
         raise UserError("That checkpoint has no config.json (nor adapter_config.json, for a LoRA job).")
     return str(path)
+
+
+def uploaded_file(path: object, upload_folder: str | Path) -> Path:
+    """The file a visitor names in an event, if it is one a visitor can have uploaded: a regular file strictly inside
+    Gradio's upload cache. Never the cache folder itself or one of its folders (Gradio accepts a path "inside or
+    equal to" the cache, so naming the folder made the app copy every visitor's files), never a link, never a path
+    elsewhere. The cache's files lie in folders named by a keyed hash of their content, so knowing a path means having
+    uploaded the file or having been sent it by the app.
+
+    Raises:
+        UserError: a message that names the file (not its server path) and says what was expected.
+    """
+    text = path if isinstance(path, str) else ""
+    name = Path(text).name or "The file"
+    if not text.strip():
+        raise UserError("A file in the request has an empty path: upload the file, then send it.")
+    if ".." in Path(text).parts:  # Gradio reads the path as given, so no component may step back out of a folder
+        raise UserError(f"{name} is not a file you uploaded: a file path has no '..' in it.")
+    given = Path(os.path.abspath(text))
+    folder = Path(os.path.realpath(upload_folder))
+    real = Path(os.path.realpath(given))
+    try:
+        mode = os.lstat(given).st_mode
+    except (OSError, ValueError):
+        raise UserError(f"{name} was not uploaded (or has expired): upload it again.") from None
+    if stat.S_ISDIR(mode):
+        raise UserError(f"{name} is a folder, not a file you uploaded: upload files (or a zip), not folders.")
+    if stat.S_ISLNK(mode):
+        raise UserError(f"{name} is a link, not a file you uploaded: upload the file itself.")
+    if real == folder or not real.is_relative_to(folder):
+        raise UserError(f"{name} is not a file you uploaded: upload it first (files elsewhere are never read).")
+    if not stat.S_ISREG(mode):
+        raise UserError(f"{name} is not a regular file: upload the file itself.")
+    return real

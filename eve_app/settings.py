@@ -31,6 +31,13 @@ LIMIT_FLAGS: dict[str, tuple[Any, str]] = {
     "max_dataset_rows": (100000, "fine-tune data: samples in one dataset"),
     "max_concurrent_validations": (1, "fine-tune data validations running at once"),
     "upload_retention_minutes": (60.0, "validated uploads that no job uses are deleted after this long"),
+    "pending_uploads_mb": (
+        8192.0,
+        (
+            "validated uploads waiting for a launch, all visitors together, in MiB (at least twice "
+            "--max-unpacked-mb: each visitor may hold one upload's worth, their oldest replaced beyond it)"
+        ),
+    ),
     "cache_hours": (24.0, "files in Gradio's upload cache are deleted after this long"),
     "upload_quota_mb": (2048.0, "MiB one visitor may upload in an hour (images and fine-tune data together)"),
     "min_free_disk_mb": (512.0, "uploads are refused when they would leave less free disk than this, in MiB"),
@@ -44,7 +51,7 @@ class Settings:
     model: str = DEFAULT_MODEL
     device: str = "cpu"
     dtype: str | None = None  # "float32", "bfloat16", "float16"; None: bf16 on GPU, fp32 on CPU
-    quantization: str | None = None  # None, "8bit", "4bit"
+    quantization: str | None = None  # "8bit", "4bit", "none"; None: by the GPU's free memory on CUDA
     backend: str = "transformers"  # "transformers" (one answer at a time) or "vllm" (in-process async engine)
     api_base: str | None = None  # a running vLLM OpenAI-compatible server; wins over `backend`
     api_key: str | None = None  # its key, if it asks for one
@@ -68,6 +75,7 @@ class Settings:
     max_dataset_rows: int = LIMIT_FLAGS["max_dataset_rows"][0]
     max_concurrent_validations: int = LIMIT_FLAGS["max_concurrent_validations"][0]
     upload_retention_minutes: float = LIMIT_FLAGS["upload_retention_minutes"][0]
+    pending_uploads_mb: float = LIMIT_FLAGS["pending_uploads_mb"][0]
     cache_hours: float = LIMIT_FLAGS["cache_hours"][0]
     upload_quota_mb: float = LIMIT_FLAGS["upload_quota_mb"][0]
     min_free_disk_mb: float = LIMIT_FLAGS["min_free_disk_mb"][0]
@@ -149,8 +157,9 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     parser.add_argument(
         "--quantization",
         default=_env("EVE_QUANTIZATION"),
-        choices=["8bit", "4bit"],
-        help="bitsandbytes quantisation (env EVE_QUANTIZATION)",
+        choices=["8bit", "4bit", "none"],
+        help="bitsandbytes quantisation (env EVE_QUANTIZATION); on CUDA, when neither this nor --dtype is given, the "
+        "app picks bf16, 8-bit or 4-bit by the GPU's free memory",
     )
     parser.add_argument(
         "--backend",
@@ -215,4 +224,10 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
             help=f"{text} (env EVE_{name.upper()}; default {value:g})",
         )
     args = parser.parse_args(argv)
+    if args.pending_uploads_mb < args.max_unpacked_mb:
+        parser.error(
+            f"--pending-uploads-mb ({args.pending_uploads_mb:g}) must be at least --max-unpacked-mb "
+            f"({args.max_unpacked_mb:g}), or no upload could ever wait for a launch (twice it keeps one visitor "
+            "from blocking the others)"
+        )
     return Settings(**vars(args))

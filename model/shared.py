@@ -85,6 +85,19 @@ def stage_image_max_size(rule: str | None, image_max_size: int, override: int | 
     return image_max_size // 2 if rule == "low" else image_max_size
 
 
+# Parameter groups a stage trains and the name substring that selects each (the official `--tune_VE` / `--tune_MOE`
+# rule); "llm" is every parameter matched by no other group. The trainer and the torch-free memory plan share it.
+GROUP_SUBSTRINGS = {"vision_tower": "vision_tower", "moe": "moe"}
+
+
+def parameter_group(name: str) -> str:
+    """The group ("vision_tower", "moe" or "llm") a parameter belongs to, by the official substring rule."""
+    for group, substring in GROUP_SUBSTRINGS.items():
+        if substring in name:
+            return group
+    return "llm"
+
+
 # Defaults of a training run that the training CLI (`model.train.args.TrainArgs`) and the app's fine-tune form
 # (`eve_app.jobs.command.JobConfig`) share; written once here because the app must not import torch.
 TRAIN_DEFAULTS: dict[str, Any] = {

@@ -189,23 +189,32 @@ def _pick_json(explicit: list[Path], files: list[Path], files_dir: Path) -> Path
     raise UploadError(f"the upload holds several JSON files ({listed}); upload the dataset JSON file separately")
 
 
-def stage_upload(paths: Sequence[str | Path], upload_dir: Path, limits: Limits | None = None) -> StagedUpload:
+def stage_upload(
+    paths: Sequence[str | Path], upload_dir: Path, limits: Limits | None = None, allow_folders: bool = False
+) -> StagedUpload:
     """Copy or extract the uploaded files into `upload_dir/files/` and find the dataset JSON.
 
-    Zip archives are extracted (after the safety checks), folders copied, other files copied by name. Images of a
-    JSON that came inside an archive or folder are relative to that JSON's folder; those of a JSON uploaded on its
-    own are relative to `files/`.
+    Zip archives are extracted (after the safety checks), other files copied by name, and folders copied only with
+    `allow_folders`: for trusted server code (an export folder on the server's disk), never for paths a visitor sent
+    (a visitor naming a folder would have it copied). Symbolic links are never followed. Images of a JSON that came
+    inside an archive or folder are relative to that JSON's folder; those of a JSON uploaded on its own are relative
+    to `files/`.
 
     Raises:
-        UploadError: a missing file, an unsafe or too large archive, or an ambiguous set of JSON files.
+        UploadError: a missing file, a folder or link where files are expected, an unsafe or too large archive, or
+            an ambiguous set of JSON files.
     """
     limits = limits or Limits()
     files_dir = upload_dir / "files"
     files_dir.mkdir(parents=True, exist_ok=True)
     budget, explicit, files = _Budget(limits), [], []
     for path in map(Path, paths):
+        if path.is_symlink():
+            raise UploadError(f"{path.name} is a symbolic link; upload the file itself")
         if not path.exists():
             raise UploadError(f"{path.name} was not uploaded completely (the file is missing); upload it again")
+        if path.is_dir() and not allow_folders:
+            raise UploadError(f"{path.name} is a folder; upload its files or a zip of it")
         if path.is_dir():
             files += _copy_folder(path, files_dir / path.name, budget)
         elif path.suffix.lower() == ".zip":

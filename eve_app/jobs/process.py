@@ -67,12 +67,12 @@ def runs_module(argv: list[str], module: str = TRAIN_MODULE) -> bool:
     return False
 
 
-def is_job_alive(pgid: int) -> bool:
-    """Whether a job's group still has a live process that belongs to a training run (a reused pid does not)."""
+def is_job_alive(pgid: int, module: str = TRAIN_MODULE) -> bool:
+    """Whether a job's group still has a live process that runs `module` (a reused pid does not)."""
     members = group_members(pgid)
     if not PROC.is_dir():
         return bool(members)
-    return any(TRAIN_MODULE in " ".join(cmdline(pid)) for pid in members)
+    return any(module in " ".join(cmdline(pid)) for pid in members)
 
 
 def trainer_pids(pgid: int) -> list[int]:

@@ -27,6 +27,7 @@ from model.shared import PROJECT_ROOT
 from .command import ConfigError, JobConfig, build_command, config_problems
 from .process import is_job_alive, kill_group, reap, request_stop, stop_group
 from .progress import checkpoints, error_line, final_event, finished, loss_rows, run_progress, stage_outputs, tail
+from .results import read_results, results_running, start_results
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class JobRunner:
         self.project_root = Path(project_root)
         self._procs: dict[int, subprocess.Popen] = {}  # jobs this object started; others are watched by pid
         self._stopping: dict[int, tuple[float, set[int]]] = {}  # aborted jobs still exiting: deadline, signalled
+        self._comparisons: dict[int, subprocess.Popen] = {}  # results being computed, collected when they end
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -156,6 +158,9 @@ class JobRunner:
                 self._follow_abort(job)
                 if self._check(job):
                     closed.append(job["id"])
+            for job_id, proc in list(self._comparisons.items()):
+                if proc.poll() is not None:
+                    del self._comparisons[job_id]
             self.start_next()
         return closed
 
@@ -203,6 +208,8 @@ class JobRunner:
         status, error = self._outcome(job, exit_code, unknown_exit=proc is None)
         self.storage.update_job(job["id"], status=status, error=error, final_metrics=self._final_metrics(job))
         logger.info("Job %d %s", job["id"], status)
+        if status == "done":  # every job ends by answering held-out rows with the base and the tuned model
+            self.compare(job["id"])
         return True
 
     def _outcome(self, job: dict, exit_code: int | None, unknown_exit: bool) -> tuple[str, str | None]:
@@ -226,6 +233,28 @@ class JobRunner:
         info = run_progress(config)
         info["model_path"] = str(stage_outputs(config)[-1][1]) if finished(config) else None
         return info
+
+    # Results: the base and the tuned model on held-out rows
+
+    def compare(self, job_id: int) -> bool:
+        """Starts answering the job's held-out rows with its base and its final model (in the background); False
+        when a comparison of it is already running. Raises ValueError for a job that has not finished."""
+        job = self.storage.get_job(job_id)
+        if job["status"] != "done" or not job["run_dir"]:
+            raise ValueError(f"job {job_id} has not finished, so it has no tuned model to compare")
+        run_dir = Path(job["run_dir"])
+        with self._lock:
+            if results_running(run_dir):
+                return False
+            proc = start_results(JobConfig.from_dict(job["args"]), run_dir, self.project_root, self._child_env())
+            self._comparisons[job_id] = proc
+        logger.info("Job %d: comparing base and tuned answers (pid %d)", job_id, proc.pid)
+        return True
+
+    def results(self, job_id: int) -> dict:
+        """The job's comparison: state ("none", "running", "done", "failed"), results, rows, error."""
+        job = self.storage.get_job(job_id)
+        return read_results(Path(job["run_dir"])) if job["run_dir"] else read_results(self.run_dir(job_id))
 
     # Aborting
 

@@ -252,20 +252,24 @@ def validate_upload(
     max_length: int | None = None,
     limits: Limits = DEFAULT_LIMITS,
     count_tokens: Callable[[str], int] | None = None,
+    allow_folders: bool = False,
+    upload_dir: Path | None = None,
 ) -> ValidationResult:
     """Stage an upload into `<data_dir>/uploads/<id>/`, validate it, and write the prepared `train.json`.
 
-    `paths`: a JSON file with a zip of images or with loose image files, a zip holding the JSON too, or an export
-    folder (`data.json` + `images/`). The image sizes for the token estimate come from `base`'s config.json and
-    the stage's rule (see `ImageSettings.for_job`). Never raises for bad input: problems are in the result.
+    `paths`: a JSON file with a zip of images or with loose image files, a zip holding the JSON too, or (with
+    `allow_folders`, for paths the server chose, never a visitor's) an export folder (`data.json` + `images/`). The
+    image sizes for the token estimate come from `base`'s config.json and the stage's rule (see
+    `ImageSettings.for_job`). `upload_dir`: a folder made for it already (see `ValidatedUploads.reserve`), else a
+    new one. Never raises for bad input: problems are in the result.
     """
-    upload_dir = new_upload_dir(data_dir)
+    upload_dir = upload_dir or new_upload_dir(data_dir)
     result = ValidationResult(upload_dir=upload_dir)
     if not paths:
         result.errors.append("nothing was uploaded: add the dataset JSON and its images")
         return result
     try:
-        staged = stage_upload(paths, upload_dir, limits)
+        staged = stage_upload(paths, upload_dir, limits, allow_folders)
     except UploadError as error:
         result.errors.append(str(error))
         return result

@@ -52,7 +52,7 @@ class ChatEngine(Protocol):
 
 def load_engine(settings) -> ChatEngine:
     """The backend the settings ask for: `--api-base` wins, then `--backend`."""
-    if settings.quantization and (settings.api_base or settings.backend != "transformers"):
+    if settings.quantization not in (None, "none") and (settings.api_base or settings.backend != "transformers"):
         raise ValueError("--quantization (bitsandbytes) applies to the transformers backend only")
     if settings.api_base:
         from .openai_engine import OpenAIEngine

@@ -4,6 +4,8 @@ Answers stream from `/v1/chat/completions` (server-sent events) with the images 
 the EVEv2 chat template, so the prompt is the one the library builds. The app still reads the checkpoint named by
 `--model` (config and tokenizer only, no weights) to check images and prompt length before a request is sent; give
 it the same checkpoint the server serves. Stop closes the stream, and vLLM aborts a request whose client went away.
+LoRA adapters the server serves (`--enable-lora --lora-modules job-7=PATH`) are models by their own names: the model
+picker switches the requests to one (`reload`), and back to the base model.
 """
 
 import base64
@@ -22,6 +24,7 @@ from model.processing_eve import EveProcessor
 
 from ..engine import ChatRequest, EngineError, Finished, GenerationRecord, ImageLimits, TextDelta, card_notice
 from ..errors import UserError
+from .adapters import same_folder, switch_model
 from .prompts import PreparedPrompt, prepare, sampling_fields
 from .retry import RetryableError, stream_with_one_retry
 from .sent_images import SentImages
@@ -46,7 +49,7 @@ class OpenAIEngine(ImageLimits):
         self.base_url, self.served_name = base_url, served_name
         self._max_model_len = max_model_len
         self.processor, self.checkpoint_dir = processor, checkpoint_dir
-        self.name = served_name
+        self.name = self.base_name = served_name
         self.concurrency_limit = concurrency_limit
         self.quantization = None
         self.sent_images = SentImages()
@@ -66,7 +69,7 @@ class OpenAIEngine(ImageLimits):
             models = httpx.get(f"{base}/models", headers=headers, timeout=10.0).raise_for_status().json()["data"]
         except (httpx.HTTPError, KeyError, ValueError) as error:
             raise EngineError(f"No OpenAI-compatible model server answers at {base}: {error}") from error
-        served = models[0]
+        served = next((model for model in models if not model.get("parent")), models[0])  # not a LoRA adapter
         folder = _settings_folder(model_path)
         config = EveConfig.from_pretrained(folder)
         processor = EveProcessor.from_pretrained(folder, config)
@@ -75,7 +78,39 @@ class OpenAIEngine(ImageLimits):
         return cls(base, served["id"], max_len, processor, folder, api_key)
 
     def reload(self, path: str, name: str | None = None) -> None:
-        raise UserError("With --api-base the model server decides the model; restart it with another checkpoint.")
+        """The model picker: requests go to a LoRA adapter the server serves, or back to the base model for the
+        `--model` checkpoint; the server decides any other model."""
+        restart = "With --api-base the model server decides the model; restart it with another checkpoint."
+        switch_model(self, path, name, restart)
+
+    def set_adapter(self, name: str | None, path: str | None = None) -> None:
+        """Requests go to the server's model of the LoRA adapter in `path` (by its name or its folder), or to the base
+        model for None. An adapter the server lacks is loaded there where the server allows it
+        (VLLM_ALLOW_RUNTIME_LORA_UPDATING=True); otherwise the message says how to serve it."""
+        if name is None:
+            self.served_name = self.name = self.base_name
+            return
+        try:
+            models = self._client.get("/models").raise_for_status().json()["data"]
+        except (httpx.HTTPError, KeyError, ValueError) as error:
+            raise UserError(f"The model server did not list its models: {error}") from None
+        served = next(
+            (
+                model["id"]
+                for model in models
+                if model.get("parent") and (model["id"] == name or same_folder(model.get("root", ""), path or ""))
+            ),
+            None,
+        )
+        if served is None:
+            response = self._client.post("/load_lora_adapter", json={"lora_name": name, "lora_path": path})
+            if response.status_code != 200:
+                raise UserError(
+                    f"The model server does not serve the adapter {name}: start it with --enable-lora "
+                    f"--lora-modules {name}={path} (it said: {_error_message(response)})"
+                )
+            served = name
+        self.served_name = self.name = served
 
     @property
     def notice(self) -> str | None:
@@ -90,7 +125,8 @@ class OpenAIEngine(ImageLimits):
         return self._max_model_len
 
     def describe(self) -> str:
-        return f"{self.served_name} · vLLM server {self.base_url}"
+        model = self.served_name if self.served_name == self.base_name else f"{self.served_name} (LoRA)"
+        return f"{model} · vLLM server {self.base_url}"
 
     def stream(self, request: ChatRequest) -> Iterator[TextDelta | Finished]:
         """Yields text pieces as the server streams them, then exactly one Finished event."""

@@ -4,6 +4,7 @@ vLLM's `AsyncLLM` lives on an asyncio loop in a thread of its own; `stream` is a
 handlers and the conversation service consume) that bridges each request's async outputs through a queue. Stop
 aborts the request inside vLLM, so its KV blocks are freed at once. Engine settings: fp32 on the CPU, bf16 on GPUs;
 `EVE_VLLM_ENGINE_ARGS` (JSON) adds or overrides any of vLLM's engine arguments (e.g. `{"tensor_parallel_size": 2}`).
+LoRA is on: the model picker serves a fine-tune job's adapter on this same engine (`reload`, `set_adapter`).
 """
 
 import asyncio
@@ -27,6 +28,7 @@ from model.processing_eve import EveProcessor
 
 from ..engine import ChatRequest, EngineError, Finished, GenerationRecord, ImageLimits, TextDelta, card_notice
 from ..errors import UserError
+from .adapters import read_adapter, switch_model
 from .prompts import prepare, sampling_fields
 from .retry import RetryableError, stream_with_one_retry
 from .sent_images import SentImages
@@ -52,6 +54,11 @@ def engine_args(folder: str, device: str, dtype: str | None) -> dict:
         # On a GPU: no CUDA graphs or compilation, untried there (no GPU in this project's tests); override with
         # {"enforce_eager": false} in EVE_VLLM_ENGINE_ARGS to try them.
         "enforce_eager": True,
+        # LoRA adapters of fine-tune jobs, picked in the chat without a restart: ranks up to 16 (jobs default to 8),
+        # two adapters in a batch (the one picked, and the one before it while its last answers finish).
+        "enable_lora": True,
+        "max_lora_rank": 16,
+        "max_loras": 2,
     }
     if on_cpu:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; the default share does not fit here
@@ -96,6 +103,9 @@ class VllmEngine(ImageLimits):
         self._engine, self._loop = engine, loop
         self.processor, self.config = processor, config
         self.name, self.checkpoint_dir, self.dtype, self.device = name, checkpoint_dir, dtype, device
+        self.base_name = name
+        self._lora = None  # the LoRARequest every new request carries (None: the base model)
+        self._lora_ids: dict[str, int] = {}  # adapter folder -> vLLM's id for it (loaded adapters stay cached)
         self.concurrency_limit = int(engine.vllm_config.scheduler_config.max_num_seqs)
         self.quantization = None
         self.sent_images = SentImages()
@@ -130,7 +140,38 @@ class VllmEngine(ImageLimits):
             self._loop.call_soon_threadsafe(self._loop.stop)
 
     def reload(self, path: str, name: str | None = None) -> None:
-        raise UserError("The vLLM backend serves the model it was started with; restart the app to change it.")
+        """The model picker: a LoRA adapter folder is served from now on, by this engine (no restart); the checkpoint
+        the engine was started with switches back to the base model. Another model needs a restart."""
+        restart = "The vLLM backend serves the model it was started with and its LoRA adapters; restart the app to "
+        switch_model(self, path, name, restart + "change the model.")
+
+    def set_adapter(self, name: str | None, path: str | None = None) -> None:
+        """New requests go to the LoRA adapter in `path` (shown as `name`), or to the base model for None. vLLM
+        loads the adapter here, so a bad one is refused now rather than at the next question."""
+        if name is None:
+            self._lora, self.name = None, self.base_name
+            return
+        from vllm.lora.request import LoRARequest
+
+        adapter = read_adapter(path or "", name)
+        if adapter is None:
+            raise UserError(f"{path} holds no LoRA adapter (adapter_config.json).")
+        lora_config = self._engine.vllm_config.lora_config
+        if lora_config is None:
+            raise UserError('This vLLM engine runs without LoRA ({"enable_lora": false}); restart the app with it on.')
+        if adapter.rank > lora_config.max_lora_rank:
+            raise UserError(
+                f"{adapter.name} has LoRA rank {adapter.rank}; this engine takes ranks up to "
+                f"{lora_config.max_lora_rank}: restart the app with EVE_VLLM_ENGINE_ARGS='{{\"max_lora_rank\": 64}}'."
+            )
+        lora_id = self._lora_ids.setdefault(adapter.path, len(self._lora_ids) + 1)
+        request = LoRARequest(adapter.name, lora_id, adapter.path)
+        try:
+            asyncio.run_coroutine_threadsafe(self._engine.add_lora(request), self._loop).result(timeout=300)
+        except Exception as error:  # noqa: BLE001 -- vLLM raises several kinds; its message says what does not fit
+            log.warning("vLLM refused the adapter %s: %s", adapter.path, error)
+            raise UserError(f"vLLM could not load the adapter {adapter.name}: {error}") from None
+        self._lora, self.name = request, adapter.name
 
     @property
     def notice(self) -> str | None:
@@ -145,18 +186,22 @@ class VllmEngine(ImageLimits):
         return int(self._engine.vllm_config.model_config.max_model_len)
 
     def describe(self) -> str:
-        return f"{self.name} · vLLM on {self.device} · {self.dtype} · up to {self.concurrency_limit} answers at once"
+        model = f"{self.name} (LoRA on {self.base_name})" if self._lora else self.name
+        return f"{model} · vLLM on {self.device} · {self.dtype} · up to {self.concurrency_limit} answers at once"
 
     def stream(self, request: ChatRequest) -> Iterator[TextDelta | Finished]:
         """Yields text pieces as vLLM produces them, then exactly one Finished event."""
         start = time.perf_counter()
         record = GenerationRecord(status="done", text="")
         request_id = f"eve-{next(_ids)}"
+        lora = self._lora  # the model picked when the question came; a switch meanwhile does not change it
         try:
             prompt = prepare(self.processor, request.turns, request.settings, self.context_length, self.sent_images)
             record.prompt_tokens = prompt.prompt_tokens
             yield from stream_with_one_retry(
-                lambda attempt: self._generate(prompt, request, record, f"{request_id}-{attempt}", start, attempt),
+                lambda attempt: self._generate(
+                    prompt, request, record, f"{request_id}-{attempt}", start, attempt, lora
+                ),
                 request,
                 record,
             )
@@ -171,7 +216,14 @@ class VllmEngine(ImageLimits):
         yield Finished(record)
 
     def _generate(
-        self, prompt, request: ChatRequest, record: GenerationRecord, request_id: str, start: float, attempt: int
+        self,
+        prompt,
+        request: ChatRequest,
+        record: GenerationRecord,
+        request_id: str,
+        start: float,
+        attempt: int,
+        lora=None,
     ) -> Iterator[str]:
         """Streams one vLLM request's text pieces; raises RetryableError when vLLM ends it with an error, or refuses
         it while images it was thought to hold went by id only (the second attempt sends every image)."""
@@ -194,7 +246,7 @@ class VllmEngine(ImageLimits):
 
         async def run() -> None:
             try:
-                async for output in self._engine.generate(inputs, params, request_id):
+                async for output in self._engine.generate(inputs, params, request_id, lora_request=lora):
                     events.put(output)
             except BaseException as error:  # noqa: BLE001 -- handed to the consumer below
                 events.put(error)

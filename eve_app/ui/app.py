@@ -59,6 +59,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         identified.then(HistoryHandlers(ctx).search, history["listing"], history["table"], api_visibility="private")
         demo.load(finetune["jobs_table"], None, finetune["jobs"], api_visibility="private")
         demo.load(*finetune["restore"], api_visibility="private")
+        demo.load(*finetune["plan"], api_visibility="private", show_progress="hidden")
         for answered in chat["answered"]:  # the History table follows each new answer
             answered.then(HistoryHandlers(ctx).search, history["listing"], history["table"], api_visibility="private")
     # Generation shares one concurrency group ("gpu", limit 1); light events run alongside.

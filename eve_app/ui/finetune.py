@@ -8,7 +8,6 @@ paths); launching, aborting, watching a job's log and loading a model into the c
 
 import dataclasses
 import html
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,11 +32,14 @@ from ..jobs import (
     validate_dataset,
     validate_upload,
 )
-from ..jobs.validation import new_upload_dir
+from ..jobs.memory import base_config, hardware_capacity, job_plan
+from ..jobs.results import results_key
+from ..jobs.validation import ValidationResult
 from ..security import client_address, resolve_checkpoint_choice, session_owner, viewer
 from ..settings import DEFAULT_MODEL
 from .fields import optional_number, optional_whole_number
 from .finetune_layout import finetune_layout
+from .finetune_results import results_html
 from .generation import model_line
 from .history import parse_conversation_ids
 from .refusals import refuse
@@ -103,6 +105,17 @@ class JobForm:
 FORM_FIELDS = [field.name for field in dataclasses.fields(JobForm)]
 # The fields a saved job.json fills (not the dataset, the base or the hardware, which belong to this server).
 LOADED_FIELDS = [name for name in FORM_FIELDS if name not in ("dataset", "base", "hardware", "strategy")]
+# The form fields the memory plan depends on; a "method" field joins them where the form has one.
+PLAN_FIELDS = ["dataset", "base", "stages", "batch_size", "max_length", "max_image_size", "hardware", "strategy"]
+
+
+def gpu_memory() -> int | None:
+    """Bytes of memory of this machine's first GPU (None without one); torch is loaded by then (the chat's engine)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return int(torch.cuda.get_device_properties(0).total_memory)
 
 
 def describe_stages(stages: list[str]) -> str:
@@ -198,36 +211,48 @@ class FinetuneHandlers:
     ):
         """Validates an upload (or your History conversations) and shows its summary and first page of rows."""
         base = self._base(base)
+        if not files and not export_ids.strip():
+            raise refuse("Upload a LLaVA JSON file with its images (a zip or the files), or give History ids.")
         limits = self.ctx.settings.upload_limits()
+        uploads = self.ctx.uploads
         in_use = self.ctx.runner.upload_dirs_in_use() if self.ctx.runner else set()
-        if self.ctx.uploads.pending_bytes(in_use) > limits.max_total_bytes:
+        visitor = client_address(request, self.ctx.settings.on_spaces)
+        if not uploads.room_for(visitor, in_use):
             raise refuse(
-                "Too many validated datasets are waiting to be launched; try again once they expire "
+                "Too many validated datasets of other visitors are waiting to be launched; try again once they expire "
                 f"({self.ctx.settings.upload_retention_minutes:g} minutes after validation)."
             )
-        if export_ids.strip():
-            ids = parse_conversation_ids(export_ids)
-            try:
-                is_admin = self.ctx.admin.is_admin(password, client_address(request, self.ctx.settings.on_spaces))
-            except UserError as error:
-                raise refuse(str(error)) from None
-            folder = new_upload_dir(self.ctx.settings.data_dir)
-            try:
-                who = viewer(owner or session_owner(request), is_admin)
-                self.ctx.conversations.export(who, ids, folder / "files", "llava")
-            except UserError as error:
-                shutil.rmtree(folder, ignore_errors=True)
-                raise refuse(str(error)) from None
-            result = validate_dataset(folder / "files" / "data.json", folder / "files", limits=limits)
-            result.upload_dir = folder
-        elif files:
-            result = validate_upload(files, self.ctx.settings.data_dir, base=base, limits=limits)
-        else:
-            raise refuse("Upload a LLaVA JSON file with its images (a zip or the files), or give History ids.")
-        key = self.ctx.uploads.add(result)
-        self.ctx.uploads.sweep(self.ctx.runner.upload_dirs_in_use() if self.ctx.runner else set())
+        folder = uploads.reserve(visitor)  # from now on the sweeper keeps it, however long validation takes
+        try:
+            if export_ids.strip():
+                result = self._validate_history(export_ids, folder, password, owner, request)
+            else:
+                result = validate_upload(
+                    files or [], self.ctx.settings.data_dir, base=base, limits=limits, upload_dir=folder
+                )
+        except BaseException:
+            uploads.discard(folder)
+            raise
+        key = uploads.add(result, visitor)  # beyond the visitor's share, their oldest uploads make room
+        uploads.sweep(in_use)
         summary = html.escape(self.redact(result.message())).replace("\n", "  \n")
         return summary, self.preview(key, 1), key, 1
+
+    def _validate_history(
+        self, export_ids: str, folder: Path, password: str, owner: str | None, request: gr.Request
+    ) -> ValidationResult:
+        """Your History conversations (everyone's for the admin) exported as training data into `folder`, checked."""
+        ids = parse_conversation_ids(export_ids)
+        try:
+            is_admin = self.ctx.admin.is_admin(password, client_address(request, self.ctx.settings.on_spaces))
+            who = viewer(owner or session_owner(request), is_admin)
+            self.ctx.conversations.export(who, ids, folder / "files", "llava")
+        except UserError as error:
+            raise refuse(str(error)) from None
+        limits = self.ctx.settings.upload_limits()
+        result = validate_dataset(folder / "files" / "data.json", folder / "files", limits=limits)
+        result.upload_dir = folder
+        return result
 
     def preview(self, key: str, page: float) -> pd.DataFrame:
         result = self.ctx.uploads.get(key)
@@ -336,6 +361,58 @@ class FinetuneHandlers:
         except ConfigError as error:
             raise refuse(str(error)) from None
 
+    def _plan_config(self, values: dict) -> JobConfig:
+        """Job settings from the plan's form fields; no validated dataset is needed to see a plan."""
+        try:
+            max_length = optional_whole_number(values.get("max_length", ""), "The max length", positive=True)
+            max_image_size = optional_whole_number(
+                values.get("max_image_size", ""), "The max image size", positive=True
+            )
+        except UserError as error:
+            raise refuse(str(error)) from None
+        stages = values.get("stages") or ["3"]
+        hardware = str(values.get("hardware") or "CPU")
+        extra = {"method": values["method"]} if values.get("method") else {}
+        return JobConfig.from_dict(
+            {
+                "base": self._base(str(values.get("base") or DEFAULT_CHOICE)),
+                "data": "(not needed for the plan)",
+                "stage": stages[0],
+                "stages": stages if len(stages) > 1 else None,
+                "batch_size": int(values.get("batch_size") or 1),
+                "max_length": max_length,
+                "max_image_size": max_image_size,
+                "hardware": "cpu" if hardware == "CPU" else int(hardware.split()[0]),
+                "strategy": str(values.get("strategy") or "ddp"),
+                **extra,
+            }
+        )
+
+    def _refusal(self, config: JobConfig, longest_row: int | None) -> tuple[str, str | None]:
+        """(the plan as Markdown, why Launch refuses it or None); a base whose size is unknown gets no plan."""
+        try:
+            model_config = base_config(config)
+            plan = job_plan(config, model_config, longest_row)
+        except ValueError as error:
+            return f"No memory plan: {self.redact(str(error))}.", None
+        capacity, device = hardware_capacity(config, gpu_memory())
+        verdict = "fits" if plan.fits(capacity) else "does not fit"
+        text = plan.describe() + f"\n- the chosen hardware: {capacity / 2**30:.0f} GiB per {device}: {verdict}"
+        return text, plan.refusal(capacity, model_config, device)
+
+    def memory_plan(self, *values) -> str:
+        """The estimated memory per device of a job with these settings, and whether the chosen hardware holds it."""
+        names = PLAN_FIELDS + (["method"] if "method" in self.form else [])
+        settings = dict(zip(names, values))
+        result = self.ctx.uploads.get(str(settings.get("dataset") or ""))
+        longest = (result.summary or {}).get("longest_row") if result is not None else None
+        try:
+            config = self._plan_config(settings)
+        except gr.Error as error:  # a base or a number the form cannot use yet: said here, not as a pop-up per key
+            return f"No memory plan: {error.message}"
+        text, refusal = self._refusal(config, longest or None)
+        return text + (f"\n\n⛔ Launch refuses this: {refusal}" if refusal else "")
+
     def save_config(self, *values) -> str:
         """job.json with the form's settings (the dataset is not part of it: validate it again to reuse)."""
         settings = dataclasses.asdict(self.config_from(JobForm(*values)))
@@ -354,6 +431,8 @@ class FinetuneHandlers:
             config = JobConfig.from_json(Path(path).read_text(encoding="utf-8", errors="replace")[:100_000])
         except ConfigError as error:
             raise refuse(f"That job.json cannot be used: {error}") from None
+        except OSError:  # a folder, or a file gone from the cache
+            raise refuse("That job.json cannot be read: upload the file saved from this tab again.") from None
 
         def text(value) -> str:
             return "" if value is None else str(value)
@@ -421,6 +500,10 @@ class FinetuneHandlers:
             lora_rank,
         )
         config = self.config_from(form)
+        result = self.ctx.uploads.get(dataset)
+        _, refusal = self._refusal(config, (result.summary or {}).get("longest_row") if result else None)
+        if refusal:
+            raise refuse(refusal)
         try:
             job_id = self.runner.submit(config)
         except ConfigError as error:
@@ -507,6 +590,36 @@ class FinetuneHandlers:
         """On page load: the job this browser watched, and whether its admin token still unlocks the page."""
         return (watched or None), self.ctx.admin.token_valid(token)
 
+    def results_tick(self, job_id: float | None, unlocked: bool, shown: str | None):
+        """The results panel of the watched job, redrawn only when its results changed (admin-unlocked pages)."""
+        if not unlocked or not job_id:
+            return gr.skip(), gr.skip()
+        try:
+            job = self.ctx.storage.get_job(int(job_id))
+        except LookupError:
+            return "", ""
+        key = results_key(Path(job["run_dir"])) if job["run_dir"] else ""
+        key = f"{job['status']}:{key}"
+        if key == shown:
+            return gr.skip(), gr.skip()
+        if job["status"] != "done":
+            return "", key
+        return results_html(self.runner.results(int(job_id))), key
+
+    def compare(self, password: str, job_id: float | None, request: gr.Request):
+        """Answers the job's held-out rows again with the base and the tuned model (admin); the panel shows them."""
+        self._check_admin(password, request)
+        if not job_id:
+            raise refuse("Pick a finished job first.")
+        try:
+            started = self.runner.compare(int(job_id))
+        except LookupError:
+            raise refuse(f"There is no job {int(job_id)}.") from None
+        except ValueError as error:
+            raise refuse(str(error).capitalize() + ".") from None
+        message = "Comparing base and tuned answers…" if started else "A comparison of this job is already running."
+        return message, ""
+
     def abort(self, password: str, job_id: float | None, request: gr.Request):
         self._check_admin(password, request)
         if not job_id:
@@ -574,6 +687,23 @@ def build_finetune_tab(ctx: AppContext, owner: gr.State, chat: dict, browser: di
     c["timer"].tick(
         h.tick, [c["job_id"], c["unlocked"]], [*watched, c["jobs"]], api_visibility="private", show_progress="hidden"
     )
+    c["results_key"] = gr.State("")
+    c["timer"].tick(
+        h.results_tick,
+        [c["job_id"], c["unlocked"], c["results_key"]],
+        [c["results"], c["results_key"]],
+        api_visibility="private",
+        show_progress="hidden",
+    )
+    c["compare"].click(
+        h.compare, [c["password"], c["job_id"]], [c["compare_status"], c["results_key"]], api_name="compare_job"
+    )
+    plan_inputs = [c[name] for name in PLAN_FIELDS + (["method"] if "method" in h.form else [])]
+    for component in plan_inputs:
+        component.change(
+            h.memory_plan, plan_inputs, c["memory_plan"], api_visibility="private", show_progress="hidden"
+        )
+    c["plan"] = (h.memory_plan, plan_inputs, c["memory_plan"])
     c["watch"].click(
         h.watch, [c["job_id"], c["password"]], [*watched, c["unlocked"], c["admin_token"]], api_name="watch_job"
     )

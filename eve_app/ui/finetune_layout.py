@@ -80,6 +80,7 @@ def _setup_section(c: dict, ctx: AppContext, describe_stages: Callable[[list[str
         with gr.Row():
             c["hardware"] = gr.Radio(hardware, value=hardware[-1], label="Hardware")
             c["strategy"] = gr.Radio(STRATEGIES, value="ddp", label="Multi-GPU strategy", visible=gpus > 0)
+        c["memory_plan"] = gr.Markdown(elem_id="memory-plan")
         with gr.Row():
             c["preview_command"] = gr.Button("Preview command")
             c["save_config"] = gr.Button("Save job config")
@@ -114,6 +115,10 @@ def _jobs_section(c: dict, blocked: str | None, jobs: pd.DataFrame, base_choices
             x="step", y="value", color="series", label="Loss", height=260, elem_id="loss-plot"
         )
         c["log"] = gr.Textbox(label="Log (last lines)", lines=8, max_lines=12, autoscroll=True)
+        c["results"] = gr.HTML(elem_id="job-results")
+        with gr.Row():
+            c["compare"] = gr.Button("Compare base and tuned answers", interactive=blocked is None, scale=1)
+            c["compare_status"] = gr.Markdown()
         with gr.Row():
             c["chat_model"] = gr.Dropdown(
                 list(base_choices),

@@ -4,6 +4,7 @@ A visitor sees only the conversations made in their own browser (or by their Hug
 password shows everyone's. Every export is a zip that holds its images, linked by relative paths.
 """
 
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -95,20 +96,36 @@ class HistoryHandlers:
     def export(
         self, ids_text: str, current: ChatSession, fmt: str, password: str, owner: str | None, request: gr.Request
     ) -> str:
-        """A zip to download: the selected conversations (or the open chat) with their images."""
+        """A zip to download: the selected conversations (or the open chat) with their images.
+
+        The zip is written straight into Gradio's upload cache, which serves it and deletes it with the cache's other
+        files (`--cache-hours`); its working folder is removed at once. Its size is charged to the visitor's upload
+        budget, and no export starts below the disk floor or once the budget is spent."""
         ids = parse_conversation_ids(ids_text) or ([current.conversation_id] if current.conversation_id else [])
         if not ids:
             raise refuse("Nothing to export: select conversations or start a chat first.")
         who = current.owner if not ids_text.strip() and current.owner else self._viewer(owner, password, request)
-        folder = Path(tempfile.mkdtemp(prefix="eve-export-"))
+        budget, client = self.ctx.upload_budget, client_address(request, self.ctx.settings.on_spaces)
+        refusal = budget.admit(client, 1, what="Export", charge=False)
+        if refusal is not None:
+            raise refuse(refusal[1])
         kind = EXPORT_FORMATS.get(fmt, "json")
-        try:
-            self.ctx.conversations.export(who, ids, folder / "export", kind)
-        except UserError as error:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise refuse(str(error)) from None
         name = {"json": "conversations-json", "markdown": "conversations-markdown", "llava": "training-data"}[kind]
-        return shutil.make_archive(str(folder / name), "zip", folder / "export")
+        served = budget.cache_dir / f"export-{secrets.token_hex(16)}"
+        served.mkdir(parents=True)
+        try:
+            with tempfile.TemporaryDirectory(prefix="eve-export-") as work:
+                self.ctx.conversations.export(who, ids, Path(work), kind)
+                archive = Path(shutil.make_archive(str(served / name), "zip", work))
+            refusal = budget.admit(client, archive.stat().st_size, what="Export")
+            if refusal is not None:
+                raise UserError(refusal[1])
+        except BaseException as error:  # nothing is left behind, whatever stopped the export
+            shutil.rmtree(served, ignore_errors=True)
+            if isinstance(error, UserError):
+                raise refuse(str(error)) from None
+            raise
+        return str(archive)
 
 
 def build_history_tab(ctx: AppContext, chat: dict, owner: gr.State) -> dict:

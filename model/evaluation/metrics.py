@@ -38,6 +38,37 @@ def char_error_rate(prediction: str, reference: str) -> float:
     return min(1.0, levenshtein(prediction, reference) / len(reference))
 
 
+def token_f1(prediction: str, reference: str) -> float:
+    """Harmonic mean of precision and recall of the normalised words (SQuAD's answer F1): partial credit for an answer
+    that gets some words right, where exact match gives none."""
+    predicted, expected = normalize(prediction).split(), normalize(reference).split()
+    if not predicted or not expected:
+        return float(predicted == expected)
+    common = sum((Counter(predicted) & Counter(expected)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(predicted), common / len(expected)
+    return 2 * precision * recall / (precision + recall)
+
+
+def score_answer(prediction: str, reference: str) -> dict[str, float]:
+    """Exact match, character error rate and token F1 of a free-form answer against the expected one, on normalised
+    text (case, spacing and surrounding punctuation ignored): the scores of a fine-tuning job's held-out rows."""
+    predicted, expected = normalize(prediction), normalize(reference)
+    return {
+        "exact": float(predicted == expected),
+        "cer": char_error_rate(predicted, expected),
+        "token_f1": token_f1(predicted, expected),
+    }
+
+
+def mean_scores(scores: list[dict[str, float]]) -> dict[str, float]:
+    """Mean of every metric over a list of score dicts, plus "n", the number of rows."""
+    if not scores:
+        return {"n": 0.0}
+    return {**{key: sum(s[key] for s in scores) / len(scores) for key in scores[0]}, "n": float(len(scores))}
+
+
 def score_ocr(prediction: str, target: dict) -> dict[str, float]:
     """Exact match and character error rate on normalised text (lines compared as one space-separated string)."""
     predicted, reference = normalize(prediction), normalize(target["text"])
@@ -115,8 +146,4 @@ def score_sample(task: str, prediction: str, target: dict) -> dict[str, float]:
 def aggregate(task: str, scores: list[dict[str, float]]) -> dict[str, float]:
     """Mean of every metric over a list of `score_sample` results, plus "n", the number of samples."""
     task_key(task)  # validates the name
-    if not scores:
-        return {"n": 0.0}
-    keys = list(scores[0])
-    means = {key: sum(score[key] for score in scores) / len(scores) for key in keys}
-    return {**means, "n": float(len(scores))}
+    return mean_scores(scores)

@@ -13,8 +13,17 @@ EVAL_SEED = 20_250_212  # training streams use other seeds
 
 def answer_batch(model, processor, samples: list, max_new_tokens: int) -> list[str]:
     """Greedy answers to each sample's first question, generated as one left-padded batch."""
-    prompts = [processor.build_prompt([{"role": "user", "content": s.conversations[0]["value"]}]) for s in samples]
-    inputs = processor(text=prompts, images=[[s.image] for s in samples])
+    messages = [[{"role": "user", "content": s.conversations[0]["value"]}] for s in samples]
+    return answer_messages(model, processor, messages, [[s.image] for s in samples], max_new_tokens)
+
+
+def answer_messages(
+    model, processor, conversations: list[list[dict]], images: list[list], max_new_tokens: int
+) -> list[str]:
+    """Greedy answers to conversations (processor messages, their images in placeholder order), as the chat builds
+    the prompt and resizes the images, generated as one left-padded batch."""
+    prompts = [processor.build_prompt(messages) for messages in conversations]
+    inputs = processor(text=prompts, images=images if any(images) else None)
     with torch.inference_mode():
         ids = model.generate(
             **inputs,
@@ -38,12 +47,17 @@ def evaluate_task(
     batch_size: int = 16,
     max_new_tokens: int = 96,
     spread: float = 1.0,
+    ocr_jitter: int = 0,
+    ocr_fonts: str | None = None,
 ) -> dict:
     """Scores of `n` held-out samples of one task: the aggregate, and the first few answers for inspection.
 
-    `spread` limits where text is placed, as in training (`--placement-spread`); 1 is anywhere.
+    `spread` limits where text is placed, as in training (`--placement-spread`); 1 is anywhere. `ocr_jitter` and
+    `ocr_fonts` draw OCR text off the patch grid and visitor style (see `model.synthetic.generate_sample`).
     """
-    stream = iter_samples([task], seed=seed, level=level, split="test", spread=spread)
+    stream = iter_samples(
+        [task], seed=seed, level=level, split="test", spread=spread, ocr_jitter=ocr_jitter, ocr_fonts=ocr_fonts
+    )
     metrics, examples = evaluate_samples(
         model, processor, task, [next(stream) for _ in range(n)], batch_size, max_new_tokens
     )

@@ -26,6 +26,8 @@ def sample_at(
     sizes: dict[str, tuple[int, int]] | None = None,
     made_up_words: float = 0.0,
     spread: float = 1.0,
+    ocr_jitter: int = 0,
+    ocr_fonts: str | None = None,
 ) -> Sample:
     """Sample number `index` of the stream defined by the other arguments.
 
@@ -39,12 +41,23 @@ def sample_at(
         sizes: per-task image sizes overriding `IMAGE_SIZES`.
         made_up_words: share of drawn words replaced by random strings of letters and digits (training only).
         spread: how much of the free room grid text may be moved within (see `generate_sample`).
+        ocr_jitter, ocr_fonts: OCR text off the patch grid, and in visitor-style fonts (see `generate_sample`).
     """
     rng = random.Random(f"{seed}:{index}")
     task = task_key(rng.choices(list(tasks), weights=weights)[0])
     sample_level = level if isinstance(level, int) else rng.choice(list(level))
     size = (sizes or {}).get(task)
-    return generate_sample(task, rng, sample_level, size=size, split=split, made_up_words=made_up_words, spread=spread)
+    return generate_sample(
+        task,
+        rng,
+        sample_level,
+        size=size,
+        split=split,
+        made_up_words=made_up_words,
+        spread=spread,
+        ocr_jitter=ocr_jitter,
+        ocr_fonts=ocr_fonts,
+    )
 
 
 def iter_samples(
@@ -58,6 +71,8 @@ def iter_samples(
     start: int = 0,
     step: int = 1,
     spread: float = 1.0,
+    ocr_jitter: int = 0,
+    ocr_fonts: str | None = None,
 ) -> Iterator[Sample]:
     """Stream samples forever: indices `start, start + step, ...` (see `sample_at` for the other arguments).
 
@@ -69,7 +84,18 @@ def iter_samples(
         raise ValueError(f"{len(weights)} weights for {len(tasks)} tasks")
     index = start
     while True:
-        yield sample_at(index, tasks, seed, weights, level, split=split, sizes=sizes, spread=spread)
+        yield sample_at(
+            index,
+            tasks,
+            seed,
+            weights,
+            level,
+            split=split,
+            sizes=sizes,
+            spread=spread,
+            ocr_jitter=ocr_jitter,
+            ocr_fonts=ocr_fonts,
+        )
         index += step
 
 

@@ -6,14 +6,22 @@ minutes in the platform's probes (glyphs in 16 x 16 cells, about 9 x 11 px, were
 samples). 0 one lowercase word in black on white; 1 two words on one line, any case and a dark colour on a light
 tint; 2 two lines of one or two words, a blank patch row apart. Level 3 widens the reader: one or two lines in any
 DejaVu font (proportional included) at a smaller or larger size, at any offset off the grid.
+
+Two options draw what visitors draw, off by default so that every level keeps producing the same images:
+`jitter` moves grid text (levels 0-2) by up to that many pixels each way, off the patch grid (a 1-pixel shift stopped
+the grid-trained model reading; ramping the jitter up from the start of a run is the recipe tried against that), and
+`fonts` ("train" or "test", see `render.FONT_SPLITS`) draws the level's text "visitor style" instead: one font of that
+split at 16-48 px, at any pixel, dark on light or light on dark.
 """
 
 import random
+from collections.abc import Sequence
 
 from PIL import Image, ImageDraw
 
 from .config import PATCH_SIZE
 from .render import (
+    FONT_SPLITS,
     FREE_FONTS,
     as_color,
     draw_free_text,
@@ -51,19 +59,31 @@ def pick_lines(rng: random.Random, level: int, words: WordBank, max_chars: int) 
 
 
 def draw_on_grid(
-    draw: ImageDraw.ImageDraw, rng: random.Random, lines: list[str], size: tuple[int, int], fill, spread: float = 1.0
+    draw: ImageDraw.ImageDraw,
+    rng: random.Random,
+    lines: list[str],
+    size: tuple[int, int],
+    fill,
+    spread: float = 1.0,
+    jitter: int = 0,
 ) -> None:
     """Each character in one patch column (16 x 32 cells: a glyph spans two patch rows, centred on the boundary
     between them), lines a blank patch row apart, placed on the patch grid (anywhere, or with `spread` < 1 near the
-    top-left corner)."""
+    top-left corner), then, with `jitter` > 0, moved by up to `jitter` pixels each way (kept inside the image)."""
     grid = grid_font(PATCH_SIZE, 2 * PATCH_SIZE, "mono-bold")
     cols, rows = size[0] // PATCH_SIZE, size[1] // PATCH_SIZE
     top = spread_randint(rng, 0, max(0, rows - 3 * len(lines) + 1), spread)
     longest = max(len(line) for line in lines)
     margin = 1 if cols - longest >= 2 else 0
     left = spread_randint(rng, margin, cols - longest - margin, spread)  # lines share a left edge, like a text block
+    shift = (0, 0)
+    if jitter:  # no extra draws without jitter: the grid levels keep their exact images
+        block_w, block_h = longest * PATCH_SIZE, (3 * len(lines) - 1) * PATCH_SIZE
+        dx = min(max(rng.randint(-jitter, jitter), -left * PATCH_SIZE), size[0] - block_w - left * PATCH_SIZE)
+        dy = min(max(rng.randint(-jitter, jitter), -top * PATCH_SIZE), size[1] - block_h - top * PATCH_SIZE)
+        shift = (dx, dy)
     for i, line in enumerate(lines):
-        draw_grid_text(draw, line, left, top + 3 * i, grid, fill)
+        draw_grid_text(draw, line, left, top + 3 * i, grid, fill, shift)
 
 
 def draw_free(
@@ -83,13 +103,46 @@ def draw_free(
         draw_free_text(draw, line, (x, y + i * pitch), font, fill)
 
 
+VISITOR_SIZES = (16, 48)  # pixel sizes of visitor-style text (smaller when the text would not fit)
+
+
+def draw_visitor(
+    draw: ImageDraw.ImageDraw, rng: random.Random, lines: list[str], size: tuple[int, int], fill, fonts: Sequence[str]
+) -> None:
+    """All lines in one font of `fonts`, at 16-48 px (shrunk to fit), as a block at any pixel: text typed into a
+    paint program, which is what a visitor uploads."""
+    name = rng.choice(list(fonts))
+    pitch_of = 1.2  # line pitch in font sizes
+    tallest = int((size[1] - 4) / (pitch_of * (len(lines) - 1) + 1.2))  # the block's height must fit the canvas
+    font_size = rng.randint(VISITOR_SIZES[0], max(VISITOR_SIZES[0], min(VISITOR_SIZES[1], tallest)))
+    font = fit_free_font(max(lines, key=len), name, font_size, size[0] - 4)
+    pitch = round(font.size * pitch_of)
+    block_w = round(max(font.getlength(line) for line in lines))
+    block_h = pitch * (len(lines) - 1) + free_line_height(font)[1]
+    x = rng.randint(0, max(0, size[0] - block_w - 1))
+    y = rng.randint(0, max(0, size[1] - block_h - 1))
+    for i, line in enumerate(lines):
+        draw_free_text(draw, line, (x, y + i * pitch), font, fill)
+
+
 def generate(
-    rng: random.Random, level: int, size: tuple[int, int], words: WordBank, spread: float = 1.0
+    rng: random.Random,
+    level: int,
+    size: tuple[int, int],
+    words: WordBank,
+    spread: float = 1.0,
+    *,
+    jitter: int = 0,
+    fonts: str | None = None,
 ) -> tuple[Image.Image, dict]:
     """Render one OCR sample; the target holds the text (lines joined by newlines) and the lines.
 
-    `spread` limits how far grid text (levels 0-2) is moved from the top-left corner (see `spread_randint`).
+    `spread` limits how far grid text (levels 0-2) is moved from the top-left corner (see `spread_randint`); `jitter`
+    then moves it off the grid by up to that many pixels each way; `fonts` ("train" or "test") draws the text visitor
+    style in that split's fonts instead (see the module docstring).
     """
+    if fonts is not None:
+        return generate_visitor(rng, level, size, words, fonts)
     vocab = load_vocab()["ocr"]
     if level == 0:
         background, fill = (255, 255, 255), (17, 17, 17)
@@ -100,9 +153,25 @@ def generate(
     image = Image.new("RGB", size, background)
     draw = ImageDraw.Draw(image)
     if level < 3:
-        draw_on_grid(draw, rng, lines, size, fill, spread)
+        draw_on_grid(draw, rng, lines, size, fill, spread, jitter)
     else:
         draw_free(draw, rng, lines, size, fill)
+    return image, {"text": "\n".join(lines), "lines": lines}
+
+
+def generate_visitor(
+    rng: random.Random, level: int, size: tuple[int, int], words: WordBank, fonts: str
+) -> tuple[Image.Image, dict]:
+    """The level's text (as `pick_lines` draws it) in one font of split `fonts`, 16-48 px, at any pixel; half the
+    time dark on a light tint, half the time light on a dark colour."""
+    if fonts not in FONT_SPLITS:
+        raise ValueError(f"unknown font split {fonts!r}; expected one of {tuple(FONT_SPLITS)}")
+    vocab = load_vocab()["ocr"]
+    light, dark = as_color(rng.choice(vocab["backgrounds"])), as_color(rng.choice(vocab["text_colors"]))
+    background, fill = (light, dark) if rng.random() < 0.5 else (dark, light)
+    lines = pick_lines(rng, level, words, min(size[0] // PATCH_SIZE - 2, 24))
+    image = Image.new("RGB", size, background)
+    draw_visitor(ImageDraw.Draw(image), rng, lines, size, fill, FONT_SPLITS[fonts])
     return image, {"text": "\n".join(lines), "lines": lines}
 
 

@@ -21,8 +21,18 @@ FONT_FILES = {
     "mono-bold": "DejaVuSansMono-Bold.ttf",
     "sans": "DejaVuSans.ttf",
     "sans-bold": "DejaVuSans-Bold.ttf",
+    "serif": "DejaVuSerif.ttf",
+    "serif-bold": "DejaVuSerif-Bold.ttf",
+    "sans-condensed": "DejaVuSansCondensed.ttf",
+    "serif-condensed-bold": "DejaVuSerifCondensed-Bold.ttf",
 }
-FREE_FONTS = tuple(FONT_FILES)  # fonts used off the grid at the hardest level
+FREE_FONTS = ("mono", "mono-bold", "sans", "sans-bold")  # fonts used off the grid at the hardest level
+# Fonts of visitor-style text (`model.synthetic.ocr.draw_visitor`), split like the word list: training draws the six
+# regular and bold sans, serif and monospace faces; evaluation draws two faces no training sample uses.
+FONT_SPLITS: dict[str, tuple[str, ...]] = {
+    "train": ("mono", "mono-bold", "sans", "sans-bold", "serif", "serif-bold"),
+    "test": ("sans-condensed", "serif-condensed-bold"),
+}
 
 Color = tuple[int, int, int]
 
@@ -73,14 +83,21 @@ def glyph_mask(grid: GridFont, char: str) -> Image.Image:
 
 
 def draw_grid_text(
-    draw: ImageDraw.ImageDraw, text: str, col: int, row: int, grid: GridFont, fill: Color
+    draw: ImageDraw.ImageDraw,
+    text: str,
+    col: int,
+    row: int,
+    grid: GridFont,
+    fill: Color,
+    shift: tuple[int, int] = (0, 0),
 ) -> tuple[int, int, int, int]:
-    """Draw `text` one character per cell, starting at patch column `col` and patch row `row`.
+    """Draw `text` one character per cell, starting at patch column `col` and patch row `row`, moved by `shift`
+    pixels (0, 0 keeps every cell on the patch grid).
 
     Returns:
         The box (x0, y0, x1, y1) of the cells used, for layout checks and decorations.
     """
-    x0, y0 = col * PATCH_SIZE, row * PATCH_SIZE
+    x0, y0 = col * PATCH_SIZE + shift[0], row * PATCH_SIZE + shift[1]
     for i, char in enumerate(text):
         if char != " ":
             draw.bitmap((x0 + i * grid.cell_w, y0), glyph_mask(grid, char), fill=fill)

@@ -14,7 +14,7 @@ from ..shared import IMAGE_PLACEHOLDER as IMAGE_TOKEN
 from ..shared import TASK_KEYS, task_instructions
 from . import ocr, poster, scene, webpage
 from .answers import format_answer, pick_instruction
-from .config import IMAGE_SIZES, check_level, check_size
+from .config import IMAGE_SIZES, PATCH_SIZE, check_level, check_size
 from .vocab import word_bank
 
 TASK_MODULES = {"ocr": ocr, "poster": poster, "webpage": webpage, "scene": scene}
@@ -65,6 +65,8 @@ def generate_sample(
     split: str = "all",
     made_up_words: float = 0.0,
     spread: float = 1.0,
+    ocr_jitter: int = 0,
+    ocr_fonts: str | None = None,
 ) -> Sample:
     """Render one sample of `task` at curriculum `level`.
 
@@ -78,6 +80,10 @@ def generate_sample(
             memorising).
         spread: share of the free room that grid text may be moved within, 0 (always at the first free patch, which
             teaches glyphs fastest) to 1 (anywhere; the default).
+        ocr_jitter: OCR only (other tasks ignore it): grid text moved off the patch grid by up to this many pixels
+            each way, 0 (on the grid; the default) to `PATCH_SIZE`.
+        ocr_fonts: OCR only: None (the level's own drawing; the default), or "train" / "test" to draw the text
+            visitor style in that split's fonts (`render.FONT_SPLITS`), 16-48 px, at any pixel, either polarity.
 
     Returns:
         The sample, with a paraphrased instruction and the task's fixed answer template.
@@ -87,9 +93,15 @@ def generate_sample(
     check_level(level)
     if not 0.0 <= spread <= 1.0:
         raise ValueError(f"spread must be between 0 and 1, got {spread}")
+    if not 0 <= ocr_jitter <= PATCH_SIZE:
+        raise ValueError(f"ocr_jitter must be between 0 and {PATCH_SIZE} pixels, got {ocr_jitter}")
     size = check_size(size or IMAGE_SIZES[key], module.MIN_SIZE)
     instruction = pick_instruction(key, rng)
-    image, target = module.generate(rng, level, size, word_bank(split, made_up_words), spread)
+    words = word_bank(split, made_up_words)
+    if key == "ocr":
+        image, target = ocr.generate(rng, level, size, words, spread, jitter=ocr_jitter, fonts=ocr_fonts)
+    else:
+        image, target = module.generate(rng, level, size, words, spread)
     conversations = [
         {"from": "human", "value": f"{IMAGE_TOKEN}\n{instruction}"},
         {"from": "gpt", "value": format_answer(key, target)},

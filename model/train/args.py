@@ -56,6 +56,9 @@ class TrainArgs:
     image_resize: str | None = None  # "inference" (the chat's rule) or "train" (official); None: inference for --data
     placement_spread: list[float] = field(default_factory=lambda: [1.0, 1.0])  # first and last, ramped over the run
     fixed_place_share: float = 0.0  # share of synthetic samples with grid text at its first free patch
+    ocr_jitter: list[int] = field(default_factory=lambda: [0, 0])  # OCR pixel jitter off the grid, first and last
+    ocr_jitter_ramp: float = 1.0  # share of the run over which --ocr-jitter moves from its first to its last value
+    ocr_visitor_share: float = 0.0  # share of OCR samples drawn visitor style in the training fonts
     method: str = "full"  # "full", "lora" or "qlora": how the stage's groups learn
     lora_rank: int | None = None  # None: the base's default, else 8
     lora_alpha: int | None = None  # None: the base's default, else 16
@@ -115,6 +118,17 @@ class TrainArgs:
             raise ValueError("--fixed-place-share is a share between 0 and 1")
         if (self.placement_spread != [1.0, 1.0] or self.fixed_place_share) and not self.synthetic:
             raise ValueError("--placement-spread places synthetic text: it needs --synthetic")
+        self.ocr_jitter = [int(v) for v in self.ocr_jitter]
+        if len(self.ocr_jitter) == 1:
+            self.ocr_jitter *= 2
+        if len(self.ocr_jitter) != 2 or not all(0 <= v <= 16 for v in self.ocr_jitter):
+            raise ValueError("--ocr-jitter takes one pixel count, or a first and a last, each between 0 and 16")
+        if not 0.0 < self.ocr_jitter_ramp <= 1.0:
+            raise ValueError("--ocr-jitter-ramp is a share of the run: give a value above 0 and at most 1")
+        if not 0.0 <= self.ocr_visitor_share <= 1.0:
+            raise ValueError("--ocr-visitor-share is a share between 0 and 1")
+        if (self.ocr_jitter != [0, 0] or self.ocr_visitor_share) and not self.synthetic:
+            raise ValueError("--ocr-jitter and --ocr-visitor-share draw synthetic OCR text: they need --synthetic")
         if self.synthetic and not self.max_steps:
             raise ValueError("A synthetic stream has no end: give --max-steps")
         if self.end_at_step is not None and not 0 < self.end_at_step <= (self.max_steps or self.end_at_step):
@@ -249,6 +263,27 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SHARE",
         help="share of synthetic samples whose grid text sits at the first free patch (spread 0), the rest at "
         "--placement-spread: glyphs at one place are learnt in a few hundred steps and anchor reading anywhere",
+    )
+    data.add_argument(
+        "--ocr-jitter",
+        type=lambda v: [int(x) for x in _comma_list(v)],
+        metavar="FIRST[,LAST]",
+        help="move synthetic OCR grid text off the patch grid by up to this many pixels each way (0 keeps it on the "
+        "grid); FIRST,LAST ramps linearly over the first --ocr-jitter-ramp of the run. Samples at the fixed place "
+        "(--fixed-place-share) stay on the grid, the anchor reading is learnt at",
+    )
+    data.add_argument(
+        "--ocr-jitter-ramp",
+        type=float,
+        metavar="SHARE",
+        help="share of the run over which --ocr-jitter reaches its last value (default 1: the whole run)",
+    )
+    data.add_argument(
+        "--ocr-visitor-share",
+        type=float,
+        metavar="SHARE",
+        help="share of synthetic OCR samples drawn visitor style: one of six training fonts, 16-48 px, at any pixel, "
+        "dark on light or light on dark (evaluation uses two held-out fonts)",
     )
     data.add_argument(
         "--spell-answers",

@@ -199,6 +199,9 @@ def make_datasets(args: TrainArgs, encoder: Encoder, rank: int, world_size: int)
             made_up_words=args.made_up_words,
             spread=(args.placement_spread[0], args.placement_spread[1]),
             fixed_place_share=args.fixed_place_share,
+            ocr_jitter=(args.ocr_jitter[0], args.ocr_jitter[1]),
+            ocr_jitter_ramp=args.ocr_jitter_ramp,
+            ocr_visitor_share=args.ocr_visitor_share,
         )
         evaluation = SyntheticEvalSet(args.synthetic, args.seed, args.synthetic_level, encoder, args.eval_samples)
         return train, (evaluation if args.eval_samples > 0 else None)

@@ -15,10 +15,8 @@ from functools import cache
 import torch
 from torch import nn
 
-from ..shared import stage_image_max_size, stage_presets
+from ..shared import parameter_group, stage_image_max_size, stage_presets
 
-# Parameter groups and the name substring that selects each; "llm" is everything matched by no other group.
-GROUP_SUBSTRINGS = {"vision_tower": "vision_tower", "moe": "moe"}
 GROUP_LABELS = {
     "vision_tower": "patch embedding (model.vision_tower.*)",
     "moe": "vision twins of every decoder layer (*moe_* q/k/v/o projections, MLP and norms)",
@@ -76,14 +74,6 @@ def get_stage(stage: str | Stage) -> Stage:
     if stage not in stages:
         raise ValueError(f"Unknown stage {stage!r}; choose one of {list(stages)}")
     return stages[stage]
-
-
-def parameter_group(name: str) -> str:
-    """The group ("vision_tower", "moe" or "llm") a parameter belongs to, by the official substring rule."""
-    for group, substring in GROUP_SUBSTRINGS.items():
-        if substring in name:
-            return group
-    return "llm"
 
 
 def set_trainable(model: nn.Module, stage: str | Stage) -> list[str]:

@@ -41,6 +41,9 @@ class SyntheticStream(IterableDataset):
         made_up_words: share of training words replaced by random strings of letters and digits.
         spread: (first, last) placement spread of grid text (see `generate_sample`), ramped linearly over the run.
         fixed_place_share: share of samples drawn at spread 0 (text at one place) whatever the ramp says.
+        ocr_jitter: (first, last) pixel jitter of OCR grid text off the patch grid, ramped linearly over the first
+            `ocr_jitter_ramp` of the run; samples at the fixed place stay on the grid.
+        ocr_visitor_share: share of the other samples whose OCR text is drawn visitor style in the training fonts.
     """
 
     def __init__(
@@ -57,15 +60,19 @@ class SyntheticStream(IterableDataset):
         made_up_words: float = 0.0,
         spread: tuple[float, float] = (1.0, 1.0),
         fixed_place_share: float = 0.0,
+        ocr_jitter: tuple[int, int] = (0, 0),
+        ocr_jitter_ramp: float = 1.0,
+        ocr_visitor_share: float = 0.0,
     ):
-        if (curriculum or spread[0] != spread[1]) and not run_samples:
-            raise ValueError("a curriculum or a spread ramp needs run_samples (the length of the run)")
+        if (curriculum or spread[0] != spread[1] or ocr_jitter[0] != ocr_jitter[1]) and not run_samples:
+            raise ValueError("a curriculum, a spread ramp or a jitter ramp needs run_samples (the length of the run)")
         self.tasks = [task_key(task) for task in tasks]  # fails early on an unknown task name
         self.made_up_words = made_up_words
         self.seed, self.level, self.encoder = seed, level, encoder
         self.rank, self.world_size, self.start = rank, world_size, start
         self.run_samples, self.curriculum, self.spread = run_samples, curriculum, spread
         self.fixed_place_share = fixed_place_share
+        self.ocr_jitter, self.ocr_jitter_ramp, self.ocr_visitor_share = ocr_jitter, ocr_jitter_ramp, ocr_visitor_share
         self.skipped = SkipCounter()
 
     def levels_at(self, index: int) -> list[int]:
@@ -76,14 +83,33 @@ class SyntheticStream(IterableDataset):
         phase = min(len(levels) - 1, index * len(levels) // self.run_samples)
         return levels[: phase + 1]
 
+    def at_fixed_place(self, index: int) -> bool:
+        """Whether sample `index` is one of the `fixed_place_share` with its text at the first free patch."""
+        return bool(self.fixed_place_share) and (
+            random.Random(f"{self.seed}:{index}:place").random() < self.fixed_place_share
+        )
+
     def spread_at(self, index: int) -> float:
         """The placement spread of sample `index`: the first value, moving linearly to the last over the run."""
-        if self.fixed_place_share and random.Random(f"{self.seed}:{index}:place").random() < self.fixed_place_share:
+        if self.at_fixed_place(index):
             return 0.0
         first, last = self.spread
         if first == last or not self.run_samples:  # the constructor requires run_samples for a ramp
             return first
         return first + (last - first) * min(1.0, index / self.run_samples)
+
+    def ocr_options_at(self, index: int) -> tuple[int, str | None]:
+        """(pixel jitter, font split or None) of sample `index`'s OCR text: on the grid at the fixed place, else the
+        jitter ramp's value and, for `ocr_visitor_share` of the samples, the training fonts visitor style."""
+        if self.at_fixed_place(index):
+            return 0, None
+        first, last = self.ocr_jitter
+        progress = min(1.0, index / (self.ocr_jitter_ramp * self.run_samples)) if self.run_samples else 1.0
+        jitter = round(first + (last - first) * progress)
+        visitor = bool(self.ocr_visitor_share) and (
+            random.Random(f"{self.seed}:{index}:visitor").random() < self.ocr_visitor_share
+        )
+        return jitter, ("train" if visitor else None)
 
     def __iter__(self) -> Iterator[dict]:
         worker = get_worker_info()
@@ -91,6 +117,7 @@ class SyntheticStream(IterableDataset):
         shard, num_shards = self.rank * num_workers + worker_id, self.world_size * num_workers
         index = self.start + shard
         while True:
+            jitter, fonts = self.ocr_options_at(index)
             sample = sample_at(
                 index,
                 self.tasks,
@@ -99,6 +126,8 @@ class SyntheticStream(IterableDataset):
                 split="train",
                 made_up_words=self.made_up_words,
                 spread=self.spread_at(index),
+                ocr_jitter=jitter,
+                ocr_fonts=fonts,
             )
             index += num_shards
             try:

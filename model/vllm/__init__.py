@@ -33,6 +33,7 @@ def register() -> None:
     if _MODEL_TYPE_TO_CHAT_TEMPLATE_FALLBACK.get("eve-qwen2") != CHAT_TEMPLATE:
         register_chat_template_fallback_path("eve-qwen2", CHAT_TEMPLATE)
     _prefer_eve_chat_template()
+    _cpu_lora_ops_skip_base_rows()
 
 
 def _prefer_eve_chat_template() -> None:
@@ -58,6 +59,44 @@ def _prefer_eve_chat_template() -> None:
 
     setattr(resolve_chat_template, "eve_wrapped", True)  # noqa: B010 -- a marker on a function object
     hf.resolve_chat_template = resolve_chat_template
+
+
+def _cpu_lora_ops_skip_base_rows() -> None:
+    """Rows without an adapter get no LoRA delta on the CPU too, so base and adapter requests can share a batch.
+
+    vLLM's PyTorch LoRA ops (its CPU platform) gather each row's adapter weights by slot, and the slot of a row without
+    an adapter is -1, which Python indexing reads as the last slot: a base-model request batched beside adapter
+    requests got the last adapter's delta (vllm-project/vllm#48421; the GPU kernels skip such rows). The wrappers zero
+    those rows' inputs and point them at slot 0, so their delta is zero. Applied only where vLLM's ops show the fault.
+    """
+    import torch
+
+    try:
+        from vllm.lora.ops.torch_ops import lora_ops
+        from vllm.lora.punica_wrapper import punica_cpu
+    except ImportError:
+        return
+    if getattr(lora_ops.bgmv_shrink, "eve_wrapped", False):
+        return
+    probe = torch.zeros(1, 1)
+    lora_ops.bgmv_shrink(torch.ones(1, 2), torch.ones(1, 1, 1, 2), probe, torch.tensor([-1]))
+    if not probe.any():  # this vLLM already skips rows without an adapter
+        return
+
+    def skip_base_rows(op):
+        def wrapped(inputs, weights, output, indices, *args, **kwargs):
+            base = (indices < 0).unsqueeze(1)
+            if bool(base.any()):
+                inputs, indices = inputs.masked_fill(base, 0), indices.clamp_min(0)
+            return op(inputs, weights, output, indices, *args, **kwargs)
+
+        setattr(wrapped, "eve_wrapped", True)  # noqa: B010 -- a marker on a function object
+        return wrapped
+
+    for name in ("bgmv_shrink", "bgmv_expand", "bgmv_expand_slice"):
+        fixed = skip_base_rows(getattr(lora_ops, name))
+        setattr(lora_ops, name, fixed)  # the sgmv_* ops (prefill) call these by module name
+        setattr(punica_cpu, name, fixed)
 
 
 __all__ = ["ARCHITECTURES", "CHAT_TEMPLATE", "register"]

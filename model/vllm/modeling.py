@@ -13,10 +13,17 @@ Text-only batches (every decode step) run `EveVllmModel.forward`, which has no d
 compile it (`support_torch_compile`, whenever it runs without `enforce_eager`; the app's backend compiles on a CPU);
 batches with image rows run `forward_routed` eagerly, because how many rows each modality has is known only at run
 time.
+
+LoRA (`SupportsLoRA`, `enable_lora=True`): adapters trained with peft on the text projections and their vision twins
+load by their peft names (`q_proj` ... `moe_q_proj` ... packed into `qkv_proj` and `moe_qkv_proj`, `gate_proj` and
+`up_proj` into `gate_up_proj` of both MLPs). vLLM's LoRA kernels pair the i-th input row with the i-th token's adapter,
+so a layer must see every row of the batch: while any row of a batch with image tokens has an adapter, each routed
+layer runs both weight copies on all rows and keeps, per row, its own modality's output (twice the projection work
+for that step only); otherwise the plain routed path runs.
 """
 
 from collections.abc import Iterable
-from typing import cast
+from typing import ClassVar, cast
 
 import torch
 from torch import nn
@@ -31,7 +38,7 @@ from vllm.model_executor.layers.logits_processor import LogitsProcessor
 from vllm.model_executor.layers.rotary_embedding import get_rope
 from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding
 from vllm.model_executor.model_loader.weight_utils import default_weight_loader
-from vllm.model_executor.models.interfaces import MultiModalEmbeddings, SupportsMultiModal
+from vllm.model_executor.models.interfaces import MultiModalEmbeddings, SupportsLoRA, SupportsMultiModal
 from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.sequence import IntermediateTensors
 
@@ -62,10 +69,15 @@ STACKED_WEIGHTS = (
 
 
 class Modalities:
-    """Which rows of a flattened batch are image tokens; splits a [T, D] tensor by modality and puts it back."""
+    """Which rows of a flattened batch are image tokens; splits a [T, D] tensor by modality and puts it back.
 
-    def __init__(self, input_ids: torch.Tensor | None, image_token_id: int):
+    `lora_indices`: vLLM's adapter index of every token of the batch (-1: none), when LoRA is enabled. If any row of a
+    batch with image tokens has an adapter, `apply` runs both functions on all rows and selects per row instead.
+    """
+
+    def __init__(self, input_ids: torch.Tensor | None, image_token_id: int, lora_indices: torch.Tensor | None = None):
         self.mixed = False
+        self.per_row: torch.Tensor | None = None
         if input_ids is None:
             return
         # CUDA graphs are captured and replayed for decode batches only, whose tokens are generated ones, and the
@@ -75,14 +87,20 @@ class Modalities:
         mask = input_ids == image_token_id
         # One host sync per forward (not per layer): text-only steps then skip all indexing.
         self.mixed = bool(mask.any())
-        if self.mixed:
-            self.vision = mask.nonzero().squeeze(1)
-            self.text = (~mask).nonzero().squeeze(1)
+        if not self.mixed:
+            return
+        if lora_indices is not None and bool((lora_indices[: mask.shape[0]] >= 0).any()):
+            self.per_row = mask.unsqueeze(1)
+            return
+        self.vision = mask.nonzero().squeeze(1)
+        self.text = (~mask).nonzero().squeeze(1)
 
-    def apply(self, text_fn, vision_fn, x: torch.Tensor, out_features: int | None = None) -> torch.Tensor:
+    def apply(self, text_fn, vision_fn, x: torch.Tensor) -> torch.Tensor:
         """`text_fn` on text rows, `vision_fn` on image rows, results in row order."""
         if not self.mixed:
             return text_fn(x)
+        if self.per_row is not None:  # an adapter is active: every LoRA layer sees the whole batch
+            return torch.where(self.per_row, vision_fn(x), text_fn(x))
         vision_out = vision_fn(x.index_select(0, self.vision))
         out = x.new_empty((x.shape[0], vision_out.shape[-1]))
         out.index_copy_(0, self.vision, vision_out)
@@ -249,8 +267,17 @@ class EveVllmModel(nn.Module):
 @MULTIMODAL_REGISTRY.register_processor(
     EveMultiModalProcessor, info=EveProcessingInfo, dummy_inputs=EveDummyInputsBuilder
 )
-class EveVllmForCausalLM(nn.Module, SupportsMultiModal):
+class EveVllmForCausalLM(nn.Module, SupportsMultiModal, SupportsLoRA):
     """The official `EVEQwen2ForCausalLM` (and this project's `EveForCausalLM`) for vLLM."""
+
+    # peft's module names -> the merged layers here, for the text copy and the vision twins alike (the MLPs' merged
+    # layer is `gate_up_proj` in both `mlp` and `moe_mlp`). No LoRA on the embeddings or the patch embedding.
+    packed_modules_mapping: ClassVar[dict[str, list[str]]] = {
+        "qkv_proj": ["q_proj", "k_proj", "v_proj"],
+        "moe_qkv_proj": ["moe_q_proj", "moe_k_proj", "moe_v_proj"],
+        "gate_up_proj": ["gate_proj", "up_proj"],
+    }
+    embedding_modules: ClassVar[dict[str, str]] = {}
 
     # vLLM hands `forward` the token ids next to the merged embeddings: the ids say which rows are image tokens,
     # in prefill, decode and mixed batches alike, with no state kept between calls.
@@ -319,10 +346,18 @@ class EveVllmForCausalLM(nn.Module, SupportsMultiModal):
     ) -> torch.Tensor:
         if inputs_embeds is None:
             inputs_embeds = self.model.embed_tokens(input_ids)
-        modalities = Modalities(input_ids, self.image_token_id)
+        modalities = Modalities(input_ids, self.image_token_id, self._lora_indices())
         if modalities.mixed:
             return self.model.forward_routed(positions, inputs_embeds, modalities)
         return self.model(positions, inputs_embeds)
+
+    def _lora_indices(self) -> torch.Tensor | None:
+        """Each token's adapter slot in this step (-1: none), when the engine runs with LoRA enabled."""
+        manager = getattr(self, "lora_manager", None)  # set by vLLM's LoRA model manager
+        if manager is None:
+            return None
+        wrappers = list(manager.punica_wrapper_mapping.values())
+        return wrappers[0].token_lora_indices if wrappers else None
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
         logits = self.logits_processor(self.lm_head, hidden_states)

@@ -18,4 +18,6 @@ OWNER = "browser:handler-tests"
 def ctx(tiny_checkpoint, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("chat-data")
     engine = Engine.load(str(tiny_checkpoint))
-    return make_context(Settings(data_dir=data_dir, admin_password="s3cret"), engine, Storage(data_dir=data_dir))
+    settings = Settings(data_dir=data_dir, admin_password="s3cret")
+    upload_folder = tmp_path_factory.mktemp("gradio-cache")
+    return make_context(settings, engine, Storage(data_dir=data_dir), upload_folder=upload_folder)

@@ -2,12 +2,14 @@
 
 import json
 import zipfile
+from pathlib import Path
 
 import gradio as gr
 import pytest
 from PIL import Image
 
 from eve_app.chat_session import ChatSession
+from eve_app.request_limits import UploadBudget
 from eve_app.ui.chat import ChatHandlers
 from eve_app.ui.history import HistoryHandlers
 from tests.app.conftest import OWNER, REQUEST
@@ -141,3 +143,24 @@ def test_settings_beyond_the_models_context_are_refused_with_the_limit(ctx, imag
     *_, (chatbot, session, _, _) = handlers.respond(session, "OCR", 0.0, 1.0, 8, 1.0, "", str(too_big), REQUEST)
     assert "Image size must be between 16 and" in chatbot[-1]["content"]
     assert [m["status"] for m in _visible(ctx, session) if m["role"] == "assistant"] == ["error", "error"]
+
+
+def test_exports_are_charged_to_the_visitors_budget_and_stop_at_the_disk_floor(ctx, image, tmp_path, monkeypatch):
+    """Each export's zip counts against the visitor's hourly upload budget (here 16 KiB): once it is spent, exports
+    are refused and the refused zip is not kept; below the disk floor none starts."""
+    cache = tmp_path / "cache"
+    budget = UploadBudget(bytes_per_window=16 << 10, window_s=3600, min_free_bytes=0, cache_dir=cache)
+    monkeypatch.setattr(ctx, "upload_budget", budget)
+    _, session, _ = _turn(ChatHandlers(ctx), ChatSession(), "export me", [image])
+    history = HistoryHandlers(ctx)
+    sizes = []
+    with pytest.raises(gr.Error, match="Export limit reached: 0.02 MiB per 60 minutes from one visitor"):
+        for _ in range(100):
+            archive = Path(history.export("", session, "JSON (zip with images)", "", OWNER, REQUEST))
+            assert archive.parent.parent == cache  # written where Gradio serves it
+            sizes.append(archive.stat().st_size)
+    assert sizes and sum(sizes) <= 16 << 10
+    assert len(list(cache.rglob("*.zip"))) == len(sizes) == len(list(cache.iterdir()))
+    budget.bytes_per_window, budget.min_free_bytes = 1 << 40, 1 << 50
+    with pytest.raises(gr.Error, match="disk is nearly full, so exports are paused"):
+        history.export("", session, "JSON (zip with images)", "", OWNER, REQUEST)

@@ -1,6 +1,7 @@
 """Fine-tune tab handlers on bad input that never reaches storage or the runner."""
 
-from pathlib import Path
+import time
+from types import SimpleNamespace
 
 import gradio as gr
 import pytest
@@ -33,29 +34,75 @@ def test_history_ids_of_someone_else_are_not_exported(ctx):
         FinetuneHandlers(ctx).validate(None, str(cid), BASE, "", OWNER, REQUEST)
 
 
-def test_validated_uploads_waiting_for_a_launch_cannot_fill_the_disk(tiny_checkpoint, tmp_path):
-    """Together they stay below one upload's unpacked limit (here 20 KiB) until the retention time frees them."""
+def _small_context(tiny_checkpoint, tmp_path, **limits):
+    """A context with its own data folder and the given limits."""
     from eve_app.context import make_context
     from eve_app.engine import Engine
     from eve_app.settings import Settings
     from eve_app.storage import Storage
+
+    settings = Settings(data_dir=tmp_path / "data", **limits)
+    return make_context(settings, Engine.load(str(tiny_checkpoint)), Storage(data_dir=settings.data_dir))
+
+
+def _dataset(tmp_path, name: str) -> list[str]:
     from model.synthetic import write_dataset
 
-    settings = Settings(data_dir=tmp_path / "data", max_unpacked_mb=20 / 1024)
-    ctx = make_context(settings, Engine.load(str(tiny_checkpoint)), Storage(data_dir=settings.data_dir))
-    data_file = write_dataset(tmp_path / "dataset", ["ocr"], n=6, seed=1, level=0)
-    files = [str(data_file), *map(str, (data_file.parent / "images").iterdir())]
+    data_file = write_dataset(tmp_path / name, ["ocr"], n=6, seed=1, level=0)
+    return [str(data_file), *map(str, (data_file.parent / "images").iterdir())]
+
+
+def _from(host: str) -> SimpleNamespace:
+    return SimpleNamespace(session_hash=f"session-{host}", headers={}, client=SimpleNamespace(host=host))
+
+
+def test_one_visitor_cannot_fill_the_pending_uploads_for_everyone(tiny_checkpoint, tmp_path):
+    """A visitor validating again and again replaces their own oldest uploads beyond their share (one upload's
+    unpacked limit, here 20 KiB) and is never refused; meanwhile another visitor validates at once."""
+    ctx = _small_context(tiny_checkpoint, tmp_path, max_unpacked_mb=20 / 1024, pending_uploads_mb=40 / 1024)
+    files = _dataset(tmp_path, "dataset")
+    handlers, alice, bob = FinetuneHandlers(ctx), _from("10.0.0.1"), _from("10.0.0.2")
+    keys = [handlers.validate(files, "", BASE, "", OWNER, alice)[2] for _ in range(20)]
+    assert ctx.uploads.get(keys[-1]) is not None and ctx.uploads.get(keys[0]) is None  # the oldest made room
+    assert ctx.uploads.pending_bytes(visitor="10.0.0.1") <= 20 * 1024
+    summary, _, key, _ = handlers.validate(files, "", BASE, "", OWNER, bob)
+    assert "6 samples, 6 valid" in summary and ctx.uploads.get(key) is not None
+    assert ctx.uploads.pending_bytes() <= 40 * 1024
+    # Visitors with no room left in the budget are told why, and nothing of theirs is staged.
+    ctx.uploads.budget = ctx.uploads.pending_bytes(visitor="10.0.0.1") + 20 * 1024 - 1
+    folders = sorted((ctx.settings.data_dir / "uploads").iterdir())
+    with pytest.raises(gr.Error, match="Too many validated datasets of other visitors are waiting"):
+        handlers.validate(files, "", BASE, "", OWNER, _from("10.0.0.3"))
+    assert sorted((ctx.settings.data_dir / "uploads").iterdir()) == folders
+
+
+def test_an_upload_being_validated_is_not_swept(tiny_checkpoint, tmp_path, monkeypatch):
+    """The sweeper runs while a validation is under way (here: between staging and checking the rows), with a
+    retention of zero: the folder being validated is registered, so it stays."""
+    from eve_app.jobs import validation
+
+    ctx = _small_context(tiny_checkpoint, tmp_path, upload_retention_minutes=0)
+    real_for_job = validation.ImageSettings.for_job
+    swept: list[int] = []
+
+    def sweep_meanwhile(*args, **kwargs):
+        time.sleep(0.01)  # the folder is older than the (zero) retention
+        swept.append(ctx.uploads.sweep())
+        return real_for_job(*args, **kwargs)
+
+    monkeypatch.setattr(validation.ImageSettings, "for_job", sweep_meanwhile)
+    summary, *_ = FinetuneHandlers(ctx).validate(_dataset(tmp_path, "dataset"), "", BASE, "", OWNER, REQUEST)
+    assert swept == [0] and "6 samples, 6 valid" in summary, summary
+
+
+def test_the_memory_plan_follows_the_form_and_says_what_the_hardware_cannot_hold(ctx):
+    """The plan needs no dataset; a batch no machine holds gets Launch's refusal; a bad number is said, not raised."""
     handlers = FinetuneHandlers(ctx)
-    for _ in range(20):  # each upload fits; their sum soon does not
-        try:
-            handlers.validate(files, "", BASE, "", OWNER, REQUEST)
-        except gr.Error as error:
-            assert "Too many validated datasets are waiting" in str(error)
-            break
-    else:
-        raise AssertionError("twenty uploads were kept without a limit")
-    one_upload = 2 * sum(Path(f).stat().st_size for f in files)  # its files and the prepared train.json, at most
-    assert ctx.uploads.pending_bytes() <= 20 * 1024 + one_upload
+    plan = handlers.memory_plan("", BASE, ["3"], 4, "", "", "CPU", "ddp")
+    assert "per device" in plan and "the chosen hardware" in plan and ": fits" in plan and "refuses" not in plan
+    huge = handlers.memory_plan("", BASE, ["3"], 1_000_000, "", "", "CPU", "ddp")
+    assert "Launch refuses this: This job needs about" in huge and "No method fits" in huge
+    assert handlers.memory_plan("", BASE, ["3"], 4, "long", "", "CPU", "ddp").startswith("No memory plan: The max")
 
 
 def test_a_lora_job_shows_its_adapter_size_loads_into_the_chat_and_merges(tiny_checkpoint, tmp_path):

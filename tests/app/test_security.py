@@ -1,12 +1,13 @@
 """The admin password gate, owner ids, checkpoint paths a visitor may name, and what job processes inherit."""
 
+import re
 import time
 
 import pytest
 
 from eve_app.errors import UserError
 from eve_app.jobs.runner import JobRunner
-from eve_app.security import AdminGate, owner_of, resolve_checkpoint_choice, viewer
+from eve_app.security import AdminGate, owner_of, resolve_checkpoint_choice, uploaded_file, viewer
 from eve_app.settings import DEFAULT_MODEL
 
 
@@ -60,3 +61,27 @@ def test_job_processes_never_see_the_admin_password(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     env = JobRunner(storage=None, data_dir=tmp_path)._child_env()
     assert "EVE_ADMIN_PASSWORD" not in env and "top secret" not in env.values() and env["OMP_NUM_THREADS"] == "1"
+
+
+def test_a_named_file_must_be_a_regular_file_inside_the_upload_cache(tmp_path):
+    cache = tmp_path / "cache"
+    (cache / "abc").mkdir(parents=True)
+    upload = cache / "abc" / "photo.png"
+    upload.write_bytes(b"png")
+    (cache / "abc" / "link.png").symlink_to(upload)
+    (tmp_path / "elsewhere.txt").write_text("secret")
+    assert uploaded_file(str(upload), cache) == upload.resolve()
+    refused = {
+        str(cache): "cache is a folder, not a file you uploaded",
+        str(cache / "abc"): "abc is a folder, not a file you uploaded",
+        str(cache / "abc" / "link.png"): "link.png is a link",
+        str(tmp_path / "elsewhere.txt"): "elsewhere.txt is not a file you uploaded",
+        str(
+            cache / "abc" / ".." / "abc" / "photo.png"
+        ): "photo.png is not a file you uploaded: a file path has no '..'",
+        str(cache / "abc" / "gone.png"): "gone.png was not uploaded (or has expired)",
+        "": "empty path",
+    }
+    for path, message in refused.items():
+        with pytest.raises(UserError, match=re.escape(message)):
+            uploaded_file(path, cache)

@@ -31,6 +31,12 @@ def test_environment_then_flags_override_the_defaults(clean_env):
     assert parse_settings(["--port", "9000"]).port == 9000
 
 
+def test_a_pending_budget_smaller_than_one_upload_is_refused_at_start(clean_env, capsys):
+    with pytest.raises(SystemExit):
+        parse_settings(["--max-unpacked-mb", "100", "--pending-uploads-mb", "50"])
+    assert "--pending-uploads-mb (50) must be at least --max-unpacked-mb (100)" in capsys.readouterr().err
+
+
 def test_the_fine_tune_form_and_the_training_command_line_share_their_defaults():
     from eve_app.jobs.command import JobConfig
     from model.shared import TRAIN_DEFAULTS

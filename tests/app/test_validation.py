@@ -97,11 +97,21 @@ def test_good_upload_json_and_zip_of_images(tmp_path, data_dir, base):
 def test_history_export_as_folder_and_as_zip(tmp_path, data_dir):
     export = tmp_path / "llava"
     write_dataset(export, good_rows())
-    assert not validate_upload([export], data_dir).fatal
+    assert not validate_upload([export], data_dir, allow_folders=True).fatal
     archive = Path(shutil.make_archive(str(tmp_path / "training-data"), "zip", export))
     result = validate_upload([archive], data_dir)
     assert not result.fatal, result.message()
     assert result.summary["valid_samples"] == 4
+
+
+def test_a_visitors_upload_may_not_be_a_folder_or_a_link(tmp_path, data_dir):
+    """Only the server's own code stages folders: a folder or a link among a visitor's files refuses the upload."""
+    export = tmp_path / "llava"
+    data = write_dataset(export, good_rows())
+    link = tmp_path / "link.json"
+    link.symlink_to(data)
+    assert "llava is a folder; upload its files or a zip of it" in validate_upload([export], data_dir).errors[0]
+    assert "link.json is a symbolic link" in validate_upload([link], data_dir).errors[0]
 
 
 def test_loose_image_files_are_found_by_name(tmp_path, data_dir):
@@ -151,7 +161,7 @@ def test_top_level_must_be_a_list(tmp_path, data_dir):
 )
 def test_schema_problems_are_specific(tmp_path, data_dir, row, message):
     data = write_dataset(tmp_path / "src", [row, *good_rows(1)], n_images=1)
-    result = validate_upload([data.parent], data_dir)
+    result = validate_upload([data.parent], data_dir, allow_folders=True)
     assert not result.fatal  # the good row can still train
     assert any(message in problem for problem in result.rows[0].problems), result.rows[0].problems
     assert result.rows[1].valid and result.summary["invalid_samples"] == 1
@@ -195,7 +205,7 @@ def turns(*pairs: tuple[str, str]) -> list[dict]:
 )
 def test_turn_and_placeholder_problems(tmp_path, data_dir, row, message):
     write_dataset(tmp_path / "src", [row], n_images=1)
-    result = validate_upload([tmp_path / "src"], data_dir)
+    result = validate_upload([tmp_path / "src"], data_dir, allow_folders=True)
     assert result.fatal and "No row can be trained on" in result.message()
     assert result.data_path is None and result.image_folder is None
     assert any(message in problem for problem in result.rows[0].problems), result.rows[0].problems
@@ -204,7 +214,7 @@ def test_turn_and_placeholder_problems(tmp_path, data_dir, row, message):
 def test_single_image_without_placeholder_is_accepted_with_a_note(tmp_path, data_dir):
     row = {"id": "a", "image": "images/0.png", "conversations": turns(("human", "What is it?"), ("gpt", "A box."))}
     write_dataset(tmp_path / "src", [row], n_images=1)
-    result = validate_upload([tmp_path / "src"], data_dir)
+    result = validate_upload([tmp_path / "src"], data_dir, allow_folders=True)
     assert not result.fatal and result.rows[0].valid
     assert "1 image and no <image> placeholder: accepted" in result.rows[0].notes[0]
 
@@ -216,7 +226,7 @@ def test_missing_empty_and_unreadable_images(tmp_path, data_dir):
     write_dataset(src, rows, n_images=3)
     (src / "images/1.png").write_bytes(b"")
     (src / "images/2.png").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n")  # EPS: never opened
-    result = validate_upload([src], data_dir)
+    result = validate_upload([src], data_dir, allow_folders=True)
     assert result.fatal
     problems = [row.problems[0] for row in result.rows]
     assert "image 'images/nope.png' is missing" in problems[0]
@@ -229,7 +239,7 @@ def test_image_paths_may_not_leave_the_dataset_folder(tmp_path, data_dir):
     rows = good_rows(2)
     rows[0]["image"], rows[1]["image"] = "../secret.png", "/etc/hostname"
     write_dataset(tmp_path / "src", rows, n_images=0)
-    result = validate_upload([tmp_path / "src"], data_dir)
+    result = validate_upload([tmp_path / "src"], data_dir, allow_folders=True)
     assert all("must be a relative path inside the dataset folder" in row.problems[0] for row in result.rows)
 
 
@@ -275,7 +285,7 @@ def test_size_limits_have_clear_messages(tmp_path, data_dir):
     for limits, message in cases.items():
         result = validate_upload([data, archive], data_dir, limits=limits)
         assert result.fatal and message in result.message(), (limits, result.message())
-    big = validate_upload([data.parent], data_dir, limits=Limits(max_image_pixels=1000))
+    big = validate_upload([data.parent], data_dir, limits=Limits(max_image_pixels=1000), allow_folders=True)
     assert "40x32 pixels, above the limit" in big.rows[0].problems[0]
 
 
@@ -298,7 +308,7 @@ def test_no_json_and_several_json_files(tmp_path, data_dir):
 
 def test_rows_over_max_length_get_a_note(tmp_path, data_dir, base):
     write_dataset(tmp_path / "src", good_rows(2), n_images=2)
-    result = validate_upload([tmp_path / "src"], data_dir, base=base, max_length=10)
+    result = validate_upload([tmp_path / "src"], data_dir, base=base, max_length=10, allow_folders=True)
     assert result.summary["rows_over_max_length"] == 2
     assert "above the max length 10" in result.rows[0].notes[-1]
 
@@ -326,7 +336,7 @@ def test_text_only_stage_counts_no_image_tokens(tmp_path, base):
 def test_paged_preview(tmp_path, data_dir):
     rows = good_rows(4) + [{"id": "bad", "conversations": turns(("gpt", "no"), ("human", "hi"))}]
     write_dataset(tmp_path / "src", rows, n_images=4)
-    result = validate_upload([tmp_path / "src"], data_dir)
+    result = validate_upload([tmp_path / "src"], data_dir, allow_folders=True)
     first = paged_preview(result, page=1, page_size=2)
     assert (first["page"], first["pages"], first["total"]) == (1, 3, 5)
     row = first["rows"][0]

@@ -16,9 +16,7 @@ def running_app(tmp_path_factory):
     data_dir: Path = tmp_path_factory.mktemp("app-data")
     port = free_port()
     demo, ctx = create_app(["--model", MODEL, "--data-dir", str(data_dir), "--port", str(port)])
-    demo.launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx.settings)
-    )
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx))
     url = f"http://127.0.0.1:{port}/"
     yield url, ctx
     demo.close()

@@ -63,9 +63,7 @@ def _serve(argv: list[str]):
 
     port = free_port()
     demo, ctx = create_app([*argv, "--port", str(port)])
-    demo.launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx.settings)
-    )
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx))
     return demo, ctx, f"http://127.0.0.1:{port}/"
 
 
@@ -447,3 +445,58 @@ def test_an_image_beyond_the_upload_quota_is_refused_with_a_message(browser, tmp
     finally:
         ctx.runner.stop_monitor()
         demo.close()
+
+
+@pytest.fixture(scope="module")
+def compared_job(admin_app, tmp_path_factory):
+    """A short real job on the default model, finished and with its base-and-tuned comparison written."""
+    from eve_app.jobs import JobConfig
+
+    _url, ctx = admin_app
+    data_file = write_dataset(tmp_path_factory.mktemp("compare-data"), ["ocr"], n=6, seed=9, level=0)
+    config = JobConfig(
+        base=str(ctx.engine.checkpoint_dir), data=str(data_file), max_steps=4, batch_size=2, lr=1e-3, eval_split=0.0
+    )
+    job_id = ctx.runner.submit(config)
+    deadline = time.time() + 300
+    while time.time() < deadline and (
+        ctx.storage.get_job(job_id)["status"] in ("queued", "running")
+        or ctx.runner.results(job_id)["state"] in ("none", "running")
+    ):
+        time.sleep(1)
+    assert ctx.runner.results(job_id)["state"] == "done", ctx.runner.log_tail(job_id)
+    return job_id
+
+
+@pytest.mark.parametrize("name", VIEWPORTS)
+def test_fine_tune_shows_base_and_tuned_answers_side_by_side_after_a_job(browser, admin_app, compared_job, name):
+    url, ctx = admin_app
+    expected = [row["expected"] for row in ctx.runner.results(compared_job)["rows"]]
+    page = _page(browser, name)
+    try:
+        page.goto(url)
+        page.get_by_role("tab", name="Fine-tune").click()
+        expect(page.locator("#memory-plan")).to_contain_text("per device", timeout=15_000)  # the plan, before launch
+        _shot(page, f"finetune-plan-{name}", "#memory-plan")
+        page.locator("#admin-password input").fill(PASSWORD)
+        watched = page.locator("#watched-job input")
+        watched.fill(str(compared_job))
+        watched.press("Enter")
+        page.get_by_role("button", name="Watch selected job").click()
+        table = page.locator("#results-rows")
+        expect(table).to_be_visible(timeout=30_000)
+        expect(page.locator("#results-metrics")).to_contain_text("token F1")
+        for header in ("image and question", "expected", "base answer", "tuned answer"):
+            expect(table).to_contain_text(header)
+        expect(table.locator("tr")).to_have_count(len(expected) + 1)
+        expect(table.locator("img").first).to_be_visible()
+        expect(table).to_contain_text(expected[0])
+        scroll_width = page.evaluate("document.scrollingElement.scrollWidth")
+        assert scroll_width <= VIEWPORTS[name][0] + 1, f"the page scrolls sideways: {scroll_width} px"
+        _shot(page, f"finetune-results-{name}", "#job-results")
+        if name == "desktop":  # the button answers the rows again
+            page.get_by_role("button", name="Compare base and tuned answers").click()
+            expect(page.get_by_text("Comparing base and tuned answers")).to_be_visible(timeout=10_000)
+        assert not page.errors, page.errors
+    finally:
+        page.close()

@@ -4,6 +4,7 @@ model for a few dozen CPU steps in a separate process, watch it finish with a fa
 import json
 import time
 import zipfile
+from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
@@ -23,9 +24,7 @@ def admin_app(tmp_path_factory):
     demo, ctx = create_app(
         ["--model", MODEL, "--data-dir", str(data_dir), "--port", str(port), "--admin-password", PASSWORD]
     )
-    demo.launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx.settings)
-    )
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx))
     yield Client(f"http://127.0.0.1:{port}/", verbose=False), ctx
     ctx.runner.stop_monitor()
     demo.close()
@@ -72,6 +71,11 @@ def test_validate_launch_watch_and_chat_with_the_result(admin_app, tmp_path):
     }
     with pytest.raises(Exception, match="needs the admin password"):
         client.predict(**settings, password="", api_name="/launch_job")
+    # The memory plan refuses what the hardware cannot hold, naming the estimate (here a batch of 100,000 rows).
+    jobs_before = len(ctx.storage.list_jobs())
+    with pytest.raises(Exception, match=r"needs about [\d.]+ GiB per CPU process \(full fine-tuning\)"):
+        client.predict(**{**settings, "batch_size": 100_000}, password=PASSWORD, api_name="/launch_job")
+    assert len(ctx.storage.list_jobs()) == jobs_before
     _, job_id = client.predict(**settings, password=PASSWORD, api_name="/launch_job")
     deadline = time.time() + 420
     while time.time() < deadline:
@@ -87,6 +91,20 @@ def test_validate_launch_watch_and_chat_with_the_result(admin_app, tmp_path):
 
     losses = [row["value"] for row in ctx.runner.loss_series(int(job_id)) if row["series"] == "train"]
     assert len(losses) >= 4 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+
+    # The job ends by answering rows with the base and the tuned model (training rows: the job had no eval split).
+    deadline = time.time() + 180
+    while ctx.runner.results(int(job_id))["state"] in ("none", "running") and time.time() < deadline:
+        time.sleep(1)
+    run_dir = Path(job["run_dir"])
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["held_out"] == "training rows" and results["rows"] == 12
+    for model in ("base", "tuned"):
+        assert set(results["metrics"][model]) == {"exact", "cer", "token_f1", "n"}
+    rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 12 and all(row["expected"] and "base" in row and "tuned" in row for row in rows)
+    with pytest.raises(Exception, match="Wrong admin password"):
+        client.predict("guess", job_id, api_name="/compare_job")
 
     with pytest.raises(Exception, match="needs the admin password"):
         client.predict("", f"job-{int(job_id)}-3", api_name="/load_model")

@@ -5,9 +5,12 @@ read or export another visitor's conversations, use the admin actions without th
 with crafted uploads, or leave empty conversations behind with refused files.
 """
 
+import asyncio
 import io
 import json
 import os
+import socket
+import tempfile
 import threading
 import time
 import zipfile
@@ -19,7 +22,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from eve_app.request_limits import UploadQuota
+from eve_app.request_limits import UploadBudget, UploadQuota
 from model.synthetic import write_dataset
 from tests.e2e.helpers import MODEL, free_port, peak_rss_growth, start_server, streamed
 
@@ -47,15 +50,22 @@ def server(tmp_path_factory):
 
     data_dir = tmp_path_factory.mktemp("public-data")
     port = free_port()
-    demo, ctx = create_app(
-        ["--model", MODEL, "--data-dir", str(data_dir), "--port", str(port), "--admin-password", PASSWORD, *LIMITS]
-    )
-    demo.launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx.settings)
-    )
-    yield f"http://127.0.0.1:{port}/", ctx
-    ctx.runner.stop_monitor()
-    demo.close()
+    with pytest.MonkeyPatch.context() as patch:
+        # An upload cache of its own: what these tests send as files must not be other processes' uploads.
+        patch.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio-cache")))
+        demo, ctx = create_app(
+            ["--model", MODEL, "--data-dir", str(data_dir), "--port", str(port), "--admin-password", PASSWORD, *LIMITS]
+        )
+        demo.launch(
+            server_name="127.0.0.1",
+            server_port=port,
+            prevent_thread_lock=True,
+            quiet=True,
+            **launch_options(ctx),
+        )
+        yield f"http://127.0.0.1:{port}/", ctx
+        ctx.runner.stop_monitor()
+        demo.close()
 
 
 def client_of(server) -> Client:
@@ -303,6 +313,59 @@ def test_a_visitor_uploads_no_more_than_the_hourly_quota(tmp_path):
         process.wait()
 
 
+def chunked_upload(port: int, name: str, size: int, declared: str | None = "1") -> str:
+    """POST a file of `size` bytes to the upload route in chunks, with a `Content-Length` that lies; the status line
+    of the answer (or "" when the server closed the connection without one)."""
+    boundary = "eve-boundary-0123456789"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    body = head + b"\0" * size + f"\r\n--{boundary}--\r\n".encode()
+    request = (
+        f"POST /gradio_api/upload HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+        + (f"Content-Length: {declared}\r\n" if declared is not None else "")
+        + "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    ).encode()
+    piece = 64 << 10
+    chunks = b"".join(
+        b"%x\r\n" % len(body[i : i + piece]) + body[i : i + piece] + b"\r\n" for i in range(0, len(body), piece)
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+        sock.sendall(request)
+        try:  # a server that refuses from the headers answers now (sending on would only reset the connection)
+            answer = sock.recv(65536)
+        except TimeoutError:  # it waits for the body
+            sock.settimeout(30)
+            sock.sendall(chunks + b"0\r\n\r\n")
+            answer = sock.recv(65536)
+    return answer.split(b"\r\n", 1)[0].decode()
+
+
+def test_a_chunked_upload_cannot_lie_about_its_size(tmp_path):
+    """The quota is spent; an upload sent in chunks with `Content-Length: 1` (2 MiB in fact) is refused, and not one
+    byte of it reaches the upload cache."""
+    port = free_port()
+    cache = tmp_path / "gradio-cache"
+    process = start_server(
+        ["--data-dir", str(tmp_path / "data"), "--upload-quota-mb", "1"], port, env={"GRADIO_TEMP_DIR": str(cache)}
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/gradio_api/upload"
+        assert httpx.post(url, files={"files": ("a.bin", b"\0" * (1000 << 10))}).status_code == 200
+        status = chunked_upload(port, "sneaky.bin", 2 << 20)
+        assert status.split()[1:2] == ["411"], status
+        time.sleep(0.5)  # a background copy into the cache, had there been one, has finished
+        assert [path.name for path in cache.rglob("*.bin")] == ["a.bin"]
+        assert not [path for path in cache.glob("tmp*") if path.is_file()]  # no half-received upload either
+        # Without the lie it is refused too: a body of unknown length could be any size.
+        assert chunked_upload(port, "honest.bin", 10, declared=None).split()[1:2] == ["411"]
+    finally:
+        process.kill()
+        process.wait()
+
+
 def test_a_nearly_full_disk_refuses_uploads_with_a_message_and_api_calls_end_with_an_error(tmp_path):
     """The disk floor on a live server: the upload route says why, and an `/answer` call through gradio_client ends
     with that refusal instead of waiting (its own iterator would wait forever)."""
@@ -323,26 +386,49 @@ def test_a_nearly_full_disk_refuses_uploads_with_a_message_and_api_calls_end_wit
 
 
 def test_uploads_stop_before_the_disk_fills(tmp_path):
-    quota = UploadQuota(
-        None, bytes_per_window=1 << 40, window_s=3600, min_free_bytes=1 << 50, cache_dir=tmp_path / "not-made-yet"
+    budget = UploadBudget(
+        bytes_per_window=1 << 40, window_s=3600, min_free_bytes=1 << 50, cache_dir=tmp_path / "not-made-yet"
     )
-    status, message = quota.admit("1.2.3.4", "1000")
+    status, message = budget.admit("1.2.3.4", 1000)
     assert status == 507 and "disk is nearly full" in message
-    quota.min_free_bytes = 0
-    assert quota.admit("1.2.3.4", "1000") is None
-    assert quota.admit("1.2.3.4", None)[0] == 411  # a body of unknown length could be any size
+    budget.min_free_bytes = 0
+    assert budget.admit("1.2.3.4", 1000) is None
+
+
+def test_an_upload_body_longer_than_it_declared_is_cut_off(tmp_path):
+    """Whatever the HTTP server makes of the framing, no more bytes reach Gradio than the upload was charged."""
+    seen: list = []
+
+    async def gradio(scope, receive, send) -> None:
+        while True:
+            message = await receive()
+            seen.append(message["type"] if message["type"] == "http.disconnect" else len(message["body"]))
+            if message["type"] == "http.disconnect" or not message.get("more_body"):
+                return
+
+    body = iter([{"type": "http.request", "body": b"x" * 8, "more_body": True}] * 3)
+
+    async def receive():
+        return next(body)
+
+    budget = UploadBudget(bytes_per_window=1 << 20, window_s=60, min_free_bytes=0, cache_dir=tmp_path)
+    quota = UploadQuota(gradio, budget=budget)
+    headers = [(b"content-length", b"10"), (b"content-type", b"multipart/form-data")]
+    scope = {"type": "http", "method": "POST", "path": "/gradio_api/upload", "headers": headers, "client": ("a", 1)}
+    asyncio.run(quota(scope, receive, None))
+    assert seen == [8, "http.disconnect"]
 
 
 def test_the_quota_is_per_visitor_and_frees_up_after_its_window(tmp_path, monkeypatch):
     clock = [1000.0]
     monkeypatch.setattr("eve_app.request_limits.time.monotonic", lambda: clock[0])
-    quota = UploadQuota(None, bytes_per_window=1000, window_s=60, min_free_bytes=0, cache_dir=tmp_path)
-    assert quota.admit("alice", "800") is None
-    status, message = quota.admit("alice", "300")
+    budget = UploadBudget(bytes_per_window=1000, window_s=60, min_free_bytes=0, cache_dir=tmp_path)
+    assert budget.admit("alice", 800) is None
+    status, message = budget.admit("alice", 300)
     assert status == 429 and "Try again in 1 minute(s)" in message
-    assert quota.admit("bob", "900") is None  # someone else's budget is untouched
+    assert budget.admit("bob", 900) is None  # someone else's budget is untouched
     clock[0] += 61
-    assert quota.admit("alice", "300") is None
+    assert budget.admit("alice", 300) is None
 
 
 def test_files_given_as_links_are_refused_and_never_fetched(server, monkeypatch):
@@ -369,3 +455,57 @@ def test_an_oversized_event_request_is_refused_unread(server):
     body = {"data": [{"text": question, "files": []}, "OCR"], "fn_index": 0, "session_hash": "abc"}
     response = httpx.post(f"{url}gradio_api/queue/join", json=body)
     assert response.status_code == 413 and "larger than 1 MiB" in response.text
+
+
+def call_raw(url: str, api_name: str, data: list) -> httpx.Response:
+    """An event called the way a script without gradio_client would: POST its inputs as JSON, file objects and all."""
+    return httpx.post(f"{url}gradio_api/call/{api_name}", json={"data": data}, timeout=30)
+
+
+def as_file(path: str | Path) -> dict:
+    return {"path": str(path), "meta": {"_type": "gradio.FileData"}}
+
+
+def test_the_upload_cache_and_its_folders_are_not_files(server, tmp_path):
+    """The cache folder (its location is in every upload's answer) and one of its subfolders, named as files: each
+    is refused before any handler copies it, so no visitor can read what others uploaded."""
+    url, ctx = server
+    secret = tmp_path / "data.json"
+    secret.write_text(json.dumps([{"id": "someone else's row", "conversations": []}]))
+    uploaded = httpx.post(f"{url}gradio_api/upload", files={"files": ("data.json", secret.read_bytes())}).json()[0]
+    subfolder = Path(uploaded).parent
+    cache = subfolder.parent
+    pending_before = sorted((ctx.settings.data_dir / "uploads").glob("*"))
+    base = "default model (eve-tiny)"
+    for folder in (cache, subfolder):
+        for api_name, data in (
+            ("validate_dataset", [[as_file(folder)], "", base, ""]),
+            ("answer", [as_file(folder), "OCR", "", 8]),
+            ("submit_message", [{"text": "read", "files": [as_file(folder)]}, "OCR"]),
+        ):
+            response = call_raw(url, api_name, data)
+            assert response.status_code == 400, (api_name, folder, response.text)
+            assert f"{folder.name} is a folder, not a file you uploaded" in response.text
+    assert sorted((ctx.settings.data_dir / "uploads").glob("*")) == pending_before  # nothing was staged
+    # The file itself, uploaded by this visitor, is still accepted.
+    response = call_raw(url, "validate_dataset", [[as_file(uploaded)], "", base, ""])
+    assert response.status_code == 200, response.text
+
+
+def test_exports_leave_no_working_folder_behind(server, tmp_path, monkeypatch):
+    """Thirty exports of one chat: each zip is served from the upload cache, and no temporary folder stays."""
+    _url, ctx = server
+    client = Client(server[0], verbose=False, download_files=False)  # its downloads would fill the temp folder
+    chat(client, "export me thirty times", png(tmp_path / "export.png", color="teal"))
+    found = client.predict("export me thirty times", "", api_name="/search_conversations")
+    conversation_id = str((found["data"] if isinstance(found, dict) else found)[0][0])
+    private = tmp_path / "tmp"
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))  # where the app's temporary folders go, in this test
+    for _ in range(30):
+        archive = client.predict(conversation_id, "JSON (zip with images)", "", api_name="/export_conversations")
+        path = Path(archive["path"] if isinstance(archive, dict) else archive.path)
+        assert path.parent.parent == ctx.upload_budget.cache_dir  # written where Gradio serves it, not copied there
+        with zipfile.ZipFile(path) as zf:
+            assert "conversations.json" in zf.namelist()
+    assert list(private.iterdir()) == []

@@ -7,6 +7,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 from model.train.export_default import last_finished_stage, stage_folder, training_summary
 from model.train.pipeline import ForwardSignals
 
@@ -110,3 +112,18 @@ def test_the_card_names_the_exported_stage_without_the_training_machines_path(tm
     (best / "run_args.json").write_text(json.dumps({"output_dir": "/home/someone/runs/eve-tiny/stages/stage-3-more"}))
     assert source_label(best, 1600) == "best (step 1600 of stage-3-more)"
     assert source_label(best, None) == "best"
+
+
+def test_the_offgrid_recipe_is_a_trial_that_never_exports_over_the_shipped_model(tmp_path, capsys):
+    from model.train.args import build_parser
+    from model.train.default_model import COMMON, RECIPES, STAGES, main, tracked_stage
+
+    assert RECIPES["grid"] is STAGES and tracked_stage("grid") == list(STAGES)[-1]  # the default is the shipped recipe
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--recipe", "offgrid", "--work", str(tmp_path)])  # no --assets: would overwrite assets/eve-tiny
+    assert exit_info.value.code == 2 and "--assets" in capsys.readouterr().err
+    ((name, flags),) = RECIPES["offgrid"].items()
+    parsed = build_parser().parse_args(
+        ["--output-dir", "o", "--from-scratch", "c", "--tokenizer", "t", *COMMON.split(), *flags.split()]
+    )
+    assert name.startswith("3:") and parsed.ocr_jitter == [1, 8] and parsed.fixed_place_share == 0.25

@@ -131,3 +131,29 @@ def test_main_metric_is_reported_for_every_task():
     for task in TASKS:
         sample = generate_sample(task, random.Random(0), 0)
         assert MAIN_METRIC[task] in score_sample(task, sample.answer, sample.target)
+
+
+def test_free_form_answers_score_exact_match_cer_and_token_f1():
+    from model.evaluation.metrics import score_answer, token_f1
+
+    assert score_answer("  Jazz Night. ", "jazz night") == {"exact": 1.0, "cer": 0.0, "token_f1": 1.0}
+    partial = score_answer("jazz day", "jazz night")
+    assert partial["exact"] == 0.0 and partial["token_f1"] == 0.5 and partial["cer"] == pytest.approx(5 / 10)
+    assert token_f1("the the cat", "the cat sat") == pytest.approx(2 / 3)  # repeated words count once per match
+    assert token_f1("", "") == 1.0 and token_f1("", "cat") == 0.0
+    assert score_answer("", "cat")["cer"] == 1.0
+
+
+def test_held_out_rows_are_the_jobs_eval_split_else_a_sample_of_its_training_rows(tmp_path):
+    from model.evaluation.compare import held_out_rows
+    from model.synthetic import write_dataset
+    from model.train.data import load_records, split_records
+
+    data = write_dataset(tmp_path, ["ocr"], n=10, seed=2, level=0)
+    rows, source = held_out_rows([data], None, eval_split=0.3, seed=5)
+    _, held_out = split_records(load_records([data]), 0.3, 64, 5)  # the very rows training kept out
+    assert source == "eval split" and [r.id for r in rows] == [h.load()["id"] for h in held_out]
+    assert all(r.images[0].is_file() and r.question[0]["content"].startswith("<image>\n") and r.expected for r in rows)
+    sample, source = held_out_rows([data], None, eval_split=0.0, seed=5, n=4)
+    assert source == "training rows" and len(sample) == 4
+    assert [r.id for r in sample] == [r.id for r in held_out_rows([data], None, 0.0, seed=5, n=4)[0]]  # seeded

@@ -303,3 +303,67 @@ def test_generation_is_fast():
     for _ in range(200):
         next(stream)
     assert time.perf_counter() - start < 5.0
+
+
+def _ink_box(image: Image.Image) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of the pixels that differ from the top-left pixel (the background)."""
+    pixels = np.asarray(image.convert("RGB")).astype(int)
+    ink = np.abs(pixels - pixels[0, 0]).sum(axis=2) > 60
+    rows, cols = np.nonzero(ink.any(axis=1))[0], np.nonzero(ink.any(axis=0))[0]
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_ocr_jitter_moves_the_same_text_off_the_grid_by_at_most_the_jitter(level):
+    shifts = set()
+    for seed in range(30):
+        on_grid = generate_sample("ocr", random.Random(seed), level)
+        moved = generate_sample("ocr", random.Random(seed), level, ocr_jitter=5)
+        assert moved.answer == on_grid.answer  # the same words, only drawn elsewhere
+        (x0, y0, x1, y1), (mx0, my0, mx1, my1) = _ink_box(on_grid.image), _ink_box(moved.image)
+        dx, dy = mx0 - x0, my0 - y0
+        assert abs(dx) <= 5 and abs(dy) <= 5 and (mx1 - mx0, my1 - my0) == (x1 - x0, y1 - y0)  # whole, not clipped
+        shifts.add((dx, dy))
+    assert len(shifts) > 10  # many sub-patch offsets, not one
+    assert generate_sample("ocr", random.Random(3), level, ocr_jitter=0).image.tobytes() == (
+        generate_sample("ocr", random.Random(3), level).image.tobytes()
+    )  # no jitter draws today's image
+    with pytest.raises(ValueError, match="ocr_jitter"):
+        generate_sample("ocr", random.Random(0), ocr_jitter=17)
+
+
+def test_visitor_text_in_held_out_fonts_any_size_both_polarities_and_readable_targets():
+    from model.synthetic.render import FONT_FILES, FONT_SPLITS, FREE_FONTS
+
+    assert not set(FONT_SPLITS["train"]) & set(FONT_SPLITS["test"])  # evaluation fonts are never trained on
+    assert {"mono", "mono-bold", "sans", "sans-bold", "serif", "serif-bold"} == set(FONT_SPLITS["train"])
+    assert set(FREE_FONTS) == {"mono", "mono-bold", "sans", "sans-bold"}  # level 3 draws what it drew before
+    assert all(name in FONT_FILES for names in FONT_SPLITS.values() for name in names)
+    heights, polarities, left_phases = [], set(), set()
+    for seed in range(60):
+        sample = generate_sample("ocr", random.Random(seed), seed % 3, split="test", ocr_fonts="test")
+        assert sample.image.size == IMAGE_SIZES["ocr"]
+        assert score_sample("ocr", sample.answer, sample.target)["exact"] == 1.0
+        assert all(is_held_out(w.lower()) for line in sample.target["lines"] for w in line.split())
+        background, ink = _background_and_ink(np.asarray(sample.image))
+        polarities.add(_luminance(background) > _luminance(ink))
+        x0, y0, x1, y1 = _ink_box(sample.image)
+        assert x1 <= sample.image.width and y1 <= sample.image.height
+        left_phases.add(x0 % PATCH_SIZE)
+        if len(sample.target["lines"]) == 1:
+            heights.append(y1 - y0)
+    assert polarities == {True, False}  # dark on light and light on dark
+    assert len(left_phases) > 8  # text starts at any pixel, not on the grid
+    assert min(heights) < 20 and max(heights) > 32  # small and large type
+    with pytest.raises(ValueError, match="font split"):
+        generate_sample("ocr", random.Random(0), ocr_fonts="other")
+    assert generate_sample("ocr", random.Random(1), 1, ocr_fonts="train").image.tobytes() == (
+        generate_sample("ocr", random.Random(1), 1, ocr_fonts="train").image.tobytes()
+    )
+
+
+def test_ocr_options_leave_the_other_tasks_alone():
+    for task in ("poster", "webpage", "scene"):
+        plain = generate_sample(task, random.Random(5), 1)
+        with_options = generate_sample(task, random.Random(5), 1, ocr_jitter=8, ocr_fonts="train")
+        assert plain.image.tobytes() == with_options.image.tobytes()

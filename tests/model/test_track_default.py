@@ -1,6 +1,13 @@
 """The default-model tracker ranks checkpoints by the tasks with text anywhere, not by fixed-place OCR."""
 
-from model.train.track_default import FIXED_PLACE_OCR, score_of
+from model.train.track_default import (
+    FIXED_PLACE_OCR,
+    HELD_OUT_FONT_OCR,
+    OFF_GRID_OCR,
+    UNSEEN_LAYOUT_POSTER,
+    UNSEEN_LAYOUT_SCENE,
+    score_of,
+)
 
 
 def _row(task: str, **metrics: float) -> dict:
@@ -16,3 +23,7 @@ def test_the_score_is_the_mean_main_metric_and_ignores_fixed_place_ocr():
     ]
     assert abs(score_of(results) - (0.5 + 0.0 + 0.8 + 0.9) / 4) < 1e-9
     assert score_of(results + [_row(FIXED_PLACE_OCR, exact=1.0, cer=0.0)]) == score_of(results)
+    # Off-grid rows (issue 31) are followed in the curve but do not change which checkpoint ranks best.
+    off_grid = [_row(OFF_GRID_OCR, exact=0.0, cer=0.9), _row(HELD_OUT_FONT_OCR, exact=0.0, cer=1.0)]
+    off_grid += [_row(UNSEEN_LAYOUT_SCENE, exact=0.1), _row(UNSEEN_LAYOUT_POSTER, exact=0.0)]
+    assert score_of(results + off_grid) == score_of(results)

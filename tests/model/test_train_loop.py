@@ -77,7 +77,17 @@ def test_cli_rejects_invalid_combinations(capsys):
     assert parse_args([*synthetic, "--placement-spread", "0"]).placement_spread == [0.0, 0.0]
     assert parse_args([*synthetic, "--placement-spread", "0,1"]).placement_spread == [0.0, 1.0]
     assert parse_args([*synthetic, "--fixed-place-share", "0.5"]).fixed_place_share == 0.5
+    assert parse_args(synthetic).ocr_jitter == [0, 0] and parse_args(synthetic).ocr_visitor_share == 0.0
+    assert parse_args([*synthetic, "--ocr-jitter", "8"]).ocr_jitter == [8, 8]
+    assert parse_args([*synthetic, "--ocr-jitter", "1,8", "--ocr-jitter-ramp", "0.25"]).ocr_jitter_ramp == 0.25
+    assert parse_args([*synthetic, "--ocr-visitor-share", "0.1"]).ocr_visitor_share == 0.1
     for bad in (
+        [*synthetic, "--ocr-jitter", "17"],
+        [*synthetic, "--ocr-jitter", "1,2,3"],
+        [*synthetic, "--ocr-jitter-ramp", "0"],
+        [*synthetic, "--ocr-visitor-share", "1.5"],
+        [*base, "--base", "a", "--ocr-jitter", "4"],
+        [*base, "--base", "a", "--ocr-visitor-share", "0.5"],
         [*synthetic, "--made-up-words", "2"],
         [*base, "--base", "a", "--made-up-words", "0.5"],
         [*synthetic, "--placement-spread", "1.5"],
@@ -265,6 +275,26 @@ def test_synthetic_stream_is_sharded_and_resumable(tiny):
     spreads = [anchored.spread_at(i) for i in range(1000)]
     assert set(spreads) == {0.0, 1.0} and 350 < spreads.count(0.0) < 450
     assert spreads == [anchored.spread_at(i) for i in range(1000)]  # a resumed run draws the same places
+
+
+def test_synthetic_stream_ramps_ocr_jitter_and_keeps_the_fixed_place_on_the_grid(tiny):
+    _, processor = tiny
+    encoder = Encoder(processor, max_image_size=32)
+    with pytest.raises(ValueError, match="run_samples"):
+        SyntheticStream(["ocr"], 0, [0], encoder, ocr_jitter=(1, 8))
+    stream = SyntheticStream(
+        ["ocr"], 0, [0], encoder, run_samples=1000, fixed_place_share=0.25, ocr_jitter=(1, 8), ocr_jitter_ramp=0.5
+    )
+    options = [stream.ocr_options_at(i) for i in range(1000)]
+    assert options == [stream.ocr_options_at(i) for i in range(1000)]  # a resumed run draws the same options
+    for i, (jitter, fonts) in enumerate(options):
+        if stream.spread_at(i) == 0.0:  # the fixed-place anchor: on the grid, grid font
+            assert (jitter, fonts) == (0, None)
+        else:
+            assert jitter == round(1 + 7 * min(1.0, i / 500)) and fonts is None  # no visitor share asked for
+    visitors = SyntheticStream(["ocr"], 0, [0], encoder, ocr_visitor_share=0.3)
+    fonts = [visitors.ocr_options_at(i)[1] for i in range(1000)]
+    assert set(fonts) == {None, "train"} and 250 < fonts.count("train") < 350  # training fonts only
 
 
 def _scratch_files(tmp_path) -> tuple[Path, Path]:

@@ -1,6 +1,6 @@
 """Fine-tuning the shipped model as a new user would: only the method, 40 epochs and batch size 2 given.
 
-The data: 10 words the generator never drew, in a font it never used (DejaVu Serif, shipped in tests/data/fonts),
+The data: 10 words the generator never drew, in a font it never used (DejaVu Serif Italic, in tests/data/fonts),
 asked with the OCR instruction. The job must read its own training images back exactly, through the chat's way of
 reading (the inference processor, `load_pretrained` on the output folder): at least 9 of 10 after full and LoRA
 fine-tuning, 8 of 10 after QLoRA. The options left empty come from `assets/eve-tiny/finetune_defaults.json` (learning
@@ -30,7 +30,7 @@ from model.train.stages import get_stage
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "assets" / "eve-tiny"
-SERIF = ROOT / "tests" / "data" / "fonts" / "DejaVuSerif.ttf"
+SERIF = ROOT / "tests" / "data" / "fonts" / "DejaVuSerif-Italic.ttf"  # no synthetic sample uses it
 WORDS = ["quokka", "zephyr", "vortex", "kumquat", "glyph", "sphinx", "jigsaw", "wombat", "quartz", "fjord"]
 QUESTION = task_instructions()["OCR"]
 NEEDED = {"full": 9, "lora": 9, "qlora": 8}
@@ -168,6 +168,14 @@ def test_lora_adapts_the_layers_of_the_stage_s_groups():
     twins = lora_target_modules(model, get_stage("2.1"), ["mlp"])  # the twins alone: their MLPs by full name
     assert twins and all(".moe_mlp." in name for name in twins) and len(twins) == 3 * model.config.num_hidden_layers
     assert lora_target_modules(model, get_stage("1"), ["attention", "mlp"]) == []
+
+
+def test_the_words_and_their_font_are_new_to_the_shipped_model():
+    from model.synthetic.render import FONT_FILES
+
+    assert SERIF.name not in FONT_FILES.values()
+    known = set((ROOT / "assets" / "wordlist.txt").read_text().split())
+    assert not known & set(WORDS)
 
 
 def test_empty_options_come_from_the_base_then_from_the_stage_preset(tmp_path):

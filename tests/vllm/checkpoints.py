@@ -103,3 +103,47 @@ def write_default_shaped(folder: Path, seed: int = 0) -> Path:
         tokenizer, EveImageProcessor.from_config(config), image_token_id=config.image_token_id
     ).save_pretrained(folder)
     return folder
+
+
+# peft matches a target by the module name's last part: gate/up/down_proj cover the text and the vision MLP alike.
+LORA_TARGETS = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+    "moe_q_proj",
+    "moe_k_proj",
+    "moe_v_proj",
+    "moe_o_proj",
+]
+
+
+def write_lora_adapter(base: Path, folder: Path, seed: int, rank: int = 8) -> Path:
+    """A peft LoRA adapter for `base` on the text projections and their vision twins, saved as peft saves one. Its A
+    and B are random (peft's `init_lora_weights=False`), not zero as at the start of training, so that it changes
+    greedy answers."""
+    from peft import LoraConfig, get_peft_model
+
+    from model import load_pretrained
+
+    model, _ = load_pretrained(base, device="cpu", dtype=torch.float32)
+    torch.manual_seed(seed)
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=LORA_TARGETS, init_lora_weights=False)
+    get_peft_model(model, config).save_pretrained(str(folder))
+    return folder
+
+
+def transformers_engine(checkpoint: Path, adapter: Path | None = None):
+    """The app's transformers backend on `checkpoint` in fp32, with the LoRA adapter on through peft if given: the
+    reference answer for the vLLM backends."""
+    from eve_app.engine import Engine
+
+    engine = Engine.load(str(checkpoint), dtype="float32")
+    if adapter is not None:
+        from peft import PeftModel
+
+        engine.model = PeftModel.from_pretrained(engine.model, str(adapter))
+    return engine

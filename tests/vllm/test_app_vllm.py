@@ -16,7 +16,7 @@ from PIL import Image
 
 from eve_app.serving.sent_images import SentImages
 from tests.e2e.helpers import free_port, streamed
-from tests.vllm.checkpoints import write_default_shaped
+from tests.vllm.checkpoints import transformers_engine, write_default_shaped, write_lora_adapter, write_official
 
 
 @pytest.fixture(scope="module")
@@ -52,18 +52,18 @@ def app(checkpoint, tmp_path_factory):
             str(tmp_path_factory.mktemp("data")),
         ]
     )
-    demo.launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx.settings)
-    )
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx))
     yield f"http://127.0.0.1:{port}/", ctx, demo
     demo.close()
     ctx.engine.shutdown()
 
 
-def _transformers_answer(checkpoint: Path, image: Path, question: str, max_new_tokens: int) -> str:
-    from eve_app.engine import ChatRequest, Engine, GenerationSettings, Turn
+def _transformers_answer(
+    checkpoint: Path, image: Path, question: str, max_new_tokens: int, adapter: Path | None = None
+) -> str:
+    from eve_app.engine import ChatRequest, GenerationSettings, Turn
 
-    engine = Engine.load(str(checkpoint), dtype="float32")
+    engine = transformers_engine(checkpoint, adapter)
     request = ChatRequest([Turn("user", question, [str(image)])], GenerationSettings(max_new_tokens=max_new_tokens))
     return list(engine.stream(request))[-1].record.text
 
@@ -256,6 +256,42 @@ def test_the_processor_cache_keeps_each_image_size_apart(app, images):
     default, small = image_tokens(None), image_tokens(96)
     assert default - small == num_image_tokens(192, 192, 16) - num_image_tokens(96, 96, 16)
     assert (image_tokens(None), image_tokens(96)) == (default, small)
+
+
+def test_the_model_picker_switches_to_an_adapter_and_back_without_a_restart(app, checkpoint, images, tmp_path):
+    """The picker's call (`reload` with a fine-tune job's adapter folder) serves the adapter on the same vLLM engine:
+    answers equal the transformers backend's with the adapter (peft); the checkpoint switches back to the base."""
+    from eve_app.engine import ChatRequest, GenerationSettings, Turn
+    from eve_app.errors import UserError
+
+    _, ctx, _ = app
+    engine = ctx.engine
+    adapter = write_lora_adapter(checkpoint, tmp_path / "job-3", seed=3)
+    vllm_engine = engine._engine
+
+    def answer() -> str:
+        settings = GenerationSettings(max_new_tokens=16)
+        record = list(engine.stream(ChatRequest([Turn("user", "What is written here?", [str(images[3])])], settings)))
+        assert record[-1].record.status == "done", record[-1].record.error
+        return _clean(record[-1].record.text)
+
+    base = answer()
+    engine.reload(str(adapter), name="job-3")
+    assert engine._engine is vllm_engine and engine.describe().startswith("job-3 (LoRA on ")
+    tuned = answer()
+    assert tuned == _clean(_transformers_answer(checkpoint, images[3], "What is written here?", 16, adapter))
+    assert tuned != base
+    engine.reload(str(checkpoint), name="default")
+    assert answer() == base and "LoRA" not in engine.describe()
+    # An adapter above the engine's rank limit is refused with what to change, and the model stays as it was.
+    big = write_lora_adapter(checkpoint, tmp_path / "job-4", seed=4, rank=32)
+    with pytest.raises(UserError, match="max_lora_rank"):
+        engine.reload(str(big), name="job-4")
+    # So is an adapter trained on another model.
+    other = write_lora_adapter(write_official(tmp_path / "other"), tmp_path / "job-5", seed=5)
+    with pytest.raises(UserError, match="trained on other, a different model"):
+        engine.reload(str(other), name="job-5")
+    assert "LoRA" not in engine.describe()
 
 
 def _descendants(pid: int) -> set[int]:

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from tests.e2e.helpers import free_port
-from tests.vllm.checkpoints import write_official
+from tests.vllm.checkpoints import transformers_engine, write_lora_adapter, write_official
 
 ROOT = Path(__file__).resolve().parents[2]
 QUESTION = "What is written here?"
@@ -39,8 +39,15 @@ def image_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(checkpoint, tmp_path_factory):
-    """Base URL of `python -m vllm.entrypoints.openai.api_server --model CHECKPOINT` (the plugin loads itself)."""
+def adapter(checkpoint, tmp_path_factory) -> Path:
+    """A fine-tune job's LoRA adapter for the checkpoint (peft's layout, random weights)."""
+    return write_lora_adapter(checkpoint, tmp_path_factory.mktemp("job-7"), seed=7)
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint, adapter, tmp_path_factory):
+    """Base URL of `python -m vllm.entrypoints.openai.api_server --model CHECKPOINT --enable-lora --lora-modules
+    job-7=ADAPTER` (the plugin loads itself)."""
     port = free_port()
     log = (tmp_path_factory.mktemp("server") / "server.log").open("w")
     # As the README serves on a CPU: the worker inside the engine core's process, the text path compiled (see
@@ -69,6 +76,11 @@ def server(checkpoint, tmp_path_factory):
             "0.2",
             "--distributed-executor-backend",
             "uni",
+            "--enable-lora",
+            "--max-lora-rank",
+            "8",
+            "--lora-modules",
+            f"job-7={adapter}",
         ],
         cwd=ROOT,
         env=env,
@@ -95,10 +107,14 @@ def _data_url(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
-def _library_ids(checkpoint: Path, image: Path, new_tokens: int) -> list[int]:
+def _library_ids(checkpoint: Path, image: Path, new_tokens: int, adapter: Path | None = None) -> list[int]:
     from model import load_pretrained
 
     model, processor = load_pretrained(checkpoint, device="cpu", dtype=torch.float32)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter))
     inputs = processor(
         text=processor.build_prompt([{"role": "user", "content": f"<image>\n{QUESTION}"}]), images=[image]
     )
@@ -111,6 +127,36 @@ def _text(text: str) -> str:
     """Random byte-level tokens often end inside a UTF-8 character: vLLM holds those bytes back at the end of a
     stream, transformers' streamer prints them as U+FFFD."""
     return text.replace("\ufffd", "").strip()  # vLLM also drops the leading space of the first answer token
+
+
+def _chat(server: str, model: str, image: Path, max_tokens: int):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{server}/v1", api_key="none")
+    return client.chat.completions.create(
+        model=model,
+        temperature=0,
+        max_tokens=max_tokens,
+        extra_body={"return_token_ids": True},
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": _data_url(image)}},
+                    {"type": "text", "text": QUESTION},
+                ],
+            }
+        ],
+    )
+
+
+def test_the_server_serves_a_lora_adapter_by_name(server, checkpoint, adapter, image_file):
+    """`--lora-modules job-7=PATH`: the model `job-7` answers like transformers with the adapter (peft)."""
+    models = httpx.get(f"{server}/v1/models", timeout=5).json()["data"]
+    assert {(m["id"], m.get("parent")) for m in models} == {("eve", None), ("job-7", "eve")}
+    tuned = _chat(server, "job-7", image_file, 16).choices[0].token_ids
+    assert tuned == _library_ids(checkpoint, image_file, 16, adapter)
+    assert tuned != _library_ids(checkpoint, image_file, 16)
 
 
 def test_openai_chat_with_an_image_answers_like_the_library(server, checkpoint, image_file):
@@ -234,6 +280,35 @@ def test_app_backend_on_api_base_streams_like_the_transformers_backend(server, c
     long = ChatRequest([Turn("user", QUESTION, [str(image_file)])], GenerationSettings(max_new_tokens=8190))
     record = list(remote.stream(long))[-1].record
     assert record.status == "error" and "too long for the context" in record.error
+
+
+def test_api_base_model_picker_switches_to_the_served_adapter_and_back(server, checkpoint, adapter, image_file):
+    """On `--api-base` the picker's call (`reload` with the job's adapter folder) sends requests to the server's
+    model of that adapter; the `--model` checkpoint switches back. An adapter the server lacks is refused with how to
+    serve it."""
+    from eve_app.engine import ChatRequest, GenerationSettings, Turn
+    from eve_app.errors import UserError
+    from eve_app.serving.openai_engine import OpenAIEngine
+
+    remote = OpenAIEngine.connect(server, str(checkpoint))
+    assert remote.served_name == "eve"
+
+    def answer(engine) -> str:
+        request = ChatRequest([Turn("user", QUESTION, [str(image_file)])], GenerationSettings(max_new_tokens=16))
+        record = list(engine.stream(request))[-1].record
+        assert record.status == "done", record.error
+        return _text(record.text)
+
+    base = answer(remote)
+    remote.reload(str(adapter), name="job-7")
+    assert remote.served_name == "job-7" and "job-7 (LoRA)" in remote.describe()
+    tuned = answer(remote)
+    assert tuned == answer(transformers_engine(checkpoint, adapter)) and tuned != base
+    remote.reload(str(checkpoint))
+    assert remote.served_name == "eve" and answer(remote) == base
+    with pytest.raises(UserError, match="--lora-modules"):
+        remote.reload(str(write_lora_adapter(checkpoint, adapter.parent / "job-8", seed=8)), name="job-8")
+    assert remote.served_name == "eve"
 
 
 def test_api_base_follow_ups_send_earlier_images_by_id(server, checkpoint, image_file, tmp_path):
