@@ -100,9 +100,46 @@ def test_the_memory_plan_follows_the_form_and_says_what_the_hardware_cannot_hold
     handlers = FinetuneHandlers(ctx)
     plan = handlers.memory_plan("", BASE, ["3"], 4, "", "", "CPU", "ddp")
     assert "per device" in plan and "the chosen hardware" in plan and ": fits" in plan and "refuses" not in plan
+    assert "on one GPU (bf16)" in plan and "fits 24 GB, 48 GB, 80 GB" in plan
     huge = handlers.memory_plan("", BASE, ["3"], 1_000_000, "", "", "CPU", "ddp")
     assert "Launch refuses this: This job needs about" in huge and "No method fits" in huge
     assert handlers.memory_plan("", BASE, ["3"], 4, "long", "", "CPU", "ddp").startswith("No memory plan: The max")
+
+
+def test_a_valid_admin_token_lets_the_admin_in_while_their_address_is_locked(ctx):
+    """The page of a browser with a valid admin token is unlocked on load; from it the right password passes a
+    lock-out that others' guesses from the same address caused."""
+    import dataclasses
+
+    from eve_app.security import AdminGate
+
+    gate = AdminGate("s3cret", max_failures=1, delay=0)
+    handlers = FinetuneHandlers(dataclasses.replace(ctx, admin=gate))
+    with pytest.raises(gr.Error, match="Wrong admin password"):
+        handlers.abort("guess", None, REQUEST)
+    with pytest.raises(gr.Error, match="Too many wrong admin passwords"):
+        handlers.abort("s3cret", None, REQUEST)
+    _, unlocked = handlers.restore(None, gate.issue_token())
+    assert unlocked is True
+    with pytest.raises(gr.Error, match="Pick a job first"):  # past the password check
+        handlers.abort("s3cret", None, REQUEST, unlocked)
+    _, stranger = handlers.restore(None, "made-up-token-0123456789")
+    with pytest.raises(gr.Error, match="Too many wrong admin passwords"):
+        handlers.abort("s3cret", None, REQUEST, stranger)
+
+
+def test_server_paths_are_redacted_only_where_they_are_whole(ctx):
+    """The project folder's name inside a longer name (a sibling folder, another path ending the same way) is not
+    a server path of this app and stays as written; the interpreter inside the project keeps its own name."""
+    from eve_app.ui.finetune import redact_paths
+    from model.shared import PROJECT_ROOT
+
+    root = str(PROJECT_ROOT)
+    text = f"{root}/model/train.py, {root}-backup/notes.txt, /mnt{root}/x, '{root}'."
+    redacted = FinetuneHandlers(ctx).redact(text)
+    assert redacted == f"./model/train.py, {root}-backup/notes.txt, /mnt{root}/x, '.'."
+    names = {"/srv/app": ".", "/srv/app/.venv/bin/python": "python"}
+    assert redact_paths("/srv/app/.venv/bin/python -m model.train", names) == "python -m model.train"
 
 
 def test_a_lora_job_shows_its_adapter_size_loads_into_the_chat_and_merges(tiny_checkpoint, tmp_path):
