@@ -20,7 +20,7 @@ from huggingface_hub import RepoCard
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from model import load_pretrained
-from model.loading import resolve_checkpoint
+from model.loading import adapter_base, resolve_checkpoint
 from model.precision import resolve_precision
 from model.shared import IMAGE_PLACEHOLDER
 from model.train.memory_plan import read_config
@@ -173,7 +173,10 @@ class Engine(ImageLimits):
         """Loads a checkpoint folder or Hub id; `dtype` by name ("float32", "bfloat16", "float16"); `quantization`
         "8bit", "4bit" or "none". On CUDA with neither given, the precision that fits the GPU's free memory."""
         folder = resolve_checkpoint(path)
-        choice = resolve_precision(read_config(folder), device, dtype, quantization)
+        base = adapter_base(folder)  # a LoRA job's folder: the precision is the base model's
+        choice = resolve_precision(
+            read_config(resolve_checkpoint(base) if base else folder), device, dtype, quantization
+        )
         if choice is not None:
             dtype, quantization = choice.dtype, choice.quantization
         quantization = None if quantization == "none" else quantization

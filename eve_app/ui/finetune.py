@@ -9,6 +9,7 @@ paths); launching, aborting, watching a job's log and loading a model into the c
 import dataclasses
 import html
 import re
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import gradio as gr
 import pandas as pd
 from huggingface_hub import constants as hub_constants
 
-from model.shared import PROJECT_ROOT
+from model.shared import ADAPTER_CONFIG_FILE, PROJECT_ROOT
 
 from ..context import AppContext
 from ..errors import UserError
@@ -47,6 +48,19 @@ from .refusals import refuse
 LOSS_COLUMNS = ["step", "value", "series", "stage"]
 DEFAULT_CHOICE = "default model (eve-tiny)"
 ABORT_GRACE = 60.0  # seconds a trainer gets to finish its step and save a checkpoint before it is killed
+MERGED_FOLDER = "merged"  # a LoRA job's merged checkpoint, beside its `out` folder in the job's run folder
+MERGE_TIMEOUT = 3600.0  # seconds a merge may take (loading a 7B base and writing it again)
+JOB_COLUMNS = ["job", "status", "created", "stages", "method", "weights"]
+
+
+def weights_size(folder: str | Path | None) -> str:
+    """What a finished job wrote, for the jobs table: "adapter 1.2 MB" for a LoRA job, "16.0 MB" for a full model."""
+    if not folder or not Path(folder).is_dir():
+        return ""
+    megabytes = sum(f.stat().st_size for f in Path(folder).glob("*.safetensors")) / 1e6
+    if (Path(folder) / ADAPTER_CONFIG_FILE).is_file():
+        return f"adapter {megabytes:.2f} MB"
+    return f"{megabytes:.1f} MB"
 
 
 def launch_blocked_reason(ctx: AppContext) -> str | None:
@@ -84,9 +98,13 @@ class JobForm:
     eval_split: float
     hardware: str
     strategy: str
+    method: str
+    lora_rank: str
 
 
 FORM_FIELDS = [field.name for field in dataclasses.fields(JobForm)]
+# The fields a saved job.json fills (not the dataset, the base or the hardware, which belong to this server).
+LOADED_FIELDS = [name for name in FORM_FIELDS if name not in ("dataset", "base", "hardware", "strategy")]
 # The form fields the memory plan depends on; a "method" field joins them where the form has one.
 PLAN_FIELDS = ["dataset", "base", "stages", "batch_size", "max_length", "max_image_size", "hardware", "strategy"]
 
@@ -215,9 +233,11 @@ class FinetuneHandlers:
         for job in self.ctx.storage.list_jobs("done"):
             path = (job.get("final_metrics") or {}).get("model_path")
             if path:
-                choices[f"job-{job['id']}-{'-'.join(job['args'].get('stages') or [job['args'].get('stage', '')])}"] = (
-                    path
-                )
+                name = f"job-{job['id']}-{'-'.join(job['args'].get('stages') or [job['args'].get('stage', '')])}"
+                choices[name] = path
+                merged = Path(job["run_dir"]) / MERGED_FOLDER
+                if (merged / "config.json").is_file():
+                    choices[f"{name}-merged"] = str(merged)
         return choices
 
     def _base(self, base: str) -> str:
@@ -318,6 +338,7 @@ class FinetuneHandlers:
             max_image_size = optional_whole_number(form.max_image_size, "The max image size", positive=True)
             max_length = optional_whole_number(form.max_length, "The max length", positive=True)
             seed = optional_whole_number(form.seed, "The seed")
+            lora_rank = optional_whole_number(form.lora_rank, "The LoRA rank", positive=True)
         except UserError as error:
             raise refuse(str(error)) from None
         return JobConfig(
@@ -326,6 +347,8 @@ class FinetuneHandlers:
             image_folder=str(result.image_folder),
             stage=form.stages[0],
             stages=form.stages if len(form.stages) > 1 else None,
+            method=form.method or "full",
+            lora_rank=lora_rank if form.method in ("lora", "qlora") else None,
             lr=lr,
             max_steps=max_steps,
             epochs=float(form.epochs or 1),
@@ -357,6 +380,8 @@ class FinetuneHandlers:
         eval_split: float = 0.1,
         hardware: str = "CPU",
         strategy: str = "ddp",
+        method: str = "full",
+        lora_rank: str = "",
     ) -> str:
         """The exact command a launch with these settings would run, server paths shown as names.
 
@@ -364,7 +389,8 @@ class FinetuneHandlers:
             dataset: the id that /validate_dataset returned.
             base: "default model (eve-tiny)", a finished job ("job-3-3"), a checkpoint folder or a Hub id.
             stages: one or more of "1", "2.1", "2.2", "3", run in that order.
-            lr, max_steps, max_image_size, max_length: empty for the stage's own.
+            lr, max_steps, max_image_size, max_length: empty for the base's or the stage's own.
+            method: "full", "lora" or "qlora"; lora_rank: empty for the base's default (8 otherwise).
         """
         form = JobForm(
             dataset,
@@ -381,6 +407,8 @@ class FinetuneHandlers:
             eval_split,
             hardware,
             strategy,
+            method,
+            lora_rank,
         )
         output = self.ctx.settings.data_dir.resolve() / "runs" / "job-N" / "out"
         config = dataclasses.replace(self.config_from(form), output_dir=str(output))
@@ -481,6 +509,8 @@ class FinetuneHandlers:
             f["max_length"]: text(config.max_length),
             f["seed"]: config.seed,
             f["eval_split"]: config.eval_split,
+            f["method"]: config.method,
+            f["lora_rank"]: text(config.lora_rank),
         }
 
     # Jobs (admin)
@@ -501,6 +531,8 @@ class FinetuneHandlers:
         eval_split: float = 0.1,
         hardware: str = "CPU",
         strategy: str = "ddp",
+        method: str = "full",
+        lora_rank: str = "",
         password: str = "",
         unlocked: bool = False,
         request: gr.Request | None = None,
@@ -525,6 +557,8 @@ class FinetuneHandlers:
             eval_split,
             hardware,
             strategy,
+            method,
+            lora_rank,
         )
         config = self.config_from(form)
         result = self.ctx.uploads.get(dataset)
@@ -543,6 +577,8 @@ class FinetuneHandlers:
         return self.jobs_table(), job_id
 
     def jobs_table(self) -> pd.DataFrame:
+        """One row a job: id, status, creation time, stages, method and the size of what it wrote (adapters are
+        megabytes where full models are gigabytes)."""
         runner = self.ctx.runner
         rows = [
             [
@@ -550,10 +586,42 @@ class FinetuneHandlers:
                 "stopping…" if runner and runner.stopping(j) else j["status"],
                 str(j["created_at"])[:16],
                 " → ".join(j["args"].get("stages") or [j["args"].get("stage", "")]),
+                j["args"].get("method", "full"),
+                weights_size((j.get("final_metrics") or {}).get("model_path")) if j["status"] == "done" else "",
             ]
             for j in self.ctx.storage.list_jobs()
         ]
-        return pd.DataFrame(rows, columns=["job", "status", "created", "stages"])
+        return pd.DataFrame(rows, columns=JOB_COLUMNS)
+
+    def merge(self, password: str, job_id: float | None, request: gr.Request, unlocked: bool = False):
+        """Folds a finished LoRA job's adapter into its base (admin): a full checkpoint in the job's `merged` folder,
+        offered as a base and a chat model ("job-N-…-merged"). Runs `python -m model.train.merge` in its own process,
+        so the server's memory is not spent on a second copy of the model. Returns the message and the two model
+        pickers' new choices."""
+        self._check_admin(password, request, unlocked)
+        if not job_id:
+            raise refuse("Pick a finished LoRA job first.")
+        try:
+            job = self.ctx.storage.get_job(int(job_id))
+        except LookupError:
+            raise refuse(f"There is no job {int(job_id)}.") from None
+        adapter = (job.get("final_metrics") or {}).get("model_path")
+        if job["status"] != "done" or not adapter or not (Path(adapter) / ADAPTER_CONFIG_FILE).is_file():
+            raise refuse(f"Job {int(job_id)} is not a finished lora or qlora job: there is no adapter to merge.")
+        merged = Path(job["run_dir"]) / MERGED_FOLDER
+        argv = [sys.executable, "-m", "model.train.merge", adapter, str(merged)]
+        try:
+            done = subprocess.run(  # our own module; the paths come from storage, not from the visitor
+                argv, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=MERGE_TIMEOUT, check=False
+            )
+        except subprocess.TimeoutExpired:
+            raise refuse(f"Merging job {int(job_id)} took longer than {MERGE_TIMEOUT:g} s and was stopped.") from None
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise refuse(f"Merging job {int(job_id)} failed: {self.redact(last)}")
+        choices = list(self.base_choices())
+        message = f"Merged job {int(job_id)}: **{weights_size(merged)}** full checkpoint, offered as a model."
+        return message, gr.Dropdown(choices=choices), gr.Dropdown(choices=choices)
 
     def _watch(self, job_id: float | None):
         if not job_id:
@@ -695,7 +763,7 @@ def build_finetune_tab(ctx: AppContext, owner: gr.State, chat: dict, browser: di
     c["preview_command"].click(h.preview_command, form, c["command"], api_name="preview_command")
     c["save_config"].click(h.save_config, form, c["config_file"], api_visibility="private")
     c["load_config"].upload(
-        h.load_config, c["load_config"], [c[name] for name in FORM_FIELDS[2:12]], api_visibility="private"
+        h.load_config, c["load_config"], [c[name] for name in LOADED_FIELDS], api_visibility="private"
     )
     launched = c["launch"].click(
         h.launch_job, [*form, c["password"], unlocked], [c["jobs"], c["job_id"]], api_name="launch_job"
@@ -746,5 +814,13 @@ def build_finetune_tab(ctx: AppContext, owner: gr.State, chat: dict, browser: di
         api_name="load_model",
     )
     c["refresh"].click(h.refresh_choices, None, [c["base"], c["chat_model"]], api_visibility="private")
+    c["merge"].click(
+        h.merge,
+        [c["password"], c["job_id"], unlocked],
+        [c["load_status"], c["base"], c["chat_model"]],
+        api_name="merge_adapter",
+        concurrency_id="merge",
+        concurrency_limit=1,
+    )
     c["jobs_table"] = h.jobs_table
     return c
