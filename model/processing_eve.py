@@ -86,7 +86,7 @@ class EveProcessor(ProcessorMixin):
         config = config if config is not None else EveConfig.from_pretrained(path, **hub)
         legacy_file = _checkpoint_file(path, LEGACY_PROCESSOR_FILE, hub)
         settings = json.loads(Path(legacy_file).read_text()) if legacy_file else {}
-        tokenizer = AutoTokenizer.from_pretrained(path, **hub)
+        tokenizer = AutoTokenizer.from_pretrained(path, config=config, **hub)  # config: no `eve-qwen2` warning
         image_processor = EveImageProcessor.from_config(config)
         return cls(tokenizer, image_processor, image_token_id=config.image_token_id, **settings)
 
