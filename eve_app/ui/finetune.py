@@ -208,10 +208,17 @@ class FinetuneHandlers:
         return self.ctx.runner
 
     def _check_admin(self, password: str, request: gr.Request | None, unlocked: bool = False) -> None:
-        """Refuses unless `password` is the admin's; `unlocked`: this page holds a valid admin token (see AdminGate)."""
+        """Refuses unless this page is unlocked or `password` is the admin's.
+
+        `unlocked` (server-side page state) is set only by a right password on this page (Watch, Launch) or by a
+        valid admin token the browser kept across a reload: such a page may launch, abort, compare and load models
+        without typing the password again, and a click there never counts as a wrong guess.
+        """
         reason = launch_blocked_reason(self.ctx)
         if reason:
             raise refuse(reason)
+        if unlocked:
+            return
         try:
             self.ctx.admin.check(password, client_address(request), trusted=bool(unlocked))
         except UserError as error:
