@@ -219,11 +219,11 @@ def _attach_through_the_paperclip(page: Page, image: Path, count: int) -> None:
 @pytest.mark.parametrize("name", VIEWPORTS)
 def test_settings_are_refused_before_sending_and_new_tokens_fit_the_context(browser, running_app, name):
     """A seed the model cannot use is refused before anything is sent (the message stays in the box, nothing is
-    logged); three images in free chat get an answer shortened to what the context leaves, and the status line says
+    logged); four images in free chat get an answer shortened to what the context leaves, and the status line says
     so; a refused retry keeps a status line that says why."""
     url, ctx = running_app
     before = {c["id"] for c in ctx.storage.list_conversations(limit=500)}
-    images = [EXAMPLE, ROOT / "assets/examples/poster/poster-1.png"]
+    images = [EXAMPLE, ROOT / "assets/examples/poster/poster-1.png", ROOT / "assets/examples/webpage/webpage-1.png"]
     page = _page(browser, name)
     try:
         page.goto(url)
@@ -243,7 +243,8 @@ def test_settings_are_refused_before_sending_and_new_tokens_fit_the_context(brow
         assert {c["id"] for c in ctx.storage.list_conversations(limit=500)} == before
 
         seed.fill("")
-        _attach_through_the_paperclip(page, images[1], 3)  # a third image: 512 new tokens no longer fit
+        _attach_through_the_paperclip(page, images[1], 3)
+        _attach_through_the_paperclip(page, images[2], 4)  # four images (~670 tokens): 512 new tokens do not fit
         box.press("Enter")
         status = page.locator("#status-line")
         expect(status).to_contain_text(STATUS, timeout=ANSWER_TIMEOUT_MS * 2)
@@ -558,8 +559,13 @@ def test_fine_tune_validate_preview_launch_reload_and_abort(browser, admin_app, 
         _shot(page, f"finetune-aborted-{name}", "#jobs-table")
         expect(visitor.locator("#jobs-table")).not_to_contain_text(re.compile("running|stopping…"), timeout=15_000)
         _shot(visitor, f"finetune-visitor-jobs-{name}", "#jobs-table")
+        page.wait_for_timeout(1000)
         page.get_by_role("button", name="Abort selected job").click()  # again: the job has ended
-        expect(page.get_by_text(re.compile("has already ended.*nothing to abort")).first).to_be_visible(timeout=10_000)
+        ended = page.get_by_text(re.compile("has already ended")).first
+        try:
+            expect(ended).to_be_visible(timeout=30_000)
+        finally:
+            _shot(page, f"finetune-abort-ended-{name}")
         assert not page.errors, page.errors
     finally:
         page.close()
