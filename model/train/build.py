@@ -83,7 +83,7 @@ def load_base(
             )
         merged, _ = load_pretrained(folder, dtype=dtype, attn_implementation=attn_implementation)
         merged.train()
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), config=merged.config)  # config: no eve-qwen2 warning
         return merged, stage_processor(tokenizer, merged.config, stage, folder)
     config = read_eve_config(folder)
     add_twins = stage.vision_twins and not config.add_moe
