@@ -727,8 +727,9 @@ class FinetuneHandlers:
             raise refuse("Pick a job first.")
         try:
             status = self.ctx.storage.get_job(int(job_id))["status"]
-            if status not in ("queued", "running"):
-                raise refuse(f"Job {int(job_id)} has already ended ({status}): there is nothing to abort.")
+            if status not in ("queued", "running"):  # said in a toast; the jobs table stays in view (no error state)
+                gr.Warning(f"Job {int(job_id)} has already ended ({status}): there is nothing to abort.")
+                return self.jobs_table()
             self.runner.abort(int(job_id), grace=ABORT_GRACE, wait=False)  # the monitor finishes it
         except LookupError:
             raise refuse(f"There is no job {int(job_id)}.") from None
