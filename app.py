@@ -18,6 +18,7 @@ from eve_app.serving import load_engine
 from eve_app.settings import MIB, SECRET_FILE, parse_settings
 from eve_app.storage import Storage
 from eve_app.ui import CSS, HIDE_SHARE, build_app
+from eve_app.ui.sessions import lean_sessions
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -35,6 +36,7 @@ def create_app(argv: list[str] | None = None):
     ctx.uploads.sweep(runner.upload_dirs_in_use())  # validated uploads left from before, once they are old
     ctx.uploads.start_sweeper(runner.upload_dirs_in_use)
     demo = build_app(ctx)
+    lean_sessions(demo)  # a new visitor's session holds a few KB instead of a copy of the whole page's config
     # What start-up built (libraries, model, UI) lives as long as the app. Python's full collection walks every live
     # object and holds the GIL while it does: here 0.2-0.35 s, a stall for every request in flight, every few dozen
     # requests. Frozen, those objects are never walked again (a model swapped out later is still freed: nothing in
@@ -48,17 +50,19 @@ def launch_options(ctx: AppContext) -> dict:
     """What Gradio may serve and accept: of the data folder only the stored chat images (content-addressed), never
     the database, its journal, runs, uploads or the secret; uploads no larger than the largest limit, within each
     visitor's hourly budget and the disk's free space; event requests of bounded size that name only files uploaded
-    to the cache."""
+    to the cache. Also sets which proxies uvicorn believes (`trust_proxies`), since `launch` has no parameter for it."""
     settings = ctx.settings
+    trust_proxies(settings.trusted_proxies)
     data = settings.data_dir.resolve()
     blocked = [data / name for name in ("eve.db", "eve.db-wal", "eve.db-shm", "runs", "uploads", SECRET_FILE)]
     return {
         "allowed_paths": [str(data / "images")],
         "blocked_paths": [str(path) for path in blocked],
         "max_file_size": settings.max_file_bytes,
+        "state_session_capacity": settings.max_sessions,
         "app_kwargs": {
             "middleware": [
-                Middleware(UploadQuota, budget=ctx.upload_budget, behind_proxy=settings.on_spaces),
+                Middleware(UploadQuota, budget=ctx.upload_budget),
                 Middleware(
                     EventGuard,
                     max_bytes=int(settings.max_request_mb * MIB),
@@ -69,6 +73,22 @@ def launch_options(ctx: AppContext) -> dict:
         # Sharing a message to the Hub's discussions works only on a Space; elsewhere its button only errors.
         "css": CSS if settings.on_spaces else CSS + HIDE_SHARE,
     }
+
+
+def trust_proxies(proxies: str) -> None:
+    """Let uvicorn take the client's address from `X-Forwarded-For` only on requests from `proxies`.
+
+    uvicorn's default trusts the header from loopback peers, so behind a local tunnel, or for anyone on the machine,
+    the header (which the caller writes) chose the address that quotas and the admin lock-out count on. Gradio's
+    `launch` passes no `forwarded_allow_ips`, and uvicorn reads FORWARDED_ALLOW_IPS when it is not given; an empty
+    value trusts no peer.
+    """
+    os.environ["FORWARDED_ALLOW_IPS"] = proxies.strip()
+    if os.environ.get("SPACE_ID") and not proxies.strip():
+        logging.getLogger("eve_app").warning(
+            "No --trusted-proxies on a Space: every visitor counts as the Space proxy's address (one shared upload "
+            "quota and admin lock-out). Set EVE_TRUSTED_PROXIES to the proxy's network; see the README."
+        )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ turn shows as one chat message per image and then one for its text (a message th
 the browser, so the chat shows each message on its own: `group_consecutive_messages=False`), so the index that Gradio's retry/undo/edit/like events carry is mapped back with `turn_of`.
 """
 
+import re
 from dataclasses import dataclass, field
 
 from .engine import Turn
@@ -25,6 +26,7 @@ class ChatSession:
     conversation_id: int | None = None
     owner: str | None = None  # who opened or started the conversation (the admin may continue anyone's)
     turns: list[ChatTurn] = field(default_factory=list)
+    inert: bool = False  # shows a stranger's messages (the admin's view): rendered with `inert_markdown`
 
     def engine_turns(self) -> list[Turn]:
         """The conversation as the engine's input: failed answers (no usable text) are left out."""
@@ -47,23 +49,41 @@ class ChatSession:
         return None
 
     def to_chatbot(self) -> list[dict]:
-        return [message for turn in self.turns for message in _messages(turn)]
+        return [message for turn in self.turns for message in _messages(turn, self.inert)]
 
     def turn_of(self, chat_index: int) -> int:
         """The turn that the chat message at `chat_index` shows."""
         shown = 0
         for index, turn in enumerate(self.turns):
-            shown += len(_messages(turn))
+            shown += len(_messages(turn, self.inert))
             if chat_index < shown:
                 return index
         return len(self.turns)
 
 
-def _messages(turn: ChatTurn) -> list[dict]:
+# Code (fenced blocks, inline spans) is shown as written, so it is left as it is; elsewhere `![` starts an image.
+CODE = re.compile(r"(```.*?(?:```|$)|~~~.*?(?:~~~|$)|`[^`\n]*`)", re.DOTALL)
+
+
+def inert_markdown(text: str) -> str:
+    """`text` as Markdown that makes the browser fetch nothing: images (`![..](url)`, `![..][ref]`) and HTML
+    (`<img src=...>` and the like) are shown as the characters they are written with.
+
+    The admin opens strangers' conversations; a Markdown image in one would otherwise be fetched by the admin's
+    browser from wherever its author chose (telling them the admin's address and when they looked).
+    """
+    parts = CODE.split(text)
+    for index in range(0, len(parts), 2):  # the parts between code
+        parts[index] = parts[index].replace("![", "!\\[").replace("<", "&lt;")
+    return "".join(parts)
+
+
+def _messages(turn: ChatTurn, inert: bool = False) -> list[dict]:
     if turn.role == "user":
         images = [{"role": "user", "content": {"path": path}} for path in turn.images]
-        return images + ([{"role": "user", "content": turn.text}] if turn.text or not images else [])
-    text = turn.text
+        text = inert_markdown(turn.text) if inert else turn.text
+        return images + ([{"role": "user", "content": text}] if turn.text or not images else [])
+    text = inert_markdown(turn.text) if inert else turn.text
     if turn.status == "stopped":
         text += " _(stopped)_"
     elif turn.status == "interrupted":

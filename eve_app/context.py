@@ -1,6 +1,7 @@
 """What the UI's handlers share: the engine, the storage, the presets, the settings, and per-session stop events."""
 
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,21 +22,31 @@ from .storage import Storage
 class StopEvents:
     """One stop event per browser session, for the request it last submitted.
 
-    A Stop click sets it, whether the request is already generating or still waiting in the queue.
+    A Stop click sets it, whether the request is already generating or still waiting in the queue. At most
+    `capacity` sessions are remembered (the least recently used is forgotten first, as Gradio forgets sessions), so
+    that a script opening session after session cannot grow the table without end.
     """
 
-    def __init__(self) -> None:
-        self._events: dict[str | None, threading.Event] = {}  # keyed by Gradio session (None: no session)
+    def __init__(self, capacity: int = 10000) -> None:
+        self._events: OrderedDict[str | None, threading.Event] = OrderedDict()  # by Gradio session (None: none)
+        self.capacity = capacity
         self._lock = threading.Lock()
 
     def new(self, session: str | None) -> threading.Event:
         with self._lock:
             self._events[session] = threading.Event()
-            return self._events[session]
+            return self._remember(session)
 
     def current(self, session: str | None) -> threading.Event:
         with self._lock:
-            return self._events.setdefault(session, threading.Event())
+            self._events.setdefault(session, threading.Event())
+            return self._remember(session)
+
+    def _remember(self, session: str | None) -> threading.Event:
+        self._events.move_to_end(session)
+        while len(self._events) > self.capacity:
+            self._events.popitem(last=False)
+        return self._events[session]
 
     def stop(self, session: str | None) -> None:
         with self._lock:
@@ -88,4 +99,5 @@ def make_context(
             min_free_bytes=int(settings.min_free_disk_mb * MIB),
             cache_dir=upload_folder or get_upload_folder(),
         ),
+        stops=StopEvents(settings.max_sessions),
     )

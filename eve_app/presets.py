@@ -44,4 +44,4 @@ def preset_by_name(presets: list[TaskPreset], name: str) -> TaskPreset:
     for preset in presets:
         if preset.name == name:
             return preset
-    raise ValueError(f"Unknown task preset {name!r}; choose one of {[p.name for p in presets]}")
+    raise ValueError(f"The task must be one of {[p.name for p in presets]}; got {name!r}.")

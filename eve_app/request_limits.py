@@ -90,10 +90,9 @@ class UploadQuota:
     refused (the server would frame the body by the chunks and ignore the length, so `Content-Length: 1` could carry
     gigabytes), and the body handed on is counted as it streams and cut off at the declared length."""
 
-    def __init__(self, app: ASGIApp, *, budget: UploadBudget, behind_proxy: bool = False):
+    def __init__(self, app: ASGIApp, *, budget: UploadBudget):
         self.app = app
         self.budget = budget
-        self.behind_proxy = behind_proxy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith(UPLOAD_ROUTE):
@@ -103,7 +102,7 @@ class UploadQuota:
             if "transfer-encoding" in connection.headers or not declared.isdigit():
                 refusal = 411, "Uploads must declare their size (Content-Length) and not be sent in chunks."
             else:
-                refusal = self.budget.admit(client_address(connection, self.behind_proxy), int(declared))
+                refusal = self.budget.admit(client_address(connection), int(declared))
             if refusal is not None:
                 await refuse(*refusal, scope, receive, send)
                 return

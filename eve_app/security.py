@@ -4,21 +4,27 @@ A public Space is reached by strangers, so every handler asks these questions in
 - Owners. Each browser keeps a random token in its local storage (`gr.BrowserState`); its hash owns the
   conversations made there. On a Space with OAuth the Hugging Face user owns them instead. `/answer` calls share
   the owner `api`, the admin sees everyone's.
-- The admin password, compared in constant time, with a delay and a per-client limit on wrong guesses.
-- Paths: a checkpoint typed by a visitor must lie inside an allowed root (or be a Hub id); a file named in an event
-  must be a regular file inside the upload cache (`uploaded_file`).
+- The admin password, compared in constant time, with a delay, a per-address limit on wrong guesses and a
+  server-wide back-off (see `AdminGate`).
+- Paths: a checkpoint typed by a visitor must lie inside an allowed root (or be a Hub id in the Hub cache); a
+  file named in an event must be a regular file inside the upload cache (`uploaded_file`).
 """
 
 import hashlib
 import hmac
 import os
-import re
 import secrets
 import stat
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from pathlib import Path
+
+from huggingface_hub import try_to_load_from_cache
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+from model.shared import ADAPTER_CONFIG_FILE, PROJECT_ROOT
 
 from .errors import UserError
 from .storage.schema import ADMIN_OWNER
@@ -26,7 +32,6 @@ from .storage.schema import ADMIN_OWNER
 API_OWNER = "api"
 TOKEN_BYTES = 24
 MIN_TOKEN_LENGTH = 16
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def new_browser_token() -> str:
@@ -63,26 +68,50 @@ def session_owner(request) -> str:
     return "session:" + hashlib.sha256(session_hash.encode()).hexdigest()[:32]
 
 
-def client_address(request, behind_proxy: bool = False) -> str:
-    """The caller's address for rate limits; behind a proxy (a Space) the one it appended last."""
+def client_address(request) -> str:
+    """The caller's address for rate limits: the TCP peer, or the address a trusted proxy forwarded.
+
+    uvicorn rewrites the peer from `X-Forwarded-For` only for the proxies listed in `--trusted-proxies` (none by
+    default), so a header a visitor writes never chooses the address that their quota and lock-out are counted on.
+    """
     if request is None:
         return "local"
-    if behind_proxy:
-        forwarded = request.headers.get("x-forwarded-for", "")
-        if forwarded:
-            return forwarded.split(",")[-1].strip()
     client = getattr(request, "client", None)
     return getattr(client, "host", None) or "unknown"
 
 
 class AdminGate:
-    """Checks the admin password: constant-time comparison, a delay after each wrong guess, and a lock-out of a
-    client after `max_failures` wrong guesses within `window` seconds."""
+    """Checks the admin password so that guessing it is slow and a stranger cannot lock the admin out.
 
-    def __init__(self, password: str | None, max_failures: int = 5, window: float = 300.0, delay: float = 0.5):
+    - The comparison is constant-time and each wrong guess waits `delay` seconds.
+    - Per address: after `max_failures` wrong guesses within `window` seconds, that address is refused until the
+      window has passed.
+    - Server-wide: once more than `global_failures` wrong guesses arrived within the window from all addresses
+      together, every check waits its turn, one per `backoff` seconds. Guesses from many addresses are capped this
+      way without refusing anyone: the right password still gets in, later.
+    - An empty password is not a guess: refused at once, neither counted nor delayed.
+    - `trusted`: the page was already unlocked by a valid admin token (issued to the admin's browser). The right
+      password from it passes the lock-out and the back-off, so that others' guesses from a shared address (every
+      visitor behind an untrusted proxy) cannot keep the admin out.
+    """
+
+    def __init__(
+        self,
+        password: str | None,
+        max_failures: int = 5,
+        window: float = 300.0,
+        delay: float = 0.5,
+        global_failures: int = 30,
+        backoff: float = 2.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self._password = (password or "").encode()
         self.max_failures, self.window, self.delay = max_failures, window, delay
+        self.global_failures, self.backoff = global_failures, backoff
+        self._sleep = sleep
         self._failures: dict[str, deque[float]] = defaultdict(deque)
+        self._all_failures: deque[float] = deque()
+        self._next_turn = 0.0
         self._tokens: dict[str, float] = {}
         self._lock = threading.Lock()
 
@@ -90,24 +119,51 @@ class AdminGate:
     def configured(self) -> bool:
         return bool(self._password)
 
-    def check(self, password: str | None, client: str) -> None:
-        """Raises UserError unless `password` is the admin password and `client` is not locked out."""
+    def check(self, password: str | None, client: str, trusted: bool = False) -> None:
+        """Raises UserError unless `password` is the admin password and `client` is not locked out (or `trusted`)."""
         if not self.configured:
             raise UserError("This needs the admin password, and none is set: start the app with EVE_ADMIN_PASSWORD.")
+        if not password:
+            raise UserError("This needs the admin password.")
+        right = hmac.compare_digest(password.encode(), self._password)
+        if right and trusted:
+            return
         now = time.monotonic()
         with self._lock:
-            recent = self._failures[client]
-            while recent and now - recent[0] > self.window:
-                recent.popleft()
+            recent = self._recent(self._failures[client], now)
             if len(recent) >= self.max_failures:
                 wait = int(self.window - (now - recent[0])) + 1
                 raise UserError(f"Too many wrong admin passwords from your address; try again in {wait} s.")
-        if hmac.compare_digest((password or "").encode(), self._password):
+            turn = self._turn(now)
+        if turn > 0:
+            self._sleep(turn)
+        if right:
             return
         with self._lock:
+            now = time.monotonic()
             self._failures[client].append(now)
-        time.sleep(self.delay)
-        raise UserError("Wrong admin password." if password else "This needs the admin password.")
+            self._all_failures.append(now)
+            self._forget_idle(now)
+        self._sleep(self.delay)
+        raise UserError("Wrong admin password.")
+
+    def _recent(self, failures: deque[float], now: float) -> deque[float]:
+        while failures and now - failures[0] > self.window:
+            failures.popleft()
+        return failures
+
+    def _turn(self, now: float) -> float:
+        """Seconds this check waits for its turn under the server-wide back-off (0 while it is off)."""
+        if len(self._recent(self._all_failures, now)) < self.global_failures:
+            return 0.0
+        turn = max(now, self._next_turn)
+        self._next_turn = turn + self.backoff
+        return turn - now
+
+    def _forget_idle(self, now: float) -> None:
+        """Drop addresses with no wrong guess left in the window, so the table stays as small as recent traffic."""
+        for client in [c for c, failures in self._failures.items() if not self._recent(failures, now)]:
+            del self._failures[client]
 
     def issue_token(self, lifetime: float = 12 * 3600) -> str:
         """A random token that stands for the password on this page until `lifetime` or a restart (kept by the
@@ -123,11 +179,11 @@ class AdminGate:
         with self._lock:
             return isinstance(token, str) and self._tokens.get(token, 0) > time.monotonic()
 
-    def is_admin(self, password: str | None, client: str) -> bool:
+    def is_admin(self, password: str | None, client: str, trusted: bool = False) -> bool:
         """True for the right password; an empty one is simply 'not admin' (no delay, not counted)."""
         if not password:
             return False
-        self.check(password, client)
+        self.check(password, client, trusted)
         return True
 
 
@@ -136,8 +192,27 @@ def viewer(owner: str | None, is_admin: bool) -> str | None:
     return ADMIN_OWNER if is_admin else owner
 
 
-def resolve_checkpoint_choice(value: str, roots: list[Path]) -> str:
-    """A base checkpoint named by a visitor: a folder inside one of `roots`, or a Hub id (loaded from the cache).
+def cached_hub_id(value: str, hub_cache: Path | str | None = None) -> str | None:
+    """`value` if it is a Hub model id (`owner/name` by the Hub's own rules) whose config.json is in the server's
+    Hub cache, else None.
+
+    The cache is the test, not only the spelling: `etc/passwd` is spelled like a Hub id, and a name that is not in
+    the cache would make a job or a model load look it up as a folder first, then on the Hub.
+    """
+    if value.count("/") != 1:
+        return None
+    try:
+        validate_repo_id(value)
+    except HFValidationError:
+        return None
+    if Path(value).exists() or (PROJECT_ROOT / value).exists():  # a relative folder here or where jobs run
+        return None
+    found = try_to_load_from_cache(value, "config.json", cache_dir=hub_cache)
+    return value if isinstance(found, str) else None
+
+
+def resolve_checkpoint_choice(value: str, roots: list[Path], hub_cache: Path | str | None = None) -> str:
+    """A base checkpoint named by a visitor: a folder inside one of `roots`, or a Hub id already in the Hub cache.
 
     Raises:
         UserError: the folder is elsewhere on the server, or the text is neither.
@@ -145,13 +220,18 @@ def resolve_checkpoint_choice(value: str, roots: list[Path]) -> str:
     value = (value or "").strip()
     if not value:
         raise UserError("Choose a base checkpoint.")
-    if HUB_ID.match(value) and not Path(value).exists():
+    if cached_hub_id(value, hub_cache):
         return value
+    if value.count("/") == 1 and not value.startswith(("/", ".", "~")) and not Path(value).exists():
+        raise UserError(
+            f"{value[:100]!r} is not a Hub model in this server's Hub cache (an id is owner/name); the admin can "
+            "download it first (hf download owner/name)."
+        )
     path = Path(value).expanduser().resolve()
     if not any(path.is_relative_to(root.resolve()) for root in roots):
         raise UserError("Base checkpoints must be the default model, a finished job, or a Hub id.")
-    if not (path / "config.json").is_file():
-        raise UserError("That checkpoint has no config.json.")
+    if not (path / "config.json").is_file() and not (path / ADAPTER_CONFIG_FILE).is_file():
+        raise UserError("That checkpoint has no config.json (nor adapter_config.json, for a LoRA job).")
     return str(path)
 
 

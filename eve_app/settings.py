@@ -43,6 +43,7 @@ LIMIT_FLAGS: dict[str, tuple[Any, str]] = {
     "min_free_disk_mb": (512.0, "uploads are refused when they would leave less free disk than this, in MiB"),
     "max_request_mb": (8.0, "largest request to an event (a question, its settings and the chat it sends), in MiB"),
     "partial_save_seconds": (2.0, "a streaming answer's text is saved this often (crash recovery)"),
+    "max_sessions": (10000, "visitor sessions kept in memory (chat state; the least recently used goes first)"),
 }
 
 
@@ -61,7 +62,8 @@ class Settings:
     db_url: str | None = None  # None: SQLite in data_dir
     admin_password: str | None = None  # enables launching fine-tune jobs
     allow_jobs_on_spaces: bool = False
-    secret: str | None = None  # keys the browsers' owner tokens; None: made once and kept in the data directory
+    secret: str | None = None  # Gradio's key for the browsers' stored ids (sent to every page); None: made once
+    trusted_proxies: str = ""  # peers whose X-Forwarded-For names the client (comma-separated IPs/networks; "*" all)
     max_image_mb: float = LIMIT_FLAGS["max_image_mb"][0]
     max_image_megapixels: float = LIMIT_FLAGS["max_image_megapixels"][0]
     max_images_per_message: int = LIMIT_FLAGS["max_images_per_message"][0]
@@ -81,6 +83,7 @@ class Settings:
     min_free_disk_mb: float = LIMIT_FLAGS["min_free_disk_mb"][0]
     max_request_mb: float = LIMIT_FLAGS["max_request_mb"][0]
     partial_save_seconds: float = LIMIT_FLAGS["partial_save_seconds"][0]
+    max_sessions: int = LIMIT_FLAGS["max_sessions"][0]
 
     def chat_limits(self) -> ChatLimits:
         return ChatLimits(
@@ -108,8 +111,9 @@ class Settings:
         return int(max(self.max_image_mb, self.max_upload_mb, self.max_dataset_mb) * MIB)
 
     def browser_secret(self) -> str:
-        """The key of the browsers' stored owner tokens: the same after a restart, or every visitor's history
-        would be lost."""
+        """The key Gradio's BrowserState encrypts the browsers' stored ids with: the same after a restart, or every
+        visitor's history would be lost. Gradio sends it to every page (the page decrypts with it), so it guards
+        nothing against visitors; the ids' randomness does."""
         if self.secret:
             return self.secret
         path = self.data_dir / SECRET_FILE
@@ -213,7 +217,16 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     parser.add_argument(
         "--secret",
         default=_env("EVE_SECRET"),
-        help="key of the browsers' owner tokens (env EVE_SECRET; default: made once in the data directory)",
+        help="the key Gradio encrypts the ids kept in browsers' local storage with; Gradio sends it to every page, "
+        "so it is no secret from visitors, but it must stay the same across restarts (env EVE_SECRET; default: made "
+        "once in the data directory)",
+    )
+    parser.add_argument(
+        "--trusted-proxies",
+        default=_env("EVE_TRUSTED_PROXIES", defaults.trusted_proxies),
+        help="addresses or networks of the proxies in front of the app, comma-separated (e.g. 10.0.0.0/8): only "
+        "their X-Forwarded-For names a visitor's address for the quota and the admin lock-out (env "
+        "EVE_TRUSTED_PROXIES; default: none, every request counts for its TCP peer)",
     )
     limits = parser.add_argument_group("limits on what a visitor may send")
     for name, (value, text) in LIMIT_FLAGS.items():

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 from transformers.image_processing_utils import BaseImageProcessor
+from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from .shared import (
     DEFAULT_DENSE_STRIDE,
@@ -31,8 +32,9 @@ from .shared import (
     resized_size,
 )
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# OpenAI CLIP's normalisation, which the official EVEv2 image processor uses too.
+CLIP_MEAN = tuple(OPENAI_CLIP_MEAN)
+CLIP_STD = tuple(OPENAI_CLIP_STD)
 
 ImageInput = Image.Image | str | os.PathLike
 
@@ -131,7 +133,8 @@ class EveImageProcessor(BaseImageProcessor):
             ValueError: the file cannot be read or decoded, or the image has more than ``max_image_pixels`` pixels.
         """
         if isinstance(image, Image.Image):
-            return self._decode(image, getattr(image, "filename", "") or "image")
+            # The caller's image: read, never modified (EXIF orientation goes to a copy).
+            return self._decode(image, getattr(image, "filename", "") or "image", owned=False)
         name = os.fspath(image)
         try:
             with warnings.catch_warnings():
@@ -141,10 +144,14 @@ class EveImageProcessor(BaseImageProcessor):
         except Exception as err:  # missing, empty, non-image file, or a header claiming an absurd size
             raise ValueError(f"{name} is not a readable image: {err}") from err
         with opened:
-            return self._decode(opened, name)
+            return self._decode(opened, name, owned=True)
 
-    def _decode(self, img: Image.Image, name: str) -> Image.Image:
-        """Check the header size before decoding any pixel, then decode fully so bad data fails here."""
+    def _decode(self, img: Image.Image, name: str, owned: bool) -> Image.Image:
+        """Check the header size before decoding any pixel, then decode fully so bad data fails here.
+
+        `owned`: the image was opened here, so EXIF orientation may be applied in place (a large image is not copied
+        for nothing); a caller's image is transposed into a new one and left as it was.
+        """
         width, height = img.size
         if width * height > self.max_image_pixels:
             raise ValueError(
@@ -153,7 +160,10 @@ class EveImageProcessor(BaseImageProcessor):
             )
         try:
             img.load()  # truncated files fail here, not later in resize or the model
-            ImageOps.exif_transpose(img, in_place=True)  # in place: a large image is not copied for nothing
+            if owned:
+                ImageOps.exif_transpose(img, in_place=True)
+            else:
+                img = ImageOps.exif_transpose(img)
             return _to_rgb(img)
         except Exception as err:  # PIL raises OSError, SyntaxError, EOFError, struct.error, ... for bad data
             raise ValueError(f"{name} is not a readable image: {err}") from err

@@ -21,6 +21,7 @@ JSON_SUFFIXES = (".json", ".jsonl")
 # Files that archivers add and that are never part of a dataset.
 IGNORED_PARTS = ("__MACOSX", ".DS_Store")
 CHUNK = 1 << 20
+NAME_MAX = 255  # bytes in one file or folder name on Linux, macOS and Windows file systems
 
 
 class UploadError(ValueError):
@@ -102,6 +103,30 @@ def unsafe_entry_reason(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
+def entry_names_problem(infos: list[zipfile.ZipInfo]) -> str | None:
+    """Why a set of zip entries cannot be extracted side by side (None when it can): a name part longer than the
+    file system allows (255 bytes), or a name that is both a file and the folder of another entry (`x` and `x/y`)."""
+    files: dict[str, str] = {}
+    folders: dict[str, str] = {}
+    for info in infos:
+        name = info.filename.replace("\\", "/")
+        parts = [part for part in name.split("/") if part not in ("", ".")]
+        too_long = next((part for part in parts if len(part.encode()) > NAME_MAX), None)
+        if too_long is not None:
+            return (
+                f"entry {info.filename[:60]!r}... has a name of {len(too_long.encode())} bytes; the limit is "
+                f"{NAME_MAX} bytes a file or folder name"
+            )
+        for depth in range(1, len(parts)):
+            folders.setdefault("/".join(parts[:depth]), info.filename)
+        if parts and not info.is_dir():
+            files.setdefault("/".join(parts), info.filename)
+    clash = next((name for name in files if name in folders), None)
+    if clash is not None:
+        return f"entry {files[clash]!r} is a file, and {folders[clash]!r} needs a folder of that name"
+    return None
+
+
 def _ignored(name: str) -> bool:
     return any(part in IGNORED_PARTS for part in PurePosixPath(name.replace("\\", "/")).parts)
 
@@ -121,6 +146,9 @@ def safe_extract(archive: Path, dest: Path, limits: Limits, budget: _Budget | No
                 reason = unsafe_entry_reason(info)
                 if reason:
                     raise UploadError(f"{archive.name}: entry {info.filename!r} {reason}; the archive was refused")
+            problem = entry_names_problem(zf.infolist())
+            if problem:
+                raise UploadError(f"{archive.name}: {problem}; the archive was refused")
             budget.add(len(entries), sum(i.file_size for i in entries), archive.name)
             for info in entries:
                 if info.file_size > limits.max_compression_ratio * max(info.compress_size, 1) + CHUNK:

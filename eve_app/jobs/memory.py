@@ -11,7 +11,10 @@ from model.train.memory_plan import MemoryPlan, Workload, plan_memory, read_conf
 
 from .command import JobConfig
 
-DEFAULT_LORA_RANK = 16
+DEFAULT_LORA_RANK = 8  # model.train's built-in default when neither the job nor the base's defaults set one
+# model.train builds the model in fp32 for every method (mixed precision casts on the fly), so a LoRA job's frozen
+# base takes 4 bytes a weight on GPUs too (DeepSpeed casts it to bf16); loading it in bf16 would halve that.
+LORA_BASE_BF16 = False
 
 
 def base_config(config: JobConfig) -> dict:
@@ -41,6 +44,7 @@ def job_plan(config: JobConfig, model_config: dict, longest_row: int | None = No
             strategy=config.strategy if config.gpus else "ddp",
             precision="bf16" if config.gpus else "fp32",
             lora_rank=int(rank),
+            lora_base_bf16=LORA_BASE_BF16,
             gradient_checkpointing="--gradient-checkpointing" in config.extra_args,
         )
         plans.append(plan_memory(model_config, workload))

@@ -112,6 +112,11 @@ def load_samples(path: Path, limits: Limits = DEFAULT_LIMITS) -> list:
 def _parse(text: str, name: str, line: int | None = None) -> object:
     try:
         return json.loads(text)
+    except RecursionError:
+        where = f" (line {line})" if line else ""
+        raise DatasetError(
+            f"{name}{where} is nested too deeply: a dataset is a list of samples, each a few levels deep"
+        ) from None
     except json.JSONDecodeError as error:
         lineno = line or error.lineno
         source = text.splitlines()[error.lineno - 1] if text.splitlines() else ""

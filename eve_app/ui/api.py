@@ -28,25 +28,26 @@ class ApiHandlers:
     def __init__(self, ctx: AppContext):
         self.ctx = ctx
 
-    def answer(self, image: str | None, task: str, question: str, max_new_tokens: float):
+    def answer(self, image: str | None, task: str, question: str, max_new_tokens: int | None):
         """Streams the growing answer text for `image` under the task preset `task`.
 
         Args:
             image: the image file.
             task: a task preset's name, e.g. "OCR" or "Poster".
             question: the question; empty sends the preset's instruction.
-            max_new_tokens: the longest answer in tokens (0: the preset's).
+            max_new_tokens: the longest answer in tokens, at least 1 (empty: the preset's).
         """
         service = self.ctx.conversations
         try:
             preset = preset_by_name(self.ctx.presets, task)
             if not image:
-                raise UserError("No image was given.")
+                raise UserError("image must be an uploaded image file; none was given.")
             text = (question or "").strip() or preset.instruction
             if not text:
                 raise UserError(f"The preset {task!r} has no instruction: give a question.")
             settings = GenerationSettings(
-                max_new_tokens=int(max_new_tokens or preset.max_new_tokens), temperature=preset.temperature
+                max_new_tokens=preset.max_new_tokens if max_new_tokens is None else int(max_new_tokens),
+                temperature=preset.temperature,
             )
             service.check_settings(settings)
             # The question and its empty "streaming" answer, in one transaction.
@@ -63,7 +64,8 @@ class ApiHandlers:
                 yield event.record.text
             else:
                 partial += event.text
-                yield partial
+                if partial.strip():  # as the final answer reads: no leading space (a tokenizer's word boundary)
+                    yield partial.lstrip()
 
 
 def build_api(ctx: AppContext) -> None:
@@ -73,7 +75,7 @@ def build_api(ctx: AppContext) -> None:
         image = gr.File(type="filepath", label="image")
         task = gr.Textbox(label="task")
         question = gr.Textbox(label="question")
-        max_new_tokens = gr.Number(value=128, precision=0, label="max_new_tokens")
+        max_new_tokens = gr.Number(value=128, precision=0, minimum=1, label="max_new_tokens")
         output = gr.Textbox(label="answer")
         trigger = gr.Button("answer")
     # Not in the "gpu" group: the call is saved at once, then waits for the engine's own lock.

@@ -8,6 +8,7 @@ from .api import build_api
 from .chat import build_chat_tab
 from .finetune import build_finetune_tab
 from .history import HistoryHandlers, build_history_tab
+from .refusals import Blocks
 
 TITLE = "EVEv2 — encoder-free vision-language chat"
 CSS = """
@@ -32,7 +33,7 @@ def identify(token: str | None, request: gr.Request) -> tuple[str, str | None]:
 def build_app(ctx: AppContext) -> gr.Blocks:
     hours = ctx.settings.cache_hours * 3600
     # Gradio's upload cache (every image a visitor sent) is swept hourly of files older than cache_hours.
-    with gr.Blocks(title=TITLE, delete_cache=(max(60, min(3600, int(hours))), max(60, int(hours)))) as demo:
+    with Blocks(title=TITLE, delete_cache=(max(60, min(3600, int(hours))), max(60, int(hours)))) as demo:
         # The browser's id: a random token in its local storage (kept across reloads), and per page the owner id.
         # Kept in the browser's local storage, so they survive a reload; made here, outside the tabs, because a
         # tab's components load only when the tab is first shown.
@@ -43,17 +44,20 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             "admin_token": gr.BrowserState(None, storage_key="eve-admin", secret=secret),
         }
         owner = gr.State(None)
+        unlocked = gr.State(False)  # this page holds a valid admin token (set on load from "eve-admin")
         gr.Markdown(
-            f"## {TITLE}\nPick a task, drop in an image (screenshot, poster, webpage capture or photo), "
-            "and watch the answer stream. Conversations are saved; see the History tab."
+            # What images suit the model is said by the model line under the tasks (from the loaded model's card),
+            # so the intro names none that the model might not read.
+            f"## {TITLE}\nPick a task, drop in an image and watch the answer stream. "
+            "Conversations are saved; see the History tab."
         )
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
                 chat = build_chat_tab(ctx, owner)
             with gr.Tab("History", id="history"):
-                history = build_history_tab(ctx, chat, owner)
+                history = build_history_tab(ctx, chat, owner, unlocked)
             with gr.Tab("Fine-tune", id="finetune"):
-                finetune = build_finetune_tab(ctx, owner, chat, kept)
+                finetune = build_finetune_tab(ctx, owner, chat, kept, unlocked)
         build_api(ctx)
         identified = demo.load(identify, token, [token, owner], api_visibility="private")
         identified.then(HistoryHandlers(ctx).search, history["listing"], history["table"], api_visibility="private")

@@ -15,6 +15,7 @@ from ..chat_session import ChatSession, ChatTurn
 from ..context import AppContext
 from ..errors import UserError
 from ..security import client_address, session_owner, viewer
+from ..storage.schema import ADMIN_OWNER
 from .refusals import refuse
 
 COLUMNS = ["id", "updated", "task", "title", "messages", "last answer"]
@@ -23,6 +24,15 @@ EXPORT_FORMATS = {
     "Markdown (zip with images)": "markdown",
     "LLaVA training data (zip)": "llava",
 }
+
+
+def export_format(value: str | None) -> str:
+    """The export kind for the format a caller gave: the value ("json", "markdown", "llava") or the UI's label."""
+    value = (value or "json").strip()
+    kind = EXPORT_FORMATS.get(value, value.lower())
+    if kind not in EXPORT_FORMATS.values():
+        raise refuse(f"The format must be one of {', '.join(EXPORT_FORMATS.values())} (got {value[:40]!r}).")
+    return kind
 
 
 def parse_conversation_ids(text: str) -> list[int]:
@@ -39,18 +49,20 @@ class HistoryHandlers:
     def __init__(self, ctx: AppContext):
         self.ctx = ctx
 
-    def _viewer(self, owner: str | None, password: str, request: gr.Request) -> str | None:
-        """Whose conversations this caller may see (raises gr.Error for a wrong admin password)."""
-        address = client_address(request, self.ctx.settings.on_spaces)
+    def _viewer(self, owner: str | None, password: str, request: gr.Request, unlocked: bool = False) -> str | None:
+        """Whose conversations this caller may see (raises gr.Error for a wrong admin password); `unlocked`: the
+        page holds a valid admin token (see AdminGate)."""
         try:
-            is_admin = self.ctx.admin.is_admin(password, address)
+            is_admin = self.ctx.admin.is_admin(password, client_address(request), bool(unlocked))
         except UserError as error:
             raise refuse(str(error)) from None
         return viewer(owner or session_owner(request), is_admin)
 
-    def search(self, query: str, password: str, owner: str | None, request: gr.Request) -> list[list]:
+    def search(
+        self, query: str, password: str, owner: str | None, request: gr.Request, unlocked: bool = False
+    ) -> list[list]:
         """Your conversations (everyone's with the admin password) whose title or messages contain `query`."""
-        rows = self.ctx.conversations.search(self._viewer(owner, password, request), query)
+        rows = self.ctx.conversations.search(self._viewer(owner, password, request, unlocked), query)
         return [
             [
                 r["id"],
@@ -63,16 +75,19 @@ class HistoryHandlers:
             for r in rows
         ]
 
-    def open_conversation(self, ids_text: str, password: str, owner: str | None, request: gr.Request):
+    def open_conversation(
+        self, ids_text: str, password: str, owner: str | None, request: gr.Request, unlocked: bool = False
+    ):
         ids = parse_conversation_ids(ids_text)
         if not ids:
             raise refuse("Pick a conversation: click a row or type its id.")
-        who = self._viewer(owner, password, request)
+        who = self._viewer(owner, password, request, unlocked)
         try:
             conversation = self.ctx.conversations.get(who, ids[0])
         except UserError as error:
             raise refuse(str(error)) from None
-        session = ChatSession(conversation_id=conversation["id"], owner=who)
+        # The admin's view (of anyone's conversation) fetches nothing a message's author linked: see inert_markdown.
+        session = ChatSession(conversation_id=conversation["id"], owner=who, inert=who == ADMIN_OWNER)
         for message in conversation["messages"]:
             session.turns.append(
                 ChatTurn(
@@ -94,7 +109,14 @@ class HistoryHandlers:
         return str(rows.iloc[row, 0]) if hasattr(rows, "iloc") else str(rows[row][0])
 
     def export(
-        self, ids_text: str, current: ChatSession, fmt: str, password: str, owner: str | None, request: gr.Request
+        self,
+        ids_text: str,
+        current: ChatSession,
+        fmt: str,
+        password: str,
+        owner: str | None,
+        request: gr.Request,
+        unlocked: bool = False,
     ) -> str:
         """A zip to download: the selected conversations (or the open chat) with their images.
 
@@ -104,12 +126,16 @@ class HistoryHandlers:
         ids = parse_conversation_ids(ids_text) or ([current.conversation_id] if current.conversation_id else [])
         if not ids:
             raise refuse("Nothing to export: select conversations or start a chat first.")
-        who = current.owner if not ids_text.strip() and current.owner else self._viewer(owner, password, request)
-        budget, client = self.ctx.upload_budget, client_address(request, self.ctx.settings.on_spaces)
+        who = (
+            current.owner
+            if not ids_text.strip() and current.owner
+            else self._viewer(owner, password, request, unlocked)
+        )
+        budget, client = self.ctx.upload_budget, client_address(request)
         refusal = budget.admit(client, 1, what="Export", charge=False)
         if refusal is not None:
             raise refuse(refusal[1])
-        kind = EXPORT_FORMATS.get(fmt, "json")
+        kind = export_format(fmt)
         name = {"json": "conversations-json", "markdown": "conversations-markdown", "llava": "training-data"}[kind]
         served = budget.cache_dir / f"export-{secrets.token_hex(16)}"
         served.mkdir(parents=True)
@@ -128,7 +154,8 @@ class HistoryHandlers:
         return str(archive)
 
 
-def build_history_tab(ctx: AppContext, chat: dict, owner: gr.State) -> dict:
+def build_history_tab(ctx: AppContext, chat: dict, owner: gr.State, unlocked: gr.State) -> dict:
+    """Lays out the history tab; `unlocked`: whether the page holds a valid admin token (set on load)."""
     h = HistoryHandlers(ctx)
     c: dict = {}
     with gr.Row():
@@ -145,7 +172,8 @@ def build_history_tab(ctx: AppContext, chat: dict, owner: gr.State) -> dict:
         c["ids"] = gr.Textbox(label="Selected ids (comma-separated; empty = the open chat)", scale=3)
         c["open"] = gr.Button("Open in chat", scale=1)
     with gr.Row():
-        c["format"] = gr.Radio(list(EXPORT_FORMATS), value=next(iter(EXPORT_FORMATS)), label="Export as")
+        # Label shown, value sent: the API takes "json", "markdown" or "llava".
+        c["format"] = gr.Radio(list(EXPORT_FORMATS.items()), value="json", label="Export as")
         c["export"] = gr.Button("Export")
     c["file"] = gr.File(label="Download", elem_id="export-file")
     with gr.Accordion("Admin", open=False):
@@ -153,19 +181,19 @@ def build_history_tab(ctx: AppContext, chat: dict, owner: gr.State) -> dict:
     if not ctx.settings.persistent_storage:
         gr.Markdown("⚠️ This Space has no persistent storage: the log is temporary and is lost on restart.")
 
-    listing = [c["query"], c["password"], owner]
+    listing = [c["query"], c["password"], owner, unlocked]
     c["refresh"].click(h.search, listing, c["table"], api_name="search_conversations")
     c["query"].submit(h.search, listing, c["table"], api_visibility="private")
     c["table"].select(h.pick_row, c["table"], c["ids"], api_visibility="private")
     c["open"].click(
         h.open_conversation,
-        [c["ids"], c["password"], owner],
+        [c["ids"], c["password"], owner, unlocked],
         [chat["chatbot"], chat["session"], chat["preset"]],
         api_name="open_conversation",
     )
     c["export"].click(
         h.export,
-        [c["ids"], chat["session"], c["format"], c["password"], owner],
+        [c["ids"], chat["session"], c["format"], c["password"], owner, unlocked],
         c["file"],
         api_name="export_conversations",
     )

@@ -17,7 +17,7 @@ What is counted (bytes per parameter; `P` all parameters, `T` the trained ones):
 | full, CPU (fp32) | 4 P | 4 T | 8 T (AdamW m, v) |
 | full, GPU, DDP / FSDP (accelerate's bf16 autocast over fp32 weights) | 4 P | 4 T | 8 T |
 | full, GPU, DeepSpeed ZeRO (bf16 weights, fp32 master copy) | 2 P | 2 T | 12 T (master, m, v) |
-| LoRA (frozen base in bf16 on GPUs, fp32 on the CPU; fp32 adapters) | 2 P + 4 T | 4 T | 8 T |
+| LoRA (frozen base in bf16, or fp32 where it is loaded so or on the CPU; fp32 adapters) | 2 or 4 P + 4 T | 4 T | 8 T |
 | QLoRA (linear layers in 4-bit nf4, 0.5 B + one fp32 scale per 64; the rest fp32, as peft's `prepare_model_for_kbit_training` leaves it) | 0.5625 P_lin + 4 P_rest + 4 T | 4 T | 8 T |
 
 ZeRO-2 divides gradients and optimizer state by the number of GPUs; ZeRO-3 and FSDP divide the weights too, and
@@ -56,13 +56,14 @@ from ..shared import (
     DEFAULT_DENSE_STRIDE,
     DEFAULT_IMAGE_MAX_SIZE,
     DEFAULT_PATCH_STRIDE,
+    TRAIN_METHODS,
     num_image_tokens,
     parameter_group,
     stage_image_max_size,
     stage_presets,
 )
 
-METHODS = ("full", "lora", "qlora")
+METHODS = TRAIN_METHODS  # in order of memory: a refusal suggests the next that fits
 METHOD_LABELS = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA (4-bit)"}
 # Strategy -> what it shards over the devices: 0 nothing (DDP), 2 gradients and optimizer state, 3 weights too.
 SHARDING = {"ddp": 0, "deepspeed-zero2": 2, "deepspeed-zero3": 3, "fsdp": 3}
@@ -227,6 +228,8 @@ class Workload:
         lora_rank: LoRA's rank r.
         lora_dropout: LoRA's dropout (above 0 it keeps a dropped-out copy of each adapted projection's input).
         lora_patch_embedding: under LoRA, train the patch embedding in full where the stage trains it.
+        lora_base_bf16: under LoRA on GPUs, the frozen base is held in bf16 (2 B a weight) rather than fp32 (DeepSpeed
+            casts it to bf16 either way).
         gradient_checkpointing: recompute each layer in the backward pass instead of keeping its activations.
     """
 
@@ -238,9 +241,10 @@ class Workload:
     devices: int = 1
     strategy: str = "ddp"
     precision: str = "bf16"
-    lora_rank: int = 16
-    lora_dropout: float = 0.05
+    lora_rank: int = 8
+    lora_dropout: float = 0.0
     lora_patch_embedding: bool = False
+    lora_base_bf16: bool = True
     gradient_checkpointing: bool = False
 
     def __post_init__(self):
@@ -326,8 +330,10 @@ class MemoryPlan:
         """What differs from `before`, e.g. "LoRA with gradient checkpointing"."""
         w = self.workload
         text = METHOD_LABELS[w.method]
+        if w.strategy != before.strategy:
+            text += f" with {w.strategy}"
         if w.gradient_checkpointing and not before.gradient_checkpointing:
-            text += " with gradient checkpointing"
+            text += (" and" if w.strategy != before.strategy else " with") + " gradient checkpointing"
         return text[0].upper() + text[1:]
 
 
@@ -367,11 +373,11 @@ def plan_memory(config: Mapping[str, Any], workload: Workload) -> MemoryPlan:
         )
         trainable = adapters + patch
         if w.method == "lora":
-            base = (4 if fp32 else 2) * total
+            base = (2 if not fp32 and (w.lora_base_bf16 or deepspeed) else 4) * total
         else:
             projections = sum(_numel(s) for n, s in shapes.items() if _is_projection(n))
             base = math.ceil(NF4_BYTES * projections) + 4 * (total - projections)
-        per_weight = 2 if not fp32 and w.method == "lora" else 4
+        per_weight = base // total if w.method == "lora" else 4
         weights = base + 4 * trainable
         gradients = 4 * trainable
         optimizer = 8 * trainable
@@ -417,11 +423,16 @@ def activation_bytes(sizes: Sizes, w: Workload) -> int:
 
 
 def suggest(config: Mapping[str, Any], workload: Workload, capacity_bytes: float) -> MemoryPlan | None:
-    """The first of: each lighter method as set, then each method with gradient checkpointing, that fits."""
+    """The first of: each lighter method as set, then each method with gradient checkpointing, that fits. QLoRA is
+    not offered where the strategy shards the weights (FSDP, ZeRO-3 on several GPUs), which model.train refuses."""
     start = METHODS.index(workload.method)
-    tries = [replace(workload, method=m) for m in METHODS[start + 1 :]]
+    sharded = SHARDING[workload.strategy] == 3
+    methods = [m for m in METHODS[start:] if not (m == "qlora" and sharded)]
+    tries = [replace(workload, method=m) for m in methods if m != workload.method]
     if not workload.gradient_checkpointing:
-        tries += [replace(workload, method=m, gradient_checkpointing=True) for m in METHODS[start:]]
+        tries += [replace(workload, method=m, gradient_checkpointing=True) for m in methods]
+    if sharded:  # then QLoRA with each GPU holding the whole 4-bit base
+        tries += [replace(workload, method="qlora", strategy="ddp", gradient_checkpointing=gc) for gc in (False, True)]
     for candidate in tries:
         plan = plan_memory(config, candidate)
         if plan.fits(capacity_bytes):
@@ -465,7 +476,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--strategy", choices=list(SHARDING), default="ddp")
     parser.add_argument("--precision", choices=PRECISIONS, default="bf16")
-    parser.add_argument("--lora-rank", type=int, default=16)
+    parser.add_argument("--lora-rank", type=int, default=8)
+    parser.add_argument("--lora-base-fp32", action="store_true", help="LoRA: the frozen base in fp32, not bf16")
     parser.add_argument("--gradient-checkpointing", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -481,6 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             strategy=args.strategy,
             precision=args.precision,
             lora_rank=args.lora_rank,
+            lora_base_bf16=not args.lora_base_fp32,
             gradient_checkpointing=args.gradient_checkpointing,
         )
     except ValueError as error:

@@ -53,7 +53,7 @@ def test_retry_hides_the_old_answer_and_saves_a_new_one(ctx, image):
     handlers = ChatHandlers(ctx)
     _, session, _ = _turn(handlers, ChatSession(), "read it", [image])
     old_answer = session.turns[-1].message_id
-    _, session = handlers.retry(session, gr.RetryData(None, {"index": 1, "value": ""}), REQUEST)
+    _, session, _ = handlers.retry(session, gr.RetryData(None, {"index": 1, "value": ""}), REQUEST)
     *_, (_chatbot, session, _, _) = handlers.respond(session, "OCR", *PARAMS, REQUEST)
     visible = _visible(ctx, session)
     assert [m["role"] for m in visible] == ["user", "assistant"] and visible[1]["id"] != old_answer
@@ -71,10 +71,19 @@ def test_undo_puts_the_message_back_in_the_box(ctx, image):
     assert [m["text"] for m in _visible(ctx, session) if m["role"] == "user"] == ["first"]
 
 
+def test_undoing_the_only_turn_leaves_no_empty_conversation_in_history(ctx, image):
+    handlers = ChatHandlers(ctx)
+    _, session, _ = _turn(handlers, ChatSession(), "only question", [image])
+    owner, conversation_id = session.owner, session.conversation_id
+    assert conversation_id in [c["id"] for c in ctx.conversations.search(owner, "")]
+    handlers.undo(session, gr.UndoData(None, {"index": 1, "value": "only question"}))
+    assert conversation_id not in [c["id"] for c in ctx.conversations.search(owner, "")]
+
+
 def test_edit_replaces_the_question_and_keeps_its_images(ctx, image):
     handlers = ChatHandlers(ctx)
     _, session, _ = _turn(handlers, ChatSession(), "orginal typo", [image])
-    _, session = handlers.edit(
+    _, session, _ = handlers.edit(
         session, "OCR", gr.EditData(None, {"index": 1, "value": "original", "previous_value": "orginal typo"}), REQUEST
     )
     *_, (_chatbot, session, _, _) = handlers.respond(session, "OCR", *PARAMS, REQUEST)
@@ -164,3 +173,36 @@ def test_exports_are_charged_to_the_visitors_budget_and_stop_at_the_disk_floor(c
     budget.bytes_per_window, budget.min_free_bytes = 1 << 40, 1 << 50
     with pytest.raises(gr.Error, match="disk is nearly full, so exports are paused"):
         history.export("", session, "JSON (zip with images)", "", OWNER, REQUEST)
+
+
+def test_stop_events_are_kept_for_a_bounded_number_of_sessions():
+    """One stop event per session, like Gradio's sessions: a script opening session after session does not grow the
+    table past its capacity, and the sessions still in use keep theirs."""
+    from eve_app.context import StopEvents
+
+    stops = StopEvents(capacity=3)
+    kept = stops.new("visitor")
+    for i in range(100):
+        stops.new(f"script-{i}")
+        assert stops.current("visitor") is kept  # in use, so never the oldest
+    stops.stop("visitor")
+    assert kept.is_set() and len(stops._events) == 3
+
+
+def test_the_admin_opens_a_strangers_message_without_fetching_what_it_links(ctx):
+    """A Markdown or HTML image in a stranger's message would be fetched by the admin's browser when the admin opens
+    the conversation (telling its author the admin's address and when); the admin sees it as text. Code is shown as
+    written."""
+    text = (
+        "hello ![pixel](https://attacker.example/t.png) and <img src='https://attacker.example/u.png'> "
+        "and ![ref][1]\n\n[1]: https://attacker.example/r.png\n\n```html\n<img src=x>\n```"
+    )
+    saved = ctx.conversations.ask("browser:a-stranger", None, text, [], "Free chat")
+    history = HistoryHandlers(ctx)
+    chatbot, opened, _ = history.open_conversation(str(saved.conversation_id), "s3cret", OWNER, REQUEST)
+    shown = chatbot[0]["content"]
+    assert "![" not in shown.replace("```html\n<img src=x>\n```", "") and "<img src='https" not in shown
+    assert "attacker.example/t.png" in shown and "```html\n<img src=x>\n```" in shown
+    assert opened.turns[0].text == text  # the stored text is unchanged
+    mine, _, _ = history.open_conversation(str(saved.conversation_id), "", "browser:a-stranger", REQUEST)
+    assert mine[0]["content"] == text  # its author sees it as written

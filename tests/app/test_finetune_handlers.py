@@ -100,6 +100,98 @@ def test_the_memory_plan_follows_the_form_and_says_what_the_hardware_cannot_hold
     handlers = FinetuneHandlers(ctx)
     plan = handlers.memory_plan("", BASE, ["3"], 4, "", "", "CPU", "ddp")
     assert "per device" in plan and "the chosen hardware" in plan and ": fits" in plan and "refuses" not in plan
+    assert "on one GPU (bf16)" in plan and "fits 24 GB, 48 GB, 80 GB" in plan
     huge = handlers.memory_plan("", BASE, ["3"], 1_000_000, "", "", "CPU", "ddp")
     assert "Launch refuses this: This job needs about" in huge and "No method fits" in huge
     assert handlers.memory_plan("", BASE, ["3"], 4, "long", "", "CPU", "ddp").startswith("No memory plan: The max")
+    # The method and the LoRA rank chosen in the form change the plan (more adapter parameters at a higher rank).
+    low, high = (handlers.memory_plan("", BASE, ["3"], 4, "", "", "CPU", "ddp", "lora", r) for r in ("4", "64"))
+    assert "LoRA" in low and low != high
+
+
+def test_a_valid_admin_token_lets_the_admin_in_while_their_address_is_locked(ctx):
+    """The page of a browser with a valid admin token is unlocked on load; from it the right password passes a
+    lock-out that others' guesses from the same address caused."""
+    import dataclasses
+
+    from eve_app.security import AdminGate
+
+    gate = AdminGate("s3cret", max_failures=1, delay=0)
+    handlers = FinetuneHandlers(dataclasses.replace(ctx, admin=gate))
+    with pytest.raises(gr.Error, match="Wrong admin password"):
+        handlers.abort("guess", None, REQUEST)
+    with pytest.raises(gr.Error, match="Too many wrong admin passwords"):
+        handlers.abort("s3cret", None, REQUEST)
+    _, unlocked = handlers.restore(None, gate.issue_token())
+    assert unlocked is True
+    with pytest.raises(gr.Error, match="Pick a job first"):  # past the password check
+        handlers.abort("s3cret", None, REQUEST, unlocked)
+    _, stranger = handlers.restore(None, "made-up-token-0123456789")
+    with pytest.raises(gr.Error, match="Too many wrong admin passwords"):
+        handlers.abort("s3cret", None, REQUEST, stranger)
+
+
+def test_server_paths_are_redacted_only_where_they_are_whole(ctx):
+    """The project folder's name inside a longer name (a sibling folder, another path ending the same way) is not
+    a server path of this app and stays as written; the interpreter inside the project keeps its own name."""
+    from eve_app.ui.finetune import redact_paths
+    from model.shared import PROJECT_ROOT
+
+    root = str(PROJECT_ROOT)
+    text = f"{root}/model/train.py, {root}-backup/notes.txt, /mnt{root}/x, '{root}'."
+    redacted = FinetuneHandlers(ctx).redact(text)
+    assert redacted == f"./model/train.py, {root}-backup/notes.txt, /mnt{root}/x, '.'."
+    names = {"/srv/app": ".", "/srv/app/.venv/bin/python": "python"}
+    assert redact_paths("/srv/app/.venv/bin/python -m model.train", names) == "python -m model.train"
+
+
+def test_a_lora_job_shows_its_adapter_size_loads_into_the_chat_and_merges(tiny_checkpoint, tmp_path):
+    """A finished LoRA job: the table says how large its adapter is, the chat switches to it and back, and Merge
+    writes a full checkpoint that the pickers then offer."""
+    import dataclasses
+    import os
+    import subprocess
+    import sys
+
+    from eve_app.context import make_context
+    from eve_app.engine import Engine
+    from eve_app.jobs import JobConfig
+    from eve_app.settings import Settings
+    from eve_app.storage import Storage
+    from model.synthetic import write_dataset
+
+    settings = Settings(data_dir=tmp_path / "data", admin_password="s3cret")
+    ctx = make_context(settings, Engine.load(str(tiny_checkpoint)), Storage(data_dir=settings.data_dir))
+    data_file = write_dataset(tmp_path / "dataset", ["ocr"], n=4, seed=1, level=0)
+    run_dir = settings.data_dir / "runs" / "job-1"
+    config = JobConfig(base=str(tiny_checkpoint), data=str(data_file), method="lora", max_steps=2, batch_size=2)
+    argv = ["--base", str(tiny_checkpoint), "--data", str(data_file), "--output-dir", str(run_dir / "out")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    trained = subprocess.run(
+        [sys.executable, "-m", "model.train", *argv, "--method", "lora", "--max-steps", "2", "--batch-size", "2"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    job_id = ctx.storage.create_job(dataclasses.asdict(config), run_dir=run_dir)
+    ctx.storage.update_job(job_id, status="done", final_metrics={"model_path": str(run_dir / "out")})
+    handlers = FinetuneHandlers(ctx)
+
+    row = handlers.jobs_table().iloc[0]
+    assert row["method"] == "lora" and row["weights"].startswith("adapter ") and row["weights"].endswith(" MB")
+    assert float(row["weights"].split()[1]) < 1.0  # megabytes where the model is more
+
+    handlers.load_into_chat("s3cret", "job-1-3", REQUEST)
+    assert ctx.engine.name == "job-1-3" and ctx.engine.checkpoint_dir == run_dir / "out"
+    handlers.load_into_chat("s3cret", BASE, REQUEST)  # and back
+    assert ctx.engine.name == "eve-tiny"
+
+    with pytest.raises(gr.Error, match="admin password|Wrong"):
+        handlers.merge("guess", job_id, REQUEST)
+    message, _, _ = handlers.merge("s3cret", job_id, REQUEST)
+    assert "Merged job 1" in message and (run_dir / "merged" / "config.json").is_file()
+    assert "job-1-3-merged" in handlers.base_choices()
+    handlers.load_into_chat("s3cret", "job-1-3-merged", REQUEST)
+    assert ctx.engine.name == "job-1-3-merged"

@@ -2,6 +2,7 @@
 
 import re
 import time
+from pathlib import Path
 
 import pytest
 
@@ -39,15 +40,22 @@ def test_owner_ids_come_from_the_browser_token_and_are_not_the_token():
 
 
 def test_checkpoints_outside_the_allowed_folders_are_refused(tmp_path):
-    roots = [tmp_path / "runs"]
+    cache = hub_cache_with(tmp_path / "hub", "BAAI/EVE-7B-HD-v2.0")
+    roots = [tmp_path / "runs", cache]
     inside = roots[0] / "job-1" / "out"
     inside.mkdir(parents=True)
     (inside / "config.json").write_text("{}")
-    assert resolve_checkpoint_choice(str(inside), roots) == str(inside.resolve())
-    assert resolve_checkpoint_choice("BAAI/EVE-7B-HD-v2.0", roots) == "BAAI/EVE-7B-HD-v2.0"
+    assert resolve_checkpoint_choice(str(inside), roots, cache) == str(inside.resolve())
+    assert resolve_checkpoint_choice("BAAI/EVE-7B-HD-v2.0", roots, cache) == "BAAI/EVE-7B-HD-v2.0"
+    adapter = roots[0] / "job-2" / "out"  # a LoRA job's output: an adapter, no config.json
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text("{}")
+    assert resolve_checkpoint_choice(str(adapter), roots, cache) == str(adapter.resolve())
+    with pytest.raises(UserError, match="no config.json"):
+        resolve_checkpoint_choice(str(roots[0] / "job-1"), roots, cache)
     for outside in (DEFAULT_MODEL, "/etc", str(roots[0] / ".." / "elsewhere")):
         with pytest.raises(UserError, match="must be the default model, a finished job, or a Hub id"):
-            resolve_checkpoint_choice(outside, roots)
+            resolve_checkpoint_choice(outside, roots, cache)
 
 
 def test_job_processes_never_see_the_admin_password(tmp_path, monkeypatch):
@@ -79,3 +87,63 @@ def test_a_named_file_must_be_a_regular_file_inside_the_upload_cache(tmp_path):
     for path, message in refused.items():
         with pytest.raises(UserError, match=re.escape(message)):
             uploaded_file(path, cache)
+
+
+def hub_cache_with(cache: Path, repo_id: str) -> Path:
+    """A Hub cache folder holding `repo_id`'s config.json, laid out as huggingface_hub lays it out."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    (repo / "snapshots" / ("0" * 40) / "config.json").write_text("{}")
+    return cache
+
+
+@pytest.mark.parametrize("name", ["a/..", "etc/passwd", "BAAI/not-downloaded", "a--b/c", "-a/b", "a/b."])
+def test_a_hub_id_follows_the_hubs_rules_and_is_in_the_servers_hub_cache(tmp_path, name):
+    """`a/..` and `etc/passwd` passed as Hub ids: spelled like one, but no model of that name is on the server."""
+    cache = hub_cache_with(tmp_path / "hub", "BAAI/EVE-7B-HD-v2.0")
+    with pytest.raises(UserError, match="is not a Hub model in this server's Hub cache"):
+        resolve_checkpoint_choice(name, [tmp_path / "runs", cache], cache)
+
+
+def test_empty_passwords_are_not_guesses():
+    """An admin button clicked with the field empty is refused at once, and never counts toward the lock-out."""
+    gate = AdminGate("right", max_failures=2, window=60, delay=0.05)
+    for _ in range(10):
+        with pytest.raises(UserError, match="needs the admin password"):
+            gate.check("", "1.2.3.4")
+    gate.check("right", "1.2.3.4")
+
+
+def test_guesses_from_many_addresses_meet_a_server_wide_back_off_that_locks_nobody_out():
+    """Past `global_failures` wrong guesses from all addresses together, checks take turns (one per `backoff`
+    seconds), whatever address they come from; the right password still gets in after its turn."""
+    waits: list[float] = []
+    gate = AdminGate("right", max_failures=100, window=60, delay=0, global_failures=3, backoff=2.0, sleep=waits.append)
+    for i in range(3):
+        with pytest.raises(UserError, match="Wrong admin password"):
+            gate.check("wrong", f"10.0.0.{i}")
+    assert [w for w in waits if w > 0] == []  # below the threshold: no back-off
+    waits.clear()
+    for i in range(3):
+        with pytest.raises(UserError, match="Wrong admin password"):
+            gate.check("wrong", f"10.0.1.{i}")
+    gate.check("right", "192.0.2.1")
+    turns = [w for w in waits if w > 0]
+    assert len(turns) == 3 and all(abs(t - 2.0 * (i + 1)) < 0.5 for i, t in enumerate(turns)), turns
+
+
+def test_a_page_unlocked_by_a_valid_admin_token_gets_past_the_lock_out():
+    """Others' wrong guesses from the admin's address (everyone behind one proxy) lock the address, not the admin
+    whose browser holds a valid token; a wrong password from such a page is still refused."""
+    gate = AdminGate("right", max_failures=2, window=60, delay=0)
+    for _ in range(2):
+        with pytest.raises(UserError, match="Wrong admin password"):
+            gate.check("wrong", "10.0.0.1")
+    with pytest.raises(UserError, match="Too many wrong admin passwords"):
+        gate.check("right", "10.0.0.1")
+    gate.check("right", "10.0.0.1", trusted=True)
+    assert gate.is_admin("right", "10.0.0.1", trusted=True)
+    with pytest.raises(UserError, match="Too many wrong admin passwords"):
+        gate.check("wrong", "10.0.0.1", trusted=True)

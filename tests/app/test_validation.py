@@ -346,3 +346,31 @@ def test_paged_preview(tmp_path, data_dir):
     assert last["page"] == 3 and "must start with a human turn" in last["rows"][0]["problems"]
     only = paged_preview(result, only_problems=True)
     assert only["total"] == 1 and only["rows"][0]["id"] == "bad" and only["rows"][0]["thumbnail"] is None
+
+
+def test_a_dataset_nested_deeper_than_json_can_read_is_refused_with_a_message(tmp_path, data_dir):
+    """100,000 nested brackets made the JSON reader recurse past Python's limit: a crash with a traceback."""
+    deep = tmp_path / "data.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    result = validate_upload([deep], data_dir)
+    assert result.fatal and result.errors == [
+        "data.json is nested too deeply: a dataset is a list of samples, each a few levels deep"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        ({"images/" + "a" * 300 + ".png": b"x"}, "has a name of 304 bytes; the limit is 255 bytes"),
+        ({"images/" + "é" * 130 + "/0.png": b"x"}, "has a name of 260 bytes"),
+        ({"x": b"file", "x/y.png": b"in a folder"}, "entry 'x' is a file, and 'x/y.png' needs a folder of that name"),
+        ({"x/y.png": b"in a folder", "x": b"file"}, "entry 'x' is a file, and 'x/y.png' needs a folder"),
+    ],
+)
+def test_zip_entries_that_cannot_be_extracted_side_by_side_refuse_the_archive(tmp_path, data_dir, entries, message):
+    """Names over 255 bytes and a name that is both a file and a folder failed half-way through the extraction."""
+    data = write_dataset(tmp_path / "src", good_rows(1), n_images=1)
+    archive = zip_of(tmp_path / "images.zip", {"images/0.png": png_bytes(), **entries})
+    result = validate_upload([data, archive], data_dir)
+    assert result.fatal and message in result.errors[0] and "the archive was refused" in result.errors[0]
+    assert not (result.upload_dir / "files" / "images").exists()  # nothing extracted at all

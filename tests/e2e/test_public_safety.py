@@ -509,3 +509,177 @@ def test_exports_leave_no_working_folder_behind(server, tmp_path, monkeypatch):
         with zipfile.ZipFile(path) as zf:
             assert "conversations.json" in zf.namelist()
     assert list(private.iterdir()) == []
+
+
+def png_bytes() -> bytes:
+    image = io.BytesIO()
+    Image.new("RGB", (32, 32), "white").save(image, format="PNG")
+    return image.getvalue()
+
+
+def test_empty_password_clicks_never_lock_the_admin_out(server):
+    """Admin buttons clicked with the password field empty are refused, and are not wrong guesses."""
+    client = client_of(server)
+    for _ in range(8):
+        with pytest.raises(AppError, match="needs the admin password"):
+            client.predict("", 999, api_name="/abort_job")
+    with pytest.raises(AppError, match="There is no job 999"):  # the right password still gets in
+        client.predict(PASSWORD, 999, api_name="/abort_job")
+
+
+def test_a_forged_forwarded_address_escapes_neither_the_lock_out_nor_the_quota(tmp_path):
+    """By default no proxy is trusted: an `X-Forwarded-For` a visitor writes does not give them a fresh address,
+    neither for guessing the admin password nor for a new upload quota."""
+    port = free_port()
+    env = {"GRADIO_TEMP_DIR": str(tmp_path / "gradio-cache")}
+    args = ["--data-dir", str(tmp_path / "data"), "--admin-password", PASSWORD, "--upload-quota-mb", "1"]
+    process = start_server(args, port, env=env)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        for i in range(5):
+            forged = Client(url, headers={"X-Forwarded-For": f"203.0.113.{i}"}, verbose=False)
+            with pytest.raises(AppError, match="Wrong admin password"):
+                forged.predict("guess", 999, api_name="/abort_job")
+        forged = Client(url, headers={"X-Forwarded-For": "198.51.100.7"}, verbose=False)
+        with pytest.raises(AppError, match="Too many wrong admin passwords"):
+            forged.predict(PASSWORD, 999, api_name="/abort_job")
+
+        upload = f"{url}gradio_api/upload"
+        assert httpx.post(upload, files={"files": ("a.bin", b"\0" * (1000 << 10))}).status_code == 200
+        for address in ("198.51.100.8", "198.51.100.9, 203.0.113.1"):
+            refused = httpx.post(
+                upload, files={"files": ("b.bin", b"\0" * (100 << 10))}, headers={"X-Forwarded-For": address}
+            )
+            assert refused.status_code == 429, (address, refused.status_code)
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_a_trusted_proxy_names_each_visitor(tmp_path):
+    """`--trusted-proxies` reaches uvicorn: behind the listed proxy, the address it forwards is the visitor's, so
+    two visitors behind it have a quota each (and a visitor's own header before the proxy's entry does not count)."""
+    port = free_port()
+    env = {"GRADIO_TEMP_DIR": str(tmp_path / "gradio-cache")}
+    args = ["--data-dir", str(tmp_path / "data"), "--upload-quota-mb", "1", "--trusted-proxies", "127.0.0.1"]
+    process = start_server(args, port, env=env)
+    upload = f"http://127.0.0.1:{port}/gradio_api/upload"
+
+    def post(forwarded: str, size: int) -> int:
+        files = {"files": ("a.bin", b"\0" * size)}
+        return httpx.post(upload, files=files, headers={"X-Forwarded-For": forwarded}).status_code
+
+    try:
+        assert post("198.51.100.1", 1000 << 10) == 200
+        assert post("198.51.100.1", 100 << 10) == 429
+        assert post("203.0.113.5, 198.51.100.1", 100 << 10) == 429  # forged first entry, proxy appended the real
+        assert post("198.51.100.2", 100 << 10) == 200
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_fresh_sessions_cost_little_memory(tmp_path):
+    """A script calling an anonymous endpoint with a new session each time (as every gradio_client does) makes the
+    server keep one session each: their memory stays a few KB apiece (it was about 220 KB)."""
+    port = free_port()
+    process = start_server(["--data-dir", str(tmp_path / "data")], port, env={"GRADIO_TEMP_DIR": str(tmp_path / "c")})
+
+    def rss() -> int:
+        line = next(x for x in Path(f"/proc/{process.pid}/status").read_text().splitlines() if x.startswith("VmRSS:"))
+        return int(line.split()[1]) * 1024
+
+    def calls(n: int) -> None:
+        """`n` calls of /search_conversations over Gradio's REST route, a new session each (none is sent)."""
+        url = f"http://127.0.0.1:{port}/gradio_api/call/search_conversations"
+        with httpx.Client(timeout=60) as http:
+            for _ in range(n):
+                event = http.post(url, json={"data": ["", ""]}).json()["event_id"]
+                assert "event: complete" in http.get(f"{url}/{event}").text
+
+    try:
+        calls(100)  # warm-up: the first calls allocate what any call needs
+        before = rss()
+        sessions = 1000
+        calls(sessions)
+        growth = (rss() - before) / sessions
+        print(f"memory per fresh session: {growth / 1000:.1f} KB")
+        assert growth < 50_000, f"{growth / 1000:.0f} KB per session"
+    finally:
+        process.kill()
+        process.wait()
+
+
+def call_json(url: str, api: str, data: str, session_hash: str | None = None) -> tuple[str, object]:
+    """(event, data) of the last message of a `/call/<api>` request whose inputs are written as raw JSON (so that
+    NaN and Infinity can be sent, as any HTTP client can); a bare "Error" comes back with data None, a request the
+    event guard refuses as ("refused", {"error": its message})."""
+    body = '{"data": ' + data + (f', "session_hash": "{session_hash}"' if session_hash else "") + "}"
+    route = f"{url}gradio_api/call/{api}"
+    started = httpx.post(route, content=body, headers={"content-type": "application/json"})
+    if started.status_code == 400:
+        return "refused", {"error": started.text}
+    assert started.status_code == 200, started.text
+    lines = httpx.get(f"{route}/{started.json()['event_id']}", timeout=120).text.strip().splitlines()
+    return lines[-2].removeprefix("event: "), json.loads(lines[-1].removeprefix("data: "))
+
+
+FILE = '{"path": %s, "meta": {"_type": "gradio.FileData"}}'
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ('[IMAGE, "OCR", "", "abc"]', "max_new_tokens must be a whole number of at least 1; got 'abc'"),
+        ('[IMAGE, "OCR", "", NaN]', "max_new_tokens must be a whole number of at least 1; got nan"),
+        ('[IMAGE, "OCR", "", Infinity]', "max_new_tokens must be a whole number of at least 1; got inf"),
+        ('[IMAGE, "OCR", "", 0]', "max_new_tokens must be a whole number of at least 1; got 0"),
+        ('[IMAGE, "OCR", "", 12.5]', "max_new_tokens must be a whole number of at least 1; got 12.5"),
+        ('[IMAGE, "OCR", "", [8]]', "max_new_tokens must be a whole number of at least 1; got [8]"),
+        ("[" + FILE % '""' + ', "OCR", "", 8]', "A file in the request has an empty path"),
+        ('["", "OCR", "", 8]', "image must be an uploaded file"),
+        ('["notes.png", "OCR", "", 8]', "image must be an uploaded file"),
+        ("[" + FILE % '"/etc/passwd"' + ', "OCR", "", 8]', "passwd is not a file you uploaded"),
+        ('[IMAGE, ["OCR"], "", 8]', "The task must be one of ['OCR'"),
+        ("[IMAGE]", "This endpoint takes 4 inputs (image, task, question, max_new_tokens); got 1"),
+    ],
+)
+def test_bad_answer_inputs_are_refused_by_name(server, capfd, inputs, message):
+    """Replays of fuzzed /answer inputs that got a bare "Error" (and a traceback in the log): each is refused with
+    the input's name and what it expects, without a traceback."""
+    url, _ctx = server
+    uploaded = httpx.post(f"{url}gradio_api/upload", files={"files": ("q.png", png_bytes())}).json()[0]
+    event, data = call_json(url, "answer", inputs.replace("IMAGE", FILE % json.dumps(uploaded)))
+    assert event in ("error", "refused") and isinstance(data, dict) and message in data["error"], data
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_settings_refused_before_the_answer_are_saved_as_its_error(server, capfd):
+    """Chat settings Gradio cannot read (text, NaN, a task that does not exist) ended the event before the handler:
+    the question stayed without an answer, later shown as an interruption. Now the answer is saved with the refusal."""
+    url, ctx = server
+    client = client_of(server)
+    temperature = "Temperature (0 = greedy) must be a number from 0 to 1.5; got"
+    cases = [
+        ('["Free chat", "warm", 1.0, 8, 1.0, "", ""]', f"{temperature} 'warm'."),
+        ('["Free chat", NaN, 1.0, 8, 1.0, "", ""]', f"{temperature} nan."),
+        ('["Free chat", 7, 1.0, 8, 1.0, "", ""]', f"{temperature} 7."),
+        (
+            '["Free chat", 0.0, 1.0, 8, 1.0, "", Infinity]',
+            "The image size must be a whole number (or empty), got 'inf'.",
+        ),
+        (
+            '["Cooking", 0.0, 1.0, 8, 1.0, "", ""]',
+            "Task must be one of ['OCR', 'Poster', 'Webpage', 'Scene description'",
+        ),
+    ]
+    for number, (settings, error) in enumerate(cases):
+        question = f"settings test {number}"
+        client.predict({"text": question, "files": []}, "Free chat", api_name="/submit_message")
+        event, _ = call_json(url, "respond", settings, session_hash=client.session_hash)
+        assert event == "complete"
+        [found] = ctx.storage.list_conversations(search=question)
+        answer = ctx.storage.get_conversation(found["id"])["messages"][-1]
+        assert answer["role"] == "assistant" and answer["status"] == "error", answer
+        assert answer["error"].startswith(error), answer["error"]
+    assert "Traceback" not in capfd.readouterr().err

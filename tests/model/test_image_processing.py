@@ -190,6 +190,17 @@ def test_exif_orientation_is_applied(processor, tmp_path):
     assert processor.preprocess(path, mode="train").shape == (3, 32, 32)
 
 
+def test_the_callers_image_is_left_untouched(processor, tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    path = tmp_path / "rotated.jpg"
+    Image.new("RGB", (40, 20), "blue").save(path, exif=exif)
+    with Image.open(path) as image:
+        assert processor.preprocess(image, mode="train").shape == (3, 32, 32)
+        assert image.size == (40, 20)
+        assert image.getexif().get(0x0112) == 6
+
+
 # ---- bad input ----------------------------------------------------------------------------------------------------
 
 

@@ -64,11 +64,13 @@ def test_the_7b_plans_equal_a_hand_computation():
     assert full.activations == tokens * (29 * per_layer + 8 * 3584 + 14 * 152064)
     assert round(full.activations / GIB, 2) == 32.36
 
-    lora = plan_memory(SEVEN_B, Workload(method="lora", seq_len=tokens))
+    lora = plan_memory(SEVEN_B, Workload(method="lora", lora_rank=16, seq_len=tokens))
     assert lora.trainable == LORA_16_7B == 80_740_352
     assert lora.weights == 2 * P_7B + 4 * LORA_16_7B  # bf16 base, fp32 adapters
     assert (lora.gradients, lora.optimizer) == (4 * LORA_16_7B, 8 * LORA_16_7B)
-    qlora = plan_memory(SEVEN_B, Workload(method="qlora", seq_len=tokens))
+    fp32_base = plan_memory(SEVEN_B, Workload(method="lora", lora_rank=16, lora_base_bf16=False, seq_len=tokens))
+    assert fp32_base.weights == 4 * P_7B + 4 * LORA_16_7B
+    qlora = plan_memory(SEVEN_B, Workload(method="qlora", lora_rank=16, seq_len=tokens))
     # nf4: half a byte per weight and one fp32 scale per 64 weights; the rest (embeddings, head, norms, biases, patch
     # embedding) in fp32 as prepare_model_for_kbit_training leaves it.
     assert qlora.weights == PROJECTIONS_7B * 9 // 16 + 4 * (P_7B - PROJECTIONS_7B) + 4 * LORA_16_7B
@@ -82,7 +84,7 @@ def test_a_stage_trains_only_its_groups_and_a_checkpoint_without_twins_gets_them
     no_twins = {**SEVEN_B, "add_moe": False}
     assert plan_memory(no_twins, Workload(stage="1", seq_len=10)).parameters == P_7B - 28 * LAYER_COPY
     assert plan_memory(no_twins, Workload(stage="2.1", seq_len=10)).parameters == P_7B  # 2.1 adds the twins
-    twins_lora = plan_memory(SEVEN_B, Workload(method="lora", stage="2.2", seq_len=10))
+    twins_lora = plan_memory(SEVEN_B, Workload(method="lora", lora_rank=16, stage="2.2", seq_len=10))
     assert twins_lora.trainable == LORA_16_7B // 2  # only the vision twins' projections get adapters
 
 
@@ -101,6 +103,11 @@ def test_a_plan_that_does_not_fit_is_refused_naming_a_method_that_fits():
     )
     assert qlora.fitting_gpus() == [24, 48, 80] and qlora.refusal(24 * GIB, SEVEN_B) is None
     assert "fits GPUs of 24 GB, 48 GB, 80 GB" in qlora.describe()
+    sharded = plan_memory(SEVEN_B, Workload(devices=2, strategy="fsdp", seq_len=seq_len, image_tokens=image_tokens))
+    small = sharded.refusal(24 * GIB, SEVEN_B)
+    assert small is not None and "QLoRA (4-bit) with ddp and gradient checkpointing would need" in small
+    refusal = sharded.refusal(48 * GIB, SEVEN_B)  # QLoRA keeps the 4-bit base whole: not offered under FSDP
+    assert refusal is not None and "QLoRA" not in refusal and "LoRA would need" in refusal
 
 
 MEASURE = """
@@ -156,3 +163,16 @@ def test_the_shipped_models_estimate_matches_the_peak_of_real_training_steps(tmp
     growth = json.loads(result.stdout.strip().splitlines()[-1])["growth"]
     print(f"peak RSS growth {growth / 2**20:.0f} MiB, estimate {plan.total / 2**20:.0f} MiB")
     assert plan.total <= growth <= 1.8 * plan.total, (growth, plan.describe())
+
+
+def test_lora_parameters_are_what_peft_adds():
+    """Rank 8 on every text and twin projection of the shipped model: the plan's count equals peft's."""
+    peft = pytest.importorskip("peft")  # in the requirements with the LoRA methods
+    from model.loading import load_pretrained
+
+    model, _ = load_pretrained(str(TINY))
+    projections = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    targets = projections + [f"moe_{name}" for name in projections[:4]]  # the twins' MLP is moe_mlp.gate_proj ...
+    peft_model = peft.get_peft_model(model, peft.LoraConfig(r=8, target_modules=targets))
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    assert plan_memory(read_config(TINY), Workload(method="lora", lora_rank=8, seq_len=10)).trainable == trainable
