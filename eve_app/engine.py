@@ -10,7 +10,7 @@ import functools
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from queue import Empty
 from typing import Any, cast
@@ -20,7 +20,7 @@ from huggingface_hub import RepoCard
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from model import load_pretrained
-from model.loading import resolve_checkpoint
+from model.loading import adapter_base, resolve_checkpoint
 from model.precision import resolve_precision
 from model.shared import IMAGE_TOKEN
 from model.train.memory_plan import read_config
@@ -79,6 +79,7 @@ class GenerationRecord:
     time_to_first_token: float | None = None
     duration: float = 0.0
     error: str | None = None
+    new_tokens_limit: int | None = None  # max new tokens lowered to what the context left after the prompt
 
     @property
     def tokens_per_second(self) -> float:
@@ -93,6 +94,31 @@ class Finished:
 
 class EngineError(Exception):
     """A failure with a message meant for the user."""
+
+
+MIN_ANSWER_TOKENS = 16  # below this, an answer lowered to fit the context would say too little to be worth it
+
+
+def fit_to_context(request: ChatRequest, prompt_tokens: int, context: int, record: GenerationRecord) -> None:
+    """Lowers the request's max new tokens to what the context leaves after the prompt, and notes it on `record`
+    (the status line says so): a third image in a chat should shorten the answer, not be refused. Every backend
+    calls this once it knows the prompt's length.
+
+    Raises:
+        EngineError: the prompt leaves fewer than MIN_ANSWER_TOKENS tokens.
+    """
+    room = context - prompt_tokens
+    wanted = request.settings.max_new_tokens
+    if wanted <= room:
+        return
+    if room < min(MIN_ANSWER_TOKENS, wanted):
+        raise EngineError(
+            f"The prompt is too long for the context: {prompt_tokens} tokens (text and images) leave "
+            f"{max(room, 0)} of the model's {context} for the answer. "
+            "Clear the chat, use fewer images, or lower the image size."
+        )
+    request.settings = replace(request.settings, max_new_tokens=room)
+    record.new_tokens_limit = room
 
 
 class _StopOnEvent(StoppingCriteria):
@@ -147,7 +173,10 @@ class Engine(ImageLimits):
         """Loads a checkpoint folder or Hub id; `dtype` by name ("float32", "bfloat16", "float16"); `quantization`
         "8bit", "4bit" or "none". On CUDA with neither given, the precision that fits the GPU's free memory."""
         folder = resolve_checkpoint(path)
-        choice = resolve_precision(read_config(folder), device, dtype, quantization)
+        base = adapter_base(folder)  # a LoRA job's folder: the precision is the base model's
+        choice = resolve_precision(
+            read_config(resolve_checkpoint(base) if base else folder), device, dtype, quantization
+        )
         if choice is not None:
             dtype, quantization = choice.dtype, choice.quantization
         quantization = None if quantization == "none" else quantization
@@ -202,13 +231,6 @@ class Engine(ImageLimits):
             inputs = self.processor(text=prompt, images=images, max_size=settings.image_max_size)
         except ValueError as error:
             raise EngineError(str(error)) from error
-        budget = self.context_length - settings.max_new_tokens
-        if inputs["input_ids"].shape[1] > budget:
-            raise EngineError(
-                f"The prompt is too long for the context: {inputs['input_ids'].shape[1]} tokens (text and images) "
-                f"plus {settings.max_new_tokens} new tokens exceed the model's {self.context_length}. "
-                "Lower max new tokens, clear the chat, use fewer images, or lower the image size."
-            )
         return inputs.to(self.model.device)
 
     @gpu  # on a ZeroGPU Space, a GPU is attached for the duration of one answer
@@ -220,6 +242,7 @@ class Engine(ImageLimits):
             try:
                 inputs = self.build_inputs(request.turns, request.settings)
                 record.prompt_tokens = int(inputs["input_ids"].shape[1])
+                fit_to_context(request, record.prompt_tokens, self.context_length, record)
                 for piece in self._generate(inputs, request, record, start):
                     record.text += piece
                     yield TextDelta(piece)

@@ -24,7 +24,7 @@ from pathlib import Path
 from huggingface_hub import try_to_load_from_cache
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from model.shared import PROJECT_ROOT
+from model.shared import ADAPTER_CONFIG_FILE, PROJECT_ROOT
 
 from .errors import UserError
 from .storage.schema import ADMIN_OWNER
@@ -230,8 +230,8 @@ def resolve_checkpoint_choice(value: str, roots: list[Path], hub_cache: Path | s
     path = Path(value).expanduser().resolve()
     if not any(path.is_relative_to(root.resolve()) for root in roots):
         raise UserError("Base checkpoints must be the default model, a finished job, or a Hub id.")
-    if not (path / "config.json").is_file():
-        raise UserError("That checkpoint has no config.json.")
+    if not (path / "config.json").is_file() and not (path / ADAPTER_CONFIG_FILE).is_file():
+        raise UserError("That checkpoint has no config.json (nor adapter_config.json, for a LoRA job).")
     return str(path)
 
 

@@ -8,15 +8,17 @@ offline (`HF_HUB_OFFLINE=1`) once the files are there.
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from huggingface_hub import snapshot_download
 from transformers import BitsAndBytesConfig, GenerationConfig
-from transformers.utils import is_flash_attn_2_available
+from transformers.utils import PROCESSOR_NAME, is_flash_attn_2_available
 
 from .configuration_eve import EveConfig
 from .modeling_eve import EveForCausalLM
 from .processing_eve import EveProcessor
+from .shared import ADAPTER_CONFIG_FILE
 
 QUANTIZATIONS = (None, "8bit", "4bit")
 
@@ -36,6 +38,23 @@ def resolve_checkpoint(path_or_repo_id: str | os.PathLike) -> Path:
         )
     except Exception as error:  # offline without a cached copy, unknown repo, no network, ...
         raise ValueError(f"Could not find {path_or_repo_id} locally or in the Hub cache: {error}") from error
+
+
+def adapter_base(folder: Path) -> str | None:
+    """The base checkpoint a LoRA adapter folder (a `lora`/`qlora` job's output) was trained on, or None for a folder
+    that holds a full checkpoint. A relative base path is taken relative to the adapter folder when it exists there.
+
+    Raises:
+        ValueError: adapter_config.json names no base.
+    """
+    config_file = folder / ADAPTER_CONFIG_FILE
+    if (folder / "config.json").is_file() or not config_file.is_file():
+        return None
+    base = json.loads(config_file.read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"{config_file} names no base_model_name_or_path: cannot tell which model it adapts")
+    beside = folder / base
+    return str(beside) if not Path(base).is_absolute() and beside.is_dir() else str(base)
 
 
 def read_eve_config(folder: Path) -> EveConfig:
@@ -136,13 +155,17 @@ def load_pretrained(
     """Loads an EVEv2 checkpoint and its processor.
 
     Args:
-        path_or_repo_id: checkpoint folder, or a Hub repo id such as "BAAI/EVE-7B-HD-v2.0".
+        path_or_repo_id: checkpoint folder, a LoRA adapter folder (base + adapter, see `load_with_adapter`), or a Hub
+            repo id such as "BAAI/EVE-7B-HD-v2.0".
         device: "cpu", "cuda", "cuda:1", ...
         dtype: defaults to bfloat16 on GPU and float32 on CPU.
         quantization: None, "8bit" or "4bit" (bitsandbytes; works on CPU too).
         attn_implementation: defaults to flash-attn 2 on CUDA when installed, else SDPA.
     """
     folder = resolve_checkpoint(path_or_repo_id)
+    base = adapter_base(folder)
+    if base is not None:
+        return load_with_adapter(folder, base, device, dtype, quantization, attn_implementation)
     config = read_eve_config(folder)
     apply_vision_tower_settings(config, folder)
     device = str(device)
@@ -163,3 +186,28 @@ def load_pretrained(
         model.generation_config = GenerationConfig()
     model.generation_config.update(**generation_defaults(processor, config, len(processor.tokenizer)))
     return model, processor
+
+
+def load_with_adapter(
+    folder: Path,
+    base: str,
+    device: str = "cpu",
+    dtype: torch.dtype | None = None,
+    quantization: str | None = None,
+    attn_implementation: str | None = None,
+) -> tuple[EveForCausalLM, EveProcessor]:
+    """The base checkpoint with a peft LoRA adapter folder on it, and the processor the adapter was trained with.
+
+    Unquantised, the adapter is folded into the weights (`merge_and_unload`): a plain `EveForCausalLM` that answers as
+    base + adapter at the base's speed. On a quantised base it stays a separate layer (a `PeftModel`, which generates
+    the same way), since folding it in would round it to 4 or 8 bits.
+    """
+    from peft import PeftModel  # only adapter folders need peft
+
+    model, processor = load_pretrained(base, device, dtype, quantization, attn_implementation)
+    adapted = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
+    loaded: Any = adapted if quantization else adapted.merge_and_unload()
+    loaded.eval()
+    if (folder / PROCESSOR_NAME).is_file():  # the adapter's stage template and settings
+        processor = EveProcessor.from_pretrained(folder, model.config)
+    return loaded, processor

@@ -131,3 +131,25 @@ def task_instructions() -> dict[str, str]:
     time (kept with the paraphrases in `model/synthetic/vocab.json`)."""
     instructions = json.loads(TASK_VOCAB_FILE.read_text(encoding="utf-8"))["instructions"]
     return {name: instructions[key]["canonical"] for name, key in TASK_KEYS.items()}
+
+
+# A checkpoint's own fine-tuning defaults (model.train TrainArgs fields), used where a job leaves an option empty:
+# what works for a 4 M-parameter model (a high learning rate, answers spelled one character per token) is not what
+# works for the 7B, whose stage presets are the official ones.
+FINETUNE_DEFAULTS_FILE = "finetune_defaults.json"
+# A LoRA adapter saved by peft: the file that makes a job folder "base + adapter" rather than a full checkpoint.
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
+# How a job trains the groups its stage unfreezes: every weight, LoRA adapters, or LoRA on a 4-bit (nf4) base.
+TRAIN_METHODS = ("full", "lora", "qlora")
+
+
+def finetune_defaults(folder: str | Path) -> dict[str, Any]:
+    """The fine-tuning defaults a checkpoint folder carries (`finetune_defaults.json`), or {} when it has none."""
+    path = Path(folder) / FINETUNE_DEFAULTS_FILE
+    if not path.is_file():
+        return {}
+    values = json.loads(path.read_text())
+    if not isinstance(values, dict):
+        raise TypeError(f"{path} must hold a JSON object of training options")
+    return values

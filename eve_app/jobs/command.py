@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from model.shared import TRAIN_DEFAULTS, stage_presets
+from model.shared import TRAIN_DEFAULTS, TRAIN_METHODS, stage_presets
 
 ACCELERATE_DIR = "configs/accelerate"
 STRATEGIES = ("ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3")
@@ -31,6 +31,9 @@ GPU_CONFIGS = {
     "deepspeed-zero2": "deepspeed_zero2.yaml",
     "deepspeed-zero3": "deepspeed_zero3.yaml",
 }
+
+# Strategies that shard the weights themselves, which a bitsandbytes 4-bit base does not allow.
+SHARDED_STRATEGIES = ("fsdp", "deepspeed-zero3")
 
 
 class ConfigError(ValueError):
@@ -45,6 +48,8 @@ class JobConfig:
         base: checkpoint folder (or Hub id) the first stage starts from.
         data: LLaVA JSON file; image_folder: the folder its image paths are relative to (default: the JSON's).
         stage: one stage preset; stages: several presets run in order as a pipeline (then `stage` is ignored).
+        method: how the stages' groups learn: "full", "lora" (peft adapters) or "qlora" (adapters on a 4-bit base).
+        lora_rank: the adapters' rank (None: the base's default, else 8); LoRA methods only.
         max_steps: optimizer steps; overrides `epochs` when given.
         hardware: "cpu" or the number of GPUs; cpu_processes: CPU processes (DDP over gloo when more than one).
         strategy: how several GPUs share the work: "ddp", "fsdp", "deepspeed-zero2" or "deepspeed-zero3".
@@ -57,6 +62,8 @@ class JobConfig:
     image_folder: str | None = None
     stage: str = TRAIN_DEFAULTS["stage"]
     stages: list[str] | None = None
+    method: str = "full"
+    lora_rank: int | None = None
     lr: float | None = None
     epochs: float = TRAIN_DEFAULTS["epochs"]
     max_steps: int | None = None
@@ -136,6 +143,11 @@ def _hardware_problems(config: JobConfig) -> list[str]:
         problems.append(f"unknown strategy {config.strategy!r}; choose one of {list(STRATEGIES)}")
     elif config.hardware == "cpu" and config.strategy != "ddp":
         problems.append(f"strategy {config.strategy} needs GPUs; on the CPU use ddp (or pick a number of GPUs)")
+    if config.method == "qlora" and config.gpus > 1 and config.strategy in SHARDED_STRATEGIES:
+        problems.append(
+            f"qlora keeps the 4-bit base whole on each GPU: {config.strategy} would shard it; use ddp or "
+            "deepspeed-zero2 (or lora with this strategy)"
+        )
     if config.cpu_processes < 1:
         problems.append("cpu_processes must be at least 1")
     elif config.hardware != "cpu" and config.cpu_processes != 1:
@@ -156,6 +168,10 @@ def _training_problems(config: JobConfig) -> list[str]:
         problems.append("choose a base checkpoint")
     if not config.data:
         problems.append("choose a dataset (a validated upload)")
+    if config.method not in TRAIN_METHODS:
+        problems.append(f"unknown method {config.method!r}; choose one of {list(TRAIN_METHODS)}")
+    elif config.lora_rank is not None and (config.method == "full" or config.lora_rank < 1):
+        problems.append("the LoRA rank is a whole number of at least 1, for the lora and qlora methods")
     if config.lr is not None and config.lr <= 0:
         problems.append("the learning rate must be positive")
     if config.max_steps is None and config.epochs <= 0:
@@ -195,6 +211,8 @@ def training_flags(config: JobConfig) -> list[str]:
     flags = ["--data", config.data]
     optional = {
         "--image-folder": config.image_folder,
+        "--method": None if config.method == "full" else config.method,
+        "--lora-rank": config.lora_rank,
         "--lr": config.lr,
         "--max-image-size": config.max_image_size,
         "--max-length": config.max_length,

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from model.shared import ADAPTER_CONFIG_FILE as ADAPTER_CONFIG  # what peft's save_pretrained writes
+
 from ..errors import UserError
 
 log = logging.getLogger(__name__)
-
-ADAPTER_CONFIG = "adapter_config.json"  # what peft's save_pretrained writes beside the adapter weights
 
 
 @dataclass(frozen=True)

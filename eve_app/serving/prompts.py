@@ -2,7 +2,8 @@
 
 The text is the library processor's prompt with each image placeholder written as the image token; the prompt's
 length (text tokens plus each image's `1 + h(w + 1)` tokens at the requested image size) is checked against the
-context with the same message as the transformers backend, and images are opened with the library's checks.
+context by the backend (`engine.fit_to_context`, as the transformers backend does), and images are opened with the
+library's checks.
 """
 
 from dataclasses import dataclass
@@ -65,13 +66,7 @@ def prepare(
     text_tokens = sum(
         len(processor.tokenizer(piece, add_special_tokens=False)["input_ids"]) for piece in pieces if piece
     )
-    prompt_tokens = text_tokens + image_tokens
-    if prompt_tokens > context - settings.max_new_tokens:
-        raise EngineError(
-            f"The prompt is too long for the context: {prompt_tokens} tokens (text and images) "
-            f"plus {settings.max_new_tokens} new tokens exceed the model's {context}. "
-            "Lower max new tokens, clear the chat, use fewer images, or lower the image size."
-        )
+    prompt_tokens = text_tokens + image_tokens  # the caller fits max new tokens to it (engine.fit_to_context)
     return PreparedPrompt(messages, text, images, paths, ids, prompt_tokens)
 
 

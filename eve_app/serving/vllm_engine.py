@@ -26,7 +26,16 @@ from model import EveConfig
 from model.loading import resolve_checkpoint
 from model.processing_eve import EveProcessor
 
-from ..engine import ChatRequest, EngineError, Finished, GenerationRecord, ImageLimits, TextDelta, card_notice
+from ..engine import (
+    ChatRequest,
+    EngineError,
+    Finished,
+    GenerationRecord,
+    ImageLimits,
+    TextDelta,
+    card_notice,
+    fit_to_context,
+)
 from ..errors import UserError
 from .adapters import read_adapter, switch_model
 from .prompts import prepare, sampling_fields
@@ -198,6 +207,7 @@ class VllmEngine(ImageLimits):
         try:
             prompt = prepare(self.processor, request.turns, request.settings, self.context_length, self.sent_images)
             record.prompt_tokens = prompt.prompt_tokens
+            fit_to_context(request, prompt.prompt_tokens, self.context_length, record)
             yield from stream_with_one_retry(
                 lambda attempt: self._generate(
                     prompt, request, record, f"{request_id}-{attempt}", start, attempt, lora

@@ -305,7 +305,7 @@ class Storage(JobVerbs):
         self, search: str | None = None, limit: int = 50, offset: int = 0, owner: str | None = None
     ) -> list[dict]:
         """Conversations, newest activity first, optionally those whose title or a visible message contains
-        `search` (case-insensitive); each with id, title, task, created_at, updated_at, message_count, preview,
+        `search` (case-insensitive), and with a visible message; each with id, title, task, created_at, updated_at, message_count, preview,
         and status (the last answer's: "interrupted" shows a crash)."""
         visible = and_(Message.conversation_id == Conversation.id, Message.hidden.is_(False))
         count = select(func.count(Message.id)).where(visible).correlate(Conversation).scalar_subquery()
@@ -325,7 +325,10 @@ class Storage(JobVerbs):
             .correlate(Conversation)
             .scalar_subquery()
         )
-        query = select(Conversation, count, preview, last_answer).where(Conversation.deleted.is_(False))
+        # A conversation whose every message was undone is not listed (its messages stay, hidden, in the log).
+        query = select(Conversation, count, preview, last_answer).where(
+            Conversation.deleted.is_(False), exists().where(visible)
+        )
         if owner is not None and owner != ADMIN_OWNER:
             query = query.where(Conversation.owner == owner)
         if search and search.strip():

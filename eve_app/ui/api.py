@@ -64,7 +64,8 @@ class ApiHandlers:
                 yield event.record.text
             else:
                 partial += event.text
-                yield partial
+                if partial.strip():  # as the final answer reads: no leading space (a tokenizer's word boundary)
+                    yield partial.lstrip()
 
 
 def build_api(ctx: AppContext) -> None:

@@ -46,8 +46,10 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         owner = gr.State(None)
         unlocked = gr.State(False)  # this page holds a valid admin token (set on load from "eve-admin")
         gr.Markdown(
-            f"## {TITLE}\nPick a task, drop in an image (screenshot, poster, webpage capture or photo), "
-            "and watch the answer stream. Conversations are saved; see the History tab."
+            # What images suit the model is said by the model line under the tasks (from the loaded model's card),
+            # so the intro names none that the model might not read.
+            f"## {TITLE}\nPick a task, drop in an image and watch the answer stream. "
+            "Conversations are saved; see the History tab."
         )
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):

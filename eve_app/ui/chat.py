@@ -45,11 +45,15 @@ class ChatHandlers:
             text = preset.instruction
         self.add_user_turn(session, text, files, preset.name, owner or session_owner(request))
         self.ctx.stops.new(request.session_hash)
-        return (
-            gr.MultimodalTextbox(value=None, interactive=False, submit_btn=False, stop_btn=True),
-            session.to_chatbot(),
-            session,
-        )
+        return self.answering_input(clear=True), session.to_chatbot(), session
+
+    @staticmethod
+    def answering_input(clear: bool = False):
+        """While an answer streams: the box takes no input and Send turns into Stop (a new message, a retry or an
+        edit alike); `clear` empties it (the message it held was just sent)."""
+        if clear:
+            return gr.MultimodalTextbox(value=None, interactive=False, submit_btn=False, stop_btn=True)
+        return gr.MultimodalTextbox(interactive=False, submit_btn=False, stop_btn=True)
 
     def add_user_turn(self, session: ChatSession, text: str, files: list[str], task: str, owner: str) -> None:
         session.owner = session.owner or owner
@@ -88,13 +92,8 @@ class ChatHandlers:
         settings = GenerationSettings()
         if invalid is None:
             try:
-                settings = GenerationSettings(
-                    max_new_tokens=int(max_new_tokens),
-                    temperature=float(temperature),
-                    top_p=float(top_p),
-                    repetition_penalty=float(repetition_penalty),
-                    seed=optional_whole_number(seed, "The seed"),
-                    image_max_size=optional_whole_number(image_max_size, "The image size", positive=True),
+                settings = self.settings_from(
+                    temperature, top_p, max_new_tokens, repetition_penalty, seed, image_max_size
                 )
             except UserError as error:
                 invalid = str(error)
@@ -102,12 +101,8 @@ class ChatHandlers:
         answer = ChatTurn("assistant", "")
         session.turns.append(answer)
         answer.message_id = service.begin_answer(conversation_id, preset_name)
-        try:
-            if invalid:
-                raise UserError(invalid)
-            service.check_settings(settings)
-        except UserError as error:
-            record = service.refuse_answer(conversation_id, answer.message_id, str(error), preset_name)
+        if invalid:
+            record = service.refuse_answer(conversation_id, answer.message_id, invalid, preset_name)
             answer.status, answer.error = record.status, record.error
             yield session.to_chatbot(), session, status_line(self.ctx.engine, record), model_line(self.ctx.engine)
             return
@@ -119,6 +114,47 @@ class ChatHandlers:
             else:
                 answer.text += event.text
                 yield session.to_chatbot(), session, gr.skip(), gr.skip()
+
+    def settings_from(
+        self,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: float,
+        repetition_penalty: float,
+        seed: str | float | None,
+        image_max_size: str | float | None,
+    ) -> GenerationSettings:
+        """The answer's settings from the Parameters fields, checked against the loaded model.
+
+        Raises:
+            UserError: a field the model cannot use (a seed that is not a whole number, an image size beyond it).
+        """
+        settings = GenerationSettings(
+            max_new_tokens=int(max_new_tokens),
+            temperature=float(temperature),
+            top_p=float(top_p),
+            repetition_penalty=float(repetition_penalty),
+            seed=optional_whole_number(seed, "The seed"),
+            image_max_size=optional_whole_number(image_max_size, "The image size", positive=True),
+        )
+        self.ctx.conversations.check_settings(settings)
+        return settings
+
+    def check_parameters(
+        self,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: float,
+        repetition_penalty: float,
+        seed: str | float | None,
+        image_max_size: str | float | None,
+    ) -> None:
+        """Before a message is sent: settings that cannot run are refused here, the message kept in the box, rather
+        than saved as a failed answer in History."""
+        try:
+            self.settings_from(temperature, top_p, max_new_tokens, repetition_penalty, seed, image_max_size)
+        except UserError as error:
+            raise refuse(str(error)) from None
 
     def stop_generation(self, request: gr.Request) -> None:
         self.ctx.stops.stop(request.session_hash)
@@ -140,7 +176,7 @@ class ChatHandlers:
         removed = session.truncate(user_index + 1) if user_index is not None else []
         self.ctx.conversations.hide(session.owner, [t.message_id for t in removed if t.message_id is not None])
         self.ctx.stops.new(request.session_hash)
-        return session.to_chatbot(), session
+        return session.to_chatbot(), session, self.answering_input()
 
     def edit(self, session: ChatSession, preset_name: str, data: gr.EditData, request: gr.Request):
         """Replaces an earlier user message: later turns are hidden, the edited text is saved as a new message."""
@@ -151,7 +187,7 @@ class ChatHandlers:
         new_text = data.value if isinstance(data.value, str) else self._text_of(data.value)
         self.add_user_turn(session, new_text.strip(), images, preset_name, session.owner or session_owner(request))
         self.ctx.stops.new(request.session_hash)
-        return session.to_chatbot(), session
+        return session.to_chatbot(), session, self.answering_input()
 
     @staticmethod
     def _text_of(value) -> str:
@@ -176,7 +212,8 @@ class ChatHandlers:
         """An example thumbnail was clicked: a fresh chat, its task picked, its image and instruction in the box."""
         name, path = example_pairs(self.ctx)[event.index]
         preset = preset_by_name(self.ctx.presets, name)
-        return ChatSession(), [], "", name, gr.MultimodalTextbox(value={"text": preset.instruction, "files": [path]})
+        box = gr.MultimodalTextbox(value={"text": preset.instruction, "files": [path]})
+        return ChatSession(), [], status_line(self.ctx.engine), name, box
 
     @staticmethod
     def enable_input():
@@ -233,7 +270,10 @@ def build_chat_tab(ctx: AppContext, owner: gr.State) -> dict:
         submitted.failure(h.enable_input, None, c["textbox"], api_visibility="private")
         return answering
 
-    submitted = c["textbox"].submit(h.submit_message, message_inputs, message_outputs, api_name="submit_message")
+    # The Parameters are checked first (a refusal leaves the message in the box); API callers of /submit_message
+    # get a refused setting from /respond, saved as that answer's error.
+    checked = c["textbox"].submit(h.check_parameters, params, None, api_visibility="private")
+    submitted = checked.success(h.submit_message, message_inputs, message_outputs, api_name="submit_message")
     c["answered"] = [answer_after(submitted, public=True)]
     c["textbox"].stop(h.stop_generation, None, None, api_name="stop", queue=False)
     # An example thumbnail starts a fresh chat and sends it at once.
@@ -243,15 +283,19 @@ def build_chat_tab(ctx: AppContext, owner: gr.State) -> dict:
         [c["session"], c["chatbot"], c["status"], c["preset"], c["textbox"]],
         api_visibility="private",
     )
-    example_sent = picked.then(h.submit_message, message_inputs, message_outputs, api_visibility="private")
+    example_checked = picked.then(h.check_parameters, params, None, api_visibility="private")
+    example_sent = example_checked.success(h.submit_message, message_inputs, message_outputs, api_visibility="private")
     c["answered"].append(answer_after(example_sent, public=False))
 
-    retried = c["chatbot"].retry(h.retry, [c["session"]], [c["chatbot"], c["session"]], api_visibility="private")
-    retried.then(h.respond, answer_inputs, answer_outputs, api_visibility="private", **gpu_queue)
-    edited = c["chatbot"].edit(
-        h.edit, [c["session"], c["preset"]], [c["chatbot"], c["session"]], api_visibility="private"
+    # A retry or an edit streams like a sent message: Stop instead of Send until the answer ends.
+    retried = c["chatbot"].retry(
+        h.retry, [c["session"]], [c["chatbot"], c["session"], c["textbox"]], api_visibility="private"
     )
-    edited.then(h.respond, answer_inputs, answer_outputs, api_visibility="private", **gpu_queue)
+    c["answered"].append(answer_after(retried, public=False))
+    edited = c["chatbot"].edit(
+        h.edit, [c["session"], c["preset"]], [c["chatbot"], c["session"], c["textbox"]], api_visibility="private"
+    )
+    c["answered"].append(answer_after(edited, public=False))
     c["chatbot"].undo(h.undo, [c["session"]], [c["chatbot"], c["session"], c["textbox"]], api_visibility="private")
     c["chatbot"].like(h.like, [c["session"]], None, api_visibility="private")
     c["chatbot"].clear(h.clear, [c["session"]], [c["session"], c["chatbot"]], api_name="clear")

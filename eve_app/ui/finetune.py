@@ -9,6 +9,7 @@ paths); launching, aborting, watching a job's log and loading a model into the c
 import dataclasses
 import html
 import re
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import gradio as gr
 import pandas as pd
 from huggingface_hub import constants as hub_constants
 
-from model.shared import PROJECT_ROOT
+from model.shared import ADAPTER_CONFIG_FILE, PROJECT_ROOT
 
 from ..context import AppContext
 from ..errors import UserError
@@ -38,16 +39,28 @@ from ..jobs.validation import ValidationResult
 from ..security import client_address, resolve_checkpoint_choice, session_owner, viewer
 from ..settings import DEFAULT_MODEL
 from .fields import optional_number, optional_whole_number
-from .finetune_layout import finetune_layout
+from .finetune_layout import PREVIEW_COLUMNS, finetune_layout
 from .finetune_results import results_html
 from .generation import model_line
 from .history import parse_conversation_ids
 from .refusals import refuse
 
-PREVIEW_COLUMNS = ["row", "id", "images", "turns", "problems"]
 LOSS_COLUMNS = ["step", "value", "series", "stage"]
 DEFAULT_CHOICE = "default model (eve-tiny)"
 ABORT_GRACE = 60.0  # seconds a trainer gets to finish its step and save a checkpoint before it is killed
+MERGED_FOLDER = "merged"  # a LoRA job's merged checkpoint, beside its `out` folder in the job's run folder
+MERGE_TIMEOUT = 3600.0  # seconds a merge may take (loading a 7B base and writing it again)
+JOB_COLUMNS = ["job", "status", "created", "stages", "method", "weights"]
+
+
+def weights_size(folder: str | Path | None) -> str:
+    """What a finished job wrote, for the jobs table: "adapter 1.2 MB" for a LoRA job, "16.0 MB" for a full model."""
+    if not folder or not Path(folder).is_dir():
+        return ""
+    megabytes = sum(f.stat().st_size for f in Path(folder).glob("*.safetensors")) / 1e6
+    if (Path(folder) / ADAPTER_CONFIG_FILE).is_file():
+        return f"adapter {megabytes:.2f} MB"
+    return f"{megabytes:.1f} MB"
 
 
 def launch_blocked_reason(ctx: AppContext) -> str | None:
@@ -85,9 +98,13 @@ class JobForm:
     eval_split: float
     hardware: str
     strategy: str
+    method: str
+    lora_rank: str
 
 
 FORM_FIELDS = [field.name for field in dataclasses.fields(JobForm)]
+# The fields a saved job.json fills (not the dataset, the base or the hardware, which belong to this server).
+LOADED_FIELDS = [name for name in FORM_FIELDS if name not in ("dataset", "base", "hardware", "strategy")]
 # The form fields the memory plan depends on; a "method" field joins them where the form has one.
 PLAN_FIELDS = ["dataset", "base", "stages", "batch_size", "max_length", "max_image_size", "hardware", "strategy"]
 
@@ -121,6 +138,42 @@ def redact_paths(text: str, names: dict[str, str]) -> str:
         whole = re.compile(r"(?<![\w./~-])" + re.escape(path.rstrip("/")) + r"(?![\w-]|\.\w)")
         text = whole.sub(names[path].replace("\\", "\\\\"), text)  # the name as written (no group references)
     return text
+
+
+def training_rows_refusal(config: JobConfig, result: ValidationResult) -> str | None:
+    """Why the validated rows cannot feed one optimizer step of this job (after the eval split and the dropped
+    rows), or None. The trainer would fail the same way a minute later, after loading the model."""
+    from model.train.args import TrainArgs
+    from model.train.data import split_records
+
+    valid = int((result.summary or {}).get("valid_samples", 0))
+    eval_samples = TrainArgs.eval_samples  # the trainer's default cap on held-out rows
+    try:
+        train, held_out = split_records(list(range(valid)), config.eval_split, eval_samples, config.seed)
+    except ValueError:
+        train, held_out = [], list(range(valid))
+    needed = config.batch_size * config.grad_accum * config.processes
+    if len(train) >= needed:
+        return None
+    dropped = int((result.summary or {}).get("invalid_samples", 0))
+    counts = f"{valid} of {valid + dropped} rows are valid"
+    counts += f" ({dropped} with problems are left out)" if dropped else ""
+    counts += f", {len(held_out)} held out for evaluation (eval split {config.eval_split:g})" if held_out else ""
+    return (
+        f"{counts}: {len(train)} training rows are fewer than one optimizer step needs "
+        f"({config.processes} process{'es' if config.processes > 1 else ''} x batch {config.batch_size} x gradient "
+        f"accumulation {config.grad_accum} = {needed}). Add rows, fix the rows with problems, or lower the batch "
+        "size, the gradient accumulation or the eval split."
+    )
+
+
+def dropped_rows_note(result: ValidationResult) -> str:
+    """What a launched job leaves out of the upload: the rows with problems, named (empty when none)."""
+    bad = [row for row in result.rows if not row.valid]
+    if not bad:
+        return ""
+    names = ", ".join(row.label for row in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+    return f"⚠️ The job trains on {len(result.rows) - len(bad)} of {len(result.rows)} rows; left out: {names}."
 
 
 def _joined(value) -> str:
@@ -180,9 +233,11 @@ class FinetuneHandlers:
         for job in self.ctx.storage.list_jobs("done"):
             path = (job.get("final_metrics") or {}).get("model_path")
             if path:
-                choices[f"job-{job['id']}-{'-'.join(job['args'].get('stages') or [job['args'].get('stage', '')])}"] = (
-                    path
-                )
+                name = f"job-{job['id']}-{'-'.join(job['args'].get('stages') or [job['args'].get('stage', '')])}"
+                choices[name] = path
+                merged = Path(job["run_dir"]) / MERGED_FOLDER
+                if (merged / "config.json").is_file():
+                    choices[f"{name}-merged"] = str(merged)
         return choices
 
     def _base(self, base: str) -> str:
@@ -283,6 +338,7 @@ class FinetuneHandlers:
             max_image_size = optional_whole_number(form.max_image_size, "The max image size", positive=True)
             max_length = optional_whole_number(form.max_length, "The max length", positive=True)
             seed = optional_whole_number(form.seed, "The seed")
+            lora_rank = optional_whole_number(form.lora_rank, "The LoRA rank", positive=True)
         except UserError as error:
             raise refuse(str(error)) from None
         return JobConfig(
@@ -291,6 +347,8 @@ class FinetuneHandlers:
             image_folder=str(result.image_folder),
             stage=form.stages[0],
             stages=form.stages if len(form.stages) > 1 else None,
+            method=form.method or "full",
+            lora_rank=lora_rank if form.method in ("lora", "qlora") else None,
             lr=lr,
             max_steps=max_steps,
             epochs=float(form.epochs or 1),
@@ -322,6 +380,8 @@ class FinetuneHandlers:
         eval_split: float = 0.1,
         hardware: str = "CPU",
         strategy: str = "ddp",
+        method: str = "full",
+        lora_rank: str = "",
     ) -> str:
         """The exact command a launch with these settings would run, server paths shown as names.
 
@@ -329,7 +389,8 @@ class FinetuneHandlers:
             dataset: the id that /validate_dataset returned.
             base: "default model (eve-tiny)", a finished job ("job-3-3"), a checkpoint folder or a Hub id.
             stages: one or more of "1", "2.1", "2.2", "3", run in that order.
-            lr, max_steps, max_image_size, max_length: empty for the stage's own.
+            lr, max_steps, max_image_size, max_length: empty for the base's or the stage's own.
+            method: "full", "lora" or "qlora"; lora_rank: empty for the base's default (8 otherwise).
         """
         form = JobForm(
             dataset,
@@ -346,6 +407,8 @@ class FinetuneHandlers:
             eval_split,
             hardware,
             strategy,
+            method,
+            lora_rank,
         )
         output = self.ctx.settings.data_dir.resolve() / "runs" / "job-N" / "out"
         config = dataclasses.replace(self.config_from(form), output_dir=str(output))
@@ -446,6 +509,8 @@ class FinetuneHandlers:
             f["max_length"]: text(config.max_length),
             f["seed"]: config.seed,
             f["eval_split"]: config.eval_split,
+            f["method"]: config.method,
+            f["lora_rank"]: text(config.lora_rank),
         }
 
     # Jobs (admin)
@@ -466,6 +531,8 @@ class FinetuneHandlers:
         eval_split: float = 0.1,
         hardware: str = "CPU",
         strategy: str = "ddp",
+        method: str = "full",
+        lora_rank: str = "",
         password: str = "",
         unlocked: bool = False,
         request: gr.Request | None = None,
@@ -490,12 +557,18 @@ class FinetuneHandlers:
             eval_split,
             hardware,
             strategy,
+            method,
+            lora_rank,
         )
         config = self.config_from(form)
         result = self.ctx.uploads.get(dataset)
         _, refusal = self._refusal(config, (result.summary or {}).get("longest_row") if result else None)
         if refusal:
             raise refuse(refusal)
+        if result is not None:
+            rows_refusal = training_rows_refusal(config, result)
+            if rows_refusal:
+                raise refuse(rows_refusal)
         try:
             job_id = self.runner.submit(config)
         except ConfigError as error:
@@ -504,6 +577,8 @@ class FinetuneHandlers:
         return self.jobs_table(), job_id
 
     def jobs_table(self) -> pd.DataFrame:
+        """One row a job: id, status, creation time, stages, method and the size of what it wrote (adapters are
+        megabytes where full models are gigabytes)."""
         runner = self.ctx.runner
         rows = [
             [
@@ -511,25 +586,65 @@ class FinetuneHandlers:
                 "stopping…" if runner and runner.stopping(j) else j["status"],
                 str(j["created_at"])[:16],
                 " → ".join(j["args"].get("stages") or [j["args"].get("stage", "")]),
+                j["args"].get("method", "full"),
+                weights_size((j.get("final_metrics") or {}).get("model_path")) if j["status"] == "done" else "",
             ]
             for j in self.ctx.storage.list_jobs()
         ]
-        return pd.DataFrame(rows, columns=["job", "status", "created", "stages"])
+        return pd.DataFrame(rows, columns=JOB_COLUMNS)
+
+    def merge(self, password: str, job_id: float | None, request: gr.Request, unlocked: bool = False):
+        """Folds a finished LoRA job's adapter into its base (admin): a full checkpoint in the job's `merged` folder,
+        offered as a base and a chat model ("job-N-…-merged"). Runs `python -m model.train.merge` in its own process,
+        so the server's memory is not spent on a second copy of the model. Returns the message and the two model
+        pickers' new choices."""
+        self._check_admin(password, request, unlocked)
+        if not job_id:
+            raise refuse("Pick a finished LoRA job first.")
+        try:
+            job = self.ctx.storage.get_job(int(job_id))
+        except LookupError:
+            raise refuse(f"There is no job {int(job_id)}.") from None
+        adapter = (job.get("final_metrics") or {}).get("model_path")
+        if job["status"] != "done" or not adapter or not (Path(adapter) / ADAPTER_CONFIG_FILE).is_file():
+            raise refuse(f"Job {int(job_id)} is not a finished lora or qlora job: there is no adapter to merge.")
+        merged = Path(job["run_dir"]) / MERGED_FOLDER
+        argv = [sys.executable, "-m", "model.train.merge", adapter, str(merged)]
+        try:
+            done = subprocess.run(  # our own module; the paths come from storage, not from the visitor
+                argv, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=MERGE_TIMEOUT, check=False
+            )
+        except subprocess.TimeoutExpired:
+            raise refuse(f"Merging job {int(job_id)} took longer than {MERGE_TIMEOUT:g} s and was stopped.") from None
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise refuse(f"Merging job {int(job_id)} failed: {self.redact(last)}")
+        choices = list(self.base_choices())
+        message = f"Merged job {int(job_id)}: **{weights_size(merged)}** full checkpoint, offered as a model."
+        return message, gr.Dropdown(choices=choices), gr.Dropdown(choices=choices)
 
     def _watch(self, job_id: float | None):
         if not job_id:
-            return "No job selected.", "", loss_frame([])
+            return "No job selected.", "", None
         job_id = int(job_id)
         try:
             progress = self.runner.progress(job_id)
         except LookupError:
-            return f"There is no job {job_id}.", "", loss_frame([])
+            return f"There is no job {job_id}.", "", None
         label = progress["label"]
-        if progress.get("checkpoint"):
+        if progress["status"] == "queued":
+            label += " — waiting for the running job to end (one job runs at a time)"
+        elif progress["status"] == "running" and not progress.get("total"):
+            label += " — starting: loading the model and the data"
+        if progress.get("model_path"):  # a finished job: its final weights, not the last intermediate checkpoint
+            label += f"\n\nFinal weights: `{self.redact(str(progress['model_path']))}`"
+        elif progress.get("checkpoint"):
             label += f"\n\nLast checkpoint: `{self.redact(str(progress['checkpoint']))}`"
         if progress.get("error"):
             label += f"\n\n⚠️ {self.redact(progress['error'].splitlines()[0])}"
-        losses = loss_frame(self.runner.loss_series(job_id))
+        rows = self.runner.loss_series(job_id)
+        # No losses yet: no chart at all (an empty one makes Vega warn of an "Infinite extent" on every refresh).
+        losses = loss_frame(rows) if rows else None
         return label, self.redact(self.runner.log_tail(job_id, 40)), losses
 
     def watch(self, job_id: float | None, password: str, request: gr.Request, unlocked: bool = False):
@@ -538,10 +653,19 @@ class FinetuneHandlers:
         self._check_admin(password, request, unlocked)
         return *self._watch(job_id), True, self.ctx.admin.issue_token()
 
+    def after_launch(self, job_id: float | None, dataset: str, password: str, unlocked: bool, request: gr.Request):
+        """Right after a launch: the new job is watched at once (its progress, log and plot, kept current by the
+        timer and re-attached after a reload) and the page says which rows the job leaves out."""
+        self._check_admin(password, request, unlocked)  # launch just accepted it: the right password is no guess
+        result = self.ctx.uploads.get(dataset)
+        note = dropped_rows_note(result) if result is not None else ""
+        return *self._watch(job_id), True, self.ctx.admin.issue_token(), note
+
     def tick(self, job_id: float | None, unlocked: bool):
-        """The timer's refresh of the watched job and the jobs table, for a page the admin unlocked."""
+        """The timer's refresh: the jobs table for every visitor (the statuses are public), the watched job's
+        progress, log and plot for a page the admin unlocked."""
         if not unlocked:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), self.jobs_table()
         return *self._watch(job_id), self.jobs_table()
 
     def restore(self, watched: float | None, token: str | None):
@@ -583,6 +707,9 @@ class FinetuneHandlers:
         if not job_id:
             raise refuse("Pick a job first.")
         try:
+            status = self.ctx.storage.get_job(int(job_id))["status"]
+            if status not in ("queued", "running"):
+                raise refuse(f"Job {int(job_id)} has already ended ({status}): there is nothing to abort.")
             self.runner.abort(int(job_id), grace=ABORT_GRACE, wait=False)  # the monitor finishes it
         except LookupError:
             raise refuse(f"There is no job {int(job_id)}.") from None
@@ -636,9 +763,11 @@ def build_finetune_tab(ctx: AppContext, owner: gr.State, chat: dict, browser: di
     c["preview_command"].click(h.preview_command, form, c["command"], api_name="preview_command")
     c["save_config"].click(h.save_config, form, c["config_file"], api_visibility="private")
     c["load_config"].upload(
-        h.load_config, c["load_config"], [c[name] for name in FORM_FIELDS[2:12]], api_visibility="private"
+        h.load_config, c["load_config"], [c[name] for name in LOADED_FIELDS], api_visibility="private"
     )
-    c["launch"].click(h.launch_job, [*form, c["password"], unlocked], [c["jobs"], c["job_id"]], api_name="launch_job")
+    launched = c["launch"].click(
+        h.launch_job, [*form, c["password"], unlocked], [c["jobs"], c["job_id"]], api_name="launch_job"
+    )
     c["abort"].click(h.abort, [c["password"], c["job_id"], unlocked], c["jobs"], api_name="abort_job")
     c["refresh"].click(h.jobs_table, None, c["jobs"], api_visibility="private")
     c["jobs"].select(h.pick_job, c["jobs"], c["job_id"], api_visibility="private")
@@ -669,6 +798,12 @@ def build_finetune_tab(ctx: AppContext, owner: gr.State, chat: dict, browser: di
     c["watch"].click(
         h.watch, [c["job_id"], c["password"], unlocked], [*watched, unlocked, c["admin_token"]], api_name="watch_job"
     )
+    launched.success(
+        h.after_launch,
+        [c["job_id"], c["dataset"], c["password"], c["unlocked"]],
+        [*watched, c["unlocked"], c["admin_token"], c["launch_status"]],
+        api_visibility="private",
+    )
     # The watched job is kept in the browser, so a reloaded page re-attaches to it.
     c["job_id"].change(lambda job_id: job_id, c["job_id"], c["watched"], api_visibility="private")
     c["restore"] = (h.restore, [c["watched"], c["admin_token"]], [c["job_id"], c["unlocked"]])
@@ -679,5 +814,13 @@ def build_finetune_tab(ctx: AppContext, owner: gr.State, chat: dict, browser: di
         api_name="load_model",
     )
     c["refresh"].click(h.refresh_choices, None, [c["base"], c["chat_model"]], api_visibility="private")
+    c["merge"].click(
+        h.merge,
+        [c["password"], c["job_id"], unlocked],
+        [c["load_status"], c["base"], c["chat_model"]],
+        api_name="merge_adapter",
+        concurrency_id="merge",
+        concurrency_limit=1,
+    )
     c["jobs_table"] = h.jobs_table
     return c

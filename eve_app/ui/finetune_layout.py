@@ -5,12 +5,14 @@ from collections.abc import Callable
 import gradio as gr
 import pandas as pd
 
-from model.shared import TRAIN_DEFAULTS
+from model.shared import TRAIN_DEFAULTS, TRAIN_METHODS
 
 from ..context import AppContext
 
 STAGES = ["1", "2.1", "2.2", "3"]
 STRATEGIES = ["ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"]
+METHODS = list(TRAIN_METHODS)
+PREVIEW_COLUMNS = ["row", "id", "images", "turns", "problems"]
 
 
 def _data_section(c: dict) -> None:
@@ -31,7 +33,13 @@ def _data_section(c: dict) -> None:
             label="Dataset id (what /launch_job takes)", interactive=False, max_lines=1, elem_id="dataset-id"
         )
         c["page"] = gr.Number(value=1, precision=0, minimum=1, label="Preview page")
-        c["preview"] = gr.Dataframe(label="Rows and their problems", interactive=False, wrap=True)
+        c["preview"] = gr.Dataframe(
+            headers=PREVIEW_COLUMNS,  # before validation too (not Gradio's "1 2 3")
+            label="Rows and their problems",
+            interactive=False,
+            wrap=True,
+            elem_id="rows-preview",
+        )
 
 
 def _setup_section(c: dict, ctx: AppContext, describe_stages: Callable[[list[str]], str], base_choices) -> None:
@@ -47,7 +55,21 @@ def _setup_section(c: dict, ctx: AppContext, describe_stages: Callable[[list[str
         c["stages"] = gr.CheckboxGroup(STAGES, value=["3"], label="Stages (several run as a pipeline, in order)")
         c["stage_info"] = gr.Markdown(describe_stages(["3"]))
         with gr.Row():
-            c["lr"] = gr.Textbox(value="", label="Learning rate (empty: the stage's)", placeholder="the stage's")
+            c["method"] = gr.Radio(
+                METHODS,
+                value="full",
+                label="Method: every weight of the stages' groups, LoRA adapters, or LoRA on a 4-bit base (QLoRA)",
+                elem_id="finetune-method",
+            )
+            c["lora_rank"] = gr.Textbox(
+                value="", label="LoRA rank (empty: the base's, else 8)", placeholder="the base's"
+            )
+        with gr.Row():
+            c["lr"] = gr.Textbox(
+                value="",
+                label="Learning rate (empty: the base's fine-tuning default, else the stage's)",
+                placeholder="the base's or the stage's",
+            )
             c["max_steps"] = gr.Textbox(value="60", label="Steps (empty: epochs)", placeholder="epochs")
             c["epochs"] = gr.Number(value=TRAIN_DEFAULTS["epochs"], label="Epochs")
             c["batch_size"] = gr.Number(value=4, precision=0, minimum=1, label="Batch size")
@@ -88,6 +110,7 @@ def _jobs_section(c: dict, blocked: str | None, jobs: pd.DataFrame, base_choices
             c["launch"] = gr.Button("Launch", variant="primary", interactive=blocked is None)
             c["abort"] = gr.Button("Abort selected job", variant="stop", interactive=blocked is None)
             c["refresh"] = gr.Button("Refresh")
+        c["launch_status"] = gr.Markdown(elem_id="launch-status")
         c["jobs"] = gr.Dataframe(
             value=jobs,
             label="Jobs (one runs at a time; click a row to watch it)",
@@ -97,7 +120,15 @@ def _jobs_section(c: dict, blocked: str | None, jobs: pd.DataFrame, base_choices
         c["job_id"] = gr.Number(value=None, precision=0, label="Watching job", elem_id="watched-job")
         c["progress"] = gr.Markdown(elem_id="job-progress")
         c["loss_plot"] = gr.LinePlot(
-            x="step", y="value", color="series", label="Loss", height=260, elem_id="loss-plot"
+            x="step",
+            y="value",
+            color="series",
+            x_title="optimizer step",
+            y_title="loss",
+            color_title="loss on",
+            label="Loss",
+            height=260,
+            elem_id="loss-plot",
         )
         c["log"] = gr.Textbox(label="Log (last lines)", lines=8, max_lines=12, autoscroll=True)
         c["results"] = gr.HTML(elem_id="job-results")
@@ -113,6 +144,7 @@ def _jobs_section(c: dict, blocked: str | None, jobs: pd.DataFrame, base_choices
                 scale=3,
             )
             c["load_into_chat"] = gr.Button("Load into chat", scale=1)
+            c["merge"] = gr.Button("Merge selected LoRA job into a full model", scale=1, interactive=blocked is None)
         c["load_status"] = gr.Markdown()
         c["timer"] = gr.Timer(2.0)
 

@@ -26,6 +26,15 @@ EXPORT_FORMATS = {
 }
 
 
+def export_format(value: str | None) -> str:
+    """The export kind for the format a caller gave: the value ("json", "markdown", "llava") or the UI's label."""
+    value = (value or "json").strip()
+    kind = EXPORT_FORMATS.get(value, value.lower())
+    if kind not in EXPORT_FORMATS.values():
+        raise refuse(f"The format must be one of {', '.join(EXPORT_FORMATS.values())} (got {value[:40]!r}).")
+    return kind
+
+
 def parse_conversation_ids(text: str) -> list[int]:
     """Conversation ids typed as "3, 5 8" -> [3, 5, 8], with a clear error otherwise (History and Fine-tune tabs)."""
     try:
@@ -126,7 +135,7 @@ class HistoryHandlers:
         refusal = budget.admit(client, 1, what="Export", charge=False)
         if refusal is not None:
             raise refuse(refusal[1])
-        kind = EXPORT_FORMATS.get(fmt, "json")
+        kind = export_format(fmt)
         name = {"json": "conversations-json", "markdown": "conversations-markdown", "llava": "training-data"}[kind]
         served = budget.cache_dir / f"export-{secrets.token_hex(16)}"
         served.mkdir(parents=True)
@@ -163,7 +172,8 @@ def build_history_tab(ctx: AppContext, chat: dict, owner: gr.State, unlocked: gr
         c["ids"] = gr.Textbox(label="Selected ids (comma-separated; empty = the open chat)", scale=3)
         c["open"] = gr.Button("Open in chat", scale=1)
     with gr.Row():
-        c["format"] = gr.Radio(list(EXPORT_FORMATS), value=next(iter(EXPORT_FORMATS)), label="Export as")
+        # Label shown, value sent: the API takes "json", "markdown" or "llava".
+        c["format"] = gr.Radio(list(EXPORT_FORMATS.items()), value="json", label="Export as")
         c["export"] = gr.Button("Export")
     c["file"] = gr.File(label="Download", elem_id="export-file")
     with gr.Accordion("Admin", open=False):

@@ -7,13 +7,34 @@ at 1.0, one epoch); the learning rate defaults to the stage preset's.
 import argparse
 import dataclasses
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..shared import TRAIN_DEFAULTS
-from .stages import load_stages
+from ..shared import RESIZE_MODES, TRAIN_DEFAULTS, TRAIN_METHODS, finetune_defaults
+from .stages import get_stage, load_stages
+
+logger = logging.getLogger(__name__)
+
+# LoRA targets by group: the attention projections and the MLP of every decoder layer, text weights and vision twins
+# alike (which of the two a run adapts follows its stage's groups).
+LORA_TARGET_GROUPS = {
+    "attention": ("q_proj", "k_proj", "v_proj", "o_proj"),
+    "mlp": ("gate_proj", "up_proj", "down_proj"),
+}
+# Options a checkpoint's `finetune_defaults.json` may set, and what they are when neither it nor the command line does
+# (the learning rate then comes from the stage preset).
+BUILT_IN_DEFAULTS: dict[str, Any] = {
+    "spell_answers": False,
+    "lora_rank": 8,
+    "lora_alpha": 16,
+    "lora_dropout": 0.0,
+    "lora_patch_embedding": False,
+}
+BASE_DEFAULT_FIELDS = ("lr", "patch_embedding_lr", "image_resize", *BUILT_IN_DEFAULTS)
+LORA_FIELDS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_patch_embedding")
 
 
 @dataclass
@@ -31,13 +52,20 @@ class TrainArgs:
     synthetic_level: list[int] = field(default_factory=lambda: [0])
     curriculum: bool = False  # open the synthetic levels one after another over the run
     made_up_words: float = 0.0  # share of synthetic training words replaced by random strings of letters and digits
-    spell_answers: bool = False  # supervise answers one character per token
+    spell_answers: bool | None = None  # supervise answers one character per token (None: the base's default, else no)
+    image_resize: str | None = None  # "inference" (the chat's rule) or "train" (official); None: inference for --data
     placement_spread: list[float] = field(default_factory=lambda: [1.0, 1.0])  # first and last, ramped over the run
     fixed_place_share: float = 0.0  # share of synthetic samples with grid text at its first free patch
     ocr_jitter: list[int] = field(default_factory=lambda: [0, 0])  # OCR pixel jitter off the grid, first and last
     ocr_jitter_ramp: float = 1.0  # share of the run over which --ocr-jitter moves from its first to its last value
     ocr_visitor_share: float = 0.0  # share of OCR samples drawn visitor style in the training fonts
-    lr: float | None = None  # None: the stage preset's learning rate
+    method: str = "full"  # "full", "lora" or "qlora": how the stage's groups learn
+    lora_rank: int | None = None  # None: the base's default, else 8
+    lora_alpha: int | None = None  # None: the base's default, else 16
+    lora_dropout: float | None = None  # None: the base's default, else 0
+    lora_targets: list[str] = field(default_factory=lambda: list(LORA_TARGET_GROUPS))
+    lora_patch_embedding: bool | None = None  # train the patch embedding in full next to the adapters (vLLM refuses)
+    lr: float | None = None  # None: the base's fine-tuning default, else the stage preset's learning rate
     patch_embedding_lr: float | None = (
         None  # None: --lr; the patch embedding layer's own rate (cf. LLaVA's mm_projector_lr)
     )
@@ -109,6 +137,63 @@ class TrainArgs:
             raise ValueError("--batch-size and --grad-accum must be at least 1")
         if not 0.0 <= self.eval_split < 1.0:
             raise ValueError("--eval-split must be in [0, 1)")
+        self._check_method()
+
+    def _check_method(self) -> None:
+        if self.method not in TRAIN_METHODS:
+            raise ValueError(f"--method must be one of {list(TRAIN_METHODS)}, got {self.method!r}")
+        if self.image_resize is not None and self.image_resize not in RESIZE_MODES:
+            raise ValueError(f"--image-resize must be one of {list(RESIZE_MODES)}, got {self.image_resize!r}")
+        if self.method == "full":
+            given = [name for name in LORA_FIELDS if getattr(self, name) is not None]
+            if given:
+                flags = ", ".join("--" + name.replace("_", "-") for name in given)
+                raise ValueError(f"{flags} set(s) LoRA adapters: add --method lora or --method qlora")
+            return
+        if self.from_scratch:
+            raise ValueError(f"--method {self.method} adapts a trained model: use --base, or --method full")
+        unknown = sorted(set(self.lora_targets) - set(LORA_TARGET_GROUPS))
+        if unknown or not self.lora_targets:
+            raise ValueError(f"--lora-targets takes groups among {list(LORA_TARGET_GROUPS)}, got {self.lora_targets}")
+        if self.lora_rank is not None and self.lora_rank < 1:
+            raise ValueError("--lora-rank must be at least 1")
+        if self.lora_alpha is not None and self.lora_alpha <= 0:
+            raise ValueError("--lora-alpha must be positive")
+        if self.lora_dropout is not None and not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError("--lora-dropout must be in [0, 1)")
+
+    def with_defaults(self, base_folder: str | Path | None) -> "TrainArgs":
+        """These arguments with every option left empty filled: from the base checkpoint's `finetune_defaults.json`
+        when it has one, else from the built-in defaults and the stage preset (its learning rate).
+
+        Raises:
+            ValueError: the base's defaults file names an option that is not one of `BASE_DEFAULT_FIELDS`.
+        """
+        carried = finetune_defaults(base_folder) if base_folder else {}
+        unknown = sorted(set(carried) - set(BASE_DEFAULT_FIELDS))
+        if unknown:
+            raise ValueError(
+                f"{base_folder}/finetune_defaults.json sets unknown options {unknown}; known: {list(BASE_DEFAULT_FIELDS)}"
+            )
+        fallback = {
+            **BUILT_IN_DEFAULTS,
+            "lr": get_stage(self.stage).lr,
+            "image_resize": "train" if self.synthetic else "inference",
+        }
+        filled = {}
+        for name in BASE_DEFAULT_FIELDS:
+            if getattr(self, name) is not None:
+                continue
+            if name in LORA_FIELDS and self.method == "full":
+                continue  # no adapters: the LoRA options stay empty
+            if name in carried:
+                filled[name] = carried[name]
+            elif name in fallback:
+                filled[name] = fallback[name]
+        from_base = sorted(set(filled) & set(carried))
+        if from_base:
+            logger.info("Options from the base's fine-tuning defaults: %s", {k: filled[k] for k in from_base})
+        return dataclasses.replace(self, **filled)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
@@ -202,17 +287,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument(
         "--spell-answers",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         help="tokenise answers one character per token instead of BPE pieces, so each output token lines up with one "
-        "glyph (helps a small model learn to read; the decoded text is the same)",
+        "glyph (helps a small model learn to read; the decoded text is the same). Default: the base's fine-tuning "
+        "default (the shipped model spells), else no",
     )
     data.add_argument("--max-image-size", type=int, help="image side (as area side**2); default: the stage's rule")
+    data.add_argument(
+        "--image-resize",
+        choices=RESIZE_MODES,
+        help="inference: every image rescaled to the model's area, as the chat sees it (default for --data); train: "
+        "the official training rule, which only shrinks large images (default for --synthetic)",
+    )
     data.add_argument(
         "--max-length", type=int, help="longest row in tokens, image tokens included (default %(default)s)"
     )
     data.add_argument("--num-workers", type=int, help="data-loader worker processes")
+    method = parser.add_argument_group("method (the stage says which groups learn, the method how)")
+    method.add_argument(
+        "--method",
+        choices=TRAIN_METHODS,
+        help="full: every weight of the stage's groups; lora: low-rank adapters (peft) on their linear layers; qlora: "
+        "the same on a 4-bit nf4 base (bitsandbytes). Default %(default)s",
+    )
+    method.add_argument("--lora-rank", type=int, help="adapter rank r (default: the base's, else 8)")
+    method.add_argument("--lora-alpha", type=int, help="adapter scale alpha (default: the base's, else 16)")
+    method.add_argument(
+        "--lora-dropout", type=float, help="dropout on the adapters' input (default: the base's, else 0)"
+    )
+    method.add_argument(
+        "--lora-targets",
+        type=_comma_list,
+        help=f"layer groups that get adapters, among {','.join(LORA_TARGET_GROUPS)} (default: both)",
+    )
+    method.add_argument(
+        "--lora-patch-embedding",
+        action=argparse.BooleanOptionalAction,
+        help="also train the patch embedding in full where the stage trains it (peft modules_to_save); off by default: "
+        "vLLM refuses adapters that carry it",
+    )
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--lr", type=float, help="learning rate (default: the stage preset's)")
+    optim.add_argument(
+        "--lr", type=float, help="learning rate (default: the base's fine-tuning default, else the stage preset's)"
+    )
     optim.add_argument(
         "--patch-embedding-lr",
         type=float,

@@ -18,7 +18,14 @@ from transformers import AutoTokenizer
 
 from ..configuration_eve import EveConfig
 from ..image_processing_eve import EveImageProcessor
-from ..loading import read_eve_config, resolve_checkpoint
+from ..loading import (
+    adapter_base,
+    layers_unfit_for_cpu_4bit,
+    load_pretrained,
+    quantization_config,
+    read_eve_config,
+    resolve_checkpoint,
+)
 from ..modeling_eve import EveForCausalLM
 from ..processing_eve import EveProcessor, saved_settings
 from .stages import DEFAULT_MOE_PART, Stage, init_vision_twins
@@ -55,12 +62,44 @@ def stage_processor(tokenizer, config: EveConfig, stage: Stage, folder: str | Pa
 
 
 def load_base(
-    base: str | Path, stage: Stage, dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa"
+    base: str | Path,
+    stage: Stage,
+    dtype: torch.dtype = torch.float32,
+    attn_implementation: str = "sdpa",
+    quantization: str | None = None,
+    device: torch.device | str = "cpu",
 ) -> tuple[EveForCausalLM, EveProcessor]:
-    """A checkpoint as the start of `stage`, with vision twins added (and copied from text weights) if needed."""
+    """A checkpoint as the start of `stage`, with vision twins added (and copied from text weights) if needed.
+
+    A LoRA job's output folder starts a stage as its base with the adapter folded in. `quantization` ("4bit" for
+    QLoRA) loads the weights through bitsandbytes on `device`; the twins must then already exist (4-bit weights
+    cannot be copied into new layers).
+    """
     folder = resolve_checkpoint(base)
+    if adapter_base(folder) is not None:
+        if quantization:
+            raise ValueError(
+                f"{base} is a LoRA adapter: merge it first (python -m model.train.merge {base} OUT) to train QLoRA on it"
+            )
+        merged, _ = load_pretrained(folder, dtype=dtype, attn_implementation=attn_implementation)
+        merged.train()
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        return merged, stage_processor(tokenizer, merged.config, stage, folder)
     config = read_eve_config(folder)
     add_twins = stage.vision_twins and not config.add_moe
+    if add_twins and quantization:
+        raise ValueError(
+            f"{base} has no vision twins and stage {stage.name} needs them: 4-bit weights cannot be copied into new "
+            "twins. Run this stage with --method lora or full first."
+        )
+    quantized: dict[str, Any] = {}
+    if quantization:
+        cpu = torch.device(device).type == "cpu"
+        keep = layers_unfit_for_cpu_4bit(config) if cpu and quantization == "4bit" else None
+        quantized = {
+            "quantization_config": quantization_config(quantization, dtype, keep),
+            "device_map": {"": str(device)},
+        }
     if add_twins:
         config.add_moe = True
         config.moe_part = config.moe_part or DEFAULT_MOE_PART
@@ -68,7 +107,12 @@ def load_base(
         logger.warning("Stage %s runs with the checkpoint's vision twins, which stay frozen", stage.name)
     with _quiet_transformers() if add_twins else nullcontext():
         loaded: Any = EveForCausalLM.from_pretrained(  # (model, loading info) with output_loading_info
-            str(folder), config=config, dtype=dtype, attn_implementation=attn_implementation, output_loading_info=True
+            str(folder),
+            config=config,
+            dtype=dtype,
+            attn_implementation=attn_implementation,
+            output_loading_info=True,
+            **quantized,
         )
     model, info = loaded
     unexpected_missing = [key for key in info["missing_keys"] if not (add_twins and "moe_" in key)]

@@ -14,10 +14,25 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
+from ..shared import FINETUNE_DEFAULTS_FILE
+
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 STATE_FILE = "trainer_state.json"
+# Files beside the weights that a model trained from a checkpoint keeps: the tasks the app offers as presets and the
+# fine-tuning defaults (a job started from a job's output trains the way the first one did).
+CARRIED_FILES = ("tasks.json", FINETUNE_DEFAULTS_FILE)
+
+
+def carry_base_files(base_folder: Path, output_dir: Path) -> list[str]:
+    """Copies the base's `CARRIED_FILES` into `output_dir` where it has none yet; returns the names copied."""
+    copied = []
+    for name in CARRIED_FILES:
+        if (base_folder / name).is_file() and not (output_dir / name).exists():
+            shutil.copyfile(base_folder / name, output_dir / name)
+            copied.append(name)
+    return copied
 
 
 @dataclass

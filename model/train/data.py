@@ -155,12 +155,15 @@ class Encoder:
         max_image_size: images are scaled down to an area of max_image_size**2; None drops images (text-only stage).
         max_length: longest row in tokens (image tokens included); None for no limit.
         spell_answers: supervise answers one character per token (see `EveProcessor.spell`).
+        image_resize: "inference" rescales every image to the area as the chat does (a model fine-tuned on small
+            screenshots then reads them in the chat); "train" is the official rule, which only shrinks large images.
     """
 
     processor: EveProcessor
     max_image_size: int | None
     max_length: int | None = None
     spell_answers: bool = False
+    image_resize: str = "train"
 
     def __call__(self, conversations: list[dict], images: list) -> dict:
         keep_images = self.max_image_size is not None
@@ -172,7 +175,7 @@ class Encoder:
                 self.processor,
                 messages,
                 images if keep_images else [],
-                mode="train",
+                mode=self.image_resize,
                 max_size=self.max_image_size,
                 spell_answers=self.spell_answers,
             )

@@ -25,12 +25,14 @@ from tqdm.auto import tqdm
 
 from ..compat import enable_activation_checkpointing
 from ..constants import IGNORE_INDEX
+from ..loading import resolve_checkpoint
 from ..processing_eve import EveProcessor
 from . import recipe
 from .args import TrainArgs
 from .checkpoints import (
     STATE_FILE,
     TrainerState,
+    carry_base_files,
     is_finished,
     load_trainer_state,
     remove_checkpoints,
@@ -38,8 +40,9 @@ from .checkpoints import (
     save_checkpoint,
 )
 from .data import Collator
+from .methods import apply_method, is_adapter_model
 from .metrics import Clock, MetricsLog
-from .stages import Stage, get_stage, official_flags, set_trainable
+from .stages import Stage, get_stage, official_flags
 
 logger = logging.getLogger(__name__)
 
@@ -217,32 +220,57 @@ class Run:
             )
 
     def save_final(self) -> None:
-        """The trained model and processor in the checkpoint layout, loadable with `load_pretrained(output_dir)`."""
+        """The trained model and processor, loadable with `load_pretrained(output_dir)`: a full checkpoint, or under
+        LoRA the adapter alone (adapter_config.json naming the base, adapter_model.safetensors). The base's tasks and
+        fine-tuning defaults travel along (`CARRIED_FILES`), so a job started from this one trains the same way."""
         self.accelerator.wait_for_everyone()
         state_dict = self.accelerator.get_state_dict(self.model)  # gathers sharded weights; all processes call it
         if self.accelerator.is_main_process:
-            model = self.accelerator.unwrap_model(self.model)
-            for key, value in official_flags(self.stage).items():
-                setattr(model.config, key, value)
-            model.save_pretrained(str(self.output_dir), state_dict=state_dict)
+            model: Any = self.accelerator.unwrap_model(self.model)
+            if is_adapter_model(model):
+                for config in model.peft_config.values():
+                    config.base_model_name_or_path = base_reference(str(self.args.base))
+                model.save_pretrained(str(self.output_dir), state_dict=state_dict)  # peft keeps the adapter's keys
+            else:
+                for key, value in official_flags(self.stage).items():
+                    setattr(model.config, key, value)
+                model.save_pretrained(str(self.output_dir), state_dict=state_dict)
             self.processor.save_pretrained(self.output_dir)
+            if self.args.base:
+                carry_base_files(resolve_checkpoint(self.args.base), self.output_dir)
             self.state.elapsed_s = self.clock.elapsed
             final = {**self.state.to_dict(), "finished": True}
             (self.output_dir / STATE_FILE).write_text(json.dumps(final, indent=2) + "\n")
         self.accelerator.wait_for_everyone()
 
 
+def base_reference(base: str) -> str:
+    """How an adapter names its base: an absolute folder (the job may run from another directory), or a Hub id."""
+    path = Path(base).expanduser()
+    return str(path.resolve()) if path.is_dir() else base
+
+
 def prepare_run(args: TrainArgs, accelerator: Accelerator) -> Run:
-    """Builds everything, restores a checkpoint if resuming, and writes run_args.json."""
+    """Builds everything, restores a checkpoint if resuming, and writes run_args.json (with every default filled)."""
+    args = args.with_defaults(resolve_checkpoint(args.base) if args.base else None)
     stage, output_dir = get_stage(args.stage), Path(args.output_dir)
     checkpoint = resolve_resume(args.resume, output_dir)
     state = load_trainer_state(checkpoint) if checkpoint else TrainerState(stage=stage.name)
     set_seed(args.seed)
-    model, processor = recipe.build_model(args, stage, accelerator.device)
-    trainable = set_trainable(model, stage)
+    if args.method == "qlora" and recipe.shards_weights(accelerator):
+        raise ValueError(
+            "--method qlora keeps the 4-bit base whole on each device: use DDP or ZeRO-2, not FSDP/ZeRO-3"
+        )
+    base_model, processor = recipe.build_model(args, stage, accelerator.device)
+    model = apply_method(base_model, args, stage)
     recipe.keep_trainable_weights_in_the_graph(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
     logger.info(
-        "Stage %s: %d of %d parameter tensors trainable", stage.name, len(trainable), len(list(model.parameters()))
+        "Stage %s (%s): %d of %d parameter tensors trainable",
+        stage.name,
+        args.method,
+        len(trainable),
+        len(list(model.parameters())),
     )
     if args.gradient_checkpointing:
         enable_activation_checkpointing(model)

@@ -15,7 +15,7 @@ from typing import cast
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType
 from torch.utils.data import DataLoader, Dataset
 from transformers import get_cosine_schedule_with_warmup
 
@@ -50,11 +50,21 @@ def make_accelerator(args: TrainArgs) -> Accelerator:
     return accelerator
 
 
+def shards_weights(accelerator: Accelerator) -> bool:
+    """Whether the launch configuration shards the weights themselves (FSDP, DeepSpeed ZeRO-3)."""
+    plugin = accelerator.state.deepspeed_plugin
+    return accelerator.distributed_type == DistributedType.FSDP or (plugin is not None and plugin.zero_stage == 3)
+
+
 def build_model(args: TrainArgs, stage: Stage, device: torch.device) -> tuple[EveForCausalLM, EveProcessor]:
-    """fp32 master weights (mixed precision casts on the fly); vision twins as the stage needs them."""
+    """fp32 master weights (mixed precision casts on the fly); vision twins as the stage needs them; under QLoRA the
+    base's linear layers in 4-bit nf4 on the training device."""
     attn = default_attn_implementation(str(device))
     if args.base:
-        return load_base(args.base, stage, dtype=torch.float32, attn_implementation=attn)
+        quantization = "4bit" if args.method == "qlora" else None
+        return load_base(
+            args.base, stage, dtype=torch.float32, attn_implementation=attn, quantization=quantization, device=device
+        )
     return build_from_scratch(
         str(args.from_scratch), str(args.tokenizer), stage, dtype=torch.float32, attn_implementation=attn
     )
@@ -87,7 +97,7 @@ def make_optimizer(model: torch.nn.Module, args: TrainArgs, stage: Stage, total_
     embeddings stay near 0.4) and solid colours came out at cosine 0.998 to each other, which the decoder's RMSNorm
     cannot tell apart.
     """
-    lr = args.lr or stage.lr
+    lr = args.lr or stage.lr  # `TrainArgs.with_defaults` fills it; the preset is the last word
     named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     own_rate = args.patch_embedding_lr is not None
     patch = [p for name, p in named if own_rate and "vision_tower." in name]
@@ -162,7 +172,13 @@ def _size(dataset: Dataset) -> int:
 
 def make_encoder(args: TrainArgs, stage: Stage, processor: EveProcessor) -> Encoder:
     size = image_size_for(stage, processor.image_processor.max_size, args.max_image_size)
-    return Encoder(processor, max_image_size=size, max_length=args.max_length, spell_answers=args.spell_answers)
+    return Encoder(
+        processor,
+        max_image_size=size,
+        max_length=args.max_length,
+        spell_answers=bool(args.spell_answers),
+        image_resize=args.image_resize or ("train" if args.synthetic else "inference"),
+    )
 
 
 def make_datasets(args: TrainArgs, encoder: Encoder, rank: int, world_size: int) -> tuple[Dataset, Dataset | None]:

@@ -53,7 +53,7 @@ def test_retry_hides_the_old_answer_and_saves_a_new_one(ctx, image):
     handlers = ChatHandlers(ctx)
     _, session, _ = _turn(handlers, ChatSession(), "read it", [image])
     old_answer = session.turns[-1].message_id
-    _, session = handlers.retry(session, gr.RetryData(None, {"index": 1, "value": ""}), REQUEST)
+    _, session, _ = handlers.retry(session, gr.RetryData(None, {"index": 1, "value": ""}), REQUEST)
     *_, (_chatbot, session, _, _) = handlers.respond(session, "OCR", *PARAMS, REQUEST)
     visible = _visible(ctx, session)
     assert [m["role"] for m in visible] == ["user", "assistant"] and visible[1]["id"] != old_answer
@@ -71,10 +71,19 @@ def test_undo_puts_the_message_back_in_the_box(ctx, image):
     assert [m["text"] for m in _visible(ctx, session) if m["role"] == "user"] == ["first"]
 
 
+def test_undoing_the_only_turn_leaves_no_empty_conversation_in_history(ctx, image):
+    handlers = ChatHandlers(ctx)
+    _, session, _ = _turn(handlers, ChatSession(), "only question", [image])
+    owner, conversation_id = session.owner, session.conversation_id
+    assert conversation_id in [c["id"] for c in ctx.conversations.search(owner, "")]
+    handlers.undo(session, gr.UndoData(None, {"index": 1, "value": "only question"}))
+    assert conversation_id not in [c["id"] for c in ctx.conversations.search(owner, "")]
+
+
 def test_edit_replaces_the_question_and_keeps_its_images(ctx, image):
     handlers = ChatHandlers(ctx)
     _, session, _ = _turn(handlers, ChatSession(), "orginal typo", [image])
-    _, session = handlers.edit(
+    _, session, _ = handlers.edit(
         session, "OCR", gr.EditData(None, {"index": 1, "value": "original", "previous_value": "orginal typo"}), REQUEST
     )
     *_, (_chatbot, session, _, _) = handlers.respond(session, "OCR", *PARAMS, REQUEST)

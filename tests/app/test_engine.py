@@ -84,9 +84,17 @@ def test_unreadable_image_becomes_a_clear_error(engine, tmp_path):
     assert record.status == "error" and "broken.png" in record.error and "not a readable image" in record.error
 
 
-def test_prompt_over_the_context_budget_is_refused_before_generating(engine, image):
-    settings = GenerationSettings(max_new_tokens=engine.context_length)
-    _, record = _run(engine, ChatRequest([Turn("user", "Read.", [image])], settings))
+def test_max_new_tokens_shrink_to_what_the_context_leaves(engine, image):
+    """More new tokens than the prompt leaves room for: the answer is shortened (and says so), not refused."""
+    request = ChatRequest([Turn("user", "Read.", [image])], GenerationSettings(max_new_tokens=engine.context_length))
+    _, record = _run(engine, request)
+    assert record.status == "done" and record.new_tokens_limit == engine.context_length - record.prompt_tokens
+    assert record.new_tokens <= record.new_tokens_limit
+
+
+def test_prompt_over_the_context_is_refused_before_generating(engine, image):
+    settings = GenerationSettings(max_new_tokens=64)
+    _, record = _run(engine, ChatRequest([Turn("user", "Read. " * engine.context_length, [image])], settings))
     assert record.status == "error" and "too long for the context" in record.error and record.new_tokens == 0
 
 

@@ -140,3 +140,55 @@ def test_server_paths_are_redacted_only_where_they_are_whole(ctx):
     assert redacted == f"./model/train.py, {root}-backup/notes.txt, /mnt{root}/x, '.'."
     names = {"/srv/app": ".", "/srv/app/.venv/bin/python": "python"}
     assert redact_paths("/srv/app/.venv/bin/python -m model.train", names) == "python -m model.train"
+
+
+def test_a_lora_job_shows_its_adapter_size_loads_into_the_chat_and_merges(tiny_checkpoint, tmp_path):
+    """A finished LoRA job: the table says how large its adapter is, the chat switches to it and back, and Merge
+    writes a full checkpoint that the pickers then offer."""
+    import dataclasses
+    import os
+    import subprocess
+    import sys
+
+    from eve_app.context import make_context
+    from eve_app.engine import Engine
+    from eve_app.jobs import JobConfig
+    from eve_app.settings import Settings
+    from eve_app.storage import Storage
+    from model.synthetic import write_dataset
+
+    settings = Settings(data_dir=tmp_path / "data", admin_password="s3cret")
+    ctx = make_context(settings, Engine.load(str(tiny_checkpoint)), Storage(data_dir=settings.data_dir))
+    data_file = write_dataset(tmp_path / "dataset", ["ocr"], n=4, seed=1, level=0)
+    run_dir = settings.data_dir / "runs" / "job-1"
+    config = JobConfig(base=str(tiny_checkpoint), data=str(data_file), method="lora", max_steps=2, batch_size=2)
+    argv = ["--base", str(tiny_checkpoint), "--data", str(data_file), "--output-dir", str(run_dir / "out")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    trained = subprocess.run(
+        [sys.executable, "-m", "model.train", *argv, "--method", "lora", "--max-steps", "2", "--batch-size", "2"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    job_id = ctx.storage.create_job(dataclasses.asdict(config), run_dir=run_dir)
+    ctx.storage.update_job(job_id, status="done", final_metrics={"model_path": str(run_dir / "out")})
+    handlers = FinetuneHandlers(ctx)
+
+    row = handlers.jobs_table().iloc[0]
+    assert row["method"] == "lora" and row["weights"].startswith("adapter ") and row["weights"].endswith(" MB")
+    assert float(row["weights"].split()[1]) < 1.0  # megabytes where the model is more
+
+    handlers.load_into_chat("s3cret", "job-1-3", REQUEST)
+    assert ctx.engine.name == "job-1-3" and ctx.engine.checkpoint_dir == run_dir / "out"
+    handlers.load_into_chat("s3cret", BASE, REQUEST)  # and back
+    assert ctx.engine.name == "eve-tiny"
+
+    with pytest.raises(gr.Error, match="admin password|Wrong"):
+        handlers.merge("guess", job_id, REQUEST)
+    message, _, _ = handlers.merge("s3cret", job_id, REQUEST)
+    assert "Merged job 1" in message and (run_dir / "merged" / "config.json").is_file()
+    assert "job-1-3-merged" in handlers.base_choices()
+    handlers.load_into_chat("s3cret", "job-1-3-merged", REQUEST)
+    assert ctx.engine.name == "job-1-3-merged"

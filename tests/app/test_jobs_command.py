@@ -89,6 +89,17 @@ def test_flags_parse_with_the_training_cli():
     assert (args.resume, args.warmup_ratio, args.data) == ("/runs/0/out/checkpoint-4", 0.1, ["/d/train.json"])
 
 
+def test_the_method_and_rank_reach_the_training_cli():
+    from model.train.args import parse_args
+
+    argv = build_command(config(method="qlora", lora_rank=4, max_steps=5))
+    args = parse_args(argv[argv.index("model.train") + 1 :])
+    assert (args.method, args.lora_rank) == ("qlora", 4)
+    full = build_command(config(max_steps=5))
+    assert "--method" not in full and parse_args(full[full.index("model.train") + 1 :]).method == "full"
+    assert JobConfig.from_json(config(method="lora").to_json()).method == "lora"  # job.json keeps it
+
+
 def test_preview_is_the_same_command():
     cfg = config(data="/my data/train.json", max_steps=2)
     preview = command_preview(cfg)
@@ -115,6 +126,11 @@ def test_preview_is_the_same_command():
         ({"batch_size": 0}, "batch size must be at least 1"),
         ({"eval_split": 1.0}, "the eval split is a fraction in [0, 1)"),
         ({"data": ""}, "choose a dataset"),
+        ({"method": "dora"}, "unknown method 'dora'"),
+        ({"lora_rank": 8}, "the LoRA rank is a whole number of at least 1, for the lora and qlora methods"),
+        ({"method": "lora", "lora_rank": 0}, "the LoRA rank is a whole number"),
+        ({"method": "qlora", "hardware": 4, "strategy": "fsdp"}, "qlora keeps the 4-bit base whole on each GPU"),
+        ({"method": "qlora", "hardware": 2, "strategy": "deepspeed-zero3"}, "deepspeed-zero3 would shard it"),
     ],
 )
 def test_invalid_settings_are_refused_with_a_reason(fields, message):

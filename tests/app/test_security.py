@@ -47,6 +47,12 @@ def test_checkpoints_outside_the_allowed_folders_are_refused(tmp_path):
     (inside / "config.json").write_text("{}")
     assert resolve_checkpoint_choice(str(inside), roots, cache) == str(inside.resolve())
     assert resolve_checkpoint_choice("BAAI/EVE-7B-HD-v2.0", roots, cache) == "BAAI/EVE-7B-HD-v2.0"
+    adapter = roots[0] / "job-2" / "out"  # a LoRA job's output: an adapter, no config.json
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text("{}")
+    assert resolve_checkpoint_choice(str(adapter), roots, cache) == str(adapter.resolve())
+    with pytest.raises(UserError, match="no config.json"):
+        resolve_checkpoint_choice(str(roots[0] / "job-1"), roots, cache)
     for outside in (DEFAULT_MODEL, "/etc", str(roots[0] / ".." / "elsewhere")):
         with pytest.raises(UserError, match="must be the default model, a finished job, or a Hub id"):
             resolve_checkpoint_choice(outside, roots, cache)

@@ -318,7 +318,7 @@ def test_other_urls(tmp_path):
     assert sorted(m["text"] for m in memory.get_conversation(cid)["messages"]) == [f"thread {n}" for n in range(4)]
     assert not (tmp_path / "mem" / "eve.db").exists()
     elsewhere = Storage(f"sqlite:///{tmp_path / 'db' / 'other.db'}", data_dir=tmp_path / "files")
-    elsewhere.create_conversation(title="x")
+    elsewhere.save_user_message(elsewhere.create_conversation(title="x"), "listed once it has a message")
     elsewhere.close()
     assert (tmp_path / "db" / "other.db").is_file()
     assert Storage(f"sqlite:///{tmp_path / 'db' / 'other.db'}", data_dir=tmp_path / "files").list_conversations()

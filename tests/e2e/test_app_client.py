@@ -4,6 +4,7 @@ import gc
 import json
 import random
 import weakref
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -71,7 +72,21 @@ def test_api_streams_an_ocr_answer_and_logs_it(client, running_app, tmp_path):
     messages = running_app[1].storage.get_conversation(conversation["id"])["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant"]
     assert messages[1]["status"] == "done" and messages[1]["generation"]["new_tokens"] > 0
-    assert messages[1]["text"].strip() == updates[-1].strip()
+    assert messages[1]["text"] == updates[-1]
+    # Each partial answer reads as the final one begins: no leading space that the final answer drops.
+    assert all(update == update.lstrip() and updates[-1].startswith(update) for update in updates), updates
+
+
+def test_the_api_exports_the_open_chat_in_each_format_by_its_value(client, tmp_path):
+    _, image = _sample_file(tmp_path, "ocr", "e2e-export")
+    _chat_turn(client, "", [image], "OCR")
+    members = {"json": "conversations.json", "markdown": "conversations.md", "llava": "data.json"}
+    for fmt, member in members.items():
+        archive = client.predict("", fmt, "", api_name="/export_conversations")
+        with zipfile.ZipFile(archive) as zipped:
+            assert any(name.endswith(member) for name in zipped.namelist()), (fmt, zipped.namelist())
+    with pytest.raises(AppError, match="The format must be one of json, markdown, llava"):
+        client.predict("", "pdf", "", api_name="/export_conversations")
 
 
 @pytest.mark.parametrize("task", list(PRESETS))

@@ -9,6 +9,7 @@ missing. Screenshots of each state go to `test-artifacts/` (gitignored); the REA
     EVE_TEST_MODEL=/tmp/probe/run OMP_NUM_THREADS=1 python -m pytest tests/e2e/test_browser.py -q
 """
 
+import json
 import os
 import re
 import shutil
@@ -100,6 +101,8 @@ def _page(browser, name: str) -> Page:
     page = browser.new_page(viewport={"width": width, "height": height})
     page.errors = []
     page.on("pageerror", lambda error: page.errors.append(str(error)))
+    page.console_lines = []
+    page.on("console", lambda message: page.console_lines.append(message.text))
     return page
 
 
@@ -235,9 +238,21 @@ def test_an_example_thumbnail_starts_a_fresh_chat_and_answers_it(browser, runnin
     assert conversation["task"] == "Poster" and [m["role"] for m in conversation["messages"]] == ["user", "assistant"]
 
 
-def test_send_turns_into_stop_while_an_answer_streams(browser, long_answers_app):
+def _expect_stop_while_streaming(page: Page, name: str) -> None:
+    """Stop replaces Send until the answer streaming now is stopped (and Send is back)."""
+    stop = page.locator('#chat-input button[aria-label="Stop"]')
+    expect(stop).to_be_visible(timeout=15_000)
+    expect(page.locator('#chat-input [data-testid="submit-button"]')).to_have_count(0)
+    _shot(page, name)
+    stop.click()
+    expect(page.locator('#chat-input [data-testid="submit-button"]')).to_be_visible(timeout=15_000)
+
+
+@pytest.mark.parametrize("name", VIEWPORTS)
+def test_send_turns_into_stop_while_an_answer_streams(browser, long_answers_app, name):
+    """A sent message, a retried answer and an edited message alike: Stop instead of Send while it streams."""
     url, ctx = long_answers_app
-    page = _page(browser, "desktop")
+    page = _page(browser, name)
     try:
         page.goto(url)
         page.get_by_text("Parameters").click()
@@ -253,11 +268,20 @@ def test_send_turns_into_stop_while_an_answer_streams(browser, long_answers_app)
                        return bots.length > 0 && bots[bots.length - 1].innerText.trim().length > 0; }""",
             timeout=ANSWER_TIMEOUT_MS,
         )
-        _shot(page, "stop-visible")
+        _shot(page, f"stop-visible-{name}")
         stop.click()
         expect(page.locator("#chatbot")).to_contain_text("(stopped)", timeout=15_000)
         expect(page.locator('#chat-input [data-testid="submit-button"]')).to_be_visible()
-        _shot(page, "stopped")
+        _shot(page, f"stopped-{name}")
+
+        page.locator('#chatbot [data-testid="bot"]').last.hover()
+        page.locator('#chatbot button[aria-label="Retry"]').last.click()
+        _expect_stop_while_streaming(page, f"stop-visible-retry-{name}")
+        page.locator('#chatbot [data-testid="user"]').last.hover()
+        page.locator('#chatbot button[aria-label="Edit"]').last.click()
+        page.locator("#chatbot textarea").fill("Read it again, slowly.")
+        page.locator('#chatbot button[aria-label="Submit"]').click()
+        _expect_stop_while_streaming(page, f"stop-visible-edit-{name}")
         assert not page.errors, page.errors
     finally:
         page.close()
@@ -371,19 +395,35 @@ def test_a_browser_keeps_its_conversations_across_reloads_and_nobody_else_sees_t
         stranger.close()
 
 
+def _set_number(page: Page, label: str, value: str) -> None:
+    field = page.get_by_label(label, exact=True)
+    field.fill(value)
+    field.press("Enter")
+
+
 @pytest.mark.parametrize("name", VIEWPORTS)
 def test_fine_tune_validate_preview_launch_reload_and_abort(browser, admin_app, name, tmp_path):
+    """Also: Launch refuses rows that cannot fill one optimizer step and names the rows it leaves out, the launched
+    job is watched without a click (a queued one says it waits), a visitor's jobs table follows by itself, and
+    aborting an ended job says so."""
     url, ctx = admin_app
     data_file = write_dataset(tmp_path / "dataset", ["ocr"], n=8, seed=5, level=0)
+    rows = json.loads(data_file.read_text())
+    broken = {**rows[0], "id": "broken-row", "image": "images/missing.png"}
+    data_file.write_text(json.dumps([*rows, broken]))
     files = [str(data_file), *map(str, sorted((data_file.parent / "images").iterdir()))]
     page = _page(browser, name)
+    visitor = _page(browser, name)  # no password: sees the jobs table only
     try:
         page.goto(url)
         page.get_by_role("tab", name="Fine-tune").click()
+        headers = page.locator("#rows-preview th")  # the rows table's headers, before validation
+        expect(headers.first).to_be_visible()
+        assert "problems" in " ".join(headers.all_inner_texts()), headers.all_inner_texts()
         page.locator("#finetune-files input[type=file]").set_input_files(files)
         page.wait_for_timeout(1000)
         page.get_by_role("button", name="Validate").click()
-        expect(page.locator("#validation-summary")).to_contain_text("8 samples, 8 valid", timeout=30_000)
+        expect(page.locator("#validation-summary")).to_contain_text("9 samples, 8 valid", timeout=30_000)
         page.get_by_label("Steps (empty: epochs)").fill("100000")
         page.get_by_role("button", name="Preview command").click()
         command = page.locator("#command")
@@ -391,11 +431,42 @@ def test_fine_tune_validate_preview_launch_reload_and_abort(browser, admin_app, 
         assert str(ctx.settings.data_dir.resolve()) not in command.inner_text()
         _shot(page, f"finetune-preview-{name}", "#command")
 
+        # 8 valid rows, 1 held out: 7 cannot fill a step of batch 4 x accumulation 2; refused before anything starts.
+        jobs_before = len(ctx.storage.list_jobs())
+        _set_number(page, "Gradient accumulation", "2")
         page.locator("#admin-password input").fill(PASSWORD)
         page.get_by_role("button", name="Launch").click()
-        expect(page.locator("#jobs-table")).to_contain_text("running", timeout=30_000)
-        page.get_by_role("button", name="Watch selected job").click()
+        refusal = page.get_by_text(re.compile("7 training rows are fewer than one optimizer step needs")).first
+        expect(refusal).to_be_visible(timeout=15_000)
+        expect(refusal).to_contain_text("1 with problems are left out")
+        _shot(page, f"finetune-launch-refused-{name}")
+        assert len(ctx.storage.list_jobs()) == jobs_before
+        _set_number(page, "Gradient accumulation", "1")
+        visitor.goto(url)
+        visitor.get_by_role("tab", name="Fine-tune").click()
+        expect(visitor.locator("#jobs-table")).to_be_visible()
+
+        page.get_by_role("button", name="Launch").click()
+        expect(page.locator("#launch-status")).to_contain_text(
+            "trains on 8 of 9 rows; left out: row 9 (id broken-row)", timeout=60_000
+        )
+        # Watched at once: no "Watch selected job" click.
+        expect(page.locator("#job-progress")).to_contain_text(re.compile(r"running"), timeout=30_000)
+        first_job = int(page.locator("#watched-job input").input_value())
         expect(page.locator("#job-progress")).to_contain_text(re.compile(r"step \d+/100000"), timeout=120_000)
+        expect(visitor.locator("#jobs-table")).to_contain_text("running", timeout=15_000)  # no click there either
+
+        page.get_by_role("button", name="Launch").click()  # a second job waits for the first
+        expect(page.locator("#job-progress")).to_contain_text("queued", timeout=30_000)
+        expect(page.locator("#job-progress")).to_contain_text("waiting for the running job to end")
+        page.wait_for_timeout(5000)  # a few refreshes of the queued job's (empty) plot
+        _shot(page, f"finetune-queued-{name}", "#job-progress")
+        assert not [line for line in page.console_lines if "Infinite extent" in line], page.console_lines
+        page.get_by_role("button", name="Abort selected job").click()
+        expect(page.locator("#job-progress")).to_contain_text("aborted", timeout=15_000)
+        watched = page.locator("#watched-job input")
+        watched.fill(str(first_job))
+        watched.press("Enter")
 
         page.reload()  # the watched job and the admin unlock are kept by the browser
         page.get_by_role("tab", name="Fine-tune").click()
@@ -416,9 +487,14 @@ def test_fine_tune_validate_preview_launch_reload_and_abort(browser, admin_app, 
         # The page's timer brings the table up to date without a Refresh click.
         expect(page.locator("#jobs-table")).not_to_contain_text(re.compile("running|stopping…"), timeout=15_000)
         _shot(page, f"finetune-aborted-{name}", "#jobs-table")
+        expect(visitor.locator("#jobs-table")).not_to_contain_text(re.compile("running|stopping…"), timeout=15_000)
+        _shot(visitor, f"finetune-visitor-jobs-{name}", "#jobs-table")
+        page.get_by_role("button", name="Abort selected job").click()  # again: the job has ended
+        expect(page.get_by_text(re.compile("has already ended.*nothing to abort")).first).to_be_visible(timeout=10_000)
         assert not page.errors, page.errors
     finally:
         page.close()
+        visitor.close()
     job = ctx.storage.get_job(job_id)
     assert job["status"] == "aborted" and job["error"] is None  # the trainer saved its checkpoint and exited
 

@@ -56,6 +56,13 @@ def test_off_grid_reading_is_reported():
     assert variants == {"pixel-offset", "proportional"}
 
 
+def test_it_carries_the_fine_tuning_defaults_the_export_writes():
+    from model.shared import finetune_defaults
+    from model.train.export_default import SHIPPED_FINETUNE_DEFAULTS
+
+    assert finetune_defaults(ASSETS) == SHIPPED_FINETUNE_DEFAULTS
+
+
 def test_weights_fit_the_size_budget():
     assert (ASSETS / "model.safetensors").stat().st_size < 40_000_000
 

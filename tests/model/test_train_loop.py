@@ -120,7 +120,10 @@ def test_metrics_run_args_and_final_model(tiny_checkpoint, llava_data, tmp_path)
         assert set(STEP_KEYS) <= set(line) and line["total_steps"] == 4
         assert ("eval_loss" in line) == (line["step"] % 2 == 0)
     assert lines[-1]["event"] == "done" and lines[-1]["step"] == 4
-    assert TrainArgs.from_json(tmp_path / "run_args.json") == args
+    # run_args.json records what ran: the options left empty filled (here by the built-in defaults).
+    recorded = TrainArgs.from_json(tmp_path / "run_args.json")
+    assert recorded == args.with_defaults(tiny_checkpoint)
+    assert (recorded.lr, recorded.spell_answers, recorded.image_resize) == (args.lr, False, "inference")
     _, processor = load_pretrained(tmp_path)
     assert processor.template.name == "qwen2"
     # Rerunning a finished run (--resume auto) does nothing.

@@ -277,7 +277,7 @@ def test_app_backend_on_api_base_streams_like_the_transformers_backend(server, c
     assert _running(server) == 0
 
     # A prompt beyond the context is refused before anything is sent, with the transformers backend's message.
-    long = ChatRequest([Turn("user", QUESTION, [str(image_file)])], GenerationSettings(max_new_tokens=8190))
+    long = ChatRequest([Turn("user", QUESTION * 4000, [str(image_file)])], GenerationSettings(max_new_tokens=64))
     record = list(remote.stream(long))[-1].record
     assert record.status == "error" and "too long for the context" in record.error
 
