@@ -33,15 +33,16 @@ $(VENV_TF519)/.installed: requirements-model.txt requirements-dev.txt
 run: setup
 	$(PY) app.py
 
-# Everything on the pinned stack, the library's tests on transformers 5.19, then the vLLM tests in their env.
+# Everything on the pinned stack, the library's tests on transformers 5.19 (without the slow fine-tuning runs, which
+# the first pass ran on the same code), then the vLLM tests in their env.
 test: test-main test-vllm
 
 test-main: setup setup-tf519
 	$(PY) -m pytest -q
-	$(PY_TF519) -m pytest -q tests/model
+	$(PY_TF519) -m pytest -q tests/model -m "not slow"
 
 test-tf519: setup-tf519
-	$(PY_TF519) -m pytest -q tests/model
+	$(PY_TF519) -m pytest -q tests/model -m "not slow"
 
 # Formatting, lint and types, as CI checks them.
 lint: setup

@@ -4,7 +4,7 @@ vLLM's `AsyncLLM` lives on an asyncio loop in a thread of its own; `stream` is a
 handlers and the conversation service consume) that bridges each request's async outputs through a queue. Stop
 aborts the request inside vLLM, so its KV blocks are freed at once. Engine settings: fp32 on the CPU, bf16 on GPUs;
 `EVE_VLLM_ENGINE_ARGS` (JSON) adds or overrides any of vLLM's engine arguments (e.g. `{"tensor_parallel_size": 2}`).
-LoRA is on: the model picker serves a fine-tune job's adapter on this same engine (`reload`, `set_adapter`).
+With LoRA on (GPUs; a CPU when asked), the model picker serves a job's adapter on this same engine (`set_adapter`).
 """
 
 import asyncio
@@ -64,8 +64,10 @@ def engine_args(folder: str, device: str, dtype: str | None) -> dict:
         # {"enforce_eager": false} in EVE_VLLM_ENGINE_ARGS to try them.
         "enforce_eager": True,
         # LoRA adapters of fine-tune jobs, picked in the chat without a restart: ranks up to 16 (jobs default to 8),
-        # two adapters in a batch (the one picked, and the one before it while its last answers finish).
-        "enable_lora": True,
+        # two adapters in a batch (the one picked, and the one before it while its last answers finish). Off on a
+        # CPU unless asked for ({"enable_lora": true}): vLLM does not compile a model with LoRA on there, and the
+        # eager text path is slower (see the README).
+        "enable_lora": not on_cpu,
         "max_lora_rank": 16,
         "max_loras": 2,
     }
@@ -167,7 +169,10 @@ class VllmEngine(ImageLimits):
             raise UserError(f"{path} holds no LoRA adapter (adapter_config.json).")
         lora_config = self._engine.vllm_config.lora_config
         if lora_config is None:
-            raise UserError('This vLLM engine runs without LoRA ({"enable_lora": false}); restart the app with it on.')
+            raise UserError(
+                "This vLLM engine runs without LoRA adapters; restart the app with "
+                "EVE_VLLM_ENGINE_ARGS='{\"enable_lora\": true}' to pick them (on a CPU, vLLM then runs uncompiled)."
+            )
         if adapter.rank > lora_config.max_lora_rank:
             raise UserError(
                 f"{adapter.name} has LoRA rank {adapter.rank}; this engine takes ranks up to "

@@ -106,7 +106,18 @@ FORM_FIELDS = [field.name for field in dataclasses.fields(JobForm)]
 # The fields a saved job.json fills (not the dataset, the base or the hardware, which belong to this server).
 LOADED_FIELDS = [name for name in FORM_FIELDS if name not in ("dataset", "base", "hardware", "strategy")]
 # The form fields the memory plan depends on; a "method" field joins them where the form has one.
-PLAN_FIELDS = ["dataset", "base", "stages", "batch_size", "max_length", "max_image_size", "hardware", "strategy"]
+PLAN_FIELDS = [
+    "dataset",
+    "base",
+    "stages",
+    "batch_size",
+    "max_length",
+    "max_image_size",
+    "hardware",
+    "strategy",
+    "method",
+    "lora_rank",
+]
 
 
 def gpu_memory() -> int | None:
@@ -424,11 +435,13 @@ class FinetuneHandlers:
             max_image_size = optional_whole_number(
                 values.get("max_image_size", ""), "The max image size", positive=True
             )
+            lora_rank = optional_whole_number(values.get("lora_rank", ""), "The LoRA rank", positive=True)
         except UserError as error:
             raise refuse(str(error)) from None
         stages = values.get("stages") or ["3"]
         hardware = str(values.get("hardware") or "CPU")
-        extra = {"method": values["method"]} if values.get("method") else {}
+        method = values.get("method") or "full"
+        extra = {"method": method, **({"lora_rank": lora_rank} if lora_rank and method != "full" else {})}
         return JobConfig.from_dict(
             {
                 "base": self._base(str(values.get("base") or DEFAULT_CHOICE)),
@@ -462,8 +475,7 @@ class FinetuneHandlers:
 
     def memory_plan(self, *values) -> str:
         """The estimated memory per device of a job with these settings, and whether the chosen hardware holds it."""
-        names = PLAN_FIELDS + (["method"] if "method" in self.form else [])
-        settings = dict(zip(names, values))
+        settings = dict(zip(PLAN_FIELDS, values))
         result = self.ctx.uploads.get(str(settings.get("dataset") or ""))
         longest = (result.summary or {}).get("longest_row") if result is not None else None
         try:
@@ -789,7 +801,7 @@ def build_finetune_tab(ctx: AppContext, owner: gr.State, chat: dict, browser: di
         [c["compare_status"], c["results_key"]],
         api_name="compare_job",
     )
-    plan_inputs = [c[name] for name in PLAN_FIELDS + (["method"] if "method" in h.form else [])]
+    plan_inputs = [c[name] for name in PLAN_FIELDS]
     for component in plan_inputs:
         component.change(
             h.memory_plan, plan_inputs, c["memory_plan"], api_visibility="private", show_progress="hidden"

@@ -56,13 +56,14 @@ from ..shared import (
     DEFAULT_DENSE_STRIDE,
     DEFAULT_IMAGE_MAX_SIZE,
     DEFAULT_PATCH_STRIDE,
+    TRAIN_METHODS,
     num_image_tokens,
     parameter_group,
     stage_image_max_size,
     stage_presets,
 )
 
-METHODS = ("full", "lora", "qlora")
+METHODS = TRAIN_METHODS  # in order of memory: a refusal suggests the next that fits
 METHOD_LABELS = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA (4-bit)"}
 # Strategy -> what it shards over the devices: 0 nothing (DDP), 2 gradients and optimizer state, 3 weights too.
 SHARDING = {"ddp": 0, "deepspeed-zero2": 2, "deepspeed-zero3": 3, "fsdp": 3}

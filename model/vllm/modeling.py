@@ -10,7 +10,7 @@ indexing at all). The linear layers are vLLM's tensor-parallel ones, so `--tenso
 the same way. Weights load from the official key names (see `load_weights`).
 
 Text-only batches (every decode step) run `EveVllmModel.forward`, which has no data-dependent branch, so vLLM can
-compile it (`support_torch_compile`, whenever it runs without `enforce_eager`; the app's backend compiles on a CPU);
+compile it (`support_torch_compile`, whenever it runs without `enforce_eager`; vLLM's CPU platform does not with LoRA on);
 batches with image rows run `forward_routed` eagerly, because how many rows each modality has is known only at run
 time.
 

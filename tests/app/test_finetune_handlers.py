@@ -104,6 +104,9 @@ def test_the_memory_plan_follows_the_form_and_says_what_the_hardware_cannot_hold
     huge = handlers.memory_plan("", BASE, ["3"], 1_000_000, "", "", "CPU", "ddp")
     assert "Launch refuses this: This job needs about" in huge and "No method fits" in huge
     assert handlers.memory_plan("", BASE, ["3"], 4, "long", "", "CPU", "ddp").startswith("No memory plan: The max")
+    # The method and the LoRA rank chosen in the form change the plan (more adapter parameters at a higher rank).
+    low, high = (handlers.memory_plan("", BASE, ["3"], 4, "", "", "CPU", "ddp", "lora", r) for r in ("4", "64"))
+    assert "LoRA" in low and low != high
 
 
 def test_a_valid_admin_token_lets_the_admin_in_while_their_address_is_locked(ctx):

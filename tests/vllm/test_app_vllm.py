@@ -6,6 +6,8 @@ backend's limit), Stop aborts the request inside vLLM, a prompt beyond the conte
 message as on the transformers backend, and a request that meets vLLM's processor cache out of step is answered.
 """
 
+import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -40,18 +42,23 @@ def app(checkpoint, tmp_path_factory):
     from app import create_app, launch_options
 
     port = free_port()
-    demo, ctx = create_app(
-        [
-            "--backend",
-            "vllm",
-            "--model",
-            str(checkpoint),
-            "--port",
-            str(port),
-            "--data-dir",
-            str(tmp_path_factory.mktemp("data")),
-        ]
-    )
+    # LoRA on (off by default on a CPU), so that the model picker can serve adapters; the other tests then check the
+    # base model's path through an engine with LoRA on.
+    with pytest.MonkeyPatch.context() as patch:
+        extra = json.loads(os.environ.get("EVE_VLLM_ENGINE_ARGS", "{}"))
+        patch.setenv("EVE_VLLM_ENGINE_ARGS", json.dumps({**extra, "enable_lora": True}))
+        demo, ctx = create_app(
+            [
+                "--backend",
+                "vllm",
+                "--model",
+                str(checkpoint),
+                "--port",
+                str(port),
+                "--data-dir",
+                str(tmp_path_factory.mktemp("data")),
+            ]
+        )
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx))
     yield f"http://127.0.0.1:{port}/", ctx, demo
     demo.close()
