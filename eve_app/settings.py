@@ -15,7 +15,7 @@ from typing import Any
 
 from model.shared import PROJECT_ROOT
 
-from .jobs.archive import Limits
+from .jobs.archive import UploadLimits
 from .limits import ChatLimits
 
 DEFAULT_MODEL = str(PROJECT_ROOT / "assets" / "eve-tiny")
@@ -132,8 +132,8 @@ class Settings:
             max_concurrent_decodes=self.max_concurrent_decodes,
         )
 
-    def upload_limits(self) -> Limits:
-        return Limits(
+    def upload_limits(self) -> UploadLimits:
+        return UploadLimits(
             max_archive_bytes=int(self.max_upload_mb * MIB),
             max_total_bytes=int(self.max_unpacked_mb * MIB),
             max_files=self.max_upload_files,
