@@ -15,10 +15,13 @@ export HF_HUB_OFFLINE ?= 1
 
 setup: $(VENV)/.installed
 
+# pip's own progress (one line per package and a bar per download), not -q: the first install takes a few minutes.
 $(VENV)/.installed: requirements.txt requirements-model.txt requirements-dev.txt
+	@echo "Installing the Python packages into $(VENV) (first run only; about 2 minutes, torch is the largest)..."
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip -q
-	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install --progress-bar on -r requirements-dev.txt
+	@echo "Packages installed."
 	touch $@
 
 setup-tf519: $(VENV_TF519)/.installed

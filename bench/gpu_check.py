@@ -104,7 +104,7 @@ def image(seed: int, side: int) -> Image.Image:
 
 
 def conversation(seed: int, side: int) -> tuple[list[dict], list[Image.Image]]:
-    return [{"role": "user", "content": "<image>\n" + QUESTIONS[seed % len(QUESTIONS)]}], [image(seed, side)]
+    return [{"role": "user", "content": "<|image_pad|>\n" + QUESTIONS[seed % len(QUESTIONS)]}], [image(seed, side)]
 
 
 def free_memory() -> None:
@@ -224,7 +224,6 @@ def part_vllm(folder: Path, device: str, side: int, tokens: int, concurrency: li
     except ImportError:
         return {"skipped": "vLLM is not installed in this environment"}
     from eve_app.serving.vllm_engine import engine_args
-    from model.vllm.processing import IMAGE_PLACEHOLDER
 
     expected = transformers_greedy(folder, device, side, chats=4, tokens=tokens)
     args = engine_args(str(folder), device, None)
@@ -242,7 +241,7 @@ def part_vllm(folder: Path, device: str, side: int, tokens: int, concurrency: li
             batch = []
             for seed in range(n):
                 messages, images = conversation(seed, side)
-                text = processor.build_prompt(messages).replace("<image>", IMAGE_PLACEHOLDER)
+                text = processor.build_prompt(messages)
                 batch.append({"prompt": text, "multi_modal_data": {"image": images}})
             return batch
 

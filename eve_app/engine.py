@@ -22,7 +22,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStr
 from model import load_pretrained
 from model.loading import adapter_base, resolve_checkpoint
 from model.precision import resolve_precision
-from model.shared import IMAGE_PLACEHOLDER
+from model.shared import IMAGE_TOKEN
 from model.train.memory_plan import read_config
 
 from .spaces_support import gpu
@@ -223,7 +223,7 @@ class Engine(ImageLimits):
         """Prompt and pixel tensors for the conversation; raises EngineError for bad images or an over-long prompt."""
         messages, images = [], []
         for turn in turns:
-            placeholders = f"{IMAGE_PLACEHOLDER}\n" * len(turn.images)
+            placeholders = f"{IMAGE_TOKEN}\n" * len(turn.images)
             messages.append({"role": turn.role, "content": placeholders + turn.text})
             images.extend(turn.images)
         prompt = self.processor.build_prompt(messages)

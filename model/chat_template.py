@@ -7,16 +7,17 @@
 `plain` is the official pre-training format: the image placeholder followed by the caption and a newline.
 
 `ChatTemplate.to_jinja` writes the same format as a Jinja chat template, which `EveProcessor.apply_chat_template`
-renders; messages there may also carry image content blocks (`{"type": "image"}`), each of which becomes the
-placeholder and a newline, where the official prompts put it.
+and vLLM's server render; messages there may also carry image content blocks (`{"type": "image"}`), each of which
+becomes the image token `<|image_pad|>` and a newline, where the official prompts put `<image>`. A leading system
+message replaces the default system sentence.
 """
 
 import json
 from dataclasses import dataclass
 
-from .shared import IMAGE_PLACEHOLDER
+from .shared import IMAGE_TOKEN
 
-Message = dict[str, str]  # {"role": "user" | "assistant", "content": str}
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
 
 
 @dataclass(frozen=True)
@@ -36,16 +37,19 @@ class ChatTemplate:
         Answers (and their turn end) are the supervised pieces; everything up to and including the assistant
         prefix is context, as in the official label masking.
         """
-        pieces: list[tuple[str, bool]] = [(self.system, False)] if self.system else []
+        system = self.system
+        if messages and messages[0]["role"] == "system":
+            system, messages = messages[0]["content"] + " ", messages[1:]
+        pieces: list[tuple[str, bool]] = [(system, False)] if system else []
         for message in messages:
             role, content = message["role"], message["content"]
             if role == "user":
-                text = content if self.keep_user_text else IMAGE_PLACEHOLDER * content.count(IMAGE_PLACEHOLDER)
+                text = content if self.keep_user_text else IMAGE_TOKEN * content.count(IMAGE_TOKEN)
                 pieces.append((self.user_prefix + text + self.user_suffix + self.assistant_prefix, False))
             elif role == "assistant":
                 pieces.append((self.answer_prefix + content + self.turn_end, True))
             else:
-                raise ValueError(f"Unknown role {role!r}: messages take 'user' or 'assistant'")
+                raise ValueError(f"Unknown role {role!r}: messages take 'user' or 'assistant' after one 'system'")
         if not add_generation_prompt and pieces and not pieces[-1][1]:
             # A trailing user turn without the generation prompt: drop the assistant prefix.
             text = pieces[-1][0]
@@ -62,20 +66,18 @@ class ChatTemplate:
         def literal(text: str) -> str:
             return json.dumps(text)  # a JSON string is a valid Jinja string literal
 
-        user_text = (
-            "text"
-            if self.keep_user_text
-            else f"{literal(IMAGE_PLACEHOLDER)} * text.count({literal(IMAGE_PLACEHOLDER)})"
-        )
+        user_text = "text" if self.keep_user_text else f"{literal(IMAGE_TOKEN)} * text.count({literal(IMAGE_TOKEN)})"
         return (
             "{%- macro content(message) -%}"
             "{%- if message['content'] is string -%}{{- message['content'] -}}"
             "{%- else -%}{%- for block in message['content'] -%}"
-            f"{{%- if block['type'] == 'image' -%}}{{{{- {literal(IMAGE_PLACEHOLDER + chr(10))} -}}}}"
+            f"{{%- if block['type'] == 'image' -%}}{{{{- {literal(IMAGE_TOKEN + chr(10))} -}}}}"
             "{%- elif block['type'] == 'text' -%}{{- block['text'] -}}{%- endif -%}"
             "{%- endfor -%}{%- endif -%}"
             "{%- endmacro -%}"
-            f"{{{{- {literal(self.system)} -}}}}"
+            "{%- if messages and messages[0]['role'] == 'system' -%}"
+            "{{- content(messages[0]) + ' ' -}}{%- set messages = messages[1:] -%}"
+            f"{{%- else -%}}{{{{- {literal(self.system)} -}}}}{{%- endif -%}}"
             "{%- for message in messages -%}"
             "{%- set text = content(message) -%}"
             "{%- if message['role'] == 'user' -%}"

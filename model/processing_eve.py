@@ -1,17 +1,18 @@
-"""EVEv2 processor: chat template, tokenisation with image placeholders, and image preprocessing in one object.
+"""EVEv2 processor: chat template, tokenisation with image tokens, and image preprocessing in one object.
 
-A transformers `ProcessorMixin`, so `AutoProcessor.from_pretrained(folder)` loads it once `model` classes are
-imported (`model.auto` registers them), `save_pretrained` writes `processor_config.json` (template, image token
-id and image settings), `chat_template.jinja` and the tokenizer, and `apply_chat_template` renders the official
-prompt from messages with image content blocks. Official checkpoints have none of those files: their processor is
-built from config.json and the tokenizer (and a saved `eve_processor.json`, which older runs of this project wrote).
+A transformers `ProcessorMixin` shaped like `Qwen2VLProcessor`, so `AutoProcessor.from_pretrained(folder)` loads it
+once `model` classes are imported (`model.auto` registers them), `save_pretrained` writes `processor_config.json`
+(template, image token id and image settings), `chat_template.jinja` and the tokenizer, and `apply_chat_template`
+renders the official prompt from messages with image content blocks. Official checkpoints have none of those files:
+their processor is built from config.json and the tokenizer (and a saved `eve_processor.json`, which older runs of
+this project wrote). vLLM reads the same chat template through `AutoProcessor` (see `model/vllm`).
 
-`<image>` is not a vocabulary token. As in the official `tokenizer_image_token`, the prompt is split on the literal
-`<image>` and each text chunk is tokenised on its own (no BOS); where the official code then writes one sentinel
-(-200) that the model later expands, we write the expanded image positions right away: `num_image_tokens` copies of
-`config.image_token_id`, flagged by `mm_token_type_ids == 1`. The token sequence the model sees is the same, and
-`input_ids`, `attention_mask` and labels have the model's real length, so transformers' `generate`, padding and
-the loss work unchanged.
+Each image is one vocabulary token in the text, `image_token` (`<|image_pad|>`), expanded to the image's token count
+(`1 + h * (w + 1)`) before the tokenizer runs; the tokenizer splits text around that special token, so each text
+chunk is tokenised on its own, as the official `tokenizer_image_token` does around `<image>`. Image positions then
+carry `config.image_token_id` (0 in the official checkpoint, which writes 0 there too) and `mm_token_type_ids == 1`.
+`<image>` is the LLaVA data format, not this processor's: the training data code translates it where it reads data
+(`model/train/data.py`), and supervises answers there.
 """
 
 import json
@@ -23,13 +24,13 @@ from typing import Any
 
 import torch
 from transformers import AutoTokenizer, BatchFeature, PreTrainedTokenizerBase, ProcessorMixin
+from transformers.processing_utils import MultiModalData
 from transformers.utils import PROCESSOR_NAME, cached_file
 
 from .chat_template import ChatTemplate, Message, get_template
 from .configuration_eve import EveConfig
-from .constants import IGNORE_INDEX
 from .image_processing_eve import EveImageProcessor, ImageInput
-from .shared import IMAGE_PLACEHOLDER
+from .shared import IMAGE_TOKEN
 
 # Written by this project before the processor was a ProcessorMixin: {"template": name}. Still read, never written.
 LEGACY_PROCESSOR_FILE = "eve_processor.json"
@@ -45,7 +46,8 @@ class EveProcessor(ProcessorMixin):
         image_processor: resizes and normalises images (sizes from the model config).
         template: name of the chat format (`model.chat_template.TEMPLATES`: "qwen2" for chat, "plain" for the
             pre-training stages); it also gives `chat_template` when none is passed.
-        image_token_id: id written at image positions of `input_ids` (the config's `image_token_id`).
+        image_token_id: id written at image positions of `input_ids` (the config's `image_token_id`); the text
+            marks them with the vocabulary token `image_token` (`<|image_pad|>`).
         chat_template: Jinja template for `apply_chat_template`; default: `template`'s, rendered in Jinja.
     """
 
@@ -60,6 +62,7 @@ class EveProcessor(ProcessorMixin):
         **kwargs: Any,
     ):
         self.template: ChatTemplate = get_template(template)
+        self.image_token = IMAGE_TOKEN
         self.image_token_id = image_token_id
         # Closed-vocabulary words (colours, shapes, positions, field names, ...) that `spell` keeps as one token.
         self.whole_words = tuple(sorted(set(whole_words), key=lambda w: (-len(w), w)))
@@ -86,7 +89,7 @@ class EveProcessor(ProcessorMixin):
         config = config if config is not None else EveConfig.from_pretrained(path, **hub)
         legacy_file = _checkpoint_file(path, LEGACY_PROCESSOR_FILE, hub)
         settings = json.loads(Path(legacy_file).read_text()) if legacy_file else {}
-        tokenizer = AutoTokenizer.from_pretrained(path, **hub)
+        tokenizer = AutoTokenizer.from_pretrained(path, config=config, **hub)  # config: no `eve-qwen2` warning
         image_processor = EveImageProcessor.from_config(config)
         return cls(tokenizer, image_processor, image_token_id=config.image_token_id, **settings)
 
@@ -110,19 +113,30 @@ class EveProcessor(ProcessorMixin):
         return self.template.render(messages, add_generation_prompt)
 
     def count_image_tokens(self, pixel_values: torch.Tensor) -> int:
+        """Tokens one preprocessed image ([3, H, W]) takes in the prompt."""
         return self.image_processor.num_image_tokens(pixel_values.shape[-2], pixel_values.shape[-1])
+
+    def _get_num_multimodal_tokens(self, image_sizes: list[list[int]] | None = None, **kwargs: Any) -> MultiModalData:
+        """Prompt tokens of images of the given (height, width) before resizing (transformers' and vLLM's hook)."""
+        if image_sizes is None:
+            return MultiModalData()
+        tokens = []
+        for height, width in image_sizes:
+            new_width, new_height = self.image_processor.target_size(width, height, max_size=kwargs.get("max_size"))
+            tokens.append(self.image_processor.num_image_tokens(new_height, new_width))
+        return MultiModalData(num_image_tokens=tokens, num_image_patches=[1] * len(tokens))
 
     def tokenize_with_images(
         self, text: str, image_token_counts: list[int], spell: bool = False
     ) -> tuple[list[int], list[int]]:
-        """Token ids and modality flags of `text`, each `<image>` expanded to its image's token count.
+        """Token ids and modality flags of `text`, each `image_token` expanded to its image's token count.
 
-        `spell` tokenises the text one symbol per token (see `spell`).
+        The training rows' tokenisation (`model/train/data.py`), which may `spell` the text one symbol per token.
         """
-        chunks = text.split(IMAGE_PLACEHOLDER)
+        chunks = text.split(self.image_token)
         if len(chunks) - 1 != len(image_token_counts):
             raise ValueError(
-                f"The text has {len(chunks) - 1} {IMAGE_PLACEHOLDER} placeholders but {len(image_token_counts)} "
+                f"The text has {len(chunks) - 1} {self.image_token} placeholders but {len(image_token_counts)} "
                 "images were given; give one image per placeholder"
             )
         ids: list[int] = []
@@ -151,7 +165,7 @@ class EveProcessor(ProcessorMixin):
     ) -> BatchFeature:
         """Model inputs for one prompt or a batch of prompts.
 
-        `images` lists the images in the order of the `<image>` placeholders (for a batch: a flat list over all
+        `images` lists the images in the order of the `image_token` placeholders (for a batch: a flat list over all
         prompts, or one list per prompt). Returns `input_ids`, `attention_mask`, `mm_token_type_ids` ([B, L]) and
         `pixel_values` (a list with one [3, H, W] tensor per image). Batches are padded on the left by default,
         which is what generation needs. `videos` and `audio` exist because `apply_chat_template(..., tokenize=True)`
@@ -162,30 +176,26 @@ class EveProcessor(ProcessorMixin):
         texts = [text] if isinstance(text, str) else list(text)
         flat_images = _flatten_images(images)
         pixel_values = self.image_processor(flat_images, max_size=max_size) if flat_images else []
-        counts = [self.count_image_tokens(p) for p in pixel_values]
-        rows, start = [], 0
+        counts = iter([self.count_image_tokens(p) for p in pixel_values])
+        placeholders = sum(prompt.count(self.image_token) for prompt in texts)
+        if placeholders != len(pixel_values):
+            raise ValueError(
+                f"{len(pixel_values)} images were given for {placeholders} {self.image_token} placeholders; give one "
+                "image per placeholder"
+            )
+        # Each image token becomes as many copies as the image has tokens (as Qwen2VLProcessor expands its own).
+        expanded = []
         for prompt in texts:
-            n = prompt.count(IMAGE_PLACEHOLDER)
-            rows.append(self.tokenize_with_images(prompt, counts[start : start + n]))
-            start += n
-        if start != len(counts):
-            raise ValueError(f"{len(counts)} images were given for {start} {IMAGE_PLACEHOLDER} placeholders")
-        features = self.pad([{"input_ids": ids, "mm_token_type_ids": flags} for ids, flags in rows], padding_side)
-        features["pixel_values"] = pixel_values
-        return features
-
-    def pad(self, rows: list[dict[str, list[int]]], padding_side: str = "left") -> BatchFeature:
-        """Pads `input_ids`, `mm_token_type_ids` and (when present) `labels` to one length; adds `attention_mask`."""
-        length = max(len(r["input_ids"]) for r in rows)
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        fill = {"input_ids": pad_id, "mm_token_type_ids": 0, "labels": IGNORE_INDEX, "attention_mask": 0}
-        batch: dict[str, list[list[int]]] = {key: [] for key in fill if key in rows[0] or key == "attention_mask"}
-        for row in rows:
-            row = {**row, "attention_mask": [1] * len(row["input_ids"])}
-            for key, column in batch.items():
-                padding = [fill[key]] * (length - len(row[key]))
-                column.append(padding + list(row[key]) if padding_side == "left" else list(row[key]) + padding)
-        return BatchFeature({key: torch.tensor(value, dtype=torch.long) for key, value in batch.items()})
+            first, *rest = prompt.split(self.image_token)
+            expanded.append(first + "".join(self.image_token * next(counts) + part for part in rest))
+        features = self.tokenizer(
+            expanded, add_special_tokens=False, padding=True, padding_side=padding_side, return_tensors=return_tensors
+        )
+        vocabulary_id = self.tokenizer.convert_tokens_to_ids(self.image_token)
+        is_image = (features["input_ids"] == vocabulary_id) & features["attention_mask"].bool()
+        features["input_ids"] = features["input_ids"].masked_fill(is_image, self.image_token_id)
+        features["mm_token_type_ids"] = is_image.long()
+        return BatchFeature({**features, "pixel_values": pixel_values})
 
     def spell(self, text: str) -> list[int]:
         """Ids of `text` one symbol per token: each BPE piece split back into the symbols it was merged from.
@@ -227,53 +237,6 @@ class EveProcessor(ProcessorMixin):
             whole = token_id in specials or len(symbols) == 1 or any(i in unknown for i in symbols)
             ids += [token_id] if whole else symbols
         return ids
-
-    def tokenize_conversation(
-        self,
-        messages: list[Message],
-        images: list[ImageInput],
-        mode: str = "train",
-        max_size: int | None = None,
-        spell_answers: bool = False,
-    ) -> dict:
-        """One training example: ids, modality flags and labels that supervise only the answers and turn ends.
-
-        With `spell_answers`, the supervised text is tokenised one character per token (see `spell`).
-        """
-        pixel_values = self.image_processor(images, mode=mode, max_size=max_size) if images else []
-        counts = iter([self.count_image_tokens(p) for p in pixel_values])
-        ids: list[int] = []
-        flags: list[int] = []
-        labels: list[int] = []
-        for text, supervised in _merge_runs(self.template.segments(messages, add_generation_prompt=False)):
-            piece_counts = [next(counts) for _ in range(text.count(IMAGE_PLACEHOLDER))]
-            piece_ids, piece_flags = self.tokenize_with_images(text, piece_counts, spell=supervised and spell_answers)
-            ids += piece_ids
-            flags += piece_flags
-            labels += piece_ids if supervised else [IGNORE_INDEX] * len(piece_ids)
-        if next(counts, None) is not None:
-            raise ValueError(f"More images than {IMAGE_PLACEHOLDER} placeholders in the conversation")
-        return {"input_ids": ids, "mm_token_type_ids": flags, "labels": labels, "pixel_values": pixel_values}
-
-    def decode(self, token_ids: torch.Tensor | list[int], skip_special_tokens: bool = True) -> str:
-        """The text of `token_ids`, special tokens dropped and surrounding spaces stripped."""
-        return self.tokenizer.decode(token_ids, skip_special_tokens=skip_special_tokens).strip()
-
-    def batch_decode(self, sequences: torch.Tensor | list[list[int]], skip_special_tokens: bool = True) -> list[str]:
-        """`decode` for each row."""
-        return [self.decode(s, skip_special_tokens) for s in sequences]
-
-
-def _merge_runs(segments: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
-    """Joins neighbouring pieces with the same supervision, so text is split only where labels change and
-    tokenises exactly as the same text does in an inference prompt."""
-    merged: list[tuple[str, bool]] = []
-    for text, supervised in segments:
-        if merged and merged[-1][1] == supervised:
-            merged[-1] = (merged[-1][0] + text, supervised)
-        else:
-            merged.append((text, supervised))
-    return merged
 
 
 def _flatten_images(images: list[ImageInput] | list[list[ImageInput]] | None) -> list[ImageInput]:

@@ -19,12 +19,18 @@ from typing import Any
 # The repository root: accelerate configs, assets and the app live under it.
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
-# What users write in prompts and LLaVA data where an image goes (official `DEFAULT_IMAGE_TOKEN`). It is not a
-# vocabulary token: the processor replaces it with the image's tokens.
+# Where an image goes in LLaVA data (official `DEFAULT_IMAGE_TOKEN`). It is not a vocabulary token: the data code
+# translates it to `IMAGE_TOKEN` where it reads data (`from_llava`).
 IMAGE_PLACEHOLDER = "<image>"
-# The one vocabulary token that marks every image position where a prompt is tokenised as a whole (vLLM): a special
-# token of this project's tokenizers and an added token of the Qwen2.5 tokenizer the official checkpoint ships.
+# The processor's image token (its `image_token`, as in Qwen2-VL), which the chat template writes for an image and
+# vLLM expands: a special token of this project's tokenizers and an added token of the official Qwen2.5 tokenizer.
 IMAGE_TOKEN = "<|image_pad|>"
+
+
+def from_llava(text: str) -> str:
+    """LLaVA-format text (images as `<image>`) as the processor reads it (images as its `IMAGE_TOKEN`)."""
+    return text.replace(IMAGE_PLACEHOLDER, IMAGE_TOKEN)
+
 
 # Official res1600 preprocessing: images rescaled to an area of about 1600**2, in patches of 16 * 2 = 32 pixels.
 DEFAULT_IMAGE_MAX_SIZE = 1600

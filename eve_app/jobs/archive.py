@@ -29,7 +29,7 @@ class UploadError(ValueError):
 
 
 @dataclass(frozen=True)
-class Limits:
+class UploadLimits:
     """Upper bounds for one upload, so a hostile or mistaken upload cannot fill the disk or the memory."""
 
     max_archive_bytes: int = 1 << 30
@@ -55,7 +55,7 @@ class StagedUpload:
 class _Budget:
     """Counts files and bytes over all parts of one upload."""
 
-    def __init__(self, limits: Limits):
+    def __init__(self, limits: UploadLimits):
         self.limits, self.files, self.bytes = limits, 0, 0
 
     def add(self, files: int, size: int, what: str) -> None:
@@ -131,7 +131,7 @@ def _ignored(name: str) -> bool:
     return any(part in IGNORED_PARTS for part in PurePosixPath(name.replace("\\", "/")).parts)
 
 
-def safe_extract(archive: Path, dest: Path, limits: Limits, budget: _Budget | None = None) -> list[Path]:
+def safe_extract(archive: Path, dest: Path, limits: UploadLimits, budget: _Budget | None = None) -> list[Path]:
     """Extract a zip archive into `dest` after checking every entry; returns the extracted files.
 
     Raises:
@@ -218,7 +218,7 @@ def _pick_json(explicit: list[Path], files: list[Path], files_dir: Path) -> Path
 
 
 def stage_upload(
-    paths: Sequence[str | Path], upload_dir: Path, limits: Limits | None = None, allow_folders: bool = False
+    paths: Sequence[str | Path], upload_dir: Path, limits: UploadLimits | None = None, allow_folders: bool = False
 ) -> StagedUpload:
     """Copy or extract the uploaded files into `upload_dir/files/` and find the dataset JSON.
 
@@ -232,7 +232,7 @@ def stage_upload(
         UploadError: a missing file, a folder or link where files are expected, an unsafe or too large archive, or
             an ambiguous set of JSON files.
     """
-    limits = limits or Limits()
+    limits = limits or UploadLimits()
     files_dir = upload_dir / "files"
     files_dir.mkdir(parents=True, exist_ok=True)
     budget, explicit, files = _Budget(limits), [], []

@@ -15,10 +15,13 @@ which loads neither torch nor transformers.
 
 import dataclasses
 import json
+import os
 import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 from model.shared import TRAIN_DEFAULTS, TRAIN_METHODS, stage_presets
 
@@ -203,7 +206,21 @@ def launcher_argv(config: JobConfig) -> list[str]:
     argv = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", f"{ACCELERATE_DIR}/{name}"]
     if config.processes > 1 or name != "cpu.yaml":
         argv += ["--num_processes", str(config.processes)]
+    if config.hardware == "cpu":
+        argv += ["--num_cpu_threads_per_process", str(cpu_threads_per_process(config.processes))]
     return argv
+
+
+def cpu_threads_per_process(processes: int) -> int:
+    """Threads each CPU training process uses: OMP_NUM_THREADS when set, else the physical cores shared out.
+
+    accelerate picks the same number itself, but then prints a notice into every job's log that the option was not
+    passed; passing it says what the job uses (the command preview shows it too).
+    """
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if threads.isdigit() and int(threads) > 0:
+        return int(threads)
+    return max(1, (psutil.cpu_count(logical=False) or 1) // max(processes, 1))
 
 
 def training_flags(config: JobConfig) -> list[str]:

@@ -1,4 +1,4 @@
-"""Process-group helpers for training jobs (Linux `/proc`; `killpg` where there is no `/proc`).
+"""Process-group helpers for training jobs, on psutil's process table.
 
 Each job starts in a session of its own, so its process group id is the pid of the command it ran, and every
 process it starts (accelerate's launcher, torchrun, the training processes, data-loader workers) shares the group.
@@ -16,44 +16,32 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-PROC = Path("/proc")
+import psutil
+
 TRAIN_MODULE = "model.train"
-
-
-def _stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, ppid, pgrp) of a process, None when it is gone."""
-    try:
-        text = (PROC / str(pid) / "stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()  # the command name in parentheses may hold spaces
-    return fields[0], int(fields[1]), int(fields[2])
 
 
 def cmdline(pid: int) -> list[str]:
     """A process's arguments (empty when it is gone or unreadable)."""
     try:
-        return (PROC / str(pid) / "cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
-    except OSError:
+        return psutil.Process(pid).cmdline()
+    except psutil.Error:
         return []
 
 
 def group_members(pgid: int) -> dict[int, int]:
-    """Live (not zombie) processes of a group, pid -> parent pid; without /proc, {pgid: 0} if the group exists."""
-    if not PROC.is_dir():
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return {}
-        return {pgid: 0}
+    """Live (not zombie) processes of a group, pid -> parent pid."""
     members = {}
-    for entry in PROC.iterdir():
-        if entry.name.isdigit():
-            info = _stat(int(entry.name))
-            if info and info[2] == pgid and info[0] not in ("Z", "X"):
-                members[int(entry.name)] = info[1]
+    for process in psutil.process_iter(["ppid", "status"]):
+        try:
+            if (
+                process.info["status"] not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+                and os.getpgid(process.pid) == pgid
+            ):
+                members[process.pid] = process.info["ppid"]
+        except (ProcessLookupError, PermissionError):
+            continue  # gone since the table was read, or not ours to ask
     return members
 
 
@@ -69,10 +57,7 @@ def runs_module(argv: list[str], module: str = TRAIN_MODULE) -> bool:
 
 def is_job_alive(pgid: int, module: str = TRAIN_MODULE) -> bool:
     """Whether a job's group still has a live process that runs `module` (a reused pid does not)."""
-    members = group_members(pgid)
-    if not PROC.is_dir():
-        return bool(members)
-    return any(module in " ".join(cmdline(pid)) for pid in members)
+    return any(module in " ".join(cmdline(pid)) for pid in group_members(pgid))
 
 
 def trainer_pids(pgid: int) -> list[int]:

@@ -21,14 +21,14 @@ from pathlib import Path
 
 from model.shared import IMAGE_PLACEHOLDER
 
-from .archive import Limits, UploadError, check_file_size, stage_upload
+from .archive import UploadError, UploadLimits, check_file_size, stage_upload
 from .images import ImageFinder, ImageSettings
 from .rows import RowReport, check_row, turns_text
 
 PREPARED_FILE = "train.json"
 TURN_OVERHEAD = 5  # chat-template tokens around each turn (role markers, end of turn), roughly
 SHOWN_PROBLEMS = 5
-DEFAULT_LIMITS = Limits()
+DEFAULT_LIMITS = UploadLimits()
 
 
 class DatasetError(ValueError):
@@ -76,7 +76,7 @@ class ValidationResult:
         return "\n".join(lines)
 
 
-def load_samples(path: Path, limits: Limits = DEFAULT_LIMITS) -> list:
+def load_samples(path: Path, limits: UploadLimits = DEFAULT_LIMITS) -> list:
     """The dataset file as a list (JSON list, or JSONL with one sample a line).
 
     Raises:
@@ -190,7 +190,7 @@ def validate_dataset(
     *,
     settings: ImageSettings | None = None,
     max_length: int | None = None,
-    limits: Limits = DEFAULT_LIMITS,
+    limits: UploadLimits = DEFAULT_LIMITS,
     count_tokens: Callable[[str], int] | None = None,
     search_root: str | Path | None = None,
     by_name: bool = False,
@@ -255,7 +255,7 @@ def validate_upload(
     stage: str = "3",
     max_image_size: int | None = None,
     max_length: int | None = None,
-    limits: Limits = DEFAULT_LIMITS,
+    limits: UploadLimits = DEFAULT_LIMITS,
     count_tokens: Callable[[str], int] | None = None,
     allow_folders: bool = False,
     upload_dir: Path | None = None,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from model.processing_eve import EveProcessor
-from model.shared import IMAGE_PLACEHOLDER, IMAGE_TOKEN, num_image_tokens
+from model.shared import IMAGE_TOKEN, num_image_tokens
 
 from ..engine import EngineError, GenerationSettings, Turn
 from .sent_images import SentImages
@@ -19,7 +19,7 @@ from .sent_images import SentImages
 
 @dataclass
 class PreparedPrompt:
-    messages: list[dict]  # the library's messages, `<image>` placeholders included
+    messages: list[dict]  # the processor's messages, images as its `<|image_pad|>` token
     text: str  # the full prompt, each image as one IMAGE_TOKEN
     images: list[Image.Image | None]  # None: vLLM holds this image already and it goes by id alone
     image_paths: list[str]
@@ -40,7 +40,7 @@ def prepare(
     """Builds and checks the prompt; raises EngineError for an unreadable image or an over-long prompt."""
     messages, paths = [], []
     for turn in turns:
-        messages.append({"role": turn.role, "content": f"{IMAGE_PLACEHOLDER}\n" * len(turn.images) + turn.text})
+        messages.append({"role": turn.role, "content": f"{IMAGE_TOKEN}\n" * len(turn.images) + turn.text})
         paths.extend(turn.images)
     image_processor = processor.image_processor
     images: list[Image.Image | None] = []
@@ -62,12 +62,11 @@ def prepare(
     for size in sizes:
         width, height = image_processor.target_size(*size, max_size=settings.image_max_size)
         image_tokens += num_image_tokens(height, width, image_processor.patch_size)
-    pieces = text.split(IMAGE_PLACEHOLDER)
+    pieces = text.split(IMAGE_TOKEN)
     text_tokens = sum(
         len(processor.tokenizer(piece, add_special_tokens=False)["input_ids"]) for piece in pieces if piece
     )
     prompt_tokens = text_tokens + image_tokens  # the caller fits max new tokens to it (engine.fit_to_context)
-    text = text.replace(IMAGE_PLACEHOLDER, IMAGE_TOKEN)
     return PreparedPrompt(messages, text, images, paths, ids, prompt_tokens)
 
 

@@ -51,13 +51,15 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             f"## {TITLE}\nPick a task, drop in an image and watch the answer stream. "
             "Conversations are saved; see the History tab."
         )
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("Chat", id="chat"):
                 chat = build_chat_tab(ctx, owner)
             with gr.Tab("History", id="history"):
                 history = build_history_tab(ctx, chat, owner, unlocked)
             with gr.Tab("Fine-tune", id="finetune"):
                 finetune = build_finetune_tab(ctx, owner, chat, kept, unlocked)
+        # "Open in chat" shows the chat it opened (the History tab stays one click away).
+        history["opened"].success(lambda: gr.Tabs(selected="chat"), None, tabs, api_visibility="private")
         build_api(ctx)
         identified = demo.load(identify, token, [token, owner], api_visibility="private")
         identified.then(HistoryHandlers(ctx).search, history["listing"], history["table"], api_visibility="private")

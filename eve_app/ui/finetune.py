@@ -208,10 +208,17 @@ class FinetuneHandlers:
         return self.ctx.runner
 
     def _check_admin(self, password: str, request: gr.Request | None, unlocked: bool = False) -> None:
-        """Refuses unless `password` is the admin's; `unlocked`: this page holds a valid admin token (see AdminGate)."""
+        """Refuses unless this page is unlocked or `password` is the admin's.
+
+        `unlocked` (server-side page state) is set only by a right password on this page (Watch, Launch) or by a
+        valid admin token the browser kept across a reload: such a page may launch, abort, compare and load models
+        without typing the password again, and a click there never counts as a wrong guess.
+        """
         reason = launch_blocked_reason(self.ctx)
         if reason:
             raise refuse(reason)
+        if unlocked:
+            return
         try:
             self.ctx.admin.check(password, client_address(request), trusted=bool(unlocked))
         except UserError as error:
@@ -720,8 +727,9 @@ class FinetuneHandlers:
             raise refuse("Pick a job first.")
         try:
             status = self.ctx.storage.get_job(int(job_id))["status"]
-            if status not in ("queued", "running"):
-                raise refuse(f"Job {int(job_id)} has already ended ({status}): there is nothing to abort.")
+            if status not in ("queued", "running"):  # said in a toast; the jobs table stays in view (no error state)
+                gr.Warning(f"Job {int(job_id)} has already ended ({status}): there is nothing to abort.")
+                return self.jobs_table()
             self.runner.abort(int(job_id), grace=ABORT_GRACE, wait=False)  # the monitor finishes it
         except LookupError:
             raise refuse(f"There is no job {int(job_id)}.") from None

@@ -185,7 +185,7 @@ def build_history_tab(ctx: AppContext, chat: dict, owner: gr.State, unlocked: gr
     c["refresh"].click(h.search, listing, c["table"], api_name="search_conversations")
     c["query"].submit(h.search, listing, c["table"], api_visibility="private")
     c["table"].select(h.pick_row, c["table"], c["ids"], api_visibility="private")
-    c["open"].click(
+    c["opened"] = c["open"].click(
         h.open_conversation,
         [c["ids"], c["password"], owner, unlocked],
         [chat["chatbot"], chat["session"], chat["preset"]],

@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 from ..loading import load_pretrained
+from ..shared import IMAGE_PLACEHOLDER, IMAGE_TOKEN
 from ..train.data import SkipSample, load_records, split_records, to_messages
 from .metrics import mean_scores, score_answer
 from .runner import answer_messages
@@ -118,7 +119,7 @@ def compare(
         lines.append(
             {
                 "id": row.id,
-                "question": row.question[0]["content"],
+                "question": row.question[0]["content"].replace(IMAGE_TOKEN, IMAGE_PLACEHOLDER),  # as in the data
                 "images": [str(path) for path in row.images],
                 "expected": row.expected,
                 "base": answers["base"][i],

@@ -5,6 +5,7 @@ Held-out means another seed than training and the `test` split of the word list 
 
 import torch
 
+from ..shared import from_llava
 from ..synthetic import iter_samples
 from .metrics import MAIN_METRIC, aggregate, score_sample
 
@@ -13,7 +14,7 @@ EVAL_SEED = 20_250_212  # training streams use other seeds
 
 def answer_batch(model, processor, samples: list, max_new_tokens: int) -> list[str]:
     """Greedy answers to each sample's first question, generated as one left-padded batch."""
-    messages = [[{"role": "user", "content": s.conversations[0]["value"]}] for s in samples]
+    messages = [[{"role": "user", "content": from_llava(s.conversations[0]["value"])}] for s in samples]
     return answer_messages(model, processor, messages, [[s.image] for s in samples], max_new_tokens)
 
 
@@ -34,7 +35,10 @@ def answer_messages(
             top_k=None,
             temperature=None,
         )
-    return processor.batch_decode(ids[:, inputs["input_ids"].shape[1] :])
+    return [
+        text.strip()
+        for text in processor.batch_decode(ids[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    ]
 
 
 def evaluate_task(

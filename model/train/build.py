@@ -83,7 +83,7 @@ def load_base(
             )
         merged, _ = load_pretrained(folder, dtype=dtype, attn_implementation=attn_implementation)
         merged.train()
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), config=merged.config)  # config: no eve-qwen2 warning
         return merged, stage_processor(tokenizer, merged.config, stage, folder)
     config = read_eve_config(folder)
     add_twins = stage.vision_twins and not config.add_moe
@@ -124,7 +124,9 @@ def load_base(
     if add_twins:
         copied = init_vision_twins(model)
         logger.info("Added %d vision-twin tensors (%s), copied from the text weights", len(copied), config.moe_part)
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    # With the config: AutoTokenizer otherwise reads config.json itself, before `eve-qwen2` is registered with the
+    # Auto classes, and warns that it instantiates a model of type `` from it.
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), config=config)
     return model, stage_processor(tokenizer, config, stage, folder)
 
 

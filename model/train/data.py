@@ -8,6 +8,10 @@ Preprocessing follows the official recipe: a sample whose first turn is not from
 image, its `<image>` placeholder moves to the start of its turn followed by a newline; rows longer than
 `--max-length` tokens are cut, unless the cut falls inside an image (then the sample is skipped). Skipped samples are
 counted and logged, and the dataset serves the next sample in their place.
+
+`<image>` is the data's placeholder; the processor's is its vocabulary token (`<|image_pad|>`), so `to_messages`
+translates one into the other where the data is read. Label masking (only answers and turn ends are supervised) is
+the training rows' business and lives here (`tokenize_conversation`), not in the processor.
 """
 
 import json
@@ -23,8 +27,10 @@ import torch
 from torch.utils.data import Dataset
 
 from ..constants import IGNORE_INDEX
+from ..image_processing_eve import ImageInput
 from ..processing_eve import EveProcessor
 from ..shared import IMAGE_PLACEHOLDER as DEFAULT_IMAGE_TOKEN
+from ..shared import from_llava
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +85,65 @@ def to_messages(conversations: list[dict], num_images: int, keep_images: bool = 
     placeholders = sum(t.count(DEFAULT_IMAGE_TOKEN) for t in texts)
     if placeholders != (num_images if keep_images else 0):
         raise SkipSample(f"{placeholders} {DEFAULT_IMAGE_TOKEN} placeholders for {num_images} images")
-    return [{"role": role, "content": text} for role, text in zip(roles, texts) if role]  # no None: checked above
+    return [
+        {"role": role, "content": from_llava(text)}
+        for role, text in zip(roles, texts)
+        if role  # no None: checked above
+    ]
+
+
+def tokenize_conversation(
+    processor: EveProcessor,
+    messages: list[dict[str, str]],
+    images: list[ImageInput],
+    mode: str = "train",
+    max_size: int | None = None,
+    spell_answers: bool = False,
+) -> dict:
+    """One training row: ids, modality flags and labels that supervise only the answers and turn ends.
+
+    `messages` mark images with the processor's `image_token` (see `to_messages`). With `spell_answers`, the
+    supervised text is tokenised one character per token (see `EveProcessor.spell`).
+    """
+    pixel_values = processor.image_processor(images, mode=mode, max_size=max_size) if images else []
+    counts = iter([processor.count_image_tokens(p) for p in pixel_values])
+    ids: list[int] = []
+    flags: list[int] = []
+    labels: list[int] = []
+    for text, supervised in _merge_runs(processor.template.segments(messages, add_generation_prompt=False)):
+        piece_counts = [next(counts) for _ in range(text.count(processor.image_token))]
+        piece_ids, piece_flags = processor.tokenize_with_images(text, piece_counts, spell=supervised and spell_answers)
+        ids += piece_ids
+        flags += piece_flags
+        labels += piece_ids if supervised else [IGNORE_INDEX] * len(piece_ids)
+    if next(counts, None) is not None:
+        raise ValueError(f"More images than {processor.image_token} placeholders in the conversation")
+    return {"input_ids": ids, "mm_token_type_ids": flags, "labels": labels, "pixel_values": pixel_values}
+
+
+def _merge_runs(segments: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
+    """Joins neighbouring pieces with the same supervision, so text is split only where labels change and
+    tokenises exactly as the same text does in an inference prompt."""
+    merged: list[tuple[str, bool]] = []
+    for text, supervised in segments:
+        if merged and merged[-1][1] == supervised:
+            merged[-1] = (merged[-1][0] + text, supervised)
+        else:
+            merged.append((text, supervised))
+    return merged
+
+
+def pad_rows(rows: list[dict[str, list[int]]], pad_token_id: int | None) -> dict[str, torch.Tensor]:
+    """Right-pads `input_ids`, `mm_token_type_ids` and `labels` (with IGNORE_INDEX) to one length; adds
+    `attention_mask`. The tokenizer's own `pad` knows neither labels nor modality flags."""
+    length = max(len(row["input_ids"]) for row in rows)
+    fill = {"input_ids": pad_token_id or 0, "mm_token_type_ids": 0, "labels": IGNORE_INDEX, "attention_mask": 0}
+    batch: dict[str, list[list[int]]] = {key: [] for key in fill}
+    for row in rows:
+        row = {**row, "attention_mask": [1] * len(row["input_ids"])}
+        for key, column in batch.items():
+            column.append(list(row[key]) + [fill[key]] * (length - len(row[key])))
+    return {key: torch.tensor(value, dtype=torch.long) for key, value in batch.items()}
 
 
 @dataclass
@@ -107,7 +171,8 @@ class Encoder:
         if self.processor.template.name == "plain" and len(messages) != 2:
             raise SkipSample(f"the plain template takes one human and one gpt turn, got {len(messages)} turns")
         try:
-            row = self.processor.tokenize_conversation(
+            row = tokenize_conversation(
+                self.processor,
                 messages,
                 images if keep_images else [],
                 mode=self.image_resize,
@@ -215,7 +280,9 @@ class Collator:
         self.processor = processor
 
     def __call__(self, rows: list[dict]) -> dict:
-        batch = dict(self.processor.pad([{key: row[key] for key in ROW_KEYS} for row in rows], padding_side="right"))
+        batch: dict = pad_rows(
+            [{key: row[key] for key in ROW_KEYS} for row in rows], self.processor.tokenizer.pad_token_id
+        )
         batch["pixel_values"] = [pixels for row in rows for pixels in row["pixel_values"]]
         return batch
 

@@ -10,55 +10,25 @@ continuous batching, prefix caching and tensor parallelism. Importing this packa
 multimodal processor live in `modeling.py` and `processing.py`, which vLLM imports lazily by name.
 """
 
-from pathlib import Path
-
 # config.json "architectures" names: the official release's and the one this project's checkpoints carry.
 ARCHITECTURES = ("EVEQwen2ForCausalLM", "EveForCausalLM")
-CHAT_TEMPLATE = Path(__file__).with_name("chat_template.jinja")
 
 
 def register() -> None:
-    """Makes vLLM know the `eve-qwen2` config, both architecture names and the EVEv2 chat template."""
-    from vllm import ModelRegistry
-    from vllm.transformers_utils.chat_templates.registry import (
-        _MODEL_TYPE_TO_CHAT_TEMPLATE_FALLBACK,
-        register_chat_template_fallback_path,
-    )
+    """Makes vLLM know the `eve-qwen2` config and both architecture names.
 
-    import model.auto  # noqa: F401 -- registers EveConfig with transformers' AutoConfig (vLLM falls back to it)
+    The chat template needs nothing here: vLLM reads the processor's template (`AutoProcessor`, which `model.auto`
+    registers) before the tokenizer's, so EVEv2's Vicuna-style format wins over the ChatML template of the official
+    checkpoint's Qwen2.5 tokenizer, and writes `<|image_pad|>` for each image, the token `processing.py` expands.
+    """
+    from vllm import ModelRegistry
+
+    import model.auto  # noqa: F401 -- registers EveConfig and EveProcessor with transformers' Auto classes
 
     for architecture in ARCHITECTURES:
         if architecture not in ModelRegistry.get_supported_archs():
             ModelRegistry.register_model(architecture, "model.vllm.modeling:EveVllmForCausalLM")
-    if _MODEL_TYPE_TO_CHAT_TEMPLATE_FALLBACK.get("eve-qwen2") != CHAT_TEMPLATE:
-        register_chat_template_fallback_path("eve-qwen2", CHAT_TEMPLATE)
-    _prefer_eve_chat_template()
     _cpu_lora_ops_skip_base_rows()
-
-
-def _prefer_eve_chat_template() -> None:
-    """EVEv2 checkpoints get the EVEv2 template unless the server is given one (`--chat-template`).
-
-    The official checkpoint's tokenizer carries Qwen2.5's ChatML template, which vLLM would otherwise pick before any
-    fallback; EVEv2 was trained on Vicuna-style text (model/chat_template.py). vLLM's renderer looks the resolver up
-    by name at each call, so wrapping that name is enough; if a vLLM version moves it, `--chat-template
-    model/vllm/chat_template.jinja` does the same.
-    """
-    try:
-        from vllm.renderers import hf
-    except ImportError:
-        return
-    resolve = hf.resolve_chat_template
-    if getattr(resolve, "eve_wrapped", False):
-        return
-
-    def resolve_chat_template(tokenizer, chat_template, tools, *, model_config):
-        if chat_template is None and getattr(model_config.hf_config, "model_type", None) == "eve-qwen2":
-            return CHAT_TEMPLATE.read_text()
-        return resolve(tokenizer, chat_template, tools, model_config=model_config)
-
-    setattr(resolve_chat_template, "eve_wrapped", True)  # noqa: B010 -- a marker on a function object
-    hf.resolve_chat_template = resolve_chat_template
 
 
 def _cpu_lora_ops_skip_base_rows() -> None:
@@ -99,4 +69,4 @@ def _cpu_lora_ops_skip_base_rows() -> None:
         setattr(punica_cpu, name, fixed)
 
 
-__all__ = ["ARCHITECTURES", "CHAT_TEMPLATE", "register"]
+__all__ = ["ARCHITECTURES", "register"]

@@ -30,15 +30,15 @@ from torch import nn
 from vllm.compilation.decorators import support_torch_compile
 from vllm.config import VllmConfig
 from vllm.distributed import get_tensor_model_parallel_world_size
-from vllm.model_executor.layers.activation import SiluAndMul
 from vllm.model_executor.layers.attention import Attention
 from vllm.model_executor.layers.layernorm import RMSNorm
-from vllm.model_executor.layers.linear import MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear
+from vllm.model_executor.layers.linear import QKVParallelLinear, RowParallelLinear
 from vllm.model_executor.layers.logits_processor import LogitsProcessor
 from vllm.model_executor.layers.rotary_embedding import get_rope
 from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding
-from vllm.model_executor.model_loader.weight_utils import default_weight_loader
 from vllm.model_executor.models.interfaces import MultiModalEmbeddings, SupportsLoRA, SupportsMultiModal
+from vllm.model_executor.models.qwen2 import Qwen2MLP, Qwen2Model
+from vllm.model_executor.models.utils import AutoWeightsLoader, WeightsMapper, maybe_prefix
 from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.sequence import IntermediateTensors
 
@@ -52,19 +52,15 @@ from .processing import (
     resolve_image_token_id,
 )
 
-# Official checkpoint names -> (parameter here, shard): q/k/v and gate/up are stored apart and loaded into one
-# merged tensor each; the vision twins likewise. Everything else loads under its own name.
-STACKED_WEIGHTS = (
-    (".self_attn.q_proj.", ".self_attn.qkv_proj.", "q"),
-    (".self_attn.k_proj.", ".self_attn.qkv_proj.", "k"),
-    (".self_attn.v_proj.", ".self_attn.qkv_proj.", "v"),
-    (".self_attn.moe_q_proj.", ".self_attn.moe_qkv_proj.", "q"),
-    (".self_attn.moe_k_proj.", ".self_attn.moe_qkv_proj.", "k"),
-    (".self_attn.moe_v_proj.", ".self_attn.moe_qkv_proj.", "v"),
-    (".mlp.gate_proj.", ".mlp.gate_up_proj.", 0),
-    (".mlp.up_proj.", ".mlp.gate_up_proj.", 1),
-    (".moe_mlp.gate_proj.", ".moe_mlp.gate_up_proj.", 0),
-    (".moe_mlp.up_proj.", ".moe_mlp.gate_up_proj.", 1),
+# Official checkpoint names -> (parameter here, shard): vLLM's Qwen2 mapping (q/k/v and gate/up stored apart, loaded
+# into one merged tensor each) plus the attention's vision twins, whose names `.q_proj` does not match. The MLP twins'
+# `moe_mlp.gate_proj` is matched by `.gate_proj` already. Everything else loads under its own name.
+WEIGHTS_MAPPER = Qwen2Model.hf_to_vllm_mapper | WeightsMapper(
+    orig_to_new_stacked={
+        ".moe_q_proj": (".moe_qkv_proj", "q"),
+        ".moe_k_proj": (".moe_qkv_proj", "k"),
+        ".moe_v_proj": (".moe_qkv_proj", "v"),
+    }
 )
 
 
@@ -110,35 +106,6 @@ class Modalities:
 
 
 TEXT_ONLY = Modalities(None, image_token_id=-1)
-
-
-class EveVllmMLP(nn.Module):
-    """Qwen2's gated SiLU MLP with gate/up in one column-parallel layer and down in a row-parallel one."""
-
-    def __init__(self, config: EveConfig, quant_config, prefix: str):
-        super().__init__()
-        self.gate_up_proj = MergedColumnParallelLinear(
-            config.hidden_size,
-            [config.intermediate_size] * 2,
-            bias=False,
-            quant_config=quant_config,
-            prefix=f"{prefix}.gate_up_proj",
-        )
-        self.down_proj = RowParallelLinear(
-            config.intermediate_size,
-            config.hidden_size,
-            bias=False,
-            quant_config=quant_config,
-            prefix=f"{prefix}.down_proj",
-        )
-        if config.hidden_act != "silu":
-            raise ValueError(f"EVEv2 uses silu; the checkpoint asks for {config.hidden_act!r}")
-        self.act_fn = SiluAndMul()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate_up, _ = self.gate_up_proj(x)
-        out, _ = self.down_proj(self.act_fn(gate_up))
-        return out
 
 
 class EveVllmAttention(nn.Module):
@@ -211,11 +178,11 @@ class EveVllmDecoderLayer(nn.Module):
     def __init__(self, config: EveConfig, cache_config, quant_config, prefix: str):
         super().__init__()
         self.self_attn = EveVllmAttention(config, cache_config, quant_config, prefix=f"{prefix}.self_attn")
-        self.mlp = EveVllmMLP(config, quant_config, prefix=f"{prefix}.mlp")
+        self.mlp = _mlp(config, quant_config, prefix=f"{prefix}.mlp")
         self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         if config.has_vision_twin("mlp"):
-            self.moe_mlp = EveVllmMLP(config, quant_config, prefix=f"{prefix}.moe_mlp")
+            self.moe_mlp = _mlp(config, quant_config, prefix=f"{prefix}.moe_mlp")
         if config.has_vision_twin("layernorm"):
             self.moe_input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
             self.moe_post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
@@ -293,7 +260,7 @@ class EveVllmForCausalLM(nn.Module, SupportsMultiModal, SupportsLoRA):
         # The official loader shrinks the embedding to the tokenizer's length (the 7B has 399 unused padding rows);
         # the library suppresses those ids in generation. Here their logits are masked, so no one is ever sampled.
         self.text_vocab_size = min(len(tokenizer), config.vocab_size)
-        self.model = EveVllmModel(vllm_config=vllm_config, prefix=_join(prefix, "model"))
+        self.model = EveVllmModel(vllm_config=vllm_config, prefix=maybe_prefix(prefix, "model"))
         if config.tie_word_embeddings:
             self.lm_head = self.model.embed_tokens
         else:
@@ -301,7 +268,7 @@ class EveVllmForCausalLM(nn.Module, SupportsMultiModal, SupportsLoRA):
                 config.vocab_size,
                 config.hidden_size,
                 quant_config=vllm_config.quant_config,
-                prefix=_join(prefix, "lm_head"),
+                prefix=maybe_prefix(prefix, "lm_head"),
             )
         self.logits_processor = LogitsProcessor(config.vocab_size)
 
@@ -368,32 +335,9 @@ class EveVllmForCausalLM(nn.Module, SupportsMultiModal, SupportsLoRA):
         return logits
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
-        """Loads the official state-dict names; raises on a missing or unexpected tensor, as the library does."""
-        params = dict(self.named_parameters())
-        loaded: set[str] = set()
-        unexpected: list[str] = []
-        for name, tensor in weights:
-            if self.config.tie_word_embeddings and name == "lm_head.weight":
-                continue
-            target, shard = name, None
-            for old, new, shard_id in STACKED_WEIGHTS:
-                if old in name:
-                    target, shard = name.replace(old, new), shard_id
-                    break
-            param = params.get(target)
-            if param is None:
-                unexpected.append(name)
-                continue
-            loader = getattr(param, "weight_loader", default_weight_loader)
-            if shard is None:
-                loader(param, tensor)
-            else:
-                loader(param, tensor, shard)
-            loaded.add(target)
-        missing = sorted(set(params) - loaded)
-        if unexpected or missing:
-            raise ValueError(f"EVEv2 weights do not match: unexpected {unexpected[:8]}, missing {missing[:8]}")
-        return loaded
+        """Loads the official state-dict names. vLLM's loader raises on an unexpected tensor, and on a missing one
+        once it compares the returned names with the model's parameters, as the library does."""
+        return AutoWeightsLoader(self).load_weights(weights, mapper=WEIGHTS_MAPPER)
 
 
 def _tokenizer(model_config):
@@ -404,8 +348,11 @@ def _tokenizer(model_config):
     )
 
 
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
+def _mlp(config: EveConfig, quant_config, prefix: str) -> Qwen2MLP:
+    """Qwen2's gated SiLU MLP (gate/up merged, down row-parallel), for the text copy and its vision twin alike."""
+    return Qwen2MLP(
+        config.hidden_size, config.intermediate_size, config.hidden_act, quant_config=quant_config, prefix=prefix
+    )
 
 
 __all__ = ["EveVllmForCausalLM", "Modalities"]

@@ -55,7 +55,10 @@ def test_greedy_stream_matches_generate(engine, image):
     inputs = engine.build_inputs([Turn("user", "hello", [image])], settings)
     with torch.no_grad():
         ids = engine.model.generate(**inputs, **settings.generate_kwargs())
-    assert record.text.strip() == engine.processor.decode(ids[0, inputs["input_ids"].shape[1] :])
+    assert (
+        record.text.strip()
+        == engine.processor.decode(ids[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+    )
 
 
 def test_stop_event_ends_generation_with_partial_text(engine, image):

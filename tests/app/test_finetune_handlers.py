@@ -126,6 +126,11 @@ def test_a_valid_admin_token_lets_the_admin_in_while_their_address_is_locked(ctx
     assert unlocked is True
     with pytest.raises(gr.Error, match="Pick a job first"):  # past the password check
         handlers.abort("s3cret", None, REQUEST, unlocked)
+    # The unlocked page needs no password for any admin action (after a reload its password field is empty).
+    with pytest.raises(gr.Error, match="Pick a job first"):
+        handlers.abort("", None, REQUEST, unlocked)
+    with pytest.raises(gr.Error, match="Pick a finished job first"):
+        handlers.compare("", None, REQUEST, unlocked)
     _, stranger = handlers.restore(None, "made-up-token-0123456789")
     with pytest.raises(gr.Error, match="Too many wrong admin passwords"):
         handlers.abort("s3cret", None, REQUEST, stranger)

@@ -24,7 +24,8 @@ def test_cpu_single_process():
     argv = build_command(config(max_steps=3, lr=1e-4, max_image_size=64, max_length=512, seed=7))
     assert argv[:5] == [*LAUNCH, "configs/accelerate/cpu.yaml"]
     assert "--num_processes" not in argv
-    assert argv[5:7] == ["-m", "model.train"]
+    assert int(flag(argv, "--num_cpu_threads_per_process")) >= 1  # passed: accelerate prints no notice of it
+    assert argv[7:9] == ["-m", "model.train"]
     assert (flag(argv, "--base"), flag(argv, "--stage"), flag(argv, "--output-dir")) == ("/ckpt", "3", "/runs/1/out")
     assert (flag(argv, "--data"), flag(argv, "--image-folder")) == ("/d/train.json", "/d/files")
     assert (flag(argv, "--max-steps"), flag(argv, "--lr"), flag(argv, "--seed")) == ("3", "0.0001", "7")

@@ -31,6 +31,21 @@ def test_environment_then_flags_override_the_defaults(clean_env):
     assert parse_settings(["--port", "9000"]).port == 9000
 
 
+def test_every_setting_is_one_declared_flag_with_its_environment_variable(clean_env, capsys):
+    for field in dataclasses.fields(Settings):
+        assert field.metadata.get("help"), f"{field.name} has no help text"
+    clean_env.setenv("EVE_API_KEY", "from-env")
+    clean_env.setenv("EVE_ALLOW_JOBS_ON_SPACES", "1")
+    clean_env.setenv("EVE_MAX_SESSIONS", "7")
+    settings = parse_settings([])
+    assert (settings.api_key, settings.allow_jobs_on_spaces, settings.max_sessions) == ("from-env", True, 7)
+    with pytest.raises(SystemExit):
+        parse_settings(["--help"])
+    usage = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert all("--" + field.name.replace("_", "-") in usage for field in dataclasses.fields(Settings))
+    assert "(env EVE_MAX_SESSIONS)" in usage and "(env GRADIO_SERVER_PORT)" in usage
+
+
 def test_a_pending_budget_smaller_than_one_upload_is_refused_at_start(clean_env, capsys):
     with pytest.raises(SystemExit):
         parse_settings(["--max-unpacked-mb", "100", "--pending-uploads-mb", "50"])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from eve_app.jobs import ImageSettings, Limits, paged_preview, validate_dataset, validate_upload
+from eve_app.jobs import ImageSettings, UploadLimits, paged_preview, validate_dataset, validate_upload
 from eve_app.jobs.archive import UploadError, safe_extract
 
 
@@ -277,15 +277,15 @@ def test_size_limits_have_clear_messages(tmp_path, data_dir):
     data = write_dataset(tmp_path / "src", good_rows(2), n_images=2)
     archive = zip_of(tmp_path / "images.zip", {f"images/{i}.png": png_bytes() for i in range(3)})
     cases = {
-        Limits(max_files=2): "more than 2 files in the upload (limit)",
-        Limits(max_total_bytes=200): "the upload unpacks to more than",
-        Limits(max_archive_bytes=100): "above the archive limit of",
-        Limits(max_json_bytes=10): "bytes, above the limit of 10 bytes",
+        UploadLimits(max_files=2): "more than 2 files in the upload (limit)",
+        UploadLimits(max_total_bytes=200): "the upload unpacks to more than",
+        UploadLimits(max_archive_bytes=100): "above the archive limit of",
+        UploadLimits(max_json_bytes=10): "bytes, above the limit of 10 bytes",
     }
     for limits, message in cases.items():
         result = validate_upload([data, archive], data_dir, limits=limits)
         assert result.fatal and message in result.message(), (limits, result.message())
-    big = validate_upload([data.parent], data_dir, limits=Limits(max_image_pixels=1000), allow_folders=True)
+    big = validate_upload([data.parent], data_dir, limits=UploadLimits(max_image_pixels=1000), allow_folders=True)
     assert "40x32 pixels, above the limit" in big.rows[0].problems[0]
 
 
@@ -293,9 +293,9 @@ def test_empty_and_broken_archives(tmp_path):
     (tmp_path / "empty.zip").write_bytes(b"")
     (tmp_path / "broken.zip").write_bytes(b"PK\x03\x04 not really")
     with pytest.raises(UploadError, match=r"empty.zip is empty \(0 bytes\)"):
-        safe_extract(tmp_path / "empty.zip", tmp_path / "out", Limits())
+        safe_extract(tmp_path / "empty.zip", tmp_path / "out", UploadLimits())
     with pytest.raises(UploadError, match="broken.zip is not a readable zip archive"):
-        safe_extract(tmp_path / "broken.zip", tmp_path / "out", Limits())
+        safe_extract(tmp_path / "broken.zip", tmp_path / "out", UploadLimits())
 
 
 def test_no_json_and_several_json_files(tmp_path, data_dir):

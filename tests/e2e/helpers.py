@@ -51,17 +51,19 @@ def start_server(
     timeout: float = 120,
     env: dict[str, str] | None = None,
     python: str = sys.executable,
+    output: Path | None = None,
 ) -> subprocess.Popen:
     """`python app.py ARGS --port PORT` in a process of its own (to kill it, or to measure its memory alone), with
     `env` added to the environment and `python` another environment's interpreter if need be (the vLLM backend's);
-    returns once it answers HTTP."""
+    `output`: a file that receives its console (stdout and stderr). Returns once it answers HTTP."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    console = output.open("wb") if output is not None else subprocess.DEVNULL
     process = subprocess.Popen(
         [python, "app.py", *args, "--port", str(port)],
         cwd=PROJECT_ROOT,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=console,
+        stderr=subprocess.STDOUT if output is not None else subprocess.DEVNULL,
     )
     deadline = time.time() + timeout
     while time.time() < deadline:

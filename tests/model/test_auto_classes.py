@@ -20,7 +20,7 @@ SHIPPED = PROJECT_ROOT / "assets" / "eve-tiny"
 IMAGE = Image.new("RGB", (90, 50), (200, 30, 30))
 QUESTION = "What is written here?"
 # The same conversation as `build_prompt` takes it (placeholders in the text) and as chat templates take it (blocks).
-AS_TEXT = [{"role": "user", "content": f"<image>\n{QUESTION}"}]
+AS_TEXT = [{"role": "user", "content": f"<|image_pad|>\n{QUESTION}"}]
 AS_BLOCKS = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}]
 
 
@@ -78,7 +78,7 @@ def test_apply_chat_template_renders_the_official_prompt(tiny, add_generation_pr
     _, processor = tiny
     official = (
         "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
-        "detailed, and polite answers to the user's questions. USER: <image>\nWhat is written here? ASSISTANT:"
+        "detailed, and polite answers to the user's questions. USER: <|image_pad|>\nWhat is written here? ASSISTANT:"
     )
     prompt = processor.apply_chat_template(AS_BLOCKS, add_generation_prompt=add_generation_prompt)
     assert prompt == (official if add_generation_prompt else official.removesuffix("ASSISTANT:"))
@@ -89,11 +89,11 @@ def test_apply_chat_template_equals_build_prompt_over_turns_and_images(tiny, tem
     _, loaded = tiny
     processor = EveProcessor(loaded.tokenizer, loaded.image_processor, template=template)
     as_text = [
-        {"role": "user", "content": "<image>\n<image>\nCompare the signs."},
+        {"role": "user", "content": "<|image_pad|>\n<|image_pad|>\nCompare the signs."},
         {"role": "assistant", "content": "Both read hello."},
         {"role": "user", "content": "And now?"},
         {"role": "assistant", "content": "world"},
-        {"role": "user", "content": "<image>\nThis one?"},
+        {"role": "user", "content": "<|image_pad|>\nThis one?"},
     ]
     as_blocks = [
         {
@@ -113,8 +113,15 @@ def test_apply_chat_template_equals_build_prompt_over_turns_and_images(tiny, tem
 
 def test_apply_chat_template_rejects_an_unknown_role(tiny):
     _, processor = tiny
-    with pytest.raises(Exception, match="Unknown role 'system'"):
-        processor.apply_chat_template([{"role": "system", "content": "Be brief."}])
+    with pytest.raises(Exception, match="Unknown role 'tool'"):
+        processor.apply_chat_template([{"role": "tool", "content": "42"}])
+
+
+def test_a_system_message_replaces_the_default_sentence(tiny):
+    _, processor = tiny
+    messages = [{"role": "system", "content": "Be brief."}, *AS_TEXT]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True)
+    assert text == processor.build_prompt(messages) == f"Be brief. USER: <|image_pad|>\n{QUESTION} ASSISTANT:"
 
 
 def test_apply_chat_template_can_tokenise_with_the_images(tiny):
@@ -133,7 +140,7 @@ def test_a_processor_saved_by_older_runs_still_loads(tiny_checkpoint, tmp_path):
     (folder / "eve_processor.json").write_text(json.dumps({"template": "plain"}))
     for processor in (AutoProcessor.from_pretrained(folder), load_pretrained(folder)[1]):
         assert isinstance(processor, EveProcessor) and processor.template.name == "plain"
-        assert processor.apply_chat_template(AS_BLOCKS, add_generation_prompt=True) == "<image>"
+        assert processor.apply_chat_template(AS_BLOCKS, add_generation_prompt=True) == "<|image_pad|>"
 
 
 def test_the_auto_classes_read_a_hub_id_from_the_hub_cache(tiny_in_hub_cache):

@@ -7,7 +7,11 @@ from PIL import Image
 from transformers import TextIteratorStreamer
 
 IMAGES = [Image.new("RGB", (80, 40), "red"), Image.new("RGB", (48, 64), "blue"), Image.new("RGB", (64, 64), "white")]
-QUESTIONS = ["<image>\nWhat is written here?", "<image>\nDescribe the image in detail, please.", "<image>\nHi"]
+QUESTIONS = [
+    "<|image_pad|>\nWhat is written here?",
+    "<|image_pad|>\nDescribe the image in detail, please.",
+    "<|image_pad|>\nHi",
+]
 
 
 def _prompt(processor, question):
@@ -76,7 +80,7 @@ def test_streaming_yields_the_same_text_as_generate(tiny):
     model, processor = tiny
     inputs = processor(text=_prompt(processor, QUESTIONS[1]), images=IMAGES[1:2])
     ids = _greedy(model, inputs)
-    expected = processor.decode(ids[0, inputs["input_ids"].shape[1] :])
+    expected = processor.decode(ids[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
     streamer = TextIteratorStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
     thread = Thread(target=_greedy, args=(model, inputs), kwargs={"streamer": streamer})
     thread.start()

@@ -59,7 +59,7 @@ def test_save_and_load_round_trip_is_exact(tiny, tmp_path):
     assert {k: v for k, v in again.config.to_dict().items() if k not in ignore} == {
         k: v for k, v in model.config.to_dict().items() if k not in ignore
     }
-    prompt = processor.build_prompt([{"role": "user", "content": "<image>\nhello"}])
+    prompt = processor.build_prompt([{"role": "user", "content": "<|image_pad|>\nhello"}])
     image = Image.new("RGB", (50, 50), "red")
     a = processor(text=prompt, images=[image])
     b = processor_again(text=prompt, images=[image])
@@ -83,7 +83,7 @@ def test_quantized_loading_generates_on_cpu(tiny_checkpoint, quantization, monke
     mlp_class = layer_class if quantization == "8bit" else torch.nn.Linear
     assert type(layer.mlp.gate_proj) is mlp_class and type(layer.moe_mlp.down_proj) is mlp_class
     inputs = processor(
-        text=processor.build_prompt([{"role": "user", "content": "<image>\nhi"}]),
+        text=processor.build_prompt([{"role": "user", "content": "<|image_pad|>\nhi"}]),
         images=[Image.new("RGB", (64, 32), "blue")],
     )
     ids = model.generate(**inputs, max_new_tokens=5, do_sample=False, eos_token_id=None)

@@ -153,7 +153,9 @@ def test_held_out_rows_are_the_jobs_eval_split_else_a_sample_of_its_training_row
     rows, source = held_out_rows([data], None, eval_split=0.3, seed=5)
     _, held_out = split_records(load_records([data]), 0.3, 64, 5)  # the very rows training kept out
     assert source == "eval split" and [r.id for r in rows] == [h.load()["id"] for h in held_out]
-    assert all(r.images[0].is_file() and r.question[0]["content"].startswith("<image>\n") and r.expected for r in rows)
+    assert all(
+        r.images[0].is_file() and r.question[0]["content"].startswith("<|image_pad|>\n") and r.expected for r in rows
+    )
     sample, source = held_out_rows([data], None, eval_split=0.0, seed=5, n=4)
     assert source == "training rows" and len(sample) == 4
     assert [r.id for r in sample] == [r.id for r in held_out_rows([data], None, 0.0, seed=5, n=4)[0]]  # seeded

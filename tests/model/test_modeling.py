@@ -10,7 +10,7 @@ from model.routing import DenseBlendRouter, ModalityRouter
 
 def _inputs(processor, sizes=((80, 40), (40, 72))):
     images = [Image.new("RGB", size, color) for size, color in zip(sizes, ["red", "navy"])]
-    placeholders = "".join("<image>" for _ in images)
+    placeholders = "".join("<|image_pad|>" for _ in images)
     prompt = processor.build_prompt([{"role": "user", "content": f"{placeholders}\nWhat is written here?"}])
     return processor(text=prompt, images=images)
 
@@ -36,8 +36,8 @@ def test_routed_forward_equals_dense_blend_reference(tiny):
 def test_routed_forward_equals_dense_blend_for_a_padded_batch(tiny):
     model, processor = tiny
     prompts = [
-        processor.build_prompt([{"role": "user", "content": "<image>\nDescribe the image."}]),
-        processor.build_prompt([{"role": "user", "content": "hello <image> world <image>"}]),
+        processor.build_prompt([{"role": "user", "content": "<|image_pad|>\nDescribe the image."}]),
+        processor.build_prompt([{"role": "user", "content": "hello <|image_pad|> world <|image_pad|>"}]),
     ]
     images = [Image.new("RGB", (64, 64), "green"), Image.new("RGB", (30, 90), "blue"), Image.new("RGB", (90, 30))]
     inputs = processor(text=prompts, images=images)
@@ -150,7 +150,7 @@ def test_default_config_is_the_official_7b():
 def test_a_prompt_of_image_tokens_only_runs(tiny):
     """The plain pre-training format's prompt is a lone image: every row is a vision row."""
     model, processor = tiny
-    inputs = processor(text="<image>", images=[Image.new("RGB", (32, 32), "red")])
+    inputs = processor(text="<|image_pad|>", images=[Image.new("RGB", (32, 32), "red")])
     assert inputs["mm_token_type_ids"].all()
     routed = _with_router(model, ModalityRouter, **inputs)
     torch.testing.assert_close(routed, _with_router(model, DenseBlendRouter, **inputs), atol=1e-5, rtol=1e-5)

@@ -5,6 +5,7 @@ from PIL import Image
 
 from model.constants import IGNORE_INDEX
 from model.processing_eve import EveProcessor
+from model.train.data import tokenize_conversation
 from model.train.tokenizer import train_tokenizer
 
 SYSTEM = (
@@ -15,21 +16,24 @@ SYSTEM = (
 
 def test_single_turn_prompt_is_the_official_string(tiny):
     _, processor = tiny
-    prompt = processor.build_prompt([{"role": "user", "content": "<image>\nWhat is written here?"}])
-    assert prompt == SYSTEM + " USER: <image>\nWhat is written here? ASSISTANT:"
+    prompt = processor.build_prompt([{"role": "user", "content": "<|image_pad|>\nWhat is written here?"}])
+    assert prompt == SYSTEM + " USER: <|image_pad|>\nWhat is written here? ASSISTANT:"
 
 
 def test_multi_turn_prompt_is_the_official_string(tiny):
     _, processor = tiny
     messages = [
-        {"role": "user", "content": "<image>\nQ1"},
+        {"role": "user", "content": "<|image_pad|>\nQ1"},
         {"role": "assistant", "content": "A1"},
         {"role": "user", "content": "Q2"},
     ]
-    assert processor.build_prompt(messages) == SYSTEM + " USER: <image>\nQ1 ASSISTANT: A1<|im_end|>USER: Q2 ASSISTANT:"
+    assert (
+        processor.build_prompt(messages)
+        == SYSTEM + " USER: <|image_pad|>\nQ1 ASSISTANT: A1<|im_end|>USER: Q2 ASSISTANT:"
+    )
     finished = messages + [{"role": "assistant", "content": "A2"}]
     assert processor.build_prompt(finished, add_generation_prompt=False) == (
-        SYSTEM + " USER: <image>\nQ1 ASSISTANT: A1<|im_end|>USER: Q2 ASSISTANT: A2<|im_end|>"
+        SYSTEM + " USER: <|image_pad|>\nQ1 ASSISTANT: A1<|im_end|>USER: Q2 ASSISTANT: A2<|im_end|>"
     )
 
 
@@ -37,7 +41,7 @@ def test_image_placeholder_is_spliced_like_the_official_tokenisation(tiny):
     _, processor = tiny
     tokenizer = processor.tokenizer
     image = Image.new("RGB", (64, 64))  # 4 x 4 patches of 16 px -> 1 + 4 * 5 = 21 tokens
-    inputs = processor(text="before <image>\nafter", images=[image])
+    inputs = processor(text="before <|image_pad|>\nafter", images=[image])
     ids = inputs["input_ids"][0].tolist()
     flags = inputs["mm_token_type_ids"][0].tolist()
     before = tokenizer("before ", add_special_tokens=False)["input_ids"]
@@ -50,14 +54,14 @@ def test_image_placeholder_is_spliced_like_the_official_tokenisation(tiny):
 def test_several_images_in_one_prompt_and_a_padded_batch(tiny):
     _, processor = tiny
     images = [Image.new("RGB", (64, 64)), Image.new("RGB", (128, 32)), Image.new("RGB", (32, 128))]
-    inputs = processor(text=["<image><image> two", "<image> one"], images=[images[:2], images[2:]])
+    inputs = processor(text=["<|image_pad|><|image_pad|> two", "<|image_pad|> one"], images=[images[:2], images[2:]])
     assert len(inputs["pixel_values"]) == 3
     counts = inputs["mm_token_type_ids"].sum(1).tolist()
     expected = [processor.count_image_tokens(p) for p in inputs["pixel_values"]]
     assert counts == [expected[0] + expected[1], expected[2]]
     # Left padding: the shorter prompt starts with padding that attention ignores.
     length = inputs["input_ids"].shape[1]
-    short = processor(text="<image> one", images=images[2:])["input_ids"][0]
+    short = processor(text="<|image_pad|> one", images=images[2:])["input_ids"][0]
     assert inputs["attention_mask"][1].tolist() == [0] * (length - len(short)) + [1] * len(short)
     assert inputs["input_ids"][1, length - len(short) :].tolist() == short.tolist()
     assert inputs["attention_mask"][0].all()
@@ -66,7 +70,7 @@ def test_several_images_in_one_prompt_and_a_padded_batch(tiny):
 def test_placeholder_and_image_counts_must_match(tiny):
     _, processor = tiny
     with pytest.raises(ValueError, match="placeholders"):
-        processor(text="<image> and <image>", images=[Image.new("RGB", (32, 32))])
+        processor(text="<|image_pad|> and <|image_pad|>", images=[Image.new("RGB", (32, 32))])
     with pytest.raises(ValueError, match="placeholders"):
         processor(text="no image here", images=[Image.new("RGB", (32, 32))])
 
@@ -74,12 +78,12 @@ def test_placeholder_and_image_counts_must_match(tiny):
 def test_label_masking_supervises_only_answers_and_turn_ends(tiny):
     _, processor = tiny
     messages = [
-        {"role": "user", "content": "<image>\nwhat is written here"},
+        {"role": "user", "content": "<|image_pad|>\nwhat is written here"},
         {"role": "assistant", "content": "hello world"},
         {"role": "user", "content": "describe image"},
         {"role": "assistant", "content": "a red circle"},
     ]
-    example = processor.tokenize_conversation(messages, [Image.new("RGB", (64, 64))])
+    example = tokenize_conversation(processor, messages, [Image.new("RGB", (64, 64))])
     ids, labels = example["input_ids"], example["labels"]
     assert len(ids) == len(labels) == len(example["mm_token_type_ids"])
     supervised = [i for i, label in zip(ids, labels) if label != IGNORE_INDEX]
@@ -96,8 +100,11 @@ def test_plain_template_supervises_the_caption_and_newline(tiny):
 
     _, processor = tiny
     plain = EveProcessor(processor.tokenizer, processor.image_processor, template="plain")
-    messages = [{"role": "user", "content": "<image>\nignored instruction"}, {"role": "assistant", "content": "a cat"}]
-    example = plain.tokenize_conversation(messages, [Image.new("RGB", (32, 32))])
+    messages = [
+        {"role": "user", "content": "<|image_pad|>\nignored instruction"},
+        {"role": "assistant", "content": "a cat"},
+    ]
+    example = tokenize_conversation(plain, messages, [Image.new("RGB", (32, 32))])
     supervised = [i for i, label in zip(example["input_ids"], example["labels"]) if label != IGNORE_INDEX]
     assert plain.tokenizer.decode(supervised) == "a cat\n"
     assert sum(example["mm_token_type_ids"]) == len(example["input_ids"]) - len(supervised)
@@ -106,12 +113,12 @@ def test_plain_template_supervises_the_caption_and_newline(tiny):
 def test_spelled_answers_supervise_one_character_per_token_and_decode_the_same(tiny):
     _, processor = tiny
     messages = [
-        {"role": "user", "content": "<image>\nread it"},
+        {"role": "user", "content": "<|image_pad|>\nread it"},
         {"role": "assistant", "content": "station café Hello\nworld"},
     ]
     image = Image.new("RGB", (64, 64))
-    spelled = processor.tokenize_conversation(messages, [image], spell_answers=True)
-    merged = processor.tokenize_conversation(messages, [image])
+    spelled = tokenize_conversation(processor, messages, [image], spell_answers=True)
+    merged = tokenize_conversation(processor, messages, [image])
     answer = [i for i, label in zip(spelled["input_ids"], spelled["labels"]) if label != IGNORE_INDEX]
     tokens = processor.tokenizer.convert_ids_to_tokens(answer)
     assert tokens[tokens.index("<|im_end|>") - 5 :] == ["w", "o", "r", "l", "d", "<|im_end|>"]

@@ -115,13 +115,15 @@ def test_a_checkpoint_without_twins_gets_twins_equal_to_its_text_weights(tiny_ch
 def test_llava_turns_become_messages_with_the_placeholder_first():
     turns = [{"from": "human", "value": "What is it? <image>"}, {"from": "gpt", "value": "A cat."}]
     assert to_messages(turns, num_images=1) == [
-        {"role": "user", "content": "<image>\nWhat is it?"},
+        {"role": "user", "content": "<|image_pad|>\nWhat is it?"},
         {"role": "assistant", "content": "A cat."},
     ]
     no_placeholder = [{"from": "human", "value": "Describe."}, {"from": "gpt", "value": "Red."}]
-    assert to_messages(no_placeholder, num_images=1)[0]["content"] == "<image>\nDescribe."
+    assert to_messages(no_placeholder, num_images=1)[0]["content"] == "<|image_pad|>\nDescribe."
     two = [{"from": "human", "value": "<image> vs <image>?"}, {"from": "gpt", "value": "Same."}]
-    assert to_messages(two, num_images=2)[0]["content"] == "<image> vs <image>?"  # several images keep their order
+    assert (
+        to_messages(two, num_images=2)[0]["content"] == "<|image_pad|> vs <|image_pad|>?"
+    )  # several images keep their order
     assert to_messages(turns, num_images=1, keep_images=False)[0]["content"] == "What is it?"
     with pytest.raises(SkipSample, match="first turn"):
         to_messages(turns[::-1], num_images=1)

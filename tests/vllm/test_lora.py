@@ -63,7 +63,6 @@ def test_two_adapters_and_the_base_in_one_batch_match_transformers_and_peft(fold
     from vllm.lora.request import LoRARequest
 
     from model import load_pretrained
-    from model.vllm.processing import IMAGE_PLACEHOLDER
 
     base = folders[None]
     _, processor = load_pretrained(base, device="cpu", dtype=torch.float32)
@@ -71,7 +70,7 @@ def test_two_adapters_and_the_base_in_one_batch_match_transformers_and_peft(fold
     requests = []
     for conversation, _ in ROWS:
         messages, images = CONVERSATIONS[conversation]
-        text = processor.build_prompt(messages).replace("<image>", IMAGE_PLACEHOLDER)
+        text = processor.build_prompt(messages)
         requests.append({"prompt": text, **({"multi_modal_data": {"image": images}} if images else {})})
     params = SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, stop_token_ids=processor.stop_token_ids)
     llm = LLM(

@@ -17,7 +17,7 @@ from model.train.merge import merge_adapter
 from tests.vllm.engine_args import ENGINE_ARGS
 
 SHIPPED = PROJECT_ROOT / "assets" / "eve-tiny"
-QUESTION = "<image>\nRead the text in the image."
+QUESTION = "<|image_pad|>\nRead the text in the image."
 NEW_TOKENS = 10
 
 
@@ -44,8 +44,6 @@ def test_a_merged_adapter_answers_on_vllm_as_transformers_with_the_adapter(tmp_p
     from peft import PeftModel
     from vllm import LLM, SamplingParams
 
-    from model.vllm.processing import IMAGE_PLACEHOLDER
-
     _adapter(tmp_path / "adapter")
     merged = merge_adapter(tmp_path / "adapter", tmp_path / "merged")
     base, processor = load_pretrained(SHIPPED)
@@ -66,7 +64,7 @@ def test_a_merged_adapter_answers_on_vllm_as_transformers_with_the_adapter(tmp_p
     llm = LLM(model=str(merged), **ENGINE_ARGS)
     try:
         params = SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, stop_token_ids=processor.stop_token_ids)
-        text = prompt.replace("<image>", IMAGE_PLACEHOLDER)
+        text = prompt
         outputs = llm.generate([{"prompt": text, "multi_modal_data": {"image": image}} for image in _images()], params)
     finally:
         llm.llm_engine.engine_core.shutdown()

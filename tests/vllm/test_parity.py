@@ -33,16 +33,16 @@ def _image(seed: int, width: int, height: int) -> Image.Image:
 
 CONVERSATIONS = {
     "no image": ([{"role": "user", "content": "describe the red circle"}], []),
-    "one image": ([{"role": "user", "content": "<image>\nWhat is written here?"}], [_image(1, 150, 100)]),
+    "one image": ([{"role": "user", "content": "<|image_pad|>\nWhat is written here?"}], [_image(1, 150, 100)]),
     "two images": (
-        [{"role": "user", "content": "<image>\n<image>\nwhat is the cat and the dog"}],
+        [{"role": "user", "content": "<|image_pad|>\n<|image_pad|>\nwhat is the cat and the dog"}],
         [_image(2, 90, 120), _image(3, 200, 64)],
     ),
     "multi-turn": (
         [
-            {"role": "user", "content": "<image>\nWhat is written here?"},
+            {"role": "user", "content": "<|image_pad|>\nWhat is written here?"},
             {"role": "assistant", "content": "hello world"},
-            {"role": "user", "content": "<image>\nand here? describe the image"},
+            {"role": "user", "content": "<|image_pad|>\nand here? describe the image"},
         ],
         [_image(4, 128, 128), _image(5, 64, 160)],
     ),
@@ -77,7 +77,6 @@ def _vllm(folder: Path, **engine_args) -> dict[str, dict]:
     from vllm import LLM, SamplingParams
 
     from model.processing_eve import EveProcessor  # noqa: F401 -- same package vLLM loads through the plugin
-    from model.vllm.processing import IMAGE_PLACEHOLDER
 
     llm = LLM(model=str(folder), **{**ENGINE_ARGS, **engine_args})
     try:
@@ -86,7 +85,7 @@ def _vllm(folder: Path, **engine_args) -> dict[str, dict]:
         _, processor = load_pretrained(folder, device="cpu", dtype=torch.float32)
         requests = []
         for messages, images in CONVERSATIONS.values():
-            text = processor.build_prompt(messages).replace("<image>", IMAGE_PLACEHOLDER)
+            text = processor.build_prompt(messages)
             requests.append({"prompt": text, **({"multi_modal_data": {"image": images}} if images else {})})
         params = SamplingParams(
             temperature=0.0, max_tokens=NEW_TOKENS, logprobs=TOP_LOGPROBS, stop_token_ids=processor.stop_token_ids

@@ -3,6 +3,7 @@
 import json
 from importlib.metadata import entry_points
 from pathlib import Path
+from types import SimpleNamespace
 
 import jinja2
 import pytest
@@ -12,20 +13,10 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from model.chat_template import get_template
 from model.image_processing_eve import EveImageProcessor
-from model.vllm import CHAT_TEMPLATE
 from model.vllm.processing import max_image_tokens, resolve_image_token_id
+from tests.vllm.checkpoints import CHATML, write_official
 
 ROOT = Path(__file__).resolve().parents[2]
-
-CONVERSATIONS = [
-    [{"role": "user", "content": "<image>\nWhat is written here?"}],
-    [
-        {"role": "user", "content": "hello"},
-        {"role": "assistant", "content": "hi there"},
-        {"role": "user", "content": "<image>\n<image>\ncompare them"},
-    ],
-    [{"role": "user", "content": "<image>\nread it"}, {"role": "assistant", "content": "STOP"}],
-]
 
 
 def test_entry_point_names_the_register_function():
@@ -33,20 +24,31 @@ def test_entry_point_names_the_register_function():
     assert plugins.get("eve") == "model.vllm:register"
 
 
-@pytest.mark.parametrize("messages", CONVERSATIONS)
-@pytest.mark.parametrize("add_generation_prompt", [True, False])
-def test_jinja_template_renders_what_the_library_builds(messages, add_generation_prompt):
-    template = jinja2.Environment().from_string(CHAT_TEMPLATE.read_text())
-    rendered = template.render(messages=messages, add_generation_prompt=add_generation_prompt)
-    assert rendered == get_template("qwen2").render(messages, add_generation_prompt)
+def test_vllm_renders_the_processors_chat_template_with_nothing_patched(tmp_path):
+    """The official layout's tokenizer carries ChatML; vLLM's own resolver picks the processor's template first."""
+    from vllm.renderers import hf
 
+    from model.vllm import register
 
-def test_system_message_replaces_the_default_sentence():
-    template = jinja2.Environment().from_string(CHAT_TEMPLATE.read_text())
-    text = template.render(
-        messages=[{"role": "system", "content": "Be brief."}, *CONVERSATIONS[0]], add_generation_prompt=True
+    resolver = hf.resolve_chat_template
+    register()
+    assert hf.resolve_chat_template is resolver and resolver.__module__ == "vllm.renderers.hf"
+    folder = write_official(tmp_path / "official")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert tokenizer.chat_template == CHATML
+    model_config = SimpleNamespace(  # the fields the resolver reads
+        tokenizer=str(folder),
+        model=str(folder),
+        tokenizer_revision=None,
+        code_revision=None,
+        trust_remote_code=False,
+        hf_config=SimpleNamespace(model_type="eve-qwen2"),
     )
-    assert text == "Be brief. USER: <image>\nWhat is written here? ASSISTANT:"
+    template = hf.resolve_chat_template(tokenizer, None, None, model_config=model_config)
+    assert template == get_template("qwen2").to_jinja()
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is written here?"}]}]
+    text = jinja2.Environment().from_string(template).render(messages=messages, add_generation_prompt=True)
+    assert text.endswith("USER: <|image_pad|>\nWhat is written here? ASSISTANT:")
 
 
 def test_the_image_placeholder_must_be_a_dedicated_token():

@@ -116,7 +116,7 @@ def _library_ids(checkpoint: Path, image: Path, new_tokens: int, adapter: Path |
 
         model = PeftModel.from_pretrained(model, str(adapter))
     inputs = processor(
-        text=processor.build_prompt([{"role": "user", "content": f"<image>\n{QUESTION}"}]), images=[image]
+        text=processor.build_prompt([{"role": "user", "content": f"<|image_pad|>\n{QUESTION}"}]), images=[image]
     )
     with torch.inference_mode():
         ids = model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False)
