@@ -11,6 +11,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from model.shared import IMAGE_PLACEHOLDER
+
 THUMBNAIL = (120, 72)
 SHOWN_ROWS = 16
 METRICS = [("exact", "exact match", True), ("cer", "character error rate", False), ("token_f1", "token F1", True)]
@@ -60,7 +62,7 @@ def _rows_table(rows: list[dict]) -> str:
     body = []
     for row in rows[:SHOWN_ROWS]:
         image = thumbnail(row["images"][0]) if row.get("images") else "–"
-        question = html.escape(row.get("question", "").replace("<image>", "").strip())
+        question = html.escape(row.get("question", "").replace(IMAGE_PLACEHOLDER, "").strip())
         cells = [
             f"{image}<br><small>{question}</small>",
             html.escape(row.get("expected", "")),
