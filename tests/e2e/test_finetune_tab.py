@@ -31,6 +31,12 @@ def admin_app(tmp_path_factory):
     demo.close()
 
 
+def stranger(client: Client) -> Client:
+    """A new session on the same server: the admin's session stays unlocked once the password was right there, so a
+    wrong or empty password is only refused on a page that never gave the right one."""
+    return Client(client.src, verbose=False)
+
+
 def _upload(tmp_path):
     """12 OCR samples plus one row whose image is missing, as data.json + images.zip."""
     folder = tmp_path / "dataset"
@@ -92,7 +98,7 @@ def test_validate_launch_watch_and_chat_with_the_result(admin_app, tmp_path):
     )  # the job's log opens with its own lines, not library warnings
     assert "24/24" in client.predict(job_id, PASSWORD, api_name="/watch_job")[0] or "done" in label
     with pytest.raises(Exception, match="Wrong admin password"):
-        client.predict(job_id, "guess", api_name="/watch_job")
+        stranger(client).predict(job_id, "guess", api_name="/watch_job")
 
     losses = [row["value"] for row in ctx.runner.loss_series(int(job_id)) if row["series"] == "train"]
     assert len(losses) >= 4 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
@@ -109,10 +115,10 @@ def test_validate_launch_watch_and_chat_with_the_result(admin_app, tmp_path):
     rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 12 and all(row["expected"] and "base" in row and "tuned" in row for row in rows)
     with pytest.raises(Exception, match="Wrong admin password"):
-        client.predict("guess", job_id, api_name="/compare_job")
+        stranger(client).predict("guess", job_id, api_name="/compare_job")
 
     with pytest.raises(Exception, match="needs the admin password"):
-        client.predict("", f"job-{int(job_id)}-3", api_name="/load_model")
+        stranger(client).predict("", f"job-{int(job_id)}-3", api_name="/load_model")
     loaded, model = client.predict(PASSWORD, f"job-{int(job_id)}-3", api_name="/load_model")
     assert "Loaded" in loaded and f"job-{int(job_id)}-3" in model and ctx.engine.name == f"job-{int(job_id)}-3"
     image = min((data_file.parent / "images").iterdir())
@@ -127,6 +133,6 @@ def test_validate_launch_watch_and_chat_with_the_result(admin_app, tmp_path):
 def test_launching_needs_the_password_and_validated_data(admin_app):
     client, ctx = admin_app
     with pytest.raises(Exception, match="Wrong admin password"):
-        client.predict(
+        stranger(client).predict(
             dataset="", base=str(ctx.engine.checkpoint_dir), stages=["3"], password="nope", api_name="/launch_job"
         )

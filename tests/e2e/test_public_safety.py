@@ -113,12 +113,12 @@ def test_a_visitor_sees_only_their_own_conversations(server, tmp_path):
     with pytest.raises(AppError, match="no conversation|not yours"):
         bob.predict(conversation_id, "", api_name="/open_conversation")
     with pytest.raises(AppError, match="not yours"):
-        bob.predict(conversation_id, "JSON (zip with images)", "", api_name="/export_conversations")
+        bob.predict(conversation_id, "json", "", api_name="/export_conversations")
 
     # The admin sees and exports everyone's, and the export carries no server path.
     everyone = bob.predict("alice's private", PASSWORD, api_name="/search_conversations")
     assert len(everyone["data"] if isinstance(everyone, dict) else everyone) == 1
-    archive = bob.predict(conversation_id, "JSON (zip with images)", PASSWORD, api_name="/export_conversations")
+    archive = bob.predict(conversation_id, "json", PASSWORD, api_name="/export_conversations")
     with zipfile.ZipFile(archive) as zf:
         exported = zf.read("conversations.json").decode()
         assert str(ctx.settings.data_dir.resolve()) not in exported
@@ -503,7 +503,7 @@ def test_exports_leave_no_working_folder_behind(server, tmp_path, monkeypatch):
     private.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(private))  # where the app's temporary folders go, in this test
     for _ in range(30):
-        archive = client.predict(conversation_id, "JSON (zip with images)", "", api_name="/export_conversations")
+        archive = client.predict(conversation_id, "json", "", api_name="/export_conversations")
         path = Path(archive["path"] if isinstance(archive, dict) else archive.path)
         assert path.parent.parent == ctx.upload_budget.cache_dir  # written where Gradio serves it, not copied there
         with zipfile.ZipFile(path) as zf:
