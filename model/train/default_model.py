@@ -61,7 +61,7 @@ MODEL = {
 # the row and column features reading builds.
 MIX = ",".join(["ocr"] * 10 + ["poster"] * 3 + ["webpage"] * 3 + ["scene"] * 4)
 # Stages in order, with their own flags (on top of COMMON). Steps are optimizer steps of 32 samples.
-# From random weights a frozen decoder only delays learning (see ../shared/docs/small_model_notes.md), so the paper's
+# From random weights a frozen decoder only delays learning (see docs/notes/small-model-notes.md), so the paper's
 # presets that freeze parts of a pretrained model (text warm-up, 1, 2.1, 2.2) are not part of this recipe (the test
 # suite runs each of them); stage 3 trains every weight on all four tasks at all three levels from its first step.
 # Half of the samples keep their text at the first free patch (`--fixed-place-share 0.5`): with text only anywhere, an
@@ -84,7 +84,7 @@ STAGES = {
 # draw: OCR text moved off the patch grid from the first step, by up to 1 pixel each way at first, widening to 8 (every
 # sub-patch phase) over the first quarter of the run, with a quarter of the samples kept on the grid at the fixed place
 # (the anchor that made grid reading appear at all), and a tenth of the rest visitor style in the six training fonts.
-# The notes (../shared/docs/small_model_notes.md) say a grid-trained model stops reading at a 1-pixel shift and that a
+# The notes (docs/notes/small-model-notes.md) say a grid-trained model stops reading at a 1-pixel shift and that a
 # warm start did not un-learn it in 28 minutes; this tries jitter from the start instead.
 # docs/notes/default-model-run-2026-12-07.md has its curve.
 OFFGRID_MIX = ",".join(["ocr"] * 10 + ["poster"] * 2 + ["webpage"] * 2 + ["scene"] * 2)

@@ -3,7 +3,7 @@
     python -m model.train.track_default --work runs/eve-tiny            # runs beside `model.train.default_model`
     python -m model.train.track_default --work runs/eve-tiny --once     # score what is there now, then exit
 
-The training loss falls long before a small model reads (see ../shared/docs/small_model_notes.md), so checkpoints are
+The training loss falls long before a small model reads (see docs/notes/small-model-notes.md), so checkpoints are
 judged by what they answer: every `--every` steps (and the finished model), `--n` held-out samples per task, levels
 0-2 mixed, text anywhere, on a validation seed (the shipped figures in eval.json use another one). Scores go to
 `WORK/curve.jsonl` (the learning curve of the model card); the best checkpoint so far is written, loadable and without
