@@ -22,26 +22,18 @@ from model import EveConfig
 from model.loading import resolve_checkpoint
 from model.processing_eve import EveProcessor
 
-from ..engine import (
-    ChatRequest,
-    EngineError,
-    Finished,
-    GenerationRecord,
-    ImageLimits,
-    TextDelta,
-    card_notice,
-    fit_to_context,
-)
 from ..errors import UserError
 from .adapters import same_folder, switch_model
+from .base import ChatEngine, fit_to_context
 from .prompts import PreparedPrompt, prepare, sampling_fields
 from .retry import RetryableError, stream_with_one_retry
 from .sent_images import SentImages
+from .types import ChatRequest, EngineError, Finished, GenerationRecord, TextDelta
 
 log = logging.getLogger(__name__)
 
 
-class OpenAIEngine(ImageLimits):
+class OpenAIEngine(ChatEngine):
     """A client of one OpenAI-compatible server; as many answers at once as `concurrency_limit`."""
 
     def __init__(
@@ -120,14 +112,6 @@ class OpenAIEngine(ImageLimits):
                 )
             served = name
         self.served_name = self.name = served
-
-    @property
-    def notice(self) -> str | None:
-        return card_notice(self.checkpoint_dir)
-
-    @property
-    def gpu_count(self) -> int:
-        return 0  # the server's GPUs are not this machine's (fine-tune jobs run here)
 
     @property
     def context_length(self) -> int:

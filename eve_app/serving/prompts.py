@@ -2,7 +2,7 @@
 
 The text is the library processor's prompt with each image placeholder written as the image token; the prompt's
 length (text tokens plus each image's `1 + h(w + 1)` tokens at the requested image size) is checked against the
-context by the backend (`engine.fit_to_context`, as the transformers backend does), and images are opened with the
+context by the backend (`base.fit_to_context`, as the transformers backend does), and images are opened with the
 library's checks.
 """
 
@@ -13,8 +13,8 @@ from PIL import Image
 from model.processing_eve import EveProcessor
 from model.shared import IMAGE_TOKEN, num_image_tokens
 
-from ..engine import EngineError, GenerationSettings, Turn
 from .sent_images import SentImages
+from .types import EngineError, GenerationSettings, Turn
 
 
 @dataclass
@@ -66,7 +66,7 @@ def prepare(
     text_tokens = sum(
         len(processor.tokenizer(piece, add_special_tokens=False)["input_ids"]) for piece in pieces if piece
     )
-    prompt_tokens = text_tokens + image_tokens  # the caller fits max new tokens to it (engine.fit_to_context)
+    prompt_tokens = text_tokens + image_tokens  # the caller fits max new tokens to it (base.fit_to_context)
     return PreparedPrompt(messages, text, images, paths, ids, prompt_tokens)
 
 

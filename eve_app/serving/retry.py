@@ -11,7 +11,7 @@ sent earlier images by id only (`SentImages`: the cache may have evicted them). 
 import logging
 from collections.abc import Callable, Iterator
 
-from ..engine import ChatRequest, EngineError, GenerationRecord, TextDelta
+from .types import ChatRequest, EngineError, GenerationRecord, TextDelta
 
 log = logging.getLogger(__name__)
 

@@ -26,21 +26,13 @@ from model import EveConfig
 from model.loading import resolve_checkpoint
 from model.processing_eve import EveProcessor
 
-from ..engine import (
-    ChatRequest,
-    EngineError,
-    Finished,
-    GenerationRecord,
-    ImageLimits,
-    TextDelta,
-    card_notice,
-    fit_to_context,
-)
 from ..errors import UserError
 from .adapters import read_adapter, switch_model
+from .base import ChatEngine, fit_to_context
 from .prompts import prepare, sampling_fields
 from .retry import RetryableError, stream_with_one_retry
 from .sent_images import SentImages
+from .types import ChatRequest, EngineError, Finished, GenerationRecord, TextDelta
 
 log = logging.getLogger(__name__)
 _ids = itertools.count()
@@ -97,7 +89,7 @@ def engine_args(folder: str, device: str, dtype: str | None) -> dict:
     return args
 
 
-class VllmEngine(ImageLimits):
+class VllmEngine(ChatEngine):
     """One AsyncLLM shared by every visitor; `concurrency_limit` answers stream at once."""
 
     def __init__(
@@ -186,10 +178,6 @@ class VllmEngine(ImageLimits):
             log.warning("vLLM refused the adapter %s: %s", adapter.path, error)
             raise UserError(f"vLLM could not load the adapter {adapter.name}: {error}") from None
         self._lora, self.name = request, adapter.name
-
-    @property
-    def notice(self) -> str | None:
-        return card_notice(self.checkpoint_dir)
 
     @property
     def gpu_count(self) -> int:

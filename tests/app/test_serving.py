@@ -10,18 +10,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from eve_app.engine import ChatRequest, Engine, EngineError, GenerationSettings, Turn
 from eve_app.serving import load_engine
 from eve_app.serving.openai_engine import OpenAIEngine
 from eve_app.serving.prompts import prepare
 from eve_app.serving.sent_images import SentImages
+from eve_app.serving.transformers_engine import TransformersEngine
+from eve_app.serving.types import ChatRequest, EngineError, GenerationSettings, Turn
 from eve_app.settings import parse_settings
 from model.shared import IMAGE_TOKEN
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_checkpoint):
-    return Engine.load(str(tiny_checkpoint))
+    return TransformersEngine.load(str(tiny_checkpoint))
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ def test_quantization_is_refused_on_the_vllm_backends():
 
 def test_transformers_backend_answers_one_at_a_time(tiny_checkpoint):
     engine = load_engine(parse_settings(["--model", str(tiny_checkpoint)]))
-    assert isinstance(engine, Engine) and engine.concurrency_limit == 1
+    assert isinstance(engine, TransformersEngine) and engine.concurrency_limit == 1
 
 
 def test_api_base_without_a_server_is_a_clear_error(tiny_checkpoint):
