@@ -18,11 +18,11 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStr
 from model import load_pretrained
 from model.loading import adapter_base, resolve_checkpoint
 from model.precision import resolve_precision
-from model.shared import IMAGE_TOKEN
 from model.train.memory_plan import read_config
 
 from ..spaces_support import gpu
-from .base import ChatEngine, fit_to_context
+from .base import ChatEngine
+from .prompts import chat_messages
 from .types import ChatRequest, EngineError, Finished, GenerationRecord, GenerationSettings, TextDelta, Turn
 
 
@@ -37,7 +37,7 @@ class _StopOnEvent(StoppingCriteria):
         return cast(torch.BoolTensor, stop)
 
 
-class TransformersEngine(ChatEngine):
+class TransformersEngine(ChatEngine[dict]):
     """The transformers backend: one loaded model shared by every user; generations run one at a time."""
 
     concurrency_limit = 1  # the chat's queue lets one answer at a time reach the lock below
@@ -105,12 +105,8 @@ class TransformersEngine(ChatEngine):
         return line + (f" ({self.precision_reason})" if self.precision_reason else "")
 
     def build_inputs(self, turns: list[Turn], settings: GenerationSettings) -> dict:
-        """Prompt and pixel tensors for the conversation; raises EngineError for bad images or an over-long prompt."""
-        messages, images = [], []
-        for turn in turns:
-            placeholders = f"{IMAGE_TOKEN}\n" * len(turn.images)
-            messages.append({"role": turn.role, "content": placeholders + turn.text})
-            images.extend(turn.images)
+        """Prompt and pixel tensors for the conversation; raises EngineError for an unreadable image."""
+        messages, images = chat_messages(turns)
         prompt = self.processor.build_prompt(messages)
         try:
             inputs = self.processor(text=prompt, images=images, max_size=settings.image_max_size)
@@ -120,29 +116,21 @@ class TransformersEngine(ChatEngine):
 
     @gpu  # on a ZeroGPU Space, a GPU is attached for the duration of one answer
     def stream(self, request: ChatRequest) -> Iterator[TextDelta | Finished]:
-        """Yields text pieces as they are generated, then exactly one Finished event."""
-        start = time.perf_counter()
-        record = GenerationRecord(status="done", text="")
-        with self._lock:
-            try:
-                inputs = self.build_inputs(request.turns, request.settings)
-                record.prompt_tokens = int(inputs["input_ids"].shape[1])
-                fit_to_context(request, record.prompt_tokens, self.context_length, record)
-                for piece in self._generate(inputs, request, record, start):
-                    record.text += piece
-                    yield TextDelta(piece)
-                if request.stop_event.is_set():
-                    record.status = "stopped"
-            except EngineError as error:
-                record.status, record.error = "error", str(error)
-            except torch.OutOfMemoryError:
-                record.status, record.error = "error", "Out of memory: try a smaller image size or fewer new tokens."
-            except Exception as error:  # noqa: BLE001 -- any failure ends the answer with a message, never a hang
-                record.status, record.error = "error", f"Generation failed: {type(error).__name__}: {error}"
-        record.duration = time.perf_counter() - start
-        yield Finished(record)
+        yield from super().stream(request)
 
-    def _generate(self, inputs: dict, request: ChatRequest, record: GenerationRecord, start: float) -> Iterator[str]:
+    def _generation_slot(self) -> threading.Lock:
+        return self._lock  # one `generate` at a time; `reload` waits for it
+
+    def _prepare(self, request: ChatRequest) -> tuple[dict, int]:
+        inputs = self.build_inputs(request.turns, request.settings)
+        return inputs, int(inputs["input_ids"].shape[1])
+
+    def _failure_message(self, error: Exception) -> str:
+        if isinstance(error, torch.OutOfMemoryError):
+            return "Out of memory: try a smaller image size or fewer new tokens."
+        return super()._failure_message(error)
+
+    def _generate(self, request: ChatRequest, inputs: dict, record: GenerationRecord, start: float) -> Iterator[str]:
         streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
         counter = _TokenCounter(record, start)
         failure: list[BaseException] = []
