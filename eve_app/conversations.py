@@ -4,7 +4,7 @@ It owns the flow both share, so neither repeats it: check the message against th
 for a new chat, the conversation, in one transaction), save an empty "streaming" answer, stream the engine's pieces
 while saving the partial text every few seconds, and save the final answer with its generation record however the
 stream ends (done, stopped, failed, or the caller went away). A crash leaves the streaming answer for
-`Storage.recover_interrupted` to mark. Every verb that names a conversation checks that the caller owns it.
+`ConversationStore.recover_interrupted` to mark. Every verb that names a conversation checks that the caller owns it.
 """
 
 import logging
@@ -19,7 +19,7 @@ from model.shared import num_image_tokens
 from .engine import ChatRequest, Engine, Finished, GenerationRecord, GenerationSettings, TextDelta
 from .errors import UserError
 from .limits import ImageGate
-from .storage import Storage
+from .storage import ConversationStore
 
 logger = logging.getLogger(__name__)
 # Largest image side a request may ask for: an image this size must leave half the context for the conversation.
@@ -56,8 +56,8 @@ def record_fields(record: GenerationRecord, settings: GenerationSettings, model_
 
 
 class ConversationService:
-    def __init__(self, storage: Storage, engine: Engine, images: ImageGate, partial_save_seconds: float = 2.0):
-        self.storage, self.engine, self.images = storage, engine, images
+    def __init__(self, store: ConversationStore, engine: Engine, images: ImageGate, partial_save_seconds: float = 2.0):
+        self.store, self.engine, self.images = store, engine, images
         self.partial_save_seconds = partial_save_seconds
 
     # Limits of a request that depend on the loaded model
@@ -102,7 +102,7 @@ class ConversationService:
         self.images.check_message(text, files)
         images = [(Path(path).read_bytes(), Path(path).name) for path in files]
         try:
-            saved = self.storage.save_question(
+            saved = self.store.save_question(
                 conversation_id, text, task=task, images=images, owner=owner, begin_answer=begin_answer
             )
         except LookupError as error:
@@ -112,11 +112,11 @@ class ConversationService:
         return SavedQuestion(saved.conversation_id, saved.message_id, saved.image_paths, saved.answer_id)
 
     def begin_answer(self, conversation_id: int, task: str) -> int:
-        return self.storage.begin_answer(conversation_id, task)
+        return self.store.begin_answer(conversation_id, task)
 
     def refuse_answer(self, conversation_id: int, answer_id: int, error: str, task: str) -> GenerationRecord:
         """Close an answer that could not start (bad settings) with its reason."""
-        self.storage.finish_answer(conversation_id, "", "error", task=task, error=error, message_id=answer_id)
+        self.store.finish_answer(conversation_id, "", "error", task=task, error=error, message_id=answer_id)
         return GenerationRecord(status="error", text="", error=error)
 
     def stream_answer(
@@ -131,7 +131,7 @@ class ConversationService:
                     continue
                 text += event.text
                 if time.monotonic() - saved_at >= self.partial_save_seconds:
-                    self.storage.save_partial_answer(answer_id, text)
+                    self.store.save_partial_answer(answer_id, text)
                     saved_at = time.monotonic()
                 yield event
         finally:
@@ -139,8 +139,8 @@ class ConversationService:
             record = record or GenerationRecord(status="stopped", text=text)
             record.text = record.text.strip()
             if record.error:  # shown to the visitor: no server path in it
-                record.error = record.error.replace(str(self.storage.data_dir), "<data>")
-            self.storage.finish_answer(
+                record.error = record.error.replace(str(self.store.data_dir), "<data>")
+            self.store.finish_answer(
                 conversation_id,
                 record.text,
                 record.status,
@@ -158,22 +158,22 @@ class ConversationService:
         if owner is None:
             raise UserError("That conversation does not exist (or is not yours).")
         try:
-            return self.storage.get_conversation(conversation_id, owner=owner)
+            return self.store.get_conversation(conversation_id, owner=owner)
         except LookupError as error:
             raise UserError(f"There is no conversation {conversation_id} (or it is not yours).") from error
 
     def search(self, owner: str | None, query: str, limit: int = 200) -> list[dict]:
         if owner is None:
             return []
-        return self.storage.list_conversations(search=query or None, limit=limit, owner=owner)
+        return self.store.list_conversations(search=query or None, limit=limit, owner=owner)
 
     def hide(self, owner: str | None, message_ids: list[int]) -> None:
         if owner is not None and message_ids:
-            self.storage.hide_messages(message_ids, owner=owner)
+            self.store.hide_messages(message_ids, owner=owner)
 
     def feedback(self, owner: str | None, message_id: int, value: str | None) -> None:
         try:
-            self.storage.save_feedback(message_id, value, owner=owner or "")
+            self.store.save_feedback(message_id, value, owner=owner or "")
         except LookupError as error:
             raise UserError("That message does not exist (or is not yours).") from error
 
@@ -183,7 +183,7 @@ class ConversationService:
             raise UserError("Nothing to export.")
         try:
             if fmt == "llava":
-                return self.storage.export_llava(conversation_ids, out_dir, owner=owner)
-            return self.storage.export(conversation_ids, out_dir, fmt, owner=owner)
+                return self.store.export_llava(conversation_ids, out_dir, owner=owner)
+            return self.store.export(conversation_ids, out_dir, fmt, owner=owner)
         except LookupError as error:
             raise UserError(f"{error} (or it is not yours).".capitalize()) from error

@@ -31,7 +31,7 @@ def _turn(handlers, session, text, files, preset="OCR"):
 
 
 def _visible(ctx, session):
-    return ctx.storage.get_conversation(session.conversation_id)["messages"]
+    return ctx.conversations.store.get_conversation(session.conversation_id)["messages"]
 
 
 def test_a_turn_is_saved_before_and_after_generation(ctx, image):
@@ -57,7 +57,7 @@ def test_retry_hides_the_old_answer_and_saves_a_new_one(ctx, image):
     *_, (_chatbot, session, _, _) = handlers.respond(session, "OCR", *PARAMS, REQUEST)
     visible = _visible(ctx, session)
     assert [m["role"] for m in visible] == ["user", "assistant"] and visible[1]["id"] != old_answer
-    everything = ctx.storage.get_conversation(session.conversation_id, include_hidden=True)["messages"]
+    everything = ctx.conversations.store.get_conversation(session.conversation_id, include_hidden=True)["messages"]
     assert any(m["id"] == old_answer and m["hidden"] for m in everything)
 
 
