@@ -23,6 +23,7 @@ from model.shared import ADAPTER_CONFIG_FILE, PROJECT_ROOT
 
 from ..context import AppContext
 from ..errors import UserError
+from ..fields import optional_number, optional_whole_number
 from ..jobs import (
     ConfigError,
     JobConfig,
@@ -38,7 +39,6 @@ from ..jobs.results import results_key
 from ..jobs.validation import ValidationResult
 from ..security import client_address, resolve_checkpoint_choice, session_owner, viewer
 from ..settings import DEFAULT_MODEL
-from .fields import optional_number, optional_whole_number
 from .finetune_layout import PREVIEW_COLUMNS, finetune_layout
 from .finetune_results import results_html
 from .generation import model_line

@@ -197,7 +197,8 @@ def test_the_admin_opens_a_strangers_message_without_fetching_what_it_links(ctx)
         "hello ![pixel](https://attacker.example/t.png) and <img src='https://attacker.example/u.png'> "
         "and ![ref][1]\n\n[1]: https://attacker.example/r.png\n\n```html\n<img src=x>\n```"
     )
-    saved = ctx.conversations.ask("browser:a-stranger", None, text, [], "Free chat")
+    saved = ChatSession(owner="browser:a-stranger")
+    ctx.conversations.ask(saved, text, [], "Free chat")
     history = HistoryHandlers(ctx)
     chatbot, opened, _ = history.open_conversation(str(saved.conversation_id), "s3cret", OWNER, REQUEST)
     shown = chatbot[0]["content"]
