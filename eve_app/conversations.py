@@ -23,11 +23,12 @@ from typing import cast
 from model.shared import num_image_tokens
 
 from .chat_session import ChatSession, ChatTurn
-from .engine import ChatRequest, Engine, Finished, GenerationRecord, GenerationSettings, TextDelta
 from .errors import UserError
 from .fields import Refusal, optional_whole_number
 from .limits import ImageGate
 from .presets import FREE_CHAT
+from .serving.base import ChatEngine
+from .serving.types import ChatRequest, Finished, GenerationRecord, GenerationSettings, TextDelta
 from .storage import ConversationStore, SavedTurn
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,9 @@ def record_fields(record: GenerationRecord, settings: GenerationSettings, model_
 
 
 class ConversationService:
-    def __init__(self, store: ConversationStore, engine: Engine, images: ImageGate, partial_save_seconds: float = 2.0):
+    def __init__(
+        self, store: ConversationStore, engine: ChatEngine, images: ImageGate, partial_save_seconds: float = 2.0
+    ):
         self.store, self.engine, self.images = store, engine, images
         self.partial_save_seconds = partial_save_seconds
 

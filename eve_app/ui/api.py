@@ -15,10 +15,10 @@ import gradio as gr
 from ..chat_session import ChatSession
 from ..context import AppContext
 from ..conversations import RawSettings
-from ..engine import Finished
 from ..errors import UserError
 from ..presets import preset_by_name
 from ..security import API_OWNER
+from ..serving.types import Finished
 from .refusals import refuse
 
 

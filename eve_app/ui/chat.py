@@ -12,10 +12,10 @@ import gradio as gr
 from ..chat_session import ChatSession
 from ..context import AppContext
 from ..conversations import RawSettings
-from ..engine import Finished
 from ..errors import UserError
 from ..presets import FREE_CHAT, preset_by_name
 from ..security import session_owner
+from ..serving.types import Finished
 from .chat_layout import chat_layout, example_pairs, examples
 from .generation import model_line, status_line
 from .refusals import refuse, takes_refusals
