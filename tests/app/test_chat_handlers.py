@@ -1,4 +1,5 @@
-"""Chat tab handlers on the real tiny model and a real database: retry, undo, edit, like, clear, history export."""
+"""Chat tab and `/answer` handlers on the real tiny model and a real database: a turn, retry, undo, edit, like, clear,
+history export."""
 
 import json
 import zipfile
@@ -9,7 +10,10 @@ import pytest
 from PIL import Image
 
 from eve_app.chat_session import ChatSession
+from eve_app.conversations import RawSettings
 from eve_app.request_limits import UploadBudget
+from eve_app.serving.types import TextDelta
+from eve_app.ui.api import ApiHandlers
 from eve_app.ui.chat import ChatHandlers
 from eve_app.ui.history import HistoryHandlers
 from tests.app.conftest import OWNER, REQUEST
@@ -207,3 +211,37 @@ def test_the_admin_opens_a_strangers_message_without_fetching_what_it_links(ctx)
     assert opened.turns[0].text == text  # the stored text is unchanged
     mine, _, _ = history.open_conversation(str(saved.conversation_id), "", "browser:a-stranger", REQUEST)
     assert mine[0]["content"] == text  # its author sees it as written
+
+
+def _api_conversations(ctx) -> list[dict]:
+    return ctx.conversations.store.list_conversations(owner="api", limit=1000)
+
+
+def test_the_answer_endpoint_streams_and_logs_one_turn_under_api(ctx, image):
+    before = {c["id"] for c in _api_conversations(ctx)}
+    outputs = list(ApiHandlers(ctx).answer(image, "OCR", "", 6))
+    [new] = [c for c in _api_conversations(ctx) if c["id"] not in before]
+    question, answer = ctx.conversations.store.get_conversation(new["id"])["messages"]
+    assert question["text"] == ctx.presets[0].instruction and len(question["images"]) == 1
+    assert answer["status"] == "done" and answer["text"] == outputs[-1]
+    assert answer["generation"]["parameters"]["max_new_tokens"] == 6
+
+
+def test_the_answer_endpoint_refuses_a_setting_before_saving_anything(ctx, image):
+    before = _api_conversations(ctx)
+    limit = ctx.conversations.max_new_tokens_limit()
+    with pytest.raises(gr.Error, match=f"Max new tokens must be between 1 and {limit}"):
+        list(ApiHandlers(ctx).answer(image, "OCR", "", limit + 8))
+    assert _api_conversations(ctx) == before
+
+
+def test_a_turn_whose_caller_goes_away_keeps_its_partial_text_as_stopped(ctx, image):
+    """The visitor closes the tab mid-answer: Gradio closes the handler, and the answer is saved with what it had."""
+    session = ChatSession(owner=OWNER)
+    turn = ctx.conversations.answer(session, "OCR", RawSettings(max_new_tokens=64), question=("read it", [image]))
+    first = next(turn)
+    assert isinstance(first, TextDelta), "the tiny model answers with text"
+    turn.close()
+    answer = _visible(ctx, session)[-1]
+    assert (answer["status"], answer["text"]) == ("stopped", first.text.strip())
+    assert session.turns[-1].status == "stopped" and session.turns[-1].message_id == answer["id"]
