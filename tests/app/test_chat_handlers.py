@@ -245,3 +245,12 @@ def test_a_turn_whose_caller_goes_away_keeps_its_partial_text_as_stopped(ctx, im
     answer = _visible(ctx, session)[-1]
     assert (answer["status"], answer["text"]) == ("stopped", first.text.strip())
     assert session.turns[-1].status == "stopped" and session.turns[-1].message_id == answer["id"]
+
+
+def test_settings_that_cannot_run_are_refused_before_the_message_is_sent(ctx):
+    handlers = ChatHandlers(ctx)
+    handlers.check_parameters(*PARAMS)  # the Parameters fields, in their order
+    with pytest.raises(gr.Error, match="The seed must be a whole number"):
+        handlers.check_parameters(0.0, 1.0, 6, 1.0, "abc", "")
+    with pytest.raises(gr.Error, match="Max new tokens must be between 1 and"):
+        handlers.check_parameters(0.0, 1.0, ctx.conversations.max_new_tokens_limit() + 1, 1.0, "", "")
