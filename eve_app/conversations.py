@@ -163,7 +163,7 @@ class ConversationService:
             answer_id = self.store.begin_answer(self._conversation(session), task)
         conversation_id = self._conversation(session)
         request = ChatRequest(session.engine_turns(), settings, stop or threading.Event())
-        answer = ChatTurn("assistant", "", message_id=answer_id)
+        answer = ChatTurn("assistant", "", message_id=answer_id, status="streaming")
         session.turns.append(answer)
         if refused:
             self.store.finish_answer(conversation_id, "", "error", task=task, error=refused, message_id=answer_id)
