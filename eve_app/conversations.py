@@ -257,9 +257,14 @@ class ConversationService:
             return []
         return self.store.list_conversations(search=query or None, limit=limit, owner=owner)
 
-    def hide(self, owner: str | None, message_ids: list[int]) -> None:
-        if owner is not None and message_ids:
-            self.store.hide_messages(message_ids, owner=owner)
+    def drop(self, session: ChatSession, index: int) -> list[ChatTurn]:
+        """Remove the session's turns from `index` on (undo, retry, edit) and return them; their messages are hidden
+        in storage, not deleted."""
+        removed = session.truncate(index)
+        message_ids = [turn.message_id for turn in removed if turn.message_id is not None]
+        if session.owner is not None and message_ids:
+            self.store.hide_messages(message_ids, owner=session.owner)
+        return removed
 
     def feedback(self, owner: str | None, message_id: int, value: str | None) -> None:
         try:
