@@ -11,7 +11,7 @@ from gradio_client import Client, handle_file
 
 from model.synthetic import write_dataset
 from tests.e2e.helpers import MODEL, free_port
-from tests.e2e.test_console import JOB_NOISE, noise_in
+from tests.e2e.test_console import noise_in
 
 PASSWORD = "let-me-train"
 
@@ -93,9 +93,7 @@ def test_validate_launch_watch_and_chat_with_the_result(admin_app, tmp_path):
     job = ctx.jobs.get_job(int(job_id))
     assert job["status"] == "done", ctx.runner.log_tail(int(job_id))
     log = (Path(job["run_dir"]) / "train.log").read_text(errors="replace")
-    assert not noise_in(log, JOB_NOISE), noise_in(
-        log, JOB_NOISE
-    )  # the job's log opens with its own lines, not library warnings
+    assert not noise_in(log), noise_in(log)  # the job's log opens with its own lines, not library warnings
     assert "24/24" in client.predict(job_id, PASSWORD, api_name="/watch_job")[0] or "done" in label
     with pytest.raises(Exception, match="Wrong admin password"):
         stranger(client).predict(job_id, "guess", api_name="/watch_job")
