@@ -11,9 +11,9 @@ from .conversations import ConversationService
 from .engine import Engine
 from .jobs import JobRunner
 from .jobs.retention import ValidatedUploads
-from .limits import ImageGate
+from .limits.chat import ImageGate
+from .limits.raw_requests import UploadBudget
 from .presets import TaskPreset, load_presets
-from .request_limits import UploadBudget
 from .security import AdminGate
 from .settings import MIB, Settings
 from .storage import Storage

@@ -18,7 +18,7 @@ from model.shared import num_image_tokens
 
 from .engine import ChatRequest, Engine, Finished, GenerationRecord, GenerationSettings, TextDelta
 from .errors import UserError
-from .limits import ImageGate
+from .limits.chat import ImageGate
 from .storage import Storage
 
 logger = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ from typing import Any
 
 from model.shared import PROJECT_ROOT
 
-from .jobs.archive import UploadLimits
-from .limits import ChatLimits
+from .limits.chat import ChatLimits
+from .limits.uploads import UploadLimits
 
 DEFAULT_MODEL = str(PROJECT_ROOT / "assets" / "eve-tiny")
 SECRET_FILE = ".secret"

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from eve_app.chat_session import ChatSession
-from eve_app.request_limits import UploadBudget
+from eve_app.limits.raw_requests import UploadBudget
 from eve_app.ui.chat import ChatHandlers
 from eve_app.ui.history import HistoryHandlers
 from tests.app.conftest import OWNER, REQUEST
