@@ -64,6 +64,16 @@ def arg(
     return HfArg(default=default, default_factory=default_factory, help=help, metadata=metadata)
 
 
+def share(default: float, help: str) -> Any:
+    """A synthetic-data option that is a share (0 to 1)."""
+    return arg(default, help, group=DATA, metavar="SHARE")
+
+
+def ramp(first_last: list[Any], help: str) -> Any:
+    """A synthetic-data option given as one value or FIRST,LAST, ramped linearly over (part of) the run."""
+    return arg(default_factory=lambda: list(first_last), help=help, group=DATA, metavar="FIRST[,LAST]")
+
+
 @dataclass
 class TrainArgs:
     """Everything one training run needs; `run_args.json` in the output folder is this, as JSON."""
@@ -90,12 +100,10 @@ class TrainArgs:
         "open the --synthetic-level values one after another over the run (easy first, then the full mix)",
         group=DATA,
     )
-    made_up_words: float = arg(
+    made_up_words: float = share(
         0.0,
         "share of synthetic training words replaced by random strings of letters and digits, so that words are read "
         "letter by letter rather than memorised (evaluation keeps real held-out words)",
-        group=DATA,
-        metavar="SHARE",
     )
     spell_answers: bool | None = arg(
         None,
@@ -111,41 +119,27 @@ class TrainArgs:
         group=DATA,
         choices=RESIZE_MODES,
     )
-    placement_spread: list[float] = arg(
-        default_factory=lambda: [1.0, 1.0],
-        help="share of the free room synthetic grid text is placed in: 0 always puts it at the first free patch, 1 "
+    placement_spread: list[float] = ramp(
+        [1.0, 1.0],
+        "share of the free room synthetic grid text is placed in: 0 always puts it at the first free patch, 1 "
         "anywhere (default); FIRST,LAST ramps linearly over the run. A small model learns glyphs with text at one "
         "place, then to find it with a ramp (`python -m model.evaluation --spread` measures it at any spread)",
-        group=DATA,
-        metavar="FIRST[,LAST]",
     )
-    fixed_place_share: float = arg(
+    fixed_place_share: float = share(
         0.0,
         "share of synthetic samples whose grid text sits at the first free patch (spread 0), the rest at "
         "--placement-spread: glyphs at one place are learnt in a few hundred steps and anchor reading anywhere",
-        group=DATA,
-        metavar="SHARE",
     )
-    ocr_jitter: list[int] = arg(
-        default_factory=lambda: [0, 0],
-        help="move synthetic OCR grid text off the patch grid by up to this many pixels each way (0 keeps it on the "
-        "grid); FIRST,LAST ramps linearly over the first --ocr-jitter-ramp of the run. Samples at the fixed place "
-        "(--fixed-place-share) stay on the grid, the anchor reading is learnt at",
-        group=DATA,
-        metavar="FIRST[,LAST]",
+    ocr_jitter: list[int] = ramp(
+        [0, 0],
+        "move synthetic OCR text off the patch grid by up to this many pixels each way (0: on it), FIRST to LAST over "
+        "the first --ocr-jitter-ramp of the run; samples at the fixed place stay on the grid, the reading's anchor",
     )
-    ocr_jitter_ramp: float = arg(
-        1.0,
-        "share of the run over which --ocr-jitter reaches its last value (default 1: the whole run)",
-        group=DATA,
-        metavar="SHARE",
-    )
-    ocr_visitor_share: float = arg(
+    ocr_jitter_ramp: float = share(1.0, "the share of the run --ocr-jitter ramps over (default 1: the whole run)")
+    ocr_visitor_share: float = share(
         0.0,
         "share of synthetic OCR samples drawn visitor style: one of six training fonts, 16-48 px, at any pixel, dark "
         "on light or light on dark (evaluation uses two held-out fonts)",
-        group=DATA,
-        metavar="SHARE",
     )
     max_image_size: int | None = arg(None, "image side (as area side**2); default: the stage's rule", group=DATA)
     max_length: int | None = arg(
