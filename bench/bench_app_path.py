@@ -95,11 +95,8 @@ def instrument_server(ctx, marks: Marks) -> None:
     """Wrap the objects the `/answer` handler calls (instance attributes; the app's code is untouched)."""
     service = ctx.conversations
     service.images.check_message = around(marks, service.images.check_message, "check_start", "check_end")
-    storage = service.storage
-    storage.save_user_message = around(marks, storage.save_user_message, "save_start", "save_end")
-    if hasattr(storage, "save_question"):  # the question (and its answer) in one call
-        storage.save_question = around(marks, storage.save_question, "save_start", "save_end")
-    storage.message_images = around(marks, storage.message_images, "paths_start", "paths_end")
+    storage = service.store
+    storage.save_question = around(marks, storage.save_question, "save_start", "save_end")  # and its answer
     storage.begin_answer = around(marks, storage.begin_answer, "begin_start", "begun")
     engine_stream = service.engine.stream
 
@@ -257,11 +254,11 @@ def main() -> None:
         for image in images[args.warmup :]:
             answer(image)
         calls = marks.calls
-        ttfts = stored_ttfts(ctx.storage)[-len(calls) :]
+        ttfts = stored_ttfts(ctx.conversations.store)[-len(calls) :]
         report(calls, ttfts, ctx.engine.describe(), preset, args)
     finally:
         demo.close()
-        ctx.storage.close()
+        ctx.conversations.store.database.close()
 
 
 def report(calls: list[dict[str, float]], ttfts: list[float], engine: str, preset: str, args) -> None:

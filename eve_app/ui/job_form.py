@@ -18,8 +18,8 @@ import gradio as gr
 from model.shared import TRAIN_DEFAULTS, TRAIN_METHODS
 
 from ..errors import UserError
+from ..fields import optional_number, optional_whole_number
 from ..jobs import JobConfig
-from .fields import optional_number, optional_whole_number
 from .refusals import refuse
 
 Reader = Callable[[Any], Any]
