@@ -18,7 +18,7 @@ import gradio as gr
 from model.shared import TRAIN_DEFAULTS, TRAIN_METHODS
 
 from ..errors import UserError
-from ..fields import optional_number, optional_whole_number
+from ..fields import number_field, optional_number, optional_whole_number
 from ..jobs import JobConfig
 from .refusals import refuse
 
@@ -73,14 +73,16 @@ def optional(
 
 
 def number(name: str, label: str, default: float, *, row: int, whole: bool) -> FormField:
-    """A number the form always sends (Gradio's number check refuses text, NaN and values below 1 first)."""
-    convert = int if whole else float
+    """A number the form always sends; empty or 0 means the default. A whole number counts something (at least 1)."""
+    minimum = 1 if whole else None
+
+    def read(value: Any) -> Any:
+        return number_field(value or default, label, minimum=minimum, whole=whole)
 
     def component() -> gr.components.Component:
-        precision = 0 if whole else None
-        return gr.Number(value=default, label=label, precision=precision, minimum=1 if whole else None)
+        return gr.Number(value=default, label=label, precision=0 if whole else None, minimum=minimum)
 
-    return FormField(name, default, lambda value: convert(value or default), component, row)
+    return FormField(name, default, read, component, row)
 
 
 def server_field(name: str, default: Any, *, saved: bool = False) -> FormField:
@@ -125,7 +127,7 @@ FORM: tuple[FormField, ...] = (
     FormField(
         "eval_split",
         0.1,
-        float,
+        lambda value: number_field(value, "Eval split", minimum=0.0, maximum=0.5),
         lambda: gr.Slider(0.0, 0.5, value=0.1, step=0.05, label="Eval split"),
         row=2,
     ),

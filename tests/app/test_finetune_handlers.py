@@ -238,3 +238,5 @@ def test_job_json_carries_every_saved_setting_of_the_form_back_into_it(ctx, tmp_
         handlers.preview_command(**{**form, "lr": "fast"})
     with pytest.raises(gr.Error, match="The LoRA rank must be a whole number"):
         handlers.launch_job(**{**form, "lora_rank": "1.5"}, password="s3cret", request=REQUEST)
+    with pytest.raises(gr.Error, match="Batch size must be a whole number of at least 1; got 'many'"):
+        handlers.preview_command(**{**form, "batch_size": "many"})
