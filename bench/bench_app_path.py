@@ -14,7 +14,6 @@ changes), so the table shows where the overhead goes:
     queue           the server: from the join reply until the handler checks the image
     check_message   the image checks (size, format, header, full decode)
     save_question   reading the file, hashing and storing it, saving the question (one transaction)
-    message_images  looking up the stored image paths
     begin_answer    saving the empty "streaming" answer
     to_engine       from there until the engine's stream starts
     engine_ttft     the engine's own time to first token (stored record)
@@ -55,7 +54,6 @@ STAGES = [
     ("queue", "check_start"),
     ("check_message", "check_end"),
     ("save_question", "save_end"),
-    ("message_images", "paths_end"),
     ("begin_answer", "begun"),
     ("to_engine", "engine_start"),
     ("engine_ttft", None),

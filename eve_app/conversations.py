@@ -159,22 +159,21 @@ class ConversationService:
             raise UserError(refused)
         if question is not None:
             answer_id = cast(int, self._save_question(session, *question, task, begin_answer=True)[1])
+        elif session.conversation_id is None:
+            raise UserError("There is no question to answer yet.")
         else:
-            answer_id = self.store.begin_answer(self._conversation(session), task)
-        conversation_id = self._conversation(session)
+            answer_id = self.store.begin_answer(session.conversation_id, task)
         request = ChatRequest(session.engine_turns(), settings, stop or threading.Event())
         answer = ChatTurn("assistant", "", message_id=answer_id)
         session.turns.append(answer)
         if refused:
-            self.store.finish_answer(conversation_id, "", "error", task=task, error=refused, message_id=answer_id)
+            self.store.finish_answer(answer_id, "", "error", error=refused)
             answer.status, answer.error = "error", refused
             yield Finished(GenerationRecord("error", "", error=refused))
             return
-        yield from self._streamed(conversation_id, answer_id, answer, request, task)
+        yield from self._streamed(answer_id, answer, request)
 
-    def _streamed(
-        self, conversation_id: int, answer_id: int, answer: ChatTurn, request: ChatRequest, task: str
-    ) -> Iterator[TextDelta | Finished]:
+    def _streamed(self, answer_id: int, answer: ChatTurn, request: ChatRequest) -> Iterator[TextDelta | Finished]:
         """The engine's events for `request`, grown into `answer`, whose text is saved every `partial_save_seconds`
         and which is finished however the stream ends."""
         text, record, saved_at = "", None, time.monotonic()
@@ -195,14 +194,8 @@ class ConversationService:
             record.text = record.text.strip()
             if record.error:  # shown to the visitor: no server path in it
                 record.error = record.error.replace(str(self.store.data_dir), "<data>")
-            self.store.finish_answer(
-                conversation_id,
-                record.text,
-                record.status,
-                task=task,
-                record=record_fields(record, request.settings, self.engine.name),
-                message_id=answer_id,
-            )
+            fields = record_fields(record, request.settings, self.engine.name)
+            self.store.finish_answer(answer_id, record.text, record.status, record=fields)
             answer.text, answer.status, answer.error = record.text, record.status, record.error
             if record.status == "error":
                 logger.warning("Answer %d failed: %s", answer_id, record.error)
@@ -235,12 +228,6 @@ class ConversationService:
         session.turns.append(question)
         return question, saved.answer_id
 
-    @staticmethod
-    def _conversation(session: ChatSession) -> int:
-        if session.conversation_id is None:
-            raise UserError("There is no question to answer yet.")
-        return session.conversation_id
-
     # Reading and changing stored conversations
 
     def open(self, owner: str | None, conversation_id: int) -> ChatSession:
@@ -257,9 +244,14 @@ class ConversationService:
             return []
         return self.store.list_conversations(search=query or None, limit=limit, owner=owner)
 
-    def hide(self, owner: str | None, message_ids: list[int]) -> None:
-        if owner is not None and message_ids:
-            self.store.hide_messages(message_ids, owner=owner)
+    def drop(self, session: ChatSession, index: int) -> list[ChatTurn]:
+        """Remove the session's turns from `index` on (undo, retry, edit) and return them; their messages are hidden
+        in storage, not deleted."""
+        removed = session.truncate(index)
+        message_ids = [turn.message_id for turn in removed if turn.message_id is not None]
+        if session.owner is not None and message_ids:
+            self.store.hide_messages(message_ids, owner=session.owner)
+        return removed
 
     def feedback(self, owner: str | None, message_id: int, value: str | None) -> None:
         try:

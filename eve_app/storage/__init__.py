@@ -5,8 +5,8 @@ SQLAlchemy and the standard library only. Usage:
 
     database = Database(data_dir="data")           # SQLite at data/eve.db, images under data/images/
     conversations = ConversationStore(database)
-    saved = conversations.save_question(None, "What is this?", task="caption", images=[(png_bytes, "photo.png")])
-    conversations.finish_answer(saved.conversation_id, "A red circle.", "done", record={"model": "eve"})
+    saved = conversations.save_question(None, "What is this?", images=[(png_bytes, "photo.png")], begin_answer=True)
+    conversations.finish_answer(saved.answer_id, "A red circle.", "done", record={"model": "eve"})
     jobs = JobStore(database)
 """
 

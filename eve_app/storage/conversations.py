@@ -122,7 +122,7 @@ class ConversationStore:
     def begin_answer(self, conversation_id: int, task: str | None = None) -> int:
         """Save an empty answer with status "streaming" before generating; returns its message id.
 
-        `save_partial_answer` keeps its text current, `finish_answer(..., message_id=)` closes it; if the app dies
+        `save_partial_answer` keeps its text current, `finish_answer` closes it; if the app dies
         first, `recover_interrupted` marks it "interrupted" with the text saved so far.
         """
         with self._session(write=True) as s:
@@ -134,43 +134,31 @@ class ConversationStore:
             s.execute(update(Message).where(Message.id == message_id, Message.status == STREAMING).values(text=text))
 
     def finish_answer(
-        self,
-        conversation_id: int,
-        text: str,
-        status: str,
-        task: str | None = None,
-        record: dict | None = None,
-        error: str | None = None,
-        message_id: int | None = None,
-    ) -> int:
-        """Save an answer (complete, stopped with its partial text, or failed) and its generation record at once.
+        self, answer_id: int, text: str, status: str, record: dict | None = None, error: str | None = None
+    ) -> None:
+        """Complete the answer `begin_answer` (or `save_question(begin_answer=True)`) saved, in place: its text
+        (complete, stopped with its partial text, or failed) and its generation record at once.
 
         Args:
             status: "done", "stopped" or "error".
             record: model, parameters (temperature, top_p, ...), prompt_tokens, new_tokens, time_to_first_token,
                 duration, status, error; status and error default to the message's.
             error: the message shown for a failed answer; defaults to `record["error"]`.
-            message_id: the answer `begin_answer` saved (it is completed in place); None appends a new message.
         """
         if status not in ANSWER_STATUSES:
             raise ValueError(f"answer status must be one of {ANSWER_STATUSES}, got {status!r}")
         error = error if error is not None else (record or {}).get("error")
         generation = records.generation_from(record, status, error) if record is not None else None
         with self._session(write=True) as s:
-            conversation = self._live(s, conversation_id)
-            if message_id is None:
-                message = self._append(s, conversation, "assistant", text, task, status, error)
-            else:
-                found = s.get(Message, message_id)
-                if found is None or found.conversation_id != conversation_id or found.role != "assistant":
-                    raise LookupError(f"no answer {message_id} in conversation {conversation_id}")
-                message = found
-                message.text, message.status, message.error = text, status, error
-                conversation.updated_at = utcnow()
+            answer = s.get(Message, answer_id)
+            if answer is None or answer.role != "assistant":
+                raise LookupError(f"no answer {answer_id}")
+            conversation = self._live(s, answer.conversation_id)
+            answer.text, answer.status, answer.error = text, status, error
+            conversation.updated_at = utcnow()
             if generation is not None:
-                generation.message_id = message.id
+                generation.message_id = answer.id
                 s.add(generation)
-            return message.id
 
     def recover_interrupted(self) -> list[int]:
         """At start-up: answers left "streaming" by a crash become "interrupted" (their saved partial text stays),

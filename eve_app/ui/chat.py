@@ -103,8 +103,7 @@ class ChatHandlers:
     def undo(self, session: ChatSession, data: gr.UndoData):
         """Removes the user message at the undone index and everything after it; puts its text back in the box."""
         index = data.index if isinstance(data.index, int) else data.index[0]
-        removed = session.truncate(session.turn_of(index))
-        self.ctx.conversations.hide(session.owner, [t.message_id for t in removed if t.message_id is not None])
+        removed = self.ctx.conversations.drop(session, session.turn_of(index))
         first = removed[0] if removed else None
         restored: dict[str, Any] | None = None
         if first and first.role == "user":
@@ -114,16 +113,15 @@ class ChatHandlers:
     def retry(self, session: ChatSession, data: gr.RetryData, request: gr.Request):
         """Drops the answer being retried (hidden in storage, not deleted); `respond` follows."""
         user_index = session.last_user_index()
-        removed = session.truncate(user_index + 1) if user_index is not None else []
-        self.ctx.conversations.hide(session.owner, [t.message_id for t in removed if t.message_id is not None])
+        if user_index is not None:
+            self.ctx.conversations.drop(session, user_index + 1)
         self.ctx.stops.new(request.session_hash)
         return session.to_chatbot(), session, self.answering_input()
 
     def edit(self, session: ChatSession, preset_name: str, data: gr.EditData, request: gr.Request):
         """Replaces an earlier user message: later turns are hidden, the edited text is saved as a new message."""
         index = data.index if isinstance(data.index, int) else data.index[0]
-        removed = session.truncate(session.turn_of(index))
-        self.ctx.conversations.hide(session.owner, [t.message_id for t in removed if t.message_id is not None])
+        removed = self.ctx.conversations.drop(session, session.turn_of(index))
         images = removed[0].images if removed else []
         new_text = data.value if isinstance(data.value, str) else self._text_of(data.value)
         self.add_user_turn(session, new_text.strip(), images, preset_name, session.owner or session_owner(request))

@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from eve_app.storage import ConversationStore, Database, JobStore
 from eve_app.storage.images import describe, image_size
+from tests.app.conftest import answered
 
 
 def png_bytes(width: int = 4, height: int = 3, shade: int = 0) -> bytes:
@@ -52,7 +53,7 @@ def test_round_trip_with_images_stored_once(storage):
     red, blue = png_bytes(4, 3, shade=200), png_bytes(8, 5, shade=10)
     saved = storage.save_question(None, "Compare these", task="describe", images=[(red, "red.png"), (blue, "b")])
     cid, first = saved.conversation_id, saved.message_id
-    storage.finish_answer(cid, "Red and blue.", "done")
+    answered(storage, cid, "Red and blue.", "done")
     storage.save_question(cid, "And this one again?", images=[(red, "again.PNG")])
 
     conversation = storage.get_conversation(cid)
@@ -158,7 +159,7 @@ def test_title_from_first_user_message(storage):
 def test_list_and_search(storage):
     cats = storage.save_question(None, "Cats: is this a tabby?").conversation_id
     dogs = storage.save_question(None, "Read the DOG sign", task="ocr").conversation_id
-    storage.finish_answer(dogs, "It says 100% dogs", "done")
+    answered(storage, dogs, "It says 100% dogs", "done")
     listed = storage.list_conversations()
     assert [c["id"] for c in listed] == [dogs, cats]  # newest activity first
     assert listed[0] | {"updated_at": None, "created_at": None} == {
@@ -191,12 +192,12 @@ def test_unknown_conversations_are_lookup_errors(storage):
 
 def test_hide_for_undo_retry_and_edit(storage):
     cid = storage.save_question(None, "first").conversation_id
-    storage.finish_answer(cid, "answer one", "done")
+    answered(storage, cid, "answer one", "done")
     question = storage.save_question(cid, "second").message_id
-    answer = storage.finish_answer(cid, "answer two", "done")
+    answer = answered(storage, cid, "answer two", "done")
 
     storage.hide_messages([answer])  # retry
-    retried = storage.finish_answer(cid, "answer two, again", "done")
+    retried = answered(storage, cid, "answer two, again", "done")
     assert [m["text"] for m in storage.get_conversation(cid)["messages"]][-2:] == ["second", "answer two, again"]
 
     storage.hide_messages([question, retried])  # undo
@@ -213,7 +214,7 @@ def test_hide_for_undo_retry_and_edit(storage):
 
 def test_feedback_latest_click_counts(storage):
     cid = storage.save_question(None, "q").conversation_id
-    answer = storage.finish_answer(cid, "a", "done")
+    answer = answered(storage, cid, "a", "done")
     storage.save_feedback(answer, "like")
     storage.save_feedback(answer, "dislike")
     assert storage.get_conversation(cid)["messages"][1]["feedback"] == "dislike"
@@ -245,8 +246,8 @@ def test_stopped_and_failed_answers_with_generation_records(storage):
         "status": "stopped",
         "text": "A red",
     }
-    storage.finish_answer(cid, "A red", "stopped", task="describe", record=record)
-    storage.finish_answer(cid, "", "error", record={"model": "eve-tiny", "error": "out of memory"})
+    answered(storage, cid, "A red", "stopped", task="describe", record=record)
+    answered(storage, cid, "", "error", record={"model": "eve-tiny", "error": "out of memory"})
     stopped, failed = storage.get_conversation(cid)["messages"][1:]
     assert (stopped["text"], stopped["status"], stopped["task"]) == ("A red", "stopped", "describe")
     generation = stopped["generation"]
@@ -255,11 +256,15 @@ def test_stopped_and_failed_answers_with_generation_records(storage):
     assert (generation["time_to_first_token"], generation["duration"], generation["status"]) == (0.25, 1.5, "stopped")
     assert (failed["status"], failed["error"], failed["generation"]["error"]) == ("error", *["out of memory"] * 2)
     assert failed["generation"]["status"] == "error"
+    answer = storage.begin_answer(cid)
     with pytest.raises(ValueError, match="answer status"):
-        storage.finish_answer(cid, "x", "finished")
+        storage.finish_answer(answer, "x", "finished")
     with pytest.raises(ValueError, match="unknown generation record fields"):
-        storage.finish_answer(cid, "x", "done", record={"tokens": 3})
-    assert count_messages(storage, cid) == 3  # the refused calls saved nothing
+        storage.finish_answer(answer, "x", "done", record={"tokens": 3})
+    with pytest.raises(LookupError, match="no answer"):
+        storage.finish_answer(stopped["id"] - 1, "x", "done")  # the question
+    assert storage.get_conversation(cid)["messages"][-1]["status"] == "streaming"  # the refused calls saved nothing
+    assert count_messages(storage, cid) == 4
 
 
 def test_concurrent_writes_from_threads(storage):
@@ -273,7 +278,7 @@ def test_concurrent_writes_from_threads(storage):
             for i in range(10):
                 if (n, i) != (0, 0):  # t0 m0 started the shared conversation
                     storage.save_question(shared, f"t{n} m{i}", images=[(image, "same.png")] if i % 3 == 0 else ())
-                storage.finish_answer(own, f"t{n} a{i}", "done", record={"new_tokens": i})
+                answered(storage, own, f"t{n} a{i}", "done", record={"new_tokens": i})
         except BaseException as error:  # noqa: BLE001 - reported by the main thread
             errors.append(error)
 
@@ -333,7 +338,7 @@ def test_start_up_recovery_marks_unfinished_turns_interrupted(storage):
     storage.save_partial_answer(answer, "the first half")
     queued = storage.save_question(None, "waited in the queue", owner="browser:b").conversation_id  # never answered
     finished = storage.save_question(None, "done before the crash").conversation_id
-    storage.finish_answer(finished, "all of it", "done")
+    answered(storage, finished, "all of it", "done")
 
     assert storage.recover_interrupted() == sorted([streamed, queued])
     assert [(m["status"], m["text"]) for m in storage.get_conversation(streamed)["messages"]][-1] == (

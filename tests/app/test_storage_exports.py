@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from eve_app.storage import ConversationStore, Database
+from tests.app.conftest import answered
 
 
 def png_bytes(shade: int) -> bytes:
@@ -28,17 +29,17 @@ def filled(tmp_path) -> tuple[ConversationStore, list[int]]:
     a, b, hidden = png_bytes(1), png_bytes(2), png_bytes(3)
     first = storage.save_question(None, "Compare the two", task="describe", images=[(a, "a.png"), (b, "b.png")])
     mixed = first.conversation_id
-    storage.finish_answer(mixed, "The first is darker.", "done", record={"model": "eve", "new_tokens": 5})
+    answered(storage, mixed, "The first is darker.", "done", record={"model": "eve", "new_tokens": 5})
     storage.save_question(mixed, "Again?", images=[(a, "a.png")])
-    storage.finish_answer(mixed, "The fir", "stopped")  # partial: not training data
+    answered(storage, mixed, "The fir", "stopped")  # partial: not training data
     storage.save_question(mixed, "Thanks, which is brighter?")
-    storage.finish_answer(mixed, "The second.", "done")
+    answered(storage, mixed, "The second.", "done")
     undone = storage.save_question(mixed, "Undone question", images=[(hidden, "c.png")]).message_id
-    storage.hide_messages([undone, storage.finish_answer(mixed, "Undone answer", "done")])
+    storage.hide_messages([undone, answered(storage, mixed, "Undone answer", "done")])
     failed = storage.save_question(None, "Broken: hello?").conversation_id
-    storage.finish_answer(failed, "", "error", error="out of memory")
+    answered(storage, failed, "", "error", error="out of memory")
     single = storage.save_question(None, "What colour?", images=[(b, "b.png")]).conversation_id
-    storage.finish_answer(single, "Dark grey.", "done")
+    answered(storage, single, "Dark grey.", "done")
     yield storage, [mixed, failed, single]
     storage.database.close()
 

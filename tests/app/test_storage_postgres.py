@@ -43,7 +43,7 @@ def test_a_fresh_database_holds_a_chat(db_url, tmp_path):
     assert len(saved.image_paths) == 1
     answer = storage.begin_answer(conversation_id, task="OCR")
     storage.save_partial_answer(answer, "HEL")
-    storage.finish_answer(conversation_id, "HELLO", "done", record={"model": "eve-tiny"}, message_id=answer)
+    storage.finish_answer(answer, "HELLO", "done", record={"model": "eve-tiny"})
     storage.save_feedback(answer, "like", owner="browser:a")
     assert [c["id"] for c in storage.list_conversations(search="read", owner="browser:a")] == [conversation_id]
     assert storage.list_conversations(owner="browser:b") == []
