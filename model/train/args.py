@@ -74,6 +74,19 @@ def ramp(first_last: list[Any], help: str) -> Any:
     return arg(default_factory=lambda: list(first_last), help=help, group=DATA, metavar="FIRST[,LAST]")
 
 
+def ramp_pair(values: Sequence[Any], convert: Callable[[Any], Any], most: float, what: str) -> list[Any]:
+    """A `ramp` option's values as [first, last] (one value stands for both), each between 0 and `most`.
+
+    Raises:
+        ValueError: `what` the option takes, and the range, when the values are not that.
+    """
+    pair = [convert(value) for value in values]
+    pair = pair * 2 if len(pair) == 1 else pair
+    if len(pair) != 2 or not all(0 <= value <= most for value in pair):
+        raise ValueError(f"{what}, each between 0 and {most:g}")
+    return pair
+
+
 @dataclass
 class TrainArgs:
     """Everything one training run needs; `run_args.json` in the output folder is this, as JSON."""
@@ -230,20 +243,16 @@ class TrainArgs:
             raise ValueError("--made-up-words is a share: give a value between 0 and 1")
         if self.made_up_words and not self.synthetic:
             raise ValueError("--made-up-words changes synthetic words: it needs --synthetic")
-        self.placement_spread = [float(v) for v in self.placement_spread]
-        if len(self.placement_spread) == 1:
-            self.placement_spread *= 2
-        if len(self.placement_spread) != 2 or not all(0.0 <= v <= 1.0 for v in self.placement_spread):
-            raise ValueError("--placement-spread takes one share, or a first and a last share, each between 0 and 1")
+        self.placement_spread = ramp_pair(
+            self.placement_spread, float, 1.0, "--placement-spread takes one share, or a first and a last share"
+        )
         if not 0.0 <= self.fixed_place_share <= 1.0:
             raise ValueError("--fixed-place-share is a share between 0 and 1")
         if (self.placement_spread != [1.0, 1.0] or self.fixed_place_share) and not self.synthetic:
             raise ValueError("--placement-spread places synthetic text: it needs --synthetic")
-        self.ocr_jitter = [int(v) for v in self.ocr_jitter]
-        if len(self.ocr_jitter) == 1:
-            self.ocr_jitter *= 2
-        if len(self.ocr_jitter) != 2 or not all(0 <= v <= 16 for v in self.ocr_jitter):
-            raise ValueError("--ocr-jitter takes one pixel count, or a first and a last, each between 0 and 16")
+        self.ocr_jitter = ramp_pair(
+            self.ocr_jitter, int, 16, "--ocr-jitter takes one pixel count, or a first and a last"
+        )
         if not 0.0 < self.ocr_jitter_ramp <= 1.0:
             raise ValueError("--ocr-jitter-ramp is a share of the run: give a value above 0 and at most 1")
         if not 0.0 <= self.ocr_visitor_share <= 1.0:
