@@ -31,7 +31,7 @@ from urllib.parse import urlparse
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from eve_app.storage import Storage
+from eve_app.storage import ConversationStore, Database
 from model.synthetic import TASK_KEYS, generate_sample
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
@@ -95,7 +95,7 @@ def start_app(model: str | None, data_dir: Path):
     argv = ["--data-dir", str(data_dir), "--port", str(port)] + (["--model", model] if model else [])
     demo, ctx = create_app(argv)
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx))
-    return f"http://127.0.0.1:{port}/", demo, ctx.storage
+    return f"http://127.0.0.1:{port}/", demo, ctx.conversations.store
 
 
 def run_client(
@@ -145,7 +145,9 @@ def run_load(
     return results, time.perf_counter() - start
 
 
-def check_database(storage: Storage, before: set[int], results: list[Result]) -> tuple[list[str], list[float]]:
+def check_database(
+    storage: ConversationStore, before: set[int], results: list[Result]
+) -> tuple[list[str], list[float]]:
     """Problems found matching each answered request to its logged conversation; and the logged generation times."""
     problems, durations = [], []
     new = [c["id"] for c in storage.list_conversations(limit=10_000) if c["id"] not in before]
@@ -209,7 +211,11 @@ def main(argv: list[str] | None = None) -> int:
         demo = None
         if args.url:
             url = args.url
-            storage = Storage(args.db_url, data_dir=args.data_dir) if args.data_dir or args.db_url else None
+            storage = (
+                ConversationStore(Database(args.db_url, data_dir=args.data_dir))
+                if args.data_dir or args.db_url
+                else None
+            )
         else:
             url, demo, storage = start_app(args.model, args.data_dir or tmp / "app-data")
         try:
