@@ -150,6 +150,7 @@ def test_server_paths_are_redacted_only_where_they_are_whole(ctx):
     assert redact_paths("/srv/app/.venv/bin/python -m model.train", names) == "python -m model.train"
 
 
+@pytest.mark.slow  # runs a training job
 def test_a_lora_job_shows_its_adapter_size_loads_into_the_chat_and_merges(tiny_checkpoint, tmp_path):
     """A finished LoRA job: the table says how large its adapter is, the chat switches to it and back, and Merge
     writes a full checkpoint that the pickers then offer."""
