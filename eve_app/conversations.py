@@ -164,7 +164,7 @@ class ConversationService:
         else:
             answer_id = self.store.begin_answer(session.conversation_id, task)
         request = ChatRequest(session.engine_turns(), settings, stop or threading.Event())
-        answer = ChatTurn("assistant", "", message_id=answer_id)
+        answer = ChatTurn("assistant", "", message_id=answer_id, status="streaming")
         session.turns.append(answer)
         if refused:
             self.store.finish_answer(answer_id, "", "error", error=refused)
