@@ -25,7 +25,7 @@ from model.shared import num_image_tokens
 from .chat_session import ChatSession, ChatTurn
 from .errors import UserError
 from .fields import Refusal, optional_whole_number
-from .limits import ImageGate
+from .limits.chat import ImageGate
 from .presets import FREE_CHAT
 from .serving.base import ChatEngine
 from .serving.types import ChatRequest, Finished, GenerationRecord, GenerationSettings, TextDelta

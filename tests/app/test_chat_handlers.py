@@ -11,7 +11,7 @@ from PIL import Image
 
 from eve_app.chat_session import ChatSession
 from eve_app.conversations import RawSettings
-from eve_app.request_limits import UploadBudget
+from eve_app.limits.raw_requests import UploadBudget
 from eve_app.serving.types import TextDelta
 from eve_app.ui.api import ApiHandlers
 from eve_app.ui.chat import ChatHandlers

@@ -15,6 +15,8 @@ import re
 import shutil
 import time
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -105,6 +107,17 @@ def _page(browser, name: str) -> Page:
     page.console_lines = []
     page.on("console", lambda message: page.console_lines.append(message.text))
     return page
+
+
+@contextmanager
+def _opened(browser, name: str, url: str) -> Iterator[Page]:
+    """A page at viewport `name` on `url`, closed afterwards whatever the test asserted."""
+    page = _page(browser, name)
+    try:
+        page.goto(url)
+        yield page
+    finally:
+        page.close()
 
 
 def _shot(page: Page, name: str, top: str | None = None) -> None:
@@ -198,17 +211,13 @@ def _checked_task(page: Page) -> str:
 def test_chat_streams_an_answer_to_an_uploaded_image(browser, running_app, name, top):
     url, ctx = running_app
     before = {c["id"] for c in ctx.conversations.store.list_conversations(limit=500)}
-    page = _page(browser, name)
-    try:
-        page.goto(url)
+    with _opened(browser, name, url) as page:
         _send_image_and_question(page, EXAMPLE, "What is written in this image?")
         figures = _wait_for_answer(page)
         _assert_chat_is_usable(page)
         _shot(page, f"chat-{name}", top)
         page.screenshot(path=str(ARTIFACTS / f"chat-{name}-full.png"), full_page=True)
         assert not page.errors, page.errors
-    finally:
-        page.close()
 
     # The turn is logged: one new conversation, the image with the question, and the answer the status line reports.
     new = [c for c in ctx.conversations.store.list_conversations(limit=500) if c["id"] not in before]
@@ -236,9 +245,7 @@ def test_settings_are_refused_before_sending_and_new_tokens_fit_the_context(brow
     url, ctx = running_app
     before = {c["id"] for c in ctx.conversations.store.list_conversations(limit=500)}
     images = [EXAMPLE, ROOT / "assets/examples/poster/poster-1.png", ROOT / "assets/examples/webpage/webpage-1.png"]
-    page = _page(browser, name)
-    try:
-        page.goto(url)
+    with _opened(browser, name, url) as page:
         page.get_by_role("radio", name=FREE_CHAT).check()
         page.get_by_text("Parameters").click()
         seed = page.get_by_label("Seed (empty = random)")
@@ -273,8 +280,6 @@ def test_settings_are_refused_before_sending_and_new_tokens_fit_the_context(brow
         assert status.bounding_box()["height"] > 10  # the line keeps its place: the chat below does not jump
         _shot(page, f"refused-status-{name}", "#chatbot")
         assert not page.errors, page.errors
-    finally:
-        page.close()
     new = [c for c in ctx.conversations.store.list_conversations(limit=500) if c["id"] not in before]
     assert len(new) == 1
     answers = [m for m in ctx.conversations.store.get_conversation(new[0]["id"], include_hidden=True)["messages"]]
@@ -285,9 +290,7 @@ def test_settings_are_refused_before_sending_and_new_tokens_fit_the_context(brow
 @pytest.mark.parametrize("name", VIEWPORTS)
 def test_an_example_thumbnail_starts_a_fresh_chat_and_answers_it(browser, running_app, name):
     url, ctx = running_app
-    page = _page(browser, name)
-    try:
-        page.goto(url)
+    with _opened(browser, name, url) as page:
         _send_image_and_question(page, EXAMPLE, "An earlier question")
         _wait_for_answer(page)
         thumbnails = page.locator("#examples-gallery .thumbnail-item")
@@ -311,8 +314,6 @@ def test_an_example_thumbnail_starts_a_fresh_chat_and_answers_it(browser, runnin
             expect(page.locator("#model-line")).to_contain_text("BAAI/EVE-7B-HD-v2.0")
         _shot(page, f"example-{name}")
         assert not page.errors, page.errors
-    finally:
-        page.close()
     conversation = _last_conversation(ctx)
     assert conversation["task"] == "Poster" and [m["role"] for m in conversation["messages"]] == ["user", "assistant"]
 
@@ -380,9 +381,7 @@ def _expect_stop_while_streaming(page: Page, name: str) -> None:
 def test_send_turns_into_stop_while_an_answer_streams(browser, long_answers_app, name):
     """A sent message, a retried answer and an edited message alike: Stop instead of Send while it streams."""
     url, ctx = long_answers_app
-    page = _page(browser, name)
-    try:
-        page.goto(url)
+    with _opened(browser, name, url) as page:
         page.get_by_text("Parameters").click()
         tokens = page.get_by_label(re.compile("^number input for Max new tokens"))
         tokens.fill("2048")
@@ -411,17 +410,13 @@ def test_send_turns_into_stop_while_an_answer_streams(browser, long_answers_app,
         page.locator('#chatbot button[aria-label="Submit"]').click()
         _expect_stop_while_streaming(page, f"stop-visible-edit-{name}")
         assert not page.errors, page.errors
-    finally:
-        page.close()
     answer = _last_conversation(ctx)["messages"][-1]
     assert answer["status"] == "stopped" and answer["text"]
 
 
 def test_editing_a_message_with_an_image_answers_the_new_question(browser, running_app):
     url, ctx = running_app
-    page = _page(browser, "desktop")
-    try:
-        page.goto(url)
+    with _opened(browser, "desktop", url) as page:
         _send_image_and_question(page, EXAMPLE, "wrong question")
         _wait_for_answer(page)
         page.locator('#chatbot [data-testid="user"]').last.hover()
@@ -432,17 +427,13 @@ def test_editing_a_message_with_an_image_answers_the_new_question(browser, runni
         expect(page.locator("#chatbot")).to_contain_text("What is written in this image?", timeout=10_000)
         visible = _wait_until_answered(ctx, "What is written in this image?")["messages"]
         assert not page.errors, page.errors
-    finally:
-        page.close()
     assert [m["text"] for m in visible if m["role"] == "user"] == ["What is written in this image?"]
     assert len(visible[0]["images"]) == 1 and visible[1]["status"] == "done"
 
 
 def test_retry_with_the_seed_field_left_empty_stores_no_seed(browser, running_app):
     url, ctx = running_app
-    page = _page(browser, "desktop")
-    try:
-        page.goto(url)
+    with _opened(browser, "desktop", url) as page:
         page.get_by_text("Parameters").click()  # opening the accordion used to turn empty fields into 0
         expect(page.get_by_label("Seed (empty = random)")).to_have_value("")
         _send_image_and_question(page, EXAMPLE, "What is written in this image?")
@@ -455,17 +446,13 @@ def test_retry_with_the_seed_field_left_empty_stores_no_seed(browser, running_ap
             time.sleep(0.2)
         answer = _wait_until_answered(ctx)["messages"][-1]
         assert not page.errors, page.errors
-    finally:
-        page.close()
     assert answer["id"] != first and answer["generation"]["parameters"]["seed"] is None
 
 
 @pytest.mark.parametrize("name", VIEWPORTS)
 def test_history_opens_a_conversation_with_its_task_and_exports_a_zip(browser, running_app, name, tmp_path):
     url, _ctx = running_app
-    page = _page(browser, name)
-    try:
-        page.goto(url)
+    with _opened(browser, name, url) as page:
         _click_example(page, "Poster")
         _wait_for_answer(page)
         page.get_by_role("radio", name="OCR").check()  # the chat moves on to another task
@@ -492,8 +479,6 @@ def test_history_opens_a_conversation_with_its_task_and_exports_a_zip(browser, r
         download.value.save_as(archive)
         _shot(page, f"history-export-{name}")
         assert not page.errors, page.errors
-    finally:
-        page.close()
     with zipfile.ZipFile(archive) as zf:
         markdown = zf.read("conversations.md").decode()
         links = re.findall(r"!\[image\]\(([^)]+)\)", markdown)
@@ -714,9 +699,7 @@ def compared_job(admin_app, tmp_path_factory):
 def test_fine_tune_shows_base_and_tuned_answers_side_by_side_after_a_job(browser, admin_app, compared_job, name):
     url, ctx = admin_app
     expected = [row["expected"] for row in ctx.runner.results(compared_job)["rows"]]
-    page = _page(browser, name)
-    try:
-        page.goto(url)
+    with _opened(browser, name, url) as page:
         page.get_by_role("tab", name="Fine-tune").click()
         expect(page.locator("#memory-plan")).to_contain_text("per device", timeout=15_000)  # the plan, before launch
         _shot(page, f"finetune-plan-{name}", "#memory-plan")
@@ -740,5 +723,3 @@ def test_fine_tune_shows_base_and_tuned_answers_side_by_side_after_a_job(browser
             page.get_by_role("button", name="Compare base and tuned answers").click()
             expect(page.get_by_text("Comparing base and tuned answers")).to_be_visible(timeout=10_000)
         assert not page.errors, page.errors
-    finally:
-        page.close()
