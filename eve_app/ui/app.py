@@ -8,12 +8,14 @@ from .api import build_api
 from .chat import build_chat_tab
 from .chat_layout import CHAT_CSS
 from .finetune import build_finetune_tab
+from .finetune_layout import FINETUNE_CSS
 from .history import HistoryHandlers, build_history_tab
 from .refusals import Blocks
 
 TITLE = "EVEv2 — encoder-free vision-language chat"
 CSS = (
     CHAT_CSS
+    + FINETUNE_CSS
     + """
 /* A compact header: the chat below it stays in view at 800 px high. */
 #intro h2 { margin: 0 0 var(--size-1); }

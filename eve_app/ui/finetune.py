@@ -450,6 +450,31 @@ class FinetuneHandlers:
 
         The settings are those of /preview_command; `password` is the admin password.
         """
+        config = self._launchable(form, password, unlocked, request)
+        try:
+            job_id = self.runner.submit(config)
+        except ConfigError as error:
+            raise refuse(str(error)) from None
+        self.ctx.uploads.claim(form["dataset"])
+        return self.jobs_table(), job_id
+
+    @takes_form()
+    def check_launch(
+        self,
+        form: dict[str, Any],
+        password: str = "",
+        unlocked: bool = False,
+        request: gr.Request | None = None,
+    ) -> None:
+        """Launch's refusals, before the launch itself: raised from an event with no outputs, a refusal is the toast
+        alone (raised by `launch_job`, Gradio would also mark its outputs, the jobs table and the job field, with an
+        "Error" badge, as if they had failed). A wrong password is counted once: `launch_job` then does not run."""
+        self._launchable(form, password, unlocked, request)
+
+    def _launchable(
+        self, form: dict[str, Any], password: str, unlocked: bool, request: gr.Request | None
+    ) -> JobConfig:
+        """The job's settings, once the admin password and every check of what the job can run have passed."""
         self._check_admin(password, request, unlocked)
         config = self.config_from(form)
         result = self.ctx.uploads.get(form["dataset"])
@@ -460,12 +485,7 @@ class FinetuneHandlers:
             rows_refusal = training_rows_refusal(config, result)
             if rows_refusal:
                 raise refuse(rows_refusal)
-        try:
-            job_id = self.runner.submit(config)
-        except ConfigError as error:
-            raise refuse(str(error)) from None
-        self.ctx.uploads.claim(form["dataset"])
-        return self.jobs_table(), job_id
+        return config
 
     def jobs_table(self) -> pd.DataFrame:
         """One row a job: id, status, creation time, stages, method and the size of what it wrote (adapters are
@@ -657,7 +677,8 @@ def build_finetune_tab(ctx: AppContext, owner: gr.State, chat: dict, browser: di
     c["load_config"].upload(
         h.load_config, c["load_config"], [c[name] for name in LOADED_FIELDS], api_visibility="private"
     )
-    launched = c["launch"].click(
+    checked = c["launch"].click(h.check_launch, [*form, c["password"], unlocked], None, api_visibility="private")
+    launched = checked.success(
         h.launch_job, [*form, c["password"], unlocked], [c["jobs"], c["job_id"]], api_name="launch_job"
     )
     c["abort"].click(h.abort, [c["password"], c["job_id"], unlocked], c["jobs"], api_name="abort_job")

@@ -11,6 +11,13 @@ from .job_form import drawn_rows
 STAGES = ["1", "2.1", "2.2", "3"]
 STRATEGIES = ["ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"]
 PREVIEW_COLUMNS = ["row", "id", "images", "turns", "problems"]
+# Gradio gives the loss plot the block's full height below its label, so the plot's lower edge (with the legend, which
+# Gradio puts under the plot) is cut off by the label's height: the block is made a column the plot fills instead.
+# The model choice keeps a readable width: on a phone its row wraps instead of squeezing it.
+FINETUNE_CSS = """
+#loss-plot { display: flex; flex-direction: column; }
+#loss-plot .vega-embed { flex: 1 1 0; min-height: 0; height: auto; }
+"""
 
 
 def _data_section(c: dict) -> None:
@@ -115,6 +122,7 @@ def _jobs_section(c: dict, blocked: str | None, jobs: pd.DataFrame, base_choices
                 label="Model for the chat (every visitor's)",
                 allow_custom_value=True,
                 scale=3,
+                min_width=260,
             )
             c["load_into_chat"] = gr.Button("Load into chat", scale=1)
             c["merge"] = gr.Button("Merge selected LoRA job into a full model", scale=1, interactive=blocked is None)

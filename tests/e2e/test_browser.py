@@ -122,6 +122,7 @@ def _opened(browser, name: str, url: str) -> Iterator[Page]:
 
 def _shot(page: Page, name: str, top: str | None = None) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
+    page.wait_for_timeout(400)  # toasts fly in, and Gradio's "Error" badges fade, over about 300 ms
     if top:
         page.locator(top).evaluate("element => element.scrollIntoView({block: 'start'})")
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
@@ -509,6 +510,17 @@ def test_a_browser_keeps_its_conversations_across_reloads_and_nobody_else_sees_t
         stranger.close()
 
 
+# Counts the times an "Error" badge shows over the jobs table or the watched-job field (Gradio's mark of an output
+# whose event failed), however briefly.
+ERROR_BADGES = """() => {
+    window.errorBadges = 0;
+    const badged = id => [...(document.getElementById(id)?.querySelectorAll('*') ?? [])]
+        .some(el => el.children.length === 0 && el.textContent.trim() === 'Error' && el.checkVisibility());
+    new MutationObserver(() => { if (badged('jobs-table') || badged('watched-job')) window.errorBadges++; })
+        .observe(document.body, {subtree: true, childList: true, characterData: true, attributes: true});
+}"""
+
+
 def _set_number(page: Page, label: str, value: str) -> None:
     field = page.get_by_label(label, exact=True)
     field.fill(value)
@@ -547,6 +559,7 @@ def test_fine_tune_validate_preview_launch_reload_and_abort(browser, admin_app, 
 
         # 8 valid rows, 1 held out: 7 cannot fill a step of batch 4 x accumulation 2; refused before anything starts.
         jobs_before = len(ctx.jobs.list_jobs())
+        page.evaluate(ERROR_BADGES)
         _set_number(page, "Gradient accumulation", "2")
         page.locator("#admin-password input").fill(PASSWORD)
         page.get_by_role("button", name="Launch").click()
@@ -554,6 +567,9 @@ def test_fine_tune_validate_preview_launch_reload_and_abort(browser, admin_app, 
         expect(refusal).to_be_visible(timeout=15_000)
         expect(refusal).to_contain_text("1 with problems are left out")
         _shot(page, f"finetune-launch-refused-{name}")
+        # The refusal is the launch's, not the jobs table's: no "Error" badge (shown for a moment) over the table or
+        # the job field.
+        assert page.evaluate("window.errorBadges") == 0
         assert len(ctx.jobs.list_jobs()) == jobs_before
         _set_number(page, "Gradient accumulation", "1")
         visitor.goto(url)
@@ -596,6 +612,14 @@ def test_fine_tune_validate_preview_launch_reload_and_abort(browser, admin_app, 
         plot.scroll_into_view_if_needed()
         # A line on number axes: the step axis is labelled with numbers, not one category per loss value.
         expect(plot.locator("svg, canvas").first).to_be_visible(timeout=30_000)
+        # Its legend (under the plot) is inside the block, not cut off by it (Gradio sizes the plot as if the block
+        # had no label).
+        legend = plot.locator(".role-legend").first
+        expect(legend).to_contain_text("train")
+        assert (
+            legend.bounding_box()["y"] + legend.bounding_box()["height"]
+            <= plot.bounding_box()["y"] + plot.bounding_box()["height"]
+        )
         _shot(page, f"finetune-reattached-{name}", "#job-progress")
 
         job_id = int(page.locator("#watched-job input").input_value())
