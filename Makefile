@@ -90,7 +90,7 @@ bench-browser: setup vllm-setup
 	$(PY) bench/bench_app_browser.py --python $(VLLM_PY) --backend vllm
 
 default-model: setup
-	$(PY) -m model.train.default_model
+	$(PY) -m recipes.default_model
 
 clean:
 	rm -rf $(VENV) $(VENV_TF519) $(VLLM_VENV)

@@ -8,6 +8,7 @@ import gc
 import logging
 import os
 
+import gradio as gr
 from starlette.middleware import Middleware
 
 from eve_app.context import AppContext, make_context
@@ -23,7 +24,7 @@ from eve_app.ui.sessions import lean_sessions
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
-def create_app(argv: list[str] | None = None):
+def create_app(argv: list[str] | None = None) -> tuple[gr.Blocks, AppContext]:
     settings = parse_settings(argv)
     cap_allocator_arenas()  # freed image buffers go back to a shared pool instead of one per worker thread
     engine = load_engine(settings)  # --backend transformers (default) | vllm, or --api-base URL

@@ -44,7 +44,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from bench.app_timing import answer_over_http, random_images, stored_ttfts
-from eve_app.engine import TextDelta
+from eve_app.serving.types import TextDelta
 
 TARGET_MS = 50
 # (stage, the mark that ends it): each stage starts at the previous mark the call has (a path without one of the

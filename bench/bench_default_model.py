@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from eve_app.engine import ChatRequest, Engine, Finished, GenerationSettings, Turn
+from eve_app.serving.transformers_engine import TransformersEngine
+from eve_app.serving.types import ChatRequest, Finished, GenerationSettings, Turn
 from eve_app.settings import DEFAULT_MODEL
 from model.synthetic import TASKS, generate_sample
 from model.synthetic.answers import canonical_instruction
@@ -36,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    engine = Engine.load(args.model)
+    engine = TransformersEngine.load(args.model)
     # A fixed answer length: the end-of-turn token is suppressed so every run decodes the same number of tokens.
     engine.model.generation_config.eos_token_id = None
     folder = Path(tempfile.mkdtemp())

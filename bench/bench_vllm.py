@@ -3,7 +3,7 @@
 Run in the vLLM environment: `make bench-vllm` (or `.venv-vllm/bin/python bench/bench_vllm.py`). Three parts:
 
 1. `concurrent`: 8 chats at once, 3 turns each, every turn adding an image, on a random checkpoint shaped like the
-   default model (tests/vllm/checkpoints.py), through the app's engines (`Engine`: one generate at a time behind
+   default model (tests/vllm/checkpoints.py), through the app's engines (`TransformersEngine`: one generate at a time behind
    its lock; `VllmEngine`: continuous batching). Answers have a fixed length (end of turn ignored) so both backends
    decode the same number of tokens. Each backend first runs once at full size, then they take turns (--rounds),
    every run on images not seen before. Targets: aggregate tokens/s >= 4x, p95 time to first token <= 0.5x.
@@ -34,7 +34,7 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 from bench.app_timing import random_images, stored_ttfts
 from bench.bench_app_path import Marks, answer_over_http
-from eve_app.engine import ChatRequest, Finished, GenerationSettings, Turn
+from eve_app.serving.types import ChatRequest, Finished, GenerationSettings, Turn
 
 QUESTIONS = ["What is written here?", "describe the image", "what is the red circle"]
 
@@ -83,7 +83,7 @@ def part_concurrent_and_app(args, work: Path) -> None:
     from gradio_client import Client, handle_file
 
     from app import create_app, launch_options
-    from eve_app.engine import Engine
+    from eve_app.serving.transformers_engine import TransformersEngine
     from tests.e2e.helpers import free_port
     from tests.vllm.checkpoints import write_default_shaped
 
@@ -98,7 +98,7 @@ def part_concurrent_and_app(args, work: Path) -> None:
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx))
     vllm_engine = ctx.engine
     vllm_engine.sampling_overrides = {"ignore_eos": True, "stop_token_ids": []}
-    hf_engine = Engine.load(str(checkpoint), dtype="float32")
+    hf_engine = TransformersEngine.load(str(checkpoint), dtype="float32")
     hf_engine.model.generation_config.eos_token_id = None  # a fixed answer length, as on vLLM
 
     if "concurrent" in args.parts:

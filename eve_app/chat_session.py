@@ -8,7 +8,7 @@ the browser, so the chat shows each message on its own: `group_consecutive_messa
 import re
 from dataclasses import dataclass, field
 
-from .engine import Turn
+from .serving.types import Turn
 
 
 @dataclass

@@ -8,13 +8,13 @@ from pathlib import Path
 from gradio.utils import get_upload_folder
 
 from .conversations import ConversationService
-from .engine import Engine
 from .jobs import JobRunner
 from .jobs.retention import ValidatedUploads
 from .limits import ImageGate
 from .presets import TaskPreset, load_presets
 from .request_limits import UploadBudget
 from .security import AdminGate
+from .serving.base import ChatEngine
 from .settings import MIB, Settings
 from .storage import Storage
 
@@ -57,7 +57,7 @@ class StopEvents:
 
 @dataclass
 class AppContext:
-    engine: Engine
+    engine: ChatEngine
     storage: Storage
     presets: list[TaskPreset]
     settings: Settings
@@ -71,7 +71,7 @@ class AppContext:
 
 def make_context(
     settings: Settings,
-    engine: Engine,
+    engine: ChatEngine,
     storage: Storage,
     runner: JobRunner | None = None,
     upload_folder: str | Path | None = None,

@@ -16,9 +16,10 @@ from pathlib import Path
 
 from model.shared import num_image_tokens
 
-from .engine import ChatRequest, Engine, Finished, GenerationRecord, GenerationSettings, TextDelta
 from .errors import UserError
 from .limits import ImageGate
+from .serving.base import ChatEngine
+from .serving.types import ChatRequest, Finished, GenerationRecord, GenerationSettings, TextDelta
 from .storage import Storage
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def record_fields(record: GenerationRecord, settings: GenerationSettings, model_
 
 
 class ConversationService:
-    def __init__(self, storage: Storage, engine: Engine, images: ImageGate, partial_save_seconds: float = 2.0):
+    def __init__(self, storage: Storage, engine: ChatEngine, images: ImageGate, partial_save_seconds: float = 2.0):
         self.storage, self.engine, self.images = storage, engine, images
         self.partial_save_seconds = partial_save_seconds
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from eve_app.engine import ChatRequest, Engine, Finished, GenerationSettings, Turn
+from eve_app.serving.transformers_engine import TransformersEngine
+from eve_app.serving.types import ChatRequest, Finished, GenerationSettings, Turn
 from model.evaluation import score_sample
 from model.evaluation.metrics import MAIN_METRIC
 from model.synthetic import example_samples
@@ -24,7 +25,7 @@ EXAMPLES = ROOT / "assets" / "examples"
 
 
 def check(model: str) -> list[dict]:
-    engine = Engine.load(model)
+    engine = TransformersEngine.load(model)
     rows = []
     for name, sample in example_samples():
         task = sample.task

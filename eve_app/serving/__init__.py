@@ -1,53 +1,21 @@
-"""The engine seam: what the app asks of a backend, and the factory that picks one from the settings.
+"""Serving: the engines that answer, and the factory that picks one from the settings.
 
-Every backend takes the same `ChatRequest` (eve_app/engine.py) and yields the same events: `TextDelta` pieces, then
-one `Finished` with the generation record (prompt tokens, time to first token, tokens/s), whether the answer
-completed, was stopped (the request's stop event: the backend aborts the generation itself) or failed (a message for
-the user, never a hang). A backend also says how many answers it runs at once; the chat's queue follows that.
+Every backend is a `ChatEngine` (base.py): it takes the same `ChatRequest` (types.py) and yields the same events,
+`TextDelta` pieces, then one `Finished` with the generation record (prompt tokens, time to first token, tokens/s),
+whether the answer completed, was stopped (the request's stop event: the backend aborts the generation itself) or
+failed (a message for the user, never a hang). A backend also says how many answers it runs at once; the chat's queue
+follows that.
 
-- `transformers` (default): `eve_app.engine.Engine`, one `generate` at a time in this process, behind a lock.
-- `vllm`: `VllmEngine`, vLLM's async engine in this process (continuous batching, prefix caching).
-- `--api-base URL`: `OpenAIEngine`, a running vLLM OpenAI-compatible server (`vllm serve`).
+- `transformers` (default): `TransformersEngine` (transformers_engine.py), one `generate` at a time in this process.
+- `vllm`: `VllmEngine` (vllm_engine.py), vLLM's async engine in this process (continuous batching, prefix caching).
+- `--api-base URL`: `OpenAIEngine` (openai_engine.py), a running vLLM OpenAI-compatible server (`vllm serve`).
+
+Importing this package, its types and the `--api-base` client loads no torch; each backend is imported when picked.
 """
 
-from collections.abc import Iterator
-from typing import Protocol
-
-from ..engine import ChatRequest, Finished, TextDelta
+from .base import ChatEngine
 
 BACKENDS = ("transformers", "vllm")
-
-
-class ChatEngine(Protocol):
-    """What the UI, the conversation service and /answer use of an engine."""
-
-    name: str
-    concurrency_limit: int  # answers generated at once; the chat's Gradio queue allows that many
-
-    @property
-    def checkpoint_dir(self) -> object:
-        """The model folder (tasks.json, model card), or None."""
-
-    def stream(self, request: ChatRequest) -> Iterator[TextDelta | Finished]: ...
-
-    def describe(self) -> str: ...
-
-    def reload(self, path: str, name: str | None = None) -> None: ...
-
-    @property
-    def notice(self) -> str | None: ...
-
-    @property
-    def context_length(self) -> int: ...
-
-    @property
-    def image_max_size(self) -> int: ...
-
-    @property
-    def patch_size(self) -> int: ...
-
-    @property
-    def gpu_count(self) -> int: ...
 
 
 def load_engine(settings) -> ChatEngine:
@@ -64,9 +32,9 @@ def load_engine(settings) -> ChatEngine:
         return VllmEngine.load(settings.model, device=settings.device, dtype=settings.dtype)
     if settings.backend != "transformers":
         raise ValueError(f"Unknown backend {settings.backend!r}; choose one of {BACKENDS}")
-    from ..engine import Engine
+    from .transformers_engine import TransformersEngine
 
-    return Engine.load(settings.model, settings.device, settings.dtype, settings.quantization)
+    return TransformersEngine.load(settings.model, settings.device, settings.dtype, settings.quantization)
 
 
 __all__ = ["BACKENDS", "ChatEngine", "load_engine"]

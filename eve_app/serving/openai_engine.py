@@ -5,7 +5,8 @@ the EVEv2 chat template, so the prompt is the one the library builds. The app st
 `--model` (config and tokenizer only, no weights) to check images and prompt length before a request is sent; give
 it the same checkpoint the server serves. Stop closes the stream, and vLLM aborts a request whose client went away.
 LoRA adapters the server serves (`--enable-lora --lora-modules job-7=PATH`) are models by their own names: the model
-picker switches the requests to one (`reload`), and back to the base model.
+picker switches the requests to one (`reload`), and back to the base model. A chunk that is not what the OpenAI API
+sends ends the answer with an error naming what was wrong. Importing this module loads no torch.
 """
 
 import base64
@@ -15,33 +16,25 @@ import mimetypes
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
-from model import EveConfig
-from model.loading import resolve_checkpoint
-from model.processing_eve import EveProcessor
-
-from ..engine import (
-    ChatRequest,
-    EngineError,
-    Finished,
-    GenerationRecord,
-    ImageLimits,
-    TextDelta,
-    card_notice,
-    fit_to_context,
-)
 from ..errors import UserError
 from .adapters import same_folder, switch_model
+from .base import ChatEngine
 from .prompts import PreparedPrompt, prepare, sampling_fields
-from .retry import RetryableError, stream_with_one_retry
+from .retry import RetryableError, with_one_retry
 from .sent_images import SentImages
+from .types import ChatRequest, EngineError, GenerationRecord
+
+if TYPE_CHECKING:
+    from model.processing_eve import EveProcessor
 
 log = logging.getLogger(__name__)
 
 
-class OpenAIEngine(ImageLimits):
+class OpenAIEngine(ChatEngine[PreparedPrompt]):
     """A client of one OpenAI-compatible server; as many answers at once as `concurrency_limit`."""
 
     def __init__(
@@ -49,7 +42,7 @@ class OpenAIEngine(ImageLimits):
         base_url: str,
         served_name: str,
         max_model_len: int,
-        processor: EveProcessor,
+        processor: "EveProcessor",
         checkpoint_dir: str,
         api_key: str | None = None,
         concurrency_limit: int = 16,
@@ -79,6 +72,8 @@ class OpenAIEngine(ImageLimits):
         except (httpx.HTTPError, KeyError, ValueError) as error:
             raise EngineError(f"No OpenAI-compatible model server answers at {base}: {error}") from error
         served = next((model for model in models if not model.get("parent")), models[0])  # not a LoRA adapter
+        from model import EveConfig, EveProcessor  # the library's processor loads torch; only now, not on import
+
         folder = _settings_folder(model_path)
         config = EveConfig.from_pretrained(folder)
         processor = EveProcessor.from_pretrained(folder, config)
@@ -122,14 +117,6 @@ class OpenAIEngine(ImageLimits):
         self.served_name = self.name = served
 
     @property
-    def notice(self) -> str | None:
-        return card_notice(self.checkpoint_dir)
-
-    @property
-    def gpu_count(self) -> int:
-        return 0  # the server's GPUs are not this machine's (fine-tune jobs run here)
-
-    @property
     def context_length(self) -> int:
         return self._max_model_len
 
@@ -137,25 +124,19 @@ class OpenAIEngine(ImageLimits):
         model = self.served_name if self.served_name == self.base_name else f"{self.served_name} (LoRA)"
         return f"{model} · vLLM server {self.base_url}"
 
-    def stream(self, request: ChatRequest) -> Iterator[TextDelta | Finished]:
-        """Yields text pieces as the server streams them, then exactly one Finished event."""
-        start = time.perf_counter()
-        record = GenerationRecord(status="done", text="")
-        try:
-            prompt = prepare(self.processor, request.turns, request.settings, self.context_length, self.sent_images)
-            record.prompt_tokens = prompt.prompt_tokens
-            fit_to_context(request, prompt.prompt_tokens, self.context_length, record)
-            yield from stream_with_one_retry(
-                lambda attempt: self._generate(request, prompt, record, start, attempt), request, record
-            )
-            if request.stop_event.is_set():
-                record.status = "stopped"
-        except EngineError as error:
-            record.status, record.error = "error", str(error)
-        except httpx.HTTPError as error:
-            record.status, record.error = "error", f"The model server failed: {type(error).__name__}: {error}"
-        record.duration = time.perf_counter() - start
-        yield Finished(record)
+    def _prepare(self, request: ChatRequest) -> tuple[PreparedPrompt, int]:
+        prompt = prepare(self.processor, request.turns, request.settings, self.sent_images)
+        return prompt, prompt.prompt_tokens
+
+    def _generate(
+        self, request: ChatRequest, prompt: PreparedPrompt, record: GenerationRecord, start: float
+    ) -> Iterator[str]:
+        return with_one_retry(lambda attempt: self._attempt(request, prompt, record, start, attempt), request, record)
+
+    def _failure_message(self, error: Exception) -> str:
+        if isinstance(error, httpx.HTTPError):
+            return f"The model server failed: {type(error).__name__}: {error}"
+        return super()._failure_message(error)
 
     def _body(self, request: ChatRequest, prompt: PreparedPrompt, with_pixels: bool) -> dict:
         """The chat request; each image carries its content digest as vLLM's id (`uuid`), and goes without its data
@@ -182,7 +163,7 @@ class OpenAIEngine(ImageLimits):
             body["mm_processor_kwargs"] = {"max_size": int(request.settings.image_max_size)}
         return body
 
-    def _generate(
+    def _attempt(
         self, request: ChatRequest, prompt: PreparedPrompt, record: GenerationRecord, start: float, attempt: int
     ) -> Iterator[str]:
         """Streams the answer's text pieces; raises RetryableError for the server's error event, or for a refusal
@@ -199,25 +180,58 @@ class OpenAIEngine(ImageLimits):
                     return  # leaving the block closes the connection; vLLM aborts the request
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
-                chunk = json.loads(line[len("data: ") :])
-                if chunk.get("error"):
-                    # vLLM's server sends this for a request its engine ended with an error (retryable, see retry.py)
-                    raise RetryableError(f"The model server failed: {chunk['error'].get('message', chunk['error'])}")
-                if usage := chunk.get("usage"):
-                    record.prompt_tokens = usage.get("prompt_tokens", record.prompt_tokens)
-                    record.new_tokens = usage.get("completion_tokens", record.new_tokens)
-                for choice in chunk.get("choices", []):
-                    text = (choice.get("delta") or {}).get("content") or ""
-                    if text:
-                        if record.time_to_first_token is None:
-                            record.time_to_first_token = time.perf_counter() - start
-                        record.new_tokens += 1  # one token a chunk; the final usage replaces the count
-                        yield text
+                text = _chunk_text(line[len("data: ") :], record)
+                if text:
+                    if record.time_to_first_token is None:
+                        record.time_to_first_token = time.perf_counter() - start
+                    record.new_tokens += 1  # one token a chunk; the final usage replaces the count
+                    yield text
+
+
+def _chunk_text(data: str, record: GenerationRecord) -> str:
+    """The text of one streamed `chat.completion.chunk`; its token counts (`usage`) go to `record`. Raises
+    RetryableError for the server's error event, EngineError for a chunk that is not what the OpenAI API sends."""
+    try:
+        chunk = json.loads(data)
+    except ValueError as error:
+        raise _malformed(f"not JSON ({error})", data) from None
+    if not isinstance(chunk, dict):
+        raise _malformed("not a JSON object", data)
+    if failure := chunk.get("error"):
+        # vLLM's server sends this for a request its engine ended with an error (retryable, see retry.py)
+        message = failure.get("message", failure) if isinstance(failure, dict) else failure
+        raise RetryableError(f"The model server failed: {message}")
+    usage = chunk.get("usage")
+    if usage is not None:
+        counts = [usage.get(key) for key in ("prompt_tokens", "completion_tokens")] if isinstance(usage, dict) else []
+        if not counts or not all(count is None or isinstance(count, int) for count in counts):
+            raise _malformed("`usage` is not an object of token counts", data)
+        record.prompt_tokens = counts[0] if counts[0] is not None else record.prompt_tokens
+        record.new_tokens = counts[1] if counts[1] is not None else record.new_tokens
+    choices = chunk.get("choices")
+    if not isinstance(choices, list) or not all(isinstance(choice, dict) for choice in choices):
+        raise _malformed("`choices` is missing or not a list of objects", data)
+    text = ""
+    for choice in choices:
+        delta = choice.get("delta") or {}
+        content = delta.get("content") if isinstance(delta, dict) else None
+        if not isinstance(delta, dict) or not isinstance(content, str | None):
+            raise _malformed("a choice's `delta` is not an object with text as its `content`", data)
+        text += content or ""
+    return text
+
+
+def _malformed(what: str, data: str) -> EngineError:
+    """The answer's error for a chunk the server should not have sent; logged once, with the chunk's start."""
+    log.warning("The model server sent a malformed chunk (%s): %.200s", what, data)
+    return EngineError(f"The model server sent a malformed answer: a streamed chunk is {what}.")
 
 
 def _settings_folder(model_path: str) -> str:
     """The checkpoint folder; for a Hub id, only its config, tokenizer and card (the server has the weights)."""
     if Path(model_path).expanduser().is_dir():
+        from model.loading import resolve_checkpoint
+
         return str(resolve_checkpoint(model_path))
     from huggingface_hub import snapshot_download
 

@@ -1,20 +1,23 @@
-"""Prompt preparation shared by the vLLM backends: the library's chat format, checked before anything is queued.
+"""Prompts: the conversation in the library's chat format (every backend), and the vLLM backends' prepared prompt.
 
-The text is the library processor's prompt with each image placeholder written as the image token; the prompt's
-length (text tokens plus each image's `1 + h(w + 1)` tokens at the requested image size) is checked against the
-context by the backend (`engine.fit_to_context`, as the transformers backend does), and images are opened with the
-library's checks.
+`chat_messages` writes each image of a turn as one image placeholder line before its text, the messages the library
+processor's chat template renders. The vLLM backends (`prepare`) count the prompt's length without building tensors
+(text tokens plus each image's `1 + h(w + 1)` tokens at the requested image size), open images with the library's
+checks, and send images vLLM already holds by id; `ChatEngine.stream` checks the length against the context.
 """
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from model.processing_eve import EveProcessor
 from model.shared import IMAGE_TOKEN, num_image_tokens
 
-from ..engine import EngineError, GenerationSettings, Turn
 from .sent_images import SentImages
+from .types import EngineError, GenerationSettings, Turn
+
+if TYPE_CHECKING:  # the processor's module imports torch; the `--api-base` client imports this one without it
+    from model.processing_eve import EveProcessor
 
 
 @dataclass
@@ -34,14 +37,21 @@ class PreparedPrompt:
         ]
 
 
-def prepare(
-    processor: EveProcessor, turns: list[Turn], settings: GenerationSettings, context: int, sent: SentImages
-) -> PreparedPrompt:
-    """Builds and checks the prompt; raises EngineError for an unreadable image or an over-long prompt."""
+def chat_messages(turns: list[Turn]) -> tuple[list[dict], list[str]]:
+    """The processor's messages for the conversation (each image as an IMAGE_TOKEN line before its turn's text), and
+    the image paths in the order of their placeholders."""
     messages, paths = [], []
     for turn in turns:
         messages.append({"role": turn.role, "content": f"{IMAGE_TOKEN}\n" * len(turn.images) + turn.text})
         paths.extend(turn.images)
+    return messages, paths
+
+
+def prepare(
+    processor: "EveProcessor", turns: list[Turn], settings: GenerationSettings, sent: SentImages
+) -> PreparedPrompt:
+    """Builds the prompt and counts its tokens; raises EngineError for an unreadable image."""
+    messages, paths = chat_messages(turns)
     image_processor = processor.image_processor
     images: list[Image.Image | None] = []
     sizes: list[tuple[int, int]] = []
@@ -66,8 +76,7 @@ def prepare(
     text_tokens = sum(
         len(processor.tokenizer(piece, add_special_tokens=False)["input_ids"]) for piece in pieces if piece
     )
-    prompt_tokens = text_tokens + image_tokens  # the caller fits max new tokens to it (engine.fit_to_context)
-    return PreparedPrompt(messages, text, images, paths, ids, prompt_tokens)
+    return PreparedPrompt(messages, text, images, paths, ids, text_tokens + image_tokens)
 
 
 def _load(image_processor, path: str) -> Image.Image:
@@ -93,4 +102,4 @@ def sampling_fields(settings: GenerationSettings, stop_token_ids: list[int]) -> 
     return fields
 
 
-__all__ = ["PreparedPrompt", "prepare", "sampling_fields"]
+__all__ = ["PreparedPrompt", "chat_messages", "prepare", "sampling_fields"]

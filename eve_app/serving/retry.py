@@ -5,13 +5,13 @@ image was processed leaves the two out of step. vLLM then ends the next request 
 reason "error"; the server sends an error event) and mends the cache, so the same request sent again carries the
 image data and is answered. The same second attempt, with every image's pixels, follows a refusal of a request that
 sent earlier images by id only (`SentImages`: the cache may have evicted them). Both vLLM backends stream through
-`stream_with_one_retry`.
+`with_one_retry`.
 """
 
 import logging
 from collections.abc import Callable, Iterator
 
-from ..engine import ChatRequest, EngineError, GenerationRecord, TextDelta
+from .types import ChatRequest, EngineError, GenerationRecord
 
 log = logging.getLogger(__name__)
 
@@ -20,16 +20,15 @@ class RetryableError(EngineError):
     """The engine ended a request with an error that another attempt may not meet."""
 
 
-def stream_with_one_retry(
+def with_one_retry(
     generate: Callable[[int], Iterator[str]], request: ChatRequest, record: GenerationRecord
-) -> Iterator[TextDelta]:
-    """Streams `generate(attempt)` into `record`; sends the request once more after a RetryableError that came
-    before any token and before Stop. A second failure, or one after text was shown, is raised to the caller."""
+) -> Iterator[str]:
+    """The pieces of `generate(attempt)`; sends the request once more after a RetryableError that came before any
+    token (`record`, which `ChatEngine.stream` fills as pieces pass) and before Stop. A second failure, or one after
+    text was shown, is raised to the caller."""
     for attempt in range(2):
         try:
-            for piece in generate(attempt):
-                record.text += piece
-                yield TextDelta(piece)
+            yield from generate(attempt)
             return
         except RetryableError:
             if attempt or record.text or record.new_tokens or request.stop_event.is_set():
@@ -37,4 +36,4 @@ def stream_with_one_retry(
             log.warning("The engine failed a request before any token; sending it again")
 
 
-__all__ = ["RetryableError", "stream_with_one_retry"]
+__all__ = ["RetryableError", "with_one_retry"]

@@ -5,7 +5,7 @@ the file's content digest as that id (`multi_modal_uuids` in-process, an `image_
 vLLM does not hash the pixels, and an image it already holds can go without them: a follow-up turn about earlier
 images neither decodes, uploads nor hashes them again. What is recorded here is a hint, not a promise: vLLM's cache
 may have evicted the image since (or the server restarted), and then vLLM refuses the request before it starts; the
-backend sends it once more with every image (`retry.stream_with_one_retry`).
+backend sends it once more with every image (`retry.with_one_retry`).
 """
 
 import hashlib

@@ -26,21 +26,13 @@ from model import EveConfig
 from model.loading import resolve_checkpoint
 from model.processing_eve import EveProcessor
 
-from ..engine import (
-    ChatRequest,
-    EngineError,
-    Finished,
-    GenerationRecord,
-    ImageLimits,
-    TextDelta,
-    card_notice,
-    fit_to_context,
-)
 from ..errors import UserError
 from .adapters import read_adapter, switch_model
-from .prompts import prepare, sampling_fields
-from .retry import RetryableError, stream_with_one_retry
+from .base import ChatEngine
+from .prompts import PreparedPrompt, prepare, sampling_fields
+from .retry import RetryableError, with_one_retry
 from .sent_images import SentImages
+from .types import ChatRequest, GenerationRecord
 
 log = logging.getLogger(__name__)
 _ids = itertools.count()
@@ -97,7 +89,7 @@ def engine_args(folder: str, device: str, dtype: str | None) -> dict:
     return args
 
 
-class VllmEngine(ImageLimits):
+class VllmEngine(ChatEngine[PreparedPrompt]):
     """One AsyncLLM shared by every visitor; `concurrency_limit` answers stream at once."""
 
     def __init__(
@@ -188,10 +180,6 @@ class VllmEngine(ImageLimits):
         self._lora, self.name = request, adapter.name
 
     @property
-    def notice(self) -> str | None:
-        return card_notice(self.checkpoint_dir)
-
-    @property
     def gpu_count(self) -> int:
         return 0 if self.device == "cpu" else int(self._engine.vllm_config.parallel_config.world_size)
 
@@ -203,36 +191,24 @@ class VllmEngine(ImageLimits):
         model = f"{self.name} (LoRA on {self.base_name})" if self._lora else self.name
         return f"{model} · vLLM on {self.device} · {self.dtype} · up to {self.concurrency_limit} answers at once"
 
-    def stream(self, request: ChatRequest) -> Iterator[TextDelta | Finished]:
-        """Yields text pieces as vLLM produces them, then exactly one Finished event."""
-        start = time.perf_counter()
-        record = GenerationRecord(status="done", text="")
-        request_id = f"eve-{next(_ids)}"
-        lora = self._lora  # the model picked when the question came; a switch meanwhile does not change it
-        try:
-            prompt = prepare(self.processor, request.turns, request.settings, self.context_length, self.sent_images)
-            record.prompt_tokens = prompt.prompt_tokens
-            fit_to_context(request, prompt.prompt_tokens, self.context_length, record)
-            yield from stream_with_one_retry(
-                lambda attempt: self._generate(
-                    prompt, request, record, f"{request_id}-{attempt}", start, attempt, lora
-                ),
-                request,
-                record,
-            )
-            if request.stop_event.is_set():
-                record.status = "stopped"
-        except EngineError as error:
-            record.status, record.error = "error", str(error)
-        except Exception as error:
-            log.exception("vLLM request %s failed", request_id)
-            record.status, record.error = "error", f"Generation failed: {type(error).__name__}: {error}"
-        record.duration = time.perf_counter() - start
-        yield Finished(record)
+    def _prepare(self, request: ChatRequest) -> tuple[PreparedPrompt, int]:
+        prompt = prepare(self.processor, request.turns, request.settings, self.sent_images)
+        return prompt, prompt.prompt_tokens
 
     def _generate(
+        self, request: ChatRequest, prompt: PreparedPrompt, record: GenerationRecord, start: float
+    ) -> Iterator[str]:
+        request_id = f"eve-{next(_ids)}"
+        lora = self._lora  # the model picked when the question came; a switch meanwhile does not change it
+        return with_one_retry(
+            lambda attempt: self._attempt(prompt, request, record, f"{request_id}-{attempt}", start, attempt, lora),
+            request,
+            record,
+        )
+
+    def _attempt(
         self,
-        prompt,
+        prompt: PreparedPrompt,
         request: ChatRequest,
         record: GenerationRecord,
         request_id: str,

@@ -15,10 +15,10 @@ from typing import cast
 import gradio as gr
 
 from ..context import AppContext
-from ..engine import ChatRequest, Finished, GenerationSettings, Turn
 from ..errors import UserError
 from ..presets import preset_by_name
 from ..security import API_OWNER
+from ..serving.types import ChatRequest, Finished, GenerationSettings, Turn
 from .refusals import refuse
 
 

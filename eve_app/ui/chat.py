@@ -11,10 +11,10 @@ import gradio as gr
 
 from ..chat_session import ChatSession, ChatTurn
 from ..context import AppContext
-from ..engine import ChatRequest, Finished, GenerationSettings
 from ..errors import UserError
 from ..presets import FREE_CHAT, preset_by_name
 from ..security import session_owner
+from ..serving.types import ChatRequest, Finished, GenerationSettings
 from .chat_layout import chat_layout, example_pairs, examples
 from .fields import Refusal, optional_whole_number
 from .generation import model_line, status_line

@@ -1,15 +1,16 @@
 """The model line and the status line of the chat tab."""
 
-from ..engine import Engine, GenerationRecord
+from ..serving.base import ChatEngine
+from ..serving.types import GenerationRecord
 
 
-def model_line(engine: Engine) -> str:
+def model_line(engine: ChatEngine) -> str:
     """The loaded model, with its card's notice for visitors (e.g. what the small default model can do)."""
     line = f"**Model** {engine.describe()}"
     return line + (f"  \n<small>ℹ️ {engine.notice}</small>" if engine.notice else "")
 
 
-def status_line(engine: Engine, record: GenerationRecord | None = None) -> str:
+def status_line(engine: ChatEngine, record: GenerationRecord | None = None) -> str:
     """The figures of the last answer; before the first one, and for an answer refused before generating, a line
     that says so (never empty: an empty line collapses and the chat below it jumps)."""
     line = "**Last answer** none yet"

@@ -28,8 +28,8 @@ from ..loading import (
 )
 from ..modeling_eve import EveForCausalLM
 from ..processing_eve import EveProcessor, saved_settings
+from ..shared import IMAGE_TOKEN
 from .stages import DEFAULT_MOE_PART, Stage, init_vision_twins
-from .tokenizer import IMAGE_PAD_TOKEN
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def build_from_scratch(
         raise ValueError(f"vocab_size {fields['vocab_size']} is smaller than the tokenizer's {len(tokenizer)} tokens")
     fields["pad_token_id"] = tokenizer.pad_token_id
     fields["eos_token_id"] = tokenizer.eos_token_id
-    image_pad = tokenizer.convert_tokens_to_ids(IMAGE_PAD_TOKEN) if IMAGE_PAD_TOKEN in tokenizer.get_vocab() else None
+    image_pad = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) if IMAGE_TOKEN in tokenizer.get_vocab() else None
     if image_pad is not None:  # a dedicated placeholder, distinct from padding (servers route tokens by this id)
         fields.setdefault("image_token_id", image_pad)
     fields["add_moe"] = stage.vision_twins

@@ -9,8 +9,9 @@ from collections.abc import Iterable
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-IMAGE_PAD_TOKEN = "<|image_pad|>"  # written at image positions: a placeholder of its own, not the pad token
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", IMAGE_PAD_TOKEN]
+from ..shared import IMAGE_TOKEN  # written at image positions: a placeholder of its own, not the pad token
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", IMAGE_TOKEN]
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> PreTrainedTokenizerFast:
@@ -30,6 +31,6 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> PreTrainedT
         tokenizer_object=tokenizer,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
-        additional_special_tokens=[IMAGE_PAD_TOKEN],
+        additional_special_tokens=[IMAGE_TOKEN],
         model_max_length=32768,
     )

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 
 from eve_app.context import make_context
-from eve_app.engine import Engine
+from eve_app.serving.transformers_engine import TransformersEngine
 from eve_app.settings import Settings
 from eve_app.storage import Storage
 
@@ -17,7 +17,7 @@ OWNER = "browser:handler-tests"
 @pytest.fixture(scope="module")
 def ctx(tiny_checkpoint, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("chat-data")
-    engine = Engine.load(str(tiny_checkpoint))
+    engine = TransformersEngine.load(str(tiny_checkpoint))
     settings = Settings(data_dir=data_dir, admin_password="s3cret")
     upload_folder = tmp_path_factory.mktemp("gradio-cache")
     return make_context(settings, engine, Storage(data_dir=data_dir), upload_folder=upload_folder)

@@ -6,13 +6,14 @@ import pytest
 import torch
 from PIL import Image
 
-from eve_app.engine import ChatRequest, Engine, Finished, GenerationSettings, TextDelta, Turn
+from eve_app.serving.transformers_engine import TransformersEngine
+from eve_app.serving.types import ChatRequest, Finished, GenerationSettings, TextDelta, Turn
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_checkpoint):
     """The tiny random model, nudged to answer "red red red ..." so that text streams word by word."""
-    engine = Engine.load(str(tiny_checkpoint))
+    engine = TransformersEngine.load(str(tiny_checkpoint))
     (word,) = engine.processor.tokenizer(" red", add_special_tokens=False)["input_ids"][-1:]
     with torch.no_grad():
         engine.model.lm_head.weight[word] = engine.model.model.norm.weight.sign() * 50
@@ -138,7 +139,7 @@ def test_multi_turn_with_a_second_image(engine, image, tmp_path):
 
 
 def test_reload_swaps_the_checkpoint_and_keeps_the_dtype(tiny_checkpoint, tiny_checkpoint_no_moe):
-    engine = Engine.load(str(tiny_checkpoint), dtype="bfloat16")
+    engine = TransformersEngine.load(str(tiny_checkpoint), dtype="bfloat16")
     engine.reload(str(tiny_checkpoint_no_moe))
     assert engine.name == tiny_checkpoint_no_moe.name and not engine.model.config.add_moe
     assert engine.dtype == "bfloat16" and engine.device == "cpu"

@@ -37,12 +37,12 @@ def test_history_ids_of_someone_else_are_not_exported(ctx):
 def _small_context(tiny_checkpoint, tmp_path, **limits):
     """A context with its own data folder and the given limits."""
     from eve_app.context import make_context
-    from eve_app.engine import Engine
+    from eve_app.serving.transformers_engine import TransformersEngine
     from eve_app.settings import Settings
     from eve_app.storage import Storage
 
     settings = Settings(data_dir=tmp_path / "data", **limits)
-    return make_context(settings, Engine.load(str(tiny_checkpoint)), Storage(data_dir=settings.data_dir))
+    return make_context(settings, TransformersEngine.load(str(tiny_checkpoint)), Storage(data_dir=settings.data_dir))
 
 
 def _dataset(tmp_path, name: str) -> list[str]:
@@ -159,14 +159,14 @@ def test_a_lora_job_shows_its_adapter_size_loads_into_the_chat_and_merges(tiny_c
     import sys
 
     from eve_app.context import make_context
-    from eve_app.engine import Engine
     from eve_app.jobs import JobConfig
+    from eve_app.serving.transformers_engine import TransformersEngine
     from eve_app.settings import Settings
     from eve_app.storage import Storage
     from model.synthetic import write_dataset
 
     settings = Settings(data_dir=tmp_path / "data", admin_password="s3cret")
-    ctx = make_context(settings, Engine.load(str(tiny_checkpoint)), Storage(data_dir=settings.data_dir))
+    ctx = make_context(settings, TransformersEngine.load(str(tiny_checkpoint)), Storage(data_dir=settings.data_dir))
     data_file = write_dataset(tmp_path / "dataset", ["ocr"], n=4, seed=1, level=0)
     run_dir = settings.data_dir / "runs" / "job-1"
     config = JobConfig(base=str(tiny_checkpoint), data=str(data_file), method="lora", max_steps=2, batch_size=2)

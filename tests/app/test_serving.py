@@ -1,27 +1,32 @@
 """The engine seam without vLLM: backend choice from the settings, the prompt checks the vLLM backends share, and
-the `--api-base` client's answer to a failed stream."""
+the `--api-base` client's answer to a failed or malformed stream."""
 
 import json
 import os
+import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
-from eve_app.engine import ChatRequest, Engine, EngineError, GenerationSettings, Turn
 from eve_app.serving import load_engine
 from eve_app.serving.openai_engine import OpenAIEngine
 from eve_app.serving.prompts import prepare
 from eve_app.serving.sent_images import SentImages
+from eve_app.serving.transformers_engine import TransformersEngine
+from eve_app.serving.types import ChatRequest, EngineError, Finished, GenerationSettings, Turn
 from eve_app.settings import parse_settings
 from model.shared import IMAGE_TOKEN
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_checkpoint):
-    return Engine.load(str(tiny_checkpoint))
+    return TransformersEngine.load(str(tiny_checkpoint))
 
 
 @pytest.fixture
@@ -48,7 +53,7 @@ def test_quantization_is_refused_on_the_vllm_backends():
 
 def test_transformers_backend_answers_one_at_a_time(tiny_checkpoint):
     engine = load_engine(parse_settings(["--model", str(tiny_checkpoint)]))
-    assert isinstance(engine, Engine) and engine.concurrency_limit == 1
+    assert isinstance(engine, TransformersEngine) and engine.concurrency_limit == 1
 
 
 def test_api_base_without_a_server_is_a_clear_error(tiny_checkpoint):
@@ -113,7 +118,7 @@ def test_prepared_prompt_counts_the_tokens_the_library_builds(engine, image):
         Turn("user", "and this one?", [image, image]),
     ]
     settings = GenerationSettings(max_new_tokens=8)
-    prompt = prepare(engine.processor, turns, settings, engine.context_length, SentImages())
+    prompt = prepare(engine.processor, turns, settings, SentImages())
     inputs = engine.build_inputs(turns, settings)
     assert prompt.prompt_tokens == inputs["input_ids"].shape[1]
     assert prompt.text.count(IMAGE_TOKEN) == 3 and "<image>" not in prompt.text
@@ -128,7 +133,6 @@ def test_prepared_prompt_refuses_an_unreadable_image(engine, image, tmp_path):
             engine.processor,
             [Turn("user", "hi", [str(broken)])],
             GenerationSettings(),
-            engine.context_length,
             SentImages(),
         )
 
@@ -138,20 +142,20 @@ def test_an_image_vllm_holds_is_sent_by_id_without_decoding_it_again(engine, ima
     settings = GenerationSettings(max_new_tokens=8)
     turns = [Turn("user", "What is written here?", [image])]
     sent = SentImages()
-    first = prepare(engine.processor, turns, settings, engine.context_length, sent)
+    first = prepare(engine.processor, turns, settings, sent)
     assert first.images[0] is not None and first.image_ids == [sent.digest(image)]
     sent.remember_sent(first.images, first.image_ids, None)  # what the engine does once vLLM accepts it
     decoded = []
     monkeypatch.setattr(engine.processor.image_processor, "load_image", lambda path: decoded.append(path))
-    again = prepare(engine.processor, turns, settings, engine.context_length, sent)
+    again = prepare(engine.processor, turns, settings, sent)
     assert again.images == [None] and not decoded
     assert (again.prompt_tokens, again.text, again.image_ids) == (first.prompt_tokens, first.text, first.image_ids)
     monkeypatch.undo()
     # another image size is another item in vLLM's cache: the pixels go again
-    other_size = prepare(engine.processor, turns, GenerationSettings(image_max_size=32), engine.context_length, sent)
+    other_size = prepare(engine.processor, turns, GenerationSettings(image_max_size=32), sent)
     assert other_size.images[0] is not None and other_size.prompt_tokens < first.prompt_tokens
     with pytest.raises(EngineError, match="not a readable image"):
-        prepare(engine.processor, [Turn("user", "hi", [image + ".gone"])], settings, engine.context_length, sent)
+        prepare(engine.processor, [Turn("user", "hi", [image + ".gone"])], settings, sent)
 
 
 def test_an_image_file_changed_in_place_gets_a_new_id(image, tmp_path):
@@ -196,3 +200,68 @@ def test_vllm_compiles_on_a_cpu_with_a_compiler_and_runs_eagerly_without(monkeyp
     monkeypatch.setenv("EVE_VLLM_ENGINE_ARGS", '{"enforce_eager": true}')
     monkeypatch.setenv("CXX", sys.executable)
     assert engine_args(str(tmp_path), "cpu", None)["enforce_eager"] is True
+
+
+class _ModelServer(BaseHTTPRequestHandler):
+    """A tiny OpenAI-compatible server: lists one model and answers every chat request with `server.reply`."""
+
+    def do_GET(self) -> None:
+        self._send(200, "application/json", json.dumps({"data": [{"id": "eve", "max_model_len": 1024}]}).encode())
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self._send(200, "text/event-stream", self.server.reply)  # type: ignore[attr-defined]
+
+    def _send(self, status: int, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def model_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ModelServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("chunk", "what"),
+    [
+        ('{"choices": [{"delta": {"content": "lo"', "not JSON"),
+        ('{"id": "chatcmpl-1", "object": "chat.completion.chunk"}', "`choices` is missing"),
+        ('{"choices": {"delta": {"content": "lo"}}}', "`choices` is missing or not a list"),
+        ('{"choices": [{"delta": {"content": 7}}]}', "`delta` is not an object with text"),
+        ('{"choices": [], "usage": {"completion_tokens": "two"}}', "`usage` is not an object of token counts"),
+    ],
+)
+def test_api_base_records_a_malformed_chunk_as_an_error(model_server, tiny_checkpoint, chunk, what):
+    """A chunk that is not what the OpenAI API sends ends the answer as an error (saved as "error", not "stopped"),
+    with the text so far and one final event, from a real HTTP server the client connects to."""
+    model_server.reply = f"data: {json.dumps(_text('hel'))}\n\ndata: {chunk}\n\ndata: [DONE]\n\n".encode()
+    remote = OpenAIEngine.connect(f"http://127.0.0.1:{model_server.server_port}", str(tiny_checkpoint))
+    events = list(remote.stream(ChatRequest([Turn("user", "hello")], GenerationSettings(max_new_tokens=8))))
+    assert [type(event) for event in events].count(Finished) == 1 and isinstance(events[-1], Finished)
+    record = events[-1].record
+    assert (record.status, record.text) == ("error", "hel")
+    assert record.error.startswith("The model server sent a malformed answer") and what in record.error
+
+
+def test_the_api_base_client_imports_no_torch():
+    """The `--api-base` client and the serving package's types and base load neither torch nor the library's
+    processor when imported (checked in a fresh interpreter): a thin client machine needs no torch to start them."""
+    heavy = "('torch', 'model.processing_eve', 'model.modeling_eve')"
+    code = (
+        "import sys, eve_app.serving, eve_app.serving.types, eve_app.serving.base, eve_app.serving.openai_engine; "
+        f"print(sorted(m for m in {heavy} if m in sys.modules))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)
+    assert out.stdout.strip() == "[]"

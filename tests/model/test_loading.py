@@ -93,7 +93,7 @@ def test_quantized_loading_generates_on_cpu(tiny_checkpoint, quantization, monke
 def test_every_layer_of_the_default_model_fits_the_cpu_4bit_kernel():
     from model import EveConfig
     from model.loading import layers_unfit_for_cpu_4bit
-    from model.train.default_model import MODEL
+    from recipes.default_model.recipe import MODEL
 
     assert layers_unfit_for_cpu_4bit(EveConfig(**MODEL, vocab_size=512, pad_token_id=0)) == []
 

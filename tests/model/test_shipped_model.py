@@ -1,6 +1,6 @@
 """The shipped default model (`assets/eve-tiny`): its eval.json against the issue's targets, its files and tokenizer.
 
-A regression test, not a training run: `eval.json` is what `python -m model.train.default_model` (through
+A regression test, not a training run: `eval.json` is what `python -m recipes.default_model` (through
 `model.evaluation`) measured on the exported checkpoint, 200 held-out samples per task, levels 0-2, text anywhere.
 """
 
@@ -11,8 +11,8 @@ import pytest
 from transformers import AutoProcessor, AutoTokenizer
 
 import model.auto  # noqa: F401  (registers eve-qwen2)
-from model.train.export_default import EVAL_LEVELS, TARGETS, met
-from model.train.tokenizer import IMAGE_PAD_TOKEN
+from model.shared import IMAGE_TOKEN
+from recipes.default_model.export import EVAL_LEVELS, TARGETS, met
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "eve-tiny"
 EVAL = json.loads((ASSETS / "eval.json").read_text())
@@ -58,7 +58,7 @@ def test_off_grid_reading_is_reported():
 
 def test_it_carries_the_fine_tuning_defaults_the_export_writes():
     from model.shared import finetune_defaults
-    from model.train.export_default import SHIPPED_FINETUNE_DEFAULTS
+    from recipes.default_model.export import SHIPPED_FINETUNE_DEFAULTS
 
     assert finetune_defaults(ASSETS) == SHIPPED_FINETUNE_DEFAULTS
 
@@ -71,8 +71,8 @@ def test_image_placeholder_is_its_own_token():
     config = json.loads((ASSETS / "config.json").read_text())
     tokenizer = AutoTokenizer.from_pretrained(str(ASSETS))
     assert config["image_token_id"] != config["pad_token_id"]
-    assert tokenizer.convert_tokens_to_ids(IMAGE_PAD_TOKEN) == config["image_token_id"]
-    assert IMAGE_PAD_TOKEN in tokenizer.all_special_tokens  # never produced by decoding an answer
+    assert tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) == config["image_token_id"]
+    assert IMAGE_TOKEN in tokenizer.all_special_tokens  # never produced by decoding an answer
     assert tokenizer.pad_token_id == config["pad_token_id"]
 
 

@@ -139,9 +139,9 @@ def write_lora_adapter(base: Path, folder: Path, seed: int, rank: int = 8) -> Pa
 def transformers_engine(checkpoint: Path, adapter: Path | None = None):
     """The app's transformers backend on `checkpoint` in fp32, with the LoRA adapter on through peft if given: the
     reference answer for the vLLM backends."""
-    from eve_app.engine import Engine
+    from eve_app.serving.transformers_engine import TransformersEngine
 
-    engine = Engine.load(str(checkpoint), dtype="float32")
+    engine = TransformersEngine.load(str(checkpoint), dtype="float32")
     if adapter is not None:
         from peft import PeftModel
 

@@ -68,7 +68,7 @@ def app(checkpoint, tmp_path_factory):
 def _transformers_answer(
     checkpoint: Path, image: Path, question: str, max_new_tokens: int, adapter: Path | None = None
 ) -> str:
-    from eve_app.engine import ChatRequest, GenerationSettings, Turn
+    from eve_app.serving.types import ChatRequest, GenerationSettings, Turn
 
     engine = transformers_engine(checkpoint, adapter)
     request = ChatRequest([Turn("user", question, [str(image)])], GenerationSettings(max_new_tokens=max_new_tokens))
@@ -132,7 +132,7 @@ def test_concurrent_answers_are_generated_together(app, images):
 
 
 def test_stop_aborts_inside_vllm_and_records_stopped(app, images):
-    from eve_app.engine import ChatRequest, GenerationSettings, Turn
+    from eve_app.serving.types import ChatRequest, GenerationSettings, Turn
 
     engine = app[1].engine
     request = ChatRequest(
@@ -153,7 +153,7 @@ def test_stop_aborts_inside_vllm_and_records_stopped(app, images):
 
 
 def test_errors_are_records_not_hangs(app, images, tmp_path):
-    from eve_app.engine import ChatRequest, GenerationSettings, Turn
+    from eve_app.serving.types import ChatRequest, GenerationSettings, Turn
 
     engine = app[1].engine
     too_long = ChatRequest([Turn("user", "hello", [str(images[0])] * 6)], GenerationSettings(max_new_tokens=200))
@@ -177,7 +177,7 @@ def test_a_request_after_a_processor_cache_drift_is_answered(app, tmp_path):
     from vllm import SamplingParams
     from vllm.v1.engine.exceptions import EngineGenerateError
 
-    from eve_app.engine import ChatRequest, GenerationSettings, Turn
+    from eve_app.serving.types import ChatRequest, GenerationSettings, Turn
 
     engine = app[1].engine
     image = tmp_path / "drift.png"
@@ -203,7 +203,7 @@ def test_a_request_after_a_processor_cache_drift_is_answered(app, tmp_path):
 def test_a_follow_up_sends_earlier_images_by_id_and_gets_the_same_answer(app, tmp_path, monkeypatch):
     """Turns after the first send the conversation's earlier images as ids only (vLLM holds them processed): the
     answer is the one the same conversation gets with every image's pixels sent."""
-    from eve_app.engine import ChatRequest, GenerationSettings, Turn
+    from eve_app.serving.types import ChatRequest, GenerationSettings, Turn
 
     engine = app[1].engine
     paths = []
@@ -233,7 +233,7 @@ def test_a_follow_up_sends_earlier_images_by_id_and_gets_the_same_answer(app, tm
 def test_an_image_vllm_no_longer_holds_is_sent_again(app, tmp_path):
     """The engine's record of what vLLM holds is a hint: after vLLM's cache evicted an image, the request sent by id
     is refused before it starts, and the engine sends it once more with the pixels."""
-    from eve_app.engine import ChatRequest, GenerationSettings, Turn
+    from eve_app.serving.types import ChatRequest, GenerationSettings, Turn
 
     engine = app[1].engine
     image = tmp_path / "evicted.png"
@@ -246,7 +246,7 @@ def test_an_image_vllm_no_longer_holds_is_sent_again(app, tmp_path):
 
 def test_the_processor_cache_keeps_each_image_size_apart(app, images):
     """The image size setting reaches vLLM's processor as a keyword, which its cache key includes."""
-    from eve_app.engine import ChatRequest, GenerationSettings, Turn
+    from eve_app.serving.types import ChatRequest, GenerationSettings, Turn
     from model.shared import num_image_tokens
 
     engine = app[1].engine
@@ -268,8 +268,8 @@ def test_the_processor_cache_keeps_each_image_size_apart(app, images):
 def test_the_model_picker_switches_to_an_adapter_and_back_without_a_restart(app, checkpoint, images, tmp_path):
     """The picker's call (`reload` with a fine-tune job's adapter folder) serves the adapter on the same vLLM engine:
     answers equal the transformers backend's with the adapter (peft); the checkpoint switches back to the base."""
-    from eve_app.engine import ChatRequest, GenerationSettings, Turn
     from eve_app.errors import UserError
+    from eve_app.serving.types import ChatRequest, GenerationSettings, Turn
 
     _, ctx, _ = app
     engine = ctx.engine

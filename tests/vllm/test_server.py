@@ -245,12 +245,13 @@ def test_closing_a_stream_aborts_the_request(server, image_file):
 
 
 def test_app_backend_on_api_base_streams_like_the_transformers_backend(server, checkpoint, image_file):
-    from eve_app.engine import ChatRequest, Engine, Finished, GenerationSettings, TextDelta, Turn
     from eve_app.serving.openai_engine import OpenAIEngine
+    from eve_app.serving.transformers_engine import TransformersEngine
+    from eve_app.serving.types import ChatRequest, Finished, GenerationSettings, TextDelta, Turn
 
     remote = OpenAIEngine.connect(server, str(checkpoint))
     assert remote.concurrency_limit > 1 and remote.context_length == 8192
-    local = Engine.load(str(checkpoint), dtype="float32")
+    local = TransformersEngine.load(str(checkpoint), dtype="float32")
     settings = GenerationSettings(max_new_tokens=12)
     records = {}
     for name, engine in {"remote": remote, "local": local}.items():
@@ -286,9 +287,9 @@ def test_api_base_model_picker_switches_to_the_served_adapter_and_back(server, c
     """On `--api-base` the picker's call (`reload` with the job's adapter folder) sends requests to the server's
     model of that adapter; the `--model` checkpoint switches back. An adapter the server lacks is refused with how to
     serve it."""
-    from eve_app.engine import ChatRequest, GenerationSettings, Turn
     from eve_app.errors import UserError
     from eve_app.serving.openai_engine import OpenAIEngine
+    from eve_app.serving.types import ChatRequest, GenerationSettings, Turn
 
     remote = OpenAIEngine.connect(server, str(checkpoint))
     assert remote.served_name == "eve"
@@ -315,8 +316,8 @@ def test_api_base_follow_ups_send_earlier_images_by_id(server, checkpoint, image
     """On `--api-base`, an image the server was sent before goes as its id alone (`uuid`, no data URL): the answer
     is the one the same conversation gets with every image uploaded. An id the server no longer holds is refused,
     and the client sends the request again with the data."""
-    from eve_app.engine import ChatRequest, GenerationSettings, Turn
     from eve_app.serving.openai_engine import OpenAIEngine
+    from eve_app.serving.types import ChatRequest, GenerationSettings, Turn
 
     second = tmp_path / "second.png"
     Image.fromarray(np.random.default_rng(8).integers(0, 256, (70, 110, 3), dtype=np.uint8)).save(second)

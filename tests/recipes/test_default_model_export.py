@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from model.train.export_default import last_finished_stage, stage_folder, training_summary
 from model.train.pipeline import ForwardSignals
+from recipes.default_model.export import last_finished_stage, stage_folder, training_summary
 
 
 def _stage(work, name, finished, run_args, metrics):
@@ -74,7 +74,7 @@ def test_prepare_gives_a_dedicated_image_token_and_whole_closed_words(tmp_path):
 
     from model.configuration_eve import EveConfig
     from model.processing_eve import EveProcessor
-    from model.train.default_model import prepare, whole_words
+    from recipes.default_model.recipe import prepare, whole_words
 
     tokenizer_dir, config_file = prepare(tmp_path)
     config = json.loads(config_file.read_text())
@@ -89,7 +89,7 @@ def test_prepare_gives_a_dedicated_image_token_and_whole_closed_words(tmp_path):
 
 
 def test_export_prefers_the_best_scored_checkpoint(tmp_path):
-    from model.train.export_default import export_source, met, targets_table
+    from recipes.default_model.export import export_source, met, targets_table
 
     _stage(tmp_path, "3", True, {}, [])
     assert export_source(tmp_path, ["3"]) == stage_folder(tmp_path, "3")
@@ -105,7 +105,7 @@ def test_export_prefers_the_best_scored_checkpoint(tmp_path):
 
 
 def test_the_card_names_the_exported_stage_without_the_training_machines_path(tmp_path):
-    from model.train.export_default import source_label
+    from recipes.default_model.export import source_label
 
     best = tmp_path / "best"
     best.mkdir()
@@ -116,7 +116,7 @@ def test_the_card_names_the_exported_stage_without_the_training_machines_path(tm
 
 def test_the_offgrid_recipe_is_a_trial_that_never_exports_over_the_shipped_model(tmp_path, capsys):
     from model.train.args import build_parser
-    from model.train.default_model import COMMON, RECIPES, STAGES, main, tracked_stage
+    from recipes.default_model.recipe import COMMON, RECIPES, STAGES, main, tracked_stage
 
     assert RECIPES["grid"] is STAGES and tracked_stage("grid") == list(STAGES)[-1]  # the default is the shipped recipe
     with pytest.raises(SystemExit) as exit_info:

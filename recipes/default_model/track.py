@@ -1,13 +1,13 @@
 """Follow the default model's main training run: score its checkpoints on held-out samples, keep the best one.
 
-    python -m model.train.track_default --work runs/eve-tiny            # runs beside `model.train.default_model`
-    python -m model.train.track_default --work runs/eve-tiny --once     # score what is there now, then exit
+    python -m recipes.default_model.track --work runs/eve-tiny            # runs beside `recipes.default_model`
+    python -m recipes.default_model.track --work runs/eve-tiny --once     # score what is there now, then exit
 
 The training loss falls long before a small model reads (see docs/notes/small-model-notes.md), so checkpoints are
 judged by what they answer: every `--every` steps (and the finished model), `--n` held-out samples per task, levels
 0-2 mixed, text anywhere, on a validation seed (the shipped figures in eval.json use another one). Scores go to
 `WORK/curve.jsonl` (the learning curve of the model card); the best checkpoint so far is written, loadable and without
-optimizer state, to `WORK/best/`, replacing the one it supersedes. `model.train.default_model` exports `WORK/best/`.
+optimizer state, to `WORK/best/`, replacing the one it supersedes. `recipes.default_model` exports `WORK/best/`.
 Resumable: checkpoints already in curve.jsonl are not scored again.
 """
 
@@ -22,15 +22,15 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from ..evaluation.metrics import MAIN_METRIC
-from ..evaluation.runner import EVAL_SEED, evaluate_task
-from ..loading import load_pretrained
-from ..modeling_eve import EveForCausalLM
-from ..processing_eve import EveProcessor
-from ..synthetic import TASKS
-from .build import build_from_scratch
-from .checkpoints import STATE_FILE, is_finished, list_checkpoints
-from .stages import load_stages
+from model.evaluation.metrics import MAIN_METRIC
+from model.evaluation.runner import EVAL_SEED, evaluate_task
+from model.loading import load_pretrained
+from model.modeling_eve import EveForCausalLM
+from model.processing_eve import EveProcessor
+from model.synthetic import TASKS
+from model.train.build import build_from_scratch
+from model.train.checkpoints import STATE_FILE, is_finished, list_checkpoints
+from model.train.stages import load_stages
 
 VALIDATION_SEED = EVAL_SEED + 17  # neither a training seed nor the seed of the shipped evaluation
 LEVELS = [0, 1, 2]
@@ -170,8 +170,8 @@ def track(work: Path, stage_dir: Path, every: int, n: int, once: bool, poll_s: f
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .default_model import PROJECT_ROOT, RECIPES, tracked_stage
-    from .export_default import stage_folder
+    from .export import stage_folder
+    from .recipe import PROJECT_ROOT, RECIPES, tracked_stage
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=PROJECT_ROOT / "runs" / "eve-tiny")

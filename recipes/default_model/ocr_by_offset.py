@@ -1,7 +1,7 @@
 """How well a model reads OCR text by its pixel offset from the patch grid (issue 31's diagnostic).
 
-    python scripts/ocr_by_offset.py --model assets/eve-tiny
-    python scripts/ocr_by_offset.py --work runs/eve-offgrid --checkpoint runs/eve-offgrid/stages/stage-3-offgrid/checkpoint-900
+    python -m recipes.default_model.ocr_by_offset --model assets/eve-tiny
+    python -m recipes.default_model.ocr_by_offset --work runs/eve-offgrid --checkpoint runs/eve-offgrid/stages/stage-3-offgrid/checkpoint-900
 
 Held-out words at levels 0-2, moved up to `--jitter` pixels each way from the grid, bucketed by the larger of |dx| and
 |dy| (measured against the same sample drawn on the grid). A run that ramps its training jitter should read the offsets
@@ -17,12 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from model.evaluation.runner import EVAL_SEED, evaluate_samples
 from model.loading import load_pretrained
 from model.synthetic import generate_sample
-from model.train.track_default import load_checkpoint
+
+from .track import load_checkpoint
 
 BUCKETS = ((0, "0"), (2, "1-2"), (4, "3-4"), (6, "5-6"), (8, "7-8"), (16, "9-16"))
 

@@ -1,6 +1,6 @@
 """The default-model tracker ranks checkpoints by the tasks with text anywhere, not by fixed-place OCR."""
 
-from model.train.track_default import (
+from recipes.default_model.track import (
     FIXED_PLACE_OCR,
     HELD_OUT_FONT_OCR,
     OFF_GRID_OCR,

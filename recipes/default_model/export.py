@@ -1,6 +1,6 @@
 """Export a trained small model into `assets/eve-tiny`: weights, tokenizer, tasks.json, evaluation and model card.
 
-Used by `model.train.default_model` after training (or with `--export-only` for the best stage reached so far).
+Used by `recipes.default_model` after training (or with `--export-only` for the best stage reached so far).
 """
 
 import json
@@ -13,15 +13,16 @@ from pathlib import Path
 
 import torch
 
-from ..evaluation.runner import EVAL_SEED, evaluate_samples, evaluate_task, format_table
-from ..loading import load_pretrained
-from ..shared import FINETUNE_DEFAULTS_FILE
-from ..synthetic import IMAGE_SIZES, IMAGE_TOKEN, TASK_INSTRUCTIONS, TASK_KEYS, TASKS, Sample, format_answer, ocr
-from ..synthetic.answers import canonical_instruction
-from ..synthetic.vocab import word_bank
-from .checkpoints import is_finished
-from .pipeline import split_stage_name
-from .track_default import BEST, CURVE
+from model.evaluation.runner import EVAL_SEED, evaluate_samples, evaluate_task, format_table
+from model.loading import load_pretrained
+from model.shared import FINETUNE_DEFAULTS_FILE
+from model.synthetic import IMAGE_SIZES, IMAGE_TOKEN, TASK_INSTRUCTIONS, TASK_KEYS, TASKS, Sample, format_answer, ocr
+from model.synthetic.answers import canonical_instruction
+from model.synthetic.vocab import word_bank
+from model.train.checkpoints import is_finished
+from model.train.pipeline import split_stage_name
+
+from .track import BEST, CURVE
 
 CARD_TEMPLATE = Path(__file__).with_name("model_card_template.md")
 
@@ -200,7 +201,7 @@ def targets_table(results: list[dict]) -> str:
 
 
 def validation_curve(work: Path) -> str:
-    """The main run's learning curve as `model.train.track_default` scored it (validation seed)."""
+    """The main run's learning curve as `recipes.default_model.track` scored it (validation seed)."""
     curve = work / CURVE
     if not curve.is_file():
         return "(no scored checkpoints)"

@@ -1,13 +1,13 @@
 """Recipe of the project's small default EVEv2 (`assets/eve-tiny`), trained from scratch on synthetic images.
 
-    python -m model.train.default_model --work runs/eve-tiny           # resumable; rerun the same command
-    python -m model.train.default_model --work runs/eve-tiny --export-only
-    python -m model.train.default_model --recipe offgrid --work runs/eve-offgrid   # issue 31's trial, not shipped
+    python -m recipes.default_model --work runs/eve-tiny           # resumable; rerun the same command
+    python -m recipes.default_model --work runs/eve-tiny --export-only
+    python -m recipes.default_model --recipe offgrid --work runs/eve-offgrid   # issue 31's trial, not shipped
 
 It builds a tokenizer (with the `<|image_pad|>` placeholder and the closed-vocabulary words kept whole) and a
 from-scratch config, runs the staged pipeline through `model.train.pipeline` (the presets that freeze parts of the
 model run a few steps only; stage 3 trains every weight on all four synthetic tasks at levels 0-2, text anywhere on
-the patch grid), scores the main run's checkpoints on held-out samples (`model.train.track_default`, which can also
+the patch grid), scores the main run's checkpoints on held-out samples (`recipes.default_model.track`, which can also
 run beside the training to follow it), and exports the best one with its `tasks.json`, `eval.json` and model card
 into `assets/eve-tiny`. Every step skips what is already done; a stopped run continues from its last checkpoint.
 """
@@ -19,18 +19,19 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..chat_template import get_template
-from ..configuration_eve import EveConfig
-from ..image_processing_eve import EveImageProcessor
-from ..processing_eve import EveProcessor
-from ..shared import PROJECT_ROOT, TASK_KEYS
-from ..synthetic import TASK_INSTRUCTIONS
-from ..synthetic.vocab import load_vocab
-from .checkpoints import is_finished
-from .export_default import export, stage_folder
-from .pipeline import ForwardSignals
-from .tokenizer import IMAGE_PAD_TOKEN, train_tokenizer
-from .track_default import TRACK_EVERY, TRACK_N, track
+from model.chat_template import get_template
+from model.configuration_eve import EveConfig
+from model.image_processing_eve import EveImageProcessor
+from model.processing_eve import EveProcessor
+from model.shared import IMAGE_TOKEN, PROJECT_ROOT, TASK_KEYS
+from model.synthetic import TASK_INSTRUCTIONS
+from model.synthetic.vocab import load_vocab
+from model.train.checkpoints import is_finished
+from model.train.pipeline import ForwardSignals
+from model.train.tokenizer import train_tokenizer
+
+from .export import export, stage_folder
+from .track import TRACK_EVERY, TRACK_N, track
 
 TASKS = ",".join(TASK_KEYS.values())
 # The model: widths and depth sized for a 2-core CPU; images of area 192^2 in 16-pixel patches (about 150 tokens).
@@ -98,7 +99,7 @@ RECIPES: dict[str, dict[str, str]] = {
 
 
 def tracked_stage(recipe: str) -> str:
-    """The stage of `recipe` whose checkpoints track_default scores and the export ships: its last."""
+    """The stage of `recipe` whose checkpoints the tracker (`track.py`) scores and the export ships: its last."""
     return list(RECIPES[recipe])[-1]
 
 
@@ -162,7 +163,7 @@ def prepare(work: Path) -> tuple[Path, Path]:
             "vocab_size": vocab_size,
             "pad_token_id": tokenizer.pad_token_id,
             "eos_token_id": tokenizer.eos_token_id,
-            "image_token_id": tokenizer.convert_tokens_to_ids(IMAGE_PAD_TOKEN),
+            "image_token_id": tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
             "bos_token_id": None,
         }
         config_file.write_text(json.dumps(config, indent=2) + "\n")
