@@ -19,6 +19,7 @@ from model.shared import num_image_tokens
 from .errors import UserError
 from .limits import ImageGate
 from .serving.base import ChatEngine
+from .serving.pacing import STREAM_INTERVAL, paced
 from .serving.types import ChatRequest, Finished, GenerationRecord, GenerationSettings, TextDelta
 from .storage import Storage
 
@@ -57,9 +58,17 @@ def record_fields(record: GenerationRecord, settings: GenerationSettings, model_
 
 
 class ConversationService:
-    def __init__(self, storage: Storage, engine: ChatEngine, images: ImageGate, partial_save_seconds: float = 2.0):
+    def __init__(
+        self,
+        storage: Storage,
+        engine: ChatEngine,
+        images: ImageGate,
+        partial_save_seconds: float = 2.0,
+        stream_interval: float = STREAM_INTERVAL,
+    ):
         self.storage, self.engine, self.images = storage, engine, images
         self.partial_save_seconds = partial_save_seconds
+        self.stream_interval = stream_interval  # at most one streamed piece per interval (serving/pacing.py)
 
     # Limits of a request that depend on the loaded model
 
@@ -123,10 +132,11 @@ class ConversationService:
     def stream_answer(
         self, conversation_id: int, answer_id: int, request: ChatRequest, task: str
     ) -> Iterator[TextDelta | Finished]:
-        """The engine's events for `request`; the answer `answer_id` is saved as it grows and when it ends."""
+        """The engine's events for `request`, at most one text piece per `stream_interval`; the answer `answer_id` is
+        saved as it grows and when it ends."""
         text, record, saved_at = "", None, time.monotonic()
         try:
-            for event in self.engine.stream(request):
+            for event in paced(self.engine.stream(request), self.stream_interval):
                 if isinstance(event, Finished):
                     record = event.record
                     continue
