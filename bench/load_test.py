@@ -96,16 +96,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def make_images(folder: Path, count: int, offset: int = 0) -> list[tuple[Path, str]]:
-    """`count` different synthetic images, cycling through the tasks; (path, preset name) each."""
+def make_images(folder: Path, count: int, offset: int = 0, seen: set[str] | None = None) -> list[tuple[Path, str]]:
+    """`count` different synthetic images, cycling through the tasks; (path, preset name) each. `seen`: hashes of
+    images made before (an image equal to one of them is drawn again), updated with these."""
     names = list(TASK_KEYS)
+    seen = set() if seen is None else seen
     images = []
     for i in range(offset, offset + count):
         task = names[i % len(names)]
-        path = folder / f"load-{i:04d}-{TASK_KEYS[task]}.png"
-        generate_sample(task, random.Random(f"load-test-{i}"), split="test").image.save(path)
+        path = folder / f"load-{i:06d}-{TASK_KEYS[task]}.png"
+        for attempt in range(100):  # a simple scene can come out the same for two seeds
+            generate_sample(task, random.Random(f"load-test-{i}-{attempt}"), split="test").image.save(path)
+            if _sha256(path) not in seen:
+                break
+        seen.add(_sha256(path))
         images.append((path, task))
-    assert len({_sha256(p) for p, _ in images}) == count, "two synthetic images came out identical"
     return images
 
 
@@ -333,13 +338,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"against {url}; load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
             )
             # A first run of the largest count, not timed: the engine compiles and caches what the others then use.
-            warm = make_images(tmp, max(args.counts), offset=100_000)
+            seen: set[str] = set()
+            warm = make_images(tmp, max(args.counts), offset=100_000, seen=seen)
             run_load(url, args.client, warm, max(args.counts), args.max_new_tokens, args.timeout)
             all_results: list[Result] = []
             rates: dict[int, list[float]] = {n: [] for n in args.counts}
             ok = True
             for index, (clients, round_) in enumerate(runs):
-                images = make_images(tmp, args.per_run, offset=index * args.per_run)
+                images = make_images(tmp, args.per_run, offset=index * args.per_run, seen=seen)
                 label = f"[round {round_ + 1}, {clients} client{'s' if clients > 1 else ''}] "
                 cpu_before = process_cpu(pid) if pid else {}
                 results, wall = run_load(url, args.client, images, clients, args.max_new_tokens, args.timeout)
