@@ -17,7 +17,7 @@ from eve_app.limits import cap_allocator_arenas
 from eve_app.request_limits import EventGuard, UploadQuota
 from eve_app.serving import load_engine
 from eve_app.settings import MIB, SECRET_FILE, parse_settings
-from eve_app.storage import Storage
+from eve_app.storage import ConversationStore, Database, JobStore
 from eve_app.ui import CSS, HIDE_SHARE, build_app
 from eve_app.ui.sessions import lean_sessions
 
@@ -28,12 +28,12 @@ def create_app(argv: list[str] | None = None) -> tuple[gr.Blocks, AppContext]:
     settings = parse_settings(argv)
     cap_allocator_arenas()  # freed image buffers go back to a shared pool instead of one per worker thread
     engine = load_engine(settings)  # --backend transformers (default) | vllm, or --api-base URL
-    storage = Storage(settings.db_url, data_dir=settings.data_dir)
-    storage.recover_interrupted()  # answers a crash cut off are marked "interrupted", with their partial text
-    runner = JobRunner(storage, settings.data_dir)
+    database = Database(settings.db_url, data_dir=settings.data_dir)
+    ConversationStore(database).recover_interrupted()  # answers a crash cut off: "interrupted", partial text kept
+    runner = JobRunner(JobStore(database), settings.data_dir)
     runner.recover()  # jobs that ran while the app was down: re-attach the live ones, close the dead ones
     runner.start_monitor()
-    ctx = make_context(settings, engine, storage, runner)
+    ctx = make_context(settings, engine, database, runner)
     ctx.uploads.sweep(runner.upload_dirs_in_use())  # validated uploads left from before, once they are old
     ctx.uploads.start_sweeper(runner.upload_dirs_in_use)
     demo = build_app(ctx)

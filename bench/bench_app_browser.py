@@ -91,7 +91,7 @@ def main() -> None:
 
     from playwright.sync_api import sync_playwright
 
-    from eve_app.storage import Storage
+    from eve_app.storage import ConversationStore, Database
     from tests.e2e.helpers import free_port, start_server
     from tests.e2e.test_browser import CHROMIUM_ARGS
 
@@ -112,9 +112,9 @@ def main() -> None:
     finally:
         app.terminate()
         app.wait(timeout=60)
-    storage = Storage(data_dir=str(work / "data"))
-    ttfts = stored_ttfts(storage)[args.warmup :]
-    storage.close()
+    database = Database(data_dir=str(work / "data"))
+    ttfts = stored_ttfts(ConversationStore(database))[args.warmup :]
+    database.close()
     calls = calls[args.warmup :]
     assert len(ttfts) == len(calls), (len(ttfts), len(calls))
     report(calls, ttfts, args)

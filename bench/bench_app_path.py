@@ -14,7 +14,6 @@ changes), so the table shows where the overhead goes:
     queue           the server: from the join reply until the handler checks the image
     check_message   the image checks (size, format, header, full decode)
     save_question   reading the file, hashing and storing it, saving the question (one transaction)
-    message_images  looking up the stored image paths
     begin_answer    saving the empty "streaming" answer
     to_engine       from there until the engine's stream starts
     engine_ttft     the engine's own time to first token (stored record)
@@ -55,7 +54,6 @@ STAGES = [
     ("queue", "check_start"),
     ("check_message", "check_end"),
     ("save_question", "save_end"),
-    ("message_images", "paths_end"),
     ("begin_answer", "begun"),
     ("to_engine", "engine_start"),
     ("engine_ttft", None),
@@ -95,11 +93,8 @@ def instrument_server(ctx, marks: Marks) -> None:
     """Wrap the objects the `/answer` handler calls (instance attributes; the app's code is untouched)."""
     service = ctx.conversations
     service.images.check_message = around(marks, service.images.check_message, "check_start", "check_end")
-    storage = service.storage
-    storage.save_user_message = around(marks, storage.save_user_message, "save_start", "save_end")
-    if hasattr(storage, "save_question"):  # the question (and its answer) in one call
-        storage.save_question = around(marks, storage.save_question, "save_start", "save_end")
-    storage.message_images = around(marks, storage.message_images, "paths_start", "paths_end")
+    storage = service.store
+    storage.save_question = around(marks, storage.save_question, "save_start", "save_end")  # and its answer
     storage.begin_answer = around(marks, storage.begin_answer, "begin_start", "begun")
     engine_stream = service.engine.stream
 
@@ -236,11 +231,11 @@ def main() -> None:
         for image in images[args.warmup :]:
             answer(image)
         calls = marks.calls
-        ttfts = stored_ttfts(ctx.storage)[-len(calls) :]
+        ttfts = stored_ttfts(ctx.conversations.store)[-len(calls) :]
         report(calls, ttfts, ctx.engine.describe(), preset, args)
     finally:
         demo.close()
-        ctx.storage.close()
+        ctx.conversations.store.database.close()
 
 
 def report(calls: list[dict[str, float]], ttfts: list[float], engine: str, preset: str, args) -> None:

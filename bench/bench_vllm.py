@@ -157,7 +157,7 @@ def part_concurrent_and_app(args, work: Path) -> None:
         for k, (name, ask) in enumerate(clients):
             ask(images[0])  # warm-up
             firsts = [ask(image) for image in images[1 + 11 * k : 11 + 11 * k]]  # images the cache has not seen
-            engine_ttfts = stored_ttfts(ctx.storage)[-10:]
+            engine_ttfts = stored_ttfts(ctx.conversations.store)[-10:]
             overhead = [f - e for f, e in zip(firsts, engine_ttfts)]
             print(
                 f"{name}: first chunk p50 {statistics.median(firsts) * 1000:.0f} ms; engine TTFT p50 "

@@ -39,7 +39,7 @@ from urllib.parse import urlparse
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from eve_app.storage import Storage
+from eve_app.storage import ConversationStore, Database
 from model.shared import PROJECT_ROOT
 from model.synthetic import TASK_KEYS, generate_sample
 
@@ -127,7 +127,7 @@ def start_app(model: str | None, data_dir: Path, backend: str | None):
     argv = ["--data-dir", str(data_dir), "--port", str(port)] + (["--model", model] if model else [])
     demo, ctx = create_app(argv + (["--backend", backend] if backend else []))
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx))
-    return f"http://127.0.0.1:{port}/", demo, ctx.storage
+    return f"http://127.0.0.1:{port}/", demo, ctx.conversations.store
 
 
 def start_app_process(python: str, model: str | None, data_dir: Path, backend: str | None, log: Path):
@@ -246,7 +246,9 @@ def run_load(
     return results, time.perf_counter() - start
 
 
-def check_database(storage: Storage, before: set[int], results: list[Result]) -> tuple[list[str], list[float]]:
+def check_database(
+    storage: ConversationStore, before: set[int], results: list[Result]
+) -> tuple[list[str], list[float]]:
     """Problems found matching each answered request to its logged conversation; and the logged generation times."""
     problems, durations = [], []
     new = [c["id"] for c in storage.list_conversations(limit=10_000) if c["id"] not in before]
@@ -320,14 +322,18 @@ def main(argv: list[str] | None = None) -> int:
         data_dir = args.data_dir or tmp / "app-data"
         demo = process = None
         pid = args.pid
-        storage: Storage | None = None
+        storage: ConversationStore | None = None
         if args.url:
             url = args.url
-            storage = Storage(args.db_url, data_dir=args.data_dir) if args.data_dir or args.db_url else None
+            storage = (
+                ConversationStore(Database(args.db_url, data_dir=args.data_dir))
+                if args.data_dir or args.db_url
+                else None
+            )
         elif args.python:
             print(f"starting the app ({args.backend or 'transformers'}) on {args.python} ...", flush=True)
             url, process = start_app_process(args.python, args.model, data_dir, args.backend, tmp / "app.log")
-            storage = Storage(None, data_dir=data_dir)
+            storage = ConversationStore(Database(None, data_dir=data_dir))
             pid = process.pid
         else:
             url, demo, storage = start_app(args.model, data_dir, args.backend)

@@ -1,6 +1,7 @@
 """One browser session's conversation: turns with their stored ids, and how they show in the chat component.
 
-Plain Python, no Gradio: the chat tab keeps a `ChatSession` in its state and renders it with `to_chatbot`. A user
+Plain Python, no Gradio: the conversation service fills a `ChatSession` (from a stored conversation, or turn by turn
+as it saves them), the chat tab keeps it in its state and renders it with `to_chatbot`. A user
 turn shows as one chat message per image and then one for its text (a message that mixes both cannot be edited in
 the browser, so the chat shows each message on its own: `group_consecutive_messages=False`), so the index that Gradio's retry/undo/edit/like events carry is mapped back with `turn_of`.
 """
@@ -9,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 
 from .serving.types import Turn
+from .storage.schema import ADMIN_OWNER
 
 
 @dataclass
@@ -27,6 +29,24 @@ class ChatSession:
     owner: str | None = None  # who opened or started the conversation (the admin may continue anyone's)
     turns: list[ChatTurn] = field(default_factory=list)
     inert: bool = False  # shows a stranger's messages (the admin's view): rendered with `inert_markdown`
+    task: str | None = None  # the task the stored conversation was started with
+
+    @classmethod
+    def from_stored(cls, conversation: dict, viewer: str) -> "ChatSession":
+        """A stored conversation (`ConversationStore.get_conversation`) as `viewer` continues it. The admin's view (of
+        anyone's conversation) fetches nothing a message's author linked: see `inert_markdown`."""
+        turns = [
+            ChatTurn(
+                message["role"],
+                message["text"],
+                images=message["images"],
+                message_id=message["id"],
+                status=message.get("status") or "done",
+                error=message.get("error"),
+            )
+            for message in conversation["messages"]
+        ]
+        return cls(conversation["id"], viewer, turns, inert=viewer == ADMIN_OWNER, task=conversation["task"])
 
     def engine_turns(self) -> list[Turn]:
         """The conversation as the engine's input: failed answers (no usable text) are left out."""

@@ -1,4 +1,4 @@
-"""What the UI's handlers share: the engine, the storage, the presets, the settings, and per-session stop events."""
+"""What the UI's handlers share: the engine, the conversation service, the job store, the presets, the settings, and per-session stop events."""
 
 import threading
 from collections import OrderedDict
@@ -16,7 +16,7 @@ from .request_limits import UploadBudget
 from .security import AdminGate
 from .serving.base import ChatEngine
 from .settings import MIB, Settings
-from .storage import Storage
+from .storage import ConversationStore, Database, JobStore
 
 
 class StopEvents:
@@ -58,7 +58,7 @@ class StopEvents:
 @dataclass
 class AppContext:
     engine: ChatEngine
-    storage: Storage
+    jobs: JobStore
     presets: list[TaskPreset]
     settings: Settings
     runner: JobRunner | None
@@ -72,7 +72,7 @@ class AppContext:
 def make_context(
     settings: Settings,
     engine: ChatEngine,
-    storage: Storage,
+    database: Database,
     runner: JobRunner | None = None,
     upload_folder: str | Path | None = None,
 ) -> AppContext:
@@ -81,12 +81,12 @@ def make_context(
     images = ImageGate(settings.chat_limits())
     return AppContext(
         engine=engine,
-        storage=storage,
+        jobs=JobStore(database),
         presets=load_presets(engine.checkpoint_dir),
         settings=settings,
         runner=runner,
         conversations=ConversationService(
-            storage, engine, images, settings.partial_save_seconds, settings.stream_interval
+            ConversationStore(database), engine, images, settings.partial_save_seconds, settings.stream_interval
         ),
         admin=AdminGate(settings.admin_password),
         uploads=ValidatedUploads(

@@ -1,27 +1,36 @@
 """`ConversationService`: one turn from the saved question to the saved answer, for the chat tab and `/answer` alike.
 
-It owns the flow both share, so neither repeats it: check the message against the limits, save the question (and,
-for a new chat, the conversation, in one transaction), save an empty "streaming" answer, stream the engine's pieces
-while saving the partial text every few seconds, and save the final answer with its generation record however the
-stream ends (done, stopped, failed, or the caller went away). A crash leaves the streaming answer for
-`Storage.recover_interrupted` to mark. Every verb that names a conversation checks that the caller owns it.
+It owns the turn both share, in one order, so neither handler repeats it: check the raw settings, check the message
+against the limits and save the question (for a new chat, with its conversation, in one transaction), save an empty
+"streaming" answer, stream the engine's pieces while saving the partial text every few seconds, and save the final
+answer with its generation record however the stream ends (done, stopped, failed, refused, or the caller went
+away). A crash leaves the streaming answer for `ConversationStore.recover_interrupted` to mark. The chat sends its
+question as an event of its own (`ask`), before it waits in the model's queue, and `answer` then answers it; `/answer`
+hands its question to `answer`, which saves it with its answer. The turns go into a `ChatSession`, which the chat
+tab shows; the handlers only translate the events for Gradio. Every verb that names a conversation checks that the
+caller owns it.
 """
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
+from typing import cast
 
 from model.shared import num_image_tokens
 
+from .chat_session import ChatSession, ChatTurn
 from .errors import UserError
+from .fields import Refusal, optional_whole_number
 from .limits import ImageGate
+from .presets import FREE_CHAT
 from .serving.base import ChatEngine
 from .serving.pacing import STREAM_INTERVAL, paced
 from .serving.types import ChatRequest, Finished, GenerationRecord, GenerationSettings, TextDelta
-from .storage import Storage
+from .storage import ConversationStore, SavedTurn
 
 logger = logging.getLogger(__name__)
 # Largest image side a request may ask for: an image this size must leave half the context for the conversation.
@@ -29,11 +38,17 @@ MAX_IMAGE_SIDE = 4096
 
 
 @dataclass
-class SavedQuestion:
-    conversation_id: int
-    message_id: int
-    images: list[str]  # stored image paths, for the engine
-    answer_id: int | None = None  # the empty "streaming" answer, when `ask` began it with the question
+class RawSettings:
+    """An answer's settings as the Parameters fields (or an API caller) send them: numbers checked by
+    `ui.refusals.Blocks` (any field may hold the `Refusal` of a value it refused instead), the optional seed and image
+    size as text."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: float = 256
+    repetition_penalty: float = 1.0
+    seed: str | float | None = None
+    image_max_size: str | float | None = None
 
 
 def record_fields(record: GenerationRecord, settings: GenerationSettings, model_name: str) -> dict:
@@ -60,13 +75,13 @@ def record_fields(record: GenerationRecord, settings: GenerationSettings, model_
 class ConversationService:
     def __init__(
         self,
-        storage: Storage,
+        store: ConversationStore,
         engine: ChatEngine,
         images: ImageGate,
         partial_save_seconds: float = 2.0,
         stream_interval: float = STREAM_INTERVAL,
     ):
-        self.storage, self.engine, self.images = storage, engine, images
+        self.store, self.engine, self.images = store, engine, images
         self.partial_save_seconds = partial_save_seconds
         self.stream_interval = stream_interval  # at most one streamed piece per interval (serving/pacing.py)
 
@@ -83,7 +98,24 @@ class ConversationService:
             cells -= 1
         return min(cells * patch, MAX_IMAGE_SIDE)
 
-    def check_settings(self, settings: GenerationSettings) -> None:
+    def settings(self, raw: RawSettings) -> GenerationSettings:
+        """The answer's settings from `raw`, checked against the loaded model.
+
+        Raises:
+            UserError: a refused field, or one the model cannot use (a seed that is not a whole number, more new
+                tokens or a larger image than its context takes).
+        """
+        refused = Refusal.first(*astuple(raw))
+        if refused is not None:
+            raise UserError(refused)
+        settings = GenerationSettings(
+            max_new_tokens=int(raw.max_new_tokens),
+            temperature=float(raw.temperature),
+            top_p=float(raw.top_p),
+            repetition_penalty=float(raw.repetition_penalty),
+            seed=optional_whole_number(raw.seed, "The seed"),
+            image_max_size=optional_whole_number(raw.image_max_size, "The image size", positive=True),
+        )
         if not 1 <= settings.max_new_tokens <= self.max_new_tokens_limit():
             raise UserError(
                 f"Max new tokens must be between 1 and {self.max_new_tokens_limit()} for this model "
@@ -91,49 +123,66 @@ class ConversationService:
             )
         if settings.image_max_size is not None and not 16 <= settings.image_max_size <= self.image_size_limit():
             raise UserError(f"Image size must be between 16 and {self.image_size_limit()} pixels for this model.")
+        return settings
 
     # A turn
 
-    def ask(
-        self,
-        owner: str,
-        conversation_id: int | None,
-        text: str,
-        files: list[str],
-        task: str,
-        begin_answer: bool = False,
-    ) -> SavedQuestion:
-        """Check the message and save it; a new conversation (id None) belongs to `owner`. With `begin_answer`, its
-        empty "streaming" answer is saved in the same transaction (`SavedQuestion.answer_id`).
+    def ask(self, session: ChatSession, text: str, files: list[str], task: str) -> ChatTurn:
+        """Check the message and save it as the session's next user turn; a new conversation (the session has none
+        yet) belongs to `session.owner`. The chat's question, sent before its answer waits for the model.
 
         Raises:
             UserError: a limit is broken, an image is refused, or the conversation is not the owner's.
         """
-        self.images.check_message(text, files)
-        images = [(Path(path).read_bytes(), Path(path).name) for path in files]
-        try:
-            saved = self.storage.save_question(
-                conversation_id, text, task=task, images=images, owner=owner, begin_answer=begin_answer
-            )
-        except LookupError as error:
-            raise UserError("That conversation does not exist (or is not yours).") from error
-        except ValueError as error:  # storage's own format check
-            raise UserError(str(error)) from error
-        return SavedQuestion(saved.conversation_id, saved.message_id, saved.image_paths, saved.answer_id)
+        return self._save_question(session, text, files, task, begin_answer=False)[0]
 
-    def begin_answer(self, conversation_id: int, task: str) -> int:
-        return self.storage.begin_answer(conversation_id, task)
-
-    def refuse_answer(self, conversation_id: int, answer_id: int, error: str, task: str) -> GenerationRecord:
-        """Close an answer that could not start (bad settings) with its reason."""
-        self.storage.finish_answer(conversation_id, "", "error", task=task, error=error, message_id=answer_id)
-        return GenerationRecord(status="error", text="", error=error)
-
-    def stream_answer(
-        self, conversation_id: int, answer_id: int, request: ChatRequest, task: str
+    def answer(
+        self,
+        session: ChatSession,
+        task: str | Refusal,
+        raw: RawSettings,
+        stop: threading.Event | None = None,
+        question: tuple[str, list[str]] | None = None,
     ) -> Iterator[TextDelta | Finished]:
-        """The engine's events for `request`, at most one text piece per `stream_interval`; the answer `answer_id` is
-        saved as it grows and when it ends."""
+        """The turn: check `raw`, save `question` (text, uploaded files) with an empty "streaming" answer, or begin
+        the answer to the session's last turn (a question `ask` saved), stream it into the session's new answer
+        turn, saving its text as it grows, and save how it ended; the last event is one `Finished`.
+
+        A refused task or setting is the answer's error when its question is already on record; a `question` is
+        refused before anything is saved.
+
+        Raises:
+            UserError: `question` and a refused task or setting, a broken limit, a refused image, or a conversation
+                that is not the session owner's (before anything is saved or streamed).
+        """
+        refused = Refusal.first(task)
+        task = FREE_CHAT if isinstance(task, Refusal) else task  # the task a refused answer is saved under
+        settings = GenerationSettings()
+        try:
+            settings = self.settings(raw)
+        except UserError as error:
+            refused = refused or str(error)
+        if refused and question is not None:
+            raise UserError(refused)
+        if question is not None:
+            answer_id = cast(int, self._save_question(session, *question, task, begin_answer=True)[1])
+        elif session.conversation_id is None:
+            raise UserError("There is no question to answer yet.")
+        else:
+            answer_id = self.store.begin_answer(session.conversation_id, task)
+        request = ChatRequest(session.engine_turns(), settings, stop or threading.Event())
+        answer = ChatTurn("assistant", "", message_id=answer_id)
+        session.turns.append(answer)
+        if refused:
+            self.store.finish_answer(answer_id, "", "error", error=refused)
+            answer.status, answer.error = "error", refused
+            yield Finished(GenerationRecord("error", "", error=refused))
+            return
+        yield from self._streamed(answer_id, answer, request)
+
+    def _streamed(self, answer_id: int, answer: ChatTurn, request: ChatRequest) -> Iterator[TextDelta | Finished]:
+        """The engine's events for `request`, grown into `answer`, whose text is saved every `partial_save_seconds`
+        and which is finished however the stream ends."""
         text, record, saved_at = "", None, time.monotonic()
         try:
             for event in paced(self.engine.stream(request), self.stream_interval):
@@ -141,8 +190,9 @@ class ConversationService:
                     record = event.record
                     continue
                 text += event.text
+                answer.text = text
                 if time.monotonic() - saved_at >= self.partial_save_seconds:
-                    self.storage.save_partial_answer(answer_id, text)
+                    self.store.save_partial_answer(answer_id, text)
                     saved_at = time.monotonic()
                 yield event
         finally:
@@ -150,41 +200,69 @@ class ConversationService:
             record = record or GenerationRecord(status="stopped", text=text)
             record.text = record.text.strip()
             if record.error:  # shown to the visitor: no server path in it
-                record.error = record.error.replace(str(self.storage.data_dir), "<data>")
-            self.storage.finish_answer(
-                conversation_id,
-                record.text,
-                record.status,
-                task=task,
-                record=record_fields(record, request.settings, self.engine.name),
-                message_id=answer_id,
-            )
+                record.error = record.error.replace(str(self.store.data_dir), "<data>")
+            fields = record_fields(record, request.settings, self.engine.name)
+            self.store.finish_answer(answer_id, record.text, record.status, record=fields)
+            answer.text, answer.status, answer.error = record.text, record.status, record.error
             if record.status == "error":
                 logger.warning("Answer %d failed: %s", answer_id, record.error)
         yield Finished(record)
 
+    def _save_question(
+        self, session: ChatSession, text: str, files: list[str], task: str, begin_answer: bool
+    ) -> tuple[ChatTurn, int | None]:
+        """Save a question (and with `begin_answer` its empty answer) and add it to the session; returns its turn
+        and the answer's id."""
+        if session.owner is None:
+            raise UserError("A conversation needs an owner.")
+        self.images.check_message(text, files)
+        images = [(Path(path).read_bytes(), Path(path).name) for path in files]
+        try:
+            saved: SavedTurn = self.store.save_question(
+                session.conversation_id,
+                text,
+                task=task,
+                images=images,
+                owner=session.owner,
+                begin_answer=begin_answer,
+            )
+        except LookupError as error:
+            raise UserError("That conversation does not exist (or is not yours).") from error
+        except ValueError as error:  # storage's own format check
+            raise UserError(str(error)) from error
+        session.conversation_id = saved.conversation_id
+        question = ChatTurn("user", text, images=saved.image_paths, message_id=saved.message_id)
+        session.turns.append(question)
+        return question, saved.answer_id
+
     # Reading and changing stored conversations
 
-    def get(self, owner: str | None, conversation_id: int) -> dict:
+    def open(self, owner: str | None, conversation_id: int) -> ChatSession:
+        """A stored conversation as `owner` continues it in the chat."""
         if owner is None:
             raise UserError("That conversation does not exist (or is not yours).")
         try:
-            return self.storage.get_conversation(conversation_id, owner=owner)
+            return ChatSession.from_stored(self.store.get_conversation(conversation_id, owner=owner), owner)
         except LookupError as error:
             raise UserError(f"There is no conversation {conversation_id} (or it is not yours).") from error
 
     def search(self, owner: str | None, query: str, limit: int = 200) -> list[dict]:
         if owner is None:
             return []
-        return self.storage.list_conversations(search=query or None, limit=limit, owner=owner)
+        return self.store.list_conversations(search=query or None, limit=limit, owner=owner)
 
-    def hide(self, owner: str | None, message_ids: list[int]) -> None:
-        if owner is not None and message_ids:
-            self.storage.hide_messages(message_ids, owner=owner)
+    def drop(self, session: ChatSession, index: int) -> list[ChatTurn]:
+        """Remove the session's turns from `index` on (undo, retry, edit) and return them; their messages are hidden
+        in storage, not deleted."""
+        removed = session.truncate(index)
+        message_ids = [turn.message_id for turn in removed if turn.message_id is not None]
+        if session.owner is not None and message_ids:
+            self.store.hide_messages(message_ids, owner=session.owner)
+        return removed
 
     def feedback(self, owner: str | None, message_id: int, value: str | None) -> None:
         try:
-            self.storage.save_feedback(message_id, value, owner=owner or "")
+            self.store.save_feedback(message_id, value, owner=owner or "")
         except LookupError as error:
             raise UserError("That message does not exist (or is not yours).") from error
 
@@ -194,7 +272,7 @@ class ConversationService:
             raise UserError("Nothing to export.")
         try:
             if fmt == "llava":
-                return self.storage.export_llava(conversation_ids, out_dir, owner=owner)
-            return self.storage.export(conversation_ids, out_dir, fmt, owner=owner)
+                return self.store.export_llava(conversation_ids, out_dir, owner=owner)
+            return self.store.export(conversation_ids, out_dir, fmt, owner=owner)
         except LookupError as error:
             raise UserError(f"{error} (or it is not yours).".capitalize()) from error

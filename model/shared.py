@@ -12,6 +12,7 @@ anywhere else.
 
 import json
 import math
+import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -153,3 +154,16 @@ def finetune_defaults(folder: str | Path) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise TypeError(f"{path} must hold a JSON object of training options")
     return values
+
+
+def leave_out_bitsandbytes() -> None:
+    """Makes `import bitsandbytes` fail in this process (call it before transformers or peft are imported), for a
+    process that quantizes nothing.
+
+    peft imports bitsandbytes whenever it is installed (`peft.helpers`), and transformers imports peft with its
+    scheduler helpers; on a CPU with AVX512-BF16, importing bitsandbytes looks up a Hub kernel
+    ("kernels-community/quantization-bitsandbytes"), which fails offline and prints a warning at the top of every
+    job log. peft and transformers take a failed import as "bitsandbytes is not installed" (`importlib.util.find_spec`
+    answers None for a name set to None in `sys.modules`), which is true of what such a process uses.
+    """
+    sys.modules.setdefault("bitsandbytes", None)  # type: ignore[arg-type]

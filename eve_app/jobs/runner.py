@@ -1,6 +1,6 @@
 """`JobRunner`: queue, start, watch and abort fine-tuning jobs; their state lives in storage, not in this object.
 
-    runner = JobRunner(storage, data_dir="data")
+    runner = JobRunner(JobStore(database), data_dir="data")
     runner.recover()                 # at app start: re-attach to jobs that kept running, close the dead ones
     runner.start_monitor()           # a daemon thread calls poll() every few seconds
     job_id = runner.submit(JobConfig(base="ckpt", data="train.json", max_steps=100))
@@ -24,6 +24,7 @@ from pathlib import Path
 
 from model.shared import PROJECT_ROOT
 
+from ..storage import JobStore
 from .command import ConfigError, JobConfig, build_command, config_problems
 from .process import is_job_alive, kill_group, reap, request_stop, stop_group
 from .progress import checkpoints, error_line, final_event, finished, loss_rows, run_progress, stage_outputs, tail
@@ -43,13 +44,15 @@ class JobRunner:
     """Runs at most `max_concurrent` jobs at a time; the others wait in storage with status "queued".
 
     Args:
-        storage: an `eve_app.storage.Storage` (create_job / update_job / get_job / list_jobs).
+        jobs: the job table (`eve_app.storage.JobStore`).
         data_dir: run folders go to `<data_dir>/runs/`.
         project_root: where the command starts (the accelerate config paths are relative to it).
     """
 
-    def __init__(self, storage, data_dir: str | Path, max_concurrent: int = 1, project_root: Path = PROJECT_ROOT):
-        self.storage = storage
+    def __init__(
+        self, jobs: JobStore, data_dir: str | Path, max_concurrent: int = 1, project_root: Path = PROJECT_ROOT
+    ):
+        self.jobs = jobs
         self.runs_dir = Path(data_dir).resolve() / "runs"
         self.max_concurrent = max_concurrent
         self.project_root = Path(project_root)
@@ -68,7 +71,7 @@ class JobRunner:
         return job["status"] == "running" and bool(job["run_dir"]) and Path(job["run_dir"], ABORT_MARKER).exists()
 
     def config(self, job_id: int) -> JobConfig:
-        return JobConfig.from_dict(self.storage.get_job(job_id)["args"])
+        return JobConfig.from_dict(self.jobs.get_job(job_id)["args"])
 
     # Submitting and starting
 
@@ -85,14 +88,14 @@ class JobRunner:
             raise ConfigError("; ".join(problems))
         config = _with_absolute_paths(config)
         with self._lock:
-            job_id = self.storage.create_job(dataclasses.asdict(config))
+            job_id = self.jobs.create_job(dataclasses.asdict(config))
             run_dir = self.run_dir(job_id)
             run_dir.mkdir(parents=True, exist_ok=True)
             config.output_dir = config.output_dir or str(run_dir / "out")
             argv = build_command(config)
             config.save(run_dir / "job.json")
             (run_dir / "command.txt").write_text(f"# run from {self.project_root}\n{shlex.join(argv)}\n")
-            self.storage.update_job(job_id, args=dataclasses.asdict(config), run_dir=str(run_dir))
+            self.jobs.update_job(job_id, args=dataclasses.asdict(config), run_dir=str(run_dir))
             if start:
                 self.start_next()
         return job_id
@@ -101,8 +104,8 @@ class JobRunner:
         """Start queued jobs, oldest first, while fewer than `max_concurrent` run; returns the started ids."""
         started = []
         with self._lock:
-            running = len(self.storage.list_jobs("running"))
-            for job in reversed(self.storage.list_jobs("queued")):
+            running = len(self.jobs.list_jobs("running"))
+            for job in reversed(self.jobs.list_jobs("queued")):
                 if running >= self.max_concurrent:
                     break
                 if self._start(job):
@@ -125,10 +128,10 @@ class JobRunner:
                     start_new_session=True,
                 )
         except (OSError, ConfigError) as error:
-            self.storage.update_job(job["id"], status="failed", error=f"the job could not start: {error}")
+            self.jobs.update_job(job["id"], status="failed", error=f"the job could not start: {error}")
             return False
         self._procs[job["id"]] = proc
-        self.storage.update_job(job["id"], status="running", pid=proc.pid)
+        self.jobs.update_job(job["id"], status="running", pid=proc.pid)
         logger.info("Job %d started (pid %d): %s", job["id"], proc.pid, shlex.join(argv))
         return True
 
@@ -142,7 +145,7 @@ class JobRunner:
     def upload_dirs_in_use(self) -> set[Path]:
         """The upload folders that recorded jobs train on (kept when old uploads are swept)."""
         folders = set()
-        for job in self.storage.list_jobs():
+        for job in self.jobs.list_jobs():
             data = (job.get("args") or {}).get("data") if isinstance(job.get("args"), dict) else None
             if data:
                 folders.add(Path(data).parent)
@@ -154,7 +157,7 @@ class JobRunner:
         """Close jobs whose process ended (done / failed / aborted), then start queued ones; returns closed ids."""
         closed = []
         with self._lock:
-            for job in self.storage.list_jobs("running"):
+            for job in self.jobs.list_jobs("running"):
                 self._follow_abort(job)
                 if self._check(job):
                     closed.append(job["id"])
@@ -187,7 +190,7 @@ class JobRunner:
         "done", else failed); live ones stay running and are watched by pid. Queued jobs wait for `poll()`."""
         report: dict[str, list[int]] = {"running": [], "closed": []}
         with self._lock:
-            for job in self.storage.list_jobs("running"):
+            for job in self.jobs.list_jobs("running"):
                 report["closed" if self._check(job) else "running"].append(job["id"])
         return report
 
@@ -206,7 +209,7 @@ class JobRunner:
         self._procs.pop(job["id"], None)
         self._stopping.pop(job["id"], None)
         status, error = self._outcome(job, exit_code, unknown_exit=proc is None)
-        self.storage.update_job(job["id"], status=status, error=error, final_metrics=self._final_metrics(job))
+        self.jobs.update_job(job["id"], status=status, error=error, final_metrics=self._final_metrics(job))
         logger.info("Job %d %s", job["id"], status)
         if status == "done":  # every job ends by answering held-out rows with the base and the tuned model
             self.compare(job["id"])
@@ -239,7 +242,7 @@ class JobRunner:
     def compare(self, job_id: int) -> bool:
         """Starts answering the job's held-out rows with its base and its final model (in the background); False
         when a comparison of it is already running. Raises ValueError for a job that has not finished."""
-        job = self.storage.get_job(job_id)
+        job = self.jobs.get_job(job_id)
         if job["status"] != "done" or not job["run_dir"]:
             raise ValueError(f"job {job_id} has not finished, so it has no tuned model to compare")
         run_dir = Path(job["run_dir"])
@@ -253,7 +256,7 @@ class JobRunner:
 
     def results(self, job_id: int) -> dict:
         """The job's comparison: state ("none", "running", "done", "failed"), results, rows, error."""
-        job = self.storage.get_job(job_id)
+        job = self.jobs.get_job(job_id)
         return read_results(Path(job["run_dir"])) if job["run_dir"] else read_results(self.run_dir(job_id))
 
     # Aborting
@@ -266,9 +269,9 @@ class JobRunner:
         monitor thread) closes it as aborted when it exits, or kills it after the grace period.
         """
         with self._lock:
-            job = self.storage.get_job(job_id)
+            job = self.jobs.get_job(job_id)
             if job["status"] == "queued":
-                return self.storage.update_job(job_id, status="aborted", error="aborted before it started")
+                return self.jobs.update_job(job_id, status="aborted", error="aborted before it started")
             if job["status"] != "running":
                 return job
             Path(job["run_dir"], ABORT_MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
@@ -284,14 +287,14 @@ class JobRunner:
             if not stopped:
                 saved = "after saving its checkpoint" if info["event"] == "stopped" else "before it saved a checkpoint"
                 error = f"the job did not exit within {grace:g} s and was killed {saved}"
-            return self.storage.update_job(job_id, status="aborted", final_metrics=info, error=error)
+            return self.jobs.update_job(job_id, status="aborted", final_metrics=info, error=error)
 
     # Reading (no locks needed: files and storage only)
 
     def progress(self, job_id: int) -> dict:
         """What the progress bar needs: step, total, fraction, eta_s, loss, eval_loss, status, checkpoint (the last
         complete one), checkpoints, model_path (when done), error, and a one-line `label`."""
-        job = self.storage.get_job(job_id)
+        job = self.jobs.get_job(job_id)
         config = JobConfig.from_dict(job["args"])
         info = run_progress(config)
         done = job["status"] == "done"

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING
 import httpx
 
 from ..errors import UserError
-from .adapters import same_folder, switch_model
-from .base import ChatEngine
-from .prompts import PreparedPrompt, prepare, sampling_fields
+from .adapters import same_folder
+from .prompts import PreparedPrompt, sampling_fields
 from .retry import RetryableError, with_one_retry
 from .sent_images import SentImages
 from .types import ChatRequest, EngineError, GenerationRecord
+from .vllm_common import VllmBackend
 
 if TYPE_CHECKING:
     from model.processing_eve import EveProcessor
@@ -34,8 +34,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class OpenAIEngine(ChatEngine[PreparedPrompt]):
+class OpenAIEngine(VllmBackend):
     """A client of one OpenAI-compatible server; as many answers at once as `concurrency_limit`."""
+
+    restart_hint = "With --api-base the model server decides the model; restart it with another checkpoint."
 
     def __init__(
         self,
@@ -81,12 +83,6 @@ class OpenAIEngine(ChatEngine[PreparedPrompt]):
         log.info("Answers come from %s (%s, context %d)", base, served["id"], max_len)
         return cls(base, served["id"], max_len, processor, folder, api_key)
 
-    def reload(self, path: str, name: str | None = None) -> None:
-        """The model picker: requests go to a LoRA adapter the server serves, or back to the base model for the
-        `--model` checkpoint; the server decides any other model."""
-        restart = "With --api-base the model server decides the model; restart it with another checkpoint."
-        switch_model(self, path, name, restart)
-
     def set_adapter(self, name: str | None, path: str | None = None) -> None:
         """Requests go to the server's model of the LoRA adapter in `path` (by its name or its folder), or to the base
         model for None. An adapter the server lacks is loaded there where the server allows it
@@ -123,10 +119,6 @@ class OpenAIEngine(ChatEngine[PreparedPrompt]):
     def describe(self) -> str:
         model = self.served_name if self.served_name == self.base_name else f"{self.served_name} (LoRA)"
         return f"{model} · vLLM server {self.base_url}"
-
-    def _prepare(self, request: ChatRequest) -> tuple[PreparedPrompt, int]:
-        prompt = prepare(self.processor, request.turns, request.settings, self.sent_images)
-        return prompt, prompt.prompt_tokens
 
     def _generate(
         self, request: ChatRequest, prompt: PreparedPrompt, record: GenerationRecord, start: float

@@ -28,12 +28,12 @@ from model.loading import resolve_checkpoint
 from model.processing_eve import EveProcessor
 
 from ..errors import UserError
-from .adapters import read_adapter, switch_model
-from .base import ChatEngine
-from .prompts import PreparedPrompt, prepare, sampling_fields
+from .adapters import read_adapter
+from .prompts import PreparedPrompt, sampling_fields
 from .retry import RetryableError, with_one_retry
 from .sent_images import SentImages
 from .types import ChatRequest, GenerationRecord
+from .vllm_common import VllmBackend
 
 log = logging.getLogger(__name__)
 _ids = itertools.count()
@@ -91,8 +91,13 @@ def engine_args(folder: str, device: str, dtype: str | None) -> dict:
     return args
 
 
-class VllmEngine(ChatEngine[PreparedPrompt]):
+class VllmEngine(VllmBackend):
     """One AsyncLLM shared by every visitor; `concurrency_limit` answers stream at once."""
+
+    restart_hint = (
+        "The vLLM backend serves the model it was started with and its LoRA adapters; restart the app to change the "
+        "model."
+    )
 
     def __init__(
         self,
@@ -145,12 +150,6 @@ class VllmEngine(ChatEngine[PreparedPrompt]):
             self._engine.shutdown()
             self._loop.call_soon_threadsafe(self._loop.stop)
 
-    def reload(self, path: str, name: str | None = None) -> None:
-        """The model picker: a LoRA adapter folder is served from now on, by this engine (no restart); the checkpoint
-        the engine was started with switches back to the base model. Another model needs a restart."""
-        restart = "The vLLM backend serves the model it was started with and its LoRA adapters; restart the app to "
-        switch_model(self, path, name, restart + "change the model.")
-
     def set_adapter(self, name: str | None, path: str | None = None) -> None:
         """New requests go to the LoRA adapter in `path` (shown as `name`), or to the base model for None. vLLM
         loads the adapter here, so a bad one is refused now rather than at the next question."""
@@ -193,10 +192,6 @@ class VllmEngine(ChatEngine[PreparedPrompt]):
     def describe(self) -> str:
         model = f"{self.name} (LoRA on {self.base_name})" if self._lora else self.name
         return f"{model} · vLLM on {self.device} · {self.dtype} · up to {self.concurrency_limit} answers at once"
-
-    def _prepare(self, request: ChatRequest) -> tuple[PreparedPrompt, int]:
-        prompt = prepare(self.processor, request.turns, request.settings, self.sent_images)
-        return prompt, prompt.prompt_tokens
 
     def _generate(
         self, request: ChatRequest, prompt: PreparedPrompt, record: GenerationRecord, start: float

@@ -1,15 +1,27 @@
-"""The app's storage: conversations, images by content hash, feedback, generation records and jobs.
+"""The app's storage: one database shared by the conversation store (conversations, images by content hash,
+feedback, generation records) and the job store.
 
 SQLAlchemy and the standard library only. Usage:
 
-    storage = Storage(data_dir="data")            # SQLite at data/eve.db, images under data/images/
-    cid = storage.create_conversation(task="caption")
-    storage.save_user_message(cid, "What is this?", images=[(png_bytes, "photo.png")])
-    storage.finish_answer(cid, "A red circle.", "done", record={"model": "eve", "new_tokens": 5})
+    database = Database(data_dir="data")           # SQLite at data/eve.db, images under data/images/
+    conversations = ConversationStore(database)
+    saved = conversations.save_question(None, "What is this?", images=[(png_bytes, "photo.png")], begin_answer=True)
+    conversations.finish_answer(saved.answer_id, "A red circle.", "done", record={"model": "eve"})
+    jobs = JobStore(database)
 """
 
+from .conversations import ConversationStore, SavedTurn
+from .database import Database
+from .jobs import JobStore
 from .migrations import MIGRATIONS, SchemaVersionError
 from .schema import SCHEMA_VERSION
-from .store import Storage
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SchemaVersionError", "Storage"]
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "ConversationStore",
+    "Database",
+    "JobStore",
+    "SavedTurn",
+    "SchemaVersionError",
+]

@@ -1,4 +1,5 @@
-"""Engine construction: one Engine per Storage, with SQLite made safe for Gradio's worker threads.
+"""`Database`: the one engine, session factory and image folder that the conversation store and the job store share,
+with SQLite made safe for Gradio's worker threads.
 
 SQLite needs three things to serve several threads well: WAL journaling (readers never wait for the writer),
 a busy timeout (a second writer waits instead of failing with "database is locked"), and write transactions that
@@ -8,15 +9,63 @@ between. So pysqlite's own transaction handling is switched off and we emit `BEG
 (writes) ourselves, the recipe from SQLAlchemy's pysqlite documentation. Other databases are left as they are.
 """
 
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
+
+from . import migrations
 
 BUSY_TIMEOUT_MS = 30_000
 # Execution option read by the "begin" listener; set on the engine that write sessions are bound to.
 BEGIN_OPTION = "eve_sqlite_begin"
+
+
+class Database:
+    """The app's database and image folder, opened (and migrated) once and shared by the stores built on it.
+
+    Each store verb opens a short session of its own (`with database.session() as s`), so the stores are safe to
+    share between Gradio's worker threads: the Engine and its pool are thread-safe, sessions are not shared.
+
+    Args:
+        url: any SQLAlchemy URL; None means the SQLite file `<data_dir>/eve.db`.
+        data_dir: folder for the default database and for `images/`, created if missing.
+
+    Raises:
+        migrations.SchemaVersionError: the database was written by a newer version of the app.
+    """
+
+    def __init__(self, url: str | None = None, data_dir: str | Path = "data"):
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        url = url or default_url(self.data_dir)
+        self.engine = make_engine(url)
+        # An in-memory database is one connection shared by all threads: let one session use it at a time.
+        self._lock: AbstractContextManager = threading.RLock() if is_memory_sqlite(make_url(url)) else nullcontext()
+        writer = write_engine(self.engine)
+        try:
+            self.schema_version = migrations.prepare(writer)
+        except Exception:
+            self.engine.dispose()
+            raise
+        self._reads = sessionmaker(self.engine, expire_on_commit=False)
+        self._writes = sessionmaker(writer, expire_on_commit=False)
+
+    def close(self) -> None:
+        """Release pooled connections (lets SQLite checkpoint and remove its WAL file)."""
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self, write: bool = False) -> Iterator[Session]:
+        """A session in its own transaction; `write` takes SQLite's write lock at BEGIN, which makes read-then-write
+        steps (the next position in a conversation) atomic and queues concurrent writers on the busy timeout."""
+        with self._lock, (self._writes if write else self._reads)() as session, session.begin():
+            yield session
 
 
 def default_url(data_dir: str | Path) -> str:

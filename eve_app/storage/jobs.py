@@ -1,26 +1,26 @@
-"""Job verbs for `Storage`: the fine-tuning runner records each job's state here, and the UI polls it.
+"""`JobStore`: the fine-tuning runner records each job's state here, and the UI polls it.
 
 Keeping job state in the database (not in the UI process's memory) lets a restarted app re-attach to a running
 job and list finished ones.
 """
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
+from .database import Database
 from .records import JOB_FIELDS, job_dict
 from .schema import JOB_STATUSES, Job, utcnow
 
 _FINISHED = ("done", "failed", "aborted")
 
 
-class JobVerbs:
-    """Mixed into `Storage`, which provides `_session`."""
+class JobStore:
+    """The jobs table of `database` (shared with the conversation store)."""
 
-    _session: Callable[..., AbstractContextManager[Session]]
+    def __init__(self, database: Database):
+        self.database = database
+        self._session = database.session
 
     def create_job(self, args: dict | list, run_dir: str | Path | None = None) -> int:
         """Queue a job with its training settings (or argument list); returns the job id."""

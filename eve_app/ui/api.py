@@ -10,15 +10,15 @@ question and its answer. The question and an empty answer are saved as soon as t
 for the model, so a call that a crash cuts off is still on record (as interrupted).
 """
 
-from typing import cast
-
 import gradio as gr
 
+from ..chat_session import ChatSession
 from ..context import AppContext
+from ..conversations import RawSettings
 from ..errors import UserError
 from ..presets import preset_by_name
 from ..security import API_OWNER
-from ..serving.types import ChatRequest, Finished, GenerationSettings, Turn
+from ..serving.types import Finished
 from .refusals import refuse
 
 API_CONCURRENCY = 8  # /answer calls handled at once on a backend that answers one at a time (the rest queue)
@@ -39,7 +39,6 @@ class ApiHandlers:
             question: the question; empty sends the preset's instruction.
             max_new_tokens: the longest answer in tokens, at least 1 (empty: the preset's).
         """
-        service = self.ctx.conversations
         try:
             preset = preset_by_name(self.ctx.presets, task)
             if not image:
@@ -47,27 +46,24 @@ class ApiHandlers:
             text = (question or "").strip() or preset.instruction
             if not text:
                 raise UserError(f"The preset {task!r} has no instruction: give a question.")
-            settings = GenerationSettings(
-                max_new_tokens=preset.max_new_tokens if max_new_tokens is None else int(max_new_tokens),
-                temperature=preset.temperature,
+            tokens = preset.max_new_tokens if max_new_tokens is None else max_new_tokens
+            raw = RawSettings(temperature=preset.temperature, max_new_tokens=tokens)
+            # The question and its empty "streaming" answer are saved in one transaction, then the answer streams.
+            turn = self.ctx.conversations.answer(
+                ChatSession(owner=API_OWNER), preset.name, raw, question=(text, [image])
             )
-            service.check_settings(settings)
-            # The question and its empty "streaming" answer, in one transaction.
-            saved = service.ask(API_OWNER, None, text, [image], preset.name, begin_answer=True)
+            partial = ""
+            for event in turn:
+                if isinstance(event, Finished):
+                    if event.record.status == "error":
+                        raise UserError(event.record.error or "Generation failed.")
+                    yield event.record.text
+                else:
+                    partial += event.text
+                    if partial.strip():  # as the final answer reads: no leading space (a tokenizer's word boundary)
+                        yield partial.lstrip()
         except (UserError, ValueError) as error:
             raise refuse(str(error)) from None
-        answer_id = cast(int, saved.answer_id)
-        request = ChatRequest([Turn("user", text, saved.images)], settings)
-        partial = ""
-        for event in service.stream_answer(saved.conversation_id, answer_id, request, preset.name):
-            if isinstance(event, Finished):
-                if event.record.status == "error":
-                    raise refuse(event.record.error or "Generation failed.")
-                yield event.record.text
-            else:
-                partial += event.text
-                if partial.strip():  # as the final answer reads: no leading space (a tokenizer's word boundary)
-                    yield partial.lstrip()
 
 
 def build_api(ctx: AppContext) -> None:

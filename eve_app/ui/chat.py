@@ -1,22 +1,22 @@
 """The chat tab: task presets, multimodal input, streamed answers, stop, retry, undo, edit, like, and a status line.
 
-A turn is a chain: `submit_message` saves the user's message (before anything is generated) and `respond` streams
-the answer. The conversation service does both, with the owner checks; handlers only translate between Gradio and
-it, and `ChatSession` holds what the browser shows.
+A turn is a chain: `submit_message` saves the user's message (before it waits for the model) and `respond` streams
+the answer. The conversation service does both (`ask`, then `answer`), with the owner checks, and keeps the
+`ChatSession` that the browser shows; the handlers only translate between Gradio and it.
 """
 
 from typing import Any
 
 import gradio as gr
 
-from ..chat_session import ChatSession, ChatTurn
+from ..chat_session import ChatSession
 from ..context import AppContext
+from ..conversations import RawSettings
 from ..errors import UserError
 from ..presets import FREE_CHAT, preset_by_name
 from ..security import session_owner
-from ..serving.types import ChatRequest, Finished, GenerationSettings
+from ..serving.types import Finished
 from .chat_layout import chat_layout, example_pairs, examples
-from .fields import Refusal, optional_whole_number
 from .generation import model_line, status_line
 from .refusals import refuse, takes_refusals
 
@@ -58,11 +58,9 @@ class ChatHandlers:
     def add_user_turn(self, session: ChatSession, text: str, files: list[str], task: str, owner: str) -> None:
         session.owner = session.owner or owner
         try:
-            saved = self.ctx.conversations.ask(session.owner, session.conversation_id, text, files, task)
+            self.ctx.conversations.ask(session, text, files, task)
         except UserError as error:
             raise refuse(str(error)) from None
-        session.conversation_id = saved.conversation_id
-        session.turns.append(ChatTurn("user", text, images=saved.images, message_id=saved.message_id))
 
     @takes_refusals
     def respond(
@@ -77,82 +75,25 @@ class ChatHandlers:
         image_max_size: str | float | None,
         request: gr.Request,
     ):
-        """Streams the answer to the last user turn; the service saves it as it grows and when it ends."""
-        conversation_id = session.conversation_id
-        if not session.turns or session.turns[-1].role != "user" or conversation_id is None:
+        """Streams the answer to the last user turn; the service saves it as it grows and when it ends. Inputs arrive
+        checked, or as a `Refusal` (see `refusals.Blocks`): the service saves that as this answer's error."""
+        if not session.turns or session.turns[-1].role != "user" or session.conversation_id is None:
             yield session.to_chatbot(), session, gr.skip(), gr.skip()
             return
-        service = self.ctx.conversations
-        # Inputs arrive checked, or as a `Refusal` (see `refusals.Blocks`): that is saved as this answer's error.
-        invalid = Refusal.first(
-            preset_name, temperature, top_p, max_new_tokens, repetition_penalty, seed, image_max_size
-        )
-        if isinstance(preset_name, Refusal):
-            preset_name = FREE_CHAT  # the task the refused answer is saved under
-        settings = GenerationSettings()
-        if invalid is None:
-            try:
-                settings = self.settings_from(
-                    temperature, top_p, max_new_tokens, repetition_penalty, seed, image_max_size
-                )
-            except UserError as error:
-                invalid = str(error)
-        chat_request = ChatRequest(session.engine_turns(), settings, self.ctx.stops.current(request.session_hash))
-        answer = ChatTurn("assistant", "")
-        session.turns.append(answer)
-        answer.message_id = service.begin_answer(conversation_id, preset_name)
-        if invalid:
-            record = service.refuse_answer(conversation_id, answer.message_id, invalid, preset_name)
-            answer.status, answer.error = record.status, record.error
-            yield session.to_chatbot(), session, status_line(self.ctx.engine, record), model_line(self.ctx.engine)
-            return
-        for event in service.stream_answer(conversation_id, answer.message_id, chat_request, preset_name):
+        raw = RawSettings(temperature, top_p, max_new_tokens, repetition_penalty, seed, image_max_size)
+        stop = self.ctx.stops.current(request.session_hash)
+        for event in self.ctx.conversations.answer(session, preset_name, raw, stop):
             if isinstance(event, Finished):
-                record = event.record
-                answer.status, answer.error, answer.text = record.status, record.error, record.text
-                yield session.to_chatbot(), session, status_line(self.ctx.engine, record), model_line(self.ctx.engine)
+                status = status_line(self.ctx.engine, event.record)
+                yield session.to_chatbot(), session, status, model_line(self.ctx.engine)
             else:
-                answer.text += event.text
                 yield session.to_chatbot(), session, gr.skip(), gr.skip()
 
-    def settings_from(
-        self,
-        temperature: float,
-        top_p: float,
-        max_new_tokens: float,
-        repetition_penalty: float,
-        seed: str | float | None,
-        image_max_size: str | float | None,
-    ) -> GenerationSettings:
-        """The answer's settings from the Parameters fields, checked against the loaded model.
-
-        Raises:
-            UserError: a field the model cannot use (a seed that is not a whole number, an image size beyond it).
-        """
-        settings = GenerationSettings(
-            max_new_tokens=int(max_new_tokens),
-            temperature=float(temperature),
-            top_p=float(top_p),
-            repetition_penalty=float(repetition_penalty),
-            seed=optional_whole_number(seed, "The seed"),
-            image_max_size=optional_whole_number(image_max_size, "The image size", positive=True),
-        )
-        self.ctx.conversations.check_settings(settings)
-        return settings
-
-    def check_parameters(
-        self,
-        temperature: float,
-        top_p: float,
-        max_new_tokens: float,
-        repetition_penalty: float,
-        seed: str | float | None,
-        image_max_size: str | float | None,
-    ) -> None:
+    def check_parameters(self, *values: Any) -> None:
         """Before a message is sent: settings that cannot run are refused here, the message kept in the box, rather
-        than saved as a failed answer in History."""
+        than saved as a failed answer in History. `values`: the Parameters fields, in `RawSettings`' order."""
         try:
-            self.settings_from(temperature, top_p, max_new_tokens, repetition_penalty, seed, image_max_size)
+            self.ctx.conversations.settings(RawSettings(*values))
         except UserError as error:
             raise refuse(str(error)) from None
 
@@ -162,8 +103,7 @@ class ChatHandlers:
     def undo(self, session: ChatSession, data: gr.UndoData):
         """Removes the user message at the undone index and everything after it; puts its text back in the box."""
         index = data.index if isinstance(data.index, int) else data.index[0]
-        removed = session.truncate(session.turn_of(index))
-        self.ctx.conversations.hide(session.owner, [t.message_id for t in removed if t.message_id is not None])
+        removed = self.ctx.conversations.drop(session, session.turn_of(index))
         first = removed[0] if removed else None
         restored: dict[str, Any] | None = None
         if first and first.role == "user":
@@ -173,16 +113,15 @@ class ChatHandlers:
     def retry(self, session: ChatSession, data: gr.RetryData, request: gr.Request):
         """Drops the answer being retried (hidden in storage, not deleted); `respond` follows."""
         user_index = session.last_user_index()
-        removed = session.truncate(user_index + 1) if user_index is not None else []
-        self.ctx.conversations.hide(session.owner, [t.message_id for t in removed if t.message_id is not None])
+        if user_index is not None:
+            self.ctx.conversations.drop(session, user_index + 1)
         self.ctx.stops.new(request.session_hash)
         return session.to_chatbot(), session, self.answering_input()
 
     def edit(self, session: ChatSession, preset_name: str, data: gr.EditData, request: gr.Request):
         """Replaces an earlier user message: later turns are hidden, the edited text is saved as a new message."""
         index = data.index if isinstance(data.index, int) else data.index[0]
-        removed = session.truncate(session.turn_of(index))
-        self.ctx.conversations.hide(session.owner, [t.message_id for t in removed if t.message_id is not None])
+        removed = self.ctx.conversations.drop(session, session.turn_of(index))
         images = removed[0].images if removed else []
         new_text = data.value if isinstance(data.value, str) else self._text_of(data.value)
         self.add_user_turn(session, new_text.strip(), images, preset_name, session.owner or session_owner(request))

@@ -23,6 +23,7 @@ from model.shared import ADAPTER_CONFIG_FILE, PROJECT_ROOT
 
 from ..context import AppContext
 from ..errors import UserError
+from ..fields import optional_number, optional_whole_number
 from ..jobs import (
     ConfigError,
     JobConfig,
@@ -38,7 +39,6 @@ from ..jobs.results import results_key
 from ..jobs.validation import ValidationResult
 from ..security import client_address, resolve_checkpoint_choice, session_owner, viewer
 from ..settings import DEFAULT_MODEL
-from .fields import optional_number, optional_whole_number
 from .finetune_layout import PREVIEW_COLUMNS, finetune_layout
 from .finetune_results import results_html
 from .generation import model_line
@@ -248,7 +248,7 @@ class FinetuneHandlers:
         loaded = self.ctx.engine.checkpoint_dir
         if loaded and str(Path(loaded).resolve()) != str(Path(DEFAULT_MODEL).resolve()):
             choices[f"loaded model ({self.ctx.engine.name})"] = str(loaded)
-        for job in self.ctx.storage.list_jobs("done"):
+        for job in self.ctx.jobs.list_jobs("done"):
             path = (job.get("final_metrics") or {}).get("model_path")
             if path:
                 name = f"job-{job['id']}-{'-'.join(job['args'].get('stages') or [job['args'].get('stage', '')])}"
@@ -608,7 +608,7 @@ class FinetuneHandlers:
                 j["args"].get("method", "full"),
                 weights_size((j.get("final_metrics") or {}).get("model_path")) if j["status"] == "done" else "",
             ]
-            for j in self.ctx.storage.list_jobs()
+            for j in self.ctx.jobs.list_jobs()
         ]
         return pd.DataFrame(rows, columns=JOB_COLUMNS)
 
@@ -621,7 +621,7 @@ class FinetuneHandlers:
         if not job_id:
             raise refuse("Pick a finished LoRA job first.")
         try:
-            job = self.ctx.storage.get_job(int(job_id))
+            job = self.ctx.jobs.get_job(int(job_id))
         except LookupError:
             raise refuse(f"There is no job {int(job_id)}.") from None
         adapter = (job.get("final_metrics") or {}).get("model_path")
@@ -696,7 +696,7 @@ class FinetuneHandlers:
         if not unlocked or not job_id:
             return gr.skip(), gr.skip()
         try:
-            job = self.ctx.storage.get_job(int(job_id))
+            job = self.ctx.jobs.get_job(int(job_id))
         except LookupError:
             return "", ""
         key = results_key(Path(job["run_dir"])) if job["run_dir"] else ""
@@ -726,7 +726,7 @@ class FinetuneHandlers:
         if not job_id:
             raise refuse("Pick a job first.")
         try:
-            status = self.ctx.storage.get_job(int(job_id))["status"]
+            status = self.ctx.jobs.get_job(int(job_id))["status"]
             if status not in ("queued", "running"):  # said in a toast; the jobs table stays in view (no error state)
                 gr.Warning(f"Job {int(job_id)} has already ended ({status}): there is nothing to abort.")
                 return self.jobs_table()

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..chat_session import ChatSession, ChatTurn
+from ..chat_session import ChatSession
 from ..context import AppContext
 from ..errors import UserError
 from ..security import client_address, session_owner, viewer
-from ..storage.schema import ADMIN_OWNER
 from .refusals import refuse
 
 COLUMNS = ["id", "updated", "task", "title", "messages", "last answer"]
@@ -83,24 +82,11 @@ class HistoryHandlers:
             raise refuse("Pick a conversation: click a row or type its id.")
         who = self._viewer(owner, password, request, unlocked)
         try:
-            conversation = self.ctx.conversations.get(who, ids[0])
+            session = self.ctx.conversations.open(who, ids[0])
         except UserError as error:
             raise refuse(str(error)) from None
-        # The admin's view (of anyone's conversation) fetches nothing a message's author linked: see inert_markdown.
-        session = ChatSession(conversation_id=conversation["id"], owner=who, inert=who == ADMIN_OWNER)
-        for message in conversation["messages"]:
-            session.turns.append(
-                ChatTurn(
-                    message["role"],
-                    message["text"],
-                    images=message["images"],
-                    message_id=message["id"],
-                    status=message.get("status") or "done",
-                    error=message.get("error"),
-                )
-            )
         presets = [p.name for p in self.ctx.presets]
-        preset = conversation["task"] if conversation["task"] in presets else gr.skip()
+        preset = session.task if session.task in presets else gr.skip()
         return session.to_chatbot(), session, preset
 
     @staticmethod

@@ -16,7 +16,7 @@ import gradio as gr
 from gradio.exceptions import ComponentProcessingError, InvalidPathError
 
 from ..errors import UserError
-from .fields import Refusal, number_field
+from ..fields import Refusal, number_field
 
 logger = logging.getLogger("eve_app.refused")
 

@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from ..loading import load_pretrained
-from ..shared import IMAGE_PLACEHOLDER, IMAGE_TOKEN
+from ..shared import IMAGE_PLACEHOLDER, IMAGE_TOKEN, leave_out_bitsandbytes
 from ..train.data import SkipSample, load_records, split_records, to_messages
 from .metrics import mean_scores, score_answer
 from .runner import answer_messages
@@ -170,4 +170,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    leave_out_bitsandbytes()  # both models load in full precision: peft would import it for nothing
     sys.exit(main())

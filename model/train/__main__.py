@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 import torch
 
+from ..shared import leave_out_bitsandbytes
 from .args import parse_args
-from .loop import train
 
 
 def configure_logging() -> None:
@@ -40,8 +40,14 @@ def configure_threads() -> None:
         torch.set_num_threads(int(threads))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, own_process: bool = False) -> int:
+    """Runs one training stage; `own_process`: this process does nothing else (the command line), so libraries the
+    run does not use can be kept out of it."""
     args = parse_args(argv)
+    if own_process and args.method != "qlora":  # only QLoRA's 4-bit base needs bitsandbytes
+        leave_out_bitsandbytes()
+    from .loop import train  # transformers and peft: imported after the line above
+
     configure_logging()
     configure_threads()
     train(args)
@@ -49,4 +55,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(own_process=True))

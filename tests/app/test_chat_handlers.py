@@ -1,4 +1,5 @@
-"""Chat tab handlers on the real tiny model and a real database: retry, undo, edit, like, clear, history export."""
+"""Chat tab and `/answer` handlers on the real tiny model and a real database: a turn, retry, undo, edit, like, clear,
+history export."""
 
 import json
 import zipfile
@@ -9,7 +10,10 @@ import pytest
 from PIL import Image
 
 from eve_app.chat_session import ChatSession
+from eve_app.conversations import RawSettings
 from eve_app.request_limits import UploadBudget
+from eve_app.serving.types import TextDelta
+from eve_app.ui.api import ApiHandlers
 from eve_app.ui.chat import ChatHandlers
 from eve_app.ui.history import HistoryHandlers
 from tests.app.conftest import OWNER, REQUEST
@@ -31,7 +35,7 @@ def _turn(handlers, session, text, files, preset="OCR"):
 
 
 def _visible(ctx, session):
-    return ctx.storage.get_conversation(session.conversation_id)["messages"]
+    return ctx.conversations.store.get_conversation(session.conversation_id)["messages"]
 
 
 def test_a_turn_is_saved_before_and_after_generation(ctx, image):
@@ -57,7 +61,7 @@ def test_retry_hides_the_old_answer_and_saves_a_new_one(ctx, image):
     *_, (_chatbot, session, _, _) = handlers.respond(session, "OCR", *PARAMS, REQUEST)
     visible = _visible(ctx, session)
     assert [m["role"] for m in visible] == ["user", "assistant"] and visible[1]["id"] != old_answer
-    everything = ctx.storage.get_conversation(session.conversation_id, include_hidden=True)["messages"]
+    everything = ctx.conversations.store.get_conversation(session.conversation_id, include_hidden=True)["messages"]
     assert any(m["id"] == old_answer and m["hidden"] for m in everything)
 
 
@@ -197,7 +201,8 @@ def test_the_admin_opens_a_strangers_message_without_fetching_what_it_links(ctx)
         "hello ![pixel](https://attacker.example/t.png) and <img src='https://attacker.example/u.png'> "
         "and ![ref][1]\n\n[1]: https://attacker.example/r.png\n\n```html\n<img src=x>\n```"
     )
-    saved = ctx.conversations.ask("browser:a-stranger", None, text, [], "Free chat")
+    saved = ChatSession(owner="browser:a-stranger")
+    ctx.conversations.ask(saved, text, [], "Free chat")
     history = HistoryHandlers(ctx)
     chatbot, opened, _ = history.open_conversation(str(saved.conversation_id), "s3cret", OWNER, REQUEST)
     shown = chatbot[0]["content"]
@@ -206,3 +211,46 @@ def test_the_admin_opens_a_strangers_message_without_fetching_what_it_links(ctx)
     assert opened.turns[0].text == text  # the stored text is unchanged
     mine, _, _ = history.open_conversation(str(saved.conversation_id), "", "browser:a-stranger", REQUEST)
     assert mine[0]["content"] == text  # its author sees it as written
+
+
+def _api_conversations(ctx) -> list[dict]:
+    return ctx.conversations.store.list_conversations(owner="api", limit=1000)
+
+
+def test_the_answer_endpoint_streams_and_logs_one_turn_under_api(ctx, image):
+    before = {c["id"] for c in _api_conversations(ctx)}
+    outputs = list(ApiHandlers(ctx).answer(image, "OCR", "", 6))
+    [new] = [c for c in _api_conversations(ctx) if c["id"] not in before]
+    question, answer = ctx.conversations.store.get_conversation(new["id"])["messages"]
+    assert question["text"] == ctx.presets[0].instruction and len(question["images"]) == 1
+    assert answer["status"] == "done" and answer["text"] == outputs[-1]
+    assert answer["generation"]["parameters"]["max_new_tokens"] == 6
+
+
+def test_the_answer_endpoint_refuses_a_setting_before_saving_anything(ctx, image):
+    before = _api_conversations(ctx)
+    limit = ctx.conversations.max_new_tokens_limit()
+    with pytest.raises(gr.Error, match=f"Max new tokens must be between 1 and {limit}"):
+        list(ApiHandlers(ctx).answer(image, "OCR", "", limit + 8))
+    assert _api_conversations(ctx) == before
+
+
+def test_a_turn_whose_caller_goes_away_keeps_its_partial_text_as_stopped(ctx, image):
+    """The visitor closes the tab mid-answer: Gradio closes the handler, and the answer is saved with what it had."""
+    session = ChatSession(owner=OWNER)
+    turn = ctx.conversations.answer(session, "OCR", RawSettings(max_new_tokens=64), question=("read it", [image]))
+    first = next(turn)
+    assert isinstance(first, TextDelta), "the tiny model answers with text"
+    turn.close()
+    answer = _visible(ctx, session)[-1]
+    assert (answer["status"], answer["text"]) == ("stopped", first.text.strip())
+    assert session.turns[-1].status == "stopped" and session.turns[-1].message_id == answer["id"]
+
+
+def test_settings_that_cannot_run_are_refused_before_the_message_is_sent(ctx):
+    handlers = ChatHandlers(ctx)
+    handlers.check_parameters(*PARAMS)  # the Parameters fields, in their order
+    with pytest.raises(gr.Error, match="The seed must be a whole number"):
+        handlers.check_parameters(0.0, 1.0, 6, 1.0, "abc", "")
+    with pytest.raises(gr.Error, match="Max new tokens must be between 1 and"):
+        handlers.check_parameters(0.0, 1.0, ctx.conversations.max_new_tokens_limit() + 1, 1.0, "", "")

@@ -29,7 +29,7 @@ def test_a_base_checkpoint_outside_the_allowed_folders_is_refused(ctx, tmp_path)
 
 
 def test_history_ids_of_someone_else_are_not_exported(ctx):
-    cid = ctx.storage.create_conversation(title="private", owner="browser:someone-else")
+    cid = ctx.conversations.store.save_question(None, "private", owner="browser:someone-else").conversation_id
     with pytest.raises(gr.Error, match="not yours"):
         FinetuneHandlers(ctx).validate(None, str(cid), BASE, "", OWNER, REQUEST)
 
@@ -39,10 +39,10 @@ def _small_context(tiny_checkpoint, tmp_path, **limits):
     from eve_app.context import make_context
     from eve_app.serving.transformers_engine import TransformersEngine
     from eve_app.settings import Settings
-    from eve_app.storage import Storage
+    from eve_app.storage import Database
 
     settings = Settings(data_dir=tmp_path / "data", **limits)
-    return make_context(settings, TransformersEngine.load(str(tiny_checkpoint)), Storage(data_dir=settings.data_dir))
+    return make_context(settings, TransformersEngine.load(str(tiny_checkpoint)), Database(data_dir=settings.data_dir))
 
 
 def _dataset(tmp_path, name: str) -> list[str]:
@@ -162,11 +162,11 @@ def test_a_lora_job_shows_its_adapter_size_loads_into_the_chat_and_merges(tiny_c
     from eve_app.jobs import JobConfig
     from eve_app.serving.transformers_engine import TransformersEngine
     from eve_app.settings import Settings
-    from eve_app.storage import Storage
+    from eve_app.storage import Database
     from model.synthetic import write_dataset
 
     settings = Settings(data_dir=tmp_path / "data", admin_password="s3cret")
-    ctx = make_context(settings, TransformersEngine.load(str(tiny_checkpoint)), Storage(data_dir=settings.data_dir))
+    ctx = make_context(settings, TransformersEngine.load(str(tiny_checkpoint)), Database(data_dir=settings.data_dir))
     data_file = write_dataset(tmp_path / "dataset", ["ocr"], n=4, seed=1, level=0)
     run_dir = settings.data_dir / "runs" / "job-1"
     config = JobConfig(base=str(tiny_checkpoint), data=str(data_file), method="lora", max_steps=2, batch_size=2)
@@ -180,8 +180,8 @@ def test_a_lora_job_shows_its_adapter_size_loads_into_the_chat_and_merges(tiny_c
         check=False,
     )
     assert trained.returncode == 0, trained.stderr[-2000:]
-    job_id = ctx.storage.create_job(dataclasses.asdict(config), run_dir=run_dir)
-    ctx.storage.update_job(job_id, status="done", final_metrics={"model_path": str(run_dir / "out")})
+    job_id = ctx.jobs.create_job(dataclasses.asdict(config), run_dir=run_dir)
+    ctx.jobs.update_job(job_id, status="done", final_metrics={"model_path": str(run_dir / "out")})
     handlers = FinetuneHandlers(ctx)
 
     row = handlers.jobs_table().iloc[0]

@@ -18,7 +18,7 @@ from PIL import Image
 from eve_app.jobs import ConfigError, JobConfig, JobRunner
 from eve_app.jobs.process import group_members, runs_module, stop_group, trainer_pids
 from eve_app.jobs.runner import RESTARTED
-from eve_app.storage import Storage
+from eve_app.storage import Database, JobStore
 
 pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="process-group checks read /proc")
 TIMEOUT = 90
@@ -47,9 +47,9 @@ def dataset(tmp_path) -> Path:
 
 @pytest.fixture
 def storage(tmp_path):
-    store = Storage(data_dir=tmp_path / "app")
+    store = JobStore(Database(data_dir=tmp_path / "app"))
     yield store
-    store.close()
+    store.database.close()
 
 
 @pytest.fixture

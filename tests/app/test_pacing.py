@@ -4,17 +4,17 @@ joined, the text is never cut, the final event follows the whole text, and closi
 import itertools
 import random
 import time
-from typing import cast
 
 import pytest
 
-from eve_app.conversations import ConversationService
+from eve_app.chat_session import ChatSession
+from eve_app.conversations import ConversationService, RawSettings
 from eve_app.limits import ImageGate
 from eve_app.serving.pacing import paced
 from eve_app.serving.transformers_engine import TransformersEngine
-from eve_app.serving.types import ChatRequest, Finished, GenerationRecord, GenerationSettings, TextDelta, Turn
+from eve_app.serving.types import Finished, GenerationRecord, TextDelta
 from eve_app.settings import DEFAULT_MODEL, Settings
-from eve_app.storage import Storage
+from eve_app.storage import ConversationStore, Database
 from model.synthetic import generate_sample
 
 WORDS = [f" w{i}" for i in range(60)]
@@ -65,8 +65,8 @@ def test_closing_the_paced_stream_closes_the_engines_stream():
 def shipped(tmp_path_factory):
     """The shipped model (it writes readable text, token by token) with a real database."""
     data_dir = tmp_path_factory.mktemp("pacing-data")
-    settings = Settings(data_dir=data_dir)
-    return TransformersEngine.load(DEFAULT_MODEL), Storage(data_dir=data_dir), ImageGate(settings.chat_limits())
+    store = ConversationStore(Database(data_dir=data_dir))
+    return TransformersEngine.load(DEFAULT_MODEL), store, ImageGate(Settings(data_dir=data_dir).chat_limits())
 
 
 @pytest.mark.parametrize("interval", [0.0, 60.0])
@@ -74,17 +74,17 @@ def test_a_paced_answer_is_saved_and_finished_whole(shipped, tmp_path, interval)
     """Through the conversation service with the real engine and database: with a long interval the visitor gets the
     first piece and then the rest at the end, with none one piece per token; the saved answer, the final event and
     the pieces agree either way."""
-    engine, storage, images = shipped
+    engine, store, images = shipped
     path = tmp_path / "sign.png"
     generate_sample("ocr", random.Random("pacing"), split="test").image.save(path)
-    service = ConversationService(storage, engine, images, stream_interval=interval)
-    saved = service.ask("api", None, "What is written here?", [str(path)], "OCR", begin_answer=True)
-    request = ChatRequest([Turn("user", "What is written here?", saved.images)], GenerationSettings(max_new_tokens=24))
-    events = list(service.stream_answer(saved.conversation_id, cast(int, saved.answer_id), request, "OCR"))
+    service = ConversationService(store, engine, images, stream_interval=interval)
+    session = ChatSession(owner="api")
+    question = ("What is written here?", [str(path)])
+    events = list(service.answer(session, "OCR", RawSettings(max_new_tokens=24), question=question))
     pieces = [e.text for e in events if isinstance(e, TextDelta)]
     final = events[-1]
     assert isinstance(final, Finished) and final.record.status == "done" and final.record.new_tokens > 4
     assert "".join(pieces).strip() == final.record.text
     assert len(pieces) <= 2 if interval else len(pieces) > 4
-    stored = storage.get_conversation(saved.conversation_id)["messages"][-1]
+    stored = store.get_conversation(session.conversation_id)["messages"][-1]
     assert stored["text"] == final.record.text and stored["status"] == "done"

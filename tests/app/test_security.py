@@ -61,7 +61,7 @@ def test_checkpoints_outside_the_allowed_folders_are_refused(tmp_path):
 def test_job_processes_never_see_the_admin_password(tmp_path, monkeypatch):
     monkeypatch.setenv("EVE_ADMIN_PASSWORD", "top secret")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    env = JobRunner(storage=None, data_dir=tmp_path)._child_env()
+    env = JobRunner(jobs=None, data_dir=tmp_path)._child_env()
     assert "EVE_ADMIN_PASSWORD" not in env and "top secret" not in env.values() and env["OMP_NUM_THREADS"] == "1"
 
 

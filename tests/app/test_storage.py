@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from eve_app.storage import Storage
+from eve_app.storage import ConversationStore, Database, JobStore
 from eve_app.storage.images import describe, image_size
+from tests.app.conftest import answered
 
 
 def png_bytes(width: int = 4, height: int = 3, shade: int = 0) -> bytes:
@@ -23,30 +24,37 @@ def png_bytes(width: int = 4, height: int = 3, shade: int = 0) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
 
-def count_messages(storage: Storage, conversation_id: int | None = None, include_hidden: bool = False) -> int:
+def count_messages(
+    storage: ConversationStore, conversation_id: int | None = None, include_hidden: bool = False
+) -> int:
     """Rows in the messages table, read with SQL rather than through the verbs under test."""
     query = "SELECT count(*) FROM messages WHERE (:cid IS NULL OR conversation_id = :cid) AND (:all OR hidden = 0)"
-    with storage.engine.connect() as connection:
+    with storage.database.engine.connect() as connection:
         return connection.execute(text(query), {"cid": conversation_id, "all": include_hidden}).scalar()
 
 
 @pytest.fixture
-def storage(tmp_path):
-    store = Storage(data_dir=tmp_path / "data")
-    yield store
-    store.close()
+def database(tmp_path):
+    database = Database(data_dir=tmp_path / "data")
+    yield database
+    database.close()
 
 
-def image_files(storage: Storage) -> list:
+@pytest.fixture
+def storage(database):
+    return ConversationStore(database)
+
+
+def image_files(storage: ConversationStore) -> list:
     return sorted(p for p in (storage.data_dir / "images").rglob("*") if p.is_file())
 
 
 def test_round_trip_with_images_stored_once(storage):
     red, blue = png_bytes(4, 3, shade=200), png_bytes(8, 5, shade=10)
-    cid = storage.create_conversation(task="describe")
-    first = storage.save_user_message(cid, "Compare these", task="describe", images=[(red, "red.png"), (blue, "b")])
-    storage.finish_answer(cid, "Red and blue.", "done")
-    storage.save_user_message(cid, "And this one again?", images=[(red, "again.PNG")])
+    saved = storage.save_question(None, "Compare these", task="describe", images=[(red, "red.png"), (blue, "b")])
+    cid, first = saved.conversation_id, saved.message_id
+    answered(storage, cid, "Red and blue.", "done")
+    storage.save_question(cid, "And this one again?", images=[(red, "again.PNG")])
 
     conversation = storage.get_conversation(cid)
     assert [m["role"] for m in conversation["messages"]] == ["user", "assistant", "user"]
@@ -58,22 +66,23 @@ def test_round_trip_with_images_stored_once(storage):
     assert conversation["messages"][2]["images"] == [red_path]  # the same stored file
     assert red_path.endswith(".png") and Path(red_path).read_bytes() == red and Path(blue_path).read_bytes() == blue
     assert len(image_files(storage)) == 2
-    with storage.engine.connect() as connection:
+    with storage.database.engine.connect() as connection:
         rows = connection.execute(text("SELECT width, height, mime, size FROM images ORDER BY id")).all()
     assert rows == [(4, 3, "image/png", len(red)), (8, 5, "image/png", len(blue))]
 
 
 def test_images_are_stored_once_by_content(storage):
     data = png_bytes()
-    first = storage.save_user_message(None, "one", images=[(data, "x.png")])
-    cid, [path] = storage.message_images(first)
-    second = storage.save_user_message(cid, "two", images=[(data, "other-name.jpg")])  # magic bytes beat the name
-    assert storage.message_images(second) == (cid, [path])
+    first = storage.save_question(None, "one", images=[(data, "x.png")])
+    cid, [path] = first.conversation_id, first.image_paths
+    second = storage.save_question(cid, "two", images=[(data, "other-name.jpg")])  # magic bytes beat the name
+    assert second.image_paths == [path]
+    assert [m["images"] for m in storage.get_conversation(cid)["messages"]] == [[path], [path]]
     sha = Path(path).stem
-    assert storage.image_path(sha) == Path(path) == storage.data_dir / "images" / sha[:2] / f"{sha}.png"
+    assert Path(path) == storage.data_dir / "images" / sha[:2] / f"{sha}.png"
     assert image_files(storage) == [Path(path)]
     with pytest.raises(ValueError, match="not an accepted image"):
-        storage.save_user_message(cid, "three", images=[(b"not an image", "notes.txt")])
+        storage.save_question(cid, "three", images=[(b"not an image", "notes.txt")])
     assert count_messages(storage, cid) == 2  # the refused image saved nothing
 
 
@@ -82,7 +91,7 @@ def test_a_question_and_its_streaming_answer_are_saved_together(storage):
     saved = storage.save_question(
         None, "  What is this  ", task="OCR", images=[(data, "a.png")], owner="api", begin_answer=True
     )
-    assert saved.image_paths == storage.message_images(saved.message_id)[1]
+    assert saved.image_paths == storage.get_conversation(saved.conversation_id)["messages"][0]["images"]
     assert Path(saved.image_paths[0]).read_bytes() == data
     conversation = storage.get_conversation(saved.conversation_id, owner="api")
     assert conversation["title"] == "What is this" and conversation["task"] == "OCR"
@@ -133,7 +142,7 @@ def test_image_formats_from_headers():
 
 
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(storage):
-    with storage.engine.connect() as connection:
+    with storage.database.engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 1000
@@ -141,22 +150,16 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(storage):
 
 
 def test_title_from_first_user_message(storage):
-    cid = storage.create_conversation()
-    storage.save_user_message(cid, "   A   very long question " + "about the picture " * 10)
-    storage.save_user_message(cid, "second message does not rename")
+    cid = storage.save_question(None, "   A   very long question " + "about the picture " * 10).conversation_id
+    storage.save_question(cid, "second message does not rename")
     title = storage.get_conversation(cid)["title"]
     assert title.startswith("A very long question about") and title.endswith("…") and len(title) <= 60
-    named = storage.create_conversation(title="Kept")
-    storage.save_user_message(named, "hello")
-    assert storage.get_conversation(named)["title"] == "Kept"
 
 
 def test_list_and_search(storage):
-    cats = storage.create_conversation(title="Cats")
-    storage.save_user_message(cats, "Is this a tabby?")
-    dogs = storage.create_conversation(task="ocr")
-    storage.save_user_message(dogs, "Read the DOG sign")
-    storage.finish_answer(dogs, "It says 100% dogs", "done")
+    cats = storage.save_question(None, "Cats: is this a tabby?").conversation_id
+    dogs = storage.save_question(None, "Read the DOG sign", task="ocr").conversation_id
+    answered(storage, dogs, "It says 100% dogs", "done")
     listed = storage.list_conversations()
     assert [c["id"] for c in listed] == [dogs, cats]  # newest activity first
     assert listed[0] | {"updated_at": None, "created_at": None} == {
@@ -175,33 +178,32 @@ def test_list_and_search(storage):
     assert [c["id"] for c in storage.list_conversations(search="100%")] == [dogs]
     assert storage.list_conversations(search="%%") == []  # wildcards are literal
     assert [c["id"] for c in storage.list_conversations(limit=1, offset=1)] == [cats]
-    storage.save_user_message(cats, "one more")  # activity moves it to the top
+    storage.save_question(cats, "one more")  # activity moves it to the top
     assert [c["id"] for c in storage.list_conversations()] == [cats, dogs]
 
 
 def test_unknown_conversations_are_lookup_errors(storage):
-    cid = storage.create_conversation()
+    cid = storage.save_question(None, "first").conversation_id
     with pytest.raises(LookupError):
-        storage.save_user_message(cid + 100, "more")
+        storage.save_question(cid + 100, "more")
     with pytest.raises(LookupError):
         storage.get_conversation(cid + 100)
 
 
 def test_hide_for_undo_retry_and_edit(storage):
-    cid = storage.create_conversation()
-    storage.save_user_message(cid, "first")
-    storage.finish_answer(cid, "answer one", "done")
-    question = storage.save_user_message(cid, "second")
-    answer = storage.finish_answer(cid, "answer two", "done")
+    cid = storage.save_question(None, "first").conversation_id
+    answered(storage, cid, "answer one", "done")
+    question = storage.save_question(cid, "second").message_id
+    answer = answered(storage, cid, "answer two", "done")
 
     storage.hide_messages([answer])  # retry
-    retried = storage.finish_answer(cid, "answer two, again", "done")
+    retried = answered(storage, cid, "answer two, again", "done")
     assert [m["text"] for m in storage.get_conversation(cid)["messages"]][-2:] == ["second", "answer two, again"]
 
     storage.hide_messages([question, retried])  # undo
     assert [m["text"] for m in storage.get_conversation(cid)["messages"]] == ["first", "answer one"]
     assert count_messages(storage, cid) == 2 and count_messages(storage, cid, include_hidden=True) == 5
-    storage.save_user_message(cid, "edited")
+    storage.save_question(cid, "edited")
     everything = storage.get_conversation(cid, include_hidden=True)["messages"]
     assert [m["position"] for m in everything] == [0, 1, 2, 3, 4, 5]  # history never reused or destroyed
     assert [m["hidden"] for m in everything] == [False, False, True, True, True, False]
@@ -211,9 +213,8 @@ def test_hide_for_undo_retry_and_edit(storage):
 
 
 def test_feedback_latest_click_counts(storage):
-    cid = storage.create_conversation()
-    storage.save_user_message(cid, "q")
-    answer = storage.finish_answer(cid, "a", "done")
+    cid = storage.save_question(None, "q").conversation_id
+    answer = answered(storage, cid, "a", "done")
     storage.save_feedback(answer, "like")
     storage.save_feedback(answer, "dislike")
     assert storage.get_conversation(cid)["messages"][1]["feedback"] == "dislike"
@@ -226,8 +227,7 @@ def test_feedback_latest_click_counts(storage):
 
 
 def test_stopped_and_failed_answers_with_generation_records(storage):
-    cid = storage.create_conversation()
-    storage.save_user_message(cid, "Describe it")
+    cid = storage.save_question(None, "Describe it").conversation_id
     params = {
         "temperature": 0.7,
         "top_p": 0.9,
@@ -246,8 +246,8 @@ def test_stopped_and_failed_answers_with_generation_records(storage):
         "status": "stopped",
         "text": "A red",
     }
-    storage.finish_answer(cid, "A red", "stopped", task="describe", record=record)
-    storage.finish_answer(cid, "", "error", record={"model": "eve-tiny", "error": "out of memory"})
+    answered(storage, cid, "A red", "stopped", task="describe", record=record)
+    answered(storage, cid, "", "error", record={"model": "eve-tiny", "error": "out of memory"})
     stopped, failed = storage.get_conversation(cid)["messages"][1:]
     assert (stopped["text"], stopped["status"], stopped["task"]) == ("A red", "stopped", "describe")
     generation = stopped["generation"]
@@ -256,24 +256,29 @@ def test_stopped_and_failed_answers_with_generation_records(storage):
     assert (generation["time_to_first_token"], generation["duration"], generation["status"]) == (0.25, 1.5, "stopped")
     assert (failed["status"], failed["error"], failed["generation"]["error"]) == ("error", *["out of memory"] * 2)
     assert failed["generation"]["status"] == "error"
+    answer = storage.begin_answer(cid)
     with pytest.raises(ValueError, match="answer status"):
-        storage.finish_answer(cid, "x", "finished")
+        storage.finish_answer(answer, "x", "finished")
     with pytest.raises(ValueError, match="unknown generation record fields"):
-        storage.finish_answer(cid, "x", "done", record={"tokens": 3})
-    assert count_messages(storage, cid) == 3  # the refused calls saved nothing
+        storage.finish_answer(answer, "x", "done", record={"tokens": 3})
+    with pytest.raises(LookupError, match="no answer"):
+        storage.finish_answer(stopped["id"] - 1, "x", "done")  # the question
+    assert storage.get_conversation(cid)["messages"][-1]["status"] == "streaming"  # the refused calls saved nothing
+    assert count_messages(storage, cid) == 4
 
 
 def test_concurrent_writes_from_threads(storage):
-    shared = storage.create_conversation()
+    shared = storage.save_question(None, "t0 m0").conversation_id
     image = png_bytes(2, 2, shade=7)
     errors: list[BaseException] = []
 
     def worker(n: int) -> None:
         try:
-            own = storage.create_conversation()
+            own = storage.save_question(None, f"thread {n}").conversation_id
             for i in range(10):
-                storage.save_user_message(shared, f"t{n} m{i}", images=[(image, "same.png")] if i % 3 == 0 else ())
-                storage.finish_answer(own, f"t{n} a{i}", "done", record={"new_tokens": i})
+                if (n, i) != (0, 0):  # t0 m0 started the shared conversation
+                    storage.save_question(shared, f"t{n} m{i}", images=[(image, "same.png")] if i % 3 == 0 else ())
+                answered(storage, own, f"t{n} a{i}", "done", record={"new_tokens": i})
         except BaseException as error:  # noqa: BLE001 - reported by the main thread
             errors.append(error)
 
@@ -286,10 +291,11 @@ def test_concurrent_writes_from_threads(storage):
     messages = storage.get_conversation(shared)["messages"]
     assert len(messages) == 80 and [m["position"] for m in messages] == list(range(80))
     assert {m["text"] for m in messages} == {f"t{n} m{i}" for n in range(8) for i in range(10)}
-    assert count_messages(storage) == 160 and len(image_files(storage)) == 1
+    assert count_messages(storage) == 80 + 8 * 11 and len(image_files(storage)) == 1
 
 
-def test_jobs(storage):
+def test_jobs(database):
+    storage = JobStore(database)
     job = storage.create_job({"stage": 3, "lr": 2e-5}, run_dir="runs/a")
     assert storage.get_job(job)["status"] == "queued"
     running = storage.update_job(job, status="running", pid=1234)
@@ -308,32 +314,31 @@ def test_jobs(storage):
 
 
 def test_other_urls(tmp_path):
-    memory = Storage("sqlite://", data_dir=tmp_path / "mem")
-    cid = memory.create_conversation()
-    threads = [threading.Thread(target=memory.save_user_message, args=(cid, f"thread {n}")) for n in range(4)]
+    memory = ConversationStore(Database("sqlite://", data_dir=tmp_path / "mem"))
+    cid = memory.save_question(None, "thread start").conversation_id
+    threads = [threading.Thread(target=memory.save_question, args=(cid, f"thread {n}")) for n in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(m["text"] for m in memory.get_conversation(cid)["messages"]) == [f"thread {n}" for n in range(4)]
+    texts = sorted(m["text"] for m in memory.get_conversation(cid)["messages"])
+    assert texts == [f"thread {n}" for n in range(4)] + ["thread start"]
     assert not (tmp_path / "mem" / "eve.db").exists()
-    elsewhere = Storage(f"sqlite:///{tmp_path / 'db' / 'other.db'}", data_dir=tmp_path / "files")
-    elsewhere.save_user_message(elsewhere.create_conversation(title="x"), "listed once it has a message")
+    other = f"sqlite:///{tmp_path / 'db' / 'other.db'}"
+    elsewhere = Database(other, data_dir=tmp_path / "files")
+    ConversationStore(elsewhere).save_question(None, "listed once it has a message")
     elsewhere.close()
     assert (tmp_path / "db" / "other.db").is_file()
-    assert Storage(f"sqlite:///{tmp_path / 'db' / 'other.db'}", data_dir=tmp_path / "files").list_conversations()
+    assert ConversationStore(Database(other, data_dir=tmp_path / "files")).list_conversations()
 
 
 def test_start_up_recovery_marks_unfinished_turns_interrupted(storage):
-    streamed = storage.create_conversation(owner="browser:a")
-    storage.save_user_message(streamed, "long answer please")
+    streamed = storage.save_question(None, "long answer please", owner="browser:a").conversation_id
     answer = storage.begin_answer(streamed)
     storage.save_partial_answer(answer, "the first half")
-    queued = storage.create_conversation(owner="browser:b")
-    storage.save_user_message(queued, "waited in the queue")  # its answer never began
-    finished = storage.create_conversation()
-    storage.save_user_message(finished, "done before the crash")
-    storage.finish_answer(finished, "all of it", "done")
+    queued = storage.save_question(None, "waited in the queue", owner="browser:b").conversation_id  # never answered
+    finished = storage.save_question(None, "done before the crash").conversation_id
+    answered(storage, finished, "all of it", "done")
 
     assert storage.recover_interrupted() == sorted([streamed, queued])
     assert [(m["status"], m["text"]) for m in storage.get_conversation(streamed)["messages"]][-1] == (

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from eve_app.storage import Storage
+from eve_app.storage import ConversationStore, Database
+from tests.app.conftest import answered
 
 
 def png_bytes(shade: int) -> bytes:
@@ -22,27 +23,25 @@ def png_bytes(shade: int) -> bytes:
 
 
 @pytest.fixture
-def filled(tmp_path) -> tuple[Storage, list[int]]:
+def filled(tmp_path) -> tuple[ConversationStore, list[int]]:
     """Three conversations: mixed outcomes with reused and hidden images, a failed one, a single-image one."""
-    storage = Storage(data_dir=tmp_path / "data")
+    storage = ConversationStore(Database(data_dir=tmp_path / "data"))
     a, b, hidden = png_bytes(1), png_bytes(2), png_bytes(3)
-    mixed = storage.create_conversation(task="describe")
-    storage.save_user_message(mixed, "Compare the two", images=[(a, "a.png"), (b, "b.png")])
-    storage.finish_answer(mixed, "The first is darker.", "done", record={"model": "eve", "new_tokens": 5})
-    storage.save_user_message(mixed, "Again?", images=[(a, "a.png")])
-    storage.finish_answer(mixed, "The fir", "stopped")  # partial: not training data
-    storage.save_user_message(mixed, "Thanks, which is brighter?")
-    storage.finish_answer(mixed, "The second.", "done")
-    undone = storage.save_user_message(mixed, "Undone question", images=[(hidden, "c.png")])
-    storage.hide_messages([undone, storage.finish_answer(mixed, "Undone answer", "done")])
-    failed = storage.create_conversation(title="Broken")
-    storage.save_user_message(failed, "Hello?")
-    storage.finish_answer(failed, "", "error", error="out of memory")
-    single = storage.create_conversation()
-    storage.save_user_message(single, "What colour?", images=[(b, "b.png")])
-    storage.finish_answer(single, "Dark grey.", "done")
+    first = storage.save_question(None, "Compare the two", task="describe", images=[(a, "a.png"), (b, "b.png")])
+    mixed = first.conversation_id
+    answered(storage, mixed, "The first is darker.", "done", record={"model": "eve", "new_tokens": 5})
+    storage.save_question(mixed, "Again?", images=[(a, "a.png")])
+    answered(storage, mixed, "The fir", "stopped")  # partial: not training data
+    storage.save_question(mixed, "Thanks, which is brighter?")
+    answered(storage, mixed, "The second.", "done")
+    undone = storage.save_question(mixed, "Undone question", images=[(hidden, "c.png")]).message_id
+    storage.hide_messages([undone, answered(storage, mixed, "Undone answer", "done")])
+    failed = storage.save_question(None, "Broken: hello?").conversation_id
+    answered(storage, failed, "", "error", error="out of memory")
+    single = storage.save_question(None, "What colour?", images=[(b, "b.png")]).conversation_id
+    answered(storage, single, "Dark grey.", "done")
     yield storage, [mixed, failed, single]
-    storage.close()
+    storage.database.close()
 
 
 def test_export_json(filled, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import create_engine, insert, update
 from sqlalchemy.exc import IntegrityError
 
-from eve_app.storage import SCHEMA_VERSION, Storage
+from eve_app.storage import SCHEMA_VERSION, ConversationStore, Database
 from eve_app.storage.schema import Base, Feedback, Generation, Message, SchemaVersion
 
 PNG = bytes.fromhex(
@@ -35,24 +35,25 @@ def db_url(postgres) -> str:
 
 
 def test_a_fresh_database_holds_a_chat(db_url, tmp_path):
-    storage = Storage(db_url, data_dir=tmp_path)
-    assert storage.schema_version == SCHEMA_VERSION
-    message_id = storage.save_user_message(None, "Read this", task="OCR", images=[(PNG, "a.png")], owner="browser:a")
-    conversation_id, images = storage.message_images(message_id)
-    assert len(images) == 1
+    database = Database(db_url, data_dir=tmp_path)
+    assert database.schema_version == SCHEMA_VERSION
+    storage = ConversationStore(database)
+    saved = storage.save_question(None, "Read this", task="OCR", images=[(PNG, "a.png")], owner="browser:a")
+    conversation_id = saved.conversation_id
+    assert len(saved.image_paths) == 1
     answer = storage.begin_answer(conversation_id, task="OCR")
     storage.save_partial_answer(answer, "HEL")
-    storage.finish_answer(conversation_id, "HELLO", "done", record={"model": "eve-tiny"}, message_id=answer)
+    storage.finish_answer(answer, "HELLO", "done", record={"model": "eve-tiny"})
     storage.save_feedback(answer, "like", owner="browser:a")
     assert [c["id"] for c in storage.list_conversations(search="read", owner="browser:a")] == [conversation_id]
     assert storage.list_conversations(owner="browser:b") == []
     messages = storage.get_conversation(conversation_id, owner="browser:a")["messages"]
     assert [(m["text"], m["status"]) for m in messages] == [("Read this", "ok"), ("HELLO", "done")]
     assert messages[1]["feedback"] == "like" and messages[1]["generation"]["model"] == "eve-tiny"
-    with pytest.raises(IntegrityError, match="ck_messages_status"), storage.engine.begin() as connection:
+    with pytest.raises(IntegrityError, match="ck_messages_status"), database.engine.begin() as connection:
         connection.execute(update(Message).where(Message.id == answer).values(status="nonsense"))
-    storage.close()
-    assert Storage(db_url, data_dir=tmp_path).schema_version == SCHEMA_VERSION  # reopening changes nothing
+    database.close()
+    assert Database(db_url, data_dir=tmp_path).schema_version == SCHEMA_VERSION  # reopening changes nothing
 
 
 def version_1_database(url: str) -> None:
@@ -93,8 +94,9 @@ def version_1_database(url: str) -> None:
 
 def test_a_version_1_database_migrates_in_place(db_url, tmp_path):
     version_1_database(db_url)
-    storage = Storage(db_url, data_dir=tmp_path)
-    assert storage.schema_version == SCHEMA_VERSION
+    database = Database(db_url, data_dir=tmp_path)
+    assert database.schema_version == SCHEMA_VERSION
+    storage = ConversationStore(database)
     assert storage.list_conversations(owner="browser:visitor") == []  # old rows belong to the admin
     old = storage.get_conversation(1, owner="admin")
     assert [m["text"] for m in old["messages"]] == ["Read it", "HELLO"] and old["messages"][1]["feedback"] == "like"
@@ -103,6 +105,6 @@ def test_a_version_1_database_migrates_in_place(db_url, tmp_path):
     storage.save_partial_answer(answer, "partial")
     assert storage.get_conversation(1)["messages"][-1]["status"] == "streaming"
     # ... and still refuses the rest.
-    with pytest.raises(IntegrityError, match="ck_messages_status"), storage.engine.begin() as connection:
+    with pytest.raises(IntegrityError, match="ck_messages_status"), database.engine.begin() as connection:
         connection.execute(update(Message).where(Message.id == 1).values(status="nonsense"))
-    storage.close()
+    database.close()

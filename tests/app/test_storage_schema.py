@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from eve_app.storage import MIGRATIONS, SCHEMA_VERSION, SchemaVersionError, Storage, migrations
+from eve_app.storage import MIGRATIONS, SCHEMA_VERSION, ConversationStore, Database, SchemaVersionError, migrations
 
 
 def stored_version(path) -> int:
@@ -33,39 +33,39 @@ def add_pinned(connection) -> None:
 
 def test_fresh_database_is_stamped(tmp_path):
     assert len(MIGRATIONS) + 1 == SCHEMA_VERSION  # bump the version with every appended migration
-    storage = Storage(data_dir=tmp_path)
+    storage = Database(data_dir=tmp_path)
     assert storage.schema_version == SCHEMA_VERSION
     storage.close()
     assert stored_version(tmp_path / "eve.db") == SCHEMA_VERSION
-    Storage(data_dir=tmp_path).close()  # reopening the current version changes nothing
+    Database(data_dir=tmp_path).close()  # reopening the current version changes nothing
     assert stored_version(tmp_path / "eve.db") == SCHEMA_VERSION
 
 
 def test_migration_runs_once_then_newer_database_is_refused(tmp_path, monkeypatch):
-    storage = Storage(data_dir=tmp_path)
-    cid = storage.create_conversation(title="Before the upgrade")
-    storage.close()
+    storage = ConversationStore(Database(data_dir=tmp_path))
+    cid = storage.save_question(None, "Before the upgrade").conversation_id
+    storage.database.close()
     add_pinned.calls = 0
     monkeypatch.setattr(migrations, "MIGRATIONS", [*MIGRATIONS, add_pinned])
     new, old = SCHEMA_VERSION + 1, SCHEMA_VERSION
-    upgraded = Storage(data_dir=tmp_path)
+    upgraded = Database(data_dir=tmp_path)
     assert upgraded.schema_version == new and add_pinned.calls == 1
-    assert upgraded.get_conversation(cid)["title"] == "Before the upgrade"
+    assert ConversationStore(upgraded).get_conversation(cid)["title"] == "Before the upgrade"
     upgraded.close()
-    Storage(data_dir=tmp_path).close()
+    Database(data_dir=tmp_path).close()
     assert add_pinned.calls == 1 and stored_version(tmp_path / "eve.db") == new
     assert "pinned" in columns(tmp_path / "eve.db", "conversations")
 
     monkeypatch.undo()  # back to code that only knows the current version
     before = hashlib.sha256((tmp_path / "eve.db").read_bytes()).hexdigest()
     with pytest.raises(SchemaVersionError, match=f"schema version {new}, newer than this code's version {old}"):
-        Storage(data_dir=tmp_path)
+        Database(data_dir=tmp_path)
     assert hashlib.sha256((tmp_path / "eve.db").read_bytes()).hexdigest() == before
     assert stored_version(tmp_path / "eve.db") == new
 
 
 def test_failed_migration_leaves_the_old_version(tmp_path, monkeypatch):
-    Storage(data_dir=tmp_path).close()
+    Database(data_dir=tmp_path).close()
 
     def broken(connection) -> None:
         connection.exec_driver_sql("ALTER TABLE conversations ADD COLUMN half_done INTEGER")
@@ -73,7 +73,7 @@ def test_failed_migration_leaves_the_old_version(tmp_path, monkeypatch):
 
     monkeypatch.setattr(migrations, "MIGRATIONS", [*MIGRATIONS, broken])
     with pytest.raises(RuntimeError, match="bug in the migration"):
-        Storage(data_dir=tmp_path)
+        Database(data_dir=tmp_path)
     assert stored_version(tmp_path / "eve.db") == SCHEMA_VERSION  # the step and its DDL rolled back together
     assert "half_done" not in columns(tmp_path / "eve.db", "conversations")
 
@@ -84,7 +84,7 @@ def test_unversioned_database_with_our_tables_is_refused(tmp_path):
         connection.exec_driver_sql("CREATE TABLE conversations (id INTEGER PRIMARY KEY, title TEXT)")
     engine.dispose()
     with pytest.raises(SchemaVersionError, match="no schema_version table"):
-        Storage(data_dir=tmp_path)
+        Database(data_dir=tmp_path)
 
 
 def version_1_database(path) -> None:
@@ -96,8 +96,9 @@ def version_1_database(path) -> None:
 
 def test_a_version_1_database_migrates_to_owned_conversations(tmp_path):
     version_1_database(tmp_path / "eve.db")
-    storage = Storage(data_dir=tmp_path)
-    assert storage.schema_version == SCHEMA_VERSION
+    database = Database(data_dir=tmp_path)
+    assert database.schema_version == SCHEMA_VERSION
+    storage = ConversationStore(database)
     # Old rows belong to the admin: a visitor does not see them, the admin does, nothing was lost on the way.
     assert storage.list_conversations(owner="browser:visitor") == []
     old = storage.get_conversation(1, owner="admin")
@@ -108,10 +109,10 @@ def test_a_version_1_database_migrates_to_owned_conversations(tmp_path):
     storage.save_partial_answer(answer, "partial")
     assert storage.get_conversation(1)["messages"][-1]["status"] == "streaming"
     with pytest.raises(Exception, match="CHECK constraint"):
-        _bad_status(storage)
-    storage.close()
+        _bad_status(database)
+    database.close()
 
 
-def _bad_status(storage) -> None:
-    with storage.engine.begin() as connection:
+def _bad_status(database: Database) -> None:
+    with database.engine.begin() as connection:
         connection.exec_driver_sql("UPDATE messages SET status = 'nonsense' WHERE id = 1")

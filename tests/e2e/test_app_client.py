@@ -68,8 +68,8 @@ def test_api_streams_an_ocr_answer_and_logs_it(client, running_app, tmp_path):
     job = client.submit(handle_file(str(path)), "OCR", "", 32, api_name="/answer")
     updates = list(streamed(job))
     assert updates, "no streamed output"
-    conversation = running_app[1].storage.list_conversations(limit=1)[0]
-    messages = running_app[1].storage.get_conversation(conversation["id"])["messages"]
+    conversation = running_app[1].conversations.store.list_conversations(limit=1)[0]
+    messages = running_app[1].conversations.store.get_conversation(conversation["id"])["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant"]
     assert messages[1]["status"] == "done" and messages[1]["generation"]["new_tokens"] > 0
     assert messages[1]["text"] == updates[-1]
@@ -125,12 +125,12 @@ def test_streamed_ocr_answers_read_held_out_text_at_one_place(client, tmp_path):
 def test_multi_turn_chat_with_a_second_image_is_logged_turn_by_turn(client, running_app, tmp_path):
     _, first = _sample_file(tmp_path, "ocr", "e2e-turn-1")
     _, second = _sample_file(tmp_path, "scene", "e2e-turn-2")
-    before = {c["id"] for c in running_app[1].storage.list_conversations(limit=200)}
+    before = {c["id"] for c in running_app[1].conversations.store.list_conversations(limit=200)}
     _chat_turn(client, "", [first], "OCR")
     _chat_turn(client, "Describe the objects in the image and where they are.", [second], "Scene description")
-    new = [c for c in running_app[1].storage.list_conversations(limit=200) if c["id"] not in before]
+    new = [c for c in running_app[1].conversations.store.list_conversations(limit=200) if c["id"] not in before]
     assert len(new) == 1
-    messages = running_app[1].storage.get_conversation(new[0]["id"])["messages"]
+    messages = running_app[1].conversations.store.get_conversation(new[0]["id"])["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
     ocr = next(p for p in running_app[1].presets if p.name == "OCR")
     assert messages[0]["text"] == ocr.instruction  # an image sent alone gets the preset's instruction
@@ -148,8 +148,8 @@ def test_stop_leaves_a_partial_answer_marked_stopped_and_the_worker_idle(client,
     client.predict(api_name="/stop")
     list(streamed(job))
     ctx = running_app[1]
-    conversation = ctx.storage.list_conversations(limit=1)[0]
-    answer = ctx.storage.get_conversation(conversation["id"])["messages"][-1]
+    conversation = ctx.conversations.store.list_conversations(limit=1)[0]
+    answer = ctx.conversations.store.get_conversation(conversation["id"])["messages"][-1]
     assert answer["role"] == "assistant" and answer["status"] == "stopped", answer
     assert answer["generation"]["new_tokens"] < 512
     assert ctx.engine._lock.acquire(timeout=5)  # the stopped generation let go of the model

@@ -76,7 +76,7 @@ def admin_app(tmp_path_factory):
         ["--model", MODEL, "--data-dir", str(tmp_path_factory.mktemp("browser-admin")), "--admin-password", PASSWORD]
     )
     yield url, ctx
-    for job in ctx.storage.list_jobs("running"):
+    for job in ctx.jobs.list_jobs("running"):
         ctx.runner.abort(job["id"], grace=5)
     ctx.runner.stop_monitor()
     demo.close()
@@ -155,7 +155,7 @@ def _assert_chat_is_usable(page: Page) -> None:
 
 
 def _last_conversation(ctx) -> dict:
-    return ctx.storage.get_conversation(ctx.storage.list_conversations(limit=1)[0]["id"])
+    return ctx.conversations.store.get_conversation(ctx.conversations.store.list_conversations(limit=1)[0]["id"])
 
 
 def _wait_until_answered(ctx, question: str | None = None, timeout: float = 40) -> dict:
@@ -185,7 +185,7 @@ def _checked_task(page: Page) -> str:
 @pytest.mark.parametrize("name, top", [("desktop", "#task-preset"), ("phone", "#chatbot")])
 def test_chat_streams_an_answer_to_an_uploaded_image(browser, running_app, name, top):
     url, ctx = running_app
-    before = {c["id"] for c in ctx.storage.list_conversations(limit=500)}
+    before = {c["id"] for c in ctx.conversations.store.list_conversations(limit=500)}
     page = _page(browser, name)
     try:
         page.goto(url)
@@ -199,9 +199,9 @@ def test_chat_streams_an_answer_to_an_uploaded_image(browser, running_app, name,
         page.close()
 
     # The turn is logged: one new conversation, the image with the question, and the answer the status line reports.
-    new = [c for c in ctx.storage.list_conversations(limit=500) if c["id"] not in before]
+    new = [c for c in ctx.conversations.store.list_conversations(limit=500) if c["id"] not in before]
     assert len(new) == 1
-    question, answer = ctx.storage.get_conversation(new[0]["id"])["messages"]
+    question, answer = ctx.conversations.store.get_conversation(new[0]["id"])["messages"]
     assert question["role"] == "user" and len(question["images"]) == 1
     assert answer["role"] == "assistant" and answer["status"] == "done" and answer["text"].strip()
     generation = answer["generation"]
@@ -226,7 +226,7 @@ def test_settings_are_refused_before_sending_and_new_tokens_fit_the_context(brow
     logged); four images in free chat get an answer shortened to what the context leaves, and the status line says
     so; a refused retry keeps a status line that says why."""
     url, ctx = running_app
-    before = {c["id"] for c in ctx.storage.list_conversations(limit=500)}
+    before = {c["id"] for c in ctx.conversations.store.list_conversations(limit=500)}
     images = [EXAMPLE, ROOT / "assets/examples/poster/poster-1.png", ROOT / "assets/examples/webpage/webpage-1.png"]
     page = _page(browser, name)
     try:
@@ -244,7 +244,7 @@ def test_settings_are_refused_before_sending_and_new_tokens_fit_the_context(brow
         _shot(page, f"settings-refused-{name}")
         expect(box).to_have_value("What do these images show?")  # nothing lost
         expect(page.locator('#chat-input img[src*="/gradio_api/file="]')).to_have_count(2)
-        assert {c["id"] for c in ctx.storage.list_conversations(limit=500)} == before
+        assert {c["id"] for c in ctx.conversations.store.list_conversations(limit=500)} == before
 
         seed.fill("")
         _attach_through_the_paperclip(page, images[1], 3)
@@ -264,9 +264,9 @@ def test_settings_are_refused_before_sending_and_new_tokens_fit_the_context(brow
         assert not page.errors, page.errors
     finally:
         page.close()
-    new = [c for c in ctx.storage.list_conversations(limit=500) if c["id"] not in before]
+    new = [c for c in ctx.conversations.store.list_conversations(limit=500) if c["id"] not in before]
     assert len(new) == 1
-    answers = [m for m in ctx.storage.get_conversation(new[0]["id"], include_hidden=True)["messages"]]
+    answers = [m for m in ctx.conversations.store.get_conversation(new[0]["id"], include_hidden=True)["messages"]]
     done = [m for m in answers if m["role"] == "assistant" and m["status"] == "done"]
     assert done and done[0]["generation"]["prompt_tokens"] > 0
 
@@ -498,7 +498,7 @@ def test_fine_tune_validate_preview_launch_reload_and_abort(browser, admin_app, 
         _shot(page, f"finetune-preview-{name}", "#command")
 
         # 8 valid rows, 1 held out: 7 cannot fill a step of batch 4 x accumulation 2; refused before anything starts.
-        jobs_before = len(ctx.storage.list_jobs())
+        jobs_before = len(ctx.jobs.list_jobs())
         _set_number(page, "Gradient accumulation", "2")
         page.locator("#admin-password input").fill(PASSWORD)
         page.get_by_role("button", name="Launch").click()
@@ -506,7 +506,7 @@ def test_fine_tune_validate_preview_launch_reload_and_abort(browser, admin_app, 
         expect(refusal).to_be_visible(timeout=15_000)
         expect(refusal).to_contain_text("1 with problems are left out")
         _shot(page, f"finetune-launch-refused-{name}")
-        assert len(ctx.storage.list_jobs()) == jobs_before
+        assert len(ctx.jobs.list_jobs()) == jobs_before
         _set_number(page, "Gradient accumulation", "1")
         visitor.goto(url)
         visitor.get_by_role("tab", name="Fine-tune").click()
@@ -556,7 +556,7 @@ def test_fine_tune_validate_preview_launch_reload_and_abort(browser, admin_app, 
         page.get_by_role("button", name="Abort selected job").click()
         expect(page.locator("#jobs-table")).to_contain_text(re.compile("stopping…|aborted"), timeout=10_000)
         deadline = time.time() + 90
-        while ctx.storage.get_job(job_id)["status"] == "running" and time.time() < deadline:
+        while ctx.jobs.get_job(job_id)["status"] == "running" and time.time() < deadline:
             time.sleep(0.5)
         # The page's timer brings the table up to date without a Refresh click.
         expect(page.locator("#jobs-table")).not_to_contain_text(re.compile("running|stopping…"), timeout=15_000)
@@ -574,7 +574,7 @@ def test_fine_tune_validate_preview_launch_reload_and_abort(browser, admin_app, 
     finally:
         page.close()
         visitor.close()
-    job = ctx.storage.get_job(job_id)
+    job = ctx.jobs.get_job(job_id)
     assert job["status"] == "aborted" and job["error"] is None  # the trainer saved its checkpoint and exited
 
 
@@ -595,7 +595,7 @@ def test_an_image_beyond_the_upload_quota_is_refused_with_a_message(browser, tmp
         refusal.scroll_into_view_if_needed()
         _shot(page, f"upload-quota-{name}")
         expect(page.locator('#chat-input img[src*="/gradio_api/file="]')).to_have_count(0)
-        assert ctx.storage.list_conversations() == []
+        assert ctx.conversations.store.list_conversations() == []
         page.close()
     finally:
         ctx.runner.stop_monitor()
@@ -615,7 +615,7 @@ def compared_job(admin_app, tmp_path_factory):
     job_id = ctx.runner.submit(config)
     deadline = time.time() + 300
     while time.time() < deadline and (
-        ctx.storage.get_job(job_id)["status"] in ("queued", "running")
+        ctx.jobs.get_job(job_id)["status"] in ("queued", "running")
         or ctx.runner.results(job_id)["state"] in ("none", "running")
     ):
         time.sleep(1)

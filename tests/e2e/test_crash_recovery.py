@@ -34,8 +34,8 @@ def start_app(model: Path, data_dir: Path, port: int):
     )
 
 
-def visible_messages(storage) -> int:
-    with storage.engine.connect() as connection:
+def visible_messages(database) -> int:
+    with database.engine.connect() as connection:
         return connection.exec_driver_sql("SELECT count(*) FROM messages WHERE hidden = 0").scalar()
 
 
@@ -103,7 +103,7 @@ def test_backups_while_visitors_answer_lose_nothing(running_app, tmp_path, clien
     url, ctx = running_app
     image = tmp_path / "shared.png"
     Image.new("RGB", (64, 32), "white").save(image)
-    before = visible_messages(ctx.storage)
+    before = visible_messages(ctx.conversations.store.database)
     turns = 3
     stop = threading.Event()
     backups: list[Path] = []
@@ -134,8 +134,8 @@ def test_backups_while_visitors_answer_lose_nothing(running_app, tmp_path, clien
     stop.set()
     backer.join()
 
-    assert visible_messages(ctx.storage) == before + clients * turns * 2
-    answers = ctx.storage.list_conversations(search="visitor", limit=1000, owner="api")
+    assert visible_messages(ctx.conversations.store.database) == before + clients * turns * 2
+    answers = ctx.conversations.store.list_conversations(search="visitor", limit=1000, owner="api")
     assert len(answers) == clients * turns and all(a["status"] == "done" for a in answers)
     assert backups, "no backup ran"
     for backup in backups:
@@ -148,4 +148,6 @@ def test_backups_while_visitors_answer_lose_nothing(running_app, tmp_path, clien
         check=True,
         capture_output=True,
     )
-    assert rows(final, "SELECT count(*) FROM messages WHERE hidden = 0")[0][0] == visible_messages(ctx.storage)
+    assert rows(final, "SELECT count(*) FROM messages WHERE hidden = 0")[0][0] == visible_messages(
+        ctx.conversations.store.database
+    )

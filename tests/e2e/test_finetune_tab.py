@@ -11,7 +11,7 @@ from gradio_client import Client, handle_file
 
 from model.synthetic import write_dataset
 from tests.e2e.helpers import MODEL, free_port
-from tests.e2e.test_console import JOB_NOISE, noise_in
+from tests.e2e.test_console import noise_in
 
 PASSWORD = "let-me-train"
 
@@ -79,23 +79,21 @@ def test_validate_launch_watch_and_chat_with_the_result(admin_app, tmp_path):
     with pytest.raises(Exception, match="needs the admin password"):
         client.predict(**settings, password="", api_name="/launch_job")
     # The memory plan refuses what the hardware cannot hold, naming the estimate (here a batch of 100,000 rows).
-    jobs_before = len(ctx.storage.list_jobs())
+    jobs_before = len(ctx.jobs.list_jobs())
     with pytest.raises(Exception, match=r"needs about [\d.]+ GiB per CPU process \(full fine-tuning\)"):
         client.predict(**{**settings, "batch_size": 100_000}, password=PASSWORD, api_name="/launch_job")
-    assert len(ctx.storage.list_jobs()) == jobs_before
+    assert len(ctx.jobs.list_jobs()) == jobs_before
     _, job_id = client.predict(**settings, password=PASSWORD, api_name="/launch_job")
     deadline = time.time() + 420
     while time.time() < deadline:
         label = client.predict(job_id, PASSWORD, api_name="/watch_job")[0]
-        if ctx.storage.get_job(int(job_id))["status"] in ("done", "failed", "aborted"):
+        if ctx.jobs.get_job(int(job_id))["status"] in ("done", "failed", "aborted"):
             break
         time.sleep(2)
-    job = ctx.storage.get_job(int(job_id))
+    job = ctx.jobs.get_job(int(job_id))
     assert job["status"] == "done", ctx.runner.log_tail(int(job_id))
     log = (Path(job["run_dir"]) / "train.log").read_text(errors="replace")
-    assert not noise_in(log, JOB_NOISE), noise_in(
-        log, JOB_NOISE
-    )  # the job's log opens with its own lines, not library warnings
+    assert not noise_in(log), noise_in(log)  # the job's log opens with its own lines, not library warnings
     assert "24/24" in client.predict(job_id, PASSWORD, api_name="/watch_job")[0] or "done" in label
     with pytest.raises(Exception, match="Wrong admin password"):
         stranger(client).predict(job_id, "guess", api_name="/watch_job")
@@ -124,8 +122,11 @@ def test_validate_launch_watch_and_chat_with_the_result(admin_app, tmp_path):
     image = min((data_file.parent / "images").iterdir())
     answer = client.predict(handle_file(str(image)), "OCR", "", 16, api_name="/answer")
     assert isinstance(answer, str) and answer.strip()
-    stored = ctx.storage.list_conversations(limit=1, owner="api")[0]  # the record names the job's model
-    assert ctx.storage.get_conversation(stored["id"])["messages"][-1]["generation"]["model"] == f"job-{int(job_id)}-3"
+    stored = ctx.conversations.store.list_conversations(limit=1, owner="api")[0]  # the record names the job's model
+    assert (
+        ctx.conversations.store.get_conversation(stored["id"])["messages"][-1]["generation"]["model"]
+        == f"job-{int(job_id)}-3"
+    )
     _, model = client.predict(PASSWORD, "default model (eve-tiny)", api_name="/load_model")  # and back, one click
     assert "eve-tiny" in model and ctx.engine.name == "eve-tiny"
 

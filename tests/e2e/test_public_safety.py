@@ -96,7 +96,7 @@ def test_the_data_folder_is_not_served(server, tmp_path):
             response = httpx.get(f"{url}gradio_api/file={data / name}")
             assert response.status_code == 403, (name, response.status_code)
     # The database keeps working after the attempts (nothing opened and closed the live file).
-    assert ctx.storage.list_conversations()
+    assert ctx.conversations.store.list_conversations()
 
 
 def test_a_visitor_sees_only_their_own_conversations(server, tmp_path):
@@ -132,7 +132,7 @@ def test_answer_calls_are_logged_under_their_own_owner(server, tmp_path):
     found = client.predict("api call question", "", api_name="/search_conversations")
     assert (found["data"] if isinstance(found, dict) else found) == []
     _, ctx = server
-    assert ctx.storage.list_conversations(search="api call question", owner="api")
+    assert ctx.conversations.store.list_conversations(search="api call question", owner="api")
 
 
 def test_every_admin_action_needs_the_password(server):
@@ -278,14 +278,14 @@ def test_tiff_is_read_eps_is_refused_and_nothing_empty_is_left(server, tmp_path)
     assert isinstance(client.predict(handle_file(str(tiff)), "OCR", "", 4, api_name="/answer"), str)
     eps = tmp_path / "figure.eps"
     eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
-    before = len(ctx.storage.list_conversations(limit=1000))
+    before = len(ctx.conversations.store.list_conversations(limit=1000))
     with pytest.raises(AppError, match="figure.eps is not an accepted image: send a PNG, JPEG"):
         client.predict(handle_file(str(eps)), "OCR", "", 4, api_name="/answer")
     with pytest.raises(AppError, match="not an accepted image|Invalid file type"):
         client.predict(
             {"text": "what is it?", "files": [handle_file(str(eps))]}, "Free chat", api_name="/submit_message"
         )
-    assert len(ctx.storage.list_conversations(limit=1000)) == before
+    assert len(ctx.conversations.store.list_conversations(limit=1000)) == before
 
 
 def test_a_visitor_uploads_no_more_than_the_hourly_quota(tmp_path):
@@ -678,8 +678,8 @@ def test_settings_refused_before_the_answer_are_saved_as_its_error(server, capfd
         client.predict({"text": question, "files": []}, "Free chat", api_name="/submit_message")
         event, _ = call_json(url, "respond", settings, session_hash=client.session_hash)
         assert event == "complete"
-        [found] = ctx.storage.list_conversations(search=question)
-        answer = ctx.storage.get_conversation(found["id"])["messages"][-1]
+        [found] = ctx.conversations.store.list_conversations(search=question)
+        answer = ctx.conversations.store.get_conversation(found["id"])["messages"][-1]
         assert answer["role"] == "assistant" and answer["status"] == "error", answer
         assert answer["error"].startswith(error), answer["error"]
     assert "Traceback" not in capfd.readouterr().err

@@ -122,8 +122,8 @@ def test_concurrent_answers_are_generated_together(app, images):
     # Every call is logged under the owner "api" with its generation record from the vLLM backend.
     generations = [
         message["generation"]
-        for summary in ctx.storage.list_conversations(owner="admin")
-        for message in ctx.storage.get_conversation(summary["id"])["messages"]
+        for summary in ctx.conversations.store.list_conversations(owner="admin")
+        for message in ctx.conversations.store.get_conversation(summary["id"])["messages"]
         if message["role"] == "assistant"
     ]
     done = [g for g in generations if g and g["status"] == "done"]

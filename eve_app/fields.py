@@ -2,13 +2,13 @@
 
 Optional numbers are typed as text: an empty Gradio number field shows and sends 0, which is a real value for a seed
 and a wrong one for a learning rate, so fields that may stay empty are text boxes parsed here. Sliders and number
-fields are checked with `number_field` by `refusals.Blocks` before Gradio reads them (an API caller can send any
+fields are checked with `number_field` by `ui.refusals.Blocks` before Gradio reads them (an API caller can send any
 value: text, NaN, infinity).
 """
 
 import math
 
-from ..errors import UserError
+from .errors import UserError
 
 
 def optional_number(value: str | float | None, what: str) -> float | None:
@@ -65,7 +65,7 @@ def number_field(
 
 
 class Refusal:
-    """A number input that `refusals.Blocks` refused, handed to a handler marked `takes_refusals` instead of ending
+    """A number input that `ui.refusals.Blocks` refused, handed to a handler marked `takes_refusals` instead of ending
     the event before it runs: the handler reports `message` as its own refusal, and can save it with the answer the
     setting was for."""
 

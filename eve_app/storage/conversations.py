@@ -1,26 +1,20 @@
-"""`Storage`: the verbs the app uses to log conversations, images, feedback, generation records and jobs.
+"""`ConversationStore`: the verbs that log conversations, their messages and images, feedback and generation records.
 
-Each verb opens a short session of its own (`with self._session() as s`), so the object is safe to share between
-Gradio's worker threads: the Engine and its pool are thread-safe, sessions are not shared. Write verbs take
-SQLite's write lock when they begin (see `database.py`), which makes read-then-write steps like "next position in
-the conversation" atomic, and the busy timeout makes concurrent writers queue instead of failing.
+Every verb runs in a short session of the shared `Database` (see there for threads and SQLite's write lock).
 """
 
-import threading
-from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
 from sqlalchemy import Table, and_, bindparam, exists, func, insert, or_, select, update
-from sqlalchemy.engine import CursorResult, make_url
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.orm import Session, selectinload
 
-from . import exports, migrations, records
-from .database import default_url, is_memory_sqlite, make_engine, write_engine
+from . import exports, records
+from .database import Database
 from .images import ImageInfo, describe, write_once
-from .jobs import JobVerbs
 from .schema import (
     ADMIN_OWNER,
     ANSWER_STATUSES,
@@ -48,72 +42,20 @@ class SavedTurn:
     answer_id: int | None = None
 
 
-class Storage(JobVerbs):
-    """The app's database and image folder.
+class ConversationStore:
+    """Conversations, messages, images, feedback and generation records in `database` (images under its
+    `data_dir/images/`, by content hash)."""
 
-    Args:
-        url: any SQLAlchemy URL; None means the SQLite file `<data_dir>/eve.db`.
-        data_dir: folder for the default database and for `images/`, created if missing.
-
-    Raises:
-        migrations.SchemaVersionError: the database was written by a newer version of the app.
-    """
-
-    def __init__(self, url: str | None = None, data_dir: str | Path = "data"):
-        self.data_dir = Path(data_dir).expanduser().resolve()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        url = url or default_url(self.data_dir)
-        self.engine = make_engine(url)
-        # An in-memory database is one connection shared by all threads: let one session use it at a time.
-        self._lock: AbstractContextManager = threading.RLock() if is_memory_sqlite(make_url(url)) else nullcontext()
-        writer = write_engine(self.engine)
-        try:
-            self.schema_version = migrations.prepare(writer)
-        except Exception:
-            self.engine.dispose()
-            raise
-        self._reads = sessionmaker(self.engine, expire_on_commit=False)
-        self._writes = sessionmaker(writer, expire_on_commit=False)
-
-    def close(self) -> None:
-        """Release pooled connections (lets SQLite checkpoint and remove its WAL file)."""
-        self.engine.dispose()
-
-    @contextmanager
-    def _session(self, write: bool = False) -> Iterator[Session]:
-        with self._lock, (self._writes if write else self._reads)() as session, session.begin():
-            yield session
+    def __init__(self, database: Database):
+        self.database = database
+        self.data_dir = database.data_dir
+        self._session = database.session
 
     # Conversations and messages
     #
     # Verbs that take `owner` act only on that owner's conversations (ADMIN_OWNER: on all); a conversation of
     # someone else is reported exactly like a missing one, so ids reveal nothing. Without `owner` nothing is checked
     # (the app's own bookkeeping, scripts, tests).
-
-    def create_conversation(self, title: str | None = None, task: str | None = None, owner: str = ADMIN_OWNER) -> int:
-        """Start a conversation; without a title, the first user message's text becomes its title."""
-        with self._session(write=True) as s:
-            conversation = Conversation(title=records.title_from(title) if title else None, task=task, owner=owner)
-            s.add(conversation)
-            s.flush()
-            return conversation.id
-
-    def save_user_message(
-        self,
-        conversation_id: int | None,
-        text: str,
-        task: str | None = None,
-        images: Iterable[tuple[bytes, str]] = (),
-        owner: str | None = None,
-    ) -> int:
-        """Save a user turn with its images, given as (file bytes, file name) pairs; returns the message id.
-
-        `conversation_id` None starts a conversation (of `owner`) in the same transaction, so a refused image never
-        leaves an empty conversation behind; `message_images(message_id)` gives its id. Images are validated and
-        written before the transaction, so a bad file fails the call without a half-saved message; their files are
-        content-addressed, so a leftover from a failed call is simply reused later.
-        """
-        return self.save_question(conversation_id, text, task, images, owner).message_id
 
     def save_question(
         self,
@@ -124,10 +66,20 @@ class Storage(JobVerbs):
         owner: str | None = None,
         begin_answer: bool = False,
     ) -> SavedTurn:
-        """`save_user_message` that also returns where the question's images are stored and, with `begin_answer`,
-        saves its empty "streaming" answer (see `begin_answer`) in the same transaction: the request path of a turn
-        makes one write and no read. Plain inserts rather than ORM objects: this is on the way to every answer's
-        first token, and the unit of work's flushes cost several times the SQL they emit."""
+        """Save a user turn with its images, given as (file bytes, file name) pairs, and, with `begin_answer`, its
+        empty "streaming" answer (see `begin_answer`) in the same transaction: the request path of a turn makes one
+        write and no read. Returns the ids and where the question's images are stored.
+
+        `conversation_id` None starts a conversation (of `owner`) in the same transaction, so a refused image never
+        leaves an empty conversation behind. Images are validated and written before the transaction, so a bad file
+        fails the call without a half-saved message; their files are content-addressed, so a leftover from a failed
+        call is simply reused later. Plain inserts rather than ORM objects: this is on the way to every answer's
+        first token, and the unit of work's flushes cost several times the SQL they emit.
+
+        Raises:
+            LookupError: the conversation does not exist or is not `owner`'s.
+            ValueError: an image is not an accepted format.
+        """
         described = [(describe(data, name), data) for data, name in images]
         for info, data in described:
             write_once(self.data_dir, info, data)
@@ -167,26 +119,10 @@ class Storage(JobVerbs):
                 answer_id = _insert(s, _INSERT_MESSAGE, question, **answer, created_at=now)
             return SavedTurn(conversation_id, message_id, paths, answer_id)
 
-    def message_images(self, message_id: int) -> tuple[int, list[str]]:
-        """The conversation a message belongs to and the absolute paths of its images, in order (one small query,
-        not the whole conversation)."""
-        query = (
-            select(Message.conversation_id, Image.path)
-            .outerjoin(MessageImage, MessageImage.message_id == Message.id)
-            .outerjoin(Image, Image.id == MessageImage.image_id)
-            .where(Message.id == message_id)
-            .order_by(MessageImage.position)
-        )
-        with self._session() as s:
-            rows = s.execute(query).all()
-        if not rows:
-            raise LookupError(f"no message {message_id}")
-        return rows[0][0], [str(self.data_dir / path) for _, path in rows if path is not None]
-
     def begin_answer(self, conversation_id: int, task: str | None = None) -> int:
         """Save an empty answer with status "streaming" before generating; returns its message id.
 
-        `save_partial_answer` keeps its text current, `finish_answer(..., message_id=)` closes it; if the app dies
+        `save_partial_answer` keeps its text current, `finish_answer` closes it; if the app dies
         first, `recover_interrupted` marks it "interrupted" with the text saved so far.
         """
         with self._session(write=True) as s:
@@ -198,51 +134,31 @@ class Storage(JobVerbs):
             s.execute(update(Message).where(Message.id == message_id, Message.status == STREAMING).values(text=text))
 
     def finish_answer(
-        self,
-        conversation_id: int,
-        text: str,
-        status: str,
-        task: str | None = None,
-        record: dict | None = None,
-        error: str | None = None,
-        message_id: int | None = None,
-    ) -> int:
-        """Save an answer (complete, stopped with its partial text, or failed) and its generation record at once.
+        self, answer_id: int, text: str, status: str, record: dict | None = None, error: str | None = None
+    ) -> None:
+        """Complete the answer `begin_answer` (or `save_question(begin_answer=True)`) saved, in place: its text
+        (complete, stopped with its partial text, or failed) and its generation record at once.
 
         Args:
             status: "done", "stopped" or "error".
             record: model, parameters (temperature, top_p, ...), prompt_tokens, new_tokens, time_to_first_token,
                 duration, status, error; status and error default to the message's.
             error: the message shown for a failed answer; defaults to `record["error"]`.
-            message_id: the answer `begin_answer` saved (it is completed in place); None appends a new message.
         """
         if status not in ANSWER_STATUSES:
             raise ValueError(f"answer status must be one of {ANSWER_STATUSES}, got {status!r}")
         error = error if error is not None else (record or {}).get("error")
         generation = records.generation_from(record, status, error) if record is not None else None
         with self._session(write=True) as s:
-            conversation = self._live(s, conversation_id)
-            if message_id is None:
-                message = self._append(s, conversation, "assistant", text, task, status, error)
-            else:
-                found = s.get(Message, message_id)
-                if found is None or found.conversation_id != conversation_id or found.role != "assistant":
-                    raise LookupError(f"no answer {message_id} in conversation {conversation_id}")
-                message = found
-                message.text, message.status, message.error = text, status, error
-                conversation.updated_at = utcnow()
+            answer = s.get(Message, answer_id)
+            if answer is None or answer.role != "assistant":
+                raise LookupError(f"no answer {answer_id}")
+            conversation = self._live(s, answer.conversation_id)
+            answer.text, answer.status, answer.error = text, status, error
+            conversation.updated_at = utcnow()
             if generation is not None:
-                generation.message_id = message.id
+                generation.message_id = answer.id
                 s.add(generation)
-            return message.id
-
-    def image_path(self, sha256: str) -> Path:
-        """Absolute path of a stored image."""
-        with self._session() as s:
-            relative = s.scalar(select(Image.path).where(Image.sha256 == sha256))
-        if relative is None:
-            raise LookupError(f"no stored image {sha256}")
-        return self.data_dir / relative
 
     def recover_interrupted(self) -> list[int]:
         """At start-up: answers left "streaming" by a crash become "interrupted" (their saved partial text stays),
