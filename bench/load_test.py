@@ -308,9 +308,12 @@ def report(results: list[Result], expected: int, wall: float, label: str = "") -
 
 
 def cpu_report(label: str, before: dict[str, float], after: dict[str, float], answers: int, wall: float) -> None:
-    """CPU time per answer of the app process and its children (the engine core), and how many cores each kept busy."""
+    """CPU time per answer of the app process, its children (the engine core) and the clients (this process), and how
+    many cores each kept busy."""
     spent = {name: after.get(name, 0.0) - before.get(name, 0.0) for name in after}
-    parts = ", ".join(f"{name} {1000 * v / answers:.1f} ms ({v / wall:.2f} cores)" for name, v in spent.items())
+    parts = ", ".join(
+        f"{name} {1000 * v / answers:.1f} ms ({v / wall:.2f} cores)" for name, v in spent.items() if v > 0
+    )
     print(f"{label}CPU per answer: {parts}")
 
 
@@ -354,10 +357,13 @@ def main(argv: list[str] | None = None) -> int:
                 images = make_images(tmp, args.per_run, offset=index * args.per_run, seen=seen)
                 label = f"[round {round_ + 1}, {clients} client{'s' if clients > 1 else ''}] "
                 cpu_before = process_cpu(pid) if pid else {}
+                client_before = process_cpu(os.getpid())["app"]
                 results, wall = run_load(url, args.client, images, clients, args.max_new_tokens, args.timeout)
                 rate = report(results, args.per_run, wall, label)
                 if pid:
-                    cpu_report(label, cpu_before, process_cpu(pid), len(results) or 1, wall)
+                    cpu_after = process_cpu(pid)
+                    cpu_after["clients"] = process_cpu(os.getpid())["app"]
+                    cpu_report(label, {**cpu_before, "clients": client_before}, cpu_after, len(results) or 1, wall)
                 ok = ok and rate is not None
                 if rate is not None:
                     rates[clients].append(rate)
