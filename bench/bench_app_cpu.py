@@ -54,7 +54,7 @@ def main() -> int:
                 port = free_port()
                 argv = ["--backend", "vllm", "--data-dir", str(work / f"data-{interval}")]
                 argv += ["--stream-interval", str(interval)]
-                env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(os.cpu_count() or 1))}
+                env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}  # the app's default unless set
                 print(f"starting the app streaming {label} ...", flush=True)
                 process = start_server(argv, port, timeout=600, env=env, python=args.python, output=work / "log.txt")
                 apps[label] = (f"http://127.0.0.1:{port}/", process)

@@ -137,8 +137,8 @@ def start_app_process(python: str, model: str | None, data_dir: Path, backend: s
     port = free_port()
     argv = ["--data-dir", str(data_dir)] + (["--model", model] if model else [])
     argv += ["--backend", backend] if backend else []
-    # The app's own thread settings (start_server pins one OpenMP thread for the tests' sake).
-    env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(os.cpu_count() or 1))}
+    # The app's own thread settings, as `make run-vllm` has them (start_server pins one thread for the tests' sake).
+    env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
     process = start_server(argv, port, timeout=600, env=env, python=python, output=log)
     return f"http://127.0.0.1:{port}/", process
 
