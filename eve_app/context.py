@@ -85,7 +85,9 @@ def make_context(
         presets=load_presets(engine.checkpoint_dir),
         settings=settings,
         runner=runner,
-        conversations=ConversationService(ConversationStore(database), engine, images, settings.partial_save_seconds),
+        conversations=ConversationService(
+            ConversationStore(database), engine, images, settings.partial_save_seconds, settings.stream_interval
+        ),
         admin=AdminGate(settings.admin_password),
         uploads=ValidatedUploads(
             settings.data_dir / "uploads",

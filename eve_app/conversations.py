@@ -28,6 +28,7 @@ from .fields import Refusal, optional_whole_number
 from .limits.chat import ImageGate
 from .presets import FREE_CHAT
 from .serving.base import ChatEngine
+from .serving.pacing import STREAM_INTERVAL, paced
 from .serving.types import ChatRequest, Finished, GenerationRecord, GenerationSettings, TextDelta
 from .storage import ConversationStore, SavedTurn
 
@@ -73,10 +74,16 @@ def record_fields(record: GenerationRecord, settings: GenerationSettings, model_
 
 class ConversationService:
     def __init__(
-        self, store: ConversationStore, engine: ChatEngine, images: ImageGate, partial_save_seconds: float = 2.0
+        self,
+        store: ConversationStore,
+        engine: ChatEngine,
+        images: ImageGate,
+        partial_save_seconds: float = 2.0,
+        stream_interval: float = STREAM_INTERVAL,
     ):
         self.store, self.engine, self.images = store, engine, images
         self.partial_save_seconds = partial_save_seconds
+        self.stream_interval = stream_interval  # at most one streamed piece per interval (serving/pacing.py)
 
     # Limits of a request that depend on the loaded model
 
@@ -178,7 +185,7 @@ class ConversationService:
         and which is finished however the stream ends."""
         text, record, saved_at = "", None, time.monotonic()
         try:
-            for event in self.engine.stream(request):
+            for event in paced(self.engine.stream(request), self.stream_interval):
                 if isinstance(event, Finished):
                     record = event.record
                     continue

@@ -72,6 +72,11 @@ class Settings:
         "same checkpoint, read for its tokenizer and image settings",
     )
     api_key: str | None = flag(None, "key for --api-base")
+    stream_interval: float = flag(
+        0.05,
+        "seconds between two streamed pieces of one answer at least (text that comes sooner joins the next piece; "
+        "0: one piece per token)",
+    )
     host: str = flag("127.0.0.1", "address to listen on", env="GRADIO_SERVER_NAME")
     port: int = flag(7860, "port", env="GRADIO_SERVER_PORT")
     data_dir: Path = flag(DEFAULT_DATA_DIR, "database, images and job runs")  # noqa: RUF009 -- a Path is immutable

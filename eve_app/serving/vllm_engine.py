@@ -9,6 +9,7 @@ With LoRA on (GPUs; a CPU when asked), the model picker serves a job's adapter o
 
 import asyncio
 import atexit
+import contextlib
 import itertools
 import json
 import logging
@@ -65,9 +66,10 @@ def engine_args(folder: str, device: str, dtype: str | None) -> dict:
     }
     if on_cpu:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; the default share does not fit here
-        # The engine core and its worker in this process: by default vLLM runs each in a process of its own, which
-        # hand every step over through queues whose readers spin. On a CPU those processes compete with the model
-        # for the same cores: a decode step of 8 answers took 14.2 ms that way and 4.6 ms in one process.
+        # The model's worker inside the engine core's process (AsyncLLM always runs the engine core in a child
+        # process, apart from the app's interpreter lock; this setting only keeps vLLM's CPU platform from adding a
+        # worker process). Two processes hand every step over through queues whose readers spin and compete with the
+        # model for the same cores: a decode step of 8 answers took 14.2 ms that way and 4.6 ms in one process.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         args.update(gpu_memory_utilization=0.2, block_size=32, distributed_executor_backend="uni")
         # vLLM's processor cache keeps processed images (1 GiB here, 4 by default), so a follow-up turn does not
@@ -134,7 +136,8 @@ class VllmEngine(VllmBackend):
             return AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
 
         started = time.perf_counter()
-        engine = asyncio.run_coroutine_threadsafe(create(), loop).result()
+        with _engine_core_environment(device):
+            engine = asyncio.run_coroutine_threadsafe(create(), loop).result()
         log.info("vLLM engine for %s ready in %.1f s", folder, time.perf_counter() - started)
         config = EveConfig.from_pretrained(folder)
         processor = EveProcessor.from_pretrained(folder, config)
@@ -277,6 +280,31 @@ class VllmEngine(VllmBackend):
                 future.cancel()
         if finish_reason == "error":
             raise RetryableError("The vLLM engine failed on this request; please try again.")
+
+
+def engine_core_threads() -> int:
+    """OpenMP threads for the engine core on a CPU: one core fewer than this process may use, at least one.
+
+    The engine core (a process of its own) runs the model on OpenMP threads that spin at every barrier, while the app's
+    process (HTTP server, Gradio's queue, the handlers, vLLM's input processing and detokenising) needs a core of its
+    own for every answer: on 2 cores, with the engine on both, each wait of an OpenMP thread for a core stalled every
+    step (the engine core spent 150-700 ms of CPU an answer against 28-50 ms on one thread; docs/benchmarks.md, many
+    visitors through the app)."""
+    return max(1, len(os.sched_getaffinity(0)) - 1)
+
+
+@contextlib.contextmanager
+def _engine_core_environment(device: str) -> Iterator[None]:
+    """While the engine core's process starts (it reads its environment then): OMP_NUM_THREADS on a CPU, unless set.
+    Set for that moment only: fine-tune jobs the app starts later share the cores out by OMP_NUM_THREADS."""
+    if device != "cpu" or "OMP_NUM_THREADS" in os.environ:
+        yield
+        return
+    os.environ["OMP_NUM_THREADS"] = str(engine_core_threads())
+    try:
+        yield
+    finally:
+        os.environ.pop("OMP_NUM_THREADS", None)
 
 
 def _stop_with_the_process(engine: VllmEngine) -> None:

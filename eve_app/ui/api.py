@@ -21,6 +21,8 @@ from ..security import API_OWNER
 from ..serving.types import Finished
 from .refusals import refuse
 
+API_CONCURRENCY = 8  # /answer calls handled at once on a backend that answers one at a time (the rest queue)
+
 
 class ApiHandlers:
     """The /answer endpoint, bound to the app context."""
@@ -74,5 +76,9 @@ def build_api(ctx: AppContext) -> None:
         max_new_tokens = gr.Number(value=128, precision=0, minimum=1, label="max_new_tokens")
         output = gr.Textbox(label="answer")
         trigger = gr.Button("answer")
-    # Not in the "gpu" group: the call is saved at once, then waits for the engine's own lock.
-    trigger.click(h.answer, [image, task, question, max_new_tokens], output, api_name="answer")
+    # Not in the "gpu" group: the call is saved at once, then waits for the engine's own lock (transformers) or joins
+    # vLLM's batch: as many calls at once as the engine answers, and at least the queue's default.
+    limit = max(ctx.engine.concurrency_limit, API_CONCURRENCY)
+    trigger.click(
+        h.answer, [image, task, question, max_new_tokens], output, api_name="answer", concurrency_limit=limit
+    )

@@ -185,6 +185,27 @@ def test_vllm_on_a_cpu_runs_its_worker_in_the_engine_process(monkeypatch, tmp_pa
     assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
 
 
+def test_vllm_on_a_cpu_leaves_the_app_a_core_and_jobs_their_threads(monkeypatch):
+    """The engine core's OpenMP threads spin at every barrier: on all cores they stall whenever the app's process needs
+    one (docs/benchmarks.md). They get one core fewer; the setting lasts only while the engine core starts (fine-tune
+    jobs share the cores out by OMP_NUM_THREADS), and one the owner set wins."""
+    from eve_app.serving.vllm_engine import _engine_core_environment, engine_core_threads
+
+    cores = len(os.sched_getaffinity(0))
+    assert engine_core_threads() == max(1, cores - 1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")  # so that the change below is undone after the test
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    with _engine_core_environment("cpu"):
+        assert os.environ["OMP_NUM_THREADS"] == str(max(1, cores - 1))
+    assert "OMP_NUM_THREADS" not in os.environ
+    with _engine_core_environment("cuda"):
+        assert "OMP_NUM_THREADS" not in os.environ
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    with _engine_core_environment("cpu"):
+        assert os.environ["OMP_NUM_THREADS"] == "3"
+    assert os.environ["OMP_NUM_THREADS"] == "3"
+
+
 def test_vllm_compiles_on_a_cpu_with_a_compiler_and_runs_eagerly_without(monkeypatch, tmp_path):
     """The compiled text path is the CPU default; a machine without a C++ compiler still serves, eagerly."""
     from eve_app.serving.vllm_engine import engine_args

@@ -49,14 +49,15 @@ def start_server(
     args: list[str],
     port: int,
     timeout: float = 120,
-    env: dict[str, str] | None = None,
+    env: dict[str, str | None] | None = None,
     python: str = sys.executable,
     output: Path | None = None,
 ) -> subprocess.Popen:
     """`python app.py ARGS --port PORT` in a process of its own (to kill it, or to measure its memory alone), with
-    `env` added to the environment and `python` another environment's interpreter if need be (the vLLM backend's);
+    `env` added to the environment (a None value leaves that variable out) and `python` another environment's interpreter if need be (the vLLM backend's);
     `output`: a file that receives its console (stdout and stderr). Returns once it answers HTTP."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    merged = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    env = {key: value for key, value in merged.items() if value is not None}  # None: leave the variable out
     console = output.open("wb") if output is not None else subprocess.DEVNULL
     process = subprocess.Popen(
         [python, "app.py", *args, "--port", str(port)],
