@@ -13,10 +13,12 @@ STRATEGIES = ["ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"]
 PREVIEW_COLUMNS = ["row", "id", "images", "turns", "problems"]
 # Gradio gives the loss plot the block's full height below its label, so the plot's lower edge (with the legend, which
 # Gradio puts under the plot) is cut off by the label's height: the block is made a column the plot fills instead.
-# The model choice keeps a readable width: on a phone its row wraps instead of squeezing it.
+# The model choice keeps a readable width: on a phone its row wraps instead of squeezing it. The command and job.json
+# boxes, empty until Preview or Save, are not each a 240 px blank (on a phone, a screen of nothing between them).
 FINETUNE_CSS = """
 #loss-plot { display: flex; flex-direction: column; }
 #loss-plot .vega-embed { flex: 1 1 0; min-height: 0; height: auto; }
+#command .empty, #job-config .empty { min-height: var(--size-16); height: auto; }
 """
 
 
@@ -73,7 +75,7 @@ def _setup_section(c: dict, ctx: AppContext, describe_stages: Callable[[list[str
             c["save_config"] = gr.Button("Save job config")
             c["load_config"] = gr.UploadButton("Load job config", file_types=[".json"])
         c["command"] = gr.Code(label="Exact command", language="shell", interactive=False, elem_id="command")
-        c["config_file"] = gr.File(label="job.json")
+        c["config_file"] = gr.File(label="job.json", elem_id="job-config")
 
 
 def _jobs_section(c: dict, blocked: str | None, jobs: pd.DataFrame, base_choices) -> None:
