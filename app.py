@@ -13,8 +13,8 @@ from starlette.middleware import Middleware
 
 from eve_app.context import AppContext, make_context
 from eve_app.jobs import JobRunner
-from eve_app.limits import cap_allocator_arenas
-from eve_app.request_limits import EventGuard, UploadQuota
+from eve_app.limits.chat import cap_allocator_arenas
+from eve_app.limits.raw_requests import EventGuard, UploadQuota
 from eve_app.serving import load_engine
 from eve_app.settings import MIB, SECRET_FILE, parse_settings
 from eve_app.storage import ConversationStore, Database, JobStore

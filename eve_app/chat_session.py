@@ -19,7 +19,7 @@ class ChatTurn:
     text: str
     images: list[str] = field(default_factory=list)  # stored image paths (content-addressed, under the data dir)
     message_id: int | None = None
-    status: str = "done"  # answers: "done", "stopped", "error", "interrupted"
+    status: str = "done"  # answers: "streaming" (not ended yet), "done", "stopped", "error", "interrupted"
     error: str | None = None
 
 
@@ -81,6 +81,9 @@ class ChatSession:
         return len(self.turns)
 
 
+# Shown for an answer that ended before any text (the model wrote its end token first).
+EMPTY_ANSWER = "_(no answer: the model ended it before writing anything; Retry, perhaps with another seed)_"
+
 # Code (fenced blocks, inline spans) is shown as written, so it is left as it is; elsewhere `![` starts an image.
 CODE = re.compile(r"(```.*?(?:```|$)|~~~.*?(?:~~~|$)|`[^`\n]*`)", re.DOTALL)
 
@@ -110,4 +113,7 @@ def _messages(turn: ChatTurn, inert: bool = False) -> list[dict]:
         text += " _(interrupted: the app stopped before this answer was finished)_"
     elif turn.status == "error":
         text = (text + "\n\n" if text else "") + f"⚠️ {turn.error}"
+    elif turn.status == "done" and not text.strip():
+        # An empty bubble is a sliver nobody sees (nor its Retry button): say what happened.
+        text = EMPTY_ANSWER
     return [{"role": "assistant", "content": text}]

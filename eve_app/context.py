@@ -10,9 +10,9 @@ from gradio.utils import get_upload_folder
 from .conversations import ConversationService
 from .jobs import JobRunner
 from .jobs.retention import ValidatedUploads
-from .limits import ImageGate
+from .limits.chat import ImageGate
+from .limits.raw_requests import UploadBudget
 from .presets import TaskPreset, load_presets
-from .request_limits import UploadBudget
 from .security import AdminGate
 from .serving.base import ChatEngine
 from .settings import MIB, Settings

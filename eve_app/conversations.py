@@ -25,7 +25,7 @@ from model.shared import num_image_tokens
 from .chat_session import ChatSession, ChatTurn
 from .errors import UserError
 from .fields import Refusal, optional_whole_number
-from .limits import ImageGate
+from .limits.chat import ImageGate
 from .presets import FREE_CHAT
 from .serving.base import ChatEngine
 from .serving.pacing import STREAM_INTERVAL, paced
@@ -171,7 +171,7 @@ class ConversationService:
         else:
             answer_id = self.store.begin_answer(session.conversation_id, task)
         request = ChatRequest(session.engine_turns(), settings, stop or threading.Event())
-        answer = ChatTurn("assistant", "", message_id=answer_id)
+        answer = ChatTurn("assistant", "", message_id=answer_id, status="streaming")
         session.turns.append(answer)
         if refused:
             self.store.finish_answer(answer_id, "", "error", error=refused)

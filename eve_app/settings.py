@@ -15,8 +15,8 @@ from typing import Any
 
 from model.shared import PROJECT_ROOT
 
-from .jobs.archive import UploadLimits
-from .limits import ChatLimits
+from .limits.chat import ChatLimits
+from .limits.uploads import UploadLimits
 
 DEFAULT_MODEL = str(PROJECT_ROOT / "assets" / "eve-tiny")
 SECRET_FILE = ".secret"
@@ -40,9 +40,9 @@ def flag(
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def limit(default: float, help: str) -> Any:
-    """A limit on what a visitor may send: a number, its default shown in the help."""
-    return flag(default, f"{help} (default {default:g})", group=LIMITS_GROUP)
+def limit(default: float, help: str, unit: str = "") -> Any:
+    """A limit on what a visitor may send: a number in `unit` (named in the help), its default shown in the help."""
+    return flag(default, f"{help}{', in ' + unit if unit else ''} (default {default:g})", group=LIMITS_GROUP)
 
 
 @dataclass
@@ -95,16 +95,16 @@ class Settings:
         "only their X-Forwarded-For names a visitor's address for the quota and the admin lock-out (default: none, "
         "every request counts for its TCP peer)",
     )
-    max_image_mb: float = limit(20.0, "largest image file, in MiB")
+    max_image_mb: float = limit(20.0, "largest image file", "MiB")
     max_image_megapixels: float = limit(40.0, "largest image, in millions of pixels")
     max_images_per_message: int = limit(4, "images in one chat message")
     max_question_chars: int = limit(4000, "characters in one question")
     max_concurrent_decodes: int = limit(2, "uploaded images decoded at once (a burst of uploads waits its turn)")
-    max_upload_mb: float = limit(1024.0, "fine-tune data: largest uploaded file or archive, in MiB")
-    max_unpacked_mb: float = limit(4096.0, "fine-tune data: everything an upload unpacks to, in MiB")
+    max_upload_mb: float = limit(1024.0, "fine-tune data: largest uploaded file or archive", "MiB")
+    max_unpacked_mb: float = limit(4096.0, "fine-tune data: everything an upload unpacks to", "MiB")
     max_upload_files: int = limit(20000, "fine-tune data: files in one upload")
     max_compression_ratio: float = limit(100.0, "fine-tune data: unpacked size / packed size of an archive entry")
-    max_dataset_mb: float = limit(64.0, "fine-tune data: the dataset JSON file, in MiB")
+    max_dataset_mb: float = limit(64.0, "fine-tune data: the dataset JSON file", "MiB")
     max_dataset_rows: int = limit(100000, "fine-tune data: samples in one dataset")
     max_concurrent_validations: int = limit(1, "fine-tune data validations running at once")
     upload_retention_minutes: float = limit(60.0, "validated uploads that no job uses are deleted after this long")
@@ -114,19 +114,11 @@ class Settings:
         "each visitor may hold one upload's worth, their oldest replaced beyond it)",
     )
     cache_hours: float = limit(24.0, "files in Gradio's upload cache are deleted after this long")
-    upload_quota_mb: float = limit(
-        2048.0, "MiB one visitor may upload in an hour (images and fine-tune data together)"
-    )
-    min_free_disk_mb: float = limit(
-        512.0, "uploads are refused when they would leave less free disk than this, in MiB"
-    )
-    max_request_mb: float = limit(
-        8.0, "largest request to an event (a question, its settings and the chat it sends), in MiB"
-    )
+    upload_quota_mb: float = limit(2048.0, "what one visitor may upload in an hour (images and fine-tune data)", "MiB")
+    min_free_disk_mb: float = limit(512.0, "uploads are refused when they would leave less free disk than this", "MiB")
+    max_request_mb: float = limit(8.0, "largest request to an event (a question, its settings, its chat)", "MiB")
     partial_save_seconds: float = limit(2.0, "a streaming answer's text is saved this often (crash recovery)")
-    max_sessions: int = limit(
-        10000, "visitor sessions kept in memory (chat state; the least recently used goes first)"
-    )
+    max_sessions: int = limit(10000, "visitor sessions kept in memory (chat state; the least recently used first out)")
 
     def chat_limits(self) -> ChatLimits:
         return ChatLimits(

@@ -61,6 +61,10 @@ class EveConfig(Qwen2Config):
     # Id written at image positions of `input_ids`; the official code writes 0 there too, so repetition
     # penalty over the prompt behaves identically.
     image_token_id: int = 0
+    # How many ids the tokenizer produces, where the checkpoint records it (this library's checkpoints do): rows of the
+    # embedding past it are padding that no answer may contain. None: read the tokenizer (the library's loader does)
+    # or, on vLLM, which builds the model before any tokenizer, use the official release's Qwen2.5 figure.
+    text_vocab_size: int | None = None
 
     def __post_init__(self, **kwargs: Any) -> None:
         unknown = set(self.moe_part.split("-")) - set(VISION_PARTS) if self.moe_part else set()

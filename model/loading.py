@@ -185,6 +185,8 @@ def load_pretrained(
     if not (folder / "generation_config.json").is_file():
         model.generation_config = GenerationConfig()
     model.generation_config.update(**generation_defaults(processor, config, len(processor.tokenizer)))
+    # Recorded in the config, so that what the library saves tells servers that read no tokenizer (vLLM's model).
+    model.config.text_vocab_size = min(len(processor.tokenizer), config.vocab_size)
     return model, processor
 
 

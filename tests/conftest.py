@@ -53,6 +53,19 @@ WORDS = [
 ]
 
 
+# The slow tier (`make test-fast` leaves it out, `make test` runs it): whole folders whose every test starts a server,
+# a browser or a vLLM engine, or kills and restarts the app. Single slow tests elsewhere (training runs) carry
+# `@pytest.mark.slow` themselves.
+SLOW_FOLDERS = ("e2e", "vllm")
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(TESTS) and item.path.relative_to(TESTS).parts[0] in SLOW_FOLDERS:
+            item.add_marker(pytest.mark.slow)
+
+
 def official_config(vocab_size: int, add_moe: bool = True) -> dict:
     """config.json as the official stage-3 training writes it, at tiny sizes."""
     config = {

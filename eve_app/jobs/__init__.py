@@ -9,7 +9,8 @@ the training CLI in a process group of its own, which writes its progress to fil
                                      image_folder=str(result.image_folder), max_steps=100))
 """
 
-from .archive import UploadError, UploadLimits
+from ..limits.uploads import UploadLimits
+from .archive import UploadError
 from .command import ConfigError, JobConfig, build_command, command_preview, config_problems, stage_presets
 from .images import ImageSettings
 from .runner import JobRunner

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from ..limits.uploads import UploadLimits, human_size
+
 JSON_SUFFIXES = (".json", ".jsonl")
 # Files that archivers add and that are never part of a dataset.
 IGNORED_PARTS = ("__MACOSX", ".DS_Store")
@@ -26,19 +28,6 @@ NAME_MAX = 255  # bytes in one file or folder name on Linux, macOS and Windows f
 
 class UploadError(ValueError):
     """The upload cannot be used at all; the message says why and what to do."""
-
-
-@dataclass(frozen=True)
-class UploadLimits:
-    """Upper bounds for one upload, so a hostile or mistaken upload cannot fill the disk or the memory."""
-
-    max_archive_bytes: int = 1 << 30
-    max_total_bytes: int = 4 << 30  # unpacked size of everything uploaded
-    max_files: int = 20_000
-    max_json_bytes: int = 64 << 20  # parsing takes several times this in memory
-    max_image_pixels: int = 40_000_000
-    max_compression_ratio: float = 100.0  # zip bombs pack gigabytes of zeros into kilobytes
-    max_rows: int = 100_000
 
 
 @dataclass
@@ -78,15 +67,6 @@ def check_file_size(path: Path, max_bytes: int, what: str, error: type[ValueErro
     if size > max_bytes:
         raise error(f"{path.name} is {human_size(size)}, above the {what} of {human_size(max_bytes)}")
     return size
-
-
-def human_size(n: float) -> str:
-    """1536 -> "1.5 KiB"."""
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 def unsafe_entry_reason(info: zipfile.ZipInfo) -> str | None:

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from model.shared import IMAGE_PLACEHOLDER
 
-from .archive import UploadError, UploadLimits, check_file_size, stage_upload
+from ..limits.uploads import UploadLimits
+from .archive import UploadError, check_file_size, stage_upload
 from .images import ImageFinder, ImageSettings
 from .rows import RowReport, check_row, turns_text
 

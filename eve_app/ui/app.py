@@ -6,18 +6,25 @@ from ..context import AppContext
 from ..security import new_browser_token, owner_of, valid_token
 from .api import build_api
 from .chat import build_chat_tab
+from .chat_layout import CHAT_CSS
 from .finetune import build_finetune_tab
+from .finetune_layout import FINETUNE_CSS
 from .history import HistoryHandlers, build_history_tab
 from .refusals import Blocks
 
 TITLE = "EVEv2 — encoder-free vision-language chat"
-CSS = """
-#chatbot { min-height: 360px; }
-@media (max-width: 640px) { #chatbot { height: 50vh !important; } }
+CSS = (
+    CHAT_CSS
+    + FINETUNE_CSS
+    + """
+/* A compact header: the chat below it stays in view at 800 px high. */
+#intro h2 { margin: 0 0 var(--size-1); }
+#intro p { margin: 0; }
 /* Phones: 8 px page margins instead of Gradio's 32 px, which take a sixth of the width from the chat input. Gradio
    scopes rules inside @media to the app's content, out of reach of this padding: clamp() switches at 640 px instead. */
 .gradio-container .main.app { padding-inline: clamp(var(--size-2), (100vw - 640px) * 1000, var(--size-8)); }
 """
+)
 
 
 HIDE_SHARE = '#chatbot button[aria-label="Share"] { display: none; }\n'
@@ -49,7 +56,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             # What images suit the model is said by the model line under the tasks (from the loaded model's card),
             # so the intro names none that the model might not read.
             f"## {TITLE}\nPick a task, drop in an image and watch the answer stream. "
-            "Conversations are saved; see the History tab."
+            "Conversations are saved; see the History tab.",
+            elem_id="intro",
         )
         with gr.Tabs() as tabs:
             with gr.Tab("Chat", id="chat"):

@@ -12,8 +12,8 @@ import re
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 import pandas as pd
@@ -23,7 +23,6 @@ from model.shared import ADAPTER_CONFIG_FILE, PROJECT_ROOT
 
 from ..context import AppContext
 from ..errors import UserError
-from ..fields import optional_number, optional_whole_number
 from ..jobs import (
     ConfigError,
     JobConfig,
@@ -43,6 +42,7 @@ from .finetune_layout import PREVIEW_COLUMNS, finetune_layout
 from .finetune_results import results_html
 from .generation import model_line
 from .history import parse_conversation_ids
+from .job_form import FIELDS, FORM_FIELDS, LOADED_FIELDS, read_settings, shown_settings, takes_form
 from .refusals import refuse
 
 LOSS_COLUMNS = ["step", "value", "series", "stage"]
@@ -80,31 +80,6 @@ def loss_frame(rows: list[dict]) -> pd.DataFrame:
     return frame.astype({"step": "int64", "value": "float64", "series": "string", "stage": "string"})
 
 
-@dataclass
-class JobForm:
-    """The fine-tune form's fields, by name: what the page sends, and what /preview_command and /launch_job take."""
-
-    dataset: str  # the id /validate_dataset returned
-    base: str
-    stages: list[str]
-    lr: str
-    max_steps: str
-    epochs: float
-    batch_size: float
-    grad_accum: float
-    max_image_size: str
-    max_length: str
-    seed: float
-    eval_split: float
-    hardware: str
-    strategy: str
-    method: str
-    lora_rank: str
-
-
-FORM_FIELDS = [field.name for field in dataclasses.fields(JobForm)]
-# The fields a saved job.json fills (not the dataset, the base or the hardware, which belong to this server).
-LOADED_FIELDS = [name for name in FORM_FIELDS if name not in ("dataset", "base", "hardware", "strategy")]
 # The form fields the memory plan depends on; a "method" field joins them where the form has one.
 PLAN_FIELDS = [
     "dataset",
@@ -340,67 +315,35 @@ class FinetuneHandlers:
 
     # Job settings
 
-    def config_from(self, form: JobForm) -> JobConfig:
-        """The job settings of the form, checked (refused with a message when they cannot run)."""
-        result = self.ctx.uploads.get(form.dataset)
+    def config_from(self, form: dict[str, Any]) -> JobConfig:
+        """The job settings of the form (by field name), checked (refused with a message when they cannot run)."""
+        result = self.ctx.uploads.get(form["dataset"])
         if result is None or result.data_path is None:
             raise refuse(
                 "Validate a dataset first (validations are kept for a limited time): nothing runs on "
                 "data that was not checked."
             )
-        if not form.stages:
+        if not form["stages"]:
             raise refuse("Pick at least one stage.")
-        try:
-            lr = optional_number(form.lr, "The learning rate")
-            max_steps = optional_whole_number(form.max_steps, "Steps", positive=True)
-            max_image_size = optional_whole_number(form.max_image_size, "The max image size", positive=True)
-            max_length = optional_whole_number(form.max_length, "The max length", positive=True)
-            seed = optional_whole_number(form.seed, "The seed")
-            lora_rank = optional_whole_number(form.lora_rank, "The LoRA rank", positive=True)
-        except UserError as error:
-            raise refuse(str(error)) from None
+        settings = read_settings(form)
+        if settings["method"] not in ("lora", "qlora"):
+            settings["lora_rank"] = None
+        stages, hardware = form["stages"], str(form["hardware"])
         return JobConfig(
-            base=self._base(form.base),
+            **settings,
+            base=self._base(form["base"]),
             data=str(result.data_path),
             image_folder=str(result.image_folder),
-            stage=form.stages[0],
-            stages=form.stages if len(form.stages) > 1 else None,
-            method=form.method or "full",
-            lora_rank=lora_rank if form.method in ("lora", "qlora") else None,
-            lr=lr,
-            max_steps=max_steps,
-            epochs=float(form.epochs or 1),
-            batch_size=int(form.batch_size or 1),
-            grad_accum=int(form.grad_accum or 1),
-            max_image_size=max_image_size,
-            max_length=max_length,
-            seed=42 if seed is None else seed,
-            eval_split=float(form.eval_split),
+            stage=stages[0],
+            stages=stages if len(stages) > 1 else None,
             eval_every=0,
-            save_every=max(1, (max_steps or 100) // 4),
-            hardware="cpu" if form.hardware == "CPU" else int(form.hardware.split()[0]),
-            strategy=form.strategy,
+            save_every=max(1, (settings["max_steps"] or 100) // 4),
+            hardware="cpu" if hardware == "CPU" else int(hardware.split()[0]),
+            strategy=form["strategy"],
         )
 
-    def preview_command(
-        self,
-        dataset: str,
-        base: str,
-        stages: list[str],
-        lr: str = "",
-        max_steps: str = "60",
-        epochs: float = 1,
-        batch_size: float = 4,
-        grad_accum: float = 1,
-        max_image_size: str = "",
-        max_length: str = "",
-        seed: float = 42,
-        eval_split: float = 0.1,
-        hardware: str = "CPU",
-        strategy: str = "ddp",
-        method: str = "full",
-        lora_rank: str = "",
-    ) -> str:
+    @takes_form()
+    def preview_command(self, form: dict[str, Any]) -> str:
         """The exact command a launch with these settings would run, server paths shown as names.
 
         Args:
@@ -410,24 +353,6 @@ class FinetuneHandlers:
             lr, max_steps, max_image_size, max_length: empty for the base's or the stage's own.
             method: "full", "lora" or "qlora"; lora_rank: empty for the base's default (8 otherwise).
         """
-        form = JobForm(
-            dataset,
-            base,
-            stages,
-            lr,
-            max_steps,
-            epochs,
-            batch_size,
-            grad_accum,
-            max_image_size,
-            max_length,
-            seed,
-            eval_split,
-            hardware,
-            strategy,
-            method,
-            lora_rank,
-        )
         output = self.ctx.settings.data_dir.resolve() / "runs" / "job-N" / "out"
         config = dataclasses.replace(self.config_from(form), output_dir=str(output))
         try:
@@ -438,11 +363,8 @@ class FinetuneHandlers:
     def _plan_config(self, values: dict) -> JobConfig:
         """Job settings from the plan's form fields; no validated dataset is needed to see a plan."""
         try:
-            max_length = optional_whole_number(values.get("max_length", ""), "The max length", positive=True)
-            max_image_size = optional_whole_number(
-                values.get("max_image_size", ""), "The max image size", positive=True
-            )
-            lora_rank = optional_whole_number(values.get("lora_rank", ""), "The LoRA rank", positive=True)
+            read = {name: FIELDS[name].value(values.get(name, "")) for name in ("max_length", "max_image_size")}
+            lora_rank = FIELDS["lora_rank"].value(values.get("lora_rank", ""))
         except UserError as error:
             raise refuse(str(error)) from None
         stages = values.get("stages") or ["3"]
@@ -456,8 +378,7 @@ class FinetuneHandlers:
                 "stage": stages[0],
                 "stages": stages if len(stages) > 1 else None,
                 "batch_size": int(values.get("batch_size") or 1),
-                "max_length": max_length,
-                "max_image_size": max_image_size,
+                **read,
                 "hardware": "cpu" if hardware == "CPU" else int(hardware.split()[0]),
                 "strategy": str(values.get("strategy") or "ddp"),
                 **extra,
@@ -494,7 +415,7 @@ class FinetuneHandlers:
 
     def save_config(self, *values) -> str:
         """job.json with the form's settings (the dataset is not part of it: validate it again to reuse)."""
-        settings = dataclasses.asdict(self.config_from(JobForm(*values)))
+        settings = dataclasses.asdict(self.config_from(dict(zip(FORM_FIELDS, values))))
         config = JobConfig.from_dict(
             {**settings, "data": "(validate a dataset)", "image_folder": None, "base": self.redact(settings["base"])}
         )
@@ -513,45 +434,14 @@ class FinetuneHandlers:
         except OSError:  # a folder, or a file gone from the cache
             raise refuse("That job.json cannot be read: upload the file saved from this tab again.") from None
 
-        def text(value) -> str:
-            return "" if value is None else str(value)
-
-        f = self.form
-        return {
-            f["stages"]: config.stages or [config.stage],
-            f["lr"]: text(config.lr),
-            f["max_steps"]: text(config.max_steps),
-            f["epochs"]: config.epochs,
-            f["batch_size"]: config.batch_size,
-            f["grad_accum"]: config.grad_accum,
-            f["max_image_size"]: text(config.max_image_size),
-            f["max_length"]: text(config.max_length),
-            f["seed"]: config.seed,
-            f["eval_split"]: config.eval_split,
-            f["method"]: config.method,
-            f["lora_rank"]: text(config.lora_rank),
-        }
+        return {self.form[name]: value for name, value in shown_settings(config).items()}
 
     # Jobs (admin)
 
+    @takes_form()
     def launch_job(
         self,
-        dataset: str,
-        base: str,
-        stages: list[str],
-        lr: str = "",
-        max_steps: str = "60",
-        epochs: float = 1,
-        batch_size: float = 4,
-        grad_accum: float = 1,
-        max_image_size: str = "",
-        max_length: str = "",
-        seed: float = 42,
-        eval_split: float = 0.1,
-        hardware: str = "CPU",
-        strategy: str = "ddp",
-        method: str = "full",
-        lora_rank: str = "",
+        form: dict[str, Any],
         password: str = "",
         unlocked: bool = False,
         request: gr.Request | None = None,
@@ -560,27 +450,34 @@ class FinetuneHandlers:
 
         The settings are those of /preview_command; `password` is the admin password.
         """
+        config = self._launchable(form, password, unlocked, request)
+        try:
+            job_id = self.runner.submit(config)
+        except ConfigError as error:
+            raise refuse(str(error)) from None
+        self.ctx.uploads.claim(form["dataset"])
+        return self.jobs_table(), job_id
+
+    @takes_form()
+    def check_launch(
+        self,
+        form: dict[str, Any],
+        password: str = "",
+        unlocked: bool = False,
+        request: gr.Request | None = None,
+    ) -> None:
+        """Launch's refusals, before the launch itself: raised from an event with no outputs, a refusal is the toast
+        alone (raised by `launch_job`, Gradio would also mark its outputs, the jobs table and the job field, with an
+        "Error" badge, as if they had failed). A wrong password is counted once: `launch_job` then does not run."""
+        self._launchable(form, password, unlocked, request)
+
+    def _launchable(
+        self, form: dict[str, Any], password: str, unlocked: bool, request: gr.Request | None
+    ) -> JobConfig:
+        """The job's settings, once the admin password and every check of what the job can run have passed."""
         self._check_admin(password, request, unlocked)
-        form = JobForm(
-            dataset,
-            base,
-            stages,
-            lr,
-            max_steps,
-            epochs,
-            batch_size,
-            grad_accum,
-            max_image_size,
-            max_length,
-            seed,
-            eval_split,
-            hardware,
-            strategy,
-            method,
-            lora_rank,
-        )
         config = self.config_from(form)
-        result = self.ctx.uploads.get(dataset)
+        result = self.ctx.uploads.get(form["dataset"])
         _, refusal = self._refusal(config, (result.summary or {}).get("longest_row") if result else None)
         if refusal:
             raise refuse(refusal)
@@ -588,12 +485,7 @@ class FinetuneHandlers:
             rows_refusal = training_rows_refusal(config, result)
             if rows_refusal:
                 raise refuse(rows_refusal)
-        try:
-            job_id = self.runner.submit(config)
-        except ConfigError as error:
-            raise refuse(str(error)) from None
-        self.ctx.uploads.claim(dataset)
-        return self.jobs_table(), job_id
+        return config
 
     def jobs_table(self) -> pd.DataFrame:
         """One row a job: id, status, creation time, stages, method and the size of what it wrote (adapters are
@@ -785,7 +677,8 @@ def build_finetune_tab(ctx: AppContext, owner: gr.State, chat: dict, browser: di
     c["load_config"].upload(
         h.load_config, c["load_config"], [c[name] for name in LOADED_FIELDS], api_visibility="private"
     )
-    launched = c["launch"].click(
+    checked = c["launch"].click(h.check_launch, [*form, c["password"], unlocked], None, api_visibility="private")
+    launched = checked.success(
         h.launch_job, [*form, c["password"], unlocked], [c["jobs"], c["job_id"]], api_name="launch_job"
     )
     c["abort"].click(h.abort, [c["password"], c["job_id"], unlocked], c["jobs"], api_name="abort_job")

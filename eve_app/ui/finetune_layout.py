@@ -5,14 +5,19 @@ from collections.abc import Callable
 import gradio as gr
 import pandas as pd
 
-from model.shared import TRAIN_DEFAULTS, TRAIN_METHODS
-
 from ..context import AppContext
+from .job_form import drawn_rows
 
 STAGES = ["1", "2.1", "2.2", "3"]
 STRATEGIES = ["ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"]
-METHODS = list(TRAIN_METHODS)
 PREVIEW_COLUMNS = ["row", "id", "images", "turns", "problems"]
+# Gradio gives the loss plot the block's full height below its label, so the plot's lower edge (with the legend, which
+# Gradio puts under the plot) is cut off by the label's height: the block is made a column the plot fills instead.
+# The model choice keeps a readable width: on a phone its row wraps instead of squeezing it.
+FINETUNE_CSS = """
+#loss-plot { display: flex; flex-direction: column; }
+#loss-plot .vega-embed { flex: 1 1 0; min-height: 0; height: auto; }
+"""
 
 
 def _data_section(c: dict) -> None:
@@ -54,35 +59,10 @@ def _setup_section(c: dict, ctx: AppContext, describe_stages: Callable[[list[str
         )
         c["stages"] = gr.CheckboxGroup(STAGES, value=["3"], label="Stages (several run as a pipeline, in order)")
         c["stage_info"] = gr.Markdown(describe_stages(["3"]))
-        with gr.Row():
-            c["method"] = gr.Radio(
-                METHODS,
-                value="full",
-                label="Method: every weight of the stages' groups, LoRA adapters, or LoRA on a 4-bit base (QLoRA)",
-                elem_id="finetune-method",
-            )
-            c["lora_rank"] = gr.Textbox(
-                value="", label="LoRA rank (empty: the base's, else 8)", placeholder="the base's"
-            )
-        with gr.Row():
-            c["lr"] = gr.Textbox(
-                value="",
-                label="Learning rate (empty: the base's fine-tuning default, else the stage's)",
-                placeholder="the base's or the stage's",
-            )
-            c["max_steps"] = gr.Textbox(value="60", label="Steps (empty: epochs)", placeholder="epochs")
-            c["epochs"] = gr.Number(value=TRAIN_DEFAULTS["epochs"], label="Epochs")
-            c["batch_size"] = gr.Number(value=4, precision=0, minimum=1, label="Batch size")
-            c["grad_accum"] = gr.Number(
-                value=TRAIN_DEFAULTS["grad_accum"], precision=0, minimum=1, label="Gradient accumulation"
-            )
-        with gr.Row():
-            c["max_image_size"] = gr.Textbox(
-                value="", label="Max image size (empty: the stage's)", placeholder="the stage's"
-            )
-            c["max_length"] = gr.Textbox(value="", label="Max length in tokens (empty: 4096)", placeholder="4096")
-            c["seed"] = gr.Number(value=TRAIN_DEFAULTS["seed"], precision=0, label="Seed")
-            c["eval_split"] = gr.Slider(0.0, 0.5, value=0.1, step=0.05, label="Eval split")
+        for row in drawn_rows():  # the training settings, as `job_form.FORM` declares them
+            with gr.Row():
+                for name, component in row.items():
+                    c[name] = component()
         hardware = ["CPU"] + [f"{n} GPU{'s' if n > 1 else ''}" for n in range(1, gpus + 1)]
         with gr.Row():
             c["hardware"] = gr.Radio(hardware, value=hardware[-1], label="Hardware")
@@ -142,6 +122,7 @@ def _jobs_section(c: dict, blocked: str | None, jobs: pd.DataFrame, base_choices
                 label="Model for the chat (every visitor's)",
                 allow_custom_value=True,
                 scale=3,
+                min_width=260,
             )
             c["load_into_chat"] = gr.Button("Load into chat", scale=1)
             c["merge"] = gr.Button("Merge selected LoRA job into a full model", scale=1, interactive=blocked is None)

@@ -11,7 +11,7 @@ Images are rendered at sizes whose area matches the image processor's target and
 from .answers import format_answer
 from .config import IMAGE_AREA, IMAGE_SIZES, MAX_LEVEL, PATCH_SIZE
 from .dataset import example_samples, iter_samples, sample_at, write_dataset
-from .tasks import IMAGE_TOKEN, TASK_INSTRUCTIONS, TASK_KEYS, TASKS, Sample, generate_sample, task_key
+from .tasks import IMAGE_TOKEN, TASK_INSTRUCTIONS, TASK_KEYS, TASKS, Sample, SampleOptions, generate_sample, task_key
 from .vocab import is_held_out, word_bank
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "TASK_INSTRUCTIONS",
     "TASK_KEYS",
     "Sample",
+    "SampleOptions",
     "example_samples",
     "format_answer",
     "generate_sample",

@@ -9,8 +9,9 @@ import json
 import random
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Unpack
 
-from .tasks import TASKS, Sample, generate_sample, task_key
+from .tasks import TASKS, Sample, SampleOptions, generate_sample, task_key
 
 Level = int | Sequence[int]
 
@@ -22,12 +23,8 @@ def sample_at(
     weights: Sequence[float] | None = None,
     level: Level = 0,
     *,
-    split: str = "all",
     sizes: dict[str, tuple[int, int]] | None = None,
-    made_up_words: float = 0.0,
-    spread: float = 1.0,
-    ocr_jitter: int = 0,
-    ocr_fonts: str | None = None,
+    **options: Unpack[SampleOptions],
 ) -> Sample:
     """Sample number `index` of the stream defined by the other arguments.
 
@@ -37,27 +34,14 @@ def sample_at(
         seed: stream seed.
         weights: relative frequency of each task; uniform when None.
         level: a curriculum level, or a sequence of levels to draw from uniformly (mixing easy and hard samples).
-        split: word-list split, "all", "train" or "test" (held-out words, for evaluation).
         sizes: per-task image sizes overriding `IMAGE_SIZES`.
-        made_up_words: share of drawn words replaced by random strings of letters and digits (training only).
-        spread: how much of the free room grid text may be moved within (see `generate_sample`).
-        ocr_jitter, ocr_fonts: OCR text off the patch grid, and in visitor-style fonts (see `generate_sample`).
+        options: the word split (held-out words for evaluation), made-up words, placement spread and OCR options,
+            passed to `generate_sample` (see `SampleOptions`).
     """
     rng = random.Random(f"{seed}:{index}")
     task = task_key(rng.choices(list(tasks), weights=weights)[0])
     sample_level = level if isinstance(level, int) else rng.choice(list(level))
-    size = (sizes or {}).get(task)
-    return generate_sample(
-        task,
-        rng,
-        sample_level,
-        size=size,
-        split=split,
-        made_up_words=made_up_words,
-        spread=spread,
-        ocr_jitter=ocr_jitter,
-        ocr_fonts=ocr_fonts,
-    )
+    return generate_sample(task, rng, sample_level, size=(sizes or {}).get(task), **options)
 
 
 def iter_samples(
@@ -66,13 +50,10 @@ def iter_samples(
     weights: Sequence[float] | None = None,
     level: Level = 0,
     *,
-    split: str = "all",
     sizes: dict[str, tuple[int, int]] | None = None,
     start: int = 0,
     step: int = 1,
-    spread: float = 1.0,
-    ocr_jitter: int = 0,
-    ocr_fonts: str | None = None,
+    **options: Unpack[SampleOptions],
 ) -> Iterator[Sample]:
     """Stream samples forever: indices `start, start + step, ...` (see `sample_at` for the other arguments).
 
@@ -84,18 +65,7 @@ def iter_samples(
         raise ValueError(f"{len(weights)} weights for {len(tasks)} tasks")
     index = start
     while True:
-        yield sample_at(
-            index,
-            tasks,
-            seed,
-            weights,
-            level,
-            split=split,
-            sizes=sizes,
-            spread=spread,
-            ocr_jitter=ocr_jitter,
-            ocr_fonts=ocr_fonts,
-        )
+        yield sample_at(index, tasks, seed, weights, level, sizes=sizes, **options)
         index += step
 
 

@@ -24,10 +24,9 @@ from .render import (
     FONT_SPLITS,
     FREE_FONTS,
     as_color,
-    draw_free_text,
+    draw_block,
     draw_grid_text,
     fit_free_font,
-    free_line_height,
     grid_font,
     spread_randint,
 )
@@ -94,13 +93,7 @@ def draw_free(
     line_height_max = size[1] // len(lines)
     font_size = rng.randint(14, max(14, min(30, int(line_height_max / 1.3))))
     font = fit_free_font(max(lines, key=len), name, font_size, size[0] - 8)
-    pitch = round(font.size * 1.25)
-    block_w = round(max(font.getlength(line) for line in lines))
-    block_h = pitch * (len(lines) - 1) + free_line_height(font)[1]
-    x = rng.randint(2, max(2, size[0] - block_w - 4))
-    y = rng.randint(2, max(2, size[1] - block_h - 4))
-    for i, line in enumerate(lines):
-        draw_free_text(draw, line, (x, y + i * pitch), font, fill)
+    draw_block(draw, rng, lines, font, round(font.size * 1.25), size, fill, margins=(2, 4))
 
 
 VISITOR_SIZES = (16, 48)  # pixel sizes of visitor-style text (smaller when the text would not fit)
@@ -116,13 +109,7 @@ def draw_visitor(
     tallest = int((size[1] - 4) / (pitch_of * (len(lines) - 1) + 1.2))  # the block's height must fit the canvas
     font_size = rng.randint(VISITOR_SIZES[0], max(VISITOR_SIZES[0], min(VISITOR_SIZES[1], tallest)))
     font = fit_free_font(max(lines, key=len), name, font_size, size[0] - 4)
-    pitch = round(font.size * pitch_of)
-    block_w = round(max(font.getlength(line) for line in lines))
-    block_h = pitch * (len(lines) - 1) + free_line_height(font)[1]
-    x = rng.randint(0, max(0, size[0] - block_w - 1))
-    y = rng.randint(0, max(0, size[1] - block_h - 1))
-    for i, line in enumerate(lines):
-        draw_free_text(draw, line, (x, y + i * pitch), font, fill)
+    draw_block(draw, rng, lines, font, round(font.size * pitch_of), size, fill, margins=(0, 1))
 
 
 def generate(

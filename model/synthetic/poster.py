@@ -12,17 +12,8 @@ import random
 
 from PIL import Image, ImageDraw
 
+from . import render
 from .config import PATCH_SIZE
-from .render import (
-    FREE_FONTS,
-    as_color,
-    draw_free_text,
-    draw_grid_text,
-    fit_free_font,
-    free_line_height,
-    grid_font,
-    spread_randint,
-)
 from .vocab import WordBank, load_vocab, vocab_bank
 
 MIN_SIZE = (8 * PATCH_SIZE, 8 * PATCH_SIZE)
@@ -62,9 +53,9 @@ def draw_on_grid(
     """Title, optional venue and date as blocks of whole patch rows, one free row between blocks; `spread` < 1 keeps
     the blocks near the top."""
     cols, rows = size[0] // PATCH_SIZE, size[1] // PATCH_SIZE
-    title_grid = grid_font(PATCH_SIZE, 2 * PATCH_SIZE, "mono-bold")
-    date_grid = grid_font(PATCH_SIZE, 2 * PATCH_SIZE, "mono" if level < 2 else "mono-bold")
-    small_grid = grid_font(PATCH_SIZE, PATCH_SIZE, "mono")
+    title_grid = render.grid_font(PATCH_SIZE, 2 * PATCH_SIZE, "mono-bold")
+    date_grid = render.grid_font(PATCH_SIZE, 2 * PATCH_SIZE, "mono" if level < 2 else "mono-bold")
+    small_grid = render.grid_font(PATCH_SIZE, PATCH_SIZE, "mono")
     blocks = [(line, title_grid) for line in title]
     if level == 2 and rows >= 2 * len(title) + 6:
         blocks.append(("at " + vocab_bank("poster", "title_words").pick(rng, cols - 5), small_grid))
@@ -72,14 +63,18 @@ def draw_on_grid(
     heights = [grid.cell_h // PATCH_SIZE for _, grid in blocks]
     gaps = [0] * (len(title) - 1) + [1] * (len(blocks) - len(title))  # title lines stacked, then a free row each
     slack = max(0, rows - 2 - sum(heights) - sum(gaps))
-    row = 1 + spread_randint(rng, 0, slack // 2, spread)
-    gaps[len(title) - 1] += spread_randint(rng, 0, slack - (row - 1), spread)  # spread the rest between title and date
+    row = 1 + render.spread_randint(rng, 0, slack // 2, spread)
+    gaps[len(title) - 1] += render.spread_randint(
+        rng, 0, slack - (row - 1), spread
+    )  # spread the rest between title and date
     centred = level == 0 or rng.random() < 0.5
     widest = max(len(text) for text, _ in blocks)
-    left = spread_randint(rng, 1, max(1, cols - 1 - widest), spread)  # a left-aligned block starts on any column
+    left = render.spread_randint(
+        rng, 1, max(1, cols - 1 - widest), spread
+    )  # a left-aligned block starts on any column
     for i, (text, grid) in enumerate(blocks):
         col = (cols - len(text)) // 2 if centred else left
-        draw_grid_text(draw, text, col, row, grid, fill)
+        render.draw_grid_text(draw, text, col, row, grid, fill)
         end = row + heights[i]
         if level == 2 and i == len(title) - 1:  # a rule in the free row under the title
             y = end * PATCH_SIZE + PATCH_SIZE // 2
@@ -92,19 +87,21 @@ def draw_on_grid(
 def draw_free(draw: ImageDraw.ImageDraw, rng: random.Random, title: list[str], date: str, size: tuple[int, int], fill):
     """Title and date in random DejaVu fonts and sizes, stacked at a random offset, left-aligned or centred."""
     width, height = size
-    title_font = fit_free_font(max(title, key=len), rng.choice(FREE_FONTS), rng.randint(20, 34), width - 16)
-    date_font = fit_free_font(date, rng.choice(FREE_FONTS), rng.randint(13, 20), width - 16)
+    title_font = render.fit_free_font(
+        max(title, key=len), rng.choice(render.FREE_FONTS), rng.randint(20, 34), width - 16
+    )
+    date_font = render.fit_free_font(date, rng.choice(render.FREE_FONTS), rng.randint(13, 20), width - 16)
     lines = [(line, title_font) for line in title] + [(date, date_font)]
-    pitches = [round(free_line_height(font)[1] * 1.15) for _, font in lines]
+    pitches = [round(render.free_line_height(font)[1] * 1.15) for _, font in lines]
     pitches[-2] += rng.randint(4, 24)  # space between the title and the date
-    block_h = sum(pitches[:-1]) + free_line_height(date_font)[1]
+    block_h = sum(pitches[:-1]) + render.free_line_height(date_font)[1]
     y = rng.randint(6, max(6, height - block_h - 6))
     centred = rng.random() < 0.5
     x_left = rng.randint(6, 20)
     for (text, font), pitch in zip(lines, pitches):
         text_w = round(font.getlength(text))
         x = (width - text_w) // 2 if centred else min(x_left, width - text_w - 4)
-        draw_free_text(draw, text, (x, y), font, fill)
+        render.draw_free_text(draw, text, (x, y), font, fill)
         y += pitch
 
 
@@ -113,14 +110,14 @@ def generate(
 ) -> tuple[Image.Image, dict]:
     """Render one poster; the target holds the title (lines joined by spaces) and the date as printed.
 
-    `spread` limits how far grid text (levels 0-2) is moved from its first free row (see `spread_randint`).
+    `spread` limits how far grid text (levels 0-2) is moved from its first free row (see `render.spread_randint`).
     """
     vocab = load_vocab()["poster"]
     # Grid levels print dark on light, like OCR and webpages: the small default model learns one set of glyphs, and
     # light-on-dark titles were never read (0.02) when they made up most posters. Level 3 adds the inverse palettes.
     palettes = vocab["palettes"] + (vocab["inverse_palettes"] if level == 3 else [])
     palette = rng.choice(palettes)
-    background, fill = as_color(palette["background"]), as_color(palette["text"])
+    background, fill = render.as_color(palette["background"]), render.as_color(palette["text"])
     max_chars = size[0] // PATCH_SIZE - 2
     title = pick_title(rng, level, words, max_chars)
     date = pick_date(rng, level, max_chars)

@@ -133,6 +133,27 @@ def draw_free_text(
     return xy[0], xy[1], xy[0] + round(font.getlength(text)), xy[1] + height
 
 
+def draw_block(
+    draw: ImageDraw.ImageDraw,
+    rng: random.Random,
+    lines: list[str],
+    font: ImageFont.FreeTypeFont,
+    pitch: int,
+    size: tuple[int, int],
+    fill,
+    margins: tuple[int, int],
+) -> None:
+    """`lines`, `pitch` pixels apart, as a block at a random position (x drawn first, then y) that keeps
+    `margins[0]` pixels from the top and left edges and `margins[1]` from the right and bottom ones when it fits."""
+    near, far = margins
+    block_w = round(max(font.getlength(line) for line in lines))
+    block_h = pitch * (len(lines) - 1) + free_line_height(font)[1]
+    x = rng.randint(near, max(near, size[0] - block_w - far))
+    y = rng.randint(near, max(near, size[1] - block_h - far))
+    for i, line in enumerate(lines):
+        draw_free_text(draw, line, (x, y + i * pitch), font, fill)
+
+
 def spread_randint(rng: random.Random, low: int, high: int, spread: float = 1.0) -> int:
     """A random integer in [low, low + spread * (high - low)]: where a text block goes, with its room limited.
 

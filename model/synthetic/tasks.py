@@ -7,6 +7,7 @@ function of the generator's state: same seed, same pixels.
 
 import random
 from dataclasses import dataclass
+from typing import TypedDict
 
 from PIL import Image
 
@@ -46,6 +47,17 @@ class Sample:
     def answer(self) -> str:
         """The reference answer (the last gpt turn)."""
         return self.conversations[-1]["value"]
+
+
+class SampleOptions(TypedDict, total=False):
+    """How a sample is drawn beside its task, level and size: `generate_sample`'s keyword options (documented and
+    defaulted there), which the streams (`sample_at`, `iter_samples`) pass through unchanged."""
+
+    split: str
+    made_up_words: float
+    spread: float
+    ocr_jitter: int
+    ocr_fonts: str | None
 
 
 def task_key(task: str) -> str:

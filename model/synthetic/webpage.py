@@ -12,17 +12,8 @@ import random
 
 from PIL import Image, ImageDraw
 
+from . import render
 from .config import PATCH_SIZE
-from .render import (
-    FREE_FONTS,
-    as_color,
-    draw_free_text,
-    draw_grid_text,
-    fit_free_font,
-    free_line_height,
-    grid_font,
-    spread_randint,
-)
 from .vocab import WordBank, load_vocab, vocab_bank
 
 MIN_SIZE = (10 * PATCH_SIZE, 9 * PATCH_SIZE)
@@ -63,53 +54,53 @@ def draw_on_grid(
     """The page on the patch grid, one character per 16 px patch column and 32 px tall like OCR and posters, one line
     per band (see the module docstring); above level 0 each field sits on any column (`spread` < 1: near the left)."""
     cols = size[0] // PATCH_SIZE
-    bold = grid_font(PATCH_SIZE, 2 * PATCH_SIZE, "mono-bold")
-    regular = grid_font(PATCH_SIZE, 2 * PATCH_SIZE, "mono")
-    small = grid_font(PATCH_SIZE, PATCH_SIZE, "mono")
+    bold = render.grid_font(PATCH_SIZE, 2 * PATCH_SIZE, "mono-bold")
+    regular = render.grid_font(PATCH_SIZE, 2 * PATCH_SIZE, "mono")
+    small = render.grid_font(PATCH_SIZE, PATCH_SIZE, "mono")
 
     def col_for(text: str) -> int:  # left at level 0, anywhere on the grid (keeping a column margin) above it
-        return 1 if level == 0 else spread_randint(rng, 1, max(1, cols - 1 - len(text)), spread)
+        return 1 if level == 0 else render.spread_randint(rng, 1, max(1, cols - 1 - len(text)), spread)
 
     draw.rectangle([0, 0, size[0] - 1, 2 * PATCH_SIZE - 1], fill=colors["bar"])
-    draw_grid_text(draw, content["site"], col_for(content["site"]), 0, bold, colors["site"])
+    render.draw_grid_text(draw, content["site"], col_for(content["site"]), 0, bold, colors["site"])
     separator = " | " if level == 2 else "  "  # level 2: bars between links, to be left out of the answer
     links = separator.join(content["links"])
     if len(links) > cols - 2:
         links = " ".join(content["links"])
-    draw_grid_text(draw, links, col_for(links), 2, regular, LINK_COLOR)
-    draw_grid_text(draw, content["headline"], col_for(content["headline"]), 4, bold, HEADLINE_COLOR)
-    draw_grid_text(draw, paragraph(rng, words, cols - 2), 1, 6, small, PARAGRAPH_COLOR)
+    render.draw_grid_text(draw, links, col_for(links), 2, regular, LINK_COLOR)
+    render.draw_grid_text(draw, content["headline"], col_for(content["headline"]), 4, bold, HEADLINE_COLOR)
+    render.draw_grid_text(draw, paragraph(rng, words, cols - 2), 1, 6, small, PARAGRAPH_COLOR)
     label = content["button"]
     label_col = col_for(label)
     x0, x1 = label_col * PATCH_SIZE, (label_col + len(label)) * PATCH_SIZE
     draw_button(draw, (x0, 7 * PATCH_SIZE, x1, 9 * PATCH_SIZE), colors["button"])
-    draw_grid_text(draw, label, label_col, 7, bold, (255, 255, 255))
+    render.draw_grid_text(draw, label, label_col, 7, bold, (255, 255, 255))
 
 
 def draw_free(draw, rng: random.Random, content: dict, words: WordBank, size, colors: dict) -> None:
     """The same bands with text in random DejaVu fonts and sizes at random horizontal offsets."""
     width = size[0]
-    font_name = rng.choice(FREE_FONTS)
+    font_name = rng.choice(render.FREE_FONTS)
 
     def put(text: str, band: tuple[int, int], size_range: tuple[int, int], fill, name: str = font_name) -> tuple:
-        font = fit_free_font(text, name, rng.randint(*size_range), width - 16)
-        while free_line_height(font)[1] > band[1] - band[0] - 2 and font.size > 8:
-            font = fit_free_font(text, name, int(font.size) - 1, width - 16)
-        height = free_line_height(font)[1]
+        font = render.fit_free_font(text, name, rng.randint(*size_range), width - 16)
+        while render.free_line_height(font)[1] > band[1] - band[0] - 2 and font.size > 8:
+            font = render.fit_free_font(text, name, int(font.size) - 1, width - 16)
+        height = render.free_line_height(font)[1]
         x = rng.randint(6, max(6, width - round(font.getlength(text)) - 10))
         y = band[0] + (band[1] - band[0] - height) // 2
-        return draw_free_text(draw, text, (x, y), font, fill)
+        return render.draw_free_text(draw, text, (x, y), font, fill)
 
     draw.rectangle([0, 0, width - 1, 2 * PATCH_SIZE - 1], fill=colors["bar"])
     put(content["site"], (0, 32), (16, 26), colors["site"])
     put("  ".join(content["links"]), (32, 64), (12, 18), LINK_COLOR)
     put(content["headline"], (64, 96), (18, 28), HEADLINE_COLOR, name=font_name.split("-")[0] + "-bold")
     put(paragraph(rng, words, 24), (96, 112), (9, 12), PARAGRAPH_COLOR)
-    label_font = fit_free_font(content["button"], font_name, rng.randint(14, 20), width - 40)
-    label_w, label_h = round(label_font.getlength(content["button"])), free_line_height(label_font)[1]
+    label_font = render.fit_free_font(content["button"], font_name, rng.randint(14, 20), width - 40)
+    label_w, label_h = round(label_font.getlength(content["button"])), render.free_line_height(label_font)[1]
     x = rng.randint(14, width - label_w - 14)
     draw.rounded_rectangle([x - 10, 114, x + label_w + 10, 142], radius=6, fill=colors["button"])
-    draw_free_text(draw, content["button"], (x, 128 - label_h // 2), label_font, (255, 255, 255))
+    render.draw_free_text(draw, content["button"], (x, 128 - label_h // 2), label_font, (255, 255, 255))
 
 
 def generate(
@@ -117,16 +108,16 @@ def generate(
 ) -> tuple[Image.Image, dict]:
     """Render one webpage; the target holds site, links (in order), headline and button as printed.
 
-    `spread` limits how far grid text (levels 1-2) is moved from the left edge (see `spread_randint`).
+    `spread` limits how far grid text (levels 1-2) is moved from the left edge (see `render.spread_randint`).
     """
     vocab = load_vocab()["webpage"]
-    colors = {"button": as_color(rng.choice(vocab["button_colors"]))}
+    colors = {"button": render.as_color(rng.choice(vocab["button_colors"]))}
     if level < 3:  # a light bar with dark site text: grid text is dark on light in every task (see poster.generate)
         bar = rng.choice(vocab["light_bars"])
-        colors |= {"bar": as_color(bar["background"]), "site": as_color(bar["text"])}
+        colors |= {"bar": render.as_color(bar["background"]), "site": render.as_color(bar["text"])}
     else:
-        colors |= {"bar": as_color(rng.choice(vocab["bar_colors"])), "site": (255, 255, 255)}
-    background = (255, 255, 255) if level == 0 else as_color(rng.choice(vocab["page_backgrounds"]))
+        colors |= {"bar": render.as_color(rng.choice(vocab["bar_colors"])), "site": (255, 255, 255)}
+    background = (255, 255, 255) if level == 0 else render.as_color(rng.choice(vocab["page_backgrounds"]))
     content = pick_content(rng, words, size[0] // PATCH_SIZE - 2)
     image = Image.new("RGB", size, background)
     draw = ImageDraw.Draw(image)

@@ -1,19 +1,26 @@
 """Command-line arguments of `python -m model.train`, parsed into one typed `TrainArgs` (the loop never sees argparse).
 
-Defaults follow the official recipe (AdamW without weight decay, cosine schedule with 3% warm-up, gradient clipping
-at 1.0, one epoch); the learning rate defaults to the stage preset's.
+Each flag is declared once, as a field of `TrainArgs`: its default, and in its metadata the help text and argparse
+options, which `transformers.HfArgumentParser` reads (as LLaMA-Factory's `hparams` do). Defaults follow the official
+recipe (AdamW without weight decay, cosine schedule with 3% warm-up, gradient clipping at 1.0, one epoch); the
+learning rate defaults to the stage preset's.
 """
 
 import argparse
+import copy
 import dataclasses
 import json
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import types
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin
 
-from ..shared import RESIZE_MODES, TRAIN_DEFAULTS, TRAIN_METHODS, finetune_defaults
+from transformers import HfArgumentParser
+from transformers.hf_argparser import DataClassType, HfArg
+
+from ..shared import RESIZE_MODES, TRAIN_DEFAULTS, TRAIN_METHODS, finetune_defaults, stage_presets
 from .stages import get_stage, load_stages
 
 logger = logging.getLogger(__name__)
@@ -36,63 +43,190 @@ BUILT_IN_DEFAULTS: dict[str, Any] = {
 BASE_DEFAULT_FIELDS = ("lr", "patch_embedding_lr", "image_resize", *BUILT_IN_DEFAULTS)
 LORA_FIELDS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_patch_embedding")
 
+# The sections of `--help`, in order.
+MODEL, DATA = "model", "data"
+METHOD = "method (the stage says which groups learn, the method how)"
+OPTIM, RUN = "optimisation", "evaluation, checkpoints, logging"
+GROUPS = (MODEL, DATA, METHOD, OPTIM, RUN)
+
+
+def arg(
+    default: Any = dataclasses.MISSING,
+    help: str | None = None,
+    *,
+    group: str,
+    default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
+    **options: Any,
+) -> Any:
+    """A `TrainArgs` field and its flag: `help` and argparse `options` (`metavar`, `choices`) in the metadata, where
+    `HfArgumentParser` reads them; `group` names its `--help` section."""
+    metadata = {"group": group, **options}
+    return HfArg(default=default, default_factory=default_factory, help=help, metadata=metadata)
+
+
+def share(default: float, help: str) -> Any:
+    """A synthetic-data option that is a share (0 to 1)."""
+    return arg(default, help, group=DATA, metavar="SHARE")
+
+
+def ramp(first_last: list[Any], help: str) -> Any:
+    """A synthetic-data option given as one value or FIRST,LAST, ramped linearly over (part of) the run."""
+    return arg(default_factory=lambda: list(first_last), help=help, group=DATA, metavar="FIRST[,LAST]")
+
+
+def ramp_pair(values: Sequence[Any], convert: Callable[[Any], Any], most: float, what: str) -> list[Any]:
+    """A `ramp` option's values as [first, last] (one value stands for both), each between 0 and `most`.
+
+    Raises:
+        ValueError: `what` the option takes, and the range, when the values are not that.
+    """
+    pair = [convert(value) for value in values]
+    pair = pair * 2 if len(pair) == 1 else pair
+    if len(pair) != 2 or not all(0 <= value <= most for value in pair):
+        raise ValueError(f"{what}, each between 0 and {most:g}")
+    return pair
+
 
 @dataclass
 class TrainArgs:
     """Everything one training run needs; `run_args.json` in the output folder is this, as JSON."""
 
-    output_dir: str
-    stage: str = TRAIN_DEFAULTS["stage"]
-    base: str | None = None  # checkpoint folder or Hub id to start from
-    from_scratch: str | None = None  # config JSON of a new model (needs `tokenizer`)
-    tokenizer: str | None = None
-    data: list[str] = field(default_factory=list)  # LLaVA JSON files
-    image_folder: str | None = None
-    synthetic: list[str] = field(default_factory=list)  # synthetic tasks streamed instead of files
-    synthetic_level: list[int] = field(default_factory=lambda: [0])
-    curriculum: bool = False  # open the synthetic levels one after another over the run
-    made_up_words: float = 0.0  # share of synthetic training words replaced by random strings of letters and digits
-    spell_answers: bool | None = None  # supervise answers one character per token (None: the base's default, else no)
-    image_resize: str | None = None  # "inference" (the chat's rule) or "train" (official); None: inference for --data
-    placement_spread: list[float] = field(default_factory=lambda: [1.0, 1.0])  # first and last, ramped over the run
-    fixed_place_share: float = 0.0  # share of synthetic samples with grid text at its first free patch
-    ocr_jitter: list[int] = field(default_factory=lambda: [0, 0])  # OCR pixel jitter off the grid, first and last
-    ocr_jitter_ramp: float = 1.0  # share of the run over which --ocr-jitter moves from its first to its last value
-    ocr_visitor_share: float = 0.0  # share of OCR samples drawn visitor style in the training fonts
-    method: str = "full"  # "full", "lora" or "qlora": how the stage's groups learn
-    lora_rank: int | None = None  # None: the base's default, else 8
-    lora_alpha: int | None = None  # None: the base's default, else 16
-    lora_dropout: float | None = None  # None: the base's default, else 0
-    lora_targets: list[str] = field(default_factory=lambda: list(LORA_TARGET_GROUPS))
-    lora_patch_embedding: bool | None = None  # train the patch embedding in full next to the adapters (vLLM refuses)
-    lr: float | None = None  # None: the base's fine-tuning default, else the stage preset's learning rate
-    patch_embedding_lr: float | None = (
-        None  # None: --lr; the patch embedding layer's own rate (cf. LLaVA's mm_projector_lr)
+    output_dir: str = arg(group=RUN)
+    stage: str = arg(
+        TRAIN_DEFAULTS["stage"], "stage preset (default %(default)s)", group=MODEL, choices=tuple(stage_presets())
     )
-    epochs: float = TRAIN_DEFAULTS["epochs"]
-    max_steps: int | None = None  # optimizer steps; overrides epochs, required for synthetic streams
-    batch_size: int = TRAIN_DEFAULTS["batch_size"]  # per process, per micro-step
-    grad_accum: int = TRAIN_DEFAULTS["grad_accum"]
-    max_image_size: int | None = None  # None: the stage's low/high rule
-    max_length: int | None = 4096  # image tokens included (official: 2048/4096 text tokens + the images)
-    seed: int = TRAIN_DEFAULTS["seed"]
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    adam_beta2: float = 0.999  # 0.95 steadies a small model trained from scratch at a high learning rate
-    max_grad_norm: float = 1.0
-    eval_split: float = TRAIN_DEFAULTS["eval_split"]
-    eval_every: int = TRAIN_DEFAULTS["eval_every"]  # 0: evaluate only at the end (when there is an evaluation set)
-    eval_samples: int = 64
-    save_every: int = TRAIN_DEFAULTS["save_every"]
-    keep_checkpoints: int = 2
-    log_every: int = 10
-    bf16: bool = False
-    gradient_checkpointing: bool = False
-    resume: str = "auto"  # "auto" (last checkpoint in output_dir, if any), "none", or a checkpoint folder
-    num_workers: int = 0
-    stop_at_step: int | None = None  # pause after this step with a checkpoint (resume later)
-    end_at_step: int | None = None  # finish after this step (final model saved) with the schedule of max_steps
-    cpu: bool = False  # force CPU even where an accelerator exists
+    base: str | None = arg(None, "checkpoint folder or Hub id to start from", group=MODEL)
+    from_scratch: str | None = arg(None, "build a new model from EveConfig fields", group=MODEL, metavar="CONFIG.json")
+    tokenizer: str | None = arg(None, "tokenizer folder for --from-scratch", group=MODEL)
+    data: list[str] = arg(
+        default_factory=list, help="LLaVA JSON file(s), comma-separated or repeated", group=DATA, action="extend"
+    )
+    image_folder: str | None = arg(None, "folder image paths are relative to (default: the JSON's folder)", group=DATA)
+    synthetic: list[str] = arg(
+        default_factory=list, help="stream synthetic tasks instead of files: ocr,poster,...", group=DATA
+    )
+    synthetic_level: list[int] = arg(
+        default_factory=lambda: [0], help="curriculum level, or comma-separated levels to mix", group=DATA
+    )
+    curriculum: bool = arg(
+        False,
+        "open the --synthetic-level values one after another over the run (easy first, then the full mix)",
+        group=DATA,
+    )
+    made_up_words: float = share(
+        0.0,
+        "share of synthetic training words replaced by random strings of letters and digits, so that words are read "
+        "letter by letter rather than memorised (evaluation keeps real held-out words)",
+    )
+    spell_answers: bool | None = arg(
+        None,
+        "tokenise answers one character per token instead of BPE pieces, so each output token lines up with one "
+        "glyph (helps a small model learn to read; the decoded text is the same). Default: the base's fine-tuning "
+        "default (the shipped model spells), else no",
+        group=DATA,
+    )
+    image_resize: str | None = arg(
+        None,
+        "inference: every image rescaled to the model's area, as the chat sees it (default for --data); train: the "
+        "official training rule, which only shrinks large images (default for --synthetic)",
+        group=DATA,
+        choices=RESIZE_MODES,
+    )
+    placement_spread: list[float] = ramp(
+        [1.0, 1.0],
+        "share of the free room synthetic grid text is placed in: 0 always puts it at the first free patch, 1 "
+        "anywhere (default); FIRST,LAST ramps linearly over the run. A small model learns glyphs with text at one "
+        "place, then to find it with a ramp (`python -m model.evaluation --spread` measures it at any spread)",
+    )
+    fixed_place_share: float = share(
+        0.0,
+        "share of synthetic samples whose grid text sits at the first free patch (spread 0), the rest at "
+        "--placement-spread: glyphs at one place are learnt in a few hundred steps and anchor reading anywhere",
+    )
+    ocr_jitter: list[int] = ramp(
+        [0, 0],
+        "move synthetic OCR text off the patch grid by up to this many pixels each way (0: on it), FIRST to LAST over "
+        "the first --ocr-jitter-ramp of the run; samples at the fixed place stay on the grid, the reading's anchor",
+    )
+    ocr_jitter_ramp: float = share(1.0, "the share of the run --ocr-jitter ramps over (default 1: the whole run)")
+    ocr_visitor_share: float = share(
+        0.0,
+        "share of synthetic OCR samples drawn visitor style: one of six training fonts, 16-48 px, at any pixel, dark "
+        "on light or light on dark (evaluation uses two held-out fonts)",
+    )
+    max_image_size: int | None = arg(None, "image side (as area side**2); default: the stage's rule", group=DATA)
+    max_length: int | None = arg(
+        4096,
+        "longest row in tokens, image tokens included (default %(default)s); the official recipe: 2048 or 4096 text "
+        "tokens and the images",
+        group=DATA,
+    )
+    num_workers: int = arg(0, "data-loader worker processes", group=DATA)
+    method: str = arg(
+        "full",
+        "full: every weight of the stage's groups; lora: low-rank adapters (peft) on their linear layers; qlora: the "
+        "same on a 4-bit nf4 base (bitsandbytes). Default %(default)s",
+        group=METHOD,
+        choices=TRAIN_METHODS,
+    )
+    lora_rank: int | None = arg(None, "adapter rank r (default: the base's, else 8)", group=METHOD)
+    lora_alpha: int | None = arg(None, "adapter scale alpha (default: the base's, else 16)", group=METHOD)
+    lora_dropout: float | None = arg(
+        None, "dropout on the adapters' input (default: the base's, else 0)", group=METHOD
+    )
+    lora_targets: list[str] = arg(
+        default_factory=lambda: list(LORA_TARGET_GROUPS),
+        help=f"layer groups that get adapters, among {','.join(LORA_TARGET_GROUPS)} (default: both)",
+        group=METHOD,
+    )
+    lora_patch_embedding: bool | None = arg(
+        None,
+        "also train the patch embedding in full where the stage trains it (peft modules_to_save); off by default: "
+        "vLLM refuses adapters that carry it",
+        group=METHOD,
+    )
+    lr: float | None = arg(
+        None, "learning rate (default: the base's fine-tuning default, else the stage preset's)", group=OPTIM
+    )
+    patch_embedding_lr: float | None = arg(
+        None,
+        "learning rate of the patch embedding layer (default: --lr; cf. LLaVA's mm_projector_lr); a lower rate keeps "
+        "a model trained from scratch from blowing its image embeddings up until colours and glyphs look alike to "
+        "the decoder",
+        group=OPTIM,
+    )
+    epochs: float = arg(TRAIN_DEFAULTS["epochs"], group=OPTIM)
+    max_steps: int | None = arg(
+        None, "optimizer steps (overrides --epochs; required for synthetic streams)", group=OPTIM
+    )
+    batch_size: int = arg(TRAIN_DEFAULTS["batch_size"], "samples per process per micro-step", group=OPTIM)
+    grad_accum: int = arg(TRAIN_DEFAULTS["grad_accum"], "micro-steps per optimizer step", group=OPTIM)
+    seed: int = arg(TRAIN_DEFAULTS["seed"], group=OPTIM)
+    warmup_ratio: float = arg(0.03, group=OPTIM)
+    weight_decay: float = arg(0.0, group=OPTIM)
+    adam_beta2: float = arg(
+        0.999,
+        "AdamW's second-moment decay (0.95 steadies a small model trained from scratch at a high learning rate)",
+        group=OPTIM,
+    )
+    max_grad_norm: float = arg(1.0, group=OPTIM)
+    bf16: bool = arg(False, "bf16 mixed precision", group=OPTIM)
+    gradient_checkpointing: bool = arg(False, group=OPTIM)
+    cpu: bool = arg(False, "train on the CPU even if a GPU is present", group=OPTIM)
+    eval_split: float = arg(TRAIN_DEFAULTS["eval_split"], "fraction of --data held out for eval loss", group=RUN)
+    eval_every: int = arg(TRAIN_DEFAULTS["eval_every"], "steps between evaluations (0: at the end only)", group=RUN)
+    eval_samples: int = arg(64, "most evaluation samples (synthetic: held-out samples)", group=RUN)
+    save_every: int = arg(TRAIN_DEFAULTS["save_every"], "steps between checkpoints (0: none)", group=RUN)
+    keep_checkpoints: int = arg(2, group=RUN)
+    log_every: int = arg(10, "steps between metrics.jsonl lines", group=RUN)
+    resume: str = arg("auto", "auto (last checkpoint in --output-dir), none, or a folder", group=RUN)
+    stop_at_step: int | None = arg(None, "stop after this step with a checkpoint (resume later)", group=RUN)
+    end_at_step: int | None = arg(
+        None,
+        "finish the stage after this step (final model saved, stage done) while the learning-rate schedule spans "
+        "--max-steps: a run cut short on purpose, reproducibly",
+        group=RUN,
+    )
 
     def __post_init__(self):
         if self.stage not in load_stages():
@@ -109,20 +243,16 @@ class TrainArgs:
             raise ValueError("--made-up-words is a share: give a value between 0 and 1")
         if self.made_up_words and not self.synthetic:
             raise ValueError("--made-up-words changes synthetic words: it needs --synthetic")
-        self.placement_spread = [float(v) for v in self.placement_spread]
-        if len(self.placement_spread) == 1:
-            self.placement_spread *= 2
-        if len(self.placement_spread) != 2 or not all(0.0 <= v <= 1.0 for v in self.placement_spread):
-            raise ValueError("--placement-spread takes one share, or a first and a last share, each between 0 and 1")
+        self.placement_spread = ramp_pair(
+            self.placement_spread, float, 1.0, "--placement-spread takes one share, or a first and a last share"
+        )
         if not 0.0 <= self.fixed_place_share <= 1.0:
             raise ValueError("--fixed-place-share is a share between 0 and 1")
         if (self.placement_spread != [1.0, 1.0] or self.fixed_place_share) and not self.synthetic:
             raise ValueError("--placement-spread places synthetic text: it needs --synthetic")
-        self.ocr_jitter = [int(v) for v in self.ocr_jitter]
-        if len(self.ocr_jitter) == 1:
-            self.ocr_jitter *= 2
-        if len(self.ocr_jitter) != 2 or not all(0 <= v <= 16 for v in self.ocr_jitter):
-            raise ValueError("--ocr-jitter takes one pixel count, or a first and a last, each between 0 and 16")
+        self.ocr_jitter = ramp_pair(
+            self.ocr_jitter, int, 16, "--ocr-jitter takes one pixel count, or a first and a last"
+        )
         if not 0.0 < self.ocr_jitter_ramp <= 1.0:
             raise ValueError("--ocr-jitter-ramp is a share of the run: give a value above 0 and at most 1")
         if not 0.0 <= self.ocr_visitor_share <= 1.0:
@@ -204,7 +334,7 @@ class TrainArgs:
 
 
 def train_defaults() -> dict[str, Any]:
-    """`TrainArgs`' default of each field: the parser takes its defaults from here, so they are written once."""
+    """`TrainArgs`' default of each field (a fresh list for list fields)."""
     defaults: dict[str, Any] = {}
     for spec in dataclasses.fields(TrainArgs):
         if spec.default is not dataclasses.MISSING:
@@ -214,165 +344,56 @@ def train_defaults() -> dict[str, Any]:
     return defaults
 
 
-def _comma_list(value: str) -> list[str]:
-    return [part.strip() for part in value.split(",") if part.strip()]
+def _comma_list(item: Callable[[str], Any]) -> Callable[[str], list[Any]]:
+    """An argparse `type` reading "a,b" as a list of `item`s (named for argparse's "invalid ... value" message)."""
+
+    def parse(text: str) -> list[Any]:
+        return [item(part.strip()) for part in text.split(",") if part.strip()]
+
+    parse.__name__ = f"comma-separated {item.__name__}"
+    return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class TrainArgumentParser(HfArgumentParser):
+    """`HfArgumentParser` over `TrainArgs`, with the command line this project has always had: list flags take
+    comma-separated values (`--synthetic ocr,scene`, where HfArgumentParser reads space-separated ones), options
+    whose empty value means "the base's default" are `--x/--no-x`, and each field's `group` metadata names its
+    `--help` section."""
+
+    def __init__(self, **kwargs: Any):
+        self._groups: dict[str, Any] = {}
+        super().__init__(DataClassType(TrainArgs), formatter_class=argparse.HelpFormatter, **kwargs)
+
+    def _parse_dataclass_field(self, parser: Any, field: dataclasses.Field) -> None:  # type: ignore[override]
+        if not self._groups:
+            self._groups = {name: self.add_argument_group(name) for name in GROUPS}
+        options = dict(field.metadata)
+        parser = self._groups[options.pop("group")]
+        names = sorted({f"--{field.name.replace('_', '-')}", f"--{field.name}"}, key=lambda name: "_" in name)
+        if field.type == bool | None:  # None: the base's default; --x and --no-x override it either way
+            parser.add_argument(*names, action=argparse.BooleanOptionalAction, default=field.default, **options)
+            return
+        plain = copy.copy(field)
+        plain.metadata = types.MappingProxyType(options)
+        HfArgumentParser._parse_dataclass_field(parser, plain)
+        action = self._actions[-1]  # the one just added (groups share their parser's list)
+        action.option_strings = sorted(action.option_strings, key=lambda name: "_" in name)  # dashed first in --help
+        if get_origin(field.type) is list:
+            action.type, action.nargs = _comma_list(get_args(field.type)[0]), None
+
+
+def build_parser() -> TrainArgumentParser:
+    return TrainArgumentParser(
         prog="python -m model.train",
         description="Train one EVEv2 stage (a pipeline is a sequence of runs: see python -m model.train.pipeline).",
     )
-    source = parser.add_argument_group("model")
-    source.add_argument("--base", help="checkpoint folder or Hub id to start from")
-    source.add_argument("--from-scratch", metavar="CONFIG.json", help="build a new model from EveConfig fields")
-    source.add_argument("--tokenizer", help="tokenizer folder for --from-scratch")
-    source.add_argument("--stage", choices=list(load_stages()), help="stage preset (default %(default)s)")
-    data = parser.add_argument_group("data")
-    data.add_argument("--data", action="extend", type=_comma_list, help="LLaVA JSON file(s)")
-    data.add_argument("--image-folder", help="folder image paths are relative to (default: the JSON's folder)")
-    data.add_argument("--synthetic", type=_comma_list, help="stream synthetic tasks: ocr,poster,...")
-    data.add_argument(
-        "--synthetic-level",
-        type=lambda v: [int(x) for x in _comma_list(v)],
-        help="curriculum level, or comma-separated levels to mix",
-    )
-    data.add_argument(
-        "--curriculum",
-        action="store_true",
-        help="open the --synthetic-level values one after another over the run (easy first, then the full mix)",
-    )
-    data.add_argument(
-        "--made-up-words",
-        type=float,
-        metavar="SHARE",
-        help="share of synthetic training words replaced by random strings of letters and digits, so that words are "
-        "read letter by letter rather than memorised (evaluation keeps real held-out words)",
-    )
-    data.add_argument(
-        "--placement-spread",
-        type=lambda v: [float(x) for x in _comma_list(v)],
-        metavar="FIRST[,LAST]",
-        help="share of the free room synthetic grid text is placed in: 0 always puts it at the first free patch, 1 "
-        "anywhere (default); FIRST,LAST ramps linearly over the run. A small model learns glyphs with text at one "
-        "place, then to find it with a ramp (`python -m model.evaluation --spread` measures it at any spread)",
-    )
-    data.add_argument(
-        "--fixed-place-share",
-        type=float,
-        metavar="SHARE",
-        help="share of synthetic samples whose grid text sits at the first free patch (spread 0), the rest at "
-        "--placement-spread: glyphs at one place are learnt in a few hundred steps and anchor reading anywhere",
-    )
-    data.add_argument(
-        "--ocr-jitter",
-        type=lambda v: [int(x) for x in _comma_list(v)],
-        metavar="FIRST[,LAST]",
-        help="move synthetic OCR grid text off the patch grid by up to this many pixels each way (0 keeps it on the "
-        "grid); FIRST,LAST ramps linearly over the first --ocr-jitter-ramp of the run. Samples at the fixed place "
-        "(--fixed-place-share) stay on the grid, the anchor reading is learnt at",
-    )
-    data.add_argument(
-        "--ocr-jitter-ramp",
-        type=float,
-        metavar="SHARE",
-        help="share of the run over which --ocr-jitter reaches its last value (default 1: the whole run)",
-    )
-    data.add_argument(
-        "--ocr-visitor-share",
-        type=float,
-        metavar="SHARE",
-        help="share of synthetic OCR samples drawn visitor style: one of six training fonts, 16-48 px, at any pixel, "
-        "dark on light or light on dark (evaluation uses two held-out fonts)",
-    )
-    data.add_argument(
-        "--spell-answers",
-        action=argparse.BooleanOptionalAction,
-        help="tokenise answers one character per token instead of BPE pieces, so each output token lines up with one "
-        "glyph (helps a small model learn to read; the decoded text is the same). Default: the base's fine-tuning "
-        "default (the shipped model spells), else no",
-    )
-    data.add_argument("--max-image-size", type=int, help="image side (as area side**2); default: the stage's rule")
-    data.add_argument(
-        "--image-resize",
-        choices=RESIZE_MODES,
-        help="inference: every image rescaled to the model's area, as the chat sees it (default for --data); train: "
-        "the official training rule, which only shrinks large images (default for --synthetic)",
-    )
-    data.add_argument(
-        "--max-length", type=int, help="longest row in tokens, image tokens included (default %(default)s)"
-    )
-    data.add_argument("--num-workers", type=int, help="data-loader worker processes")
-    method = parser.add_argument_group("method (the stage says which groups learn, the method how)")
-    method.add_argument(
-        "--method",
-        choices=TRAIN_METHODS,
-        help="full: every weight of the stage's groups; lora: low-rank adapters (peft) on their linear layers; qlora: "
-        "the same on a 4-bit nf4 base (bitsandbytes). Default %(default)s",
-    )
-    method.add_argument("--lora-rank", type=int, help="adapter rank r (default: the base's, else 8)")
-    method.add_argument("--lora-alpha", type=int, help="adapter scale alpha (default: the base's, else 16)")
-    method.add_argument(
-        "--lora-dropout", type=float, help="dropout on the adapters' input (default: the base's, else 0)"
-    )
-    method.add_argument(
-        "--lora-targets",
-        type=_comma_list,
-        help=f"layer groups that get adapters, among {','.join(LORA_TARGET_GROUPS)} (default: both)",
-    )
-    method.add_argument(
-        "--lora-patch-embedding",
-        action=argparse.BooleanOptionalAction,
-        help="also train the patch embedding in full where the stage trains it (peft modules_to_save); off by default: "
-        "vLLM refuses adapters that carry it",
-    )
-    optim = parser.add_argument_group("optimisation")
-    optim.add_argument(
-        "--lr", type=float, help="learning rate (default: the base's fine-tuning default, else the stage preset's)"
-    )
-    optim.add_argument(
-        "--patch-embedding-lr",
-        type=float,
-        help="learning rate of the patch embedding layer (default: --lr); a lower rate keeps a model trained from "
-        "scratch from blowing its image embeddings up until colours and glyphs look alike to the decoder",
-    )
-    optim.add_argument("--epochs", type=float)
-    optim.add_argument("--max-steps", type=int, help="optimizer steps (overrides --epochs)")
-    optim.add_argument("--batch-size", type=int, help="samples per process per micro-step")
-    optim.add_argument("--grad-accum", type=int, help="micro-steps per optimizer step")
-    optim.add_argument("--warmup-ratio", type=float)
-    optim.add_argument("--weight-decay", type=float)
-    optim.add_argument("--adam-beta2", type=float, help="AdamW's second-moment decay")
-    optim.add_argument("--max-grad-norm", type=float)
-    optim.add_argument("--seed", type=int)
-    optim.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
-    optim.add_argument("--gradient-checkpointing", action="store_true")
-    optim.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
-    run = parser.add_argument_group("evaluation, checkpoints, logging")
-    run.add_argument("--output-dir", required=True)
-    run.add_argument("--eval-split", type=float, help="fraction of --data held out for eval loss")
-    run.add_argument("--eval-every", type=int, help="steps between evaluations (0: at the end only)")
-    run.add_argument("--eval-samples", type=int, help="most evaluation samples (synthetic: held-out samples)")
-    run.add_argument("--save-every", type=int, help="steps between checkpoints (0: none)")
-    run.add_argument("--keep-checkpoints", type=int)
-    run.add_argument("--log-every", type=int, help="steps between metrics.jsonl lines")
-    run.add_argument("--resume", help="auto (last checkpoint in --output-dir), none, or a folder")
-    run.add_argument("--stop-at-step", type=int, help="stop after this step with a checkpoint (resume later)")
-    run.add_argument(
-        "--end-at-step",
-        type=int,
-        help="finish the stage after this step (final model saved, stage done) while the learning-rate schedule "
-        "spans --max-steps: a run cut short on purpose, reproducibly",
-    )
-    parser.set_defaults(**train_defaults())
-    return parser
 
 
 def parse_args(argv: Sequence[str] | None = None) -> TrainArgs:
     """Command line -> TrainArgs; invalid combinations exit with the parser's usage message."""
     parser = build_parser()
-    namespace = parser.parse_args(argv)
     try:
-        return TrainArgs(**vars(namespace))
-    except ValueError as error:
+        (args,) = parser.parse_args_into_dataclasses(argv, look_for_args_file=False)
+    except ValueError as error:  # TrainArgs' checks, or flags the parser does not know
         parser.error(str(error))
+    return args

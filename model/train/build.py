@@ -152,6 +152,7 @@ def build_from_scratch(
     image_pad = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) if IMAGE_TOKEN in tokenizer.get_vocab() else None
     if image_pad is not None:  # a dedicated placeholder, distinct from padding (servers route tokens by this id)
         fields.setdefault("image_token_id", image_pad)
+    fields.setdefault("text_vocab_size", len(tokenizer))
     fields["add_moe"] = stage.vision_twins
     fields.setdefault("moe_part", DEFAULT_MOE_PART)
     config = EveConfig.from_dict(fields)

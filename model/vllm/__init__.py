@@ -10,8 +10,39 @@ continuous batching, prefix caching and tensor parallelism. Importing this packa
 multimodal processor live in `modeling.py` and `processing.py`, which vLLM imports lazily by name.
 """
 
+from typing import Any
+
 # config.json "architectures" names: the official release's and the one this project's checkpoints carry.
 ARCHITECTURES = ("EVEQwen2ForCausalLM", "EveForCausalLM")
+# Qwen2.5's tokenizer, the one the official release (BAAI/EVE-7B-HD-v2.0) carries: its embedding has 152,064 rows, the
+# tokenizer 151,665 ids, and `<|image_pad|>` is id 151,655 (Qwen2-VL's config default too).
+QWEN2_5_VOCAB_SIZE, QWEN2_5_TOKENS, QWEN2_5_IMAGE_PAD_ID = 152064, 151665, 151655
+
+
+def placeholder_token_id(config: Any) -> int:
+    """The vocabulary id of `<|image_pad|>`, which marks image positions on vLLM, from the config alone.
+
+    vLLM builds the model before any tokenizer, and the model's constructor reads no files. This library's checkpoints
+    record the id as `image_token_id` (`model.train.build`); the official release writes 0 there (its code marks
+    images with 0) and tokenises with Qwen2.5, whose id is known. The multimodal processor checks it against the
+    tokenizer (`EveProcessingInfo.image_token_id`).
+    """
+    if config.image_token_id:
+        return int(config.image_token_id)
+    if config.vocab_size == QWEN2_5_VOCAB_SIZE:
+        return QWEN2_5_IMAGE_PAD_ID
+    raise ValueError(
+        "config.json has no image_token_id and the vocabulary is not Qwen2.5's: vLLM needs the id of the tokenizer's "
+        "<|image_pad|> token there to tell image positions from text"
+    )
+
+
+def tokens_in_use(config: Any) -> int:
+    """How many ids the tokenizer produces: the embedding's rows past it are padding, masked so none is sampled (the
+    official loader shrinks them away, the library suppresses them). From the config alone, as above."""
+    if config.text_vocab_size:
+        return min(int(config.text_vocab_size), config.vocab_size)
+    return QWEN2_5_TOKENS if config.vocab_size == QWEN2_5_VOCAB_SIZE else config.vocab_size
 
 
 def register() -> None:
@@ -69,4 +100,4 @@ def _cpu_lora_ops_skip_base_rows() -> None:
         setattr(punica_cpu, name, fixed)
 
 
-__all__ = ["ARCHITECTURES", "register"]
+__all__ = ["ARCHITECTURES", "placeholder_token_id", "register", "tokens_in_use"]

@@ -44,12 +44,12 @@ from vllm.sequence import IntermediateTensors
 
 from ..configuration_eve import EveConfig
 from ..modeling_eve import EvePatchEmbedding
+from . import placeholder_token_id, tokens_in_use
 from .processing import (
     IMAGE_PLACEHOLDER,
     EveDummyInputsBuilder,
     EveMultiModalProcessor,
     EveProcessingInfo,
-    resolve_image_token_id,
 )
 
 # Official checkpoint names -> (parameter here, shard): vLLM's Qwen2 mapping (q/k/v and gate/up stored apart, loaded
@@ -252,14 +252,13 @@ class EveVllmForCausalLM(nn.Module, SupportsMultiModal, SupportsLoRA):
 
     def __init__(self, *, vllm_config: VllmConfig, prefix: str = ""):
         super().__init__()
-        model_config = vllm_config.model_config
-        config: EveConfig = model_config.hf_config
+        config: EveConfig = vllm_config.model_config.hf_config
         self.config = config
-        tokenizer = _tokenizer(model_config)
-        self.image_token_id = resolve_image_token_id(tokenizer)
-        # The official loader shrinks the embedding to the tokenizer's length (the 7B has 399 unused padding rows);
-        # the library suppresses those ids in generation. Here their logits are masked, so no one is ever sampled.
-        self.text_vocab_size = min(len(tokenizer), config.vocab_size)
+        # Both from the config (no file is read here): the placeholder id that marks image positions, and how many
+        # ids the tokenizer produces. The official loader shrinks the embedding to the tokenizer's length (the 7B has
+        # 399 unused padding rows); the library suppresses those ids. Here their logits are masked.
+        self.image_token_id = placeholder_token_id(config)
+        self.text_vocab_size = tokens_in_use(config)
         self.model = EveVllmModel(vllm_config=vllm_config, prefix=maybe_prefix(prefix, "model"))
         if config.tie_word_embeddings:
             self.lm_head = self.model.embed_tokens
@@ -338,14 +337,6 @@ class EveVllmForCausalLM(nn.Module, SupportsMultiModal, SupportsLoRA):
         """Loads the official state-dict names. vLLM's loader raises on an unexpected tensor, and on a missing one
         once it compares the returned names with the model's parameters, as the library does."""
         return AutoWeightsLoader(self).load_weights(weights, mapper=WEIGHTS_MAPPER)
-
-
-def _tokenizer(model_config):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(
-        model_config.tokenizer, revision=model_config.tokenizer_revision, trust_remote_code=False
-    )
 
 
 def _mlp(config: EveConfig, quant_config, prefix: str) -> Qwen2MLP:

@@ -25,6 +25,7 @@ from vllm.multimodal.processing import (
 
 from ..image_processing_eve import EveImageProcessor, ImageInput
 from ..shared import IMAGE_TOKEN
+from . import placeholder_token_id
 
 # The placeholder token (id 151655 in the official checkpoint's Qwen2.5 tokenizer; the official code itself marks
 # images with the sentinel -200, which is not an id a tokenizer can produce, and writes 0 in its place, which
@@ -71,7 +72,15 @@ class EveProcessingInfo(BaseProcessingInfo):
 
     @property
     def image_token_id(self) -> int:
-        return resolve_image_token_id(self.get_tokenizer())
+        """The tokenizer's `<|image_pad|>`, which must be the id the model reads from its config."""
+        token_id = resolve_image_token_id(self.get_tokenizer())
+        expected = placeholder_token_id(self.get_hf_config())
+        if token_id != expected:
+            raise ValueError(
+                f"The tokenizer's {IMAGE_PLACEHOLDER} is id {token_id}, but config.json's image_token_id gives "
+                f"{expected}: set image_token_id to {token_id}"
+            )
+        return token_id
 
     def get_mm_max_tokens_per_item(self, seq_len: int, mm_counts: Mapping[str, int]) -> Mapping[str, int]:
         return {"image": max_image_tokens(self.get_hf_processor(), seq_len)}

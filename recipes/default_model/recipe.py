@@ -164,6 +164,7 @@ def prepare(work: Path) -> tuple[Path, Path]:
             "pad_token_id": tokenizer.pad_token_id,
             "eos_token_id": tokenizer.eos_token_id,
             "image_token_id": tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+            "text_vocab_size": len(tokenizer),
             "bos_token_id": None,
         }
         config_file.write_text(json.dumps(config, indent=2) + "\n")

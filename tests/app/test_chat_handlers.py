@@ -11,7 +11,7 @@ from PIL import Image
 
 from eve_app.chat_session import ChatSession
 from eve_app.conversations import RawSettings
-from eve_app.request_limits import UploadBudget
+from eve_app.limits.raw_requests import UploadBudget
 from eve_app.serving.types import TextDelta
 from eve_app.ui.api import ApiHandlers
 from eve_app.ui.chat import ChatHandlers
@@ -254,3 +254,14 @@ def test_settings_that_cannot_run_are_refused_before_the_message_is_sent(ctx):
         handlers.check_parameters(0.0, 1.0, 6, 1.0, "abc", "")
     with pytest.raises(gr.Error, match="Max new tokens must be between 1 and"):
         handlers.check_parameters(0.0, 1.0, ctx.conversations.max_new_tokens_limit() + 1, 1.0, "", "")
+
+
+def test_an_answer_that_ended_before_any_text_says_so_in_the_chat():
+    """An empty bubble is a sliver with no visible Retry (issue 29: a shortened answer of one end token); while an
+    answer streams, its empty start shows nothing yet."""
+    from eve_app.chat_session import EMPTY_ANSWER, ChatTurn
+
+    session = ChatSession(turns=[ChatTurn("user", "What is this?"), ChatTurn("assistant", " ", status="done")])
+    assert session.to_chatbot()[-1] == {"role": "assistant", "content": EMPTY_ANSWER}
+    session.turns[-1] = ChatTurn("assistant", "", status="streaming")
+    assert session.to_chatbot()[-1]["content"] == ""

@@ -150,6 +150,7 @@ def test_server_paths_are_redacted_only_where_they_are_whole(ctx):
     assert redact_paths("/srv/app/.venv/bin/python -m model.train", names) == "python -m model.train"
 
 
+@pytest.mark.slow  # runs a training job
 def test_a_lora_job_shows_its_adapter_size_loads_into_the_chat_and_merges(tiny_checkpoint, tmp_path):
     """A finished LoRA job: the table says how large its adapter is, the chat switches to it and back, and Merge
     writes a full checkpoint that the pickers then offer."""
@@ -200,3 +201,43 @@ def test_a_lora_job_shows_its_adapter_size_loads_into_the_chat_and_merges(tiny_c
     assert "job-1-3-merged" in handlers.base_choices()
     handlers.load_into_chat("s3cret", "job-1-3-merged", REQUEST)
     assert ctx.engine.name == "job-1-3-merged"
+
+
+def test_job_json_carries_every_saved_setting_of_the_form_back_into_it(ctx, tmp_path):
+    """Save writes the form's settings to job.json and Load puts each one back; the handlers take the same fields by
+    name, and a value the form cannot use is refused naming the field (the form, the handlers' arguments and job.json
+    come from one list of fields)."""
+    from eve_app.ui.job_form import FORM_FIELDS, LOADED_FIELDS
+
+    handlers = FinetuneHandlers(ctx)
+    _, _, dataset, _ = handlers.validate(_dataset(tmp_path, "data"), "", BASE, "", OWNER, REQUEST)
+    form = {
+        "dataset": dataset,
+        "base": BASE,
+        "stages": ["2.2", "3"],
+        "lr": "0.0001",
+        "max_steps": "12",
+        "epochs": 1.0,
+        "batch_size": 2,
+        "grad_accum": 3,
+        "max_image_size": "64",
+        "max_length": "512",
+        "seed": 7,
+        "eval_split": 0.2,
+        "hardware": "CPU",
+        "strategy": "ddp",
+        "method": "lora",
+        "lora_rank": "16",
+    }
+    assert list(form) == FORM_FIELDS  # the endpoints' order, for callers that pass the settings by position
+    path = handlers.save_config(*form.values())
+    handlers.form = {name: name for name in FORM_FIELDS}  # the components stand in as their names
+    assert handlers.load_config(path) == {name: form[name] for name in LOADED_FIELDS}
+    command = handlers.preview_command(**form)
+    assert "--lora-rank 16" in command and "--grad-accum 3" in command and "--stages 2.2,3" in command
+    with pytest.raises(gr.Error, match="The learning rate must be a number"):
+        handlers.preview_command(**{**form, "lr": "fast"})
+    with pytest.raises(gr.Error, match="The LoRA rank must be a whole number"):
+        handlers.launch_job(**{**form, "lora_rank": "1.5"}, password="s3cret", request=REQUEST)
+    with pytest.raises(gr.Error, match="Batch size must be a whole number of at least 1; got 'many'"):
+        handlers.preview_command(**{**form, "batch_size": "many"})

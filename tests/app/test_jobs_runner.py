@@ -92,6 +92,7 @@ def cpu_burner():
         burner.wait()
 
 
+@pytest.mark.slow  # runs a training job
 def test_tiny_fine_tune_runs_to_done(runner, storage, tiny_checkpoint, dataset):
     job_id = runner.submit(job_config(tiny_checkpoint, dataset, 3))
     run_dir = runner.run_dir(job_id)
@@ -115,6 +116,7 @@ def test_tiny_fine_tune_runs_to_done(runner, storage, tiny_checkpoint, dataset):
     assert_group_gone(job["pid"])
 
 
+@pytest.mark.slow  # runs a training job
 def test_abort_stops_the_whole_group_and_keeps_the_checkpoint(runner, storage, tiny_checkpoint, dataset, cpu_burner):
     job_id = runner.submit(job_config(tiny_checkpoint, dataset, 100_000, save_every=1))
     wait_for(lambda: runner.progress(job_id)["checkpoint"], runner)
@@ -133,6 +135,7 @@ def test_abort_stops_the_whole_group_and_keeps_the_checkpoint(runner, storage, t
     assert storage.get_job(job_id)["status"] == "aborted"
 
 
+@pytest.mark.slow  # runs a training job
 def test_second_job_waits_for_the_first(runner, storage, tiny_checkpoint, dataset):
     first = runner.submit(job_config(tiny_checkpoint, dataset, 2))
     second = runner.submit(job_config(tiny_checkpoint, dataset, 100_000))
@@ -152,6 +155,7 @@ def test_queued_job_can_be_aborted_before_it_starts(runner, storage, tiny_checkp
     assert storage.get_job(job_id)["pid"] is None and not (runner.run_dir(job_id) / "train.log").exists()
 
 
+@pytest.mark.slow  # runs a training job
 def test_running_job_survives_an_app_restart(storage, tmp_path, tiny_checkpoint, dataset, cpu_burner):
     old = JobRunner(storage, tmp_path / "app")
     job_id = old.submit(job_config(tiny_checkpoint, dataset, 100_000, save_every=0))
@@ -193,6 +197,7 @@ def test_recover_closes_jobs_whose_process_is_gone(runner, storage, tiny_checkpo
     assert runner.progress(finished)["model_path"] == str(out)
 
 
+@pytest.mark.slow  # runs a training job
 def test_failed_job_reports_the_log_tail(runner, storage, tiny_checkpoint, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("[]")  # the trainer refuses a dataset without training samples
@@ -266,6 +271,7 @@ def test_a_group_that_ignores_sigterm_is_killed_after_the_grace_period():
     assert proc.returncode == -9
 
 
+@pytest.mark.slow  # runs a training job
 def test_an_abort_from_the_page_returns_at_once_and_the_monitor_closes_the_job(
     runner, storage, tiny_checkpoint, dataset
 ):
@@ -279,6 +285,7 @@ def test_an_abort_from_the_page_returns_at_once_and_the_monitor_closes_the_job(
     assert runner.progress(job_id)["event"] == "stopped"
 
 
+@pytest.mark.slow  # runs a training job
 def test_an_abort_that_outlasts_its_grace_period_kills_the_job_and_says_so(runner, storage, tiny_checkpoint, dataset):
     job_id = runner.submit(job_config(tiny_checkpoint, dataset, 100_000, save_every=1))
     wait_for(lambda: runner.progress(job_id)["checkpoint"], runner)

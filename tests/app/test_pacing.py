@@ -9,7 +9,7 @@ import pytest
 
 from eve_app.chat_session import ChatSession
 from eve_app.conversations import ConversationService, RawSettings
-from eve_app.limits import ImageGate
+from eve_app.limits.chat import ImageGate
 from eve_app.serving.pacing import paced
 from eve_app.serving.transformers_engine import TransformersEngine
 from eve_app.serving.types import Finished, GenerationRecord, TextDelta

@@ -22,7 +22,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from eve_app.request_limits import UploadBudget, UploadQuota
+from eve_app.limits.raw_requests import UploadBudget, UploadQuota
 from model.synthetic import write_dataset
 from tests.e2e.helpers import MODEL, free_port, peak_rss_growth, start_server, streamed
 
@@ -421,7 +421,7 @@ def test_an_upload_body_longer_than_it_declared_is_cut_off(tmp_path):
 
 def test_the_quota_is_per_visitor_and_frees_up_after_its_window(tmp_path, monkeypatch):
     clock = [1000.0]
-    monkeypatch.setattr("eve_app.request_limits.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("eve_app.limits.raw_requests.time.monotonic", lambda: clock[0])
     budget = UploadBudget(bytes_per_window=1000, window_s=60, min_free_bytes=0, cache_dir=tmp_path)
     assert budget.admit("alice", 800) is None
     status, message = budget.admit("alice", 300)

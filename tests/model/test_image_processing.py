@@ -179,11 +179,17 @@ def test_sixteen_bit_png_from_disk_stays_grey(processor, tmp_path):
     assert np.asarray(processor.load_image(path)).mean() == pytest.approx(128, abs=1)
 
 
-def test_exif_orientation_is_applied(processor, tmp_path):
+def _rotated_jpeg(folder: Path) -> Path:
+    """A 40 x 20 JPEG whose EXIF orientation says: rotate 90 degrees clockwise to display (20 x 40)."""
     exif = Image.Exif()
-    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
-    path = tmp_path / "rotated.jpg"
+    exif[0x0112] = 6
+    path = folder / "rotated.jpg"
     Image.new("RGB", (40, 20), "blue").save(path, exif=exif)
+    return path
+
+
+def test_exif_orientation_is_applied(processor, tmp_path):
+    path = _rotated_jpeg(tmp_path)
     with Image.open(path) as raw:
         assert raw.size == (40, 20)
     assert processor.load_image(path).size == (20, 40)
@@ -191,11 +197,7 @@ def test_exif_orientation_is_applied(processor, tmp_path):
 
 
 def test_the_callers_image_is_left_untouched(processor, tmp_path):
-    exif = Image.Exif()
-    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
-    path = tmp_path / "rotated.jpg"
-    Image.new("RGB", (40, 20), "blue").save(path, exif=exif)
-    with Image.open(path) as image:
+    with Image.open(_rotated_jpeg(tmp_path)) as image:
         assert processor.preprocess(image, mode="train").shape == (3, 32, 32)
         assert image.size == (40, 20)
         assert image.getexif().get(0x0112) == 6

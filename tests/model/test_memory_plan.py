@@ -130,6 +130,7 @@ print(json.dumps({"growth": status("VmHWM:") - before}))
 """
 
 
+@pytest.mark.slow  # runs a training job
 def test_the_shipped_models_estimate_matches_the_peak_of_real_training_steps(tmp_path):
     """Two full fine-tuning steps of the shipped model at batch 8 in a fresh process: its peak resident memory grows
     by at least the estimate and by less than 1.8 times it (the process also holds the data pipeline, and the

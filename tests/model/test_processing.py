@@ -14,6 +14,11 @@ SYSTEM = (
 )
 
 
+def _turns(*texts: str) -> list[dict]:
+    """A conversation of alternating user and assistant messages, the user's first."""
+    return [{"role": ("user", "assistant")[i % 2], "content": text} for i, text in enumerate(texts)]
+
+
 def test_single_turn_prompt_is_the_official_string(tiny):
     _, processor = tiny
     prompt = processor.build_prompt([{"role": "user", "content": "<|image_pad|>\nWhat is written here?"}])
@@ -22,11 +27,7 @@ def test_single_turn_prompt_is_the_official_string(tiny):
 
 def test_multi_turn_prompt_is_the_official_string(tiny):
     _, processor = tiny
-    messages = [
-        {"role": "user", "content": "<|image_pad|>\nQ1"},
-        {"role": "assistant", "content": "A1"},
-        {"role": "user", "content": "Q2"},
-    ]
+    messages = _turns("<|image_pad|>\nQ1", "A1", "Q2")
     assert (
         processor.build_prompt(messages)
         == SYSTEM + " USER: <|image_pad|>\nQ1 ASSISTANT: A1<|im_end|>USER: Q2 ASSISTANT:"
@@ -77,12 +78,7 @@ def test_placeholder_and_image_counts_must_match(tiny):
 
 def test_label_masking_supervises_only_answers_and_turn_ends(tiny):
     _, processor = tiny
-    messages = [
-        {"role": "user", "content": "<|image_pad|>\nwhat is written here"},
-        {"role": "assistant", "content": "hello world"},
-        {"role": "user", "content": "describe image"},
-        {"role": "assistant", "content": "a red circle"},
-    ]
+    messages = _turns("<|image_pad|>\nwhat is written here", "hello world", "describe image", "a red circle")
     example = tokenize_conversation(processor, messages, [Image.new("RGB", (64, 64))])
     ids, labels = example["input_ids"], example["labels"]
     assert len(ids) == len(labels) == len(example["mm_token_type_ids"])

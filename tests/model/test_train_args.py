@@ -25,3 +25,19 @@ def test_list_defaults_are_fresh_for_each_parse():
     first = parse_args(["--output-dir", "o", "--base", "b", "--data", "x.json"])
     second = parse_args(["--output-dir", "o", "--base", "b", "--data", "y.json"])
     assert first.data == ["x.json"] and second.data == ["y.json"] and train_defaults()["data"] == []
+
+
+def test_flags_are_read_by_transformers_hf_argument_parser_from_the_fields(monkeypatch):
+    """The fields are the one declaration: HfArgumentParser builds the flags (also in their underscore spelling), and
+    the field metadata gives each its help and options."""
+    from transformers import HfArgumentParser
+
+    parser = build_parser()
+    assert isinstance(parser, HfArgumentParser)
+    argv = ["--output_dir", "o", "--base", "b", "--data", "d.json", "--max_steps", "3", "--no-spell-answers"]
+    assert (parse_args(argv).max_steps, parse_args(argv).spell_answers) == (3, False)
+    monkeypatch.setenv("COLUMNS", "100000")  # no wrapping (argparse breaks lines at hyphens)
+    help_text = build_parser().format_help()
+    for spec in dataclasses.fields(TrainArgs):
+        if spec.metadata.get("help"):
+            assert spec.metadata["help"].split("%(default)s")[0] in help_text, spec.name

@@ -165,6 +165,7 @@ def test_a_run_ended_early_keeps_the_schedule_of_the_full_run_and_is_finished(ti
         _args(tiny_checkpoint, llava_data, tmp_path / "bad", end_at_step=7, **common)
 
 
+@pytest.mark.slow  # runs a training job
 def test_sigterm_saves_a_checkpoint_and_the_rerun_continues(tiny_checkpoint, llava_data, tmp_path):
     command = [
         sys.executable,
@@ -204,6 +205,7 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_continues(tiny_checkpoint, lla
     assert lines[-1] == {**lines[-1], "event": "done", "step": 40}
 
 
+@pytest.mark.slow  # runs a training job
 def test_two_cpu_processes_with_accelerate_launch(tiny_checkpoint, llava_data, tmp_path):
     # Stage 2.1 trains vision weights only; with the fixed seed, step 1 is text-only on both processes and step 3
     # text-only on one: a batch that reaches no trainable weight must still join the all-reduce.
@@ -331,6 +333,7 @@ def test_from_scratch_on_a_synthetic_stream(tmp_path):
     assert "eval_loss" in _metrics(tmp_path / "out")[-2]
 
 
+@pytest.mark.slow  # runs a training job
 def test_from_scratch_cli_in_a_fresh_interpreter(tmp_path):
     """`python -m model.train --from-scratch` (what `make default-model` runs) builds the model without the Auto
     classes being registered first."""

@@ -2,7 +2,9 @@
 
 - `official`: the official on-disk layout (architecture `EVEQwen2ForCausalLM`, the official config fields and
   state-dict names, sharded safetensors; tests/conftest.py writes them) at a small width; like the Qwen2.5 tokenizer
-  of the real checkpoint, the tokenizer has `<|image_pad|>` as an added token and config.json has no image token id.
+  of the real checkpoint, the tokenizer has `<|image_pad|>` as an added token. config.json records its id and the
+  tokenizer's length (`image_token_id`, `text_vocab_size`): vLLM builds the model from the config alone, and the real
+  release, which records neither, gets Qwen2.5's figures (`model.vllm.placeholder_token_id`, `tokens_in_use`).
 - `default`: shaped like the project's default model (`assets/eve-tiny`: width 192, 4 layers, 16-pixel patches,
   192-pixel images, 157 tokens an image), saved by the library with `image_token_id` pointing at `<|image_pad|>`.
 """
@@ -57,6 +59,8 @@ def write_official(folder: Path, sizes: dict | None = None, image_max_size: int 
             "image_max_size": image_max_size,
             "max_position_embeddings": 8192,
             "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"),
+            "image_token_id": tokenizer.convert_tokens_to_ids(IMAGE_PAD),
+            "text_vocab_size": len(tokenizer),
         }
     )
     (folder / "config.json").write_text(json.dumps(config, indent=2))
@@ -91,6 +95,7 @@ def write_default_shaped(folder: Path, seed: int = 0) -> Path:
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_PAD),
+        text_vocab_size=len(tokenizer),
     )
     torch.manual_seed(seed)
     model = EveForCausalLM(config).float()

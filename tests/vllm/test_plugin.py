@@ -64,6 +64,23 @@ def test_the_image_placeholder_must_be_a_dedicated_token():
         resolve_image_token_id(bare)
 
 
+def test_the_model_takes_its_token_facts_from_the_config_alone():
+    """vLLM builds the model before any tokenizer: the placeholder id and the ids in use come from config.json."""
+    from model import EveConfig
+    from model.vllm import placeholder_token_id, tokens_in_use
+
+    shipped = EveConfig.from_pretrained(ROOT / "assets" / "eve-tiny")
+    tokenizer = AutoTokenizer.from_pretrained(ROOT / "assets" / "eve-tiny")
+    assert placeholder_token_id(shipped) == resolve_image_token_id(tokenizer)
+    assert tokens_in_use(shipped) == len(tokenizer) < shipped.vocab_size
+    # The official release records neither (image id 0, as its code writes): Qwen2.5's tokenizer's figures.
+    official = EveConfig()
+    assert (placeholder_token_id(official), tokens_in_use(official)) == (151655, 151665)
+    # An official-layout config with another vocabulary must say which field to set.
+    with pytest.raises(ValueError, match="image_token_id"):
+        placeholder_token_id(EveConfig(vocab_size=336))
+
+
 def test_token_bound_covers_every_aspect_ratio_at_the_official_size():
     processor = EveImageProcessor()  # official: 1600 px, 32 px patches
     bound = max_image_tokens(processor, limit=32768)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from .errors import UserError
-from .jobs.archive import human_size
-from .storage.images import ACCEPTED_NAMES, PIL_FORMATS, sniff_format
+from ..errors import UserError
+from ..storage.images import ACCEPTED_NAMES, PIL_FORMATS, sniff_format
+from .uploads import human_size
 
 # A file may be bigger than its raw pixels (8 bytes a pixel covers 16-bit RGBA TIFF) by this much: metadata, ICC
 # profiles, thumbnails. Past that, the bytes are something else appended to an image.

@@ -21,9 +21,9 @@ from starlette.requests import HTTPConnection
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import UserError
-from .security import client_address, uploaded_file
-from .settings import MIB
+from ..errors import UserError
+from ..security import client_address, uploaded_file
+from ..settings import MIB
 
 logger = logging.getLogger("eve_app.refused")
 API_PREFIX = "/gradio_api/"
