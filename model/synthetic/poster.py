@@ -5,7 +5,8 @@ tall (two patch rows, as OCR): 0 a one-word bold title and a "MAR 02" date below
 centred; 1 one- or two-word titles (on one or two lines), every date format, centred or left-aligned on any column; 2 adds distractors the
 answer must ignore (a frame, a rule and an unscored venue line) and a bold date. Level 3 sets the same content in any
 DejaVu font and size, off the grid. Levels 0-2 print dark text on a light background, as every grid task does; level
-3 also uses light-on-dark palettes.
+3 also uses light-on-dark palettes. Options, off by default: a faint background texture, and the grid layouts of
+`LAYOUTS` (the date above the title held out for evaluation).
 """
 
 import random

@@ -5,7 +5,8 @@ site name, rows 2-3 the links, rows 4-5 the headline, row 6 a grey paragraph (ne
 0-2 draw every character in its own 16 px patch column, 32 px tall (one line per band), as OCR and posters do: 0
 everything left-aligned, on white; 1 every field on any column of its band, on a light tint; 2 as 1 with bars between
 the links (not part of the answer).
-Level 3 keeps the bands but sets the text in any DejaVu font and size, off the grid.
+Level 3 keeps the bands but sets the text in any DejaVu font and size, off the grid. Options, off by default: a faint
+background texture, and the bands in the other orders of `LAYOUTS` (links in a footer held out for evaluation).
 """
 
 import random
