@@ -29,6 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=200, help="samples per task")
     parser.add_argument("--level", type=parse_level, default=0, help="curriculum level, or a comma list to mix")
     parser.add_argument("--spread", type=float, default=1.0, help="room text is placed in: 0 one place, 1 anywhere")
+    parser.add_argument(
+        "--layout",
+        choices=("train", "test"),
+        help="posters, webpages and scenes in the generator's training or held-out layouts (default: the level's own)",
+    )
+    parser.add_argument("--texture", action="store_true", help="draw a faint texture under the text and shapes")
     parser.add_argument("--seed", type=int, default=EVAL_SEED)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=96)
@@ -40,7 +46,17 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     results = [
         evaluate_task(
-            model, processor, task, args.n, args.level, args.seed, args.batch_size, args.max_new_tokens, args.spread
+            model,
+            processor,
+            task,
+            args.n,
+            args.level,
+            args.seed,
+            args.batch_size,
+            args.max_new_tokens,
+            args.spread,
+            texture=args.texture,
+            layout=args.layout,
         )
         for task in tasks
     ]

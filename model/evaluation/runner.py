@@ -53,14 +53,25 @@ def evaluate_task(
     spread: float = 1.0,
     ocr_jitter: int = 0,
     ocr_fonts: str | None = None,
+    texture: bool = False,
+    layout: str | None = None,
 ) -> dict:
     """Scores of `n` held-out samples of one task: the aggregate, and the first few answers for inspection.
 
     `spread` limits where text is placed, as in training (`--placement-spread`); 1 is anywhere. `ocr_jitter` and
-    `ocr_fonts` draw OCR text off the patch grid and visitor style (see `model.synthetic.generate_sample`).
+    `ocr_fonts` draw OCR text off the patch grid and visitor style, `texture` on a faint texture, `layout` ("test":
+    held out from training) in other layouts (see `model.synthetic.generate_sample`).
     """
     stream = iter_samples(
-        [task], seed=seed, level=level, split="test", spread=spread, ocr_jitter=ocr_jitter, ocr_fonts=ocr_fonts
+        [task],
+        seed=seed,
+        level=level,
+        split="test",
+        spread=spread,
+        ocr_jitter=ocr_jitter,
+        ocr_fonts=ocr_fonts,
+        texture=texture,
+        layout=layout,
     )
     metrics, examples = evaluate_samples(
         model, processor, task, [next(stream) for _ in range(n)], batch_size, max_new_tokens

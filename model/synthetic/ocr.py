@@ -23,6 +23,7 @@ from .config import PATCH_SIZE
 from .render import (
     FONT_SPLITS,
     FREE_FONTS,
+    apply_texture,
     as_color,
     draw_block,
     draw_grid_text,
@@ -121,15 +122,17 @@ def generate(
     *,
     jitter: int = 0,
     fonts: str | None = None,
+    texture: bool = False,
 ) -> tuple[Image.Image, dict]:
     """Render one OCR sample; the target holds the text (lines joined by newlines) and the lines.
 
     `spread` limits how far grid text (levels 0-2) is moved from the top-left corner (see `spread_randint`); `jitter`
     then moves it off the grid by up to that many pixels each way; `fonts` ("train" or "test") draws the text visitor
-    style in that split's fonts instead (see the module docstring).
+    style in that split's fonts instead (see the module docstring); `texture` draws a faint texture under the text
+    (`render.apply_texture`).
     """
     if fonts is not None:
-        return generate_visitor(rng, level, size, words, fonts)
+        return generate_visitor(rng, level, size, words, fonts, texture)
     vocab = load_vocab()["ocr"]
     if level == 0:
         background, fill = (255, 255, 255), (17, 17, 17)
@@ -138,6 +141,8 @@ def generate(
     max_chars = min(size[0] // PATCH_SIZE - 2, 24)
     lines = pick_lines(rng, level, words, max_chars)
     image = Image.new("RGB", size, background)
+    if texture:
+        apply_texture(image, rng)
     draw = ImageDraw.Draw(image)
     if level < 3:
         draw_on_grid(draw, rng, lines, size, fill, spread, jitter)
@@ -147,10 +152,10 @@ def generate(
 
 
 def generate_visitor(
-    rng: random.Random, level: int, size: tuple[int, int], words: WordBank, fonts: str
+    rng: random.Random, level: int, size: tuple[int, int], words: WordBank, fonts: str, texture: bool = False
 ) -> tuple[Image.Image, dict]:
     """The level's text (as `pick_lines` draws it) in one font of split `fonts`, 16-48 px, at any pixel; half the
-    time dark on a light tint, half the time light on a dark colour."""
+    time dark on a light tint, half the time light on a dark colour; with `texture`, over a faint texture."""
     if fonts not in FONT_SPLITS:
         raise ValueError(f"unknown font split {fonts!r}; expected one of {tuple(FONT_SPLITS)}")
     vocab = load_vocab()["ocr"]
@@ -158,6 +163,8 @@ def generate_visitor(
     background, fill = (light, dark) if rng.random() < 0.5 else (dark, light)
     lines = pick_lines(rng, level, words, min(size[0] // PATCH_SIZE - 2, 24))
     image = Image.new("RGB", size, background)
+    if texture:
+        apply_texture(image, rng)
     draw_visitor(ImageDraw.Draw(image), rng, lines, size, fill, FONT_SPLITS[fonts])
     return image, {"text": "\n".join(lines), "lines": lines}
 

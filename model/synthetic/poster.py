@@ -5,7 +5,8 @@ tall (two patch rows, as OCR): 0 a one-word bold title and a "MAR 02" date below
 centred; 1 one- or two-word titles (on one or two lines), every date format, centred or left-aligned on any column; 2 adds distractors the
 answer must ignore (a frame, a rule and an unscored venue line) and a bold date. Level 3 sets the same content in any
 DejaVu font and size, off the grid. Levels 0-2 print dark text on a light background, as every grid task does; level
-3 also uses light-on-dark palettes.
+3 also uses light-on-dark palettes. Options, off by default: a faint background texture, and the grid layouts of
+`LAYOUTS` (the date above the title held out for evaluation).
 """
 
 import random
@@ -17,6 +18,10 @@ from .config import PATCH_SIZE
 from .vocab import WordBank, load_vocab, vocab_bank
 
 MIN_SIZE = (8 * PATCH_SIZE, 8 * PATCH_SIZE)
+# Grid layouts (levels 0-2) by split, like the word list and the fonts: training draws the title above the date,
+# centred, left- or right-aligned, near the top or the bottom; evaluation alone draws the date above the title.
+LAYOUTS: dict[str, tuple[str, ...]] = {"train": ("stacked", "low-right"), "test": ("date-first",)}
+Box = tuple[int, int, int, int]
 
 
 def pick_title(rng: random.Random, level: int, words: WordBank, max_chars: int) -> list[str]:
@@ -49,9 +54,9 @@ def draw_on_grid(
     size: tuple[int, int],
     fill,
     spread: float = 1.0,
-) -> None:
+) -> dict[str, Box]:
     """Title, optional venue and date as blocks of whole patch rows, one free row between blocks; `spread` < 1 keeps
-    the blocks near the top."""
+    the blocks near the top. Returns the boxes of the title (all its lines) and the date."""
     cols, rows = size[0] // PATCH_SIZE, size[1] // PATCH_SIZE
     title_grid = render.grid_font(PATCH_SIZE, 2 * PATCH_SIZE, "mono-bold")
     date_grid = render.grid_font(PATCH_SIZE, 2 * PATCH_SIZE, "mono" if level < 2 else "mono-bold")
@@ -72,9 +77,10 @@ def draw_on_grid(
     left = render.spread_randint(
         rng, 1, max(1, cols - 1 - widest), spread
     )  # a left-aligned block starts on any column
+    drawn = []
     for i, (text, grid) in enumerate(blocks):
         col = (cols - len(text)) // 2 if centred else left
-        render.draw_grid_text(draw, text, col, row, grid, fill)
+        drawn.append(render.draw_grid_text(draw, text, col, row, grid, fill))
         end = row + heights[i]
         if level == 2 and i == len(title) - 1:  # a rule in the free row under the title
             y = end * PATCH_SIZE + PATCH_SIZE // 2
@@ -82,6 +88,63 @@ def draw_on_grid(
         row = end + (gaps[i] if i < len(gaps) else 0)
     if level == 2:
         draw.rectangle([4, 4, size[0] - 5, size[1] - 5], outline=fill, width=2)
+    return {"title": union(drawn[: len(title)]), "date": drawn[-1]}
+
+
+def union(boxes: list[Box]) -> Box:
+    """The smallest box holding all `boxes`."""
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+def draw_layout(
+    draw: ImageDraw.ImageDraw,
+    rng: random.Random,
+    level: int,
+    title: list[str],
+    date: str,
+    size: tuple[int, int],
+    fill,
+    layout: str,
+    spread: float = 1.0,
+) -> dict[str, Box]:
+    """Title and date on the patch grid in one of the other `LAYOUTS` (for "stacked", `draw_on_grid`), level 2 with
+    its frame. "low-right": title then date, right-aligned, pushed towards the bottom; "date-first" (held out for
+    evaluation): the date above the title, left-aligned beside a band down the left edge.
+
+    Returns:
+        The boxes of the title (all its lines) and the date.
+    """
+    if layout == "stacked":
+        return draw_on_grid(draw, rng, level, title, date, size, fill, spread)
+    cols, rows = size[0] // PATCH_SIZE, size[1] // PATCH_SIZE
+    title_grid = render.grid_font(PATCH_SIZE, 2 * PATCH_SIZE, "mono-bold")
+    date_grid = render.grid_font(PATCH_SIZE, 2 * PATCH_SIZE, "mono" if level < 2 else "mono-bold")
+    used = 2 * len(title) + 2  # title lines and the date line, in patch rows
+    slack = max(0, rows - 2 - used - 1)
+    gap = 1 + render.spread_randint(rng, 0, slack // 2, spread)
+    shift = render.spread_randint(rng, 0, slack - (gap - 1), spread)  # from the top (date-first) or bottom (low-right)
+    if layout == "low-right":
+        row = max(0, rows - 1 - used - gap - shift)
+        title_boxes = [
+            render.draw_grid_text(draw, line, max(0, cols - 1 - len(line)), row + 2 * i, title_grid, fill)
+            for i, line in enumerate(title)
+        ]
+        date_box = render.draw_grid_text(
+            draw, date, max(0, cols - 1 - len(date)), row + 2 * len(title) + gap, date_grid, fill
+        )
+    elif layout == "date-first":
+        draw.rectangle([0, 0, PATCH_SIZE // 2 - 1, size[1] - 1], fill=fill)  # the side band (not part of the answer)
+        row = min(1 + shift, max(0, rows - used - gap))
+        date_box = render.draw_grid_text(draw, date, 1, row, date_grid, fill)
+        title_boxes = [
+            render.draw_grid_text(draw, line, 1, row + 2 + gap + 2 * i, title_grid, fill)
+            for i, line in enumerate(title)
+        ]
+    else:
+        raise ValueError(f"unknown poster layout {layout!r}; expected one of {LAYOUTS}")
+    if level == 2:
+        draw.rectangle([4, 4, size[0] - 5, size[1] - 5], outline=fill, width=2)
+    return {"title": union(title_boxes), "date": date_box}
 
 
 def draw_free(draw: ImageDraw.ImageDraw, rng: random.Random, title: list[str], date: str, size: tuple[int, int], fill):
@@ -106,12 +169,38 @@ def draw_free(draw: ImageDraw.ImageDraw, rng: random.Random, title: list[str], d
 
 
 def generate(
-    rng: random.Random, level: int, size: tuple[int, int], words: WordBank, spread: float = 1.0
+    rng: random.Random,
+    level: int,
+    size: tuple[int, int],
+    words: WordBank,
+    spread: float = 1.0,
+    *,
+    texture: bool = False,
+    layout: str | None = None,
 ) -> tuple[Image.Image, dict]:
     """Render one poster; the target holds the title (lines joined by spaces) and the date as printed.
 
-    `spread` limits how far grid text (levels 0-2) is moved from its first free row (see `render.spread_randint`).
+    `spread` limits how far grid text (levels 0-2) is moved from its first free row (see `render.spread_randint`);
+    `texture` draws a faint texture under it (`render.apply_texture`); `layout` ("train" or "test") draws levels 0-2
+    in one of that split's `LAYOUTS` instead of the level's own (level 3 keeps its free drawing).
     """
+    image, target, _ = compose(rng, level, size, words, spread, texture=texture, layout=layout)
+    return image, target
+
+
+def compose(
+    rng: random.Random,
+    level: int,
+    size: tuple[int, int],
+    words: WordBank,
+    spread: float = 1.0,
+    *,
+    texture: bool = False,
+    layout: str | None = None,
+) -> tuple[Image.Image, dict, dict[str, Box]]:
+    """`generate`, also returning where the title and date were drawn (empty at level 3): the layouts' checks."""
+    if layout is not None and layout not in LAYOUTS:
+        raise ValueError(f"unknown layout split {layout!r}; expected one of {tuple(LAYOUTS)}")
     vocab = load_vocab()["poster"]
     # Grid levels print dark on light, like OCR and webpages: the small default model learns one set of glyphs, and
     # light-on-dark titles were never read (0.02) when they made up most posters. Level 3 adds the inverse palettes.
@@ -122,9 +211,14 @@ def generate(
     title = pick_title(rng, level, words, max_chars)
     date = pick_date(rng, level, max_chars)
     image = Image.new("RGB", size, background)
+    if texture:
+        render.apply_texture(image, rng)
     draw = ImageDraw.Draw(image)
-    if level < 3:
-        draw_on_grid(draw, rng, level, title, date, size, fill, spread)
+    boxes: dict[str, Box] = {}
+    if level < 3 and layout is not None:
+        boxes = draw_layout(draw, rng, level, title, date, size, fill, rng.choice(LAYOUTS[layout]), spread)
+    elif level < 3:
+        boxes = draw_on_grid(draw, rng, level, title, date, size, fill, spread)
     else:
         draw_free(draw, rng, title, date, size, fill)
-    return image, {"title": " ".join(title), "date": date}
+    return image, {"title": " ".join(title), "date": date}, boxes

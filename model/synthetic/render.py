@@ -6,10 +6,13 @@ centred in a cell that starts on a multiple of the patch size, instead of trusti
 Higher curriculum levels use `draw_free_text` (any font, any offset) once the grid reader works.
 """
 
+import hashlib
+import math
 import random
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..shared import PROJECT_ROOT
@@ -185,3 +188,45 @@ def contrast_text(background: Color) -> Color:
 def as_color(value: list[int] | tuple[int, ...]) -> Color:
     """A JSON colour list as an RGB tuple."""
     return int(value[0]), int(value[1]), int(value[2])
+
+
+TEXTURES = ("noise", "grain", "gradient", "lines")  # light backgrounds a visitor's picture may have under its text
+TEXTURE_AMPLITUDE = 14  # largest change of a background channel, in 0-255 levels: faint, so text keeps its contrast
+
+
+def texture_rng(rng: random.Random) -> random.Random:
+    """A generator for a sample's texture, seeded from `rng`'s state without drawing from it: a textured sample keeps
+    the same words, colours and layout as the plain one with the same seed (only the background differs)."""
+    return random.Random(hashlib.sha256(repr(rng.getstate()).encode()).digest())
+
+
+def apply_texture(image: Image.Image, rng: random.Random) -> None:
+    """Draw a faint texture over `image` (a plain background, before any text): one of `TEXTURES`, chosen and shaped by
+    `texture_rng(rng)`, changing each channel by at most `TEXTURE_AMPLITUDE` towards mid-grey on light backgrounds
+    and away from it on dark ones, so the text drawn over it keeps most of its contrast."""
+    local = texture_rng(rng)
+    kind = local.choice(TEXTURES)
+    width, height = image.size
+    noise = np.random.default_rng(local.getrandbits(64))
+    if kind == "noise":
+        delta = noise.uniform(0.0, 1.0, (height, width))
+    elif kind == "grain":  # blotchy paper: coarse noise scaled up smoothly
+        cell = local.randint(4, 12)
+        coarse = noise.uniform(0.0, 1.0, (height // cell + 2, width // cell + 2))
+        small = Image.fromarray((coarse * 255).astype(np.uint8), "L")
+        delta = np.asarray(small.resize((small.width * cell, small.height * cell), Image.Resampling.BICUBIC))
+        delta = delta[:height, :width] / 255.0
+    elif kind == "gradient":  # a soft ramp in any direction
+        angle = local.uniform(0.0, 2 * math.pi)
+        ys, xs = np.mgrid[0:height, 0:width]
+        ramp = xs * math.cos(angle) + ys * math.sin(angle)
+        delta = (ramp - ramp.min()) / max(1e-6, float(np.ptp(ramp)))
+    else:  # ruled paper: thin lines every few pixels, horizontal or vertical
+        pitch, phase = local.randint(8, 20), local.randint(0, 7)
+        axis = np.arange(height if local.random() < 0.7 else width)
+        lines = ((axis + phase) % pitch == 0).astype(float)
+        delta = np.broadcast_to(lines[:, None] if len(axis) == height else lines[None, :], (height, width))
+    pixels = np.asarray(image, dtype=np.float32)
+    toward = np.where(pixels.mean(axis=2, keepdims=True) > 127, -1.0, 1.0)  # light grounds darken, dark ones lighten
+    pixels += toward * TEXTURE_AMPLITUDE * delta[:, :, None]
+    image.paste(Image.fromarray(np.clip(pixels, 0, 255).round().astype(np.uint8), "RGB"))

@@ -2,7 +2,8 @@
 
 Each grid cell is a whole number of patches (64 px = 4 x 4 patches on the default 192 x 192 canvas), so every object
 owns its patches. Levels: 0 one object on white; 1 two objects; 2 two to four objects on a light tint; 3 two to four
-objects of varied size, shifted inside their cells. Colours and shapes come from `vocab.json`.
+objects of varied size, shifted inside their cells. Options: a faint background texture and the
+object layouts of `LAYOUTS` (one held out for evaluation). Colours and shapes come from `vocab.json`.
 """
 
 import math
@@ -11,10 +12,16 @@ import random
 from PIL import Image, ImageDraw
 
 from .config import PATCH_SIZE
-from .render import as_color
+from .render import apply_texture, as_color
 from .vocab import load_vocab
 
 MIN_SIZE = (3 * PATCH_SIZE, 3 * PATCH_SIZE)
+# Object layouts by split, like the word list and the fonts. Training: "centred" (levels 0-2: three-quarters of a
+# 64 px cell, in its middle) and "varied" (level 3: 55-85 % of the cell, shifted within it). Held out for evaluation:
+# "compact", the 3 x 3 grid shrunk to two-thirds and placed anywhere, so every shape is smaller than any trained one
+# (at most 80 % of a 43 px cell, 34 px, against at least 35 px) and off the patch grid.
+LAYOUTS: dict[str, tuple[str, ...]] = {"train": ("centred", "varied"), "test": ("compact",)}
+EXTENTS = {"varied": (0.55, 0.85), "compact": (0.6, 0.8)}  # object size as a share of its cell
 
 
 def shape_points(shape: str, cx: float, cy: float, size: float) -> list[tuple[float, float]]:
@@ -52,30 +59,58 @@ def object_count(rng: random.Random, level: int) -> int:
 
 
 def generate(
-    rng: random.Random, level: int, size: tuple[int, int], words=None, spread: float = 1.0
+    rng: random.Random,
+    level: int,
+    size: tuple[int, int],
+    words=None,
+    spread: float = 1.0,
+    *,
+    texture: bool = False,
+    layout: str | None = None,
 ) -> tuple[Image.Image, dict]:
     """Render one scene; the target lists objects in reading order (row by row) with position, colour, shape.
 
-    `spread` is accepted like every task's but not used: the objects' grid cells are what the answer names.
+    `spread` is accepted like every task's but not used: the objects' grid cells are what the answer names. `texture`
+    draws a faint texture under the shapes (`render.apply_texture`); `layout` ("train" or "test") draws the objects in
+    one of that split's `LAYOUTS` instead of the level's own sizes and places (colours and counts stay the level's).
     """
+    image, target, _ = compose(rng, level, size, texture=texture, layout=layout)
+    return image, target
+
+
+def compose(
+    rng: random.Random, level: int, size: tuple[int, int], *, texture: bool = False, layout: str | None = None
+) -> tuple[Image.Image, dict, list[tuple[float, float, float]]]:
+    """`generate`, also returning each object's centre and extent in pixels (x, y, size): the layouts' checks."""
+    if layout is not None and layout not in LAYOUTS:
+        raise ValueError(f"unknown layout split {layout!r}; expected one of {tuple(LAYOUTS)}")
     vocab = load_vocab()["scene"]
     background = (255, 255, 255) if level < 2 else as_color(rng.choice(vocab["backgrounds"]))
     # cells are whole patches, and the 3 x 3 grid is centred on the canvas
-    cell = max(PATCH_SIZE, min(size) // 3 // PATCH_SIZE * PATCH_SIZE)
-    x_origin, y_origin = ((side - 3 * cell) // 2 // PATCH_SIZE * PATCH_SIZE for side in size)
+    cell: float = max(PATCH_SIZE, min(size) // 3 // PATCH_SIZE * PATCH_SIZE)
+    x_origin, y_origin = (float((side - 3 * cell) // 2 // PATCH_SIZE * PATCH_SIZE) for side in size)
     cells = sorted(rng.sample(range(9), object_count(rng, level)))
     image = Image.new("RGB", size, background)
+    if texture:
+        apply_texture(image, rng)
     draw = ImageDraw.Draw(image)
-    objects = []
+    # the level's own drawing (None) is "centred" at levels 0-2 and "varied" at level 3
+    name = rng.choice(LAYOUTS[layout]) if layout is not None else "varied" if level == 3 else "centred"
+    if name == "compact":  # a grid of two-thirds the cells, anywhere on the canvas, off the patch grid
+        cell = cell * 2 / 3
+        x_origin = rng.uniform(0, size[0] - 3 * cell)
+        y_origin = rng.uniform(0, size[1] - 3 * cell)
+    objects, placed = [], []
     for index in cells:
         color = rng.choice(list(vocab["colors"]))
         shape = rng.choice(vocab["shapes"])
-        extent = cell * (0.75 if level < 3 else rng.uniform(0.55, 0.85))
-        slack = (cell - extent) / 2 - 2 if level == 3 else 0.0
+        extent = cell * (0.75 if name == "centred" else rng.uniform(*EXTENTS[name]))
+        slack = (cell - extent) / 2 - 2 if name == "varied" else 0.0
         center = (
             x_origin + (index % 3 + 0.5) * cell + rng.uniform(-slack, slack),
             y_origin + (index // 3 + 0.5) * cell + rng.uniform(-slack, slack),
         )
         draw_shape(draw, shape, center, extent, as_color(vocab["colors"][color]))
         objects.append({"position": vocab["positions"][index], "color": color, "shape": shape})
-    return image, {"count": len(objects), "objects": objects}
+        placed.append((center[0], center[1], extent))
+    return image, {"count": len(objects), "objects": objects}, placed

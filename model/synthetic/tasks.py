@@ -58,6 +58,8 @@ class SampleOptions(TypedDict, total=False):
     spread: float
     ocr_jitter: int
     ocr_fonts: str | None
+    texture: bool
+    layout: str | None
 
 
 def task_key(task: str) -> str:
@@ -79,6 +81,8 @@ def generate_sample(
     spread: float = 1.0,
     ocr_jitter: int = 0,
     ocr_fonts: str | None = None,
+    texture: bool = False,
+    layout: str | None = None,
 ) -> Sample:
     """Render one sample of `task` at curriculum `level`.
 
@@ -96,6 +100,11 @@ def generate_sample(
             each way, 0 (on the grid; the default) to `PATCH_SIZE`.
         ocr_fonts: OCR only: None (the level's own drawing; the default), or "train" / "test" to draw the text
             visitor style in that split's fonts (`render.FONT_SPLITS`), 16-48 px, at any pixel, either polarity.
+        texture: draw a faint texture (noise, paper grain, a soft gradient or ruled lines, `render.apply_texture`)
+            under the text or shapes instead of a plain background; off by default.
+        layout: posters, webpages and scenes (OCR ignores it): None (the level's own layout; the default), or "train"
+            / "test" to draw one of that split's layouts (each module's `LAYOUTS`; "test" is held out from training,
+            like the test words and fonts). Posters and webpages apply it at levels 0-2, scenes at every level.
 
     Returns:
         The sample, with a paraphrased instruction and the task's fixed answer template.
@@ -111,9 +120,11 @@ def generate_sample(
     instruction = pick_instruction(key, rng)
     words = word_bank(split, made_up_words)
     if key == "ocr":
-        image, target = ocr.generate(rng, level, size, words, spread, jitter=ocr_jitter, fonts=ocr_fonts)
+        image, target = ocr.generate(
+            rng, level, size, words, spread, jitter=ocr_jitter, fonts=ocr_fonts, texture=texture
+        )
     else:
-        image, target = module.generate(rng, level, size, words, spread)
+        image, target = module.generate(rng, level, size, words, spread, texture=texture, layout=layout)
     conversations = [
         {"from": "human", "value": f"{IMAGE_TOKEN}\n{instruction}"},
         {"from": "gpt", "value": format_answer(key, target)},

@@ -154,6 +154,17 @@ class TrainArgs:
         "share of synthetic OCR samples drawn visitor style: one of six training fonts, 16-48 px, at any pixel, dark "
         "on light or light on dark (evaluation uses two held-out fonts)",
     )
+    layout_mix: float = share(
+        0.0,
+        "share of synthetic poster, webpage and scene samples drawn in one of the generator's training layouts "
+        "(title right-aligned near the bottom, headline above the links, shapes of varied size shifted in their "
+        "cells...) instead of the level's own; evaluation's held-out layouts are never drawn",
+    )
+    texture_share: float = share(
+        0.0,
+        "share of synthetic samples drawn over a faint background texture (noise, paper grain, a soft gradient or "
+        "ruled lines) instead of a plain colour",
+    )
     max_image_size: int | None = arg(None, "image side (as area side**2); default: the stage's rule", group=DATA)
     max_length: int | None = arg(
         4096,
@@ -259,6 +270,11 @@ class TrainArgs:
             raise ValueError("--ocr-visitor-share is a share between 0 and 1")
         if (self.ocr_jitter != [0, 0] or self.ocr_visitor_share) and not self.synthetic:
             raise ValueError("--ocr-jitter and --ocr-visitor-share draw synthetic OCR text: they need --synthetic")
+        for flag, value in (("--layout-mix", self.layout_mix), ("--texture-share", self.texture_share)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{flag} is a share between 0 and 1")
+            if value and not self.synthetic:
+                raise ValueError(f"{flag} draws synthetic images: it needs --synthetic")
         if self.synthetic and not self.max_steps:
             raise ValueError("A synthetic stream has no end: give --max-steps")
         if self.end_at_step is not None and not 0 < self.end_at_step <= (self.max_steps or self.end_at_step):

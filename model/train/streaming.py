@@ -44,6 +44,9 @@ class SyntheticStream(IterableDataset):
         ocr_jitter: (first, last) pixel jitter of OCR grid text off the patch grid, ramped linearly over the first
             `ocr_jitter_ramp` of the run; samples at the fixed place stay on the grid.
         ocr_visitor_share: share of the other samples whose OCR text is drawn visitor style in the training fonts.
+        layout_mix: share of the other samples whose posters, webpages and scenes are drawn in one of the generator's
+            training layouts (`layout="train"`; the held-out layouts are never drawn).
+        texture_share: share of the other samples drawn over a faint background texture.
     """
 
     def __init__(
@@ -63,6 +66,8 @@ class SyntheticStream(IterableDataset):
         ocr_jitter: tuple[int, int] = (0, 0),
         ocr_jitter_ramp: float = 1.0,
         ocr_visitor_share: float = 0.0,
+        layout_mix: float = 0.0,
+        texture_share: float = 0.0,
     ):
         if (curriculum or spread[0] != spread[1] or ocr_jitter[0] != ocr_jitter[1]) and not run_samples:
             raise ValueError("a curriculum, a spread ramp or a jitter ramp needs run_samples (the length of the run)")
@@ -73,6 +78,7 @@ class SyntheticStream(IterableDataset):
         self.run_samples, self.curriculum, self.spread = run_samples, curriculum, spread
         self.fixed_place_share = fixed_place_share
         self.ocr_jitter, self.ocr_jitter_ramp, self.ocr_visitor_share = ocr_jitter, ocr_jitter_ramp, ocr_visitor_share
+        self.layout_mix, self.texture_share = layout_mix, texture_share
         self.skipped = SkipCounter()
 
     def levels_at(self, index: int) -> list[int]:
@@ -111,6 +117,17 @@ class SyntheticStream(IterableDataset):
         )
         return jitter, ("train" if visitor else None)
 
+    def look_at(self, index: int) -> tuple[bool, str | None]:
+        """(texture, layout split or None) of sample `index`: plain and the level's own layout at the fixed place,
+        else a texture for `texture_share` of the samples and a training layout for `layout_mix` of them."""
+        if self.at_fixed_place(index):
+            return False, None
+        texture = bool(self.texture_share) and (
+            random.Random(f"{self.seed}:{index}:texture").random() < self.texture_share
+        )
+        mixed = bool(self.layout_mix) and random.Random(f"{self.seed}:{index}:layout").random() < self.layout_mix
+        return texture, ("train" if mixed else None)
+
     def __iter__(self) -> Iterator[dict]:
         worker = get_worker_info()
         worker_id, num_workers = (worker.id, worker.num_workers) if worker else (0, 1)
@@ -118,6 +135,7 @@ class SyntheticStream(IterableDataset):
         index = self.start + shard
         while True:
             jitter, fonts = self.ocr_options_at(index)
+            texture, layout = self.look_at(index)
             sample = sample_at(
                 index,
                 self.tasks,
@@ -128,6 +146,8 @@ class SyntheticStream(IterableDataset):
                 spread=self.spread_at(index),
                 ocr_jitter=jitter,
                 ocr_fonts=fonts,
+                texture=texture,
+                layout=layout,
             )
             index += num_shards
             try:

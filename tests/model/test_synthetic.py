@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from model.evaluation import score_sample
+from model.evaluation.metrics import MAIN_METRIC
 from model.synthetic import (
     IMAGE_AREA,
     IMAGE_SIZES,
@@ -356,3 +357,82 @@ def test_ocr_options_leave_the_other_tasks_alone():
         plain = generate_sample(task, random.Random(5), 1)
         with_options = generate_sample(task, random.Random(5), 1, ocr_jitter=8, ocr_fonts="train")
         assert plain.image.tobytes() == with_options.image.tobytes()
+
+
+def _contrast(image: np.ndarray, ink: np.ndarray) -> float:
+    """Mean luminance difference between the text's pixels and the rest."""
+    lum = image.astype(float) @ np.array([0.299, 0.587, 0.114])
+    return abs(float(lum[ink].mean()) - float(lum[~ink].mean()))
+
+
+def test_texture_changes_only_the_background_keeps_text_readable_and_is_deterministic():
+    from model.synthetic.render import TEXTURE_AMPLITUDE
+
+    changed_backgrounds = set()
+    for seed in range(40):
+        level, fonts = seed % 3, ("train", "test")[seed % 2]
+        plain = generate_sample("ocr", random.Random(seed), level, split="test", ocr_fonts=fonts)
+        textured = generate_sample("ocr", random.Random(seed), level, split="test", ocr_fonts=fonts, texture=True)
+        again = generate_sample("ocr", random.Random(seed), level, split="test", ocr_fonts=fonts, texture=True)
+        assert textured.image.tobytes() == again.image.tobytes()  # deterministic from the sample's seed
+        assert textured.answer == plain.answer and score_sample("ocr", textured.answer, textured.target)["exact"] == 1
+        p, t = np.asarray(plain.image).astype(int), np.asarray(textured.image).astype(int)
+        background = _background_and_ink(p)[0]
+        ink = np.abs(p - background).sum(axis=2) > 60
+        assert (t[~ink] != p[~ink]).any()  # the background is no longer plain
+        assert np.abs(t[~ink] - p[~ink]).max() <= TEXTURE_AMPLITUDE + 1  # faint
+        assert _contrast(t, ink) >= 0.85 * _contrast(p, ink) and _contrast(t, ink) > 60  # the text stays readable
+        changed_backgrounds.add(round(float(np.abs(t[~ink] - p[~ink]).mean()), 1))
+    assert len(changed_backgrounds) > 5  # several textures, not one
+    for task in ("poster", "webpage", "scene"):  # under posters, pages and scenes too, answers unchanged
+        for level in LEVELS:
+            plain = generate_sample(task, random.Random(level), level, split="test")
+            textured = generate_sample(task, random.Random(level), level, split="test", texture=True)
+            assert textured.answer == plain.answer and textured.image.tobytes() != plain.image.tobytes()
+
+
+def test_held_out_layouts_differ_from_every_training_layout_and_are_never_trained_on():
+    from model.synthetic import poster, scene, webpage
+
+    for module in (poster, webpage, scene):
+        assert set(module.LAYOUTS) == {"train", "test"}
+        assert not set(module.LAYOUTS["train"]) & set(module.LAYOUTS["test"])
+        assert len(module.LAYOUTS["train"]) > 1  # more than one layout in training
+    words = word_bank("test", 0.0)
+    for seed in range(60):
+        level, rng = seed % 3, random.Random(seed)
+        for split in ("train", "test"):
+            _, _, boxes = poster.compose(random.Random(seed), level, IMAGE_SIZES["poster"], words, layout=split)
+            title, date = boxes["title"], boxes["date"]
+            assert (title[3] <= date[1]) == (split == "train")  # training: title above the date; held out: below it
+            assert (date[3] <= title[1]) == (split == "test")
+            _, _, boxes = webpage.compose(random.Random(seed), level, IMAGE_SIZES["webpage"], words, layout=split)
+            links_below = boxes["links"][1] > boxes["button"][1]
+            assert links_below == (split == "test")  # held out: the nav at the bottom, under the button
+            if split == "test":
+                assert boxes["button"][0] == PATCH_SIZE  # and the button on the left
+            image, _, objects = scene.compose(random.Random(seed), rng.choice(list(LEVELS)), (192, 192), layout=split)
+            for x, y, extent in objects:
+                assert (extent < 35) == (split == "test")  # held out: smaller than every trained shape
+                assert extent / 2 <= x <= image.width - extent / 2 and extent / 2 <= y <= image.height - extent / 2
+    with pytest.raises(ValueError, match="layout split"):
+        generate_sample("poster", random.Random(0), layout="other")
+
+
+@pytest.mark.parametrize("task", ["poster", "webpage", "scene"])
+def test_scorer_reads_answers_of_the_new_layouts(task):
+    for seed in range(12):
+        for layout in ("train", "test"):
+            sample = generate_sample(task, random.Random(seed), seed % 4, split="test", layout=layout, texture=True)
+            assert sample.image.size == IMAGE_SIZES[task]
+            assert score_sample(task, sample.answer, sample.target)[MAIN_METRIC[task]] == 1.0
+
+
+def test_new_options_at_their_defaults_draw_todays_images():
+    for task, level in TASK_LEVELS:
+        today = generate_sample(task, random.Random(11), level)
+        with_defaults = generate_sample(task, random.Random(11), level, texture=False, layout=None)
+        assert today.image.tobytes() == with_defaults.image.tobytes() and today.answer == with_defaults.answer
+    assert generate_sample("ocr", random.Random(2), 1, layout="test").image.tobytes() == (
+        generate_sample("ocr", random.Random(2), 1).image.tobytes()
+    )  # OCR has no layouts

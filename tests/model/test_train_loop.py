@@ -404,3 +404,25 @@ def test_pipeline_runs_one_preset_twice_under_labels(tmp_path):
     assert read[:2] == ["--base", str(tmp_path / "out/stage-3")] and "--seed" not in runs[1].argv
     with pytest.raises(ValueError, match="Unknown stage"):
         plan(["4:more"], tmp_path / "out", ["--base", "ckpt"], [])
+
+
+def test_layout_mix_and_texture_share_draw_training_layouts_only_and_are_resumable():
+    base = ["--output-dir", "o", "--base", "a"]
+    synthetic = [*base, "--synthetic", "poster,webpage,scene", "--max-steps", "5"]
+    parsed = parse_args([*synthetic, "--layout-mix", "0.5", "--texture-share", "0.2"])
+    assert (parsed.layout_mix, parsed.texture_share) == (0.5, 0.2)
+    assert (parse_args(synthetic).layout_mix, parse_args(synthetic).texture_share) == (0.0, 0.0)  # off by default
+    for bad in ([*synthetic, "--layout-mix", "1.5"], [*base, "--layout-mix", "0.5"], [*base, "--texture-share", "1"]):
+        with pytest.raises((SystemExit, ValueError)):
+            parse_args(bad)
+    stream = SyntheticStream(
+        ["poster", "webpage", "scene"], 3, [0, 1, 2], None, fixed_place_share=0.25, layout_mix=0.5, texture_share=0.2
+    )
+    looks = [stream.look_at(i) for i in range(1000)]
+    assert looks == [stream.look_at(i) for i in range(1000)]  # a resumed run draws the same layouts
+    assert {layout for _, layout in looks} == {None, "train"}  # never the held-out layouts
+    assert 300 < sum(layout == "train" for _, layout in looks) < 450  # half of the three quarters off the anchor
+    assert 100 < sum(texture for texture, _ in looks) < 200
+    assert all(look == (False, None) for i, look in enumerate(looks) if stream.at_fixed_place(i))  # the anchor stays
+    plain = SyntheticStream(["poster"], 3, [0], None)
+    assert all(plain.look_at(i) == (False, None) for i in range(100))  # the defaults draw today's samples

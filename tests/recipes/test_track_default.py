@@ -3,6 +3,8 @@
 from recipes.default_model.track import (
     FIXED_PLACE_OCR,
     HELD_OUT_FONT_OCR,
+    HELD_OUT_LAYOUT_POSTER,
+    HELD_OUT_LAYOUT_SCENE,
     OFF_GRID_OCR,
     UNSEEN_LAYOUT_POSTER,
     UNSEEN_LAYOUT_SCENE,
@@ -26,4 +28,5 @@ def test_the_score_is_the_mean_main_metric_and_ignores_fixed_place_ocr():
     # Off-grid rows (issue 31) are followed in the curve but do not change which checkpoint ranks best.
     off_grid = [_row(OFF_GRID_OCR, exact=0.0, cer=0.9), _row(HELD_OUT_FONT_OCR, exact=0.0, cer=1.0)]
     off_grid += [_row(UNSEEN_LAYOUT_SCENE, exact=0.1), _row(UNSEEN_LAYOUT_POSTER, exact=0.0)]
+    off_grid += [_row(HELD_OUT_LAYOUT_SCENE, exact=0.2), _row(HELD_OUT_LAYOUT_POSTER, exact=0.0)]
     assert score_of(results + off_grid) == score_of(results)
