@@ -10,6 +10,7 @@ DejaVu font and size, off the grid. Levels 0-2 print dark text on a light backgr
 """
 
 import random
+from typing import Any
 
 from PIL import Image, ImageDraw
 
@@ -169,14 +170,7 @@ def draw_free(draw: ImageDraw.ImageDraw, rng: random.Random, title: list[str], d
 
 
 def generate(
-    rng: random.Random,
-    level: int,
-    size: tuple[int, int],
-    words: WordBank,
-    spread: float = 1.0,
-    *,
-    texture: bool = False,
-    layout: str | None = None,
+    rng: random.Random, level: int, size: tuple[int, int], words: WordBank, spread: float = 1.0, **options: Any
 ) -> tuple[Image.Image, dict]:
     """Render one poster; the target holds the title (lines joined by spaces) and the date as printed.
 
@@ -184,7 +178,7 @@ def generate(
     `texture` draws a faint texture under it (`render.apply_texture`); `layout` ("train" or "test") draws levels 0-2
     in one of that split's `LAYOUTS` instead of the level's own (level 3 keeps its free drawing).
     """
-    image, target, _ = compose(rng, level, size, words, spread, texture=texture, layout=layout)
+    image, target, _ = compose(rng, level, size, words, spread, **options)
     return image, target
 
 
@@ -199,8 +193,7 @@ def compose(
     layout: str | None = None,
 ) -> tuple[Image.Image, dict, dict[str, Box]]:
     """`generate`, also returning where the title and date were drawn (empty at level 3): the layouts' checks."""
-    if layout is not None and layout not in LAYOUTS:
-        raise ValueError(f"unknown layout split {layout!r}; expected one of {tuple(LAYOUTS)}")
+    render.check_layout_split(layout, LAYOUTS)
     vocab = load_vocab()["poster"]
     # Grid levels print dark on light, like OCR and webpages: the small default model learns one set of glyphs, and
     # light-on-dark titles were never read (0.02) when they made up most posters. Level 3 adds the inverse palettes.

@@ -200,6 +200,12 @@ def texture_rng(rng: random.Random) -> random.Random:
     return random.Random(hashlib.sha256(repr(rng.getstate()).encode()).digest())
 
 
+def check_layout_split(layout: str | None, layouts: dict) -> None:
+    """Refuses a layout split a task does not draw (`None` is the level's own drawing)."""
+    if layout is not None and layout not in layouts:
+        raise ValueError(f"unknown layout split {layout!r}; expected one of {tuple(layouts)}")
+
+
 def apply_texture(image: Image.Image, rng: random.Random) -> None:
     """Draw a faint texture over `image` (a plain background, before any text): one of `TEXTURES`, chosen and shaped by
     `texture_rng(rng)`, changing each channel by at most `TEXTURE_AMPLITUDE` towards mid-grey on light backgrounds

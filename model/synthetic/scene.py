@@ -12,7 +12,7 @@ import random
 from PIL import Image, ImageDraw
 
 from .config import PATCH_SIZE
-from .render import apply_texture, as_color
+from .render import apply_texture, as_color, check_layout_split
 from .vocab import load_vocab
 
 MIN_SIZE = (3 * PATCH_SIZE, 3 * PATCH_SIZE)
@@ -82,8 +82,7 @@ def compose(
     rng: random.Random, level: int, size: tuple[int, int], *, texture: bool = False, layout: str | None = None
 ) -> tuple[Image.Image, dict, list[tuple[float, float, float]]]:
     """`generate`, also returning each object's centre and extent in pixels (x, y, size): the layouts' checks."""
-    if layout is not None and layout not in LAYOUTS:
-        raise ValueError(f"unknown layout split {layout!r}; expected one of {tuple(LAYOUTS)}")
+    check_layout_split(layout, LAYOUTS)
     vocab = load_vocab()["scene"]
     background = (255, 255, 255) if level < 2 else as_color(rng.choice(vocab["backgrounds"]))
     # cells are whole patches, and the 3 x 3 grid is centred on the canvas

@@ -10,6 +10,7 @@ background texture, and the bands in the other orders of `LAYOUTS` (links in a f
 """
 
 import random
+from typing import Any
 
 from PIL import Image, ImageDraw
 
@@ -158,14 +159,7 @@ def draw_free(draw, rng: random.Random, content: dict, words: WordBank, size, co
 
 
 def generate(
-    rng: random.Random,
-    level: int,
-    size: tuple[int, int],
-    words: WordBank,
-    spread: float = 1.0,
-    *,
-    texture: bool = False,
-    layout: str | None = None,
+    rng: random.Random, level: int, size: tuple[int, int], words: WordBank, spread: float = 1.0, **options: Any
 ) -> tuple[Image.Image, dict]:
     """Render one webpage; the target holds site, links (in order), headline and button as printed.
 
@@ -173,7 +167,7 @@ def generate(
     `texture` draws a faint texture on the page (`render.apply_texture`); `layout` ("train" or "test") draws levels
     0-2 in one of that split's `LAYOUTS` instead of the level's own (level 3 keeps its free drawing).
     """
-    image, target, _ = compose(rng, level, size, words, spread, texture=texture, layout=layout)
+    image, target, _ = compose(rng, level, size, words, spread, **options)
     return image, target
 
 
@@ -188,8 +182,7 @@ def compose(
     layout: str | None = None,
 ) -> tuple[Image.Image, dict, dict[str, Box]]:
     """`generate`, also returning where each field was drawn (empty at level 3): the layouts' checks."""
-    if layout is not None and layout not in LAYOUTS:
-        raise ValueError(f"unknown layout split {layout!r}; expected one of {tuple(LAYOUTS)}")
+    render.check_layout_split(layout, LAYOUTS)
     vocab = load_vocab()["webpage"]
     colors = {"button": render.as_color(rng.choice(vocab["button_colors"]))}
     if level < 3:  # a light bar with dark site text: grid text is dark on light in every task (see poster.generate)
