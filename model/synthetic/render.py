@@ -7,6 +7,7 @@ Higher curriculum levels use `draw_free_text` (any font, any offset) once the gr
 """
 
 import hashlib
+import json
 import math
 import random
 from dataclasses import dataclass
@@ -30,22 +31,54 @@ FONT_FILES = {
     "serif-condensed-bold": "DejaVuSerifCondensed-Bold.ttf",
 }
 FREE_FONTS = ("mono", "mono-bold", "sans", "sans-bold")  # fonts used off the grid at the hardest level
-# Fonts of visitor-style text (`model.synthetic.ocr.draw_visitor`), split like the word list: training draws the six
-# regular and bold sans, serif and monospace faces; evaluation draws two faces no training sample uses.
+# Fonts of visitor-style text (`model.synthetic.ocr.draw_visitor`), split like the word list: "train" draws the six
+# regular and bold DejaVu sans, serif and monospace faces, "test" two DejaVu faces no training sample uses. The "wide"
+# splits draw the many free families of `assets/fonts/visitor.json` instead (installed by `make fonts`): 70 faces of
+# 30 families in training, Liberation Sans, Serif and Mono and Carlito held out.
 FONT_SPLITS: dict[str, tuple[str, ...]] = {
     "train": ("mono", "mono-bold", "sans", "sans-bold", "serif", "serif-bold"),
     "test": ("sans-condensed", "serif-condensed-bold"),
 }
+WIDE_FONT_SPLITS = ("wide-train", "wide-test")
+VISITOR_FONT_DIR = FONT_DIR / "visitor"
+
+
+@lru_cache(maxsize=1)
+def visitor_fonts() -> dict[str, dict]:
+    """The faces of `assets/fonts/visitor.json` by name (file, family, split, Debian package, sha256)."""
+    return {face["name"]: face for face in json.loads((FONT_DIR / "visitor.json").read_text())["fonts"]}
+
+
+def font_split(split: str) -> tuple[str, ...]:
+    """The font names of `split`: one of `FONT_SPLITS` (DejaVu) or of `WIDE_FONT_SPLITS` (the visitor fonts)."""
+    if split in FONT_SPLITS:
+        return FONT_SPLITS[split]
+    if split in WIDE_FONT_SPLITS:
+        wanted = split.removeprefix("wide-")
+        return tuple(name for name, face in visitor_fonts().items() if face["split"] == wanted)
+    raise ValueError(f"unknown font split {split!r}; expected one of {(*FONT_SPLITS, *WIDE_FONT_SPLITS)}")
+
+
+def visitor_fonts_installed() -> bool:
+    """Whether `make fonts` has put every visitor font in `assets/fonts/visitor`."""
+    return all((VISITOR_FONT_DIR / face["file"]).is_file() for face in visitor_fonts().values())
+
 
 Color = tuple[int, int, int]
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=1024)
 def load_font(name: str, size: int) -> ImageFont.FreeTypeFont:
-    """A DejaVu font from `assets/fonts` (never the machine's fonts, so images match on every machine)."""
-    if name not in FONT_FILES:
-        raise ValueError(f"unknown font {name!r}; expected one of {sorted(FONT_FILES)}")
-    return ImageFont.truetype(str(FONT_DIR / FONT_FILES[name]), size)
+    """A font of the project's own files, never the machine's, so images match on every machine: a DejaVu face of
+    `assets/fonts` or a visitor font of `assets/fonts/visitor` (`visitor_fonts`)."""
+    if name in FONT_FILES:
+        return ImageFont.truetype(str(FONT_DIR / FONT_FILES[name]), size)
+    if name in visitor_fonts():
+        path = VISITOR_FONT_DIR / visitor_fonts()[name]["file"]
+        if not path.is_file():
+            raise FileNotFoundError(f"visitor font {name!r} is not installed: run `make fonts`")
+        return ImageFont.truetype(str(path), size)
+    raise ValueError(f"unknown font {name!r}; expected one of {sorted(FONT_FILES)} or a visitor font")
 
 
 @dataclass(frozen=True)

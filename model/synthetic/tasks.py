@@ -98,8 +98,8 @@ def generate_sample(
             teaches glyphs fastest) to 1 (anywhere; the default).
         ocr_jitter: OCR only (other tasks ignore it): grid text moved off the patch grid by up to this many pixels
             each way, 0 (on the grid; the default) to `PATCH_SIZE`.
-        ocr_fonts: OCR only: None (the level's own drawing; the default), or "train" / "test" to draw the text
-            visitor style in that split's fonts (`render.FONT_SPLITS`), 16-48 px, at any pixel, either polarity.
+        ocr_fonts: OCR only: None (the level's own drawing; the default), or a split ("train", "test", "wide-train", "wide-test") to draw the text
+            visitor style in that split's fonts (`render.font_split`), 16-48 px, at any pixel, either polarity.
         texture: draw a faint texture (noise, paper grain, a soft gradient or ruled lines, `render.apply_texture`)
             under the text or shapes instead of a plain background; off by default.
         layout: posters, webpages and scenes (OCR ignores it): None (the level's own layout; the default), or "train"

@@ -154,6 +154,13 @@ class TrainArgs:
         "share of synthetic OCR samples drawn visitor style: one of six training fonts, 16-48 px, at any pixel, dark "
         "on light or light on dark (evaluation uses two held-out fonts)",
     )
+    ocr_visitor_fonts: str = arg(
+        "train",
+        "the fonts of --ocr-visitor-share: 'train' the six DejaVu faces, 'wide-train' 70 faces of 30 free families "
+        "(`make fonts`; evaluation holds out Liberation and Carlito)",
+        group=DATA,
+        choices=("train", "wide-train"),
+    )
     layout_mix: float = share(
         0.0,
         "share of synthetic poster, webpage and scene samples drawn in one of the generator's training layouts "

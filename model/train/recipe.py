@@ -202,6 +202,7 @@ def make_datasets(args: TrainArgs, encoder: Encoder, rank: int, world_size: int)
             ocr_jitter=(args.ocr_jitter[0], args.ocr_jitter[1]),
             ocr_jitter_ramp=args.ocr_jitter_ramp,
             ocr_visitor_share=args.ocr_visitor_share,
+            ocr_visitor_fonts=args.ocr_visitor_fonts,
             layout_mix=args.layout_mix,
             texture_share=args.texture_share,
         )

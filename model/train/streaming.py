@@ -44,6 +44,8 @@ class SyntheticStream(IterableDataset):
         ocr_jitter: (first, last) pixel jitter of OCR grid text off the patch grid, ramped linearly over the first
             `ocr_jitter_ramp` of the run; samples at the fixed place stay on the grid.
         ocr_visitor_share: share of the other samples whose OCR text is drawn visitor style in the training fonts.
+        ocr_visitor_fonts: the font split those samples draw from: "train" (six DejaVu faces) or "wide-train" (the
+            many free families of `make fonts`; see `model.synthetic.render.font_split`).
         layout_mix: share of the other samples whose posters, webpages and scenes are drawn in one of the generator's
             training layouts (`layout="train"`; the held-out layouts are never drawn).
         texture_share: share of the other samples drawn over a faint background texture.
@@ -66,6 +68,7 @@ class SyntheticStream(IterableDataset):
         ocr_jitter: tuple[int, int] = (0, 0),
         ocr_jitter_ramp: float = 1.0,
         ocr_visitor_share: float = 0.0,
+        ocr_visitor_fonts: str = "train",
         layout_mix: float = 0.0,
         texture_share: float = 0.0,
     ):
@@ -78,6 +81,7 @@ class SyntheticStream(IterableDataset):
         self.run_samples, self.curriculum, self.spread = run_samples, curriculum, spread
         self.fixed_place_share = fixed_place_share
         self.ocr_jitter, self.ocr_jitter_ramp, self.ocr_visitor_share = ocr_jitter, ocr_jitter_ramp, ocr_visitor_share
+        self.ocr_visitor_fonts = ocr_visitor_fonts
         self.layout_mix, self.texture_share = layout_mix, texture_share
         self.skipped = SkipCounter()
 
@@ -106,7 +110,7 @@ class SyntheticStream(IterableDataset):
 
     def ocr_options_at(self, index: int) -> tuple[int, str | None]:
         """(pixel jitter, font split or None) of sample `index`'s OCR text: on the grid at the fixed place, else the
-        jitter ramp's value and, for `ocr_visitor_share` of the samples, the training fonts visitor style."""
+        jitter ramp's value and, for `ocr_visitor_share` of the samples, the `ocr_visitor_fonts` split visitor style."""
         if self.at_fixed_place(index):
             return 0, None
         first, last = self.ocr_jitter
@@ -115,7 +119,7 @@ class SyntheticStream(IterableDataset):
         visitor = bool(self.ocr_visitor_share) and (
             random.Random(f"{self.seed}:{index}:visitor").random() < self.ocr_visitor_share
         )
-        return jitter, ("train" if visitor else None)
+        return jitter, (self.ocr_visitor_fonts if visitor else None)
 
     def look_at(self, index: int) -> tuple[bool, str | None]:
         """(texture, layout split or None) of sample `index`: plain and the level's own layout at the fixed place,

@@ -28,6 +28,7 @@ from model.loading import load_pretrained
 from model.modeling_eve import EveForCausalLM
 from model.processing_eve import EveProcessor
 from model.synthetic import TASKS
+from model.synthetic.render import visitor_fonts_installed
 from model.train.build import build_from_scratch
 from model.train.checkpoints import STATE_FILE, is_finished, list_checkpoints
 from model.train.stages import load_stages
@@ -43,6 +44,9 @@ FIXED_PLACE_OCR = "ocr0"  # the curve's name for OCR with the text at the first 
 OFF_GRID_JITTER = 8
 OFF_GRID_OCR = "ocr_px"
 HELD_OUT_FONT_OCR = "ocr_font"
+# Visitor-style text in the held-out free families (Liberation Sans, Serif and Mono, Carlito; `make fonts`): the ship
+# criterion's row "held-out words at random pixel offsets in held-out fonts" for the `fonts` recipe.
+HELD_OUT_FAMILY_OCR = "ocr_wide"
 # Scenes and posters at level 3 (shapes of varied size shifted in their cells; posters in any DejaVu font off the
 # grid): layouts neither recipe trains on, the rows issue 31's ship criterion reads for them (not scored).
 UNSEEN_LAYOUT_LEVEL = 3
@@ -55,6 +59,7 @@ UNSCORED = (
     FIXED_PLACE_OCR,
     OFF_GRID_OCR,
     HELD_OUT_FONT_OCR,
+    HELD_OUT_FAMILY_OCR,
     UNSEEN_LAYOUT_SCENE,
     UNSEEN_LAYOUT_POSTER,
     HELD_OUT_LAYOUT_SCENE,
@@ -83,7 +88,8 @@ def load_checkpoint(work: Path, checkpoint: Path) -> tuple[EveForCausalLM, EvePr
 def evaluate(model, processor, n: int) -> list[dict]:
     """Every task at levels 0-2 with text anywhere (what the score ranks), then, not scored, OCR with its text at the
     first free patch (task "ocr0": reading is learnt there first, so it moves long before the scored rows do), off
-    the patch grid ("ocr_px"), in held-out fonts ("ocr_font"), scenes and posters at level 3 ("scene3", "poster3")
+    the patch grid ("ocr_px"), in held-out fonts ("ocr_font"; "ocr_wide" in the held-out free families once `make
+    fonts` installed them), scenes and posters at level 3 ("scene3", "poster3")
     and in the generator's held-out layouts at levels 0-2 ("scene_layout", "poster_layout")."""
     results = [
         evaluate_task(model, processor, task, n, level=LEVELS, seed=VALIDATION_SEED, batch_size=16) for task in TASKS
@@ -93,6 +99,7 @@ def evaluate(model, processor, n: int) -> list[dict]:
         {**ocr(spread=0.0), "task": FIXED_PLACE_OCR},
         {**ocr(ocr_jitter=OFF_GRID_JITTER), "task": OFF_GRID_OCR},
         {**ocr(ocr_fonts="test"), "task": HELD_OUT_FONT_OCR},
+        *([{**ocr(ocr_fonts="wide-test"), "task": HELD_OUT_FAMILY_OCR}] if visitor_fonts_installed() else []),
         *(
             {**evaluate_task(model, processor, task, n, level=UNSEEN_LAYOUT_LEVEL, seed=VALIDATION_SEED), "task": name}
             for task, name in (("scene", UNSEEN_LAYOUT_SCENE), ("poster", UNSEEN_LAYOUT_POSTER))
