@@ -2,6 +2,7 @@
 
     python -m model.evaluation --checkpoint assets/eve-tiny --task ocr --n 200
     python -m model.evaluation --checkpoint runs/x --task all --n 200 --level 0,1,2 --out eval.json
+    python -m model.evaluation --checkpoint runs/x --task ocr --level 0,1,2 --ocr-fonts wide-test   # held-out families
 
 Writes the scores, with a few example answers, as JSON when --out is given.
 """
@@ -35,6 +36,14 @@ def main(argv: list[str] | None = None) -> int:
         help="posters, webpages and scenes in the generator's training or held-out layouts (default: the level's own)",
     )
     parser.add_argument("--texture", action="store_true", help="draw a faint texture under the text and shapes")
+    parser.add_argument(
+        "--ocr-jitter", type=int, default=0, help="move OCR grid text off the patch grid by up to this many pixels"
+    )
+    parser.add_argument(
+        "--ocr-fonts",
+        choices=("train", "test", "wide-train", "wide-test"),
+        help="draw OCR text visitor style in this font split (wide: the free families of `make fonts`)",
+    )
     parser.add_argument("--seed", type=int, default=EVAL_SEED)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=96)
@@ -55,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             args.batch_size,
             args.max_new_tokens,
             args.spread,
+            ocr_jitter=args.ocr_jitter,
+            ocr_fonts=args.ocr_fonts,
             texture=args.texture,
             layout=args.layout,
         )

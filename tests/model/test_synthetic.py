@@ -28,6 +28,7 @@ from model.synthetic import (
     write_dataset,
 )
 from model.synthetic.__main__ import main as cli_main
+from model.synthetic.render import visitor_fonts_installed
 from model.synthetic.vocab import load_vocab
 
 LEVELS = range(MAX_LEVEL + 1)
@@ -350,6 +351,66 @@ def test_visitor_text_in_held_out_fonts_any_size_both_polarities_and_readable_ta
     assert generate_sample("ocr", random.Random(1), 1, ocr_fonts="train").image.tobytes() == (
         generate_sample("ocr", random.Random(1), 1, ocr_fonts="train").image.tobytes()
     )
+
+
+needs_visitor_fonts = pytest.mark.skipif(
+    not visitor_fonts_installed(), reason="visitor fonts not installed: run `make fonts`"
+)
+
+
+def test_wide_font_splits_keep_families_and_their_twins_apart():
+    from model.synthetic.render import font_split, visitor_fonts
+
+    faces = visitor_fonts()
+    train, test = font_split("wide-train"), font_split("wide-test")
+    train_families = {faces[name]["family"].split()[0] for name in train}
+    test_families = {faces[name]["family"].split()[0] for name in test}
+    assert len(train) >= 60 and len(train_families) >= 25  # many families, not many sizes of a few
+    assert test_families == {"Liberation", "Carlito"} and not train_families & test_families
+    # Arimo, Tinos and Cousine draw Liberation's glyphs under other names: in neither split
+    assert not {"Arimo", "Tinos", "Cousine"} & (train_families | test_families)
+    styles = {faces[name]["style"] for name in test}
+    assert {"Regular", "Bold"} <= styles
+
+
+@needs_visitor_fonts
+def test_installed_visitor_fonts_are_the_ones_the_manifest_names():
+    import hashlib
+
+    from model.synthetic.render import VISITOR_FONT_DIR, visitor_fonts
+
+    for face in visitor_fonts().values():
+        assert hashlib.sha256((VISITOR_FONT_DIR / face["file"]).read_bytes()).hexdigest() == face["sha256"], face
+
+
+@needs_visitor_fonts
+def test_visitor_text_in_held_out_families_is_drawn_in_them_and_reads_back():
+    from model.synthetic.render import font_split, load_font
+
+    for seed in range(30):
+        sample = generate_sample("ocr", random.Random(seed), seed % 3, split="test", ocr_fonts="wide-test")
+        assert score_sample("ocr", sample.answer, sample.target)["exact"] == 1.0
+        assert all(is_held_out(w.lower()) for line in sample.target["lines"] for w in line.split())
+        x0, y0, x1, y1 = _ink_box(sample.image)
+        assert 0 <= x0 < x1 <= sample.image.width and 0 <= y0 < y1 <= sample.image.height
+    # The same draws in another split differ only in the face: the held-out split is really other fonts.
+    held_out = generate_sample("ocr", random.Random(3), 0, ocr_fonts="wide-test").image.tobytes()
+    assert held_out != generate_sample("ocr", random.Random(3), 0, ocr_fonts="wide-train").image.tobytes()
+    for name in font_split("wide-test") + font_split("wide-train"):
+        assert load_font(name, 24).getlength("abc") > 0
+
+
+def test_a_missing_visitor_font_says_how_to_install_it(tmp_path, monkeypatch):
+    from model.synthetic import render
+
+    monkeypatch.setattr(render, "VISITOR_FONT_DIR", tmp_path)
+    render.load_font.cache_clear()
+    try:
+        assert not render.visitor_fonts_installed()
+        with pytest.raises(FileNotFoundError, match="make fonts"):
+            generate_sample("ocr", random.Random(0), 0, ocr_fonts="wide-test")
+    finally:
+        render.load_font.cache_clear()
 
 
 def test_ocr_options_leave_the_other_tasks_alone():

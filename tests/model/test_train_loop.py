@@ -81,7 +81,10 @@ def test_cli_rejects_invalid_combinations(capsys):
     assert parse_args([*synthetic, "--ocr-jitter", "8"]).ocr_jitter == [8, 8]
     assert parse_args([*synthetic, "--ocr-jitter", "1,8", "--ocr-jitter-ramp", "0.25"]).ocr_jitter_ramp == 0.25
     assert parse_args([*synthetic, "--ocr-visitor-share", "0.1"]).ocr_visitor_share == 0.1
+    assert parse_args(synthetic).ocr_visitor_fonts == "train"
+    assert parse_args([*synthetic, "--ocr-visitor-fonts", "wide-train"]).ocr_visitor_fonts == "wide-train"
     for bad in (
+        [*synthetic, "--ocr-visitor-fonts", "wide-test"],  # held out: evaluation only
         [*synthetic, "--ocr-jitter", "17"],
         [*synthetic, "--ocr-jitter", "1,2,3"],
         [*synthetic, "--ocr-jitter-ramp", "0"],
@@ -300,6 +303,8 @@ def test_synthetic_stream_ramps_ocr_jitter_and_keeps_the_fixed_place_on_the_grid
     visitors = SyntheticStream(["ocr"], 0, [0], encoder, ocr_visitor_share=0.3)
     fonts = [visitors.ocr_options_at(i)[1] for i in range(1000)]
     assert set(fonts) == {None, "train"} and 250 < fonts.count("train") < 350  # training fonts only
+    wide = SyntheticStream(["ocr"], 0, [0], encoder, ocr_visitor_share=0.3, ocr_visitor_fonts="wide-train")
+    assert [wide.ocr_options_at(i)[1] for i in range(1000)] == [f and "wide-train" for f in fonts]  # same draws
 
 
 def _scratch_files(tmp_path) -> tuple[Path, Path]:
