@@ -103,7 +103,7 @@ bench-browser: setup vllm-setup
 fonts:
 	python3 scripts/install_fonts.py
 
-default-model: setup fonts
+default-model: setup
 	$(PY) -m recipes.default_model
 
 clean:

@@ -26,6 +26,7 @@ from model.image_processing_eve import EveImageProcessor
 from model.processing_eve import EveProcessor
 from model.shared import IMAGE_TOKEN, PROJECT_ROOT, TASK_KEYS
 from model.synthetic import TASK_INSTRUCTIONS
+from model.synthetic.render import visitor_fonts_installed
 from model.synthetic.vocab import load_vocab
 from model.train.checkpoints import is_finished
 from model.train.pipeline import ForwardSignals
@@ -238,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             f"--recipe {args.recipe} is a trial: give --assets for its export (the shipped model stays the grid one)"
         )
+    if any("wide-train" in flags for flags in stages.values()) and not visitor_fonts_installed():
+        parser.error(f"--recipe {args.recipe} draws the visitor fonts: install them first with `make fonts`")
     args.work.mkdir(parents=True, exist_ok=True)
     tokenizer_dir, config_file = prepare(args.work)
     if not args.export_only:
