@@ -18,12 +18,16 @@ import json
 import os
 import shlex
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from model.shared import TRAIN_DEFAULTS, TRAIN_METHODS, stage_presets
+
+from .form import EVAL_SPLIT, FIELD_DEFAULT, HARDWARE, METHOD, SEED, FormField, number, optional, server
 
 ACCELERATE_DIR = "configs/accelerate"
 STRATEGIES = ("ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3")
@@ -43,9 +47,32 @@ class ConfigError(ValueError):
     """The job settings cannot run; the message lists every problem."""
 
 
-@dataclass
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    flag: bool = False,
+    unless: Any = None,
+    form: FormField | None = None,
+    default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
+) -> Any:
+    """A `JobConfig` field, declared once with what it is to the training CLI and to the fine-tune form.
+
+    Args:
+        flag: model.train takes it as `--name-with-dashes value` (left out while the value is None or `unless`).
+        form: how the fine-tune form, its API endpoints and job.json ask for it (see `form.py`); its default is this
+            field's unless it says otherwise.
+    """
+    if form is not None and form.default is FIELD_DEFAULT:
+        form = dataclasses.replace(form, default=default)
+    metadata = {"flag": flag, "unless": unless, "form": form}
+    return field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+@dataclass(kw_only=True)
 class JobConfig:
     """Everything a fine-tuning job needs; `None` means "the training CLI's default" (mostly the stage preset's).
+
+    The fields with a form come first, in the order of the fine-tune form and its endpoints' arguments.
 
     Attributes:
         base: checkpoint folder (or Hub id) the first stage starts from.
@@ -60,30 +87,58 @@ class JobConfig:
         resume: a checkpoint folder to continue from (the CLI's `--resume`).
     """
 
-    base: str
-    data: str
-    image_folder: str | None = None
+    data: str = setting(flag=True, form=server(name="dataset"))  # the form sends the id /validate_dataset gave
+    base: str = setting(form=server())
+    stages: list[str] | None = setting(None, form=server(saved=True))
+    lr: float | None = setting(
+        None,
+        flag=True,
+        form=optional(
+            "Learning rate (empty: the base's fine-tuning default, else the stage's)",
+            "The learning rate",
+            "the base's or the stage's",
+            row=1,
+            whole=False,
+        ),
+    )
+    max_steps: int | None = setting(
+        None, flag=True, form=optional("Steps (empty: epochs)", "Steps", "epochs", row=1, default="60")
+    )
+    epochs: float = setting(TRAIN_DEFAULTS["epochs"], flag=True, form=number("Epochs", row=1, whole=False))
+    batch_size: int = setting(
+        TRAIN_DEFAULTS["batch_size"], flag=True, form=number("Batch size", row=1, whole=True, default=4)
+    )
+    grad_accum: int = setting(
+        TRAIN_DEFAULTS["grad_accum"],
+        flag=True,
+        form=number("Gradient accumulation", row=1, whole=True),
+    )
+    max_image_size: int | None = setting(
+        None,
+        flag=True,
+        form=optional("Max image size (empty: the stage's)", "The max image size", "the stage's", row=2),
+    )
+    max_length: int | None = setting(
+        None, flag=True, form=optional("Max length in tokens (empty: 4096)", "The max length", "4096", row=2)
+    )
+    seed: int = setting(TRAIN_DEFAULTS["seed"], flag=True, form=SEED)
+    eval_split: float = setting(TRAIN_DEFAULTS["eval_split"], flag=True, form=EVAL_SPLIT)
+    hardware: str | int = setting("cpu", form=HARDWARE)
+    strategy: str = setting("ddp", form=server(FIELD_DEFAULT))
+    method: str = setting("full", flag=True, unless="full", form=METHOD)
+    lora_rank: int | None = setting(
+        None,
+        flag=True,
+        form=optional("LoRA rank (empty: the base's, else 8)", "The LoRA rank", "the base's", row=0),
+    )
+    image_folder: str | None = setting(None, flag=True)
     stage: str = TRAIN_DEFAULTS["stage"]
-    stages: list[str] | None = None
-    method: str = "full"
-    lora_rank: int | None = None
-    lr: float | None = None
-    epochs: float = TRAIN_DEFAULTS["epochs"]
-    max_steps: int | None = None
-    batch_size: int = TRAIN_DEFAULTS["batch_size"]
-    grad_accum: int = TRAIN_DEFAULTS["grad_accum"]
-    max_image_size: int | None = None
-    max_length: int | None = None
-    seed: int = TRAIN_DEFAULTS["seed"]
-    eval_split: float = TRAIN_DEFAULTS["eval_split"]
-    eval_every: int = TRAIN_DEFAULTS["eval_every"]
-    save_every: int = TRAIN_DEFAULTS["save_every"]
-    log_every: int = 1  # a line per step, so the loss plot has points from the first steps on
-    hardware: str | int = "cpu"
+    eval_every: int = setting(TRAIN_DEFAULTS["eval_every"], flag=True)
+    save_every: int = setting(TRAIN_DEFAULTS["save_every"], flag=True)
+    log_every: int = setting(1, flag=True)  # a line per step, so the loss plot has points from the first steps on
     cpu_processes: int = 1
-    strategy: str = "ddp"
     output_dir: str | None = None
-    resume: str | None = None
+    resume: str | None = setting(None, flag=True)
     extra_args: list[str] = field(default_factory=list)  # further model.train flags, passed as they are
 
     def __post_init__(self):
@@ -135,6 +190,15 @@ class JobConfig:
     @classmethod
     def load(cls, path: str | Path) -> "JobConfig":
         return cls.from_json(Path(path).read_text())
+
+
+# The fine-tune form's fields, in order: the `JobConfig` fields declared with one, each named (the field's name unless
+# its form names the argument otherwise).
+FORM: tuple[FormField, ...] = tuple(
+    dataclasses.replace(spec.metadata["form"], name=spec.metadata["form"].name or spec.name)
+    for spec in dataclasses.fields(JobConfig)
+    if spec.metadata.get("form")
+)
 
 
 def _hardware_problems(config: JobConfig) -> list[str]:
@@ -224,22 +288,13 @@ def cpu_threads_per_process(processes: int) -> int:
 
 
 def training_flags(config: JobConfig) -> list[str]:
-    """The model.train flags every stage of the job shares (the data, the optimisation and logging settings)."""
-    flags = ["--data", config.data]
-    optional = {
-        "--image-folder": config.image_folder,
-        "--method": None if config.method == "full" else config.method,
-        "--lora-rank": config.lora_rank,
-        "--lr": config.lr,
-        "--max-image-size": config.max_image_size,
-        "--max-length": config.max_length,
-        "--resume": config.resume,
-    }
-    flags += [item for key, value in optional.items() if value is not None for item in (key, str(value))]
-    steps = config.max_steps is not None
-    flags += ["--max-steps", str(config.max_steps)] if steps else ["--epochs", str(config.epochs)]
-    for key in ("batch_size", "grad_accum", "seed", "eval_split", "eval_every", "save_every", "log_every"):
-        flags += ["--" + key.replace("_", "-"), str(getattr(config, key))]
+    """The model.train flags every stage of the job shares: the `JobConfig` fields declared as flags, in order."""
+    flags = []
+    for spec in dataclasses.fields(config):
+        value = getattr(config, spec.name)
+        skipped = spec.name == "epochs" and config.max_steps is not None  # --max-steps overrides --epochs
+        if spec.metadata.get("flag") and value is not None and value != spec.metadata["unless"] and not skipped:
+            flags += ["--" + spec.name.replace("_", "-"), str(value)]
     if config.hardware == "cpu":
         flags.append("--cpu")  # stay on the CPU even on a machine with a GPU
     return flags + list(config.extra_args)

@@ -328,7 +328,7 @@ class FinetuneHandlers:
         settings = read_settings(form)
         if settings["method"] not in ("lora", "qlora"):
             settings["lora_rank"] = None
-        stages, hardware = form["stages"], str(form["hardware"])
+        stages = form["stages"]
         return JobConfig(
             **settings,
             base=self._base(form["base"]),
@@ -338,7 +338,6 @@ class FinetuneHandlers:
             stages=stages if len(stages) > 1 else None,
             eval_every=0,
             save_every=max(1, (settings["max_steps"] or 100) // 4),
-            hardware="cpu" if hardware == "CPU" else int(hardware.split()[0]),
             strategy=form["strategy"],
         )
 
@@ -362,15 +361,14 @@ class FinetuneHandlers:
 
     def _plan_config(self, values: dict) -> JobConfig:
         """Job settings from the plan's form fields; no validated dataset is needed to see a plan."""
+        names = ("max_length", "max_image_size", "hardware", "method", "lora_rank")
         try:
-            read = {name: FIELDS[name].value(values.get(name, "")) for name in ("max_length", "max_image_size")}
-            lora_rank = FIELDS["lora_rank"].value(values.get("lora_rank", ""))
+            read = {name: FIELDS[name].value(values.get(name, "")) for name in names}
         except UserError as error:
             raise refuse(str(error)) from None
+        if not read["lora_rank"] or read["method"] == "full":
+            del read["lora_rank"]
         stages = values.get("stages") or ["3"]
-        hardware = str(values.get("hardware") or "CPU")
-        method = values.get("method") or "full"
-        extra = {"method": method, **({"lora_rank": lora_rank} if lora_rank and method != "full" else {})}
         return JobConfig.from_dict(
             {
                 "base": self._base(str(values.get("base") or DEFAULT_CHOICE)),
@@ -379,9 +377,7 @@ class FinetuneHandlers:
                 "stages": stages if len(stages) > 1 else None,
                 "batch_size": int(values.get("batch_size") or 1),
                 **read,
-                "hardware": "cpu" if hardware == "CPU" else int(hardware.split()[0]),
                 "strategy": str(values.get("strategy") or "ddp"),
-                **extra,
             }
         )
 

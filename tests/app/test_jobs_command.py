@@ -175,3 +175,17 @@ def test_jobs_package_stays_light():
     code = f"import sys, eve_app.jobs; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_every_flag_a_job_passes_is_a_training_cli_field():
+    """The `JobConfig` fields declared as flags are named as the training CLI's own fields (one name for both), and
+    the fine-tune form's fields are `JobConfig` fields in the form's order."""
+    import dataclasses
+
+    from eve_app.jobs.command import FORM
+    from model.train.args import TrainArgs
+
+    train_fields = {spec.name for spec in dataclasses.fields(TrainArgs)}
+    flagged = [spec.name for spec in dataclasses.fields(JobConfig) if spec.metadata.get("flag")]
+    assert flagged and set(flagged) <= train_fields
+    assert [spec.name for spec in FORM][:3] == ["dataset", "base", "stages"]
