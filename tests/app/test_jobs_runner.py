@@ -255,20 +255,32 @@ def test_trainers_are_told_from_launchers():
     assert not runs_module([py, "-m", "model.train.pipeline", "--stages", "3"])
 
 
-def test_a_group_that_ignores_sigterm_is_killed_after_the_grace_period():
-    code = (
+def test_a_group_that_ignores_sigterm_is_killed_after_the_grace_period(tmp_path, monkeypatch):
+    """SIGTERM first; a group that ignores it (the leader and the child it started) gets SIGKILL, all of it, and
+    `stop_group` says the job had to be killed. The signals are recorded as they are sent, and really sent."""
+    ready = tmp_path / "ready"
+    ignore = (
         "import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
+        f"open({str(ready)!r}, 'a').write('.'); "
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    child = ignore + "time.sleep(60)"
+    leader = ignore + f"subprocess.Popen([sys.executable, '-c', {child!r}]); time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", leader], start_new_session=True)
     deadline = time.monotonic() + 30
-    while len(group_members(proc.pid)) < 2 and time.monotonic() < deadline:  # the child has started its own child
-        time.sleep(0.05)
-    started = time.monotonic()
-    assert stop_group(proc.pid, grace=0.5, collect=proc.poll) is False
-    assert time.monotonic() - started < 5
+    while (not ready.exists() or len(ready.read_text()) < 2) and time.monotonic() < deadline:
+        time.sleep(0.05)  # both ignore SIGTERM from here on
+    sent: list[tuple[int, int]] = []
+    killpg = os.killpg
+
+    def recorded_killpg(pgid: int, sig: int) -> None:
+        sent.append((pgid, sig))
+        killpg(pgid, sig)
+
+    monkeypatch.setattr(os, "killpg", recorded_killpg)
+    assert stop_group(proc.pid, grace=1.0, collect=proc.poll) is False
+    assert sent == [(proc.pid, signal.SIGTERM), (proc.pid, signal.SIGKILL)]
     assert_group_gone(proc.pid)  # stop_group returns only once the group is empty
-    assert proc.returncode == -9
+    assert proc.returncode == -signal.SIGKILL
 
 
 @pytest.mark.slow  # runs a training job
