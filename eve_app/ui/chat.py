@@ -16,7 +16,7 @@ from ..errors import UserError
 from ..presets import FREE_CHAT, preset_by_name
 from ..security import session_owner
 from ..serving.types import Finished
-from .chat_layout import chat_layout, example_pairs, examples
+from .chat_layout import SHOW_CHAT_JS, chat_layout, example_pairs, examples
 from .generation import model_line, status_line
 from .refusals import refuse, takes_refusals
 
@@ -225,6 +225,8 @@ def build_chat_tab(ctx: AppContext, owner: gr.State) -> dict:
     example_checked = picked.then(h.check_parameters, params, None, api_visibility="private")
     example_sent = example_checked.success(h.submit_message, message_inputs, message_outputs, api_visibility="private")
     c["answered"].append(answer_after(example_sent, public=False))
+    for sent in (submitted, example_sent):  # the new message in view (on a phone the chat appears with it)
+        sent.success(None, None, None, js=SHOW_CHAT_JS, api_visibility="private")
 
     # A retry or an edit streams like a sent message: Stop instead of Send until the answer ends.
     retried = c["chatbot"].retry(

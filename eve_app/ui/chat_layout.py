@@ -9,16 +9,20 @@ from .generation import model_line, status_line
 # The chat's height: what the header, the task choice and the input box leave of the window (the box stays in view
 # at 800 px high), within bounds.
 CHAT_HEIGHT = "clamp(300px, calc(100vh - 330px), 720px)"
-# After an example click: the chat, where the answer will stream, scrolled into view if any of it is off screen.
-SHOW_CHAT_JS = """() => {
+# After an example click or a sent message: the chat, where the answer will stream, scrolled into view if any of it is
+# off screen. Measured two frames later, once the chat has drawn the message (on a phone an empty chat is not shown:
+# the first message makes it appear above the box, pushing the box down).
+SHOW_CHAT_JS = """() => requestAnimationFrame(() => requestAnimationFrame(() => {
     const chat = document.querySelector('#chatbot');
     const box = chat && chat.getBoundingClientRect();
     if (box && (box.top < 0 || box.bottom > window.innerHeight)) chat.scrollIntoView({block: 'start'});
-}"""
+}))"""
 # Gradio's gallery lays its thumbnails out in fixed columns of at least 100 px (12 overflow a desktop column, behind a
 # sideways scroll) with captions over their lower part: here they wrap, and captions sit under the image.
 # Phones (up to 768 px): the two columns become one, ordered task, hint, examples, chat, box, status,
-# settings, model. Gradio scopes rules inside @media to the app's content, which holds all of these.
+# settings, model. So that the box is on screen at first load (844 px high), the examples are five a row and the chat
+# is left out while empty (its placeholder said what the examples and the box say); a new message brings the chat
+# into view (`SHOW_CHAT_JS`). Gradio scopes rules inside @media to the app's content, which holds all of these.
 CHAT_CSS = """
 #examples-gallery .grid-wrap { padding: 0; overflow: visible; height: auto; max-height: none; min-height: 0; }
 #examples-gallery .grid-container {
@@ -40,6 +44,9 @@ CHAT_CSS = """
     #examples { order: 3; }
     #chatbot { order: 4; }
     #chat-column > :has(#chat-input), #chat-input { order: 5; }
+    #examples-gallery .grid-container { grid-template-columns: repeat(auto-fill, minmax(60px, 1fr)); gap: var(--spacing-sm); }
+    #examples-gallery .caption-label { font-size: var(--text-xs); line-height: 1.2; }
+    #chatbot:has(.placeholder-content) { display: none; }
 }
 """
 

@@ -338,10 +338,10 @@ IMAGE_COVERED = """gallery => [...gallery.querySelectorAll('.thumbnail-item')].f
 
 @pytest.mark.parametrize("name", VIEWPORTS)
 def test_the_chat_box_and_every_example_are_in_view_on_load_with_captions_under_the_images(browser, running_app, name):
-    """Issue 29 items 9 and 14: on a desktop the box to type in is on screen at first load; every example thumbnail
-    is in the window (wrapping, no sideways scroll), and its caption (the task) is under the image, not over it.
-    Gradio lays a gallery out otherwise (fixed columns, captions and label over the images): this fails if an
-    upgrade undoes the app's CSS."""
+    """Issue 29 items 9 and 14: the box to type in is on screen at first load, on a desktop and on a phone (where it
+    was under the examples and the empty chat); every example thumbnail is in the window (wrapping, no sideways
+    scroll), and its caption (the task) is under the image, not over it. Gradio lays a gallery out otherwise (fixed
+    columns, captions and label over the images): this fails if an upgrade undoes the app's CSS."""
     url, ctx = running_app
     pairs = [(p.name, path) for p in ctx.presets for path in p.examples]
     page = _page(browser, name)
@@ -354,9 +354,9 @@ def test_the_chat_box_and_every_example_are_in_view_on_load_with_captions_under_
             "() => [...document.querySelectorAll('#examples-gallery img')].every(img => img.complete)"
         )
         _shot(page, f"first-load-{name}")
-        if name == "desktop":
-            _assert_in_view(page, "#chat-input")
-            _assert_in_view(page, "#task-preset")
+        _assert_in_view(page, "#chat-input")
+        _assert_in_view(page, "#chat-input textarea")
+        _assert_in_view(page, "#task-preset")
         width = VIEWPORTS[name][0]
         for index in range(len(pairs)):
             _assert_in_view(page, f"#examples-gallery .thumbnail-item >> nth={index}")
