@@ -14,11 +14,13 @@ PREVIEW_COLUMNS = ["row", "id", "images", "turns", "problems"]
 # Gradio gives the loss plot the block's full height below its label, so the plot's lower edge (with the legend, which
 # Gradio puts under the plot) is cut off by the label's height: the block is made a column the plot fills instead.
 # The model choice keeps a readable width: on a phone its row wraps instead of squeezing it. The command and job.json
-# boxes, empty until Preview or Save, are not each a 240 px blank (on a phone, a screen of nothing between them).
+# boxes, empty until Preview or Save, are not each a 240 px blank (on a phone, a screen of nothing between them). The
+# command wraps in its box instead of scrolling sideways (Gradio's own `wrap_lines` made the box 1,300 px high).
 FINETUNE_CSS = """
 #loss-plot { display: flex; flex-direction: column; }
 #loss-plot .vega-embed { flex: 1 1 0; min-height: 0; height: auto; }
 #command .empty, #job-config .empty { min-height: var(--size-16); height: auto; }
+#command .cm-content { white-space: pre-wrap; overflow-wrap: anywhere; flex-shrink: 1; }
 """
 
 

@@ -20,7 +20,11 @@ STATE_LINES = {
     "none": "No results yet: they are computed when a job finishes (or with the button below).",
     "running": "Answering held-out rows with the base and the tuned model… (earlier results, if any, stay below)",
 }
+# Answers may be one long word: a cell breaks it anywhere rather than widen the table. A header breaks between words
+# only ("expected" is never "expect/ed" on a phone): the rows table lays out automatically, so that a column is at
+# least as wide as its header's longest word, and the widths given are what each column gets where there is room.
 CELL = "padding:4px 6px;border-bottom:1px solid #8884;vertical-align:top;text-align:left;overflow-wrap:anywhere"
+HEAD = CELL.replace("overflow-wrap:anywhere", "overflow-wrap:normal;word-break:normal;hyphens:none")
 
 
 def thumbnail(path: str) -> str:
@@ -52,13 +56,13 @@ def _metrics_table(results: dict) -> str:
             f"<tr><td style='{CELL}'>{label}</td><td style='{CELL}'>{base.get(key, 0.0):.3f}</td>"
             f"<td style='{CELL}'>{tuned.get(key, 0.0):.3f}</td><td style='{CELL}'>{change:+.3f}{arrow}</td></tr>"
         )
-    head = "".join(f"<th style='{CELL}'>{name}</th>" for name in ("metric", "base", "tuned", "change"))
+    head = "".join(f"<th style='{HEAD}'>{name}</th>" for name in ("metric", "base", "tuned", "change"))
     return f"<table id='results-metrics'><tr>{head}</tr>{''.join(rows)}</table>"
 
 
 def _rows_table(rows: list[dict]) -> str:
     widths = {"image and question": 34, "expected": 22, "base answer": 22, "tuned answer": 22}  # percent
-    head = "".join(f"<th style='{CELL};width:{width}%'>{name}</th>" for name, width in widths.items())
+    head = "".join(f"<th style='{HEAD};width:{width}%'>{name}</th>" for name, width in widths.items())
     body = []
     for row in rows[:SHOWN_ROWS]:
         image = thumbnail(row["images"][0]) if row.get("images") else "–"
@@ -70,7 +74,7 @@ def _rows_table(rows: list[dict]) -> str:
             f"{_mark(row.get('tuned_scores', {}))} {html.escape(row.get('tuned', ''))}",
         ]
         body.append("<tr>" + "".join(f"<td style='{CELL}'>{cell}</td>" for cell in cells) + "</tr>")
-    style = "border-collapse:collapse;width:100%;table-layout:fixed"
+    style = "border-collapse:collapse;width:100%;table-layout:auto"
     return f"<table id='results-rows' style='{style}'><tr>{head}</tr>{''.join(body)}</table>"
 
 

@@ -563,6 +563,13 @@ def test_fine_tune_validate_preview_launch_reload_and_abort(browser, admin_app, 
         command = page.locator("#command")
         expect(command).to_contain_text("model.train", timeout=15_000)
         assert str(ctx.settings.data_dir.resolve()) not in command.inner_text()
+        # The command wraps in its box: nothing of it behind a sideways scroll (on a phone it was, past "launch").
+        scroller = command.locator(".cm-scroller")
+        assert scroller.evaluate("el => el.scrollWidth <= el.clientWidth"), scroller.evaluate(
+            "el => [el.scrollWidth, el.clientWidth]"
+        )
+        box = command.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= VIEWPORTS[name][0] + 1, box
         _shot(page, f"finetune-preview-{name}", "#command")
 
         # 8 valid rows, 1 held out: 7 cannot fill a step of batch 4 x accumulation 2; refused before anything starts.
@@ -703,6 +710,23 @@ def compared_job(admin_app, tmp_path_factory):
     return job_id
 
 
+# The header words of a table that are drawn over more than one line (a word split across lines).
+SPLIT_HEADER_WORDS = """table => [...table.querySelectorAll('th')].flatMap(th => {
+    const walker = document.createTreeWalker(th, NodeFilter.SHOW_TEXT);
+    const split = [];
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        for (const word of node.textContent.matchAll(/\\S+/g)) {
+            const range = document.createRange();
+            range.setStart(node, word.index);
+            range.setEnd(node, word.index + word[0].length);
+            const lines = new Set([...range.getClientRects()].map(rect => Math.round(rect.top)));
+            if (lines.size > 1) split.push(word[0]);
+        }
+    }
+    return split;
+})"""
+
+
 @pytest.mark.parametrize("name", VIEWPORTS)
 def test_fine_tune_shows_base_and_tuned_answers_side_by_side_after_a_job(browser, admin_app, compared_job, name):
     url, ctx = admin_app
@@ -721,6 +745,9 @@ def test_fine_tune_shows_base_and_tuned_answers_side_by_side_after_a_job(browser
         expect(page.locator("#results-metrics")).to_contain_text("token F1")
         for header in ("image and question", "expected", "base answer", "tuned answer"):
             expect(table).to_contain_text(header)
+        # Headers break between words only, and each fits its cell ("expected" read "expect / ed" on a phone).
+        assert table.evaluate(SPLIT_HEADER_WORDS) == []
+        assert table.locator("th").evaluate_all("ths => ths.every(th => th.scrollWidth <= th.clientWidth)")
         expect(table.locator("tr")).to_have_count(len(expected) + 1)
         expect(table.locator("img").first).to_be_visible()
         expect(table).to_contain_text(expected[0])
