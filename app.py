@@ -5,8 +5,10 @@ python app.py --model BAAI/EVE-7B-HD-v2.0 --device cuda --quantization 4bit
 """
 
 import gc
+import importlib.util
 import logging
 import os
+import sys
 
 import gradio as gr
 from starlette.middleware import Middleware
@@ -22,10 +24,24 @@ from eve_app.ui import CSS, HIDE_SHARE, build_app
 from eve_app.ui.sessions import lean_sessions
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# Gradio's queue recomputes a summary of its last 10,000 events (a pandas table, behind /monitoring/summary) after
+# every event by default: 1.5 ms an event on a fresh app, 10 ms once 10,000 events are kept. Every 1,000 events is
+# fresh enough for a dashboard (docs/benchmarks.md, many visitors).
+os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
+
+
+def skip_missing_matplotlib() -> None:
+    """Gradio tries `import matplotlib` before and after every event (to switch its backend); without matplotlib
+    installed (neither environment has it) each try searches the whole import path again, about 0.7 ms of the
+    event's CPU. A `None` in `sys.modules` makes the import fail at once, as Python documents; `find_spec` then
+    answers None, so nothing else is misled."""
+    if "matplotlib" not in sys.modules and importlib.util.find_spec("matplotlib") is None:
+        sys.modules["matplotlib"] = None  # type: ignore[assignment]
 
 
 def create_app(argv: list[str] | None = None) -> tuple[gr.Blocks, AppContext]:
     settings = parse_settings(argv)
+    skip_missing_matplotlib()
     cap_allocator_arenas()  # freed image buffers go back to a shared pool instead of one per worker thread
     engine = load_engine(settings)  # --backend transformers (default) | vllm, or --api-base URL
     database = Database(settings.db_url, data_dir=settings.data_dir)

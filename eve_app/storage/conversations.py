@@ -24,6 +24,7 @@ from .schema import (
     USER_STATUS,
     Conversation,
     Feedback,
+    Generation,
     Image,
     Message,
     MessageImage,
@@ -148,17 +149,20 @@ class ConversationStore:
         if status not in ANSWER_STATUSES:
             raise ValueError(f"answer status must be one of {ANSWER_STATUSES}, got {status!r}")
         error = error if error is not None else (record or {}).get("error")
-        generation = records.generation_from(record, status, error) if record is not None else None
+        generation = records.generation_values(record, status, error) if record is not None else None
+        now = utcnow()
+        # Plain statements, as in `save_question`: this closes every answer, and the unit of work's loads and flush
+        # cost twice the SQL they emit.
         with self._session(write=True) as s:
-            answer = s.get(Message, answer_id)
-            if answer is None or answer.role != "assistant":
+            row = s.execute(_ANSWER_CONVERSATION, {"answer_id": answer_id}).first()
+            if row is None:
                 raise LookupError(f"no answer {answer_id}")
-            conversation = self._live(s, answer.conversation_id)
-            answer.text, answer.status, answer.error = text, status, error
-            conversation.updated_at = utcnow()
+            if row.deleted:
+                raise LookupError(f"no conversation {row.conversation_id}")
+            s.execute(_FINISH_ANSWER, {"answer_id": answer_id, "text": text, "status": status, "error": error})
+            s.execute(_TOUCH_CONVERSATION, {"conversation_id": row.conversation_id, "now": now})
             if generation is not None:
-                generation.message_id = answer.id
-                s.add(generation)
+                _insert(s, _INSERT_GENERATION, generation, message_id=answer_id, created_at=now)
 
     def recover_interrupted(self) -> list[int]:
         """At start-up: answers left "streaming" by a crash become "interrupted" (their saved partial text stays),
@@ -362,6 +366,21 @@ _INSERT_MESSAGE = insert(cast(Table, Message.__table__))
 _INSERT_MESSAGE_IMAGE = insert(cast(Table, MessageImage.__table__))
 _INSERT_IMAGE = insert(cast(Table, Image.__table__))
 _IMAGE_BY_HASH = select(Image.id, Image.path).where(Image.sha256 == bindparam("sha256"))
+# The statements that finish an answer.
+_ANSWER_CONVERSATION = (
+    select(Message.conversation_id, Conversation.deleted)
+    .join(Conversation, Conversation.id == Message.conversation_id)
+    .where(Message.id == bindparam("answer_id"), Message.role == "assistant")
+)
+_FINISH_ANSWER = (
+    update(Message)
+    .where(Message.id == bindparam("answer_id"))
+    .values(text=bindparam("text"), status=bindparam("status"), error=bindparam("error"))
+)
+_TOUCH_CONVERSATION = (
+    update(Conversation).where(Conversation.id == bindparam("conversation_id")).values(updated_at=bindparam("now"))
+)
+_INSERT_GENERATION = insert(cast(Table, Generation.__table__))
 
 
 def _insert(s: Session, statement, values: dict, **more) -> int:

@@ -7,6 +7,11 @@ take the write lock at BEGIN. The last one matters because pysqlite's default de
 read first and upgrade to a writer later, which fails at once (no busy wait) when another thread committed in
 between. So pysqlite's own transaction handling is switched off and we emit `BEGIN` (reads) or `BEGIN IMMEDIATE`
 (writes) ourselves, the recipe from SQLAlchemy's pysqlite documentation. Other databases are left as they are.
+
+Within one process, SQLite's writers also queue on a lock of ours before BEGIN IMMEDIATE. SQLite's busy handler
+polls: a writer that finds the lock taken sleeps 1, 2, 5, 10 ... up to 100 ms between tries, however soon the lock
+frees, and under a burst an unlucky one waited over a second; a thread waiting on our lock is woken when it frees.
+The busy timeout still covers writers in other processes (scripts, a second app on the same file).
 """
 
 import threading
@@ -45,8 +50,13 @@ class Database:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         url = url or default_url(self.data_dir)
         self.engine = make_engine(url)
-        # An in-memory database is one connection shared by all threads: let one session use it at a time.
-        self._lock: AbstractContextManager = threading.RLock() if is_memory_sqlite(make_url(url)) else nullcontext()
+        # An in-memory database is one connection shared by all threads: let one session use it at a time. A SQLite
+        # file: one writer at a time in this process, waiting here rather than in SQLite's busy handler (above).
+        parsed = make_url(url)
+        self._lock: AbstractContextManager = threading.RLock() if is_memory_sqlite(parsed) else nullcontext()
+        self._write_lock: AbstractContextManager = (
+            threading.RLock() if parsed.get_backend_name() == "sqlite" else nullcontext()
+        )
         writer = write_engine(self.engine)
         try:
             self.schema_version = migrations.prepare(writer)
@@ -64,7 +74,12 @@ class Database:
     def session(self, write: bool = False) -> Iterator[Session]:
         """A session in its own transaction; `write` takes SQLite's write lock at BEGIN, which makes read-then-write
         steps (the next position in a conversation) atomic and queues concurrent writers on the busy timeout."""
-        with self._lock, (self._writes if write else self._reads)() as session, session.begin():
+        with (
+            self._lock,
+            self._write_lock if write else nullcontext(),
+            (self._writes if write else self._reads)() as session,
+            session.begin(),
+        ):
             yield session
 
 

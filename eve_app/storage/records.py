@@ -39,8 +39,9 @@ def title_from(text: str, length: int = TITLE_LENGTH) -> str | None:
     return cut.rstrip() + "…"
 
 
-def generation_from(record: dict, status: str, error: str | None) -> Generation:
-    """A Generation row from the caller's record dict; unknown keys are an error so typos do not lose data."""
+def generation_values(record: dict, status: str, error: str | None) -> dict:
+    """The column values of a Generation row from the caller's record dict; unknown keys are an error so typos do
+    not lose data."""
     unknown = set(record) - set(GENERATION_FIELDS) - {"text"}
     if unknown:
         raise ValueError(f"unknown generation record fields {sorted(unknown)}; expected {GENERATION_FIELDS}")
@@ -48,7 +49,7 @@ def generation_from(record: dict, status: str, error: str | None) -> Generation:
     values.setdefault("status", status)
     values.setdefault("error", error)
     values["parameters"] = dict(values.get("parameters") or {})
-    return Generation(**values)
+    return values
 
 
 def generation_dict(row: Generation | None) -> dict | None:

@@ -6,7 +6,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from eve_app.storage import ConversationStore, Database, JobStore
 from eve_app.storage.images import describe, image_size
@@ -292,6 +292,46 @@ def test_concurrent_writes_from_threads(storage):
     assert len(messages) == 80 and [m["position"] for m in messages] == list(range(80))
     assert {m["text"] for m in messages} == {f"t{n} m{i}" for n in range(8) for i in range(10)}
     assert count_messages(storage) == 80 + 8 * 11 and len(image_files(storage)) == 1
+
+
+def test_writers_of_one_process_wait_for_each_other_not_for_sqlites_busy_handler(storage):
+    # With no busy timeout, SQLite refuses a second writer at once ("database is locked"): a thread that starts a
+    # write while another one holds the write lock must wait in the app, and then write.
+    engine = storage.database.engine
+
+    @event.listens_for(engine, "connect")
+    def no_busy_wait(dbapi_connection, connection_record) -> None:
+        dbapi_connection.execute("PRAGMA busy_timeout=0")
+
+    engine.dispose()  # new connections, with the setting above
+    cid = storage.save_question(None, "first").conversation_id
+    errors: list[BaseException] = []
+
+    def second_writer() -> None:
+        try:
+            answered(storage, cid, "an answer", "done", record={"new_tokens": 2})
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+            errors.append(error)
+
+    writer = threading.Thread(target=second_writer)
+    with storage.database.session(write=True) as s:
+        s.execute(text("SELECT 1"))  # BEGIN IMMEDIATE: this thread holds SQLite's write lock
+        writer.start()
+        writer.join(0.5)  # long enough for the writer to reach BEGIN IMMEDIATE and fail (or wait)
+    writer.join()
+    assert errors == []
+    assert [m["text"] for m in storage.get_conversation(cid)["messages"]] == ["first", "an answer"]
+
+
+def test_finishing_an_answer_of_a_deleted_conversation_is_refused(storage):
+    cid = storage.save_question(None, "a question").conversation_id
+    answer = storage.begin_answer(cid)
+    with storage.database.session(write=True) as s:
+        s.execute(text("UPDATE conversations SET deleted = 1 WHERE id = :cid"), {"cid": cid})
+    with pytest.raises(LookupError, match=f"no conversation {cid}"):
+        storage.finish_answer(answer, "late text", "done", record={"new_tokens": 2})
+    messages = storage.get_conversation(cid)["messages"]
+    assert (messages[1]["text"], messages[1]["status"], messages[1]["generation"]) == ("", "streaming", None)
 
 
 def test_jobs(database):
