@@ -99,19 +99,28 @@ def draw_free(
 
 
 VISITOR_SIZES = (16, 48)  # pixel sizes of visitor-style text (smaller when the text would not fit)
+VISITOR_ANCHOR_SIZE = 32  # its size at spread 0, the anchor a curriculum opens from (`generate`'s `visitor_spread`)
 
 
 def draw_visitor(
-    draw: ImageDraw.ImageDraw, rng: random.Random, lines: list[str], size: tuple[int, int], fill, fonts: Sequence[str]
+    draw: ImageDraw.ImageDraw,
+    rng: random.Random,
+    lines: list[str],
+    size: tuple[int, int],
+    fill,
+    fonts: Sequence[str],
+    spread: float = 1.0,
 ) -> None:
     """All lines in one font of `fonts`, at 16-48 px (shrunk to fit), as a block at any pixel: text typed into a
-    paint program, which is what a visitor uploads."""
+    paint program, which is what a visitor uploads. `spread` below 1 narrows both towards an anchor: at 0 the text is
+    `VISITOR_ANCHOR_SIZE` px at the top-left corner, only the font and words varying."""
     name = rng.choice(list(fonts))
     pitch_of = 1.2  # line pitch in font sizes
     tallest = int((size[1] - 4) / (pitch_of * (len(lines) - 1) + 1.2))  # the block's height must fit the canvas
-    font_size = rng.randint(VISITOR_SIZES[0], max(VISITOR_SIZES[0], min(VISITOR_SIZES[1], tallest)))
+    smallest, largest = (round(VISITOR_ANCHOR_SIZE + (end - VISITOR_ANCHOR_SIZE) * spread) for end in VISITOR_SIZES)
+    font_size = rng.randint(smallest, max(smallest, min(largest, tallest)))
     font = fit_free_font(max(lines, key=len), name, font_size, size[0] - 4)
-    draw_block(draw, rng, lines, font, round(font.size * pitch_of), size, fill, margins=(0, 1))
+    draw_block(draw, rng, lines, font, round(font.size * pitch_of), size, fill, margins=(0, 1), spread=spread)
 
 
 def generate(
@@ -124,16 +133,17 @@ def generate(
     jitter: int = 0,
     fonts: str | None = None,
     texture: bool = False,
+    visitor_spread: float = 1.0,
 ) -> tuple[Image.Image, dict]:
     """Render one OCR sample; the target holds the text (lines joined by newlines) and the lines.
 
     `spread` limits how far grid text (levels 0-2) is moved from the top-left corner (see `spread_randint`); `jitter`
     then moves it off the grid by up to that many pixels each way; `fonts` ("train" or "test") draws the text visitor
     style in that split's fonts instead (see the module docstring); `texture` draws a faint texture under the text
-    (`render.apply_texture`).
+    (`render.apply_texture`); `visitor_spread` narrows visitor-style text's place and size (see `draw_visitor`).
     """
     if fonts is not None:
-        return generate_visitor(rng, level, size, words, fonts, texture)
+        return generate_visitor(rng, level, size, words, fonts, texture, visitor_spread)
     vocab = load_vocab()["ocr"]
     if level == 0:
         background, fill = (255, 255, 255), (17, 17, 17)
@@ -153,7 +163,13 @@ def generate(
 
 
 def generate_visitor(
-    rng: random.Random, level: int, size: tuple[int, int], words: WordBank, fonts: str, texture: bool = False
+    rng: random.Random,
+    level: int,
+    size: tuple[int, int],
+    words: WordBank,
+    fonts: str,
+    texture: bool = False,
+    spread: float = 1.0,
 ) -> tuple[Image.Image, dict]:
     """The level's text (as `pick_lines` draws it) in one font of split `fonts`, 16-48 px, at any pixel; half the
     time dark on a light tint, half the time light on a dark colour; with `texture`, over a faint texture."""
@@ -164,7 +180,7 @@ def generate_visitor(
     image = Image.new("RGB", size, background)
     if texture:
         apply_texture(image, rng)
-    draw_visitor(ImageDraw.Draw(image), rng, lines, size, fill, font_split(fonts))
+    draw_visitor(ImageDraw.Draw(image), rng, lines, size, fill, font_split(fonts), spread)
     return image, {"text": "\n".join(lines), "lines": lines}
 
 

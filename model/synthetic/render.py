@@ -178,14 +178,16 @@ def draw_block(
     size: tuple[int, int],
     fill,
     margins: tuple[int, int],
+    spread: float = 1.0,
 ) -> None:
     """`lines`, `pitch` pixels apart, as a block at a random position (x drawn first, then y) that keeps
-    `margins[0]` pixels from the top and left edges and `margins[1]` from the right and bottom ones when it fits."""
+    `margins[0]` pixels from the top and left edges and `margins[1]` from the right and bottom ones when it fits;
+    `spread` limits the room as `spread_randint` does (0: the top-left corner)."""
     near, far = margins
     block_w = round(max(font.getlength(line) for line in lines))
     block_h = pitch * (len(lines) - 1) + free_line_height(font)[1]
-    x = rng.randint(near, max(near, size[0] - block_w - far))
-    y = rng.randint(near, max(near, size[1] - block_h - far))
+    x = spread_randint(rng, near, max(near, size[0] - block_w - far), spread)
+    y = spread_randint(rng, near, max(near, size[1] - block_h - far), spread)
     for i, line in enumerate(lines):
         draw_free_text(draw, line, (x, y + i * pitch), font, fill)
 

@@ -58,6 +58,7 @@ class SampleOptions(TypedDict, total=False):
     spread: float
     ocr_jitter: int
     ocr_fonts: str | None
+    ocr_visitor_spread: float
     texture: bool
     layout: str | None
 
@@ -81,6 +82,7 @@ def generate_sample(
     spread: float = 1.0,
     ocr_jitter: int = 0,
     ocr_fonts: str | None = None,
+    ocr_visitor_spread: float = 1.0,
     texture: bool = False,
     layout: str | None = None,
 ) -> Sample:
@@ -98,8 +100,11 @@ def generate_sample(
             teaches glyphs fastest) to 1 (anywhere; the default).
         ocr_jitter: OCR only (other tasks ignore it): grid text moved off the patch grid by up to this many pixels
             each way, 0 (on the grid; the default) to `PATCH_SIZE`.
-        ocr_fonts: OCR only: None (the level's own drawing; the default), or a split ("train", "test", "wide-train", "wide-test") to draw the text
-            visitor style in that split's fonts (`render.font_split`), 16-48 px, at any pixel, either polarity.
+        ocr_fonts: OCR only: None (the level's own drawing; the default), or a font split ("train", "test",
+            "wide-train", "wide-test"; `render.font_split`) to draw the text visitor style in that split's fonts,
+            16-48 px, at any pixel, either polarity.
+        ocr_visitor_spread: visitor-style OCR only: 1 (the default) any place and size as above, 0 the anchor
+            (32 px at the top-left corner), between the two a narrower room and size range.
         texture: draw a faint texture (noise, paper grain, a soft gradient or ruled lines, `render.apply_texture`)
             under the text or shapes instead of a plain background; off by default.
         layout: posters, webpages and scenes (OCR ignores it): None (the level's own layout; the default), or "train"
@@ -114,6 +119,8 @@ def generate_sample(
     check_level(level)
     if not 0.0 <= spread <= 1.0:
         raise ValueError(f"spread must be between 0 and 1, got {spread}")
+    if not 0.0 <= ocr_visitor_spread <= 1.0:
+        raise ValueError(f"ocr_visitor_spread must be between 0 and 1, got {ocr_visitor_spread}")
     if not 0 <= ocr_jitter <= PATCH_SIZE:
         raise ValueError(f"ocr_jitter must be between 0 and {PATCH_SIZE} pixels, got {ocr_jitter}")
     size = check_size(size or IMAGE_SIZES[key], module.MIN_SIZE)
@@ -121,7 +128,15 @@ def generate_sample(
     words = word_bank(split, made_up_words)
     if key == "ocr":
         image, target = ocr.generate(
-            rng, level, size, words, spread, jitter=ocr_jitter, fonts=ocr_fonts, texture=texture
+            rng,
+            level,
+            size,
+            words,
+            spread,
+            jitter=ocr_jitter,
+            fonts=ocr_fonts,
+            texture=texture,
+            visitor_spread=ocr_visitor_spread,
         )
     else:
         image, target = module.generate(rng, level, size, words, spread, texture=texture, layout=layout)

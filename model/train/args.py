@@ -148,7 +148,9 @@ class TrainArgs:
         "move synthetic OCR text off the patch grid by up to this many pixels each way (0: on it), FIRST to LAST over "
         "the first --ocr-jitter-ramp of the run; samples at the fixed place stay on the grid, the reading's anchor",
     )
-    ocr_jitter_ramp: float = share(1.0, "the share of the run --ocr-jitter ramps over (default 1: the whole run)")
+    ocr_jitter_ramp: float = share(
+        1.0, "the share of the run --ocr-jitter and --ocr-visitor-spread ramp over (default 1: the whole run)"
+    )
     ocr_visitor_share: float = share(
         0.0,
         "share of synthetic OCR samples drawn visitor style: one of six training fonts, 16-48 px, at any pixel, dark "
@@ -160,6 +162,11 @@ class TrainArgs:
         "(`make fonts`; evaluation holds out Liberation and Carlito)",
         group=DATA,
         choices=("train", "wide-train"),
+    )
+    ocr_visitor_spread: list[float] = ramp(
+        [1.0, 1.0],
+        "room and size range of --ocr-visitor-share's text, FIRST to LAST over the first --ocr-jitter-ramp of the run: "
+        "0 the anchor (32 px at the top-left corner: only the font and words vary), 1 any pixel at 16-48 px",
     )
     layout_mix: float = share(
         0.0,
@@ -270,6 +277,9 @@ class TrainArgs:
             raise ValueError("--placement-spread places synthetic text: it needs --synthetic")
         self.ocr_jitter = ramp_pair(
             self.ocr_jitter, int, 16, "--ocr-jitter takes one pixel count, or a first and a last"
+        )
+        self.ocr_visitor_spread = ramp_pair(
+            self.ocr_visitor_spread, float, 1.0, "--ocr-visitor-spread takes one share, or a first and a last share"
         )
         if not 0.0 < self.ocr_jitter_ramp <= 1.0:
             raise ValueError("--ocr-jitter-ramp is a share of the run: give a value above 0 and at most 1")

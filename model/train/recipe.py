@@ -203,6 +203,7 @@ def make_datasets(args: TrainArgs, encoder: Encoder, rank: int, world_size: int)
             ocr_jitter_ramp=args.ocr_jitter_ramp,
             ocr_visitor_share=args.ocr_visitor_share,
             ocr_visitor_fonts=args.ocr_visitor_fonts,
+            ocr_visitor_spread=(args.ocr_visitor_spread[0], args.ocr_visitor_spread[1]),
             layout_mix=args.layout_mix,
             texture_share=args.texture_share,
         )

@@ -46,6 +46,8 @@ class SyntheticStream(IterableDataset):
         ocr_visitor_share: share of the other samples whose OCR text is drawn visitor style in the training fonts.
         ocr_visitor_fonts: the font split those samples draw from: "train" (six DejaVu faces) or "wide-train" (the
             many free families of `make fonts`; see `model.synthetic.render.font_split`).
+        ocr_visitor_spread: (first, last) room and size range of those samples' text (0 the anchor, 1 anywhere at
+            any size; `generate_sample`'s `ocr_visitor_spread`), ramped like `ocr_jitter`.
         layout_mix: share of the other samples whose posters, webpages and scenes are drawn in one of the generator's
             training layouts (`layout="train"`; the held-out layouts are never drawn).
         texture_share: share of the other samples drawn over a faint background texture.
@@ -69,10 +71,14 @@ class SyntheticStream(IterableDataset):
         ocr_jitter_ramp: float = 1.0,
         ocr_visitor_share: float = 0.0,
         ocr_visitor_fonts: str = "train",
+        ocr_visitor_spread: tuple[float, float] = (1.0, 1.0),
         layout_mix: float = 0.0,
         texture_share: float = 0.0,
     ):
-        if (curriculum or spread[0] != spread[1] or ocr_jitter[0] != ocr_jitter[1]) and not run_samples:
+        ramps = (
+            spread[0] != spread[1] or ocr_jitter[0] != ocr_jitter[1] or ocr_visitor_spread[0] != ocr_visitor_spread[1]
+        )
+        if (curriculum or ramps) and not run_samples:
             raise ValueError("a curriculum, a spread ramp or a jitter ramp needs run_samples (the length of the run)")
         self.tasks = [task_key(task) for task in tasks]  # fails early on an unknown task name
         self.made_up_words = made_up_words
@@ -81,7 +87,7 @@ class SyntheticStream(IterableDataset):
         self.run_samples, self.curriculum, self.spread = run_samples, curriculum, spread
         self.fixed_place_share = fixed_place_share
         self.ocr_jitter, self.ocr_jitter_ramp, self.ocr_visitor_share = ocr_jitter, ocr_jitter_ramp, ocr_visitor_share
-        self.ocr_visitor_fonts = ocr_visitor_fonts
+        self.ocr_visitor_fonts, self.ocr_visitor_spread = ocr_visitor_fonts, ocr_visitor_spread
         self.layout_mix, self.texture_share = layout_mix, texture_share
         self.skipped = SkipCounter()
 
@@ -108,18 +114,21 @@ class SyntheticStream(IterableDataset):
             return first
         return first + (last - first) * min(1.0, index / self.run_samples)
 
-    def ocr_options_at(self, index: int) -> tuple[int, str | None]:
-        """(pixel jitter, font split or None) of sample `index`'s OCR text: on the grid at the fixed place, else the
-        jitter ramp's value and, for `ocr_visitor_share` of the samples, the `ocr_visitor_fonts` split visitor style."""
+    def ocr_options_at(self, index: int) -> tuple[int, str | None, float]:
+        """(pixel jitter, font split or None, visitor spread) of sample `index`'s OCR text: on the grid at the fixed
+        place, else the jitter ramp's value and, for `ocr_visitor_share` of the samples, the `ocr_visitor_fonts`
+        split visitor style at the visitor-spread ramp's value."""
         if self.at_fixed_place(index):
-            return 0, None
-        first, last = self.ocr_jitter
+            return 0, None, 1.0
         progress = min(1.0, index / (self.ocr_jitter_ramp * self.run_samples)) if self.run_samples else 1.0
-        jitter = round(first + (last - first) * progress)
+        jitter = round(self.ocr_jitter[0] + (self.ocr_jitter[1] - self.ocr_jitter[0]) * progress)
         visitor = bool(self.ocr_visitor_share) and (
             random.Random(f"{self.seed}:{index}:visitor").random() < self.ocr_visitor_share
         )
-        return jitter, (self.ocr_visitor_fonts if visitor else None)
+        if not visitor:
+            return jitter, None, 1.0
+        first, last = self.ocr_visitor_spread
+        return jitter, self.ocr_visitor_fonts, first + (last - first) * progress
 
     def look_at(self, index: int) -> tuple[bool, str | None]:
         """(texture, layout split or None) of sample `index`: plain and the level's own layout at the fixed place,
@@ -138,7 +147,7 @@ class SyntheticStream(IterableDataset):
         shard, num_shards = self.rank * num_workers + worker_id, self.world_size * num_workers
         index = self.start + shard
         while True:
-            jitter, fonts = self.ocr_options_at(index)
+            jitter, fonts, visitor_spread = self.ocr_options_at(index)
             texture, layout = self.look_at(index)
             sample = sample_at(
                 index,
@@ -150,6 +159,7 @@ class SyntheticStream(IterableDataset):
                 spread=self.spread_at(index),
                 ocr_jitter=jitter,
                 ocr_fonts=fonts,
+                ocr_visitor_spread=visitor_spread,
                 texture=texture,
                 layout=layout,
             )

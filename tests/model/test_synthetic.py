@@ -400,6 +400,23 @@ def test_visitor_text_in_held_out_families_is_drawn_in_them_and_reads_back():
         assert load_font(name, 24).getlength("abc") > 0
 
 
+def test_visitor_spread_narrows_place_and_size_to_the_anchor():
+    from model.synthetic.ocr import VISITOR_ANCHOR_SIZE
+
+    corners, heights = set(), []
+    for seed in range(24):
+        anchored = generate_sample("ocr", random.Random(seed), 0, ocr_fonts="train", ocr_visitor_spread=0.0)
+        x0, y0, _, y1 = _ink_box(anchored.image)
+        corners.add((x0 <= 6, y0 <= 12))  # the block's box sits at the corner; ink starts within a glyph's bearing
+        heights.append(y1 - y0)
+    assert corners == {(True, True)}
+    assert max(heights) - min(heights) < VISITOR_ANCHOR_SIZE // 2  # one size (words differ in ascenders and case)
+    free = [_ink_box(generate_sample("ocr", random.Random(s), 0, ocr_fonts="train").image)[0] for s in range(24)]
+    assert max(free) > 40  # at spread 1 (the default) text goes anywhere
+    with pytest.raises(ValueError, match="ocr_visitor_spread"):
+        generate_sample("ocr", random.Random(0), 0, ocr_fonts="train", ocr_visitor_spread=1.5)
+
+
 def test_a_missing_visitor_font_says_how_to_install_it(tmp_path, monkeypatch):
     from model.synthetic import render
 

@@ -83,8 +83,11 @@ def test_cli_rejects_invalid_combinations(capsys):
     assert parse_args([*synthetic, "--ocr-visitor-share", "0.1"]).ocr_visitor_share == 0.1
     assert parse_args(synthetic).ocr_visitor_fonts == "train"
     assert parse_args([*synthetic, "--ocr-visitor-fonts", "wide-train"]).ocr_visitor_fonts == "wide-train"
+    assert parse_args(synthetic).ocr_visitor_spread == [1.0, 1.0]
+    assert parse_args([*synthetic, "--ocr-visitor-spread", "0,1"]).ocr_visitor_spread == [0.0, 1.0]
     for bad in (
         [*synthetic, "--ocr-visitor-fonts", "wide-test"],  # held out: evaluation only
+        [*synthetic, "--ocr-visitor-spread", "0,2"],
         [*synthetic, "--ocr-jitter", "17"],
         [*synthetic, "--ocr-jitter", "1,2,3"],
         [*synthetic, "--ocr-jitter-ramp", "0"],
@@ -295,7 +298,7 @@ def test_synthetic_stream_ramps_ocr_jitter_and_keeps_the_fixed_place_on_the_grid
     )
     options = [stream.ocr_options_at(i) for i in range(1000)]
     assert options == [stream.ocr_options_at(i) for i in range(1000)]  # a resumed run draws the same options
-    for i, (jitter, fonts) in enumerate(options):
+    for i, (jitter, fonts, _) in enumerate(options):
         if stream.spread_at(i) == 0.0:  # the fixed-place anchor: on the grid, grid font
             assert (jitter, fonts) == (0, None)
         else:
@@ -305,6 +308,22 @@ def test_synthetic_stream_ramps_ocr_jitter_and_keeps_the_fixed_place_on_the_grid
     assert set(fonts) == {None, "train"} and 250 < fonts.count("train") < 350  # training fonts only
     wide = SyntheticStream(["ocr"], 0, [0], encoder, ocr_visitor_share=0.3, ocr_visitor_fonts="wide-train")
     assert [wide.ocr_options_at(i)[1] for i in range(1000)] == [f and "wide-train" for f in fonts]  # same draws
+    # The visitor anchor opens like the jitter: spread 0 at the start, 1 from the end of the ramp, visitors only.
+    with pytest.raises(ValueError, match="run_samples"):
+        SyntheticStream(["ocr"], 0, [0], encoder, ocr_visitor_spread=(0.0, 1.0))
+    opening = SyntheticStream(
+        ["ocr"],
+        0,
+        [0],
+        encoder,
+        run_samples=1000,
+        ocr_visitor_share=0.3,
+        ocr_visitor_spread=(0.0, 1.0),
+        ocr_jitter_ramp=0.5,
+    )
+    for i in range(1000):
+        _, fonts, spread = opening.ocr_options_at(i)
+        assert spread == (min(1.0, i / 500) if fonts else 1.0)
 
 
 def _scratch_files(tmp_path) -> tuple[Path, Path]:
