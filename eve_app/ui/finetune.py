@@ -38,7 +38,7 @@ from ..jobs.results import results_key
 from ..jobs.validation import ValidationResult
 from ..security import client_address, resolve_checkpoint_choice, session_owner, viewer
 from ..settings import DEFAULT_MODEL
-from .finetune_layout import PREVIEW_COLUMNS, finetune_layout
+from .finetune_layout import JOB_COLUMNS, PREVIEW_COLUMNS, finetune_layout
 from .finetune_results import results_html
 from .generation import model_line
 from .history import parse_conversation_ids
@@ -50,7 +50,6 @@ DEFAULT_CHOICE = "default model (eve-tiny)"
 ABORT_GRACE = 60.0  # seconds a trainer gets to finish its step and save a checkpoint before it is killed
 MERGED_FOLDER = "merged"  # a LoRA job's merged checkpoint, beside its `out` folder in the job's run folder
 MERGE_TIMEOUT = 3600.0  # seconds a merge may take (loading a 7B base and writing it again)
-JOB_COLUMNS = ["job", "status", "created", "stages", "method", "weights"]
 
 
 def weights_size(folder: str | Path | None) -> str:
@@ -491,7 +490,7 @@ class FinetuneHandlers:
             [
                 j["id"],
                 "stopping…" if runner and runner.stopping(j) else j["status"],
-                str(j["created_at"])[:16],
+                str(j["created_at"])[:16].replace("T", " "),  # on a phone, date and time wrap apart
                 " → ".join(j["args"].get("stages") or [j["args"].get("stage", "")]),
                 j["args"].get("method", "full"),
                 weights_size((j.get("final_metrics") or {}).get("model_path")) if j["status"] == "done" else "",

@@ -11,16 +11,28 @@ from .job_form import drawn_rows
 STAGES = ["1", "2.1", "2.2", "3"]
 STRATEGIES = ["ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"]
 PREVIEW_COLUMNS = ["row", "id", "images", "turns", "problems"]
+JOB_COLUMNS = ["job", "status", "created", "stages", "method", "weights"]
 # Gradio gives the loss plot the block's full height below its label, so the plot's lower edge (with the legend, which
 # Gradio puts under the plot) is cut off by the label's height: the block is made a column the plot fills instead.
 # The model choice keeps a readable width: on a phone its row wraps instead of squeezing it. The command and job.json
 # boxes, empty until Preview or Save, are not each a 240 px blank (on a phone, a screen of nothing between them). The
 # command wraps in its box instead of scrolling sideways (Gradio's own `wrap_lines` made the box 1,300 px high).
-FINETUNE_CSS = """
-#loss-plot { display: flex; flex-direction: column; }
-#loss-plot .vega-embed { flex: 1 1 0; min-height: 0; height: auto; }
-#command .empty, #job-config .empty { min-height: var(--size-16); height: auto; }
-#command .cm-content { white-space: pre-wrap; overflow-wrap: anywhere; flex-shrink: 1; }
+# Phones (up to 768 px): the jobs table fits the width instead of scrolling sideways (its six columns took 590 px of
+# 346). Gradio sizes each column to its header's and widest value's width on one line, in its font (the widths are
+# measured on a hidden sizing row); here a cell wraps between words, in a smaller sans font with less padding, so that
+# the longest word sets a column's width. The creation date is kept whole ("2026-12-" / "07 15:41" otherwise): it wraps
+# at the space before the time only.
+FINETUNE_CSS = f"""
+#loss-plot {{ display: flex; flex-direction: column; }}
+#loss-plot .vega-embed {{ flex: 1 1 0; min-height: 0; height: auto; }}
+#command .empty, #job-config .empty {{ min-height: var(--size-16); height: auto; }}
+#command .cm-content {{ white-space: pre-wrap; overflow-wrap: anywhere; flex-shrink: 1; }}
+@media (max-width: 768px) {{
+    #jobs-table table, #jobs-table .virtual-row {{ font-family: var(--font-sans); font-size: var(--text-sm); }}
+    #jobs-table .sizing-body td, #jobs-table .cell-wrap {{ padding: var(--size-1); }}
+    #jobs-table .sizing-body td, #jobs-table span.text {{ white-space: normal; text-overflow: clip; }}
+    #jobs-table .sizing-body td:nth-child({JOB_COLUMNS.index("created") + 1}) .cell-wrap {{ min-width: 10ch; }}
+}}
 """
 
 

@@ -647,6 +647,16 @@ def test_fine_tune_validate_preview_launch_reload_and_abort(browser, admin_app, 
             time.sleep(0.5)
         # The page's timer brings the table up to date without a Refresh click.
         expect(page.locator("#jobs-table")).not_to_contain_text(re.compile("running|stopping…"), timeout=15_000)
+        # The whole table in the window, no sideways scroll (on a phone its six columns took 590 px of 346), and no
+        # word of it split across lines (a date read "2026-12-" / "07").
+        jobs = page.locator("#jobs-table")
+        scroller = jobs.locator(".virtual-table-viewport")
+        assert scroller.evaluate("el => el.scrollWidth <= el.clientWidth"), scroller.evaluate(
+            "el => [el.scrollWidth, el.clientWidth]"
+        )
+        box = jobs.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= VIEWPORTS[name][0] + 1, box
+        assert jobs.evaluate(SPLIT_WORDS, "th, .virtual-row [role=gridcell]") == []
         _shot(page, f"finetune-aborted-{name}", "#jobs-table")
         expect(visitor.locator("#jobs-table")).not_to_contain_text(re.compile("running|stopping…"), timeout=15_000)
         _shot(visitor, f"finetune-visitor-jobs-{name}", "#jobs-table")
@@ -710,9 +720,9 @@ def compared_job(admin_app, tmp_path_factory):
     return job_id
 
 
-# The header words of a table that are drawn over more than one line (a word split across lines).
-SPLIT_HEADER_WORDS = """table => [...table.querySelectorAll('th')].flatMap(th => {
-    const walker = document.createTreeWalker(th, NodeFilter.SHOW_TEXT);
+# The words of a table's cells (`selector`) that are drawn over more than one line (a word split across lines).
+SPLIT_WORDS = """(table, selector) => [...table.querySelectorAll(selector)].flatMap(cell => {
+    const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
     const split = [];
     for (let node = walker.nextNode(); node; node = walker.nextNode()) {
         for (const word of node.textContent.matchAll(/\\S+/g)) {
@@ -746,7 +756,7 @@ def test_fine_tune_shows_base_and_tuned_answers_side_by_side_after_a_job(browser
         for header in ("image and question", "expected", "base answer", "tuned answer"):
             expect(table).to_contain_text(header)
         # Headers break between words only, and each fits its cell ("expected" read "expect / ed" on a phone).
-        assert table.evaluate(SPLIT_HEADER_WORDS) == []
+        assert table.evaluate(SPLIT_WORDS, "th") == []
         assert table.locator("th").evaluate_all("ths => ths.every(th => th.scrollWidth <= th.clientWidth)")
         expect(table.locator("tr")).to_have_count(len(expected) + 1)
         expect(table.locator("img").first).to_be_visible()
