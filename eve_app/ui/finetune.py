@@ -38,7 +38,7 @@ from ..jobs.results import results_key
 from ..jobs.validation import ValidationResult
 from ..security import client_address, resolve_checkpoint_choice, session_owner, viewer
 from ..settings import DEFAULT_MODEL
-from .finetune_layout import JOB_COLUMNS, PREVIEW_COLUMNS, finetune_layout
+from .finetune_layout import JOB_COLUMNS, KEEP_FLAGS_WHOLE_JS, PREVIEW_COLUMNS, finetune_layout
 from .finetune_results import results_html
 from .generation import model_line
 from .history import parse_conversation_ids
@@ -667,7 +667,8 @@ def build_finetune_tab(ctx: AppContext, owner: gr.State, chat: dict, browser: di
     )
     c["page"].change(h.preview, [c["dataset"], c["page"]], c["preview"], api_visibility="private")
     c["stages"].change(describe_stages, c["stages"], c["stage_info"], api_visibility="private")
-    c["preview_command"].click(h.preview_command, form, c["command"], api_name="preview_command")
+    previewed = c["preview_command"].click(h.preview_command, form, c["command"], api_name="preview_command")
+    previewed.success(None, None, None, js=KEEP_FLAGS_WHOLE_JS, api_visibility="private")  # "--flag" on one line
     c["save_config"].click(h.save_config, form, c["config_file"], api_visibility="private")
     c["load_config"].upload(
         h.load_config, c["load_config"], [c[name] for name in LOADED_FIELDS], api_visibility="private"

@@ -35,6 +35,33 @@ FINETUNE_CSS = f"""
 }}
 """
 
+# The preview command wraps at spaces and also, as browsers do, after a hyphen: "--config_file" read "--" / "config_file"
+# on a phone, and no CSS turns off breaks after hyphens. The editor draws each flag as an element, with a class of its
+# own (one that the editor makes up, so it is read from the page): a rule keeps those elements on one line. A quoted
+# argument (the pipeline's launcher) is an element too, but it holds spaces and may be wider than the box, so a class
+# found on any element with a space is left out. Run after each preview, once the editor has drawn the new command.
+KEEP_FLAGS_WHOLE_JS = """() => {
+    const apply = tries => {
+        const tokens = [...document.querySelectorAll('#command .cm-line span')];
+        if (!tokens.some(token => token.textContent.startsWith('-'))) {
+            if (tries > 0) requestAnimationFrame(() => apply(tries - 1));
+            return;
+        }
+        const classes = token => [...token.classList];
+        const spaced = new Set(tokens.filter(token => /\\s/.test(token.textContent)).flatMap(classes));
+        const flags = new Set(tokens.filter(token => token.textContent.startsWith('-')).flatMap(classes));
+        let style = document.getElementById('command-flags');
+        if (!style) {
+            style = document.createElement('style');
+            style.id = 'command-flags';
+            document.head.append(style);
+        }
+        style.textContent = [...flags].filter(name => !spaced.has(name))
+            .map(name => `#command .cm-line span.${CSS.escape(name)} { white-space: nowrap; }`).join('\\n');
+    };
+    apply(30);
+}"""
+
 
 def _data_section(c: dict) -> None:
     with gr.Accordion("1 · Data", open=True):

@@ -529,6 +529,23 @@ ERROR_BADGES = """() => {
 }"""
 
 
+# The words in the elements `selector` finds that are drawn over more than one line (a word split across lines).
+SPLIT_WORDS = """(root, selector) => [...root.querySelectorAll(selector)].flatMap(element => {
+    const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
+    const split = [];
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        for (const word of node.textContent.matchAll(/\\S+/g)) {
+            const range = document.createRange();
+            range.setStart(node, word.index);
+            range.setEnd(node, word.index + word[0].length);
+            const lines = new Set([...range.getClientRects()].map(rect => Math.round(rect.top)));
+            if (lines.size > 1) split.push(word[0]);
+        }
+    }
+    return split;
+})"""
+
+
 def _set_number(page: Page, label: str, value: str) -> None:
     field = page.get_by_label(label, exact=True)
     field.fill(value)
@@ -570,6 +587,10 @@ def test_fine_tune_validate_preview_launch_reload_and_abort(browser, admin_app, 
         )
         box = command.bounding_box()
         assert box["x"] >= 0 and box["x"] + box["width"] <= VIEWPORTS[name][0] + 1, box
+        # It wraps at spaces, never inside a flag ("--" / "config_file" on a phone, "--" / "seed" on a desktop).
+        expect(page.locator("#command-flags")).to_be_attached()  # the page's rule for flags, once the command is drawn
+        split = command.evaluate(SPLIT_WORDS, ".cm-line")
+        assert [word for word in split if word.startswith("-")] == [], split
         _shot(page, f"finetune-preview-{name}", "#command")
 
         # 8 valid rows, 1 held out: 7 cannot fill a step of batch 4 x accumulation 2; refused before anything starts.
@@ -718,23 +739,6 @@ def compared_job(admin_app, tmp_path_factory):
         time.sleep(1)
     assert ctx.runner.results(job_id)["state"] == "done", ctx.runner.log_tail(job_id)
     return job_id
-
-
-# The words of a table's cells (`selector`) that are drawn over more than one line (a word split across lines).
-SPLIT_WORDS = """(table, selector) => [...table.querySelectorAll(selector)].flatMap(cell => {
-    const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
-    const split = [];
-    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
-        for (const word of node.textContent.matchAll(/\\S+/g)) {
-            const range = document.createRange();
-            range.setStart(node, word.index);
-            range.setEnd(node, word.index + word[0].length);
-            const lines = new Set([...range.getClientRects()].map(rect => Math.round(rect.top)));
-            if (lines.size > 1) split.push(word[0]);
-        }
-    }
-    return split;
-})"""
 
 
 @pytest.mark.parametrize("name", VIEWPORTS)
