@@ -229,6 +229,8 @@ def _training_problems(config: JobConfig) -> list[str]:
             problems.append(f"unknown stage {name!r}; choose from {list(presets)}")
     if config.stages is not None and not config.stages:
         problems.append("a pipeline needs at least one stage")
+    if config.stages and len(set(config.stages)) < len(config.stages):
+        problems.append("each stage of a pipeline runs once; a stage is listed twice")
     if config.stages and config.resume:
         problems.append("resume applies to one stage; a pipeline resumes each stage from its own folder by itself")
     if not config.base:
@@ -313,7 +315,10 @@ def build_command(config: JobConfig) -> list[str]:
         raise ConfigError("; ".join(problems))
     launcher, output_dir = launcher_argv(config), str(config.output_dir)  # checked above
     if config.stages:
-        pipeline = [sys.executable, "-m", "model.train.pipeline", "--stages", ",".join(config.stages)]
+        # The form's stages are a set (a checkbox group hands them over in click order): they run in the paper's
+        # order, the presets' own (model/train/stages.json), whatever order they were ticked or sent in.
+        in_order = sorted(config.stages, key=list(stage_presets()).index)
+        pipeline = [sys.executable, "-m", "model.train.pipeline", "--stages", ",".join(in_order)]
         pipeline += ["--output-dir", output_dir, "--base", config.base, "--launcher", shlex.join(launcher)]
         return pipeline + training_flags(config)
     stage = ["--base", config.base, "--stage", config.stage, "--output-dir", output_dir]

@@ -70,6 +70,13 @@ def test_pipeline_runs_each_stage_under_accelerate():
     assert "--stage" not in argv and flag(argv, "--max-steps") == "10"
 
 
+def test_pipeline_stages_run_in_the_papers_order_whatever_order_they_were_ticked():
+    argv = build_command(config(stages=["3", "2.2", "1"]))
+    assert flag(argv, "--stages") == "1,2.2,3"
+    with pytest.raises(ConfigError, match="listed twice"):
+        build_command(config(stages=["3", "3"]))
+
+
 def test_flags_parse_with_the_training_cli():
     """The flags after `-m model.train` are exactly what the CLI accepts (its own parser checks them)."""
     from model.train.args import parse_args
