@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             args.seed,
             args.batch_size,
             args.max_new_tokens,
-            args.spread,
+            spread=args.spread,
             ocr_jitter=args.ocr_jitter,
             ocr_fonts=args.ocr_fonts,
             texture=args.texture,

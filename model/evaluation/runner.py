@@ -3,10 +3,12 @@
 Held-out means another seed than training and the `test` split of the word list (words no training sample uses).
 """
 
+from typing import Unpack
+
 import torch
 
 from ..shared import from_llava
-from ..synthetic import iter_samples
+from ..synthetic import SampleOptions, iter_samples
 from .metrics import MAIN_METRIC, aggregate, score_sample
 
 EVAL_SEED = 20_250_212  # training streams use other seeds
@@ -50,33 +52,26 @@ def evaluate_task(
     seed: int = EVAL_SEED,
     batch_size: int = 16,
     max_new_tokens: int = 96,
-    spread: float = 1.0,
-    ocr_jitter: int = 0,
-    ocr_fonts: str | None = None,
-    texture: bool = False,
-    layout: str | None = None,
+    **options: Unpack[SampleOptions],
 ) -> dict:
     """Scores of `n` held-out samples of one task: the aggregate, and the first few answers for inspection.
 
-    `spread` limits where text is placed, as in training (`--placement-spread`); 1 is anywhere. `ocr_jitter` and
-    `ocr_fonts` draw OCR text off the patch grid and visitor style, `texture` on a faint texture, `layout` ("test":
-    held out from training) in other layouts (see `model.synthetic.generate_sample`).
+    `options` draw the samples as `model.synthetic.generate_sample` documents: `spread` limits where text is placed,
+    as in training (`--placement-spread`; 1, the default, is anywhere), others draw OCR off the patch grid or visitor
+    style, a faint texture, held-out layouts... The words are always the held-out ones.
     """
-    stream = iter_samples(
-        [task],
-        seed=seed,
-        level=level,
-        split="test",
-        spread=spread,
-        ocr_jitter=ocr_jitter,
-        ocr_fonts=ocr_fonts,
-        texture=texture,
-        layout=layout,
-    )
+    held_out: SampleOptions = {**options, "split": "test"}
+    stream = iter_samples([task], seed=seed, level=level, **held_out)
     metrics, examples = evaluate_samples(
         model, processor, task, [next(stream) for _ in range(n)], batch_size, max_new_tokens
     )
-    return {"task": task, "level": level, "spread": spread, "metrics": metrics, "examples": examples}
+    return {
+        "task": task,
+        "level": level,
+        "spread": options.get("spread", 1.0),
+        "metrics": metrics,
+        "examples": examples,
+    }
 
 
 def evaluate_samples(

@@ -47,6 +47,9 @@ HELD_OUT_FONT_OCR = "ocr_font"
 # Visitor-style text in the held-out free families (Liberation Sans, Serif and Mono, Carlito; `make fonts`): the ship
 # criterion's row "held-out words at random pixel offsets in held-out fonts" for the `fonts` recipe.
 HELD_OUT_FAMILY_OCR = "ocr_wide"
+# The same at the visitor anchor (32 px at the top-left corner, `--ocr-visitor-spread 0`) in the training families and
+# in the held-out ones: where the `fonts` recipe's reading starts, as "ocr0" is for the grid.
+ANCHOR_OCR, HELD_OUT_FAMILY_ANCHOR_OCR = "ocr_anchor", "ocr_wide0"
 # Scenes and posters at level 3 (shapes of varied size shifted in their cells; posters in any DejaVu font off the
 # grid): layouts neither recipe trains on, the rows issue 31's ship criterion reads for them (not scored).
 UNSEEN_LAYOUT_LEVEL = 3
@@ -60,6 +63,8 @@ UNSCORED = (
     OFF_GRID_OCR,
     HELD_OUT_FONT_OCR,
     HELD_OUT_FAMILY_OCR,
+    ANCHOR_OCR,
+    HELD_OUT_FAMILY_ANCHOR_OCR,
     UNSEEN_LAYOUT_SCENE,
     UNSEEN_LAYOUT_POSTER,
     HELD_OUT_LAYOUT_SCENE,
@@ -99,7 +104,15 @@ def evaluate(model, processor, n: int) -> list[dict]:
         {**ocr(spread=0.0), "task": FIXED_PLACE_OCR},
         {**ocr(ocr_jitter=OFF_GRID_JITTER), "task": OFF_GRID_OCR},
         {**ocr(ocr_fonts="test"), "task": HELD_OUT_FONT_OCR},
-        *([{**ocr(ocr_fonts="wide-test"), "task": HELD_OUT_FAMILY_OCR}] if visitor_fonts_installed() else []),
+        *(
+            [
+                {**ocr(ocr_fonts="wide-test"), "task": HELD_OUT_FAMILY_OCR},
+                {**ocr(ocr_fonts="wide-train", ocr_visitor_spread=0.0), "task": ANCHOR_OCR},
+                {**ocr(ocr_fonts="wide-test", ocr_visitor_spread=0.0), "task": HELD_OUT_FAMILY_ANCHOR_OCR},
+            ]
+            if visitor_fonts_installed()
+            else []
+        ),
         *(
             {**evaluate_task(model, processor, task, n, level=UNSEEN_LAYOUT_LEVEL, seed=VALIDATION_SEED), "task": name}
             for task, name in (("scene", UNSEEN_LAYOUT_SCENE), ("poster", UNSEEN_LAYOUT_POSTER))
