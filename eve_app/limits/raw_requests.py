@@ -36,6 +36,23 @@ async def refuse(status: int, message: str, scope: Scope, receive: Receive, send
     await PlainTextResponse(message, status_code=status)(scope, receive, send)
 
 
+class _Charges(deque[tuple[float, int]]):
+    """One visitor's charges in the window, (time, bytes) oldest first, with their running total: a visitor who
+    uploads often (a script, or everyone behind one address) costs each upload the same, not a sum over the window."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def charge(self, when: float, size: int) -> None:
+        self.append((when, size))
+        self.total += size
+
+    def forget_before(self, start: float) -> None:
+        while self and self[0][0] <= start:
+            self.total -= self.popleft()[1]
+
+
 class UploadBudget:
     """What one visitor may add to the upload cache's disk: `bytes_per_window` within `window_s` seconds, uploads and
     History exports together, and nothing that would leave the disk with less than `min_free_bytes` free. Visitors
@@ -46,7 +63,7 @@ class UploadBudget:
         self.window_s = window_s
         self.min_free_bytes = min_free_bytes
         self.cache_dir = Path(cache_dir)
-        self._charged: dict[str, deque[tuple[float, int]]] = {}
+        self._charged: dict[str, _Charges] = {}
         self._lock = threading.Lock()
 
     def admit(self, client: str, size: int, what: str = "Upload", charge: bool = True) -> tuple[int, str] | None:
@@ -56,10 +73,9 @@ class UploadBudget:
             return 507, f"The server's disk is nearly full, so {what.lower()}s are paused. Try again later."
         now = time.monotonic()
         with self._lock:
-            recent = self._charged.setdefault(client, deque())
-            while recent and recent[0][0] <= now - self.window_s:
-                recent.popleft()
-            if sum(n for _, n in recent) + size > self.bytes_per_window:
+            recent = self._charged.setdefault(client, _Charges())
+            recent.forget_before(now - self.window_s)
+            if recent.total + size > self.bytes_per_window:
                 wait = self.window_s - (now - recent[0][0]) if recent else self.window_s
                 return 429, (
                     f"{what} limit reached: {round(self.bytes_per_window / MIB, 2):g} MiB per "
@@ -67,7 +83,7 @@ class UploadBudget:
                     f"Try again in {max(1, round(wait / 60))} minute(s)."
                 )
             if charge:
-                recent.append((now, size))
+                recent.charge(now, size)
             self._forget_idle(now)
         return None
 

@@ -30,17 +30,24 @@ class ApiHandlers:
     def __init__(self, ctx: AppContext):
         self.ctx = ctx
 
-    def answer(self, image: str | None, task: str, question: str, max_new_tokens: int | None):
+    def answer(self, image: str | dict | None, task: object, question: object, max_new_tokens: int | None):
         """Streams the growing answer text for `image` under the task preset `task`.
 
+        The event runs without Gradio's per-component pre- and postprocessing (each a hop to a worker thread and
+        back, four an answer and one a streamed piece): Gradio has already checked the file (an uploaded one, in
+        its cache) and the number (`Blocks`) by then, and what the components' own steps did is done here: the
+        file's path from its record, text inputs as text, the answer as it is.
+
         Args:
-            image: the image file.
+            image: the image file (its path, or Gradio's file record with the path).
             task: a task preset's name, e.g. "OCR" or "Poster".
             question: the question; empty sends the preset's instruction.
             max_new_tokens: the longest answer in tokens, at least 1 (empty: the preset's).
         """
+        image = image.get("path") if isinstance(image, dict) else image
+        task, question = _text(task), _text(question)
         try:
-            preset = preset_by_name(self.ctx.presets, task)
+            preset = preset_by_name(self.ctx.presets, task)  # type: ignore[arg-type] # None: refused by name
             if not image:
                 raise UserError("image must be an uploaded image file; none was given.")
             text = (question or "").strip() or preset.instruction
@@ -66,6 +73,11 @@ class ApiHandlers:
             raise refuse(str(error)) from None
 
 
+def _text(value: object) -> str | None:
+    """A text input as the Textbox component hands it on: any JSON value as text, None as None."""
+    return None if value is None else str(value)
+
+
 def build_api(ctx: AppContext) -> None:
     """Hidden components behind `/answer`; scripts call it through gradio_client."""
     h = ApiHandlers(ctx)
@@ -80,5 +92,11 @@ def build_api(ctx: AppContext) -> None:
     # vLLM's batch: as many calls at once as the engine answers, and at least the queue's default.
     limit = max(ctx.engine.concurrency_limit, API_CONCURRENCY)
     trigger.click(
-        h.answer, [image, task, question, max_new_tokens], output, api_name="answer", concurrency_limit=limit
+        h.answer,
+        [image, task, question, max_new_tokens],
+        output,
+        api_name="answer",
+        concurrency_limit=limit,
+        preprocess=False,
+        postprocess=False,
     )

@@ -11,6 +11,10 @@ Gradio's default 10,000 sessions about 2.2 GB.
 changed (`_update_value_in_config` builds a missing entry), so a deep link still restores what the visitor changed,
 and the rest of the page comes from its defaults as for a fresh visitor. What remains per session is the table of
 the page's blocks and the `gr.State` values (a few KB, measured by tests/e2e/test_public_safety.py).
+
+Building such an entry (`config_for_block`: the component's whole configuration, its constructor's signature read
+each time) cost about 0.15 ms a component, five for each `/answer` call in a new session: it is built once per
+component and copied (docs/benchmarks.md, many visitors, third pass).
 """
 
 import logging
@@ -34,6 +38,28 @@ class LeanSessionState(SessionState):
         self._state_ttl: dict[int, Any] = {}
         self.is_closed = False
         self.STATE_TTL_WHEN_CLOSED = 1 if os.getenv("GRADIO_IS_E2E_TEST", None) else 3600
+
+    def _update_value_in_config(self, key: int, value: Any) -> None:
+        """Gradio's, with the missing entry copied from the component's configuration built once (`default_entry`)."""
+        if key not in self.config_values:
+            self.config_values[key] = default_entry(self.blocks_config, key, self.blocks_config.blocks[key])
+        if "props" in self.config_values[key]:
+            self.config_values[key]["props"]["value"] = value
+
+
+_ENTRIES: dict[int, tuple[Any, dict]] = {}  # block id -> (the block, its configuration as Gradio builds it)
+
+
+def default_entry(blocks_config: Any, key: int, block: Any) -> dict:
+    """What `config_for_block` returns for a session that has not changed `block`: built once per block, handed out
+    as a copy whose `props` (where Gradio writes the session's value) is its own."""
+    cached = _ENTRIES.get(key)
+    if cached is None or cached[0] is not block:  # another app in this process may use the same id
+        cached = _ENTRIES[key] = (block, blocks_config.config_for_block(key, [], block))
+    entry = dict(cached[1])
+    if "props" in entry:
+        entry["props"] = dict(entry["props"])
+    return entry
 
 
 def lean_sessions(blocks: Any) -> bool:

@@ -77,6 +77,21 @@ def test_api_streams_an_ocr_answer_and_logs_it(client, running_app, tmp_path):
     assert all(update == update.lstrip() and updates[-1].startswith(update) for update in updates), updates
 
 
+def test_an_api_call_leaves_only_its_upload_in_gradios_cache(client, running_app, tmp_path):
+    """Gradio's file component, reading its input for a handler, made an empty file in the upload cache on every
+    call (kept for --cache-hours: 12,867 of them after a day of load tests); /answer reads the upload's path itself."""
+    from gradio.utils import get_upload_folder
+
+    def empty_files() -> set[Path]:
+        return {p for p in Path(get_upload_folder()).iterdir() if p.is_file() and p.stat().st_size == 0}
+
+    _, path = _sample_file(tmp_path, "ocr", "e2e-cache")
+    before = empty_files()
+    answers = [client.predict(handle_file(str(path)), "OCR", question, 4, api_name="/answer") for question in "ab"]
+    assert all(isinstance(answer, str) and answer for answer in answers), answers
+    assert empty_files() - before == set()
+
+
 def test_the_api_exports_the_open_chat_in_each_format_by_its_value(client, tmp_path):
     _, image = _sample_file(tmp_path, "ocr", "e2e-export")
     _chat_turn(client, "", [image], "OCR")

@@ -431,6 +431,21 @@ def test_the_quota_is_per_visitor_and_frees_up_after_its_window(tmp_path, monkey
     assert budget.admit("alice", 300) is None
 
 
+def test_the_quota_counts_what_is_left_in_the_window_after_older_uploads_leave_it(tmp_path, monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr("eve_app.limits.raw_requests.time.monotonic", lambda: clock[0])
+    budget = UploadBudget(bytes_per_window=1000, window_s=60, min_free_bytes=0, cache_dir=tmp_path)
+    for size, wait in [(300, 20), (300, 20), (300, 21)]:
+        assert budget.admit("alice", size) is None
+        clock[0] += wait
+    # t=61: the first 300 bytes left the window, 600 remain.
+    assert budget.admit("alice", 401, charge=False)[0] == 429
+    assert budget.admit("alice", 400) is None
+    clock[0] += 40  # t=101: the second and third left, the 400 remains
+    assert budget.admit("alice", 601, charge=False)[0] == 429
+    assert budget.admit("alice", 600) is None
+
+
 def test_files_given_as_links_are_refused_and_never_fetched(server, monkeypatch):
     """A file whose path is a link would have the server download it into its cache, of any size and past the upload
     quota; the request is refused before Gradio reads it."""
