@@ -4,7 +4,7 @@ the engine's own time to first token of each call as the app stored it."""
 import http.client
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import httpx
@@ -46,18 +46,23 @@ def answer_over_http(
     image_data = {"path": uploaded.raise_for_status().json()[0], "meta": {"_type": "gradio.FileData"}}
     started = http.post("/call/answer", json={"data": [image_data, *rest]})
     mark("join_end")
-    event, final = None, None
     with http.stream("GET", f"/call/answer/{started.raise_for_status().json()['event_id']}") as stream:
-        for line in stream.iter_lines():
-            if line.startswith("event:"):
-                event = line.removeprefix("event:").strip()
-            elif line.startswith("data:") and event == "generating":
-                mark("arrived")
-                mark("first")
-            elif line.startswith("data:") and event == "complete":
-                final = json.loads(line.removeprefix("data:"))[0]
-            elif line.startswith("data:") and event == "error":
-                raise RuntimeError(f"/answer failed: {line}")
+        return final_answer(stream.iter_lines(), mark)
+
+
+def final_answer(lines: Iterable[str], mark: Callable[[str], None]) -> str:
+    """The answer of /answer's server-sent events (`lines`, without their line ends), marking each streamed piece."""
+    event, final = None, None
+    for line in lines:
+        if line.startswith("event:"):
+            event = line.removeprefix("event:").strip()
+        elif line.startswith("data:") and event == "generating":
+            mark("arrived")
+            mark("first")
+        elif line.startswith("data:") and event == "complete":
+            final = json.loads(line.removeprefix("data:"))[0]
+        elif line.startswith("data:") and event == "error":
+            raise RuntimeError(f"/answer failed: {line}")
     if final is None:
         raise RuntimeError("/answer ended without an answer")
     return str(final)
@@ -85,21 +90,7 @@ def answer_over_stdlib(
     response = connection.getresponse()
     if response.status != 200:
         raise RuntimeError(f"/answer's event stream: HTTP {response.status}")
-    event, final = None, None
-    for raw in response:
-        line = raw.decode().rstrip("\r\n")
-        if line.startswith("event:"):
-            event = line.removeprefix("event:").strip()
-        elif line.startswith("data:") and event == "generating":
-            mark("arrived")
-            mark("first")
-        elif line.startswith("data:") and event == "complete":
-            final = json.loads(line.removeprefix("data:"))[0]
-        elif line.startswith("data:") and event == "error":
-            raise RuntimeError(f"/answer failed: {line}")
-    if final is None:
-        raise RuntimeError("/answer ended without an answer")
-    return str(final)
+    return final_answer((raw.decode().rstrip("\r\n") for raw in response), mark)
 
 
 def _ok(response: http.client.HTTPResponse) -> bytes:
