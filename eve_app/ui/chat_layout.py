@@ -133,4 +133,3 @@ def examples(ctx: AppContext, c: dict) -> None:
             elem_id="examples-gallery",
             visible=bool(pairs),
         )
-    c["examples"].select(None, None, None, js=SHOW_CHAT_JS, api_visibility="private")
