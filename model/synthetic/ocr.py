@@ -110,14 +110,19 @@ def draw_visitor(
     fill,
     fonts: Sequence[str],
     spread: float = 1.0,
+    size_spread: float | None = None,
 ) -> None:
     """All lines in one font of `fonts`, at 16-48 px (shrunk to fit), as a block at any pixel: text typed into a
-    paint program, which is what a visitor uploads. `spread` below 1 narrows both towards an anchor: at 0 the text is
-    `VISITOR_ANCHOR_SIZE` px at the top-left corner, only the font and words varying."""
+    paint program, which is what a visitor uploads. `spread` below 1 narrows the place and `size_spread` (`spread`
+    when None) the size towards an anchor: at 0 and 0 the text is `VISITOR_ANCHOR_SIZE` px at the top-left corner,
+    only the font and words varying. Apart, they let a curriculum open one before the other."""
     name = rng.choice(list(fonts))
     pitch_of = 1.2  # line pitch in font sizes
     tallest = int((size[1] - 4) / (pitch_of * (len(lines) - 1) + 1.2))  # the block's height must fit the canvas
-    smallest, largest = (round(VISITOR_ANCHOR_SIZE + (end - VISITOR_ANCHOR_SIZE) * spread) for end in VISITOR_SIZES)
+    size_spread = spread if size_spread is None else size_spread
+    smallest, largest = (
+        round(VISITOR_ANCHOR_SIZE + (end - VISITOR_ANCHOR_SIZE) * size_spread) for end in VISITOR_SIZES
+    )
     font_size = rng.randint(smallest, max(smallest, min(largest, tallest)))
     font = fit_free_font(max(lines, key=len), name, font_size, size[0] - 4)
     draw_block(draw, rng, lines, font, round(font.size * pitch_of), size, fill, margins=(0, 1), spread=spread)
@@ -134,16 +139,18 @@ def generate(
     fonts: str | None = None,
     texture: bool = False,
     visitor_spread: float = 1.0,
+    visitor_size_spread: float | None = None,
 ) -> tuple[Image.Image, dict]:
     """Render one OCR sample; the target holds the text (lines joined by newlines) and the lines.
 
     `spread` limits how far grid text (levels 0-2) is moved from the top-left corner (see `spread_randint`); `jitter`
     then moves it off the grid by up to that many pixels each way; `fonts` ("train" or "test") draws the text visitor
     style in that split's fonts instead (see the module docstring); `texture` draws a faint texture under the text
-    (`render.apply_texture`); `visitor_spread` narrows visitor-style text's place and size (see `draw_visitor`).
+    (`render.apply_texture`); `visitor_spread` narrows visitor-style text's place and, unless `visitor_size_spread`
+    is given, its size (see `draw_visitor`).
     """
     if fonts is not None:
-        return generate_visitor(rng, level, size, words, fonts, texture, visitor_spread)
+        return generate_visitor(rng, level, size, words, fonts, texture, visitor_spread, visitor_size_spread)
     vocab = load_vocab()["ocr"]
     if level == 0:
         background, fill = (255, 255, 255), (17, 17, 17)
@@ -170,6 +177,7 @@ def generate_visitor(
     fonts: str,
     texture: bool = False,
     spread: float = 1.0,
+    size_spread: float | None = None,
 ) -> tuple[Image.Image, dict]:
     """The level's text (as `pick_lines` draws it) in one font of split `fonts`, 16-48 px, at any pixel; half the
     time dark on a light tint, half the time light on a dark colour; with `texture`, over a faint texture."""
@@ -180,7 +188,7 @@ def generate_visitor(
     image = Image.new("RGB", size, background)
     if texture:
         apply_texture(image, rng)
-    draw_visitor(ImageDraw.Draw(image), rng, lines, size, fill, font_split(fonts), spread)
+    draw_visitor(ImageDraw.Draw(image), rng, lines, size, fill, font_split(fonts), spread, size_spread)
     return image, {"text": "\n".join(lines), "lines": lines}
 
 

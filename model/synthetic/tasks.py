@@ -59,6 +59,7 @@ class SampleOptions(TypedDict, total=False):
     ocr_jitter: int
     ocr_fonts: str | None
     ocr_visitor_spread: float
+    ocr_visitor_size_spread: float | None
     texture: bool
     layout: str | None
 
@@ -83,6 +84,7 @@ def generate_sample(
     ocr_jitter: int = 0,
     ocr_fonts: str | None = None,
     ocr_visitor_spread: float = 1.0,
+    ocr_visitor_size_spread: float | None = None,
     texture: bool = False,
     layout: str | None = None,
 ) -> Sample:
@@ -105,6 +107,8 @@ def generate_sample(
             16-48 px, at any pixel, either polarity.
         ocr_visitor_spread: visitor-style OCR only: 1 (the default) any place and size as above, 0 the anchor
             (32 px at the top-left corner), between the two a narrower room and size range.
+        ocr_visitor_size_spread: visitor-style OCR only: the size range alone, 0 (32 px) to 1 (16-48 px), with
+            `ocr_visitor_spread` then narrowing only the room; None (the default) follows `ocr_visitor_spread`.
         texture: draw a faint texture (noise, paper grain, a soft gradient or ruled lines, `render.apply_texture`)
             under the text or shapes instead of a plain background; off by default.
         layout: posters, webpages and scenes (OCR ignores it): None (the level's own layout; the default), or "train"
@@ -119,8 +123,12 @@ def generate_sample(
     check_level(level)
     if not 0.0 <= spread <= 1.0:
         raise ValueError(f"spread must be between 0 and 1, got {spread}")
-    if not 0.0 <= ocr_visitor_spread <= 1.0:
-        raise ValueError(f"ocr_visitor_spread must be between 0 and 1, got {ocr_visitor_spread}")
+    for name, value in (
+        ("ocr_visitor_spread", ocr_visitor_spread),
+        ("ocr_visitor_size_spread", ocr_visitor_size_spread),
+    ):
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be between 0 and 1, got {value}")
     if not 0 <= ocr_jitter <= PATCH_SIZE:
         raise ValueError(f"ocr_jitter must be between 0 and {PATCH_SIZE} pixels, got {ocr_jitter}")
     size = check_size(size or IMAGE_SIZES[key], module.MIN_SIZE)
@@ -137,6 +145,7 @@ def generate_sample(
             fonts=ocr_fonts,
             texture=texture,
             visitor_spread=ocr_visitor_spread,
+            visitor_size_spread=ocr_visitor_size_spread,
         )
     else:
         image, target = module.generate(rng, level, size, words, spread, texture=texture, layout=layout)

@@ -168,6 +168,16 @@ class TrainArgs:
         "room and size range of --ocr-visitor-share's text, FIRST to LAST over the first --ocr-jitter-ramp of the run: "
         "0 the anchor (32 px at the top-left corner: only the font and words vary), 1 any pixel at 16-48 px",
     )
+    ocr_visitor_size_spread: list[float] = ramp(
+        [],
+        "size range alone of --ocr-visitor-share's text, ramped like --ocr-visitor-spread, which then narrows only the "
+        "room: 0 32 px, 1 16-48 px; to open the place before the size (default: follow --ocr-visitor-spread)",
+    )
+    ocr_visitor_anchor_share: float = share(
+        0.0,
+        "share of --ocr-visitor-share's samples kept at the anchor (32 px at the top-left corner) whatever the ramps "
+        "say, as --fixed-place-share keeps grid text at one place",
+    )
     layout_mix: float = share(
         0.0,
         "share of synthetic poster, webpage and scene samples drawn in one of the generator's training layouts "
@@ -281,6 +291,15 @@ class TrainArgs:
         self.ocr_visitor_spread = ramp_pair(
             self.ocr_visitor_spread, float, 1.0, "--ocr-visitor-spread takes one share, or a first and a last share"
         )
+        if self.ocr_visitor_size_spread:
+            self.ocr_visitor_size_spread = ramp_pair(
+                self.ocr_visitor_size_spread,
+                float,
+                1.0,
+                "--ocr-visitor-size-spread takes one share, or a first and a last share",
+            )
+        if not 0.0 <= self.ocr_visitor_anchor_share <= 1.0:
+            raise ValueError("--ocr-visitor-anchor-share is a share between 0 and 1")
         if not 0.0 < self.ocr_jitter_ramp <= 1.0:
             raise ValueError("--ocr-jitter-ramp is a share of the run: give a value above 0 and at most 1")
         if not 0.0 <= self.ocr_visitor_share <= 1.0:

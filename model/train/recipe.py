@@ -204,6 +204,12 @@ def make_datasets(args: TrainArgs, encoder: Encoder, rank: int, world_size: int)
             ocr_visitor_share=args.ocr_visitor_share,
             ocr_visitor_fonts=args.ocr_visitor_fonts,
             ocr_visitor_spread=(args.ocr_visitor_spread[0], args.ocr_visitor_spread[1]),
+            ocr_visitor_size_spread=(
+                (args.ocr_visitor_size_spread[0], args.ocr_visitor_size_spread[1])
+                if args.ocr_visitor_size_spread
+                else None
+            ),
+            ocr_visitor_anchor_share=args.ocr_visitor_anchor_share,
             layout_mix=args.layout_mix,
             texture_share=args.texture_share,
         )

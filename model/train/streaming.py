@@ -12,6 +12,7 @@ from its first value at the start of the run to its second at the end (text at o
 
 import random
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
@@ -20,6 +21,15 @@ from .data import Encoder, SkipCounter, SkipSample
 
 # Evaluation samples come from their own stream so they never repeat a training sample.
 EVAL_SEED_OFFSET = 1_000_003
+
+
+class OcrOptions(NamedTuple):
+    """How one sample's OCR text is drawn (`generate_sample`'s OCR options of the same names)."""
+
+    jitter: int
+    fonts: str | None
+    visitor_spread: float
+    visitor_size_spread: float | None
 
 
 def _encode(encoder: Encoder, sample) -> dict:
@@ -48,6 +58,10 @@ class SyntheticStream(IterableDataset):
             many free families of `make fonts`; see `model.synthetic.render.font_split`).
         ocr_visitor_spread: (first, last) room and size range of those samples' text (0 the anchor, 1 anywhere at
             any size; `generate_sample`'s `ocr_visitor_spread`), ramped like `ocr_jitter`.
+        ocr_visitor_size_spread: (first, last) size range alone, ramped the same way, with `ocr_visitor_spread` then
+            narrowing only the room (so a curriculum can open the place before the size); None follows it.
+        ocr_visitor_anchor_share: share of the visitor-style samples kept at the anchor (32 px at the top-left
+            corner) whatever the ramps say, as `fixed_place_share` keeps grid text at one place.
         layout_mix: share of the other samples whose posters, webpages and scenes are drawn in one of the generator's
             training layouts (`layout="train"`; the held-out layouts are never drawn).
         texture_share: share of the other samples drawn over a faint background texture.
@@ -72,12 +86,13 @@ class SyntheticStream(IterableDataset):
         ocr_visitor_share: float = 0.0,
         ocr_visitor_fonts: str = "train",
         ocr_visitor_spread: tuple[float, float] = (1.0, 1.0),
+        ocr_visitor_size_spread: tuple[float, float] | None = None,
+        ocr_visitor_anchor_share: float = 0.0,
         layout_mix: float = 0.0,
         texture_share: float = 0.0,
     ):
-        ramps = (
-            spread[0] != spread[1] or ocr_jitter[0] != ocr_jitter[1] or ocr_visitor_spread[0] != ocr_visitor_spread[1]
-        )
+        pairs = (spread, ocr_jitter, ocr_visitor_spread, ocr_visitor_size_spread or (0.0, 0.0))
+        ramps = any(first != last for first, last in pairs)
         if (curriculum or ramps) and not run_samples:
             raise ValueError("a curriculum, a spread ramp or a jitter ramp needs run_samples (the length of the run)")
         self.tasks = [task_key(task) for task in tasks]  # fails early on an unknown task name
@@ -88,6 +103,7 @@ class SyntheticStream(IterableDataset):
         self.fixed_place_share = fixed_place_share
         self.ocr_jitter, self.ocr_jitter_ramp, self.ocr_visitor_share = ocr_jitter, ocr_jitter_ramp, ocr_visitor_share
         self.ocr_visitor_fonts, self.ocr_visitor_spread = ocr_visitor_fonts, ocr_visitor_spread
+        self.ocr_visitor_size_spread, self.ocr_visitor_anchor_share = ocr_visitor_size_spread, ocr_visitor_anchor_share
         self.layout_mix, self.texture_share = layout_mix, texture_share
         self.skipped = SkipCounter()
 
@@ -114,21 +130,31 @@ class SyntheticStream(IterableDataset):
             return first
         return first + (last - first) * min(1.0, index / self.run_samples)
 
-    def ocr_options_at(self, index: int) -> tuple[int, str | None, float]:
-        """(pixel jitter, font split or None, visitor spread) of sample `index`'s OCR text: on the grid at the fixed
-        place, else the jitter ramp's value and, for `ocr_visitor_share` of the samples, the `ocr_visitor_fonts`
-        split visitor style at the visitor-spread ramp's value."""
+    def ocr_options_at(self, index: int) -> OcrOptions:
+        """How sample `index`'s OCR text is drawn: on the grid at the fixed place, else the jitter ramp's value and,
+        for `ocr_visitor_share` of the samples, the `ocr_visitor_fonts` split visitor style at the visitor ramps'
+        values (at the anchor for `ocr_visitor_anchor_share` of those)."""
         if self.at_fixed_place(index):
-            return 0, None, 1.0
+            return OcrOptions(0, None, 1.0, None)
         progress = min(1.0, index / (self.ocr_jitter_ramp * self.run_samples)) if self.run_samples else 1.0
-        jitter = round(self.ocr_jitter[0] + (self.ocr_jitter[1] - self.ocr_jitter[0]) * progress)
+
+        def ramped(pair: tuple[float, float]) -> float:
+            return pair[0] + (pair[1] - pair[0]) * progress
+
+        jitter = round(ramped(self.ocr_jitter))
         visitor = bool(self.ocr_visitor_share) and (
             random.Random(f"{self.seed}:{index}:visitor").random() < self.ocr_visitor_share
         )
         if not visitor:
-            return jitter, None, 1.0
-        first, last = self.ocr_visitor_spread
-        return jitter, self.ocr_visitor_fonts, first + (last - first) * progress
+            return OcrOptions(jitter, None, 1.0, None)
+        if self.ocr_visitor_anchor_share and (
+            random.Random(f"{self.seed}:{index}:anchor").random() < self.ocr_visitor_anchor_share
+        ):
+            return OcrOptions(jitter, self.ocr_visitor_fonts, 0.0, 0.0)
+        sizes = self.ocr_visitor_size_spread
+        return OcrOptions(
+            jitter, self.ocr_visitor_fonts, ramped(self.ocr_visitor_spread), None if sizes is None else ramped(sizes)
+        )
 
     def look_at(self, index: int) -> tuple[bool, str | None]:
         """(texture, layout split or None) of sample `index`: plain and the level's own layout at the fixed place,
@@ -147,7 +173,7 @@ class SyntheticStream(IterableDataset):
         shard, num_shards = self.rank * num_workers + worker_id, self.world_size * num_workers
         index = self.start + shard
         while True:
-            jitter, fonts, visitor_spread = self.ocr_options_at(index)
+            ocr = self.ocr_options_at(index)
             texture, layout = self.look_at(index)
             sample = sample_at(
                 index,
@@ -157,9 +183,10 @@ class SyntheticStream(IterableDataset):
                 split="train",
                 made_up_words=self.made_up_words,
                 spread=self.spread_at(index),
-                ocr_jitter=jitter,
-                ocr_fonts=fonts,
-                ocr_visitor_spread=visitor_spread,
+                ocr_jitter=ocr.jitter,
+                ocr_fonts=ocr.fonts,
+                ocr_visitor_spread=ocr.visitor_spread,
+                ocr_visitor_size_spread=ocr.visitor_size_spread,
                 texture=texture,
                 layout=layout,
             )

@@ -417,6 +417,28 @@ def test_visitor_spread_narrows_place_and_size_to_the_anchor():
         generate_sample("ocr", random.Random(0), 0, ocr_fonts="train", ocr_visitor_spread=1.5)
 
 
+def test_visitor_size_spread_opens_the_place_and_the_size_apart():
+    """Place anywhere at the anchor's size, or every size at the anchor's corner: one opened without the other."""
+    from model.synthetic.ocr import VISITOR_ANCHOR_SIZE
+
+    def boxes(**options):
+        return [
+            _ink_box(generate_sample("ocr", random.Random(s), 0, ocr_fonts="train", **options).image)
+            for s in range(24)
+        ]
+
+    placed = boxes(ocr_visitor_spread=1.0, ocr_visitor_size_spread=0.0)
+    assert max(x0 for x0, _, _, _ in placed) > 40  # anywhere
+    heights = [y1 - y0 for _, y0, _, y1 in placed]
+    assert max(heights) - min(heights) < VISITOR_ANCHOR_SIZE // 2  # one size
+    sized = boxes(ocr_visitor_spread=0.0, ocr_visitor_size_spread=1.0)
+    assert all(x0 <= 6 and y0 <= 12 for x0, y0, _, _ in sized)  # at the corner
+    heights = [y1 - y0 for _, y0, _, y1 in sized]
+    assert max(heights) - min(heights) > VISITOR_ANCHOR_SIZE // 2  # many sizes
+    with pytest.raises(ValueError, match="ocr_visitor_size_spread"):
+        generate_sample("ocr", random.Random(0), 0, ocr_fonts="train", ocr_visitor_size_spread=-0.5)
+
+
 def test_a_missing_visitor_font_says_how_to_install_it(tmp_path, monkeypatch):
     from model.synthetic import render
 

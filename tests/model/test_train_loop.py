@@ -85,6 +85,9 @@ def test_cli_rejects_invalid_combinations(capsys):
     assert parse_args([*synthetic, "--ocr-visitor-fonts", "wide-train"]).ocr_visitor_fonts == "wide-train"
     assert parse_args(synthetic).ocr_visitor_spread == [1.0, 1.0]
     assert parse_args([*synthetic, "--ocr-visitor-spread", "0,1"]).ocr_visitor_spread == [0.0, 1.0]
+    assert parse_args(synthetic).ocr_visitor_size_spread == []  # follows --ocr-visitor-spread
+    assert parse_args([*synthetic, "--ocr-visitor-size-spread", "0"]).ocr_visitor_size_spread == [0.0, 0.0]
+    assert parse_args([*synthetic, "--ocr-visitor-anchor-share", "0.2"]).ocr_visitor_anchor_share == 0.2
     for bad in (
         [*synthetic, "--ocr-visitor-fonts", "wide-test"],  # held out: evaluation only
         [*synthetic, "--ocr-visitor-spread", "0,2"],
@@ -298,7 +301,7 @@ def test_synthetic_stream_ramps_ocr_jitter_and_keeps_the_fixed_place_on_the_grid
     )
     options = [stream.ocr_options_at(i) for i in range(1000)]
     assert options == [stream.ocr_options_at(i) for i in range(1000)]  # a resumed run draws the same options
-    for i, (jitter, fonts, _) in enumerate(options):
+    for i, (jitter, fonts, _, _) in enumerate(options):
         if stream.spread_at(i) == 0.0:  # the fixed-place anchor: on the grid, grid font
             assert (jitter, fonts) == (0, None)
         else:
@@ -322,8 +325,26 @@ def test_synthetic_stream_ramps_ocr_jitter_and_keeps_the_fixed_place_on_the_grid
         ocr_jitter_ramp=0.5,
     )
     for i in range(1000):
-        _, fonts, spread = opening.ocr_options_at(i)
-        assert spread == (min(1.0, i / 500) if fonts else 1.0)
+        _, fonts, spread, size_spread = opening.ocr_options_at(i)
+        assert spread == (min(1.0, i / 500) if fonts else 1.0) and size_spread is None  # the size follows the room
+    # The place can open before the size, with a share of the visitor samples kept at the anchor throughout.
+    place_first = SyntheticStream(
+        ["ocr"],
+        0,
+        [0],
+        encoder,
+        run_samples=1000,
+        ocr_visitor_share=1.0,
+        ocr_visitor_spread=(0.0, 1.0),
+        ocr_visitor_size_spread=(0.0, 0.0),
+        ocr_visitor_anchor_share=0.25,
+    )
+    drawn = [place_first.ocr_options_at(i) for i in range(1000)]
+    anchored = [i for i, option in enumerate(drawn) if (option.visitor_spread, option.visitor_size_spread) == (0, 0)]
+    assert 200 < len(anchored) < 300  # the anchor share, plus the ramp's first sample
+    for i, option in enumerate(drawn):
+        assert option.visitor_size_spread == 0.0 and option.fonts == "train"
+        assert option.visitor_spread in (0.0, i / 1000)  # at the anchor, or where the place ramp is
 
 
 def _scratch_files(tmp_path) -> tuple[Path, Path]:
