@@ -57,8 +57,8 @@ HELD_OUT_FAMILY_PLACE_OCR, HELD_OUT_FAMILY_SIZE_OCR = "ocr_wide_place", "ocr_wid
 # grid): layouts neither recipe trains on, the rows issue 31's ship criterion reads for them (not scored).
 UNSEEN_LAYOUT_LEVEL = 3
 UNSEEN_LAYOUT_SCENE, UNSEEN_LAYOUT_POSTER = "scene3", "poster3"
-# Scenes and posters at levels 0-2 in the generator's held-out layouts (`layout="test"`: a smaller 3 x 3 grid anywhere,
-# so smaller shapes; the date above the title beside a side band), which no training layout (`--layout-mix`) draws:
+# Scenes and posters at levels 0-2 in the generator's held-out layouts (`layout="test"`: shapes smaller than any trained
+# anywhere in their cells; the date above the title beside a side band), which no training layout (`--layout-mix`) draws:
 # the rows of the ship criterion "scene colour and shape >= 0.6, poster title and date >= 0.5" (not scored).
 HELD_OUT_LAYOUT_SCENE, HELD_OUT_LAYOUT_POSTER = "scene_layout", "poster_layout"
 UNSCORED = (
