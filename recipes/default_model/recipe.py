@@ -97,28 +97,30 @@ OFFGRID = (
 )
 # "fonts" (issue 31, the next trial) continues the off-grid run from step 4,800 (where it read text at any pixel in
 # its training fonts: 0.69 exact, CER 0.06, and the grid tasks at the shipped model's level) on what it could not read:
-# visitor-style text, in 70 faces of 30 free families (`make fonts`; Liberation and Carlito held out). The off-grid
-# run's held-out DejaVu faces stayed unread (CER 0.7-0.8) with six training faces: the question is whether many
-# families make unseen ones readable. Reading opens from an anchor, as grid reading did: "3:anchor" draws only OCR,
-# all of it visitor style at 32 px at the top-left corner (only the font and the words vary), for 1,000 steps; then
-# "3:fonts" mixes every task again, half of the OCR samples visitor style, widening from a quarter of the room and
-# size range to any pixel at 16-48 px over the first 40 % of the stage, the rest jittered by up to 8 px, a tenth at the
-# grid's fixed place; posters, webpages and scenes a third of the time in the generator's training layouts, a fifth
-# of all samples over a faint texture. Warm restarts at half the off-grid rate.
-# Earlier versions (docs/notes/default-model-run-2026-12-07b.md): without the anchor the training families stayed
-# unread (CER 0.75, loss flat, 700 steps); with a ramp from the anchor inside a mixed stage, anchored text fell only to
-# CER 0.39 in 1,600 steps, where a stage of anchored text alone reached 0.23 in 400.
+# visitor-style text, in 70 faces of 30 free families (`make fonts`; Liberation and Carlito held out). Reading opens
+# from an anchor, as grid reading did, one thing at a time, OCR alone: "3:anchor" draws the text at 32 px at the
+# top-left corner (only the font and the words vary); "3:place" opens the place to any pixel, still at 32 px; "3:sizes"
+# opens the size to 16-48 px, anywhere; each keeps a share of its samples at the anchor. "3:fonts" then mixes every
+# task again: most OCR samples visitor style at any pixel and size, the rest jittered by up to 8 px, a tenth at the
+# grid's fixed place; posters, webpages and scenes a third of the time in the generator's training layouts, a fifth of
+# all samples over a faint texture. Each stage is a warm restart at half the off-grid rate.
+# What the earlier versions and each stage gave: docs/notes/default-model-run-2026-12-07b.md and -07c.md. Place and
+# size each open in about 400 steps alone; a model grown to 6 layers and wider patch filters (5.9 M) learnt no faster.
 FONTS_MIX = ",".join(["ocr"] * 10 + ["poster"] * 2 + ["webpage"] * 2 + ["scene"] * 2)
+VISITOR_OCR = "--synthetic ocr --ocr-visitor-share 1 --ocr-visitor-fonts wide-train --lr 1.5e-3"
 RECIPES: dict[str, dict[str, str]] = {
     "grid": STAGES,
     "offgrid": {"3:offgrid": OFFGRID},
     "fonts": {
         "3:offgrid": f"{OFFGRID} --end-at-step 4800",
-        "3:anchor": "--synthetic ocr --ocr-visitor-share 1 --ocr-visitor-fonts wide-train --ocr-visitor-spread 0 "
-        "--lr 1.5e-3 --max-steps 1000 --seed 41",
-        "3:fonts": f"--synthetic {FONTS_MIX} --fixed-place-share 0.1 --ocr-jitter 8 --ocr-visitor-share 0.5 "
-        "--ocr-visitor-fonts wide-train --ocr-visitor-spread 0.25,1 --ocr-jitter-ramp 0.4 --layout-mix 0.33 "
-        "--texture-share 0.2 --lr 1.5e-3 --max-steps 6000 --seed 31",
+        "3:anchor": f"{VISITOR_OCR} --ocr-visitor-spread 0 --max-steps 1000 --seed 41",
+        "3:place": f"{VISITOR_OCR} --ocr-visitor-spread 0,1 --ocr-visitor-size-spread 0 --ocr-visitor-anchor-share 0.25 "
+        "--ocr-jitter-ramp 0.5 --max-steps 800 --seed 51",
+        "3:sizes": f"{VISITOR_OCR} --ocr-visitor-spread 1 --ocr-visitor-size-spread 0,1 --ocr-visitor-anchor-share 0.2 "
+        "--ocr-jitter-ramp 0.4 --max-steps 1200 --seed 61",
+        "3:fonts": f"--synthetic {FONTS_MIX} --fixed-place-share 0.1 --ocr-jitter 8 --ocr-visitor-share 0.7 "
+        "--ocr-visitor-fonts wide-train --ocr-visitor-anchor-share 0.2 --layout-mix 0.33 --texture-share 0.2 "
+        "--lr 1.5e-3 --max-steps 6000 --seed 32",
     },
 }
 

@@ -127,3 +127,23 @@ def test_the_offgrid_recipe_is_a_trial_that_never_exports_over_the_shipped_model
         ["--output-dir", "o", "--from-scratch", "c", "--tokenizer", "t", *COMMON.split(), *flags.split()]
     )
     assert name.startswith("3:") and parsed.ocr_jitter == [1, 8] and parsed.fixed_place_share == 0.25
+
+
+def test_every_recipe_stage_is_a_valid_training_command_and_fonts_opens_place_before_size():
+    from model.train.args import parse_args
+    from recipes.default_model.recipe import COMMON, RECIPES
+
+    base = ["--output-dir", "o", "--base", "b", *COMMON.split()]
+    parsed = {
+        (recipe, name): parse_args([*base, *flags.split()])
+        for recipe, stages in RECIPES.items()
+        for name, flags in stages.items()
+    }
+    fonts = [parsed["fonts", name] for name in RECIPES["fonts"]]
+    assert [name for name in RECIPES["fonts"]] == ["3:offgrid", "3:anchor", "3:place", "3:sizes", "3:fonts"]
+    _, anchor, place, sizes, mixed = fonts
+    assert anchor.ocr_visitor_spread == [0.0, 0.0] and anchor.synthetic == ["ocr"]  # one place and size
+    assert place.ocr_visitor_spread == [0.0, 1.0] and place.ocr_visitor_size_spread == [0.0, 0.0]  # place first
+    assert sizes.ocr_visitor_spread == [1.0, 1.0] and sizes.ocr_visitor_size_spread == [0.0, 1.0]  # then the size
+    assert mixed.ocr_visitor_size_spread == [] and set(mixed.synthetic) == {"ocr", "poster", "webpage", "scene"}
+    assert all(stage.ocr_visitor_anchor_share > 0 for stage in (place, sizes, mixed))  # the anchor is kept
