@@ -511,10 +511,15 @@ def test_held_out_layouts_differ_from_every_training_layout_and_are_never_traine
             assert links_below == (split == "test")  # held out: the nav at the bottom, under the button
             if split == "test":
                 assert boxes["button"][0] == PATCH_SIZE  # and the button on the left
-            image, _, objects = scene.compose(random.Random(seed), rng.choice(list(LEVELS)), (192, 192), layout=split)
-            for x, y, extent in objects:
+            image, target, objects = scene.compose(
+                random.Random(seed), rng.choice(list(LEVELS)), (192, 192), layout=split
+            )
+            for (x, y, extent), drawn in zip(objects, target["objects"]):
                 assert (extent < 35) == (split == "test")  # held out: smaller than every trained shape
-                assert extent / 2 <= x <= image.width - extent / 2 and extent / 2 <= y <= image.height - extent / 2
+                # wholly inside the third of the canvas its position names, so the answer is decidable from the image
+                column, row = divmod(load_vocab()["scene"]["positions"].index(drawn["position"]), 3)[::-1]
+                assert column * 64 <= x - extent / 2 and x + extent / 2 <= (column + 1) * 64
+                assert row * 64 <= y - extent / 2 and y + extent / 2 <= (row + 1) * 64
     with pytest.raises(ValueError, match="layout split"):
         generate_sample("poster", random.Random(0), layout="other")
 
