@@ -20,8 +20,11 @@ from .vocab import WordBank, load_vocab, vocab_bank
 
 MIN_SIZE = (8 * PATCH_SIZE, 8 * PATCH_SIZE)
 # Grid layouts (levels 0-2) by split, like the word list and the fonts: training draws the title above the date,
-# centred, left- or right-aligned, near the top or the bottom; evaluation alone draws the date above the title.
-LAYOUTS: dict[str, tuple[str, ...]] = {"train": ("stacked", "low-right"), "test": ("date-first",)}
+# centred, left- or right-aligned, near the top or the bottom, or the date first as a dateline at the top right over a
+# centred title; evaluation alone draws the date above a left-aligned title beside a band down the left edge. Without
+# a training layout that puts the date first, the field of a line follows from its place, never from what it says:
+# the shipped model read both lines of the held-out layout and named the first one the title every time.
+LAYOUTS: dict[str, tuple[str, ...]] = {"train": ("stacked", "low-right", "dateline"), "test": ("date-first",)}
 Box = tuple[int, int, int, int]
 
 
@@ -109,8 +112,9 @@ def draw_layout(
     spread: float = 1.0,
 ) -> dict[str, Box]:
     """Title and date on the patch grid in one of the other `LAYOUTS` (for "stacked", `draw_on_grid`), level 2 with
-    its frame. "low-right": title then date, right-aligned, pushed towards the bottom; "date-first" (held out for
-    evaluation): the date above the title, left-aligned beside a band down the left edge.
+    its frame. "low-right": title then date, right-aligned, pushed towards the bottom; "dateline": the date
+    right-aligned at the top, the title centred below it; "date-first" (held out for evaluation): the date above the
+    title, left-aligned beside a band down the left edge.
 
     Returns:
         The boxes of the title (all its lines) and the date.
@@ -133,6 +137,13 @@ def draw_layout(
         date_box = render.draw_grid_text(
             draw, date, max(0, cols - 1 - len(date)), row + 2 * len(title) + gap, date_grid, fill
         )
+    elif layout == "dateline":
+        row = min(1 + shift, max(0, rows - used - gap))
+        date_box = render.draw_grid_text(draw, date, max(0, cols - 1 - len(date)), row, date_grid, fill)
+        title_boxes = [
+            render.draw_grid_text(draw, line, max(0, (cols - len(line)) // 2), row + 2 + gap + 2 * i, title_grid, fill)
+            for i, line in enumerate(title)
+        ]
     elif layout == "date-first":
         draw.rectangle([0, 0, PATCH_SIZE // 2 - 1, size[1] - 1], fill=fill)  # the side band (not part of the answer)
         row = min(1 + shift, max(0, rows - used - gap))
