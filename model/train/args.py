@@ -181,8 +181,8 @@ class TrainArgs:
     layout_mix: float = share(
         0.0,
         "share of synthetic poster, webpage and scene samples drawn in one of the generator's training layouts "
-        "(title right-aligned near the bottom, headline above the links, shapes of varied size shifted in their "
-        "cells...) instead of the level's own; evaluation's held-out layouts are never drawn",
+        "(title right-aligned near the bottom, the date first, headline above the links, shapes of varied size "
+        "shifted in their cells...) instead of the level's own; evaluation's held-out layouts are never drawn",
     )
     texture_share: float = share(
         0.0,
