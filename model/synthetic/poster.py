@@ -127,7 +127,8 @@ def draw_layout(
     used = 2 * len(title) + 2  # title lines and the date line, in patch rows
     slack = max(0, rows - 2 - used - 1)
     gap = 1 + render.spread_randint(rng, 0, slack // 2, spread)
-    shift = render.spread_randint(rng, 0, slack - (gap - 1), spread)  # from the top (date-first) or bottom (low-right)
+    # rows from the top (dateline, date-first) or from the bottom (low-right)
+    shift = render.spread_randint(rng, 0, slack - (gap - 1), spread)
     if layout == "low-right":
         row = max(0, rows - 1 - used - gap - shift)
         title_boxes = [
