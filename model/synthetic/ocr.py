@@ -111,11 +111,13 @@ def draw_visitor(
     fonts: Sequence[str],
     spread: float = 1.0,
     size_spread: float | None = None,
+    small: bool = False,
 ) -> None:
     """All lines in one font of `fonts`, at 16-48 px (shrunk to fit), as a block at any pixel: text typed into a
     paint program, which is what a visitor uploads. `spread` below 1 narrows the place and `size_spread` (`spread`
     when None) the size towards an anchor: at 0 and 0 the text is `VISITOR_ANCHOR_SIZE` px at the top-left corner,
-    only the font and words varying. Apart, they let a curriculum open one before the other."""
+    only the font and words varying. Apart, they let a curriculum open one before the other. `small` draws from the
+    smallest quarter of the open size range (16-24 px when fully open), the sizes a small model reads worst."""
     name = rng.choice(list(fonts))
     pitch_of = 1.2  # line pitch in font sizes
     tallest = int((size[1] - 4) / (pitch_of * (len(lines) - 1) + 1.2))  # the block's height must fit the canvas
@@ -123,6 +125,8 @@ def draw_visitor(
     smallest, largest = (
         round(VISITOR_ANCHOR_SIZE + (end - VISITOR_ANCHOR_SIZE) * size_spread) for end in VISITOR_SIZES
     )
+    if small:
+        largest = smallest + (largest - smallest) // 4
     font_size = rng.randint(smallest, max(smallest, min(largest, tallest)))
     font = fit_free_font(max(lines, key=len), name, font_size, size[0] - 4)
     draw_block(draw, rng, lines, font, round(font.size * pitch_of), size, fill, margins=(0, 1), spread=spread)
@@ -140,6 +144,7 @@ def generate(
     texture: bool = False,
     visitor_spread: float = 1.0,
     visitor_size_spread: float | None = None,
+    visitor_small: bool = False,
 ) -> tuple[Image.Image, dict]:
     """Render one OCR sample; the target holds the text (lines joined by newlines) and the lines.
 
@@ -147,10 +152,12 @@ def generate(
     then moves it off the grid by up to that many pixels each way; `fonts` ("train" or "test") draws the text visitor
     style in that split's fonts instead (see the module docstring); `texture` draws a faint texture under the text
     (`render.apply_texture`); `visitor_spread` narrows visitor-style text's place and, unless `visitor_size_spread`
-    is given, its size (see `draw_visitor`).
+    is given, its size, and `visitor_small` keeps it to the smallest sizes (see `draw_visitor`).
     """
     if fonts is not None:
-        return generate_visitor(rng, level, size, words, fonts, texture, visitor_spread, visitor_size_spread)
+        return generate_visitor(
+            rng, level, size, words, fonts, texture, visitor_spread, visitor_size_spread, visitor_small
+        )
     vocab = load_vocab()["ocr"]
     if level == 0:
         background, fill = (255, 255, 255), (17, 17, 17)
@@ -178,6 +185,7 @@ def generate_visitor(
     texture: bool = False,
     spread: float = 1.0,
     size_spread: float | None = None,
+    small: bool = False,
 ) -> tuple[Image.Image, dict]:
     """The level's text (as `pick_lines` draws it) in one font of split `fonts`, 16-48 px, at any pixel; half the
     time dark on a light tint, half the time light on a dark colour; with `texture`, over a faint texture."""
@@ -188,7 +196,7 @@ def generate_visitor(
     image = Image.new("RGB", size, background)
     if texture:
         apply_texture(image, rng)
-    draw_visitor(ImageDraw.Draw(image), rng, lines, size, fill, font_split(fonts), spread, size_spread)
+    draw_visitor(ImageDraw.Draw(image), rng, lines, size, fill, font_split(fonts), spread, size_spread, small)
     return image, {"text": "\n".join(lines), "lines": lines}
 
 

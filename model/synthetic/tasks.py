@@ -60,6 +60,7 @@ class SampleOptions(TypedDict, total=False):
     ocr_fonts: str | None
     ocr_visitor_spread: float
     ocr_visitor_size_spread: float | None
+    ocr_visitor_small: bool
     texture: bool
     layout: str | None
 
@@ -85,6 +86,7 @@ def generate_sample(
     ocr_fonts: str | None = None,
     ocr_visitor_spread: float = 1.0,
     ocr_visitor_size_spread: float | None = None,
+    ocr_visitor_small: bool = False,
     texture: bool = False,
     layout: str | None = None,
 ) -> Sample:
@@ -109,6 +111,8 @@ def generate_sample(
             (32 px at the top-left corner), between the two a narrower room and size range.
         ocr_visitor_size_spread: visitor-style OCR only: the size range alone, 0 (32 px) to 1 (16-48 px), with
             `ocr_visitor_spread` then narrowing only the room; None (the default) follows `ocr_visitor_spread`.
+        ocr_visitor_small: visitor-style OCR only: draw from the smallest quarter of the open size range (16-24 px
+            at full size spread); off by default.
         texture: draw a faint texture (noise, paper grain, a soft gradient or ruled lines, `render.apply_texture`)
             under the text or shapes instead of a plain background; off by default.
         layout: posters, webpages and scenes (OCR ignores it): None (the level's own layout; the default), or "train"
@@ -146,6 +150,7 @@ def generate_sample(
             texture=texture,
             visitor_spread=ocr_visitor_spread,
             visitor_size_spread=ocr_visitor_size_spread,
+            visitor_small=ocr_visitor_small,
         )
     else:
         image, target = module.generate(rng, level, size, words, spread, texture=texture, layout=layout)

@@ -178,6 +178,11 @@ class TrainArgs:
         "share of --ocr-visitor-share's samples kept at the anchor (32 px at the top-left corner) whatever the ramps "
         "say, as --fixed-place-share keeps grid text at one place",
     )
+    ocr_visitor_small_share: float = share(
+        0.0,
+        "share of the other --ocr-visitor-share samples drawn at the smallest quarter of the open size range "
+        "(16-24 px at full --ocr-visitor-size-spread): small type is what a small model reads worst",
+    )
     layout_mix: float = share(
         0.0,
         "share of synthetic poster, webpage and scene samples drawn in one of the generator's training layouts "
@@ -298,8 +303,12 @@ class TrainArgs:
                 1.0,
                 "--ocr-visitor-size-spread takes one share, or a first and a last share",
             )
-        if not 0.0 <= self.ocr_visitor_anchor_share <= 1.0:
-            raise ValueError("--ocr-visitor-anchor-share is a share between 0 and 1")
+        for flag, value in (
+            ("--ocr-visitor-anchor-share", self.ocr_visitor_anchor_share),
+            ("--ocr-visitor-small-share", self.ocr_visitor_small_share),
+        ):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{flag} is a share between 0 and 1")
         if not 0.0 < self.ocr_jitter_ramp <= 1.0:
             raise ValueError("--ocr-jitter-ramp is a share of the run: give a value above 0 and at most 1")
         if not 0.0 <= self.ocr_visitor_share <= 1.0:

@@ -30,6 +30,7 @@ class OcrOptions(NamedTuple):
     fonts: str | None
     visitor_spread: float
     visitor_size_spread: float | None
+    visitor_small: bool = False
 
 
 def _encode(encoder: Encoder, sample) -> dict:
@@ -62,6 +63,8 @@ class SyntheticStream(IterableDataset):
             narrowing only the room (so a curriculum can open the place before the size); None follows it.
         ocr_visitor_anchor_share: share of the visitor-style samples kept at the anchor (32 px at the top-left
             corner) whatever the ramps say, as `fixed_place_share` keeps grid text at one place.
+        ocr_visitor_small_share: share of the other visitor-style samples drawn at the smallest quarter of the open
+            size range (`generate_sample`'s `ocr_visitor_small`): small type is what a small model reads worst.
         layout_mix: share of the other samples whose posters, webpages and scenes are drawn in one of the generator's
             training layouts (`layout="train"`; the held-out layouts are never drawn).
         texture_share: share of the other samples drawn over a faint background texture.
@@ -88,6 +91,7 @@ class SyntheticStream(IterableDataset):
         ocr_visitor_spread: tuple[float, float] = (1.0, 1.0),
         ocr_visitor_size_spread: tuple[float, float] | None = None,
         ocr_visitor_anchor_share: float = 0.0,
+        ocr_visitor_small_share: float = 0.0,
         layout_mix: float = 0.0,
         texture_share: float = 0.0,
     ):
@@ -104,6 +108,7 @@ class SyntheticStream(IterableDataset):
         self.ocr_jitter, self.ocr_jitter_ramp, self.ocr_visitor_share = ocr_jitter, ocr_jitter_ramp, ocr_visitor_share
         self.ocr_visitor_fonts, self.ocr_visitor_spread = ocr_visitor_fonts, ocr_visitor_spread
         self.ocr_visitor_size_spread, self.ocr_visitor_anchor_share = ocr_visitor_size_spread, ocr_visitor_anchor_share
+        self.ocr_visitor_small_share = ocr_visitor_small_share
         self.layout_mix, self.texture_share = layout_mix, texture_share
         self.skipped = SkipCounter()
 
@@ -152,8 +157,15 @@ class SyntheticStream(IterableDataset):
         ):
             return OcrOptions(jitter, self.ocr_visitor_fonts, 0.0, 0.0)
         sizes = self.ocr_visitor_size_spread
+        small = bool(self.ocr_visitor_small_share) and (
+            random.Random(f"{self.seed}:{index}:small").random() < self.ocr_visitor_small_share
+        )
         return OcrOptions(
-            jitter, self.ocr_visitor_fonts, ramped(self.ocr_visitor_spread), None if sizes is None else ramped(sizes)
+            jitter,
+            self.ocr_visitor_fonts,
+            ramped(self.ocr_visitor_spread),
+            None if sizes is None else ramped(sizes),
+            small,
         )
 
     def look_at(self, index: int) -> tuple[bool, str | None]:
@@ -187,6 +199,7 @@ class SyntheticStream(IterableDataset):
                 ocr_fonts=ocr.fonts,
                 ocr_visitor_spread=ocr.visitor_spread,
                 ocr_visitor_size_spread=ocr.visitor_size_spread,
+                ocr_visitor_small=ocr.visitor_small,
                 texture=texture,
                 layout=layout,
             )

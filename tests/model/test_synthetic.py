@@ -439,6 +439,24 @@ def test_visitor_size_spread_opens_the_place_and_the_size_apart():
         generate_sample("ocr", random.Random(0), 0, ocr_fonts="train", ocr_visitor_size_spread=-0.5)
 
 
+def test_visitor_small_draws_the_smallest_sizes_anywhere():
+    """The small option keeps visitor text to the bottom of its open size range, still at any place."""
+
+    def boxes(**options):
+        return [
+            _ink_box(generate_sample("ocr", random.Random(s), 0, ocr_fonts="train", **options).image)
+            for s in range(24)
+        ]
+
+    small, every = boxes(ocr_visitor_small=True), boxes()
+    small_heights = sorted(y1 - y0 for _, y0, _, y1 in small)
+    every_heights = sorted(y1 - y0 for _, y0, _, y1 in every)
+    assert small_heights[-1] < every_heights[len(every_heights) // 2]  # the tallest small text is below the median
+    assert max(x0 for x0, _, _, _ in small) > 40  # anywhere
+    anchored = boxes(ocr_visitor_spread=0.0, ocr_visitor_small=True)
+    assert {y1 - y0 for _, y0, _, y1 in anchored} == {y1 - y0 for _, y0, _, y1 in boxes(ocr_visitor_spread=0.0)}
+
+
 def test_a_missing_visitor_font_says_how_to_install_it(tmp_path, monkeypatch):
     from model.synthetic import render
 

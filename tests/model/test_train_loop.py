@@ -88,6 +88,7 @@ def test_cli_rejects_invalid_combinations(capsys):
     assert parse_args(synthetic).ocr_visitor_size_spread == []  # follows --ocr-visitor-spread
     assert parse_args([*synthetic, "--ocr-visitor-size-spread", "0"]).ocr_visitor_size_spread == [0.0, 0.0]
     assert parse_args([*synthetic, "--ocr-visitor-anchor-share", "0.2"]).ocr_visitor_anchor_share == 0.2
+    assert parse_args([*synthetic, "--ocr-visitor-small-share", "0.3"]).ocr_visitor_small_share == 0.3
     for bad in (
         [*synthetic, "--ocr-visitor-fonts", "wide-test"],  # held out: evaluation only
         [*synthetic, "--ocr-visitor-spread", "0,2"],
@@ -95,6 +96,7 @@ def test_cli_rejects_invalid_combinations(capsys):
         [*synthetic, "--ocr-jitter", "1,2,3"],
         [*synthetic, "--ocr-jitter-ramp", "0"],
         [*synthetic, "--ocr-visitor-share", "1.5"],
+        [*synthetic, "--ocr-visitor-small-share", "-0.1"],
         [*base, "--base", "a", "--ocr-jitter", "4"],
         [*base, "--base", "a", "--ocr-visitor-share", "0.5"],
         [*synthetic, "--made-up-words", "2"],
@@ -301,16 +303,16 @@ def test_synthetic_stream_ramps_ocr_jitter_and_keeps_the_fixed_place_on_the_grid
     )
     options = [stream.ocr_options_at(i) for i in range(1000)]
     assert options == [stream.ocr_options_at(i) for i in range(1000)]  # a resumed run draws the same options
-    for i, (jitter, fonts, _, _) in enumerate(options):
+    for i, option in enumerate(options):
         if stream.spread_at(i) == 0.0:  # the fixed-place anchor: on the grid, grid font
-            assert (jitter, fonts) == (0, None)
+            assert (option.jitter, option.fonts) == (0, None)
         else:
-            assert jitter == round(1 + 7 * min(1.0, i / 500)) and fonts is None  # no visitor share asked for
+            assert option.jitter == round(1 + 7 * min(1.0, i / 500)) and option.fonts is None  # no visitor share
     visitors = SyntheticStream(["ocr"], 0, [0], encoder, ocr_visitor_share=0.3)
-    fonts = [visitors.ocr_options_at(i)[1] for i in range(1000)]
+    fonts = [visitors.ocr_options_at(i).fonts for i in range(1000)]
     assert set(fonts) == {None, "train"} and 250 < fonts.count("train") < 350  # training fonts only
     wide = SyntheticStream(["ocr"], 0, [0], encoder, ocr_visitor_share=0.3, ocr_visitor_fonts="wide-train")
-    assert [wide.ocr_options_at(i)[1] for i in range(1000)] == [f and "wide-train" for f in fonts]  # same draws
+    assert [wide.ocr_options_at(i).fonts for i in range(1000)] == [f and "wide-train" for f in fonts]  # same draws
     # The visitor anchor opens like the jitter: spread 0 at the start, 1 from the end of the ramp, visitors only.
     with pytest.raises(ValueError, match="run_samples"):
         SyntheticStream(["ocr"], 0, [0], encoder, ocr_visitor_spread=(0.0, 1.0))
@@ -325,8 +327,9 @@ def test_synthetic_stream_ramps_ocr_jitter_and_keeps_the_fixed_place_on_the_grid
         ocr_jitter_ramp=0.5,
     )
     for i in range(1000):
-        _, fonts, spread, size_spread = opening.ocr_options_at(i)
-        assert spread == (min(1.0, i / 500) if fonts else 1.0) and size_spread is None  # the size follows the room
+        option = opening.ocr_options_at(i)
+        assert option.visitor_spread == (min(1.0, i / 500) if option.fonts else 1.0)
+        assert option.visitor_size_spread is None and not option.visitor_small  # the size follows the room
     # The place can open before the size, with a share of the visitor samples kept at the anchor throughout.
     place_first = SyntheticStream(
         ["ocr"],
@@ -345,6 +348,14 @@ def test_synthetic_stream_ramps_ocr_jitter_and_keeps_the_fixed_place_on_the_grid
     for i, option in enumerate(drawn):
         assert option.visitor_size_spread == 0.0 and option.fonts == "train"
         assert option.visitor_spread in (0.0, i / 1000)  # at the anchor, or where the place ramp is
+    # A share of the visitor samples off the anchor can be kept to the smallest sizes.
+    small_first = SyntheticStream(
+        ["ocr"], 0, [0], encoder, ocr_visitor_share=0.5, ocr_visitor_anchor_share=0.2, ocr_visitor_small_share=0.3
+    )
+    drawn = [small_first.ocr_options_at(i) for i in range(1000)]
+    small = [option for option in drawn if option.visitor_small]
+    assert all(option.fonts and option.visitor_spread == 1.0 for option in small)  # visitor text, off the anchor
+    assert 0.2 * 400 < len(small) < 0.4 * 400  # 30% of the 0.5 * 0.8 = 400 visitor samples off the anchor
 
 
 def _scratch_files(tmp_path) -> tuple[Path, Path]:
