@@ -140,10 +140,20 @@ def test_every_recipe_stage_is_a_valid_training_command_and_fonts_opens_place_be
         for name, flags in stages.items()
     }
     fonts = [parsed["fonts", name] for name in RECIPES["fonts"]]
-    assert [name for name in RECIPES["fonts"]] == ["3:offgrid", "3:anchor", "3:place", "3:sizes", "3:fonts"]
-    _, anchor, place, sizes, mixed = fonts
+    assert [name for name in RECIPES["fonts"]] == [
+        "3:offgrid",
+        "3:anchor",
+        "3:place",
+        "3:sizes",
+        "3:fonts",
+        "3:mix",
+        "3:settle",
+    ]
+    _, anchor, place, sizes, mixed, more, settle = fonts
     assert anchor.ocr_visitor_spread == [0.0, 0.0] and anchor.synthetic == ["ocr"]  # one place and size
     assert place.ocr_visitor_spread == [0.0, 1.0] and place.ocr_visitor_size_spread == [0.0, 0.0]  # place first
     assert sizes.ocr_visitor_spread == [1.0, 1.0] and sizes.ocr_visitor_size_spread == [0.0, 1.0]  # then the size
     assert mixed.ocr_visitor_size_spread == [] and set(mixed.synthetic) == {"ocr", "poster", "webpage", "scene"}
     assert all(stage.ocr_visitor_anchor_share > 0 for stage in (place, sizes, mixed))  # the anchor is kept
+    assert more.ocr_visitor_small_share > 0 and more.synthetic.count("poster") > mixed.synthetic.count("poster")
+    assert settle.synthetic == more.synthetic and settle.lr < more.lr and settle.end_at_step is None  # cools to zero
