@@ -17,6 +17,11 @@ IMAGE_SIZES: dict[str, tuple[int, int]] = {
     "scene": (192, 192),  # 3 x 3 grid of 64 px cells, each 4 x 4 patches
 }
 
+# Landscape and square canvases of the same area (multiples of PATCH_SIZE), 4:1 to 1:1: what the processor makes of
+# a word typed into a paint program, whose canvas has any shape. Visitor-style OCR may be drawn on one of these
+# (`generate_sample`'s `ocr_visitor_canvas`) instead of the OCR task's own 4:1 strip.
+VISITOR_CANVASES: tuple[tuple[int, int], ...] = ((384, 96), (320, 112), (288, 128), (256, 144), (224, 160), (192, 192))
+
 MAX_LEVEL = 3  # curriculum levels run 0 (easiest) .. MAX_LEVEL
 
 

@@ -15,7 +15,7 @@ from ..shared import IMAGE_PLACEHOLDER as IMAGE_TOKEN
 from ..shared import TASK_KEYS, task_instructions
 from . import ocr, poster, scene, webpage
 from .answers import format_answer, pick_instruction
-from .config import IMAGE_SIZES, PATCH_SIZE, check_level, check_size
+from .config import IMAGE_SIZES, PATCH_SIZE, VISITOR_CANVASES, check_level, check_size
 from .vocab import word_bank
 
 TASK_MODULES = {"ocr": ocr, "poster": poster, "webpage": webpage, "scene": scene}
@@ -61,6 +61,7 @@ class SampleOptions(TypedDict, total=False):
     ocr_visitor_spread: float
     ocr_visitor_size_spread: float | None
     ocr_visitor_small: bool
+    ocr_visitor_canvas: bool
     texture: bool
     layout: str | None
 
@@ -87,6 +88,7 @@ def generate_sample(
     ocr_visitor_spread: float = 1.0,
     ocr_visitor_size_spread: float | None = None,
     ocr_visitor_small: bool = False,
+    ocr_visitor_canvas: bool = False,
     texture: bool = False,
     layout: str | None = None,
 ) -> Sample:
@@ -113,6 +115,8 @@ def generate_sample(
             `ocr_visitor_spread` then narrowing only the room; None (the default) follows `ocr_visitor_spread`.
         ocr_visitor_small: visitor-style OCR only: draw from the smallest quarter of the open size range (16-24 px
             at full size spread); off by default.
+        ocr_visitor_canvas: visitor-style OCR only, when `size` is not given: draw on one of `VISITOR_CANVASES`
+            (landscape to square, the same area) instead of the task's 4:1 strip; off by default.
         texture: draw a faint texture (noise, paper grain, a soft gradient or ruled lines, `render.apply_texture`)
             under the text or shapes instead of a plain background; off by default.
         layout: posters, webpages and scenes (OCR ignores it): None (the level's own layout; the default), or "train"
@@ -135,6 +139,8 @@ def generate_sample(
             raise ValueError(f"{name} must be between 0 and 1, got {value}")
     if not 0 <= ocr_jitter <= PATCH_SIZE:
         raise ValueError(f"ocr_jitter must be between 0 and {PATCH_SIZE} pixels, got {ocr_jitter}")
+    if size is None and key == "ocr" and ocr_fonts is not None and ocr_visitor_canvas:
+        size = rng.choice(VISITOR_CANVASES)
     size = check_size(size or IMAGE_SIZES[key], module.MIN_SIZE)
     instruction = pick_instruction(key, rng)
     words = word_bank(split, made_up_words)

@@ -183,6 +183,11 @@ class TrainArgs:
         "share of the other --ocr-visitor-share samples drawn at the smallest quarter of the open size range "
         "(16-24 px at full --ocr-visitor-size-spread): small type is what a small model reads worst",
     )
+    ocr_visitor_canvas_share: float = share(
+        0.0,
+        "share of the other --ocr-visitor-share samples drawn on a canvas of another shape (landscape 4:1 to square, "
+        "the same area) instead of the OCR task's 4:1 strip: a visitor's image has any shape",
+    )
     layout_mix: float = share(
         0.0,
         "share of synthetic poster, webpage and scene samples drawn in one of the generator's training layouts "
@@ -306,6 +311,7 @@ class TrainArgs:
         for flag, value in (
             ("--ocr-visitor-anchor-share", self.ocr_visitor_anchor_share),
             ("--ocr-visitor-small-share", self.ocr_visitor_small_share),
+            ("--ocr-visitor-canvas-share", self.ocr_visitor_canvas_share),
         ):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{flag} is a share between 0 and 1")

@@ -211,6 +211,7 @@ def make_datasets(args: TrainArgs, encoder: Encoder, rank: int, world_size: int)
             ),
             ocr_visitor_anchor_share=args.ocr_visitor_anchor_share,
             ocr_visitor_small_share=args.ocr_visitor_small_share,
+            ocr_visitor_canvas_share=args.ocr_visitor_canvas_share,
             layout_mix=args.layout_mix,
             texture_share=args.texture_share,
         )

@@ -31,6 +31,7 @@ class OcrOptions(NamedTuple):
     visitor_spread: float
     visitor_size_spread: float | None
     visitor_small: bool = False
+    visitor_canvas: bool = False
 
 
 def _encode(encoder: Encoder, sample) -> dict:
@@ -65,6 +66,8 @@ class SyntheticStream(IterableDataset):
             corner) whatever the ramps say, as `fixed_place_share` keeps grid text at one place.
         ocr_visitor_small_share: share of the other visitor-style samples drawn at the smallest quarter of the open
             size range (`generate_sample`'s `ocr_visitor_small`): small type is what a small model reads worst.
+        ocr_visitor_canvas_share: share of the visitor-style samples off the anchor drawn on a canvas of another
+            shape (`generate_sample`'s `ocr_visitor_canvas`): a visitor's image is seldom the OCR task's 4:1 strip.
         layout_mix: share of the other samples whose posters, webpages and scenes are drawn in one of the generator's
             training layouts (`layout="train"`; the held-out layouts are never drawn).
         texture_share: share of the other samples drawn over a faint background texture.
@@ -92,6 +95,7 @@ class SyntheticStream(IterableDataset):
         ocr_visitor_size_spread: tuple[float, float] | None = None,
         ocr_visitor_anchor_share: float = 0.0,
         ocr_visitor_small_share: float = 0.0,
+        ocr_visitor_canvas_share: float = 0.0,
         layout_mix: float = 0.0,
         texture_share: float = 0.0,
     ):
@@ -108,7 +112,7 @@ class SyntheticStream(IterableDataset):
         self.ocr_jitter, self.ocr_jitter_ramp, self.ocr_visitor_share = ocr_jitter, ocr_jitter_ramp, ocr_visitor_share
         self.ocr_visitor_fonts, self.ocr_visitor_spread = ocr_visitor_fonts, ocr_visitor_spread
         self.ocr_visitor_size_spread, self.ocr_visitor_anchor_share = ocr_visitor_size_spread, ocr_visitor_anchor_share
-        self.ocr_visitor_small_share = ocr_visitor_small_share
+        self.ocr_visitor_small_share, self.ocr_visitor_canvas_share = ocr_visitor_small_share, ocr_visitor_canvas_share
         self.layout_mix, self.texture_share = layout_mix, texture_share
         self.skipped = SkipCounter()
 
@@ -160,12 +164,16 @@ class SyntheticStream(IterableDataset):
         small = bool(self.ocr_visitor_small_share) and (
             random.Random(f"{self.seed}:{index}:small").random() < self.ocr_visitor_small_share
         )
+        canvas = bool(self.ocr_visitor_canvas_share) and (
+            random.Random(f"{self.seed}:{index}:canvas").random() < self.ocr_visitor_canvas_share
+        )
         return OcrOptions(
             jitter,
             self.ocr_visitor_fonts,
             ramped(self.ocr_visitor_spread),
             None if sizes is None else ramped(sizes),
             small,
+            canvas,
         )
 
     def look_at(self, index: int) -> tuple[bool, str | None]:
@@ -200,6 +208,7 @@ class SyntheticStream(IterableDataset):
                 ocr_visitor_spread=ocr.visitor_spread,
                 ocr_visitor_size_spread=ocr.visitor_size_spread,
                 ocr_visitor_small=ocr.visitor_small,
+                ocr_visitor_canvas=ocr.visitor_canvas,
                 texture=texture,
                 layout=layout,
             )

@@ -457,6 +457,24 @@ def test_visitor_small_draws_the_smallest_sizes_anywhere():
     assert {y1 - y0 for _, y0, _, y1 in anchored} == {y1 - y0 for _, y0, _, y1 in boxes(ocr_visitor_spread=0.0)}
 
 
+def test_visitor_canvas_draws_visitor_text_on_canvases_of_other_shapes():
+    """A visitor's image is seldom a 4:1 strip: the canvas option draws visitor text on landscape-to-square canvases
+    of the same area, leaves grid text on its own strip, and yields to an explicit size."""
+    from model.synthetic.config import IMAGE_AREA, IMAGE_SIZES, VISITOR_CANVASES
+
+    shapes = {
+        generate_sample("ocr", random.Random(s), s % 3, ocr_fonts="train", ocr_visitor_canvas=True).image.size
+        for s in range(40)
+    }
+    assert len(shapes) >= 4 and shapes <= set(VISITOR_CANVASES)
+    assert all(abs(w * h - IMAGE_AREA) <= IMAGE_AREA // 20 and w >= h for w, h in VISITOR_CANVASES)
+    grid = generate_sample("ocr", random.Random(0), 0, ocr_visitor_canvas=True)  # not visitor text: the strip
+    assert grid.image.size == IMAGE_SIZES["ocr"]
+    sized = generate_sample("ocr", random.Random(0), 0, size=(256, 96), ocr_fonts="train", ocr_visitor_canvas=True)
+    assert sized.image.size == (256, 96)
+    assert generate_sample("ocr", random.Random(0), 0, ocr_fonts="train").image.size == IMAGE_SIZES["ocr"]
+
+
 def test_a_missing_visitor_font_says_how_to_install_it(tmp_path, monkeypatch):
     from model.synthetic import render
 

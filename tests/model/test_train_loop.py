@@ -89,6 +89,7 @@ def test_cli_rejects_invalid_combinations(capsys):
     assert parse_args([*synthetic, "--ocr-visitor-size-spread", "0"]).ocr_visitor_size_spread == [0.0, 0.0]
     assert parse_args([*synthetic, "--ocr-visitor-anchor-share", "0.2"]).ocr_visitor_anchor_share == 0.2
     assert parse_args([*synthetic, "--ocr-visitor-small-share", "0.3"]).ocr_visitor_small_share == 0.3
+    assert parse_args([*synthetic, "--ocr-visitor-canvas-share", "0.5"]).ocr_visitor_canvas_share == 0.5
     for bad in (
         [*synthetic, "--ocr-visitor-fonts", "wide-test"],  # held out: evaluation only
         [*synthetic, "--ocr-visitor-spread", "0,2"],
@@ -97,6 +98,7 @@ def test_cli_rejects_invalid_combinations(capsys):
         [*synthetic, "--ocr-jitter-ramp", "0"],
         [*synthetic, "--ocr-visitor-share", "1.5"],
         [*synthetic, "--ocr-visitor-small-share", "-0.1"],
+        [*synthetic, "--ocr-visitor-canvas-share", "2"],
         [*base, "--base", "a", "--ocr-jitter", "4"],
         [*base, "--base", "a", "--ocr-visitor-share", "0.5"],
         [*synthetic, "--made-up-words", "2"],
@@ -356,6 +358,11 @@ def test_synthetic_stream_ramps_ocr_jitter_and_keeps_the_fixed_place_on_the_grid
     small = [option for option in drawn if option.visitor_small]
     assert all(option.fonts and option.visitor_spread == 1.0 for option in small)  # visitor text, off the anchor
     assert 0.2 * 400 < len(small) < 0.4 * 400  # 30% of the 0.5 * 0.8 = 400 visitor samples off the anchor
+    # And a share of them drawn on canvases of other shapes, drawn apart from the small share.
+    shaped = SyntheticStream(["ocr"], 0, [0], encoder, ocr_visitor_share=0.5, ocr_visitor_canvas_share=0.5)
+    drawn = [shaped.ocr_options_at(i) for i in range(1000)]
+    assert all(option.fonts for option in drawn if option.visitor_canvas)
+    assert 200 < sum(option.visitor_canvas for option in drawn) < 300 and not any(o.visitor_small for o in drawn)
 
 
 def _scratch_files(tmp_path) -> tuple[Path, Path]:
