@@ -53,6 +53,9 @@ ANCHOR_OCR, HELD_OUT_FAMILY_ANCHOR_OCR = "ocr_anchor", "ocr_wide0"
 # The held-out families with one of the two opened: anywhere at the anchor's 32 px, and 16-48 px at its corner
 # (`--ocr-visitor-size-spread`): which of place and size a run has not learnt yet.
 HELD_OUT_FAMILY_PLACE_OCR, HELD_OUT_FAMILY_SIZE_OCR = "ocr_wide_place", "ocr_wide_size"
+# The held-out families at any pixel and size on landscape-to-square canvases (`VISITOR_CANVASES`) instead of the OCR
+# task's 4:1 strip: the shape of a visitor's own image.
+HELD_OUT_FAMILY_CANVAS_OCR = "ocr_wide_canvas"
 # Scenes and posters at level 3 (shapes of varied size shifted in their cells; posters in any DejaVu font off the
 # grid): layouts neither recipe trains on, the rows issue 31's ship criterion reads for them (not scored).
 UNSEEN_LAYOUT_LEVEL = 3
@@ -70,6 +73,7 @@ UNSCORED = (
     HELD_OUT_FAMILY_ANCHOR_OCR,
     HELD_OUT_FAMILY_PLACE_OCR,
     HELD_OUT_FAMILY_SIZE_OCR,
+    HELD_OUT_FAMILY_CANVAS_OCR,
     UNSEEN_LAYOUT_SCENE,
     UNSEEN_LAYOUT_POSTER,
     HELD_OUT_LAYOUT_SCENE,
@@ -99,7 +103,8 @@ def evaluate(model, processor, n: int) -> list[dict]:
     """Every task at levels 0-2 with text anywhere (what the score ranks), then, not scored, OCR with its text at the
     first free patch (task "ocr0": reading is learnt there first, so it moves long before the scored rows do), off
     the patch grid ("ocr_px"), in held-out fonts ("ocr_font"; "ocr_wide" in the held-out free families once `make
-    fonts` installed them, also at the anchor and with only its place or only its size opened), scenes and posters at level 3 ("scene3", "poster3")
+    fonts` installed them, also at the anchor, with only its place or only its size opened, and on canvases of other
+    shapes), scenes and posters at level 3 ("scene3", "poster3")
     and in the generator's held-out layouts at levels 0-2 ("scene_layout", "poster_layout")."""
     results = [
         evaluate_task(model, processor, task, n, level=LEVELS, seed=VALIDATION_SEED, batch_size=16) for task in TASKS
@@ -119,6 +124,7 @@ def evaluate(model, processor, n: int) -> list[dict]:
                     **ocr(ocr_fonts="wide-test", ocr_visitor_spread=0.0, ocr_visitor_size_spread=1.0),
                     "task": HELD_OUT_FAMILY_SIZE_OCR,
                 },
+                {**ocr(ocr_fonts="wide-test", ocr_visitor_canvas=True), "task": HELD_OUT_FAMILY_CANVAS_OCR},
             ]
             if visitor_fonts_installed()
             else []

@@ -4,6 +4,7 @@ from recipes.default_model.track import (
     ANCHOR_OCR,
     FIXED_PLACE_OCR,
     HELD_OUT_FAMILY_ANCHOR_OCR,
+    HELD_OUT_FAMILY_CANVAS_OCR,
     HELD_OUT_FAMILY_OCR,
     HELD_OUT_FAMILY_PLACE_OCR,
     HELD_OUT_FAMILY_SIZE_OCR,
@@ -35,6 +36,6 @@ def test_the_score_is_the_mean_main_metric_and_ignores_fixed_place_ocr():
     off_grid += [_row(UNSEEN_LAYOUT_SCENE, exact=0.1), _row(UNSEEN_LAYOUT_POSTER, exact=0.0)]
     off_grid += [_row(HELD_OUT_LAYOUT_SCENE, exact=0.2), _row(HELD_OUT_LAYOUT_POSTER, exact=0.0)]
     families = (HELD_OUT_FAMILY_OCR, ANCHOR_OCR, HELD_OUT_FAMILY_ANCHOR_OCR)  # the fonts recipe's rows
-    families += (HELD_OUT_FAMILY_PLACE_OCR, HELD_OUT_FAMILY_SIZE_OCR)
+    families += (HELD_OUT_FAMILY_PLACE_OCR, HELD_OUT_FAMILY_SIZE_OCR, HELD_OUT_FAMILY_CANVAS_OCR)
     off_grid += [_row(task, exact=0.0, cer=0.8) for task in families]
     assert score_of(results + off_grid) == score_of(results)
