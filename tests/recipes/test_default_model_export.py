@@ -148,8 +148,9 @@ def test_every_recipe_stage_is_a_valid_training_command_and_fonts_opens_place_be
         "3:fonts",
         "3:mix",
         "3:settle",
+        "3:shapes",
     ]
-    _, anchor, place, sizes, mixed, more, settle = fonts
+    _, anchor, place, sizes, mixed, more, settle, shapes = fonts
     assert anchor.ocr_visitor_spread == [0.0, 0.0] and anchor.synthetic == ["ocr"]  # one place and size
     assert place.ocr_visitor_spread == [0.0, 1.0] and place.ocr_visitor_size_spread == [0.0, 0.0]  # place first
     assert sizes.ocr_visitor_spread == [1.0, 1.0] and sizes.ocr_visitor_size_spread == [0.0, 1.0]  # then the size
@@ -157,3 +158,4 @@ def test_every_recipe_stage_is_a_valid_training_command_and_fonts_opens_place_be
     assert all(stage.ocr_visitor_anchor_share > 0 for stage in (place, sizes, mixed))  # the anchor is kept
     assert more.ocr_visitor_small_share > 0 and more.synthetic.count("poster") > mixed.synthetic.count("poster")
     assert settle.synthetic == more.synthetic and settle.lr < more.lr and settle.end_at_step is None  # cools to zero
+    assert shapes.ocr_visitor_canvas_share > 0 and settle.ocr_visitor_canvas_share == 0  # the canvas opens last
