@@ -104,8 +104,8 @@ def evaluate(model, processor, n: int) -> list[dict]:
     first free patch (task "ocr0": reading is learnt there first, so it moves long before the scored rows do), off
     the patch grid ("ocr_px"), in held-out fonts ("ocr_font"; "ocr_wide" in the held-out free families once `make
     fonts` installed them, also at the anchor, with only its place or only its size opened, and on canvases of other
-    shapes), scenes and posters at level 3 ("scene3", "poster3")
-    and in the generator's held-out layouts at levels 0-2 ("scene_layout", "poster_layout")."""
+    shapes), scenes and posters at level 3 ("scene3", "poster3") and in the generator's held-out layouts at levels
+    0-2 ("scene_layout", "poster_layout")."""
     results = [
         evaluate_task(model, processor, task, n, level=LEVELS, seed=VALIDATION_SEED, batch_size=16) for task in TASKS
     ]

@@ -1,5 +1,8 @@
 """The default-model tracker ranks checkpoints by the tasks with text anywhere, not by fixed-place OCR."""
 
+import pytest
+
+from model.synthetic.render import visitor_fonts_installed
 from recipes.default_model.track import (
     ANCHOR_OCR,
     FIXED_PLACE_OCR,
@@ -39,3 +42,15 @@ def test_the_score_is_the_mean_main_metric_and_ignores_fixed_place_ocr():
     families += (HELD_OUT_FAMILY_PLACE_OCR, HELD_OUT_FAMILY_SIZE_OCR, HELD_OUT_FAMILY_CANVAS_OCR)
     off_grid += [_row(task, exact=0.0, cer=0.8) for task in families]
     assert score_of(results + off_grid) == score_of(results)
+
+
+@pytest.mark.skipif(not visitor_fonts_installed(), reason="visitor fonts not installed: run `make fonts`")
+def test_the_tracker_evaluates_every_row_it_names_once():
+    """A row named in `UNSCORED` (`ocr_wide_canvas` among them) but never evaluated would vanish from the curve
+    silently: one sample apiece on the shipped model."""
+    from model.loading import load_pretrained
+    from recipes.default_model.track import TASKS, UNSCORED, evaluate
+
+    model, processor = load_pretrained("assets/eve-tiny")[:2]
+    names = [row["task"] for row in evaluate(model, processor, 1)]
+    assert sorted(names) == sorted({*TASKS, *UNSCORED})
